@@ -1,0 +1,350 @@
+"""Sources: manifest source specs in, SourceRefs out; a SourceRef in, an RGB image of the item's size out.
+
+Spec errors (a folder with no images, a bad scheme) are found while the manifest is read; load errors are
+per item (`SourceError`, whose text goes straight into the item's record), so one bad photo never stops a run.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import re
+import struct
+import time
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+import requests
+import urllib3.exceptions  # requests' own transport: its errors surface when reading the raw body
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+RESIZE_MODES = ("center-crop", "pad", "stretch", "fit")
+# Only decoders for the suffixes above: fewer parsers exposed to whatever a URL hands us.
+DECODER_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+MIN_SIDE, MAX_SIDE, SIDE_STEP = 16, 4096, 16
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_GLOB_CHARS = frozenset("*?[")
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+class SourceSpecError(ValueError):
+    """A source spec that can never work; the message names the spec."""
+
+
+class SourceError(Exception):
+    """One source failed to load; str() is a short reason the user can act on."""
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    key: str  # http(s) URL verbatim, or absolute local path as a posix string
+    is_url: bool
+    stem: str
+    fingerprint: str  # f"{size}-{mtime_ns}" for an existing local file, else ""
+    caption: str | None
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    timeout_s: float = 30.0
+    max_bytes: int = 50 * 1024 * 1024
+
+
+# ---------------------------------------------------------------- specs -> refs
+
+
+def expand_source(spec: str, base_dir: Path, recursive: bool = False) -> list[SourceRef]:
+    """A URL, a folder, a glob or one file, as refs sorted by path string."""
+    if _SCHEME.match(spec):
+        return [source_ref(spec, base_dir)]
+    path = _local_path(spec, base_dir)
+    if path.is_dir():
+        return _refs_or_error(spec, _folder_images(path, recursive))
+    # A literal name like "shot [1].jpg" that exists wins over reading it as a glob.
+    if _GLOB_CHARS & set(spec) and not path.exists():
+        return _refs_or_error(spec, _glob_images(spec, base_dir, recursive))
+    # A missing file is kept: loading it later records "file not found" against that one item.
+    return [source_ref(spec, base_dir)]
+
+
+def source_ref(path_or_url: str, base_dir: Path) -> SourceRef:
+    """One file or URL, no expansion (CSV rows name exactly one source)."""
+    match = _SCHEME.match(path_or_url)
+    if match:
+        return _url_ref(path_or_url, match.group(1))
+    path = _local_path(path_or_url, base_dir)
+    if path.is_dir():
+        raise SourceSpecError(f"source {path_or_url!r} is a folder; a single image file or URL is expected here")
+    return _file_ref(path)
+
+
+def _url_ref(url: str, scheme: str) -> SourceRef:
+    if scheme.lower() not in ("http", "https"):
+        raise SourceSpecError(f"source {url!r}: scheme {scheme}:// is not supported (use http://, https:// or a path)")
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise SourceSpecError(f"source {url!r}: URL has no host")
+    stem = PurePosixPath(unquote(parts.path.rsplit("/", 1)[-1])).stem
+    return SourceRef(key=url, is_url=True, stem=stem or "image", fingerprint="", caption=None)
+
+
+def _local_path(spec: str, base_dir: Path) -> Path:
+    # abspath, not resolve(): symlinks keep the name the user gave them (a folder of links into a hash-named
+    # store must not turn every stem into a hash), and a missing file still gets a stable absolute key.
+    return Path(os.path.abspath(Path(base_dir).expanduser() / Path(spec).expanduser()))
+
+
+def _file_ref(path: Path) -> SourceRef:
+    try:
+        st = path.stat()
+        fingerprint = f"{st.st_size}-{st.st_mtime_ns}" if path.is_file() else ""
+    except OSError:
+        fingerprint = ""
+    return SourceRef(key=path.as_posix(), is_url=False, stem=path.stem, fingerprint=fingerprint, caption=_caption(path))
+
+
+def _caption(path: Path) -> str | None:
+    """Text of the same-stem .txt beside the image; an empty one counts as absent so {caption} checks catch it."""
+    txt = path.with_suffix(".txt")
+    if txt == path:
+        return None
+    try:
+        text = txt.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:  # absent, unreadable or a folder: no caption
+        return None
+    return text or None
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _folder_images(folder: Path, recursive: bool) -> list[Path]:
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    found = []
+    for path in candidates:
+        hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+        if not hidden and _is_image_name(path) and path.is_file():
+            found.append(path)
+    return found
+
+
+def _glob_images(spec: str, base_dir: Path, recursive: bool) -> list[Path]:
+    # root_dir, not base_dir/spec: brackets or stars in the manifest's own folder name must stay literal.
+    # glob itself skips dot-names unless the pattern spells the dot out (then the user asked for them).
+    root = Path(os.path.abspath(Path(base_dir).expanduser()))
+    matches = glob.glob(os.path.expanduser(spec), root_dir=root, recursive=recursive)
+    paths = [Path(os.path.abspath(root / m)) for m in matches]  # an absolute m replaces root in the join
+    return [p for p in paths if _is_image_name(p) and p.is_file()]
+
+
+def _refs_or_error(spec: str, paths: list[Path]) -> list[SourceRef]:
+    if not paths:
+        looked_for = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise SourceSpecError(f"source {spec!r} matches no image (looked for {looked_for})")
+    return [_file_ref(p) for p in sorted(paths, key=lambda p: p.as_posix())]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_image(ref: SourceRef, fetch: FetchOptions = FetchOptions()) -> Image.Image:
+    """A fully loaded RGB image, or SourceError with a readable reason."""
+    data = _download(ref.key, fetch) if ref.is_url else _read_file(Path(ref.key))
+    return decode_image(data)
+
+
+def _read_file(path: Path) -> bytes:
+    if not path.exists():
+        raise SourceError(f"file not found: {path.as_posix()}")
+    if path.is_dir():
+        raise SourceError("is a folder")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SourceError(f"could not read file: {exc.strerror or exc}") from exc
+    if not data:
+        raise SourceError("empty file")
+    return data
+
+
+def _download(url: str, fetch: FetchOptions) -> bytes:
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise SourceError("only http:// and https:// URLs can be fetched")
+    # requests' timeout bounds each socket read, not the download: a server dripping one byte a second never
+    # trips it. So an overall deadline is checked between chunks as well.
+    deadline = time.monotonic() + fetch.timeout_s
+    timed_out = SourceError(f"timed out after {fetch.timeout_s:g} s")
+    too_big = SourceError(f"larger than {_human_bytes(fetch.max_bytes)}")
+    try:
+        # identity: the limit then counts real bytes, with no decompression in between (images are compressed).
+        resp = requests.get(url, stream=True, timeout=fetch.timeout_s, headers={"Accept-Encoding": "identity"})
+    except requests.Timeout as exc:
+        raise timed_out from exc
+    except requests.RequestException as exc:
+        raise SourceError(f"could not connect: {_short(exc)}") from exc
+    with resp:
+        if resp.status_code >= 400:
+            raise SourceError(f"HTTP {resp.status_code}")
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > fetch.max_bytes:
+            raise too_big  # refused before reading a byte
+        body = bytearray()
+        try:
+            # read1 returns whatever one socket read gave, so the deadline is checked even on a slow drip.
+            while chunk := resp.raw.read1(64 * 1024):
+                body += chunk
+                if len(body) > fetch.max_bytes:
+                    raise too_big
+                if time.monotonic() > deadline:
+                    raise timed_out
+        except (urllib3.exceptions.TimeoutError, requests.Timeout) as exc:
+            raise timed_out from exc
+        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+            raise SourceError(f"download failed: {_short(exc)}") from exc
+    if not body:
+        raise SourceError("empty response")
+    return bytes(body)
+
+
+def _human_bytes(n: int) -> str:
+    mib = 1024 * 1024
+    return f"{n / mib:g} MB" if n >= mib else f"{n} bytes"
+
+
+def _short(exc: BaseException) -> str:
+    """The innermost reason only: requests nests urllib3's pool/retry wrappers around e.g. 'Connection refused'."""
+    text = str(exc)
+    match = re.search(r"\[Errno -?\d+\] ([^')\]]+)", text)
+    return match.group(1).strip() if match else (text[:200] or type(exc).__name__)
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Bytes -> fully loaded RGB image (first frame, camera rotation applied), or SourceError."""
+    try:
+        img = Image.open(BytesIO(data), formats=list(DECODER_FORMATS))
+    except UnidentifiedImageError as exc:
+        raise SourceError("not an image") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning too, under -W error
+        raise SourceError(f"decompression bomb: {_peek_size(data)}") from exc
+    _refuse_bomb(img)
+    try:
+        img.load()  # open() only read the header: broken pixel data shows up here
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(img)
+    except OSError as exc:
+        reason = "truncated image" if "truncated" in str(exc) else f"corrupt image: {exc}"
+        raise SourceError(reason) from exc
+    except (SyntaxError, ValueError, EOFError, struct.error) as exc:
+        raise SourceError(f"corrupt image: {exc}") from exc
+
+
+def _refuse_bomb(img: Image.Image) -> None:
+    # Pillow raises only above 2x MAX_IMAGE_PIXELS; between 1x and 2x it merely warns and would decode it.
+    limit = Image.MAX_IMAGE_PIXELS
+    width, height = img.size
+    if limit is not None and width * height > limit:
+        raise SourceError(f"decompression bomb: {width}x{height}")
+
+
+def _peek_size(data: bytes) -> str:
+    """WxH of an image Pillow refused inside open(): ask the decoder plugins directly (no bomb check there)."""
+    Image.init()
+    for fmt in DECODER_FORMATS:
+        factory, accept = Image.OPEN[fmt]
+        try:
+            if accept is None or accept(data[:16]):
+                width, height = factory(BytesIO(data)).size
+                return f"{width}x{height}"
+        except Exception:  # noqa: BLE001 - only a nicer message is at stake
+            continue
+    return "too many pixels"
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB; transparency is composited over white, high bit depths are scaled, not clipped."""
+    if img.mode.startswith("I") or img.mode == "F":
+        return _deep_to_rgb(img)
+    if img.mode in _ALPHA_MODES or "transparency" in img.info:
+        rgba = img.convert("RGBA")  # P/L/RGB + tRNS and premultiplied modes all land here
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _deep_to_rgb(img: Image.Image) -> Image.Image:
+    # convert("L") would clip 16-bit values to 255 (a white picture); scale the range instead.
+    arr = np.asarray(img)
+    if img.mode == "F":
+        arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        # Floats in 0..1 are the common convention (linear/normalized data); anything else is taken as 0..255.
+        scaled = arr * 255.0 if arr.size and arr.min() >= 0.0 and arr.max() <= 1.0 else arr
+    else:
+        # I;16* are 16-bit by definition; "I" comes from 16-bit PNG/TIFF in practice, so the same range.
+        scaled = np.clip(arr.astype(np.float64), 0, 65535) / 257.0
+    gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray).convert("RGB")
+
+
+# ---------------------------------------------------------------- sizing
+
+
+def fit_size(src_w: int, src_h: int, width: int, height: int, mode: str) -> tuple[int, int]:
+    """Output size: (width, height), except "fit": the source aspect ratio at about width*height pixels."""
+    _check_mode(mode)
+    if mode != "fit":
+        return width, height
+    if src_w <= 0 or src_h <= 0:
+        raise ValueError(f"source size must be positive, got {src_w}x{src_h}")
+    area, aspect = width * height, src_w / src_h
+    return _snap(math.sqrt(area * aspect)), _snap(math.sqrt(area / aspect))
+
+
+def _snap(side: float) -> int:
+    # Nearest multiple of 16 (halves round up), kept inside what the pipeline accepts.
+    return min(MAX_SIDE, max(MIN_SIDE, int(side / SIDE_STEP + 0.5) * SIDE_STEP))
+
+
+def center_crop_box(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[float, float, float, float]:
+    """The largest centered (left, top, right, bottom) box of dst's aspect ratio; floats, for resize(box=)."""
+    if src_w * dst_h > dst_w * src_h:  # source is wider: trim the sides
+        crop_w = src_h * dst_w / dst_h
+        left = (src_w - crop_w) / 2
+        return left, 0.0, left + crop_w, float(src_h)
+    crop_h = src_w * dst_h / dst_w  # taller (or equal): trim top and bottom
+    top = (src_h - crop_h) / 2
+    return 0.0, top, float(src_w), top + crop_h
+
+
+def pad_layout(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[int, int, int, int]:
+    """(scaled_w, scaled_h, x, y): the source scaled to fit inside dst, and where it sits, centered."""
+    scale = min(dst_w / src_w, dst_h / src_h)
+    new_w = min(dst_w, max(1, round(src_w * scale)))
+    new_h = min(dst_h, max(1, round(src_h * scale)))
+    return new_w, new_h, (dst_w - new_w) // 2, (dst_h - new_h) // 2
+
+
+def fit_image(img: Image.Image, width: int, height: int, mode: str) -> Image.Image:
+    """An RGB image of exactly fit_size(img.width, img.height, width, height, mode)."""
+    img = to_rgb(img)
+    out_w, out_h = fit_size(img.width, img.height, width, height, mode)
+    if mode == "stretch":
+        return img.resize((out_w, out_h), Image.Resampling.LANCZOS)
+    if mode == "pad":
+        new_w, new_h, x, y = pad_layout(img.width, img.height, out_w, out_h)
+        canvas = Image.new("RGB", (out_w, out_h), (0, 0, 0))
+        canvas.paste(img.resize((new_w, new_h), Image.Resampling.LANCZOS), (x, y))
+        return canvas
+    # center-crop, and fit (whose size already has the source's aspect: the crop only absorbs the rounding)
+    box = center_crop_box(img.width, img.height, out_w, out_h)
+    return img.resize((out_w, out_h), Image.Resampling.LANCZOS, box=box)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {mode!r}: expected one of {', '.join(RESIZE_MODES)}")
