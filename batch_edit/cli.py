@@ -1,0 +1,134 @@
+"""Command line: maps flags onto the stages and turns domain errors into messages and exit codes.
+
+Exit status: 0 every item succeeded; 1 the run finished but some items failed; 2 a manifest, config or
+command line was refused, or the pipeline could not be loaded (nothing written); 3 the run stopped early
+because its output folder could not be written (records so far are intact).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import BatchEditError, ConfigError, ManifestError, OutputError
+from .manifest import Manifest, load_manifests
+from .pipeline_config import PipelineConfig, load_pipeline_config
+from .plan import JobPlan, plan_jobs
+from .sources import FetchOptions
+
+DEFAULT_OUTPUT_ROOT = Path("outputs")
+EXIT_OK, EXIT_ITEMS_FAILED, EXIT_REFUSED, EXIT_STOPPED = 0, 1, 2, 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.handler(args)
+    except OutputError as exc:
+        print(f"error: {exc}\nThe run stopped; every finished item is recorded. Fix the problem and re-run the same command to resume.", file=sys.stderr)
+        return EXIT_STOPPED
+    except BatchEditError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="batch-edit", description="Batch image editing with one resident FLUX.1 img2img pipeline.")
+    parser.add_argument("--version", action="version", version=f"batch-edit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details and library warnings")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run every item of the manifests (finished items are skipped)")
+    _add_plan_arguments(run)
+    run.add_argument("--fetch-timeout", type=float, default=30.0, metavar="SECONDS", help="deadline for downloading one URL (default: 30)")
+    run.add_argument("--max-download-mb", type=float, default=50.0, metavar="MB", help="largest URL download accepted (default: 50)")
+    run.set_defaults(handler=_run)
+
+    plan = commands.add_parser("plan", help="validate and expand the manifests without loading a model")
+    _add_plan_arguments(plan)
+    plan.set_defaults(handler=_plan)
+
+    tiny = commands.add_parser("make-tiny-model", help="write a tiny random FLUX img2img pipeline for offline smoke tests")
+    tiny.add_argument("directory", type=Path, metavar="DIR")
+    tiny.set_defaults(handler=_make_tiny_model)
+    return parser
+
+
+def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST", help="YAML or CSV manifest(s)")
+    parser.add_argument("--pipeline", type=Path, metavar="CONFIG", help="pipeline config YAML (default: the manifest's 'pipeline:', else FLUX.1-dev with the quanto recipe on CUDA)")
+    parser.add_argument("--output-root", type=Path, metavar="DIR", help="where job folders go (default: the manifest's 'output_root:', else ./outputs)")
+
+
+def _prepare(args) -> tuple[PipelineConfig, Path, list[JobPlan]]:
+    manifests = load_manifests(args.manifests)
+    config = load_pipeline_config(args.pipeline or _one_setting(manifests, "pipeline"))
+    output_root = args.output_root or _one_setting(manifests, "output_root") or DEFAULT_OUTPUT_ROOT
+    jobs = [job for manifest in manifests for job in manifest.jobs]
+    return config, output_root, plan_jobs(jobs, config.identity())
+
+
+def _one_setting(manifests: list[Manifest], name: str) -> Path | None:
+    values = {getattr(m, name) for m in manifests if getattr(m, name) is not None}
+    if len(values) > 1:
+        shown = ", ".join(str(v) for v in sorted(values))
+        error = ConfigError if name == "pipeline" else ManifestError
+        message = f"the manifests name different '{name}' values ({shown}); one run uses one, so pass --{name.replace('_', '-')}"
+        raise error(message) if error is ConfigError else error([message])
+    return values.pop() if values else None
+
+
+def _plan(args) -> int:
+    from .outputs import JobOutput
+
+    config, output_root, plans = _prepare(args)
+    print(f"pipeline: {config.model} ({config.quantization.describe()}, {config.dtype}, {config.device})")
+    for plan in plans:
+        done = JobOutput(output_root, plan.name).done_ids() & {item.item_id for item in plan.items}
+        extra = f", {plan.duplicates} duplicate(s) merged" if plan.duplicates else ""
+        print(f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {output_root / plan.name}")
+    print(f"total: {sum(len(plan.items) for plan in plans)} item(s) in {len(plans)} job(s)")
+    return EXIT_OK
+
+
+def _run(args) -> int:
+    from .engine import Engine
+    from .runner import run
+
+    config, output_root, plans = _prepare(args)
+    if not args.verbose:
+        _quiet_libraries()
+    fetch = FetchOptions(timeout_s=args.fetch_timeout, max_bytes=int(args.max_download_mb * 1024 * 1024))
+    result = run(plans, config, output_root, Engine.load, fetch)
+    for job in result.jobs:
+        reasons = "; ".join(f"{reason}: {count}" for reason, count in sorted(job.errors.items()))
+        print(
+            f"job {job.name}: {job.done} written, {job.already_done} already done, {job.failed} failed"
+            f"{' (' + reasons + ')' if reasons else ''} in {job.seconds:.1f} s -> {job.folder}"
+        )
+    if not result.loaded_model:
+        print("nothing to do: every item is already done")
+    return EXIT_ITEMS_FAILED if result.failed else EXIT_OK
+
+
+def _make_tiny_model(args) -> int:
+    from .tiny_model import write_tiny_model
+
+    _quiet_libraries()
+    directory = write_tiny_model(args.directory)
+    print(f"wrote a tiny random FLUX img2img pipeline to {directory}")
+    return EXIT_OK
+
+
+def _quiet_libraries() -> None:
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()

@@ -1,0 +1,121 @@
+"""The resident pipeline: the only module that imports torch and diffusers at run time.
+
+One small call: a batch of items (same size, steps, strength, guidance) and their fitted source images in,
+edited images out. Each item gets its own CPU `torch.Generator` seeded with its seed, so the noise of an
+item does not depend on its batch or on the device it runs on.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PIL import Image
+
+from .errors import PipelineLoadError
+from .pipeline_config import PipelineConfig
+from .plan import WorkItem
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(self, config: PipelineConfig, pipe):
+        self.config = config
+        self.pipe = pipe
+
+    @classmethod
+    def load(cls, config: PipelineConfig) -> "Engine":
+        import torch
+
+        _check_device(config.device, torch)
+        pipe = _from_pretrained(config, getattr(torch, config.dtype))
+        if config.quantization.backend == "quanto":
+            _quantize_with_quanto(pipe, config)
+        pipe.to(config.device)
+        pipe.set_progress_bar_config(disable=True)
+        return cls(config, pipe)
+
+    def generate(self, items: list[WorkItem], images: list[Image.Image]) -> list[Image.Image]:
+        import torch
+
+        first = items[0]
+        width, height = images[0].size
+        if any(item.batch_key != first.batch_key for item in items) or any(i.size != (width, height) for i in images):
+            raise ValueError("a batch must share size, steps, strength and guidance")
+        # The pipeline call runs under no_grad already; inference_mode would break quanto's weight tensors.
+        result = self.pipe(
+            prompt=[item.prompt for item in items],
+            image=images,
+            width=width,
+            height=height,
+            strength=first.strength,
+            num_inference_steps=first.num_inference_steps,
+            guidance_scale=first.guidance_scale,
+            generator=[torch.Generator("cpu").manual_seed(item.seed) for item in items],
+            max_sequence_length=self.config.max_sequence_length,
+            output_type="pil",
+        )
+        return list(result.images)
+
+
+def _check_device(device: str, torch) -> None:
+    if not device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise PipelineLoadError(
+            f"the pipeline config asks for device '{device}' but no CUDA GPU is visible "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
+            "install a CUDA build of torch or use a config with 'device: cpu'"
+        )
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise PipelineLoadError(f"device '{device}' does not exist: {torch.cuda.device_count()} CUDA GPU(s) visible")
+
+
+def _from_pretrained(config: PipelineConfig, dtype):
+    from diffusers import FluxImg2ImgPipeline
+
+    if config.is_local_model and not Path(config.model).is_dir():
+        raise PipelineLoadError(f"model folder not found: {config.model}")
+    try:
+        return FluxImg2ImgPipeline.from_pretrained(
+            config.model,
+            revision=config.revision,
+            dtype=dtype,
+            use_safetensors=True,
+            local_files_only=config.local_files_only,
+        )
+    except Exception as exc:  # the hub and diffusers raise many types; all mean "cannot load this model"
+        raise PipelineLoadError(_explain_load_failure(config, exc)) from exc
+
+
+def _explain_load_failure(config: PipelineConfig, exc: Exception) -> str:
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    model = f"model '{config.model}' (revision '{config.revision}')"
+    chain = [exc, exc.__cause__, exc.__context__]
+    text = " ".join(str(e) for e in chain if e)
+    if any(isinstance(e, GatedRepoError) for e in chain) or "gated" in text.lower():
+        return f"{model} is gated: accept its license on huggingface.co, then set HF_TOKEN (or run `hf auth login`)"
+    if any(isinstance(e, RepositoryNotFoundError) for e in chain):
+        return f"{model} was not found on the Hugging Face Hub (check the name, or set HF_TOKEN for a private model)"
+    if any(isinstance(e, LocalEntryNotFoundError) for e in chain) or "offline" in text.lower():
+        return f"{model} is not in the local cache and could not be downloaded (no network, or local_files_only)"
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"could not load {model}: {first_line}"
+
+
+def _quantize_with_quanto(pipe, config: PipelineConfig) -> None:
+    """The reference recipe: quantize on the CPU before moving to the GPU, so bf16 weights never need to fit."""
+    from optimum import quanto
+
+    quant = config.quantization
+    for component in ("transformer", "text_encoder", "text_encoder_2"):
+        weights = getattr(quant, component)
+        if weights is None:
+            continue
+        module = getattr(pipe, component)
+        log.info("quantizing %s to %s", component, weights)
+        quanto.quantize(module, weights=getattr(quanto, weights), exclude=quant.exclude or None)
+        quanto.freeze(module)

@@ -1,0 +1,27 @@
+"""Domain errors. Only the CLI turns them into messages and exit codes."""
+
+from __future__ import annotations
+
+
+class BatchEditError(Exception):
+    """Base class: a problem the user can fix, with a message that says where it is."""
+
+
+class ManifestError(BatchEditError):
+    """A manifest was refused before anything ran. Carries every problem found, not only the first."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class ConfigError(BatchEditError):
+    """A pipeline config was refused."""
+
+
+class PipelineLoadError(BatchEditError):
+    """The pipeline could not be loaded (missing GPU, missing or gated model...)."""
+
+
+class OutputError(BatchEditError):
+    """The output folder cannot be written; the run stops with its records intact."""

@@ -1,0 +1,328 @@
+"""Manifests (YAML grids or CSV rows) in, validated and frozen job specs out.
+
+Everything a run could trip over in the manifest is found here, before any model loads, and reported
+together: file, job, field, and what is allowed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import string
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ManifestError
+from .sources import RESIZE_MODES, SourceRef, SourceSpecError, expand_source, source_ref
+from .validation import describe_validation_error, read_text_file, read_yaml_file
+
+# The reference call: 1024x1024, 28 steps, strength 0.9, guidance 3.5, center crop.
+DEFAULTS = {
+    "strength": 0.9,
+    "num_inference_steps": 28,
+    "guidance_scale": 3.5,
+    "seed": None,
+    "width": 1024,
+    "height": 1024,
+    "resize": "center-crop",
+}
+PARAMETERS = tuple(DEFAULTS)
+TEMPLATE_FIELDS = ("caption", "stem")
+MAX_PROMPT_CHARS = 4000
+JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+Strength = Annotated[float, Field(gt=0, le=1)]
+Steps = Annotated[int, Field(ge=1, le=1000)]
+Guidance = Annotated[float, Field(ge=0, le=100)]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Side = Annotated[int, Field(ge=16, le=4096, multiple_of=16)]
+Resize = Literal[RESIZE_MODES]
+Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
+SourceText = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+def _one_or_many(kind):
+    return kind | Annotated[list[kind], Field(min_length=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobDefaults(_Strict):
+    """Every job key but `name`; also the shape of the top-level `defaults:`."""
+
+    sources: _one_or_many(SourceText) | None = None
+    prompts: _one_or_many(Prompt) | None = None
+    recursive: bool = False
+    strength: _one_or_many(Strength) | None = None
+    num_inference_steps: _one_or_many(Steps) | None = None
+    guidance_scale: _one_or_many(Guidance) | None = None
+    seed: _one_or_many(Seed) | None = None
+    width: _one_or_many(Side) | None = None
+    height: _one_or_many(Side) | None = None
+    resize: _one_or_many(Resize) | None = None
+
+
+class JobModel(JobDefaults):
+    name: str
+    sources: _one_or_many(SourceText)
+    prompts: _one_or_many(Prompt)
+
+
+class ManifestModel(_Strict):
+    jobs: Annotated[list[dict], Field(min_length=1)]
+    defaults: dict = {}
+    output_root: str | None = None
+    pipeline: str | None = None
+
+
+class CsvRow(_Strict):
+    source: SourceText
+    prompt: Prompt
+    job: str | None = None
+    caption: str | None = None
+    strength: Strength | None = None
+    num_inference_steps: Steps | None = None
+    guidance_scale: Guidance | None = None
+    seed: Seed | None = None
+    width: Side | None = None
+    height: Side | None = None
+    resize: Resize | None = None
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A cartesian grid: sources x prompts x every parameter. A CSV row is a grid of one."""
+
+    sources: tuple[SourceRef, ...]
+    prompts: tuple[str, ...]
+    strength: tuple[float, ...]
+    num_inference_steps: tuple[int, ...]
+    guidance_scale: tuple[float, ...]
+    seed: tuple[int | None, ...]
+    width: tuple[int, ...]
+    height: tuple[int, ...]
+    resize: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    origin: str
+    grids: tuple[Grid, ...]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    jobs: tuple[JobSpec, ...]
+    output_root: Path | None = None
+    pipeline: Path | None = None
+
+
+def load_manifests(paths: list[Path]) -> list[Manifest]:
+    """Load every manifest, collecting all problems; job names must be unique across the run."""
+    manifests, problems = [], []
+    for path in paths:
+        try:
+            manifests.append(load_manifest(path))
+        except ManifestError as exc:
+            problems.extend(exc.problems)
+    seen: dict[str, str] = {}
+    for manifest in manifests:
+        for job in manifest.jobs:
+            if job.name in seen:
+                problems.append(f"{job.origin}: job name '{job.name}' is used twice (also in {seen[job.name]})")
+            seen.setdefault(job.name, job.origin)
+    if problems:
+        raise ManifestError(problems)
+    return manifests
+
+
+def load_manifest(path: Path) -> Manifest:
+    if path.suffix.lower() == ".csv":
+        return _load_csv(path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return _load_yaml(path)
+    raise ManifestError([f"{path}: a manifest must be a .yaml, .yml or .csv file"])
+
+
+def _load_yaml(path: Path) -> Manifest:
+    data = read_yaml_file(path, lambda message: ManifestError([message]))
+    if not isinstance(data, dict):
+        raise ManifestError([f"{path}: a manifest must be a mapping with a 'jobs:' list"])
+    try:
+        top = ManifestModel.model_validate(data, strict=True)
+    except ValidationError as exc:
+        raise ManifestError(describe_validation_error(exc, str(path), ManifestModel)) from None
+    problems: list[str] = []
+    defaults = _validated(JobDefaults, top.defaults, f"{path}: defaults", problems)
+    jobs = []
+    for index, raw in enumerate(top.jobs):
+        where = f"{path}: jobs[{index}]" + (f" ('{raw['name']}')" if isinstance(raw.get("name"), str) else "")
+        merged = {**(defaults.model_dump(exclude_unset=True) if defaults else {}), **raw}
+        model = _validated(JobModel, merged, where, problems)
+        if model is not None:
+            jobs.append(_job_from_model(model, path.parent, where, problems))
+    if problems:
+        raise ManifestError(problems)
+    base = path.parent
+    return Manifest(
+        path=path,
+        jobs=tuple(jobs),
+        output_root=(base / top.output_root).resolve() if top.output_root else None,
+        pipeline=(base / top.pipeline).resolve() if top.pipeline else None,
+    )
+
+
+def _validated(model: type[BaseModel], data: dict, where: str, problems: list[str]):
+    try:
+        return model.model_validate(data, strict=True)
+    except ValidationError as exc:
+        problems.extend(describe_validation_error(exc, where, model))
+        return None
+
+
+def _job_from_model(model: JobModel, base: Path, where: str, problems: list[str]) -> JobSpec | None:
+    _check_job_name(model.name, where, problems)
+    sources: list[SourceRef] = []
+    for index, spec in enumerate(_as_list(model.sources)):
+        try:
+            sources.extend(expand_source(spec, base, recursive=model.recursive))
+        except SourceSpecError as exc:
+            problems.append(f"{where}: field 'sources[{index}]': {exc}")
+    grid = Grid(
+        sources=tuple(dict.fromkeys(sources)),
+        prompts=tuple(_as_list(model.prompts)),
+        **{name: tuple(_as_list(_param(model, name))) for name in PARAMETERS},
+    )
+    _check_grid(grid, where, problems)
+    return JobSpec(name=model.name, origin=where, grids=(grid,))
+
+
+def _param(model: BaseModel, name: str):
+    value = getattr(model, name)
+    return DEFAULTS[name] if value is None else value
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _check_job_name(name: str, where: str, problems: list[str]) -> None:
+    if not JOB_NAME.fullmatch(name) or ".." in name:
+        problems.append(
+            f"{where}: field 'name': {name!r} is not allowed: it names the output folder, so use 1-100 letters, "
+            "digits, '.', '_' or '-', starting with a letter or digit, with no '..'"
+        )
+
+
+def _check_grid(grid: Grid, where: str, problems: list[str]) -> None:
+    for steps in set(grid.num_inference_steps):
+        for strength in set(grid.strength):
+            if denoising_steps(steps, strength) < 1:
+                problems.append(
+                    f"{where}: strength {strength} with {steps} steps leaves no denoising step "
+                    "(the pipeline runs steps - int(steps - steps * strength) passes): use a larger strength"
+                )
+    for prompt in grid.prompts:
+        try:
+            fields = template_fields(prompt)
+        except ValueError as exc:
+            problems.append(f"{where}: prompt {prompt!r}: {exc}")
+            continue
+        if "caption" in fields:
+            missing = [ref.key for ref in grid.sources if ref.caption is None]
+            if missing:
+                shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+                problems.append(f"{where}: prompt {prompt!r} uses {{caption}} but no caption was found for {shown}")
+
+
+def denoising_steps(steps: int, strength: float) -> int:
+    """Transformer passes the img2img pipeline runs (diffusers' get_timesteps, computed the same way)."""
+    init_timestep = min(steps * strength, steps)
+    t_start = int(max(steps - init_timestep, 0))
+    return steps - t_start
+
+
+def template_fields(template: str) -> set[str]:
+    """Placeholders a prompt uses; only {caption} and {stem}, without format specs ('{{' is a literal brace)."""
+    fields = set()
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"malformed placeholder ({exc}); write '{{{{' for a literal brace") from None
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if field not in TEMPLATE_FIELDS or spec or conversion:
+            raise ValueError(f"unknown placeholder {{{field}}}: allowed are {{caption}} and {{stem}}")
+        fields.add(field)
+    return fields
+
+
+def render_prompt(template: str, ref: SourceRef) -> str:
+    return template.format_map({"caption": ref.caption or "", "stem": ref.stem})
+
+
+def _load_csv(path: Path) -> Manifest:
+    text = read_text_file(path, lambda message: ManifestError([message]))
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    header = reader.fieldnames or []
+    problems = _check_csv_header(path, header)
+    if problems:
+        raise ManifestError(problems)
+    grids: dict[str, list[Grid]] = {}
+    origins: dict[str, str] = {}
+    for number, row in enumerate(reader, start=1):
+        where = f"{path}: row {number} (line {reader.line_num})"
+        grid, job = _grid_from_row(row, path, where, problems)
+        if grid is not None:
+            grids.setdefault(job, []).append(grid)
+            origins.setdefault(job, f"{path}: job '{job}'")
+    if not grids and not problems:
+        problems.append(f"{path}: the CSV has a header but no rows")
+    for job in grids:
+        _check_job_name(job, origins[job], problems)
+    if problems:
+        raise ManifestError(problems)
+    jobs = tuple(JobSpec(name=name, origin=origins[name], grids=tuple(rows)) for name, rows in grids.items())
+    return Manifest(path=path, jobs=jobs)
+
+
+def _check_csv_header(path: Path, header: list[str]) -> list[str]:
+    allowed = list(CsvRow.model_fields)
+    problems = [f"{path}: the header lacks the required column '{name}'" for name in ("source", "prompt") if name not in header]
+    for column in header:
+        if column not in allowed:
+            close = [c for c in allowed if c.startswith(column[:4])] if column else []
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(f"{path}: unknown column '{column}'{hint}; allowed columns: {', '.join(allowed)}")
+    return problems
+
+
+def _grid_from_row(row: dict, path: Path, where: str, problems: list[str]) -> tuple[Grid | None, str]:
+    if None in row:
+        problems.append(f"{where}: more cells than header columns")
+        return None, ""
+    values = {key: value for key, value in row.items() if value not in (None, "")}
+    try:
+        model = CsvRow.model_validate(values)
+    except ValidationError as exc:
+        problems.extend(describe_validation_error(exc, where, CsvRow))
+        return None, ""
+    try:
+        ref = source_ref(model.source, path.parent)
+    except SourceSpecError as exc:
+        problems.append(f"{where}: field 'source': {exc}")
+        return None, ""
+    if model.caption is not None:
+        ref = replace(ref, caption=model.caption)
+    grid = Grid(sources=(ref,), prompts=(model.prompt,), **{name: (_param(model, name),) for name in PARAMETERS})
+    _check_grid(grid, where, problems)
+    return grid, model.job or path.stem

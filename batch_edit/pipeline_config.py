@@ -1,0 +1,91 @@
+"""Pipeline configs: which model, how it is loaded and quantized. Parsed without importing torch."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+from .validation import describe_validation_error, read_yaml_file
+
+QuantType = Literal["qint8", "qint4", "qfloat8"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QuantizationConfig(StrictModel):
+    """`quanto` is the reference recipe (transformer qint8, text encoders qint4) that fits FLUX.1-dev in 24 GB."""
+
+    backend: Literal["quanto", "none"] = "quanto"
+    transformer: QuantType | None = "qint8"
+    text_encoder: QuantType | None = "qint4"
+    text_encoder_2: QuantType | None = "qint4"
+    exclude: list[str] = ["proj_out"]
+
+    def describe(self) -> str:
+        if self.backend == "none":
+            return "none"
+        parts = [
+            f"{name}={getattr(self, name)}"
+            for name in ("transformer", "text_encoder", "text_encoder_2")
+            if getattr(self, name)
+        ]
+        return f"quanto({','.join(parts)})"
+
+
+class PipelineConfig(StrictModel):
+    model: str = "black-forest-labs/FLUX.1-dev"
+    revision: str = "main"
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    device: str = "cuda"
+    quantization: QuantizationConfig = QuantizationConfig()
+    batch_size: int = Field(default=1, ge=1, le=64)
+    max_sequence_length: int = Field(default=512, ge=1, le=512)
+    local_files_only: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+            raise ValueError("must be 'cuda', 'cuda:N' or 'cpu'")
+        return value
+
+    @property
+    def is_local_model(self) -> bool:
+        return self.model.startswith(("/", "./", "../", "~"))
+
+    def identity(self) -> dict:
+        """What about the pipeline determines an image: part of every item's id."""
+        return {
+            "model": self.model,
+            "revision": self.revision,
+            "dtype": self.dtype,
+            "quantization": self.quantization.describe(),
+        }
+
+
+def load_pipeline_config(path: Path | None) -> PipelineConfig:
+    """Read a config file; a relative local `model` path resolves against the config's folder."""
+    if path is None:
+        return PipelineConfig()
+    data = read_yaml_file(path, ConfigError)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a pipeline config must be a mapping of settings")
+    try:
+        config = PipelineConfig.model_validate(data, strict=True)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(describe_validation_error(exc, str(path), PipelineConfig))) from None
+    if config.is_local_model:
+        model = (path.parent / Path(config.model).expanduser()).resolve()
+        config = config.model_copy(update={"model": model.as_posix()})
+    return config
+
+
+def dump_pipeline_config(config: PipelineConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

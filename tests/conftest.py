@@ -1,0 +1,47 @@
+"""Shared fixtures: the tiny real FLUX pipeline (built once per session through the CLI) and its config."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PHOTOS = REPO / "jobs" / "images"
+
+
+def batch_edit(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the installed console script, as a user would."""
+    exe = shutil.which("batch-edit") or str(Path(sys.executable).parent / "batch-edit")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("models") / "tiny-flux"
+    result = batch_edit("make-tiny-model", str(directory))
+    assert result.returncode == 0, result.stderr
+    return directory
+
+
+def write_pipeline_config(path: Path, model: Path, **overrides) -> Path:
+    lines = {
+        "model": str(model),
+        "dtype": "float32",
+        "device": "cpu",
+        "local_files_only": "true",
+        **{key: str(value) for key, value in overrides.items()},
+    }
+    path.write_text("".join(f"{key}: {value}\n" for key, value in lines.items()))
+    return path
+
+
+@pytest.fixture
+def tiny_config(tmp_path, tiny_model) -> Path:
+    """The quanto reference recipe on the CPU, like configs/tiny-cpu.yaml."""
+    return write_pipeline_config(tmp_path / "tiny.yaml", tiny_model)

@@ -1,0 +1,94 @@
+"""Grid expansion, stable ids, seeds and output names."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from batch_edit.manifest import Grid, JobSpec
+from batch_edit.plan import make_item, plan_jobs
+from batch_edit.sources import SourceRef
+
+PIPELINE = {"model": "m", "revision": "main", "dtype": "bfloat16", "quantization": "none"}
+CAT = SourceRef(key="/data/cat.jpg", is_url=False, stem="cat", fingerprint="10-1", caption="a cat")
+DOG = SourceRef(key="https://example.com/img/dog%20photo.png", is_url=True, stem="dog photo", fingerprint="", caption=None)
+
+
+def grid(**overrides) -> Grid:
+    values = dict(
+        sources=(CAT, DOG),
+        prompts=("{stem} as a tiger", "watercolor"),
+        strength=(0.5, 0.9),
+        num_inference_steps=(28,),
+        guidance_scale=(3.5,),
+        seed=(1, 2, 3),
+        width=(1024,),
+        height=(768,),
+        resize=("center-crop",),
+    )
+    return Grid(**{**values, **overrides})
+
+
+def plan(*grids: Grid, identity=PIPELINE):
+    return plan_jobs([JobSpec(name="job", origin="test", grids=grids)], identity)[0]
+
+
+def test_cartesian_expansion_in_a_stable_order():
+    job = plan(grid())
+    assert len(job.items) == 2 * 2 * 2 * 3
+    first = job.items[0]
+    assert (first.source, first.prompt, first.strength, first.seed) == (CAT, "cat as a tiger", 0.5, 1)
+    assert [item.seed for item in job.items[:6]] == [1, 2, 3, 1, 2, 3]
+    assert {item.prompt for item in job.items} == {"cat as a tiger", "dog photo as a tiger", "watercolor"}
+    assert all((item.width, item.height) == (1024, 768) for item in job.items)
+
+
+def test_ids_are_stable_and_depend_on_everything_that_shapes_the_output():
+    ids = [item.item_id for item in plan(grid()).items]
+    assert ids == [item.item_id for item in plan(grid()).items]
+    assert len(set(ids)) == len(ids)
+    base = plan(grid(seed=(1,), strength=(0.9,))).items[0].item_id
+    changed = [
+        plan(grid(seed=(2,), strength=(0.9,))).items[0],
+        plan(grid(seed=(1,), strength=(0.8,))).items[0],
+        plan(grid(seed=(1,), strength=(0.9,), resize=("pad",))).items[0],
+        plan(grid(seed=(1,), strength=(0.9,), guidance_scale=(4.0,))).items[0],
+        plan(grid(seed=(1,), strength=(0.9,), sources=(replace(CAT, fingerprint="10-2"), DOG))).items[0],
+        plan(grid(seed=(1,), strength=(0.9,)), identity={**PIPELINE, "quantization": "quanto"}).items[0],
+    ]
+    assert all(item.item_id != base for item in changed)
+
+
+def test_identical_items_run_once():
+    job = plan(grid(sources=(CAT,), prompts=("x", "x"), seed=(5, 5), strength=(0.9,)))
+    assert len(job.items) == 1 and job.duplicates == 3
+
+
+def test_explicit_seeds_verbatim_and_derived_seeds_deterministic():
+    explicit = plan(grid(seed=(123456789012,))).items
+    assert {item.seed for item in explicit} == {123456789012} and not any(i.seed_derived for i in explicit)
+    derived = plan(grid(seed=(None,))).items
+    again = plan(grid(seed=(None,))).items
+    assert [i.seed for i in derived] == [i.seed for i in again]
+    assert all(i.seed_derived and 0 <= i.seed < 2**32 for i in derived)
+    assert len({i.seed for i in derived}) == len(derived)
+    # a touched file (new mtime) is a new item but keeps its seed: the seed follows what the item is
+    touched = plan(grid(seed=(None,), sources=(replace(CAT, fingerprint="99-9"),))).items[0]
+    assert touched.seed == derived[0].seed and touched.item_id != derived[0].item_id
+
+
+def test_output_names_are_readable_safe_and_unique():
+    job = plan(grid())
+    names = [item.output_name for item in job.items]
+    assert len(set(names)) == len(names)
+    assert names[0] == f"cat-{job.items[0].item_id}.png"
+    dog = next(item for item in job.items if item.source is DOG)
+    assert dog.output_name == f"dog_photo-{dog.item_id}.png"
+    hostile = replace(CAT, stem="../../etc/passwd")
+    item = make_item("job", hostile, "p", dict(strength=0.9, num_inference_steps=28, guidance_scale=3.5, seed=1,
+                                               width=64, height=64, resize="fit"), "{}")
+    assert "/" not in item.output_name and not item.output_name.startswith(".")
+
+
+def test_caption_templates_use_each_sources_caption():
+    job = plan(grid(sources=(CAT,), prompts=("{caption}, in snow {{literal}}",), seed=(1,), strength=(0.9,)))
+    assert job.items[0].prompt == "a cat, in snow {literal}"
