@@ -63,6 +63,7 @@ def run(
     # 2. One pipeline for the whole run, loaded before anything is written.
     engine = load_engine(config)
     extra = {**config.identity(), "device": config.device}
+    logged: set = set()
     # 3. Each job: batches of compatible items, every outcome recorded as it happens.
     with tqdm(total=total, unit="img", desc="batch-edit", dynamic_ncols=True) as progress:
         for summary in summaries:
@@ -73,7 +74,7 @@ def run(
             output.open(dump_pipeline_config(config))
             started = time.monotonic()
             try:
-                _run_job(engine, items, output, summary, config.batch_size, fetch, extra, progress)
+                _JobRun(engine, output, summary, progress, config.batch_size, fetch, extra, logged).run(items)
             finally:
                 summary.seconds = time.monotonic() - started
                 output.close()
@@ -86,69 +87,76 @@ def _pending(plan: JobPlan, output: JobOutput) -> list[WorkItem]:
     return [item for item in plan.items if item.item_id not in done]
 
 
-def _run_job(engine, items, output, summary, batch_size, fetch, extra, progress) -> None:
-    def failed(item: WorkItem, stage: str, error: BaseException) -> None:
-        output.record_failure(item, stage, error)
-        summary.failed += 1
+@dataclass
+class _JobRun:
+    """One job's items through the engine; every outcome is recorded the moment it is known."""
+
+    engine: object
+    output: JobOutput
+    summary: JobSummary
+    progress: tqdm
+    batch_size: int
+    fetch: FetchOptions
+    extra: dict
+    logged: set = field(default_factory=set)
+
+    def run(self, items: list[WorkItem]) -> None:
+        # Sorting by (steps, strength, guidance) lets compatible items share a pipeline call.
+        ordered = sorted(items, key=lambda item: item.batch_key)
+        for batch, images in self._batches(ordered):
+            started = time.monotonic()
+            try:
+                results = self.engine.generate(batch, images)
+            except OutputError:
+                raise
+            except Exception as exc:  # one bad batch must not end an overnight run: record it and go on
+                self._log_once(exc, f"generation failed for {len(batch)} item(s)")
+                for item in batch:
+                    self._failed(item, "generate", exc)
+                continue
+            seconds = (time.monotonic() - started) / len(batch)
+            for item, image in zip(batch, results):
+                self.output.write_image(item, image, {**self.extra, "seconds": round(seconds, 3)})
+                self.summary.done += 1
+                self.progress.update(1)
+
+    def _batches(self, items: list[WorkItem]) -> Iterator[tuple[list[WorkItem], list[Image.Image]]]:
+        """Load and fit each item's source; yield full batches of items sharing parameters and fitted size."""
+        sources = _SourceCache(self.fetch)
+        open_batches: dict[tuple, tuple[list, list]] = {}
+        for item in items:
+            try:
+                image = fit_image(sources.get(item.source), item.width, item.height, item.resize)
+            except SourceError as exc:
+                self._failed(item, "load", exc)
+                continue
+            except Exception as exc:  # a decoder bug on one odd file is that item's failure, not the run's
+                self._log_once(exc, f"could not prepare {item.source.key}")
+                self._failed(item, "load", exc)
+                continue
+            batch = open_batches.setdefault((item.batch_key, image.size), ([], []))
+            batch[0].append(item)
+            batch[1].append(image)
+            if len(batch[0]) >= self.batch_size:
+                yield open_batches.pop((item.batch_key, image.size))
+        yield from open_batches.values()
+
+    def _failed(self, item: WorkItem, stage: str, error: BaseException) -> None:
+        self.output.record_failure(item, stage, error)
+        self.summary.failed += 1
         reason = str(error).split(":")[0] or type(error).__name__
-        summary.errors[reason] = summary.errors.get(reason, 0) + 1
-        progress.set_postfix(failed=summary.failed)
-        progress.update(1)
+        self.summary.errors[reason] = self.summary.errors.get(reason, 0) + 1
+        self.progress.set_postfix(failed=self.summary.failed)
+        self.progress.update(1)
 
-    # Sorting by (steps, strength, guidance) lets compatible items share a pipeline call.
-    ordered = sorted(items, key=lambda item: item.batch_key)
-    for batch, images in _batches(ordered, batch_size, fetch, failed):
-        started = time.monotonic()
-        try:
-            results = engine.generate(batch, images)
-        except OutputError:
-            raise
-        except Exception as exc:  # one bad batch must not end an overnight run: record it and go on
-            _log_once(exc, f"generation failed for {len(batch)} item(s)")
-            for item in batch:
-                failed(item, "generate", exc)
-            continue
-        seconds = (time.monotonic() - started) / len(batch)
-        for item, image in zip(batch, results):
-            output.write_image(item, image, {**extra, "seconds": round(seconds, 3)})
-            summary.done += 1
-            progress.update(1)
-
-
-def _batches(items, batch_size, fetch, failed) -> Iterator[tuple[list[WorkItem], list[Image.Image]]]:
-    """Load and fit each item's source; yield full batches of items sharing parameters and fitted size."""
-    sources = _SourceCache(fetch)
-    open_batches: dict[tuple, tuple[list, list]] = {}
-    for item in items:
-        try:
-            image = fit_image(sources.get(item.source), item.width, item.height, item.resize)
-        except SourceError as exc:
-            failed(item, "load", exc)
-            continue
-        except Exception as exc:  # a decoder bug on one odd file is that item's failure, not the run's
-            _log_once(exc, f"could not prepare {item.source.key}")
-            failed(item, "load", exc)
-            continue
-        key = (item.batch_key, image.size)
-        batch = open_batches.setdefault(key, ([], []))
-        batch[0].append(item)
-        batch[1].append(image)
-        if len(batch[0]) >= batch_size:
-            yield open_batches.pop(key)
-    yield from open_batches.values()
-
-
-_logged: set[tuple[str, str]] = set()
-
-
-def _log_once(exc: Exception, context: str) -> None:
-    """The traceback of each distinct error once; repeats get one line, so a systematic fault can't flood the log."""
-    key = (type(exc).__name__, str(exc))
-    if key in _logged:
-        log.error("%s: %s: %s (traceback above)", context, *key)
-    else:
-        _logged.add(key)
-        log.exception("%s", context)
+    def _log_once(self, exc: Exception, context: str) -> None:
+        """Each distinct error's traceback once; repeats get one line, so a systematic fault can't flood the log."""
+        key = (type(exc).__name__, str(exc))
+        if key in self.logged:
+            log.error("%s: %s: %s (traceback above)", context, *key)
+        else:
+            self.logged.add(key)
+            log.exception("%s", context)
 
 
 class _SourceCache:
