@@ -10,12 +10,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
+from filelock import FileLock, Timeout
 from PIL import Image
 
-from .errors import OutputError
+from .errors import OutputBusyError, OutputError
 from .plan import WorkItem
 
 STATE_DIR = ".batch-edit"
@@ -55,51 +57,88 @@ def _now() -> str:
 class JobOutput:
     def __init__(self, root: Path, job: str):
         self.folder = (root / job).resolve()
-        if self.folder.parent != root.resolve():
+        if not job or self.folder.parent != root.resolve():
             raise OutputError(f"job name {job!r} would write outside the output root {root}")
         self.state = self.folder / STATE_DIR
         self.records_path = self.state / "records.jsonl"
         self._records = None
+        self._lock: FileLock | None = None
+        self._created: list[Path] = []
 
     # --- reading -------------------------------------------------------------------------------------------
     def read_records(self) -> dict[str, dict]:
         """The latest record per item id, in first-seen order. A line cut short by a crash is ignored."""
         latest: dict[str, dict] = {}
         try:
-            with self.records_path.open(encoding="utf-8") as handle:
+            with self.records_path.open("rb") as handle:
                 for line in handle:
                     try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
+                        record = json.loads(line.decode("utf-8"))
+                    except (UnicodeDecodeError, json.JSONDecodeError):
+                        continue  # cut short mid-character or mid-line by a crash
                     latest[record["item_id"]] = record
         except FileNotFoundError:
             pass
         return latest
 
     def done_ids(self, records: dict[str, dict] | None = None) -> set[str]:
+        """Items with a success record whose image is still there, whole (same size as when written)."""
         records = self.read_records() if records is None else records
-        return {
-            item_id
-            for item_id, record in records.items()
-            if record["status"] == "ok" and (self.folder / record["file_name"]).is_file()
-        }
+        return {item_id for item_id, record in records.items() if self._intact(record)}
+
+    def _intact(self, record: dict) -> bool:
+        if record["status"] != "ok":
+            return False
+        try:
+            return (self.folder / record["file_name"]).stat().st_size == record.get("bytes")
+        except OSError:
+            return False
 
     # --- writing -------------------------------------------------------------------------------------------
     def open(self, pipeline_yaml: str) -> None:
+        """Lock the job folder, clean what a crash left, and get the record ready for appending."""
+        self._created = [path for path in (self.folder.parent, self.folder) if not path.exists()]
         try:
             self.state.mkdir(parents=True, exist_ok=True)
+            self._acquire_lock()
             (self.state / "pipeline.yaml").write_text(pipeline_yaml, encoding="utf-8")
             for stale in self.folder.glob(".*.tmp"):
                 stale.unlink()
-            self._records = self.records_path.open("a", encoding="utf-8")
+            self._records = self.records_path.open("ab")
+            if self._records.tell() and not _ends_with_newline(self.records_path):
+                self._records.write(b"\n")  # a crash cut the last line short: never glue a record onto it
         except OSError as exc:
+            self.close()
             raise OutputError(f"cannot write to the output folder {self.folder}: {exc.strerror or exc}") from exc
+
+    def _acquire_lock(self) -> None:
+        lock = FileLock(self.state / "lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            owner = (self.state / "owner").read_text(encoding="utf-8").strip() if (self.state / "owner").exists() else "?"
+            raise OutputBusyError(
+                f"another batch-edit run (pid {owner}) is writing to {self.folder}; "
+                "wait for it to finish, or give this run another --output-root"
+            ) from None
+        self._lock = lock
+        (self.state / "owner").write_text(str(os.getpid()), encoding="utf-8")
 
     def close(self) -> None:
         if self._records is not None:
             self._records.close()
             self._records = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def discard_if_unused(self) -> None:
+        """Remove a folder this run created but never wrote an item to (the pipeline failed to load)."""
+        self.close()
+        if self.folder in self._created and not self.records_path.stat().st_size:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            if self.folder.parent in self._created and not any(self.folder.parent.iterdir()):
+                self.folder.parent.rmdir()
 
     def write_image(self, item: WorkItem, image: Image.Image, extra: dict) -> None:
         final = self.folder / item.output_name
@@ -109,12 +148,14 @@ class JobOutput:
                 image.save(handle, format="PNG")
                 handle.flush()
                 os.fsync(handle.fileno())
+                size = handle.tell()
             os.replace(temporary, final)
+            _fsync_folder(self.folder)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
             raise OutputError(f"cannot write {final}: {exc.strerror or exc}") from exc
         row = {"file_name": item.output_name, **item_fields(item, image.size), **extra, "finished_at": _now()}
-        self._append({"status": "ok", **row})
+        self._append({"status": "ok", "bytes": size, **row})
 
     def record_failure(self, item: WorkItem, stage: str, error: BaseException) -> None:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -122,17 +163,38 @@ class JobOutput:
         self._append({"status": "failed", **row, "failed_at": _now()})
 
     def _append(self, record: dict) -> None:
+        if self._records is None:
+            raise OutputError(f"{self.folder} was not opened for writing")
         try:
-            self._records.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._records.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
             self._records.flush()
             os.fsync(self._records.fileno())
         except OSError as exc:
             raise OutputError(f"cannot append to {self.records_path}: {exc.strerror or exc}") from exc
 
+    def refresh_csvs(self) -> None:
+        """Rebuild the CSVs if the record is newer than them, unless another run holds the folder."""
+        metadata = self.folder / "metadata.csv"
+        try:
+            if metadata.stat().st_mtime_ns >= self.records_path.stat().st_mtime_ns:
+                return
+        except FileNotFoundError:
+            if not self.records_path.exists():
+                return
+        lock = FileLock(self.state / "lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return
+        try:
+            self.rebuild_csvs()
+        finally:
+            lock.release()
+
     def rebuild_csvs(self) -> tuple[int, int]:
         """Rewrite metadata.csv and failures.csv from the records; returns (images, failures)."""
         records = self.read_records().values()
-        done = [r for r in records if r["status"] == "ok" and (self.folder / r["file_name"]).is_file()]
+        done = [r for r in records if self._intact(r)]
         failed = [r for r in records if r["status"] == "failed"]
         self._write_csv("metadata.csv", METADATA_COLUMNS, done)
         self._write_csv("failures.csv", FAILURE_COLUMNS, failed)
@@ -151,3 +213,18 @@ class JobOutput:
         except OSError as exc:
             temporary.unlink(missing_ok=True)
             raise OutputError(f"cannot write {self.folder / name}: {exc.strerror or exc}") from exc
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable, so a power cut can't lose an image whose record is on disk."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
