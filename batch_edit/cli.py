@@ -1,14 +1,16 @@
 """Command line: maps flags onto the stages and turns domain errors into messages and exit codes.
 
 Exit status: 0 every item succeeded; 1 the run finished but some items failed; 2 a manifest, config or
-command line was refused, or the pipeline could not be loaded (nothing written); 3 the run stopped early
-because its output folder could not be written (records so far are intact).
+command line was refused, another run holds the output folder, or the pipeline could not be loaded; 3 the run
+stopped early because its output folder could not be written (records so far are intact); 130/143 stopped
+by SIGINT/SIGTERM (records intact; re-run to resume).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -44,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run every item of the manifests (finished items are skipped)")
     _add_plan_arguments(run)
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="redo every item, replacing finished images (default: skip items already done, retry failed ones)",
+    )
     run.add_argument("--fetch-timeout", type=float, default=30.0, metavar="SECONDS", help="deadline for downloading one URL (default: 30)")
     run.add_argument("--max-download-mb", type=float, default=50.0, metavar="MB", help="largest URL download accepted (default: 50)")
     run.set_defaults(handler=_run)
@@ -97,13 +104,16 @@ def _plan(args) -> int:
 
 def _run(args) -> int:
     from .engine import Engine
-    from .runner import run
+    from .runner import RunOptions, run
 
     config, output_root, plans = _prepare(args)
-    if not args.verbose:
-        _quiet_libraries()
     fetch = FetchOptions(timeout_s=args.fetch_timeout, max_bytes=int(args.max_download_mb * 1024 * 1024))
-    result = run(plans, config, output_root, Engine.load, fetch)
+    options = RunOptions(fetch=fetch, overwrite=args.overwrite)
+    try:
+        result = run(plans, config, output_root, Engine.load, options, check_engine=Engine.check)
+    except KeyboardInterrupt:  # only possible while the pipeline loads: nothing has been generated yet
+        print("interrupted while loading the pipeline; nothing was generated", file=sys.stderr)
+        return 128 + signal.SIGINT
     for job in result.jobs:
         reasons = "; ".join(f"{reason}: {count}" for reason, count in sorted(job.errors.items()))
         print(
@@ -112,23 +122,16 @@ def _run(args) -> int:
         )
     if not result.loaded_model:
         print("nothing to do: every item is already done")
+    if result.interrupted_by is not None:
+        name = signal.Signals(result.interrupted_by).name
+        print(f"stopped by {name}: every finished item is recorded; run the same command again to resume", file=sys.stderr)
+        return 128 + result.interrupted_by
     return EXIT_ITEMS_FAILED if result.failed else EXIT_OK
 
 
 def _make_tiny_model(args) -> int:
     from .tiny_model import write_tiny_model
 
-    _quiet_libraries()
     directory = write_tiny_model(args.directory)
     print(f"wrote a tiny random FLUX img2img pipeline to {directory}")
     return EXIT_OK
-
-
-def _quiet_libraries() -> None:
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()

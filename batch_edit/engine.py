@@ -7,12 +7,13 @@ item does not depend on its batch or on the device it runs on.
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
 from PIL import Image
 
-from .errors import PipelineLoadError
+from .errors import OutOfMemory, PipelineLoadError
 from .pipeline_config import PipelineConfig
 from .plan import WorkItem
 
@@ -24,11 +25,21 @@ class Engine:
         self.config = config
         self.pipe = pipe
 
+    @staticmethod
+    def check(config: PipelineConfig) -> None:
+        """The refusals that need no weights (no GPU, no model folder), before a run writes anything."""
+        import torch
+
+        _check_device(config.device, torch)
+        if config.is_local_model and not Path(config.model).is_dir():
+            raise PipelineLoadError(f"model folder not found: {config.model}")
+
     @classmethod
     def load(cls, config: PipelineConfig) -> "Engine":
         import torch
 
-        _check_device(config.device, torch)
+        _quiet_libraries(verbose=log.isEnabledFor(logging.INFO))
+        cls.check(config)
         pipe = _from_pretrained(config, getattr(torch, config.dtype))
         if config.quantization.backend == "quanto":
             _quantize_with_quanto(pipe, config)
@@ -43,6 +54,19 @@ class Engine:
         width, height = images[0].size
         if any(item.batch_key != first.batch_key for item in items) or any(i.size != (width, height) for i in images):
             raise ValueError("a batch must share size, steps, strength and guidance")
+        try:
+            return self._call(items, images, width, height)
+        except torch.OutOfMemoryError:
+            pass  # freed below, outside the except block, once its traceback no longer holds the batch's tensors
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise OutOfMemory(f"out of memory on a batch of {len(items)} at {width}x{height}")
+
+    def _call(self, items: list[WorkItem], images: list[Image.Image], width: int, height: int) -> list[Image.Image]:
+        import torch
+
+        first = items[0]
         # The pipeline call runs under no_grad already; inference_mode would break quanto's weight tensors.
         result = self.pipe(
             prompt=[item.prompt for item in items],
@@ -76,8 +100,6 @@ def _check_device(device: str, torch) -> None:
 def _from_pretrained(config: PipelineConfig, dtype):
     from diffusers import FluxImg2ImgPipeline
 
-    if config.is_local_model and not Path(config.model).is_dir():
-        raise PipelineLoadError(f"model folder not found: {config.model}")
     try:
         return FluxImg2ImgPipeline.from_pretrained(
             config.model,
@@ -119,3 +141,15 @@ def _quantize_with_quanto(pipe, config: PipelineConfig) -> None:
         log.info("quantizing %s to %s", component, weights)
         quanto.quantize(module, weights=getattr(quanto, weights), exclude=quant.exclude or None)
         quanto.freeze(module)
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    """diffusers/transformers log loading chatter and progress bars; our own progress bar says what matters."""
+    import diffusers
+    import transformers
+
+    if not verbose:
+        diffusers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()

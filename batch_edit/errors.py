@@ -25,3 +25,11 @@ class PipelineLoadError(BatchEditError):
 
 class OutputError(BatchEditError):
     """The output folder cannot be written; the run stops with its records intact."""
+
+
+class OutputBusyError(BatchEditError):
+    """Another run holds the job folder's lock."""
+
+
+class OutOfMemory(Exception):
+    """The accelerator ran out of memory on one batch (memory already freed); the runner splits the batch."""

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from collections import OrderedDict
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -12,7 +15,7 @@ from typing import Callable, Iterator
 from PIL import Image
 from tqdm import tqdm
 
-from .errors import OutputError
+from .errors import OutOfMemory, OutputError
 from .outputs import JobOutput
 from .pipeline_config import PipelineConfig, dump_pipeline_config
 from .plan import JobPlan, WorkItem
@@ -37,10 +40,18 @@ class JobSummary:
 class RunResult:
     jobs: list[JobSummary]
     loaded_model: bool
+    interrupted_by: int | None = None  # the signal that stopped the run early
 
     @property
     def failed(self) -> int:
         return sum(job.failed for job in self.jobs)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    fetch: FetchOptions = FetchOptions()
+    overwrite: bool = False  # redo finished items too
+    csv_every_s: float = 30.0  # metadata.csv / failures.csv are also rebuilt this often during a job
 
 
 def run(
@@ -48,83 +59,151 @@ def run(
     config: PipelineConfig,
     output_root: Path,
     load_engine: Callable[[PipelineConfig], object],
-    fetch: FetchOptions = FetchOptions(),
+    options: RunOptions = RunOptions(),
+    check_engine: Callable[[PipelineConfig], None] = lambda config: None,
 ) -> RunResult:
-    # 1. What is left to do: finished items (a record and an intact image) are skipped.
+    # 1. What is left to do: finished items (a record and an intact image) are skipped unless overwriting.
     outputs = {plan.name: JobOutput(output_root, plan.name) for plan in plans}
-    pending = {plan.name: _pending(plan, outputs[plan.name]) for plan in plans}
+    pending = {plan.name: _pending(plan, outputs[plan.name], options.overwrite) for plan in plans}
     summaries = [
         JobSummary(plan.name, outputs[plan.name].folder, len(plan.items), len(plan.items) - len(pending[plan.name]))
         for plan in plans
     ]
-    total = sum(len(items) for items in pending.values())
-    if total == 0:
+    active = [summary for summary in summaries if pending[summary.name]]
+    if not active:
+        for output in outputs.values():
+            output.refresh_csvs()  # a run killed after its last item but before its final rebuild
         return RunResult(summaries, loaded_model=False)
-    # 2. One pipeline for the whole run, loaded before anything is written.
-    engine = load_engine(config)
-    extra = {**config.identity(), "device": config.device}
-    logged: set = set()
-    # 3. Each job: batches of compatible items, every outcome recorded as it happens.
-    with tqdm(total=total, unit="img", desc="batch-edit", dynamic_ncols=True) as progress:
-        for summary in summaries:
-            items = pending[summary.name]
-            if not items:
-                continue
-            output = outputs[summary.name]
-            output.open(dump_pipeline_config(config))
-            started = time.monotonic()
-            try:
-                _JobRun(engine, output, summary, progress, config.batch_size, fetch, extra, logged).run(items)
-            finally:
-                summary.seconds = time.monotonic() - started
-                output.close()
-                output.rebuild_csvs()
-    return RunResult(summaries, loaded_model=True)
+    check_engine(config)  # refusals that need no weights come before anything is written
+    with ExitStack() as stack:
+        # 2. Lock every job folder this run will write, then load the one pipeline for the whole run.
+        for summary in active:
+            outputs[summary.name].open(dump_pipeline_config(config))
+            stack.callback(outputs[summary.name].close)
+        try:
+            engine = load_engine(config)
+        except BaseException:
+            for summary in active:
+                outputs[summary.name].discard_if_unused()
+            raise
+        # 3. Each job in turn; the first SIGINT/SIGTERM stops the run after the batch in progress.
+        stop = stack.enter_context(StopOnSignal())
+        progress = stack.enter_context(_progress_bar(sum(len(pending[s.name]) for s in active)))
+        context = _RunContext(engine, progress, config.batch_size, options, {**config.identity(), "device": config.device}, stop)
+        for summary in active:
+            if stop.signal is None:
+                _JobRun(context, outputs[summary.name], summary).run(pending[summary.name])
+    return RunResult(summaries, loaded_model=True, interrupted_by=stop.signal)
 
 
-def _pending(plan: JobPlan, output: JobOutput) -> list[WorkItem]:
+def _pending(plan: JobPlan, output: JobOutput, overwrite: bool) -> list[WorkItem]:
+    if overwrite:
+        return list(plan.items)
     done = output.done_ids()
     return [item for item in plan.items if item.item_id not in done]
 
 
+def _progress_bar(total: int) -> tqdm:
+    return tqdm(total=total, unit="img", desc="batch-edit", dynamic_ncols=True)
+
+
+class StopOnSignal:
+    """First SIGINT/SIGTERM: finish the batch in progress, record it, stop. Second: exit at once, which is
+    safe because every record is flushed as it is written and every image is renamed into place whole."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> "StopOnSignal":
+        self.signal: int | None = None
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signal is not None:
+            os._exit(128 + signum)
+        self.signal = signum
+        log.warning(
+            "%s received: finishing the batch in progress, then stopping (send it again to stop at once)",
+            signal.Signals(signum).name,
+        )
+
+
 @dataclass
+class _RunContext:
+    engine: object
+    progress: tqdm
+    batch_size: int
+    options: RunOptions
+    extra: dict  # pipeline fields written into every metadata row
+    stop: StopOnSignal
+    logged: set = field(default_factory=set)
+
+
 class _JobRun:
     """One job's items through the engine; every outcome is recorded the moment it is known."""
 
-    engine: object
-    output: JobOutput
-    summary: JobSummary
-    progress: tqdm
-    batch_size: int
-    fetch: FetchOptions
-    extra: dict
-    logged: set = field(default_factory=set)
+    def __init__(self, context: _RunContext, output: JobOutput, summary: JobSummary):
+        self.context, self.output, self.summary = context, output, summary
+        self.csvs_at = time.monotonic()
 
     def run(self, items: list[WorkItem]) -> None:
-        # Sorting by (steps, strength, guidance) lets compatible items share a pipeline call.
-        ordered = sorted(items, key=lambda item: item.batch_key)
-        for batch, images in self._batches(ordered):
-            started = time.monotonic()
-            try:
-                results = self.engine.generate(batch, images)
-            except OutputError:
-                raise
-            except Exception as exc:  # one bad batch must not end an overnight run: record it and go on
-                self._log_once(exc, f"generation failed for {len(batch)} item(s)")
-                for item in batch:
-                    self._failed(item, "generate", exc)
-                continue
-            seconds = (time.monotonic() - started) / len(batch)
-            for item, image in zip(batch, results):
-                self.output.write_image(item, image, {**self.extra, "seconds": round(seconds, 3)})
-                self.summary.done += 1
-                self.progress.update(1)
+        started = time.monotonic()
+        try:
+            # Sorting by (steps, strength, guidance) lets compatible items share a pipeline call.
+            for batch, images in self._batches(sorted(items, key=lambda item: item.batch_key)):
+                self._generate(batch, images)
+                if self.context.stop.signal is not None:
+                    break
+                if time.monotonic() - self.csvs_at > self.context.options.csv_every_s:
+                    self.output.rebuild_csvs()
+                    self.csvs_at = time.monotonic()
+        finally:
+            self.summary.seconds = time.monotonic() - started
+            self._final_csvs()
+
+    def _generate(self, batch: list[WorkItem], images: list[Image.Image]) -> None:
+        started = time.monotonic()
+        try:
+            results = self.context.engine.generate(batch, images)
+        except OutOfMemory as exc:
+            if len(batch) == 1:
+                self._failed(batch[0], "generate", exc)
+                return
+            half = len(batch) // 2
+            log.warning("%s: retrying as batches of %d and %d", exc, half, len(batch) - half)
+            self._generate(batch[:half], images[:half])
+            self._generate(batch[half:], images[half:])
+            return
+        except OutputError:
+            raise
+        except Exception as exc:  # one bad batch must not end an overnight run: record it and go on
+            self._log_once(exc, f"generation failed for {len(batch)} item(s)")
+            for item in batch:
+                self._failed(item, "generate", exc)
+            return
+        seconds = round((time.monotonic() - started) / len(batch), 3)
+        for item, image in zip(batch, results):
+            self.output.write_image(item, image, {**self.context.extra, "seconds": seconds})
+            self.summary.done += 1
+            self.context.progress.update(1)
+
+    def _final_csvs(self) -> None:
+        try:
+            self.output.rebuild_csvs()
+        except OutputError as exc:  # the disk that stopped the run may refuse this too; the records are intact
+            log.error("%s (the next run rebuilds it)", exc)
 
     def _batches(self, items: list[WorkItem]) -> Iterator[tuple[list[WorkItem], list[Image.Image]]]:
         """Load and fit each item's source; yield full batches of items sharing parameters and fitted size."""
-        sources = _SourceCache(self.fetch)
+        sources = _SourceCache(self.context.options.fetch)
         open_batches: dict[tuple, tuple[list, list]] = {}
         for item in items:
+            if self.context.stop.signal is not None:
+                return
             try:
                 image = fit_image(sources.get(item.source), item.width, item.height, item.resize)
             except SourceError as exc:
@@ -137,7 +216,7 @@ class _JobRun:
             batch = open_batches.setdefault((item.batch_key, image.size), ([], []))
             batch[0].append(item)
             batch[1].append(image)
-            if len(batch[0]) >= self.batch_size:
+            if len(batch[0]) >= self.context.batch_size:
                 yield open_batches.pop((item.batch_key, image.size))
         yield from open_batches.values()
 
@@ -146,16 +225,16 @@ class _JobRun:
         self.summary.failed += 1
         reason = str(error).split(":")[0] or type(error).__name__
         self.summary.errors[reason] = self.summary.errors.get(reason, 0) + 1
-        self.progress.set_postfix(failed=self.summary.failed)
-        self.progress.update(1)
+        self.context.progress.set_postfix(failed=self.summary.failed)
+        self.context.progress.update(1)
 
     def _log_once(self, exc: Exception, context: str) -> None:
         """Each distinct error's traceback once; repeats get one line, so a systematic fault can't flood the log."""
         key = (type(exc).__name__, str(exc))
-        if key in self.logged:
+        if key in self.context.logged:
             log.error("%s: %s: %s (traceback above)", context, *key)
         else:
-            self.logged.add(key)
+            self.context.logged.add(key)
             log.exception("%s", context)
 
 

@@ -150,6 +150,9 @@ def test_missing_model_and_bad_config_are_clear_refusals(workspace, tmp_path):
     missing = write_pipeline_config(workspace / "missing.yaml", tmp_path / "no-such-model")
     result = batch_edit("run", "grid.yaml", "--pipeline", str(missing), "--output-root", "out", cwd=workspace)
     assert result.returncode == 2 and "model folder not found" in result.stderr
+    (workspace / "hub.yaml").write_text("model: black-forest-labs/FLUX.1-dev\ndevice: cpu\ndtype: float32\n")
+    result = batch_edit("run", "grid.yaml", "--pipeline", "hub.yaml", "--output-root", "out", cwd=workspace)
+    assert result.returncode == 2 and "not in the local cache and could not be downloaded" in result.stderr
     (workspace / "typo.yaml").write_text("model: ./m\nquantisation: {backend: none}\n")
     result = batch_edit("plan", "grid.yaml", "--pipeline", "typo.yaml", cwd=workspace)
     assert result.returncode == 2 and "unknown key 'quantisation'" in result.stderr and "quantization" in result.stderr

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from batch_edit.engine import Engine
-from batch_edit.pipeline_config import load_pipeline_config
+from batch_edit.engine import Engine, _explain_load_failure
+from batch_edit.pipeline_config import PipelineConfig, load_pipeline_config
 from batch_edit.plan import make_item
 from batch_edit.sources import FetchOptions, expand_source, fit_image, load_image
 
@@ -63,3 +64,16 @@ def test_output_has_exactly_the_items_size(tmp_path, tiny_model):
     image = Image.new("RGB", (96, 48), "gray")
     (result,) = engine.generate([item], [image])
     assert result.size == (96, 48)
+
+
+def test_a_gated_model_gets_an_actionable_message():
+    httpx = pytest.importorskip("httpx2")  # the HTTP client huggingface_hub raises its errors with
+    from huggingface_hub.errors import GatedRepoError
+
+    url = "https://huggingface.co/api/models/black-forest-labs/FLUX.1-dev"
+    gated = GatedRepoError("Access to this model is restricted.", response=httpx.Response(403, request=httpx.Request("GET", url)))
+    try:
+        raise OSError("could not fetch model_index.json") from gated
+    except OSError as exc:
+        message = _explain_load_failure(PipelineConfig(), exc)
+    assert "is gated" in message and "HF_TOKEN" in message and "black-forest-labs/FLUX.1-dev" in message
