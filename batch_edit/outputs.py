@@ -104,7 +104,7 @@ class JobOutput:
             (self.state / "pipeline.yaml").write_text(pipeline_yaml, encoding="utf-8")
             for stale in self.folder.glob(".*.tmp"):
                 stale.unlink()
-            self._records = self.records_path.open("ab")
+            self._records = self.records_path.open("ab", buffering=0)
             if self._records.tell() and not _ends_with_newline(self.records_path):
                 self._records.write(b"\n")  # a crash cut the last line short: never glue a record onto it
         except OSError as exc:
@@ -165,9 +165,10 @@ class JobOutput:
     def _append(self, record: dict) -> None:
         if self._records is None:
             raise OutputError(f"{self.folder} was not opened for writing")
+        line = memoryview((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
         try:
-            self._records.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-            self._records.flush()
+            while line:  # unbuffered: nothing is left in memory to fail later, a short write is retried
+                line = line[self._records.write(line) :]
             os.fsync(self._records.fileno())
         except OSError as exc:
             raise OutputError(f"cannot append to {self.records_path}: {exc.strerror or exc}") from exc

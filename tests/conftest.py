@@ -45,3 +45,12 @@ def write_pipeline_config(path: Path, model: Path, **overrides) -> Path:
 def tiny_config(tmp_path, tiny_model) -> Path:
     """The quanto reference recipe on the CPU, like configs/tiny-cpu.yaml."""
     return write_pipeline_config(tmp_path / "tiny.yaml", tiny_model)
+
+
+def batch_edit_process(*args: str, **popen_options) -> subprocess.Popen:
+    """Start the installed console script without waiting, for tests that signal or kill it."""
+    exe = shutil.which("batch-edit") or str(Path(sys.executable).parent / "batch-edit")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [exe, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_options
+    )
