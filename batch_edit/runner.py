@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
 from collections import OrderedDict
 from contextlib import ExitStack
@@ -104,7 +105,9 @@ def _pending(plan: JobPlan, output: JobOutput, overwrite: bool) -> list[WorkItem
 
 
 def _progress_bar(total: int) -> tqdm:
-    return tqdm(total=total, unit="img", desc="batch-edit", dynamic_ncols=True)
+    # In a log file (an overnight run's stderr) a redraw is a new line: update rarely there.
+    interval = 0.1 if sys.stderr.isatty() else 30.0
+    return tqdm(total=total, unit="img", desc="batch-edit", dynamic_ncols=True, mininterval=interval)
 
 
 class StopOnSignal:

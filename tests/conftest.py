@@ -14,11 +14,15 @@ REPO = Path(__file__).resolve().parent.parent
 PHOTOS = REPO / "jobs" / "images"
 
 
+def _command(args: tuple[str, ...]) -> tuple[list[str], dict]:
+    exe = shutil.which("batch-edit") or str(Path(sys.executable).parent / "batch-edit")
+    return [exe, *args], {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
 def batch_edit(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the installed console script, as a user would."""
-    exe = shutil.which("batch-edit") or str(Path(sys.executable).parent / "batch-edit")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    command, env = _command(args)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +53,5 @@ def tiny_config(tmp_path, tiny_model) -> Path:
 
 def batch_edit_process(*args: str, **popen_options) -> subprocess.Popen:
     """Start the installed console script without waiting, for tests that signal or kill it."""
-    exe = shutil.which("batch-edit") or str(Path(sys.executable).parent / "batch-edit")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [exe, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_options
-    )
+    command, env = _command(args)
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_options)
