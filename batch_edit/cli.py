@@ -51,8 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="redo every item, replacing finished images (default: skip items already done, retry failed ones)",
     )
-    run.add_argument("--fetch-timeout", type=float, default=30.0, metavar="SECONDS", help="deadline for downloading one URL (default: 30)")
-    run.add_argument("--max-download-mb", type=float, default=50.0, metavar="MB", help="largest URL download accepted (default: 50)")
+    run.add_argument("--fetch-timeout", type=_positive, default=30.0, metavar="SECONDS", help="deadline for downloading one URL (default: 30)")
+    run.add_argument("--max-download-mb", type=_positive, default=50.0, metavar="MB", help="largest URL download accepted (default: 50)")
+    run.add_argument(
+        "--allow-private-urls",
+        action="store_true",
+        help="let URLs reach loopback, private and link-local addresses (refused by default)",
+    )
     run.set_defaults(handler=_run)
 
     plan = commands.add_parser("plan", help="validate and expand the manifests without loading a model")
@@ -63,6 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     tiny.add_argument("directory", type=Path, metavar="DIR")
     tiny.set_defaults(handler=_make_tiny_model)
     return parser
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
 
 
 def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,7 +122,11 @@ def _run(args) -> int:
     from .runner import RunOptions, run
 
     config, output_root, plans = _prepare(args)
-    fetch = FetchOptions(timeout_s=args.fetch_timeout, max_bytes=int(args.max_download_mb * 1024 * 1024))
+    fetch = FetchOptions(
+        timeout_s=args.fetch_timeout,
+        max_bytes=int(args.max_download_mb * 1024 * 1024),
+        allow_private=args.allow_private_urls,
+    )
     options = RunOptions(fetch=fetch, overwrite=args.overwrite)
     try:
         result = run(plans, config, output_root, Engine.load, options, check_engine=Engine.check)

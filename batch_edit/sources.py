@@ -11,16 +11,15 @@ import math
 import os
 import re
 import struct
-import time
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
-import requests
-import urllib3.exceptions  # requests' own transport: its errors surface when reading the raw body
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .fetch import FetchError, FetchOptions, fetch_url
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 RESIZE_MODES = ("center-crop", "pad", "stretch", "fit")
@@ -47,12 +46,6 @@ class SourceRef:
     stem: str
     fingerprint: str  # f"{size}-{mtime_ns}" for an existing local file, else ""
     caption: str | None
-
-
-@dataclass(frozen=True)
-class FetchOptions:
-    timeout_s: float = 30.0
-    max_bytes: int = 50 * 1024 * 1024
 
 
 # ---------------------------------------------------------------- specs -> refs
@@ -174,54 +167,11 @@ def _read_file(path: Path) -> bytes:
 
 
 def _download(url: str, fetch: FetchOptions) -> bytes:
-    if urlsplit(url).scheme.lower() not in ("http", "https"):
-        raise SourceError("only http:// and https:// URLs can be fetched")
-    # requests' timeout bounds each socket read, not the download: a server dripping one byte a second never
-    # trips it. So an overall deadline is checked between chunks as well.
-    deadline = time.monotonic() + fetch.timeout_s
-    timed_out = SourceError(f"timed out after {fetch.timeout_s:g} s")
-    too_big = SourceError(f"larger than {_human_bytes(fetch.max_bytes)}")
+    # fetch.py owns the network hazards (deadline, size cap, redirects, retries, private addresses).
     try:
-        # identity: the limit then counts real bytes, with no decompression in between (images are compressed).
-        resp = requests.get(url, stream=True, timeout=fetch.timeout_s, headers={"Accept-Encoding": "identity"})
-    except requests.Timeout as exc:
-        raise timed_out from exc
-    except requests.RequestException as exc:
-        raise SourceError(f"could not connect: {_short(exc)}") from exc
-    with resp:
-        if resp.status_code >= 400:
-            raise SourceError(f"HTTP {resp.status_code}")
-        declared = resp.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > fetch.max_bytes:
-            raise too_big  # refused before reading a byte
-        body = bytearray()
-        try:
-            # read1 returns whatever one socket read gave, so the deadline is checked even on a slow drip.
-            while chunk := resp.raw.read1(64 * 1024):
-                body += chunk
-                if len(body) > fetch.max_bytes:
-                    raise too_big
-                if time.monotonic() > deadline:
-                    raise timed_out
-        except (urllib3.exceptions.TimeoutError, requests.Timeout) as exc:
-            raise timed_out from exc
-        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
-            raise SourceError(f"download failed: {_short(exc)}") from exc
-    if not body:
-        raise SourceError("empty response")
-    return bytes(body)
-
-
-def _human_bytes(n: int) -> str:
-    mib = 1024 * 1024
-    return f"{n / mib:g} MB" if n >= mib else f"{n} bytes"
-
-
-def _short(exc: BaseException) -> str:
-    """The innermost reason only: requests nests urllib3's pool/retry wrappers around e.g. 'Connection refused'."""
-    text = str(exc)
-    match = re.search(r"\[Errno -?\d+\] ([^')\]]+)", text)
-    return match.group(1).strip() if match else (text[:200] or type(exc).__name__)
+        return fetch_url(url, fetch)
+    except FetchError as exc:
+        raise SourceError(str(exc)) from exc
 
 
 def decode_image(data: bytes) -> Image.Image:

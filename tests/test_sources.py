@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import http.server
 import os
 import socket
-import struct
-import threading
 import time
-import zlib
-from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 import pytest
+import urllib3.connection
 from PIL import Image
 
+from batch_edit import fetch as fetch_module
 from batch_edit.sources import (
     IMAGE_SUFFIXES,
     RESIZE_MODES,
@@ -33,6 +30,7 @@ from batch_edit.sources import (
     source_ref,
     to_rgb,
 )
+from tests.http_fixtures import LoopbackServer, loopback_server, png_bytes, png_header, self_signed_cert
 
 IMAGES = Path(__file__).resolve().parents[1] / "jobs" / "images"
 PHOTOS = {"cat.jpg": (451, 300), "coffee.jpg": (600, 400), "rocket.jpg": (640, 427), "astronaut.jpg": (512, 512)}
@@ -52,16 +50,6 @@ def px(img: Image.Image, xy=(0, 0)) -> tuple[int, int, int]:
 
 def close_to(actual, expected, tol=12) -> bool:
     return all(abs(a - e) <= tol for a, e in zip(actual, expected))
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A valid PNG signature + IHDR claiming width x height (CRCs right), a tiny IDAT and IEND: opens, never decodes."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
 
 
 # ---------------------------------------------------------------- sizing, by hand
@@ -470,97 +458,324 @@ def test_suffix_set():
     assert {".jpg", ".png", ".tif", ".gif"} <= IMAGE_SUFFIXES and all(s == s.lower() for s in IMAGE_SUFFIXES)
 
 
-# ---------------------------------------------------------------- URLs against a real local server
+# ---------------------------------------------------------------- URLs against a real loopback server
+# The server (tests/http_fixtures.py) listens on 127.0.0.1, which the defaults refuse: LOCAL lets it through.
+
+LOCAL = {"allow_private": True}
+QUICK_RETRIES = {**LOCAL, "backoff_s": 0.05}  # three attempts in about 0.15 s
 
 
-def png_bytes(color=(0, 128, 255), size=(8, 6)) -> bytes:
-    buf = BytesIO()
-    Image.new("RGB", size, color).save(buf, "PNG")
-    return buf.getvalue()
+@pytest.fixture
+def server(loopback_server) -> LoopbackServer:
+    return loopback_server
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args):  # keep test output quiet
-        pass
-
-    def send_body(self, body: bytes, ctype: str, length: bool = True) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        if length:
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self):
-        if self.path == "/ok.png":
-            self.send_body(png_bytes(), "image/png")
-        elif self.path == "/big.png":
-            self.send_body(b"\0" * 20_000, "image/png")
-        elif self.path == "/big-no-length.png":  # no Content-Length: only counting the body catches it
-            self.send_body(b"\0" * 20_000, "image/png", length=False)
-        elif self.path == "/page.html":
-            self.send_body(b"<html><body>Sign in to view this image</body></html>", "text/html")
-        elif self.path == "/drip.png":
-            self.send_response(200)
-            self.send_header("Content-Length", "1000")
-            self.end_headers()
-            try:
-                for _ in range(50):  # one byte every 0.2 s, 10 s at most
-                    self.wfile.write(b"\0")
-                    self.wfile.flush()
-                    time.sleep(0.2)
-            except OSError:  # the client gave up: that is the point
-                pass
-        else:
-            self.send_error(404)
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.daemon_threads = True
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+def fetch(url: str, **options) -> Image.Image:
+    return load_image(source_ref(url, Path(".")), FetchOptions(**options))
 
 
 def fetch_error(url: str, **options) -> str:
     with pytest.raises(SourceError) as info:
-        load_image(source_ref(url, Path(".")), FetchOptions(**options))
+        fetch(url, **options)
     return str(info.value)
 
 
-def test_url_200_png(server):
-    img = load_image(source_ref(f"{server}/ok.png", Path(".")))
-    assert img.size == (8, 6) and img.mode == "RGB" and px(img) == (0, 128, 255)
-
-
-def test_url_404(server):
-    assert fetch_error(f"{server}/missing.png") == "HTTP 404"
-
-
-def test_url_too_large(server):
-    assert fetch_error(f"{server}/big.png", max_bytes=1000) == "larger than 1000 bytes"
-    assert fetch_error(f"{server}/big-no-length.png", max_bytes=1000) == "larger than 1000 bytes"
-
-
-def test_url_html_is_not_an_image(server):
-    assert fetch_error(f"{server}/page.html") == "not an image"
-
-
-def test_url_slow_drip_hits_the_overall_deadline(server):
+def timed_error(url: str, **options) -> tuple[str, float]:
     start = time.monotonic()
-    assert fetch_error(f"{server}/drip.png", timeout_s=1) == "timed out after 1 s"
-    assert time.monotonic() - start < 3
+    message = fetch_error(url, **options)
+    return message, time.monotonic() - start
 
 
-def test_url_connection_refused():
+def test_fetch_options_defaults_and_validation():
+    options = FetchOptions(timeout_s=5, max_bytes=10)  # how the CLI builds them
+    assert (options.timeout_s, options.max_bytes) == (5, 10)
+    defaults = FetchOptions()
+    assert (defaults.timeout_s, defaults.max_bytes, defaults.max_redirects, defaults.retries) == (30, 50 << 20, 5, 2)
+    assert (defaults.backoff_s, defaults.stall_timeout_s, defaults.allow_private) == (0.5, 10, False)
+    for bad in ({"timeout_s": 0}, {"max_bytes": -1}, {"retries": -1}, {"max_redirects": -1}, {"stall_timeout_s": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            FetchOptions(**bad)
+
+
+def test_url_200_png(server):
+    img = fetch(server.url("/ok.png"), **LOCAL)
+    assert img.size == (8, 6) and img.mode == "RGB" and px(img) == (0, 128, 255)
+    assert server.hits["/ok.png"] == 1
+
+
+def test_png_served_as_text_still_loads(server):
+    assert px(fetch(server.url("/png-as-text"), **LOCAL)) == (0, 128, 255)
+
+
+@pytest.mark.parametrize("path", ["/html", "/lie"])  # text/html, and HTML claiming to be image/jpeg
+def test_html_is_not_an_image(server, path):
+    assert fetch_error(server.url(path), **LOCAL) == "not an image"
+
+
+def test_url_bomb(server):
+    assert fetch_error(server.url("/bomb"), **LOCAL) == "decompression bomb: 40000x40000"
+
+
+def test_url_empty_body(server):
+    assert fetch_error(server.url("/empty"), **LOCAL) == "empty response"
+
+
+# ---- status codes and retries
+
+
+def test_404_is_not_retried(server):
+    message, elapsed = timed_error(server.url("/404"), **LOCAL, retries=5)
+    assert message == "HTTP 404"
+    assert server.hits["/404"] == 1 and elapsed < 0.4  # one retry would already wait backoff_s = 0.5 s
+
+
+def test_5xx_retried_then_reported_with_attempts(server):
+    assert fetch_error(server.url("/500"), **QUICK_RETRIES) == "HTTP 500 (3 attempts)"
+    assert server.hits["/500"] == 3
+    assert fetch_error(server.url("/500"), **QUICK_RETRIES, retries=0) == "HTTP 500 (1 attempt)"
+    assert server.hits["/500"] == 4
+
+
+def test_flaky_recovers_after_exactly_n_plus_one_hits(server):
+    start = time.monotonic()
+    img = fetch(server.url("/flaky"), **LOCAL, backoff_s=0.2)  # two 503s, then the image
+    elapsed = time.monotonic() - start
+    assert px(img) == (0, 128, 255) and server.hits["/flaky"] == 3
+    assert 0.6 <= elapsed < 1.5  # waits of 0.2 s then 0.4 s: exponential backoff
+
+
+def test_flaky_beyond_the_retries_fails():
+    with LoopbackServer(flaky_failures=3) as server:
+        assert fetch_error(server.url("/flaky"), **QUICK_RETRIES) == "HTTP 503 (3 attempts)"
+        assert server.hits["/flaky"] == 3
+
+
+def test_retries_never_run_past_the_deadline(server):
+    # Waits of 0.25, 0.5, 1 s...: the third would end after the 1.2 s deadline, so the download stops before it.
+    message, elapsed = timed_error(server.url("/500"), **LOCAL, retries=10, backoff_s=0.25, timeout_s=1.2)
+    hits = server.hits["/500"]
+    assert 2 <= hits <= 3 and message == f"HTTP 500 ({hits} attempts)"
+    assert elapsed < 1.2
+
+
+def test_dropped_body_is_retried(server):
+    message = fetch_error(server.url("/drop"), **QUICK_RETRIES)
+    assert message == "connection dropped after 100 of 1000 bytes (3 attempts)"
+    assert server.hits["/drop"] == 3
+
+
+def test_reset_connection_is_retried(server):
+    message = fetch_error(server.url("/reset"), **QUICK_RETRIES)
+    assert message.startswith("connection dropped: ") and message.endswith(" (3 attempts)")
+    assert server.hits["/reset"] == 3
+
+
+def test_connection_refused_is_not_retried():
     with socket.socket() as sock:  # a port that was free a moment ago, now closed
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    assert fetch_error(f"http://127.0.0.1:{port}/x.png", timeout_s=2).startswith("could not connect: ")
+    message, elapsed = timed_error(f"http://127.0.0.1:{port}/x.png", **LOCAL, timeout_s=2)
+    assert message.startswith("could not connect: ") and "Errno" not in message
+    assert elapsed < 0.4  # one retry would already wait backoff_s = 0.5 s
+
+
+# ---- deadline
+
+
+@pytest.fixture(params=["watchdog", "no-watchdog"])
+def deadline_layers(request, monkeypatch):
+    """Run twice: as is, then with the deadline watchdog disarmed, to prove the per-read limits hold on their own."""
+    if request.param == "no-watchdog":
+        monkeypatch.setattr(fetch_module._Download, "cut", lambda self: None)
+
+
+def test_per_read_timeout_is_bounded_by_the_time_left():
+    download = fetch_module._Download(FetchOptions(timeout_s=1, stall_timeout_s=10))
+    assert 0.9 < download.socket_timeout() <= 1
+    assert fetch_module._Download(FetchOptions(stall_timeout_s=10)).socket_timeout() == 10
+
+
+def test_hang_hits_the_overall_deadline(server, deadline_layers):
+    # stall_timeout_s is 10 s: the socket timeout must be cut down to the 1 s left.
+    message, elapsed = timed_error(server.url("/hang"), **LOCAL, timeout_s=1)
+    assert message == "timed out after 1 s"
+    assert 0.9 <= elapsed < 2.5 and server.hits["/hang"] == 1  # no retry once the deadline is gone
+
+
+def test_stalled_attempts_are_retried(server):
+    message, elapsed = timed_error(server.url("/hang"), **QUICK_RETRIES, stall_timeout_s=0.3, timeout_s=5)
+    assert message == "timed out: no data for 0.3 s (3 attempts)"
+    assert server.hits["/hang"] == 3 and elapsed < 2
+
+
+@pytest.mark.parametrize("timeout_s,text", [(1, "1"), (0.5, "0.5")])
+def test_slow_drip_hits_the_overall_deadline(server, deadline_layers, timeout_s, text):
+    message, elapsed = timed_error(server.url("/drip"), **LOCAL, timeout_s=timeout_s)  # a byte per 0.2 s
+    assert message == f"timed out after {text} s"
+    assert elapsed < timeout_s + 1
+
+
+def test_dripping_headers_hit_the_overall_deadline(server):
+    # Each header byte comes well within any per-read timeout: only the overall deadline can end this.
+    message, elapsed = timed_error(server.url("/drip-headers"), **LOCAL, timeout_s=1)
+    assert message == "timed out after 1 s"
+    assert elapsed < 2.5
+
+
+# ---- size
+
+
+@pytest.mark.parametrize("path", ["/big", "/big-no-length"])
+def test_body_over_the_cap(server, path):
+    assert fetch_error(server.url(path), **LOCAL, max_bytes=1000) == "larger than 1000 bytes"
+
+
+def test_declared_length_over_the_cap_refused_before_reading(server):
+    # /huge-length claims 1 GiB and never sends it: only the header can have refused it, and at once.
+    message, elapsed = timed_error(server.url("/huge-length"), **LOCAL, timeout_s=5)
+    assert message == "larger than 50 MB"
+    assert elapsed < 1
+
+
+# ---- redirects
+
+
+def test_redirect_followed(server):
+    assert px(fetch(server.url("/redirect-ok"), **LOCAL)) == (0, 128, 255)
+    assert (server.hits["/redirect-ok"], server.hits["/ok.png"]) == (1, 1)
+
+
+@pytest.mark.parametrize("path,scheme", [("/redirect-file", "file"), ("/redirect-ftp", "ftp")])
+def test_redirect_to_other_schemes_refused(server, path, scheme):
+    assert fetch_error(server.url(path), **LOCAL) == f"redirect to {scheme}:// refused (only http and https)"
+
+
+def test_redirect_loop(server):
+    assert fetch_error(server.url("/loop"), **LOCAL) == "too many redirects (more than 5)"
+    assert server.hits["/loop"] == 6  # the first request and five redirects followed
+    assert fetch_error(server.url("/loop"), **LOCAL, max_redirects=2) == "too many redirects (more than 2)"
+    assert server.hits["/loop"] == 9
+
+
+def test_redirect_limit_is_inclusive(server):
+    assert px(fetch(server.url("/chain/5"), **LOCAL)) == (0, 128, 255)
+    assert fetch_error(server.url("/chain/6"), **LOCAL) == "too many redirects (more than 5)"
+
+
+def test_redirect_from_another_server(server):
+    with LoopbackServer(image=png_bytes((9, 9, 9))) as other:
+        img = fetch(server.url(f"/redirect?to={other.url('/ok.png')}"), **LOCAL)
+        assert px(img) == (9, 9, 9) and other.hits["/ok.png"] == 1
+
+
+# ---- private addresses
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_defaults_refuse_loopback(server, host):
+    message, elapsed = timed_error(server.url("/ok.png").replace("127.0.0.1", host))
+    assert message == "private address 127.0.0.1 refused"
+    assert server.hits["/ok.png"] == 0 and elapsed < 0.4  # refused at connect: no request sent, no retry
+
+
+def test_public_name_resolving_to_loopback_refused(server, monkeypatch):
+    # DNS that answers 127.0.0.1 for a public-looking name: only the connected address can give it away.
+    real = socket.getaddrinfo
+
+    def fake_dns(host, *args, **kwargs):
+        return real("127.0.0.1" if host == "images.example.com" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_dns)
+    url = server.url("/ok.png").replace("127.0.0.1", "images.example.com")
+    assert fetch_error(url) == "private address 127.0.0.1 refused"
+    assert server.hits["/ok.png"] == 0
+    assert px(fetch(url, **LOCAL)) == (0, 128, 255)  # the fake DNS really led there
+
+
+def test_every_redirect_hop_is_checked(server, monkeypatch):
+    # Pretend the first connection went to a public address; the redirect's new connection must be checked again.
+    seen = []
+
+    def first_one_public(address):
+        seen.append(address)
+        return len(seen) == 1
+
+    monkeypatch.setattr(fetch_module, "is_public_address", first_one_public)
+    assert fetch_error(server.url("/redirect-ok")) == "private address 127.0.0.1 refused"
+    assert seen == ["127.0.0.1", "127.0.0.1"]
+    assert (server.hits["/redirect-ok"], server.hits["/ok.png"]) == (1, 0)
+
+
+def test_https_connections_use_the_checked_classes():
+    session = fetch_module.new_session(fetch_module._Download(FetchOptions()))
+    for scheme, cls, base in [
+        ("http", fetch_module.GuardedHTTPConnection, urllib3.connection.HTTPConnection),
+        ("https", fetch_module.GuardedHTTPSConnection, urllib3.connection.HTTPSConnection),
+    ]:
+        url = f"{scheme}://example.com/"
+        pool = session.get_adapter(url).poolmanager.connection_from_url(url)
+        assert pool.ConnectionCls is cls and issubclass(cls, base)
+        assert "download" in pool.conn_kw
+    assert session.trust_env is False  # an environment proxy would make the peer check moot
+
+
+def test_proxies_refused(server):
+    download = fetch_module._Download(FetchOptions(allow_private=True))
+    with fetch_module.new_session(download) as session, pytest.raises(fetch_module.FetchError, match="proxy"):
+        session.get(server.url("/ok.png"), proxies={"http": server.base})
+    assert server.hits["/ok.png"] == 0
+
+
+def test_https_is_checked_before_the_tls_handshake(server):
+    # An https URL to the plain-http server: refused at connect, before TLS could fail.
+    https = server.url("/ok.png").replace("http://", "https://")
+    assert fetch_error(https) == "private address 127.0.0.1 refused"
+    assert fetch_error(https, **LOCAL).startswith("could not connect: ")  # allowed: on to TLS, which fails
+
+
+def test_https_end_to_end(tmp_path, monkeypatch):
+    cert = self_signed_cert(tmp_path)
+    if cert is None:
+        pytest.skip("openssl is not installed")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert[0]))
+    with LoopbackServer(tls=cert) as server:
+        assert px(fetch(server.url("/redirect-ok"), **LOCAL)) == (0, 128, 255)
+        assert fetch_error(server.url("/ok.png")) == "private address 127.0.0.1 refused"
+        assert server.hits["/ok.png"] == 1  # only the allowed download reached the server
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.0.0.1",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",  # cloud metadata
+        "100.64.0.1",  # carrier-grade NAT
+        "0.0.0.0",
+        "255.255.255.255",
+        "224.0.0.1",
+        "::1",
+        "::",
+        "::ffff:127.0.0.1",  # IPv4-mapped
+        "::ffff:10.0.0.1",
+        "fd00::1",
+        "fe80::1%eth0",
+        "ff02::1",
+        "ff0e::1",  # global-scope multicast: is_global says yes
+        "2002:7f00:1::",  # 6to4 wrapping 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 wrapping 169.254.169.254
+        "not an address",
+    ],
+)
+def test_non_global_addresses_refused(address):
+    assert fetch_module.is_public_address(address) is False
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"])
+def test_global_addresses_pass(address):
+    assert fetch_module.is_public_address(address) is True
 
 
 def test_decode_image_bytes_directly():
