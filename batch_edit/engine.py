@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections import OrderedDict
+from contextlib import nullcontext
 from pathlib import Path
 
 from PIL import Image
 
+from .backends import offload_text_encoders, prepare_pipeline
 from .errors import OutOfMemory, PipelineLoadError
 from .pipeline_config import PipelineConfig
 from .plan import WorkItem
@@ -22,8 +25,10 @@ log = logging.getLogger(__name__)
 
 class Engine:
     def __init__(self, config: PipelineConfig, pipe):
-        self.config = config
+        self.config = config  # with `auto` choices resolved: what the metadata records
         self.pipe = pipe
+        self.batch_size: int = config.batch_size
+        self._prompts: OrderedDict[str, tuple] = OrderedDict()  # prompt -> (prompt_embeds, pooled_prompt_embeds)
 
     @staticmethod
     def check(config: PipelineConfig) -> None:
@@ -40,12 +45,20 @@ class Engine:
 
         _quiet_libraries(verbose=log.isEnabledFor(logging.INFO))
         cls.check(config)
-        pipe = _from_pretrained(config, getattr(torch, config.dtype))
-        if config.quantization.backend == "quanto":
-            _quantize_with_quanto(pipe, config)
-        pipe.to(config.device)
+        return cls.from_pipeline(config, _from_pretrained(config, getattr(torch, config.dtype)))
+
+    @classmethod
+    def from_pipeline(cls, config: PipelineConfig, pipe) -> "Engine":
+        """Quantize, move and compile an already built pipeline (a downloaded one, or random weights)."""
+        resolved = prepare_pipeline(pipe, config)
         pipe.set_progress_bar_config(disable=True)
-        return cls(config, pipe)
+        return cls(resolved, pipe)
+
+    def encode_prompts(self, prompts: list[str]) -> None:
+        """Encode each prompt once; with `offload_text_encoders`, free the encoders once all are cached."""
+        self._embeddings(list(dict.fromkeys(prompts)))
+        if self.config.offload_text_encoders and len(self._prompts) >= len(set(prompts)):
+            offload_text_encoders(self.pipe)
 
     def generate(self, items: list[WorkItem], images: list[Image.Image]) -> list[Image.Image]:
         import torch
@@ -66,21 +79,51 @@ class Engine:
     def _call(self, items: list[WorkItem], images: list[Image.Image], width: int, height: int) -> list[Image.Image]:
         import torch
 
+        count = len(items)
+        if self.config.compile and count < self.batch_size:
+            # A compiled transformer keeps static shapes: pad with copies (own generators, results dropped).
+            items = items + [items[-1]] * (self.batch_size - count)
+            images = images + [images[-1]] * (self.batch_size - count)
+        embeds, pooled = self._embeddings([item.prompt for item in items])
         first = items[0]
+        # FluxImg2ImgPipeline (unlike FluxPipeline) names no cache context; step caching hooks need one.
+        caching = self.pipe.transformer.cache_context("cond") if self.config.first_block_cache else nullcontext()
         # The pipeline call runs under no_grad already; inference_mode would break quanto's weight tensors.
-        result = self.pipe(
-            prompt=[item.prompt for item in items],
-            image=images,
-            width=width,
-            height=height,
-            strength=first.strength,
-            num_inference_steps=first.num_inference_steps,
-            guidance_scale=first.guidance_scale,
-            generator=[torch.Generator("cpu").manual_seed(item.seed) for item in items],
-            max_sequence_length=self.config.max_sequence_length,
-            output_type="pil",
-        )
-        return list(result.images)
+        with caching:
+            result = self.pipe(
+                prompt_embeds=embeds,
+                pooled_prompt_embeds=pooled,
+                image=images,
+                width=width,
+                height=height,
+                strength=first.strength,
+                num_inference_steps=first.num_inference_steps,
+                guidance_scale=first.guidance_scale,
+                generator=[torch.Generator("cpu").manual_seed(item.seed) for item in items],
+                max_sequence_length=self.config.max_sequence_length,
+                output_type="pil",
+            )
+        return list(result.images)[:count]
+
+    def _embeddings(self, prompts: list[str]):
+        """Batch embeddings for `prompts`, encoding only those not cached (least recently used ones go)."""
+        import torch
+
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._prompts]
+        if missing:
+            encoder_device = self.pipe.text_encoder_2.device
+            embeds, pooled, _ = self.pipe.encode_prompt(
+                prompt=missing, prompt_2=None, device=encoder_device, max_sequence_length=self.config.max_sequence_length
+            )
+            for index, prompt in enumerate(missing):
+                self._prompts[prompt] = (embeds[index : index + 1], pooled[index : index + 1])
+        for prompt in prompts:
+            self._prompts.move_to_end(prompt)
+        chosen = [self._prompts[prompt] for prompt in prompts]
+        while len(self._prompts) > max(self.config.prompt_cache, len(set(prompts))):
+            self._prompts.popitem(last=False)
+        device = self.pipe.transformer.device
+        return torch.cat([e for e, _ in chosen]).to(device), torch.cat([p for _, p in chosen]).to(device)
 
 
 def _check_device(device: str, torch) -> None:
@@ -126,21 +169,6 @@ def _explain_load_failure(config: PipelineConfig, exc: Exception) -> str:
         return f"{model} is not in the local cache and could not be downloaded (no network, or local_files_only)"
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return f"could not load {model}: {first_line}"
-
-
-def _quantize_with_quanto(pipe, config: PipelineConfig) -> None:
-    """The reference recipe: quantize on the CPU before moving to the GPU, so bf16 weights never need to fit."""
-    from optimum import quanto
-
-    quant = config.quantization
-    for component in ("transformer", "text_encoder", "text_encoder_2"):
-        weights = getattr(quant, component)
-        if weights is None:
-            continue
-        module = getattr(pipe, component)
-        log.info("quantizing %s to %s", component, weights)
-        quanto.quantize(module, weights=getattr(quanto, weights), exclude=quant.exclude or None)
-        quanto.freeze(module)
 
 
 def _quiet_libraries(verbose: bool) -> None:

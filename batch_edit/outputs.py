@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -64,6 +65,7 @@ class JobOutput:
         self._records = None
         self._lock: FileLock | None = None
         self._created: list[Path] = []
+        self._append_lock = threading.Lock()  # the writer thread appends successes, the main thread failures
 
     # --- reading -------------------------------------------------------------------------------------------
     def read_records(self) -> dict[str, dict]:
@@ -166,6 +168,10 @@ class JobOutput:
         if self._records is None:
             raise OutputError(f"{self.folder} was not opened for writing")
         line = memoryview((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        with self._append_lock:
+            self._write_line(line)
+
+    def _write_line(self, line: memoryview) -> None:
         try:
             while line:  # unbuffered: nothing is left in memory to fail later, a short write is retried
                 line = line[self._records.write(line) :]

@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 from PIL import Image
 from tqdm import tqdm
 
+from .background import Prefetch, Writer
 from .errors import OutOfMemory, OutputError
 from .outputs import JobOutput
 from .pipeline_config import PipelineConfig, dump_pipeline_config
@@ -65,6 +66,7 @@ def run(
 ) -> RunResult:
     # 1. What is left to do: finished items (a record and an intact image) are skipped unless overwriting.
     outputs = {plan.name: JobOutput(output_root, plan.name) for plan in plans}
+    plans_by_name = {plan.name: plan for plan in plans}
     pending = {plan.name: _pending(plan, outputs[plan.name], options.overwrite) for plan in plans}
     summaries = [
         JobSummary(plan.name, outputs[plan.name].folder, len(plan.items), len(plan.items) - len(pending[plan.name]))
@@ -81,6 +83,9 @@ def run(
         for summary in active:
             outputs[summary.name].open(dump_pipeline_config(config))
             stack.callback(outputs[summary.name].close)
+            # Under the lock, look again: a run that held the folder a moment ago may have finished items.
+            pending[summary.name] = _pending(plans_by_name[summary.name], outputs[summary.name], options.overwrite)
+            summary.already_done = summary.total - len(pending[summary.name])
         try:
             engine = load_engine(config)
         except BaseException:
@@ -90,11 +95,20 @@ def run(
         # 3. Each job in turn; the first SIGINT/SIGTERM stops the run after the batch in progress.
         stop = stack.enter_context(StopOnSignal())
         progress = stack.enter_context(_progress_bar(sum(len(pending[s.name]) for s in active)))
-        context = _RunContext(engine, progress, config.batch_size, options, {**config.identity(), "device": config.device}, stop)
+        used = engine.config  # `auto` choices resolved by the engine
+        context = _RunContext(engine, progress, engine.batch_size, options, {**used.identity(), "device": used.device}, stop)
+        _encode_prompts_once(engine, [pending[s.name] for s in active])
         for summary in active:
             if stop.signal is None:
                 _JobRun(context, outputs[summary.name], summary).run(pending[summary.name])
     return RunResult(summaries, loaded_model=True, interrupted_by=stop.signal)
+
+
+def _encode_prompts_once(engine, pending: list[list[WorkItem]]) -> None:
+    """Encode every distinct prompt up front when they all fit the cache (then the text encoders can go)."""
+    prompts = list(dict.fromkeys(item.prompt for items in pending for item in items))
+    if len(prompts) <= engine.config.prompt_cache:
+        engine.encode_prompts(prompts)
 
 
 def _pending(plan: JobPlan, output: JobOutput, overwrite: bool) -> list[WorkItem]:
@@ -155,18 +169,28 @@ class _JobRun:
 
     def run(self, items: list[WorkItem]) -> None:
         started = time.monotonic()
+        # Sorting by (steps, strength, guidance) lets compatible items share a pipeline call.
+        prepared = Prefetch(self._prepare(sorted(items, key=lambda item: item.batch_key)), depth=2)
+        self.writer = Writer(self._written, depth=2 * self.context.batch_size)
         try:
-            # Sorting by (steps, strength, guidance) lets compatible items share a pipeline call.
-            for batch, images in self._batches(sorted(items, key=lambda item: item.batch_key)):
-                self._generate(batch, images)
+            for event in prepared:
+                if event[0] == "failed":
+                    self._failed(*event[1:])
+                    continue
+                self._generate(*event[1:])
                 if self.context.stop.signal is not None:
                     break
                 if time.monotonic() - self.csvs_at > self.context.options.csv_every_s:
                     self.output.rebuild_csvs()
                     self.csvs_at = time.monotonic()
+            self.writer.drain()
         finally:
-            self.summary.seconds = time.monotonic() - started
-            self._final_csvs()
+            prepared.close()
+            try:
+                self.writer.drain()  # a no-op after a clean end; after an error, cancels what was pending
+            finally:
+                self.summary.seconds = time.monotonic() - started
+                self._final_csvs()
 
     def _generate(self, batch: list[WorkItem], images: list[Image.Image]) -> None:
         started = time.monotonic()
@@ -190,9 +214,12 @@ class _JobRun:
             return
         seconds = round((time.monotonic() - started) / len(batch), 3)
         for item, image in zip(batch, results):
-            self.output.write_image(item, image, {**self.context.extra, "seconds": seconds})
-            self.summary.done += 1
-            self.context.progress.update(1)
+            # PNG encoding and fsync happen in the writer thread while the next batch runs.
+            self.writer.submit(self.output.write_image, item, image, {**self.context.extra, "seconds": seconds})
+
+    def _written(self, _result) -> None:
+        self.summary.done += 1
+        self.context.progress.update(1)
 
     def _final_csvs(self) -> None:
         try:
@@ -200,8 +227,9 @@ class _JobRun:
         except OutputError as exc:  # the disk that stopped the run may refuse this too; the records are intact
             log.error("%s (the next run rebuilds it)", exc)
 
-    def _batches(self, items: list[WorkItem]) -> Iterator[tuple[list[WorkItem], list[Image.Image]]]:
-        """Load and fit each item's source; yield full batches of items sharing parameters and fitted size."""
+    def _prepare(self, items: list[WorkItem]) -> Iterator[tuple]:
+        """In the prefetch thread: load and fit each item's source. Yields ("batch", items, images) for full
+        batches of items sharing parameters and fitted size, and ("failed", item, stage, error)."""
         sources = _SourceCache(self.context.options.fetch)
         open_batches: dict[tuple, tuple[list, list]] = {}
         for item in items:
@@ -210,18 +238,19 @@ class _JobRun:
             try:
                 image = fit_image(sources.get(item.source), item.width, item.height, item.resize)
             except SourceError as exc:
-                self._failed(item, "load", exc)
+                yield ("failed", item, "load", exc)
                 continue
             except Exception as exc:  # a decoder bug on one odd file is that item's failure, not the run's
                 self._log_once(exc, f"could not prepare {item.source.key}")
-                self._failed(item, "load", exc)
+                yield ("failed", item, "load", exc)
                 continue
             batch = open_batches.setdefault((item.batch_key, image.size), ([], []))
             batch[0].append(item)
             batch[1].append(image)
             if len(batch[0]) >= self.context.batch_size:
-                yield open_batches.pop((item.batch_key, image.size))
-        yield from open_batches.values()
+                yield ("batch", *open_batches.pop((item.batch_key, image.size)))
+        for batch in open_batches.values():
+            yield ("batch", *batch)
 
     def _failed(self, item: WorkItem, stage: str, error: BaseException) -> None:
         self.output.record_failure(item, stage, error)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from batch_edit.engine import Engine, _explain_load_failure
-from batch_edit.pipeline_config import PipelineConfig, load_pipeline_config
+from batch_edit.pipeline_config import PipelineConfig, QuantizationConfig, load_pipeline_config
 from batch_edit.plan import make_item
 from batch_edit.sources import FetchOptions, expand_source, fit_image, load_image
 
@@ -77,3 +77,67 @@ def test_a_gated_model_gets_an_actionable_message():
     except OSError as exc:
         message = _explain_load_failure(PipelineConfig(), exc)
     assert "is gated" in message and "HF_TOKEN" in message and "black-forest-labs/FLUX.1-dev" in message
+
+
+def test_cached_prompt_encodings_give_what_the_prompt_gives(tmp_path, tiny_model):
+    """The engine encodes each prompt once and passes embeddings: the image must not change for it."""
+    import torch
+
+    config = load_pipeline_config(write_pipeline_config(tmp_path / "p.yaml", tiny_model, quantization="{backend: none}"))
+    engine = Engine.load(config)
+    (item,), (image,) = items_and_images([("a tiger, photo", 11)])
+    engine.encode_prompts([item.prompt, "another prompt"])
+    (cached,) = engine.generate([item], [image])
+    direct = engine.pipe(
+        prompt=item.prompt, image=image, width=64, height=64, strength=item.strength,
+        num_inference_steps=item.num_inference_steps, guidance_scale=item.guidance_scale,
+        generator=torch.Generator("cpu").manual_seed(item.seed),
+    ).images[0]  # fmt: skip
+    assert np.array_equal(np.asarray(cached), np.asarray(direct))
+
+
+def test_torchao_int8_weight_only_on_the_cpu(tmp_path, tiny_model):
+    pytest.importorskip("torchao")
+    config = load_pipeline_config(
+        write_pipeline_config(tmp_path / "ao.yaml", tiny_model, quantization="{backend: torchao}", offload_text_encoders="true")
+    )
+    engine = Engine.load(config)
+    assert engine.config.quantization.describe() == "torchao(transformer=int8_weight_only)"  # auto on a CPU
+    layer = engine.pipe.transformer.transformer_blocks[0].attn.to_q
+    assert "Int8" in type(layer.weight).__name__
+    items, images = items_and_images([("a tiger", 1), ("a lion", 2)])
+    engine.encode_prompts([item.prompt for item in items])
+    assert engine.pipe.text_encoder_2.device.type == "cpu"
+    results = engine.generate(items, images)
+    assert [result.size for result in results] == [(64, 64)] * 2
+
+
+def test_lossy_step_caching_is_part_of_the_item_identity(tmp_path, tiny_model):
+    plain = PipelineConfig(model=str(tiny_model), device="cpu", dtype="float32", quantization=QuantizationConfig(backend="none"))
+    cached = plain.model_copy(update={"first_block_cache": 1.0})  # the loosest threshold: skips whenever it can
+    assert plain.identity() != cached.identity()
+    items, images = items_and_images([("a tiger", 1)])
+    (exact,) = Engine.load(plain).generate(items, images)
+    (approximate,) = Engine.load(cached).generate(items, images)
+    assert approximate.size == (64, 64)
+    assert not np.array_equal(np.asarray(exact), np.asarray(approximate)), "the cache never skipped a block"
+
+
+def test_auto_batch_size_per_device():
+    config = PipelineConfig()
+    assert config.batch_size == "auto"
+    assert [config.resolved_batch_size(gb) for gb in (None, 24, 48, 80)] == [8, 1, 2, 4]
+    assert config.model_copy(update={"batch_size": 3}).resolved_batch_size(80) == 3
+
+
+@pytest.mark.slow
+def test_compiled_transformer_pads_the_last_batch(tmp_path, tiny_model):
+    config = load_pipeline_config(
+        write_pipeline_config(tmp_path / "c.yaml", tiny_model, quantization="{backend: none}", compile="true",
+                              batch_size=2, compile_cache_dir=str(tmp_path / "inductor"))
+    )  # fmt: skip
+    engine = Engine.load(config)
+    items, images = items_and_images([("a tiger", 1), ("a lion", 2), ("a cat", 3)])
+    pair = engine.generate(items[:2], images[:2])
+    single = engine.generate(items[2:], images[2:])  # padded to the compiled batch size, one result back
+    assert len(pair) == 2 and len(single) == 1 and single[0].size == (64, 64)

@@ -122,21 +122,28 @@ def test_a_signal_stops_cleanly_and_a_rerun_completes(night, signum, status):
     assert len(assert_consistent(folder)) == 48
 
 
-def test_two_runs_on_one_folder_refuse_each_other(night):
+def test_two_runs_on_one_folder_refuse_each_other(tmp_path, night):
     command, folder = night
+    slow = tmp_path / "slow.yaml"  # big enough that the first run is still going when the second starts
+    slow.write_text(MANIFEST.replace("width: 64", "width: 256").replace("height: 64", "height: 256"))
+    command = ["run", str(slow), *command[2:]]
     first = batch_edit_process(*command)
     try:
         wait_for_records(first, folder, 1)
         second = batch_edit(*command)
-        assert second.returncode == 2
+        assert first.poll() is None, "the first run ended before the second one tried"
+        assert second.returncode == 2, second.stdout + second.stderr
         assert "another batch-edit run (pid" in second.stderr and str(folder) in second.stderr
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    assert_consistent(folder) if (folder / "metadata.csv").exists() else None
-    result = batch_edit(*command)  # the killed run's lock died with it
-    assert result.returncode == 0, result.stderr
-    assert len(assert_consistent(folder)) == 48
+    done = ok_records(folder)
+    third = batch_edit_process(*command)  # the killed run's lock died with it
+    try:
+        wait_for_records(third, folder, done + 1)
+    finally:
+        third.send_signal(signal.SIGKILL)
+        third.wait()
 
 
 def test_finished_run_returns_without_loading_the_model(night, tmp_path):
@@ -194,8 +201,12 @@ def test_a_full_disk_stops_the_run_with_records_intact(night):
 class FaultyEngine:
     """Runs out of memory on batches over `fits` items and always on one prompt; crashes on another prompt."""
 
-    def __init__(self, fits: int):
+    def __init__(self, config: PipelineConfig, fits: int):
+        self.config, self.batch_size = config, config.batch_size
         self.fits, self.calls = fits, []
+
+    def encode_prompts(self, prompts):
+        pass
 
     def generate(self, items, images):
         self.calls.append(len(items))
@@ -217,8 +228,8 @@ def plan_for(tmp_path, prompts):
 
 def test_out_of_memory_halves_the_batch_down_to_one_item(tmp_path):
     plans = plan_for(tmp_path, '["a", "b", "c", "huge"]')  # 8 items
-    engine = FaultyEngine(fits=2)
     config = PipelineConfig(model="fake", device="cpu", batch_size=8)
+    engine = FaultyEngine(config, fits=2)
     result = run(plans, config, tmp_path / "out", lambda _: engine, RunOptions())
     (job,) = result.jobs
     assert (job.done, job.failed) == (6, 2)
@@ -231,7 +242,7 @@ def test_out_of_memory_halves_the_batch_down_to_one_item(tmp_path):
 def test_an_unexpected_exception_fails_only_its_batch(tmp_path, caplog):
     plans = plan_for(tmp_path, '["a", "crash", "b"]')
     config = PipelineConfig(model="fake", device="cpu", batch_size=1)
-    result = run(plans, config, tmp_path / "out", lambda _: FaultyEngine(fits=8), RunOptions())
+    result = run(plans, config, tmp_path / "out", lambda _: FaultyEngine(config, fits=8), RunOptions())
     assert (result.jobs[0].done, result.jobs[0].failed) == (4, 2)
     failures = pd.read_csv(tmp_path / "out" / "faults" / "failures.csv")
     assert set(failures["error_type"]) == {"ZeroDivisionError"} and set(failures["stage"]) == {"generate"}
