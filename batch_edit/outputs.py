@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 from filelock import FileLock, Timeout
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
+from . import __version__
 from .errors import OutputBusyError, OutputError
 from .plan import WorkItem
 
@@ -49,6 +50,39 @@ def item_fields(item: WorkItem, size: tuple[int, int] | None = None) -> dict:
         "requested_height": item.height,
         "resize": item.resize,
     }
+
+
+def png_metadata(row: dict) -> PngImagePlugin.PngInfo:
+    """Text chunks read by the tools people already use: `parameters` in the AUTOMATIC1111 layout (WebUI PNG
+    Info, ComfyUI loaders, sd-parsers...) and `batch-edit`, the full record as JSON."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", a1111_parameters(row))
+    info.add_text("batch-edit", json.dumps(row, ensure_ascii=False, sort_keys=True))
+    return info
+
+
+def a1111_parameters(row: dict) -> str:
+    fields = {
+        "Steps": row["num_inference_steps"],
+        "Sampler": "Euler",  # FLUX's flow-matching Euler scheduler
+        "CFG scale": row["guidance_scale"],
+        "Seed": row["seed"],
+        "Size": f"{row['width']}x{row['height']}",
+        "Model": row.get("model", ""),
+        "Denoising strength": row["strength"],
+        "Source": row["source"],
+        "Resize": row["resize"],
+        "Quantization": row.get("quantization", ""),
+        "Item id": row["item_id"],
+        "Version": f"batch-edit {__version__}",
+    }
+    settings = ", ".join(f"{key}: {_a1111_quote(str(value))}" for key, value in fields.items())
+    return f"{row['prompt']}\n{settings}"
+
+
+def _a1111_quote(text: str) -> str:
+    """As the WebUI writes infotext: values with ',', ':' or a newline become JSON strings."""
+    return json.dumps(text, ensure_ascii=False) if any(c in text for c in ",:\n") else text
 
 
 def _now() -> str:
@@ -145,9 +179,10 @@ class JobOutput:
     def write_image(self, item: WorkItem, image: Image.Image, extra: dict) -> None:
         final = self.folder / item.output_name
         temporary = self.folder / f".{item.output_name}.{os.getpid()}.tmp"
+        row = {"file_name": item.output_name, **item_fields(item, image.size), **extra, "finished_at": _now()}
         try:
             with temporary.open("wb") as handle:
-                image.save(handle, format="PNG")
+                image.save(handle, format="PNG", pnginfo=png_metadata(row))
                 handle.flush()
                 os.fsync(handle.fileno())
                 size = handle.tell()
@@ -156,7 +191,6 @@ class JobOutput:
         except OSError as exc:
             temporary.unlink(missing_ok=True)
             raise OutputError(f"cannot write {final}: {exc.strerror or exc}") from exc
-        row = {"file_name": item.output_name, **item_fields(item, image.size), **extra, "finished_at": _now()}
         self._append({"status": "ok", "bytes": size, **row})
 
     def record_failure(self, item: WorkItem, stage: str, error: BaseException) -> None:
