@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_plan_arguments(plan)
     plan.set_defaults(handler=_plan)
 
+    again = commands.add_parser("reproduce", help="re-render one recorded item and compare it with its stored image")
+    again.add_argument("metadata", type=Path, metavar="METADATA_CSV", help="a job's metadata.csv")
+    again.add_argument("--item", required=True, metavar="ITEM_ID", help="the item_id of the row to re-render")
+    again.add_argument("--pipeline", type=Path, metavar="CONFIG", help="pipeline config (default: the one the run recorded)")
+    again.set_defaults(handler=_reproduce)
+
     tiny = commands.add_parser("make-tiny-model", help="write a tiny random FLUX img2img pipeline for offline smoke tests")
     tiny.add_argument("directory", type=Path, metavar="DIR")
     tiny.set_defaults(handler=_make_tiny_model)
@@ -146,6 +152,24 @@ def _run(args) -> int:
         print(f"stopped by {name}: every finished item is recorded; run the same command again to resume", file=sys.stderr)
         return 128 + result.interrupted_by
     return EXIT_ITEMS_FAILED if result.failed else EXIT_OK
+
+
+def _reproduce(args) -> int:
+    from .engine import Engine
+    from .reproduce import reproduce
+
+    result = reproduce(args.metadata, args.item, args.pipeline, Engine.load)
+    if result.identical:
+        print(f"identical: item {result.item_id} re-rendered pixel for pixel as {result.stored}")
+        return EXIT_OK
+    if not result.size_matches:
+        print(f"different: item {result.item_id} re-rendered at another size than {result.stored}")
+    else:
+        print(
+            f"different: item {result.item_id} differs from {result.stored} by up to {result.max_difference}/255 "
+            f"in {result.differing_fraction:.1%} of pixels"
+        )
+    return EXIT_ITEMS_FAILED
 
 
 def _make_tiny_model(args) -> int:

@@ -28,7 +28,7 @@ ITEM_COLUMNS = [
     "guidance_scale", "width", "height", "requested_width", "requested_height", "resize",
 ]  # fmt: skip
 PIPELINE_COLUMNS = ["model", "revision", "dtype", "quantization", "device"]
-METADATA_COLUMNS = ["file_name", *ITEM_COLUMNS, *PIPELINE_COLUMNS, "seconds", "finished_at"]
+METADATA_COLUMNS = ["file_name", *ITEM_COLUMNS, *PIPELINE_COLUMNS, "batch_size", "seconds", "finished_at"]
 FAILURE_COLUMNS = [*ITEM_COLUMNS, "stage", "error_type", "error", "failed_at"]
 
 

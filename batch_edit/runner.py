@@ -215,7 +215,9 @@ class _JobRun:
         seconds = round((time.monotonic() - started) / len(batch), 3)
         for item, image in zip(batch, results):
             # PNG encoding and fsync happen in the writer thread while the next batch runs.
-            self.writer.submit(self.output.write_image, item, image, {**self.context.extra, "seconds": seconds})
+            # The call's batch size is recorded: on a GPU, results repeat bitwise only at the same batch size.
+            extra = {**self.context.extra, "batch_size": len(batch), "seconds": seconds}
+            self.writer.submit(self.output.write_image, item, image, extra)
 
     def _written(self, _result) -> None:
         self.summary.done += 1

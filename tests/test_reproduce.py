@@ -1,0 +1,44 @@
+"""`batch-edit reproduce`: re-render a recorded item and compare it with the stored image."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+
+from .conftest import PHOTOS, batch_edit
+
+MANIFEST = f"""
+jobs:
+  - name: sweep
+    sources: {PHOTOS / 'cat.jpg'}
+    prompts: 'a "tiger", photo: 35mm'
+    strength: [0.5, 0.7]
+    seed: [1, 2]
+    num_inference_steps: 4
+    width: 64
+    height: 48
+"""
+
+
+def test_reproduce_says_identical_then_notices_a_replaced_image(tmp_path, tiny_config):
+    (tmp_path / "sweep.yaml").write_text(MANIFEST)
+    run = batch_edit("run", "sweep.yaml", "--pipeline", str(tiny_config), "--output-root", "out", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    metadata = tmp_path / "out" / "sweep" / "metadata.csv"
+    rows = pd.read_csv(metadata)
+    assert set(rows["batch_size"]) == {2}  # 2 strengths: two calls of 2 items
+
+    first, other = rows.iloc[0], rows.iloc[1]
+    # no --pipeline: the config the run recorded in the job folder is used
+    same = batch_edit("reproduce", str(metadata), "--item", first.item_id)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert same.stdout.startswith("identical")
+
+    shutil.copy(metadata.parent / other.file_name, metadata.parent / first.file_name)
+    changed = batch_edit("reproduce", str(metadata), "--item", first.item_id, "--pipeline", str(tiny_config))
+    assert changed.returncode == 1, changed.stderr
+    assert changed.stdout.startswith("different") and "/255" in changed.stdout
+
+    missing = batch_edit("reproduce", str(metadata), "--item", first.item_id[:-1] + "x")
+    assert missing.returncode == 2 and "no item" in missing.stderr and "did you mean" in missing.stderr
