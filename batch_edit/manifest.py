@@ -59,6 +59,7 @@ class JobDefaults(_Strict):
     sources: _one_or_many(SourceText) | None = None
     prompts: _one_or_many(Prompt) | None = None
     recursive: bool = False
+    keep_sources: bool = False  # save each fitted source beside the results (before/after pairs)
     strength: _one_or_many(Strength) | None = None
     num_inference_steps: _one_or_many(Steps) | None = None
     guidance_scale: _one_or_many(Guidance) | None = None
@@ -115,6 +116,7 @@ class JobSpec:
     name: str
     origin: str
     grids: tuple[Grid, ...]
+    keep_sources: bool = False
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,7 @@ def _job_from_model(model: JobModel, base: Path, where: str, problems: list[str]
         **{name: tuple(_as_list(_param(model, name))) for name in PARAMETERS},
     )
     _check_grid(grid, where, problems)
-    return JobSpec(name=model.name, origin=where, grids=(grid,))
+    return JobSpec(name=model.name, origin=where, grids=(grid,), keep_sources=model.keep_sources)
 
 
 def _param(model: BaseModel, name: str):

@@ -8,6 +8,7 @@ record of every finished or failed item (`.batch-edit/records.jsonl`, flushed pe
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import shutil
@@ -23,6 +24,9 @@ from .errors import OutputBusyError, OutputError
 from .plan import WorkItem
 
 STATE_DIR = ".batch-edit"
+SOURCES_DIR = "sources"
+# Not `source_file_name`: imagefolder would name that image column `source`, which the source path already is.
+SOURCE_IMAGE_COLUMN = "source_image_file_name"
 ITEM_COLUMNS = [
     "item_id", "job", "source", "prompt", "seed", "seed_derived", "strength", "num_inference_steps",
     "guidance_scale", "width", "height", "requested_width", "requested_height", "resize",
@@ -138,7 +142,7 @@ class JobOutput:
             self.state.mkdir(parents=True, exist_ok=True)
             self._acquire_lock()
             (self.state / "pipeline.yaml").write_text(pipeline_yaml, encoding="utf-8")
-            for stale in self.folder.glob(".*.tmp"):
+            for stale in [*self.folder.glob(".*.tmp"), *self.folder.glob(f"{SOURCES_DIR}/.*.tmp")]:
                 stale.unlink()
             self._records = self.records_path.open("ab", buffering=0)
             if self._records.tell() and not _ends_with_newline(self.records_path):
@@ -176,22 +180,37 @@ class JobOutput:
             if self.folder.parent in self._created and not any(self.folder.parent.iterdir()):
                 self.folder.parent.rmdir()
 
-    def write_image(self, item: WorkItem, image: Image.Image, extra: dict) -> None:
-        final = self.folder / item.output_name
-        temporary = self.folder / f".{item.output_name}.{os.getpid()}.tmp"
+    def write_image(self, item: WorkItem, image: Image.Image, extra: dict, source: Image.Image | None = None) -> None:
+        """Write the result (and, for before/after pairs, the fitted source it was made from), then record it."""
         row = {"file_name": item.output_name, **item_fields(item, image.size), **extra, "finished_at": _now()}
+        if source is not None:
+            row[SOURCE_IMAGE_COLUMN] = self._write_source(item, source)
+        size = self._write_png(self.folder / item.output_name, image, png_metadata(row))
+        self._append({"status": "ok", "bytes": size, **row})
+
+    def _write_source(self, item: WorkItem, source: Image.Image) -> str:
+        """One file per distinct fitted source, shared by every item made from it (a sweep writes it once)."""
+        key = json.dumps([item.source.key, item.source.fingerprint, source.size, item.resize])
+        name = f"{SOURCES_DIR}/{item.output_name.rsplit('-', 1)[0]}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.png"
+        if not (self.folder / name).exists():
+            (self.folder / SOURCES_DIR).mkdir(exist_ok=True)
+            self._write_png(self.folder / name, source, None)
+        return name
+
+    def _write_png(self, final: Path, image: Image.Image, info) -> int:
+        temporary = final.with_name(f".{final.name}.{os.getpid()}.tmp")
         try:
             with temporary.open("wb") as handle:
-                image.save(handle, format="PNG", pnginfo=png_metadata(row))
+                image.save(handle, format="PNG", pnginfo=info)
                 handle.flush()
                 os.fsync(handle.fileno())
                 size = handle.tell()
             os.replace(temporary, final)
-            _fsync_folder(self.folder)
+            _fsync_folder(final.parent)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
             raise OutputError(f"cannot write {final}: {exc.strerror or exc}") from exc
-        self._append({"status": "ok", "bytes": size, **row})
+        return size
 
     def record_failure(self, item: WorkItem, stage: str, error: BaseException) -> None:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -237,7 +256,9 @@ class JobOutput:
         records = self.read_records().values()
         done = [r for r in records if self._intact(r)]
         failed = [r for r in records if r["status"] == "failed"]
-        self._write_csv("metadata.csv", METADATA_COLUMNS, done)
+        # Only a job that kept its sources gets the column: an empty *_file_name would break imagefolder.
+        paired = any(SOURCE_IMAGE_COLUMN in r for r in done)
+        self._write_csv("metadata.csv", METADATA_COLUMNS + [SOURCE_IMAGE_COLUMN] * paired, done)
         self._write_csv("failures.csv", FAILURE_COLUMNS, failed)
         return len(done), len(failed)
 

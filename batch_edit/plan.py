@@ -46,6 +46,7 @@ class JobPlan:
     name: str
     items: tuple[WorkItem, ...]
     duplicates: int  # identical items in the manifest, run once
+    keep_sources: bool = False
 
 
 def plan_jobs(jobs: list[JobSpec], pipeline_identity: dict) -> list[JobPlan]:
@@ -64,7 +65,7 @@ def _plan_job(job: JobSpec, pipeline_key: str) -> JobPlan:
                 item = make_item(job.name, ref, prompt, dict(zip(PARAMETERS, values)), pipeline_key)
                 items.setdefault(item.item_id, item)
                 total += 1
-    return JobPlan(name=job.name, items=tuple(items.values()), duplicates=total - len(items))
+    return JobPlan(job.name, tuple(items.values()), total - len(items), job.keep_sources)
 
 
 def make_item(job: str, ref: SourceRef, prompt: str, params: dict, pipeline_key: str) -> WorkItem:

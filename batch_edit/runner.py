@@ -100,7 +100,8 @@ def run(
         _encode_prompts_once(engine, [pending[s.name] for s in active])
         for summary in active:
             if stop.signal is None:
-                _JobRun(context, outputs[summary.name], summary).run(pending[summary.name])
+                job = _JobRun(context, outputs[summary.name], summary, plans_by_name[summary.name].keep_sources)
+                job.run(pending[summary.name])
     return RunResult(summaries, loaded_model=True, interrupted_by=stop.signal)
 
 
@@ -163,8 +164,8 @@ class _RunContext:
 class _JobRun:
     """One job's items through the engine; every outcome is recorded the moment it is known."""
 
-    def __init__(self, context: _RunContext, output: JobOutput, summary: JobSummary):
-        self.context, self.output, self.summary = context, output, summary
+    def __init__(self, context: _RunContext, output: JobOutput, summary: JobSummary, keep_sources: bool = False):
+        self.context, self.output, self.summary, self.keep_sources = context, output, summary, keep_sources
         self.csvs_at = time.monotonic()
 
     def run(self, items: list[WorkItem]) -> None:
@@ -213,11 +214,11 @@ class _JobRun:
                 self._failed(item, "generate", exc)
             return
         seconds = round((time.monotonic() - started) / len(batch), 3)
-        for item, image in zip(batch, results):
-            # PNG encoding and fsync happen in the writer thread while the next batch runs.
-            # The call's batch size is recorded: on a GPU, results repeat bitwise only at the same batch size.
+        for item, image, source in zip(batch, results, images):
+            # PNG encoding and fsync happen in the writer thread while the next batch runs. The call's batch
+            # size is recorded: on a GPU, results repeat bitwise only at the same batch size.
             extra = {**self.context.extra, "batch_size": len(batch), "seconds": seconds}
-            self.writer.submit(self.output.write_image, item, image, extra)
+            self.writer.submit(self.output.write_image, item, image, extra, source if self.keep_sources else None)
 
     def _written(self, _result) -> None:
         self.summary.done += 1
