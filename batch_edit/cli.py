@@ -9,6 +9,7 @@ by SIGINT/SIGTERM (records intact; re-run to resume).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -16,9 +17,9 @@ from pathlib import Path
 
 from . import __version__
 from .errors import BatchEditError, ConfigError, ManifestError, OutputError
-from .manifest import Manifest, load_manifests
+from .manifest import JobSpec, Manifest, load_manifests
 from .pipeline_config import PipelineConfig, load_pipeline_config
-from .plan import JobPlan, plan_jobs
+from .plan import JobPlan, grid_axes, plan_jobs
 from .sources import FetchOptions
 
 DEFAULT_OUTPUT_ROOT = Path("outputs")
@@ -92,12 +93,12 @@ def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-root", type=Path, metavar="DIR", help="where job folders go (default: the manifest's 'output_root:', else ./outputs)")
 
 
-def _prepare(args) -> tuple[PipelineConfig, Path, list[JobPlan]]:
+def _prepare(args) -> tuple[PipelineConfig, Path, list[JobPlan], list[JobSpec]]:
     manifests = load_manifests(args.manifests)
     config = load_pipeline_config(args.pipeline or _one_setting(manifests, "pipeline"))
     output_root = args.output_root or _one_setting(manifests, "output_root") or DEFAULT_OUTPUT_ROOT
     jobs = [job for manifest in manifests for job in manifest.jobs]
-    return config, output_root, plan_jobs(jobs, config.identity())
+    return config, output_root, plan_jobs(jobs, config.identity()), jobs
 
 
 def _one_setting(manifests: list[Manifest], name: str) -> Path | None:
@@ -112,13 +113,25 @@ def _one_setting(manifests: list[Manifest], name: str) -> Path | None:
 
 def _plan(args) -> int:
     from .outputs import JobOutput
+    from .progress import format_duration
 
-    config, output_root, plans = _prepare(args)
+    config, output_root, plans, jobs = _prepare(args)
     print(f"pipeline: {config.model} ({config.quantization.describe()}, {config.dtype}, {config.device})")
-    for plan in plans:
-        done = JobOutput(output_root, plan.name).done_ids() & {item.item_id for item in plan.items}
+    for plan, job in zip(plans, jobs):
+        output = JobOutput(output_root, plan.name)
+        done = output.done_ids() & {item.item_id for item in plan.items}
         extra = f", {plan.duplicates} duplicate(s) merged" if plan.duplicates else ""
-        print(f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {output_root / plan.name}")
+        print(f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {output.folder}")
+        for axis, values in grid_axes(job).items():
+            texts = [json.dumps(v, ensure_ascii=False) if axis == "prompts" else str(v) for v in values[:8]]
+            shown = ", ".join(texts) + (f", ... ({len(values)} in all)" if len(values) > 8 else "")
+            print(f"  {axis}: {shown}")
+        seconds = output.mean_seconds(config.identity())
+        left = len(plan.items) - len(done)
+        if left and seconds is not None:
+            print(f"  estimate: {format_duration(left * seconds)} for {left} item(s) at {seconds:.2f} s each (earlier runs here)")
+        elif left:
+            print("  estimate: none yet (no earlier run with this pipeline config in this folder)")
     print(f"total: {sum(len(plan.items) for plan in plans)} item(s) in {len(plans)} job(s)")
     return EXIT_OK
 
@@ -127,7 +140,7 @@ def _run(args) -> int:
     from .engine import Engine
     from .runner import RunOptions, run
 
-    config, output_root, plans = _prepare(args)
+    config, output_root, plans, _ = _prepare(args)
     fetch = FetchOptions(
         timeout_s=args.fetch_timeout,
         max_bytes=int(args.max_download_mb * 1024 * 1024),

@@ -126,6 +126,15 @@ class JobOutput:
         records = self.read_records() if records is None else records
         return {item_id for item_id, record in records.items() if self._intact(record)}
 
+    def mean_seconds(self, identity: dict) -> float | None:
+        """Seconds per image that earlier runs with this pipeline identity took here (None: no such run)."""
+        seconds = [
+            record["seconds"]
+            for record in self.read_records().values()
+            if record["status"] == "ok" and all(record.get(key) == value for key, value in identity.items())
+        ]
+        return sum(seconds) / len(seconds) if seconds else None
+
     def _intact(self, record: dict) -> bool:
         if record["status"] != "ok":
             return False

@@ -85,3 +85,15 @@ def derive_seed(source_key: str, prompt: str, params: dict) -> int:
     manifest without seeds gives every item its own noise and the same noise on every run."""
     text = json.dumps([source_key, prompt, [params[name] for name in PARAMETERS if name != "seed"]])
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
+def grid_axes(job: JobSpec) -> dict[str, list]:
+    """The swept axes of a job (those with more than one value) and their values, for `batch-edit plan`."""
+    axes: dict[str, list] = {"sources": [], "prompts": [], **{name: [] for name in PARAMETERS}}
+    for grid in job.grids:
+        axes["sources"].extend(ref.stem for ref in grid.sources)
+        axes["prompts"].extend(grid.prompts)
+        for name in PARAMETERS:
+            axes[name].extend(getattr(grid, name))
+    distinct = {name: list(dict.fromkeys(values)) for name, values in axes.items()}
+    return {name: values for name, values in distinct.items() if len(values) > 1}

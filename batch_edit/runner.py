@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import time
 from collections import OrderedDict
 from contextlib import ExitStack
@@ -14,13 +13,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from PIL import Image
-from tqdm import tqdm
 
 from .background import Prefetch, Writer
 from .errors import OutOfMemory, OutputError
 from .outputs import JobOutput
 from .pipeline_config import PipelineConfig, dump_pipeline_config
 from .plan import JobPlan, WorkItem
+from .progress import Progress
 from .sources import FetchOptions, SourceError, SourceRef, fit_image, load_image
 
 log = logging.getLogger(__name__)
@@ -94,7 +93,7 @@ def run(
             raise
         # 3. Each job in turn; the first SIGINT/SIGTERM stops the run after the batch in progress.
         stop = stack.enter_context(StopOnSignal())
-        progress = stack.enter_context(_progress_bar(sum(len(pending[s.name]) for s in active)))
+        progress = stack.enter_context(Progress(sum(len(pending[s.name]) for s in active)))
         used = engine.config  # `auto` choices resolved by the engine
         context = _RunContext(engine, progress, engine.batch_size, options, {**used.identity(), "device": used.device}, stop)
         _encode_prompts_once(engine, [pending[s.name] for s in active])
@@ -117,12 +116,6 @@ def _pending(plan: JobPlan, output: JobOutput, overwrite: bool) -> list[WorkItem
         return list(plan.items)
     done = output.done_ids()
     return [item for item in plan.items if item.item_id not in done]
-
-
-def _progress_bar(total: int) -> tqdm:
-    # In a log file (an overnight run's stderr) a redraw is a new line: update rarely there.
-    interval = 0.1 if sys.stderr.isatty() else 30.0
-    return tqdm(total=total, unit="img", desc="batch-edit", dynamic_ncols=True, mininterval=interval)
 
 
 class StopOnSignal:
@@ -153,7 +146,7 @@ class StopOnSignal:
 @dataclass
 class _RunContext:
     engine: object
-    progress: tqdm
+    progress: Progress
     batch_size: int
     options: RunOptions
     extra: dict  # pipeline fields written into every metadata row
@@ -260,8 +253,7 @@ class _JobRun:
         self.summary.failed += 1
         reason = str(error).split(":")[0] or type(error).__name__
         self.summary.errors[reason] = self.summary.errors.get(reason, 0) + 1
-        self.context.progress.set_postfix(failed=self.summary.failed)
-        self.context.progress.update(1)
+        self.context.progress.update(failed=True)
 
     def _log_once(self, exc: Exception, context: str) -> None:
         """Each distinct error's traceback once; repeats get one line, so a systematic fault can't flood the log."""
