@@ -20,6 +20,7 @@ from .outputs import JobOutput
 from .pipeline_config import PipelineConfig, dump_pipeline_config
 from .plan import JobPlan, WorkItem
 from .progress import Progress
+from .sheets import write_contact_sheets
 from .sources import FetchOptions, SourceError, SourceRef, fit_image, load_image
 
 log = logging.getLogger(__name__)
@@ -220,6 +221,7 @@ class _JobRun:
     def _final_csvs(self) -> None:
         try:
             self.output.rebuild_csvs()
+            write_contact_sheets(self.output.folder)
         except OutputError as exc:  # the disk that stopped the run may refuse this too; the records are intact
             log.error("%s (the next run rebuilds it)", exc)
 

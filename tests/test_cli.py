@@ -76,6 +76,8 @@ def test_plan_then_run_yaml_grid_and_csv_rows_together(workspace, tiny_config):
     assert rows.loc["an astronaut: oil painting", "seed_derived"] and rows.loc["a cup of tea", "seed"] == 3
     # fit keeps the 3:2 photo's aspect ratio at about 64x64 of area, in multiples of 16
     assert tuple(rows.loc["a cup of tea", ["width", "height"]]) == (80, 48)
+    sheets = sorted(path.name for path in (workspace / "out1" / "grid").glob("contact-sheet*.png"))
+    assert sheets == ["contact-sheet-cat.png", "contact-sheet-coffee.png"]
     grid = pd.read_csv(workspace / "out1" / "grid" / "metadata.csv")
     assert sorted(set(grid["prompt"])) == ["a tiger, photo", "cat, watercolor", "coffee, watercolor"]
     assert set(grid["strength"]) == {0.5, 0.75} and set(grid["seed"]) == {7}
