@@ -1,26 +1,31 @@
-"""How the loaded pipeline is made smaller or faster: quantization backends, torch.compile, step caching.
+"""How the loaded pipeline is changed, made smaller or faster: LoRAs, quantization, torch.compile, step caching.
 
-Order matters: quanto quantizes on the CPU before the move to the device (so bf16 weights never need to fit
-there); torchao quantizes module by module onto the device; step caching and compile wrap the result.
+Order matters: LoRAs are fused into the plain weights first (PEFT cannot attach to quanto layers); quanto
+quantizes on the CPU before the move to the device (so bf16 weights never need to fit there); torchao quantizes
+module by module onto the device; step caching and compile wrap the result.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import warnings
 from pathlib import Path
 
 from .errors import PipelineLoadError
-from .pipeline_config import PipelineConfig, QuantizationConfig
+from .pipeline_config import LoraConfig, PipelineConfig, QuantizationConfig
 
 log = logging.getLogger(__name__)
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 
 
 def prepare_pipeline(pipe, config: PipelineConfig) -> PipelineConfig:
-    """Quantize, move, cache and compile `pipe` in place; returns the config with `auto` choices resolved."""
+    """Fuse LoRAs, quantize, move, cache and compile `pipe` in place; returns the config with `auto` resolved."""
     import torch
 
+    if config.loras:
+        fuse_loras(pipe, config.loras, config.local_files_only)
     quant = config.quantization
     if quant.backend == "quanto":
         _quantize_with_quanto(pipe, quant)
@@ -35,6 +40,58 @@ def prepare_pipeline(pipe, config: PipelineConfig) -> PipelineConfig:
         _compile_transformer(pipe, config)
     gpu_gb = torch.cuda.get_device_properties(config.device).total_memory / 2**30 if config.device != "cpu" else None
     return config.model_copy(update={"quantization": quant, "batch_size": config.resolved_batch_size(gpu_gb)})
+
+
+def fuse_loras(pipe, loras: list[LoraConfig], local_files_only: bool = False) -> None:
+    """Load each LoRA, fuse them all at their scales into the weights, then drop the adapters: plain Linear layers
+    remain, for any backend to quantize, and no denoising step pays for an adapter."""
+    if importlib.util.find_spec("peft") is None:
+        raise PipelineLoadError("LoRAs need the peft package: pip install peft")
+    with warnings.catch_warnings():  # PEFT warns whenever a second adapter joins a model: several are meant here
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`", category=UserWarning)
+        for lora in loras:
+            _load_lora(pipe, lora, local_files_only)
+    names = [lora.name for lora in loras]
+    pipe.set_adapters(names, adapter_weights=[lora.scale for lora in loras])
+    components = [component for component, adapters in pipe.get_list_adapters().items() if adapters]
+    pipe.fuse_lora(components=components, adapter_names=names, lora_scale=1.0)
+    pipe.unload_lora_weights()  # the merged weights stay; the LoRA layers go
+    log.info("fused LoRAs %s into %s", ", ".join(names), ", ".join(components))
+
+
+def _load_lora(pipe, lora: LoraConfig, local_files_only: bool) -> None:
+    where = f"LoRA '{lora.name}' ({lora.path})"
+    source = Path(lora.path).expanduser().as_posix() if lora.is_local else lora.path
+    if lora.is_local and not Path(source).exists():
+        raise PipelineLoadError(f"{where}: file not found: {source}")
+    if lora.is_local and Path(source).is_dir() and lora.weight_name is None:
+        found = sorted(file.name for file in Path(source).glob("*.safetensors"))
+        if len(found) != 1:  # diffusers would pick one of several with a mere warning
+            listed = ", ".join(found) or "none"
+            raise PipelineLoadError(f"{where}: set weight_name to one of the folder's .safetensors files ({listed})")
+    try:
+        pipe.load_lora_weights(
+            source, adapter_name=lora.name, weight_name=lora.weight_name, use_safetensors=True,
+            local_files_only=local_files_only,
+        )  # fmt: skip
+    except Exception as exc:  # the hub, safetensors and peft raise many types; all mean "cannot use this LoRA"
+        raise PipelineLoadError(f"{where} could not be loaded: {_explain_lora_failure(exc)}") from exc
+    if not any(lora.name in adapters for adapters in pipe.get_list_adapters().values()):
+        raise PipelineLoadError(f"{where} adapts no layer of this model: is it a FLUX.1 LoRA?")
+
+
+def _explain_lora_failure(exc: Exception) -> str:
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    chain = [exc, exc.__cause__, exc.__context__]
+    if any(isinstance(e, RepositoryNotFoundError) for e in chain):
+        return "not found on the Hugging Face Hub (check the id, or set HF_TOKEN for a private repo)"
+    if any(isinstance(e, LocalEntryNotFoundError) for e in chain):
+        return "not in the local cache and could not be downloaded (no network, or local_files_only)"
+    if any(isinstance(e, EntryNotFoundError) for e in chain):
+        return "no such .safetensors file there (set weight_name to the file's name)"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _quantize_with_quanto(pipe, quant: QuantizationConfig) -> None:

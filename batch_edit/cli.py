@@ -15,12 +15,15 @@ import signal
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from . import __version__
 from .errors import BatchEditError, ConfigError, ManifestError, OutputError
 from .manifest import JobSpec, Manifest, load_manifests
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import JobPlan, grid_axes, plan_jobs
 from .sources import FetchOptions
+from .validation import describe_validation_error
 
 DEFAULT_OUTPUT_ROOT = Path("outputs")
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_REFUSED, EXIT_STOPPED = 0, 1, 2, 3
@@ -98,7 +101,28 @@ def _prepare(args) -> tuple[PipelineConfig, Path, list[JobPlan], list[JobSpec]]:
     config = load_pipeline_config(args.pipeline or _one_setting(manifests, "pipeline"))
     output_root = args.output_root or _one_setting(manifests, "output_root") or DEFAULT_OUTPUT_ROOT
     jobs = [job for manifest in manifests for job in manifest.jobs]
+    config = _with_job_loras(config, jobs)
     return config, output_root, plan_jobs(jobs, config.identity()), jobs
+
+
+def _with_job_loras(config: PipelineConfig, jobs: list[JobSpec]) -> PipelineConfig:
+    """Jobs may list LoRAs too; they are fused into the run's one pipeline, so every job must list the same."""
+    sets = {json.dumps([lora.identity() for lora in job.loras], sort_keys=True) for job in jobs}
+    if len(sets) > 1:
+        described = "; ".join(f"{job.name}: {' '.join(lora.tag() for lora in job.loras) or 'none'}" for job in jobs)
+        raise ManifestError([
+            f"the jobs list different LoRAs ({described}); one run fuses one set of LoRAs into its one pipeline, "
+            "so run jobs with other LoRAs as a separate command"
+        ])  # fmt: skip
+    loras = jobs[0].loras if jobs else ()
+    if not loras:
+        return config
+    data = config.model_dump()
+    data["loras"] = [*data["loras"], *(lora.model_dump() for lora in loras)]
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(describe_validation_error(exc, "job LoRAs", PipelineConfig))) from None
 
 
 def _one_setting(manifests: list[Manifest], name: str) -> Path | None:

@@ -32,12 +32,15 @@ class Engine:
 
     @staticmethod
     def check(config: PipelineConfig) -> None:
-        """The refusals that need no weights (no GPU, no model folder), before a run writes anything."""
+        """The refusals that need no weights (no GPU, no model folder or LoRA file), before a run writes anything."""
         import torch
 
         _check_device(config.device, torch)
         if config.is_local_model and not Path(config.model).is_dir():
             raise PipelineLoadError(f"model folder not found: {config.model}")
+        for lora in config.loras:
+            if lora.is_local and not Path(lora.path).expanduser().exists():
+                raise PipelineLoadError(f"LoRA '{lora.name}': file not found: {lora.path}")
 
     @classmethod
     def load(cls, config: PipelineConfig) -> "Engine":

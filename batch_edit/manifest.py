@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ManifestError
+from .pipeline_config import LoraConfig
 from .sources import RESIZE_MODES, SourceRef, SourceSpecError, expand_source, source_ref
 from .validation import describe_validation_error, read_text_file, read_yaml_file
 
@@ -60,6 +61,7 @@ class JobDefaults(_Strict):
     prompts: _one_or_many(Prompt) | None = None
     recursive: bool = False
     keep_sources: bool = False  # save each fitted source beside the results (before/after pairs)
+    loras: list[LoraConfig] | None = None  # fused into the run's one pipeline: every job of a run must agree
     strength: _one_or_many(Strength) | None = None
     num_inference_steps: _one_or_many(Steps) | None = None
     guidance_scale: _one_or_many(Guidance) | None = None
@@ -117,6 +119,7 @@ class JobSpec:
     origin: str
     grids: tuple[Grid, ...]
     keep_sources: bool = False
+    loras: tuple[LoraConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -204,7 +207,8 @@ def _job_from_model(model: JobModel, base: Path, where: str, problems: list[str]
         **{name: tuple(_as_list(_param(model, name))) for name in PARAMETERS},
     )
     _check_grid(grid, where, problems)
-    return JobSpec(name=model.name, origin=where, grids=(grid,), keep_sources=model.keep_sources)
+    loras = tuple(lora.resolved_against(base) for lora in model.loras or ())
+    return JobSpec(model.name, where, (grid,), keep_sources=model.keep_sources, loras=loras)
 
 
 def _param(model: BaseModel, name: str):

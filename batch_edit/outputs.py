@@ -31,7 +31,7 @@ ITEM_COLUMNS = [
     "item_id", "job", "source", "prompt", "seed", "seed_derived", "strength", "num_inference_steps",
     "guidance_scale", "width", "height", "requested_width", "requested_height", "resize",
 ]  # fmt: skip
-PIPELINE_COLUMNS = ["model", "revision", "dtype", "quantization", "device"]
+PIPELINE_COLUMNS = ["model", "revision", "dtype", "quantization", "loras", "device"]
 METADATA_COLUMNS = ["file_name", *ITEM_COLUMNS, *PIPELINE_COLUMNS, "batch_size", "seconds", "finished_at"]
 FAILURE_COLUMNS = [*ITEM_COLUMNS, "stage", "error_type", "error", "failed_at"]
 
@@ -81,7 +81,8 @@ def a1111_parameters(row: dict) -> str:
         "Version": f"batch-edit {__version__}",
     }
     settings = ", ".join(f"{key}: {_a1111_quote(str(value))}" for key, value in fields.items())
-    return f"{row['prompt']}\n{settings}"
+    loras = f" {row['loras']}" if row.get("loras") else ""  # the WebUI writes LoRAs as <lora:name:scale> in the prompt
+    return f"{row['prompt']}{loras}\n{settings}"
 
 
 def _a1111_quote(text: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .validation import describe_validation_error, read_yaml_file
@@ -45,6 +45,67 @@ class QuantizationConfig(StrictModel):
         return f"quanto({','.join(parts)})"
 
 
+LORA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+LOCAL_PREFIXES = ("/", "./", "../", "~")
+
+
+class LoraConfig(StrictModel):
+    """A LoRA adapter, fused into the weights when the pipeline loads (before quantization: PEFT cannot attach
+    to quanto layers). `path`: a local .safetensors file or folder (`./x`, `../x`, `/x`, `~/x` or any path
+    ending in `.safetensors`; relative to the config file), or a hub id."""
+
+    path: str = Field(min_length=1)
+    scale: float = Field(default=1.0, ge=-4, le=4)
+    name: str | None = None  # the adapter's name (metadata, `<lora:name:scale>`); default: the file or repo stem
+    weight_name: str | None = None  # which .safetensors file of a folder or hub repo holding several
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_name(cls, data):
+        if isinstance(data, dict) and data.get("name") is None and isinstance(data.get("path"), str):
+            stem = Path(data.get("weight_name") or data["path"].rstrip("/")).name.removesuffix(".safetensors")
+            data = {**data, "name": re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:64] or "lora"}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not LORA_NAME.fullmatch(value):
+            raise ValueError("must be 1-64 letters, digits, '_' or '-' (it names the adapter and its <lora:...> tag)")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if value.lower().endswith((".bin", ".pt", ".pth", ".ckpt")):
+            raise ValueError("LoRAs load from .safetensors files only (pickled weights can run code)")
+        return value
+
+    @field_validator("weight_name")
+    @classmethod
+    def _weight_name(cls, value: str | None) -> str | None:
+        if value is not None and not value.endswith(".safetensors"):
+            raise ValueError("must name a .safetensors file")
+        return value
+
+    @property
+    def is_local(self) -> bool:
+        return self.path.startswith(LOCAL_PREFIXES) or self.path.endswith(".safetensors")
+
+    def resolved_against(self, folder: Path) -> "LoraConfig":
+        if not self.is_local:
+            return self
+        return self.model_copy(update={"path": (folder / Path(self.path).expanduser()).resolve().as_posix()})
+
+    def tag(self) -> str:
+        return f"<lora:{self.name}:{self.scale:g}>"
+
+    def identity(self) -> dict:
+        # the name only labels the adapter: renaming it does not change an image
+        picked = {"weight_name": self.weight_name} if self.weight_name else {}
+        return {"path": self.path, "scale": self.scale, **picked}
+
+
 class PipelineConfig(StrictModel):
     model: str = "black-forest-labs/FLUX.1-dev"
     revision: str = "main"
@@ -59,12 +120,22 @@ class PipelineConfig(StrictModel):
     prompt_cache: int = Field(default=256, ge=0, le=100_000)  # distinct prompts whose encodings are kept
     offload_text_encoders: bool = False  # once every prompt is encoded, move the text encoders to the CPU
     first_block_cache: Annotated[float, Field(gt=0, le=1)] | None = None  # LOSSY step caching threshold; off
+    loras: list[LoraConfig] = []  # fused into the weights in this order, before quantization
 
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
         if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
             raise ValueError("must be 'cuda', 'cuda:N' or 'cpu'")
+        return value
+
+    @field_validator("loras")
+    @classmethod
+    def _unique_lora_names(cls, value: list[LoraConfig]) -> list[LoraConfig]:
+        names = [lora.name for lora in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"LoRA names must be unique ({', '.join(twice)} used twice): give one a `name:`")
         return value
 
     @property
@@ -80,7 +151,12 @@ class PipelineConfig(StrictModel):
             "quantization": self.quantization.describe(),
             # lossy: it changes the images, so it is part of what an item is
             **({"first_block_cache": self.first_block_cache} if self.first_block_cache else {}),
+            **({"loras": [lora.identity() for lora in self.loras]} if self.loras else {}),
         }
+
+    def lora_tags(self) -> str:
+        """The LoRAs as AUTOMATIC1111 writes them in a prompt: `<lora:name:scale> ...`; empty without LoRAs."""
+        return " ".join(lora.tag() for lora in self.loras)
 
     def resolved_batch_size(self, gpu_memory_gb: float | None) -> int:
         """`auto`: on the CPU, per-call overhead dominates, so batch; on a GPU, batch only where memory is ample
@@ -93,7 +169,7 @@ class PipelineConfig(StrictModel):
 
 
 def load_pipeline_config(path: Path | None) -> PipelineConfig:
-    """Read a config file; a relative local `model` path resolves against the config's folder."""
+    """Read a config file; relative local `model` and LoRA paths resolve against the config's folder."""
     if path is None:
         return PipelineConfig()
     data = read_yaml_file(path, ConfigError)
@@ -106,6 +182,8 @@ def load_pipeline_config(path: Path | None) -> PipelineConfig:
     if config.is_local_model:
         model = (path.parent / Path(config.model).expanduser()).resolve()
         config = config.model_copy(update={"model": model.as_posix()})
+    if config.loras:
+        config = config.model_copy(update={"loras": [lora.resolved_against(path.parent) for lora in config.loras]})
     return config
 
 

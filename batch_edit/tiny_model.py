@@ -142,3 +142,33 @@ def write_tiny_model(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(directory, safe_serialization=True)
     return directory
+
+
+# Layers the tiny LoRA adapts, with their (out, in) features: attention projections of both block kinds, the
+# single block's output projection, and the CLIP encoder's query projection (so both components get fused).
+TINY_LORA_LAYERS = {
+    "transformer.transformer_blocks.0.attn.to_q": (32, 32),
+    "transformer.transformer_blocks.0.attn.to_k": (32, 32),
+    "transformer.transformer_blocks.0.attn.to_v": (32, 32),
+    "transformer.transformer_blocks.0.attn.to_out.0": (32, 32),
+    "transformer.single_transformer_blocks.0.attn.to_q": (32, 32),
+    "transformer.single_transformer_blocks.0.attn.to_v": (32, 32),
+    "transformer.single_transformer_blocks.0.proj_out": (32, 160),
+    "text_encoder.encoder.layers.0.self_attn.q_proj": (TEXT_DIM, TEXT_DIM),
+}
+
+
+def write_tiny_lora(path: Path, rank: int = 4, seed: int = 1, magnitude: float = 0.5) -> Path:
+    """Write a LoRA for the tiny pipeline in the PEFT layout diffusers loads for FLUX (`<layer>.lora_A.weight`,
+    `<layer>.lora_B.weight`, no alpha: scale = 1). `magnitude` 0 gives a LoRA that changes nothing."""
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for layer, (out_features, in_features) in TINY_LORA_LAYERS.items():
+        tensors[f"{layer}.lora_A.weight"] = torch.randn(rank, in_features, generator=generator) / in_features**0.5
+        tensors[f"{layer}.lora_B.weight"] = magnitude * torch.randn(out_features, rank, generator=generator)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return path
