@@ -1,0 +1,619 @@
+"""GPU throughput: seconds per image, peak GPU memory and GPU utilisation between items, per backend and batch size.
+
+Full form (needs a CUDA GPU; downloads nothing): the FLUX.1-dev architecture built in memory with random weights
+(speed does not depend on weight values), 1024x1024, 28 steps, strength 0.9, for every backend (quanto reference
+recipe, bf16, torchao, each fast one with and without torch.compile) at batch sizes 1, 2 and 4. Every
+configuration gets a fresh pipeline and runs its items THROUGH THE REAL RUNNER (prefetching and PNG writing
+overlap the pipeline calls, as in a real run). Writes benchmarks/results/gpu_throughput.md.
+
+    python benchmarks/gpu_throughput.py    # 15 configurations, each building the ~17B-parameter pipeline: long
+    python benchmarks/gpu_throughput.py --backends none,torchao+compile --batch-sizes 1,4 --items 12
+
+Reduced form (CPU, seconds; what the tests run): the same code path with the tiny random pipeline, 64x64,
+4 steps, float32, the backends that work on a CPU, batch sizes 1 and 2. Its figures are not GPU figures and go
+to benchmarks/results/gpu_throughput_reduced.md (or --out), never to the GPU table.
+
+    python benchmarks/gpu_throughput.py --reduced --out /tmp/reduced.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+PHOTOS = REPO / "jobs" / "images"
+NOT_MEASURED = (
+    "Not yet measured: no CUDA GPU was available when this was written. "
+    "Run `python benchmarks/gpu_throughput.py` on a CUDA machine to fill this table."
+)
+PROMPTS = [
+    "a photo of a tiger lying on a wooden table, detailed striped fur, natural light",
+    "{caption}, watercolor painting",
+]
+
+# backend name -> (quantization backend, torch.compile)
+BACKENDS = {
+    "quanto": ("quanto", False),  # the reference recipe: transformer qint8 (proj_out kept), text encoders qint4
+    "none": ("none", False),  # plain dtype weights (bf16 on a GPU)
+    "torchao": ("torchao", False),  # auto: fp8 dynamic row-wise on compute capability >= 8.9, else int8 weight-only
+    "torchao+compile": ("torchao", True),
+    "none+compile": ("none", True),
+}
+
+# FLUX.1-dev's published component configs (black-forest-labs/FLUX.1-dev, */config.json).
+FLUX_DEV_TRANSFORMER = dict(
+    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
+    joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56),
+)  # fmt: skip
+T5_V1_1_XXL = dict(  # the encoder half of google/t5-v1_1-xxl
+    d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24, feed_forward_proj="gated-gelu", vocab_size=32128,
+    relative_attention_num_buckets=32, relative_attention_max_distance=128, layer_norm_epsilon=1e-6,
+    tie_word_embeddings=False, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+)  # fmt: skip
+CLIP_L_TEXT = dict(  # openai/clip-vit-large-patch14's text tower
+    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, projection_dim=768,
+    vocab_size=49408, max_position_embeddings=77, hidden_act="quick_gelu",
+)  # fmt: skip
+FLUX_VAE = dict(
+    in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+    block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=16, norm_num_groups=32,
+    sample_size=1024, shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False,
+)  # fmt: skip
+FLUX_DEV_SCHEDULER = dict(
+    num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+    base_image_seq_len=256, max_image_seq_len=4096,
+)  # fmt: skip
+COLUMNS = [
+    "backend", "batch", "weights", "status", "load s", "warm-up s (first call)", "s/image (steady median)",
+    "img/min (runner wall)", "peak GPU GiB", "resident GiB", "GPU utilisation (in-call fraction)",
+    "NVML utilisation", "calls", "failed items",
+]  # fmt: skip
+
+
+def build_flux_dev_pipeline(device: str, dtype, seed: int = 0):
+    """FluxImg2ImgPipeline with FLUX.1-dev's architecture and random weights, created directly on `device` in
+    `dtype` (so the ~12B transformer never exists in float32). `device="meta"` builds it without memory."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        FluxImg2ImgPipeline,
+        FluxTransformer2DModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from batch_edit.tiny_model import _clip_tokenizer, _t5_tokenizer
+
+    clip_tokenizer, t5_tokenizer = _clip_tokenizer(), _t5_tokenizer()
+    # The offline CLIP tokenizer's special ids, so the encoder pools at the token this tokenizer ends with.
+    clip_ids = dict(
+        bos_token_id=clip_tokenizer.bos_token_id,
+        eos_token_id=clip_tokenizer.eos_token_id,
+        pad_token_id=clip_tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):  # default init runs where the weights live: seconds on a GPU
+            transformer = FluxTransformer2DModel(**FLUX_DEV_TRANSFORMER)
+            text_encoder = CLIPTextModel(CLIPTextConfig(**CLIP_L_TEXT, **clip_ids))
+            text_encoder_2 = T5EncoderModel(T5Config(**T5_V1_1_XXL))
+            vae = AutoencoderKL(**FLUX_VAE)
+    finally:
+        torch.set_default_dtype(previous)
+    return FluxImg2ImgPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_DEV_SCHEDULER),
+        vae=vae,
+        text_encoder=text_encoder.eval(),
+        tokenizer=clip_tokenizer,
+        text_encoder_2=text_encoder_2.eval(),
+        tokenizer_2=t5_tokenizer,
+        transformer=transformer.eval(),
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    reduced: bool
+    device: str
+    dtype: str
+    size: int
+    steps: int
+    strength: float
+    guidance: float
+    backends: tuple[str, ...]
+    batch_sizes: tuple[int, ...]
+    items: int | None  # per configuration; None: four calls' worth (one warm-up, three timed)
+    out: Path
+    skipped: tuple[str, ...] = ()  # backends asked for but unavailable here
+
+    def items_for(self, batch_size: int) -> int:
+        return self.items or 4 * batch_size
+
+
+@dataclass
+class Row:
+    backend: str
+    batch: int
+    weights: str = ""
+    status: str = "ok"
+    load_s: float | None = None
+    warmup_s: float | None = None
+    s_per_image: float | None = None
+    img_per_min: float | None = None
+    peak_gib: float | None = None
+    resident_gib: float | None = None
+    in_call: float | None = None
+    nvml: float | None = None
+    calls: int = 0
+    failed: int = 0
+
+    def cells(self) -> list[str]:
+        return [
+            self.backend, str(self.batch), self.weights or "-", self.status.replace("|", "/"),
+            _num(self.load_s), _num(self.warmup_s), _num(self.s_per_image), _num(self.img_per_min),
+            _num(self.peak_gib, ".1f"), _num(self.resident_gib, ".1f"), _num(self.in_call, ".3f"),
+            _num(self.nvml, ".3f"), str(self.calls), str(self.failed),
+        ]  # fmt: skip
+
+
+def _num(value: float | None, spec: str = ".4g") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+@dataclass
+class Call:
+    start: float
+    end: float
+    items: int
+    error: str | None = None
+
+
+class TimedEngine:
+    """The real engine, with each generate() timed between device synchronisations; all else is delegated."""
+
+    def __init__(self, engine, on_first_call=lambda: None):
+        self.engine, self.calls, self._on_first_call = engine, [], on_first_call
+        import torch
+
+        cuda = engine.config.device.startswith("cuda")
+        self._sync = (lambda: torch.cuda.synchronize(engine.config.device)) if cuda else (lambda: None)
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def generate(self, items, images):
+        self._sync()
+        start = time.perf_counter()
+        try:
+            results = self.engine.generate(items, images)
+        except BaseException as exc:
+            self.calls.append(Call(start, time.perf_counter(), len(items), type(exc).__name__))
+            raise
+        self._sync()
+        self.calls.append(Call(start, time.perf_counter(), len(items)))
+        if len(self.calls) == 1:
+            self._on_first_call()
+        return results
+
+
+class UtilisationSampler:
+    """The GPU's own utilisation counter (NVML through pynvml, else `nvidia-smi -lms`), sampled in a thread: a
+    cross-check of the in-call fraction. Coarse (NVML counts any kernel running), and absent where neither exists."""
+
+    def __init__(self, device: str):
+        self.device, self.samples = device, []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        if not self.device.startswith("cuda"):
+            return
+        read = _nvml_reader(self.device)
+        if read is not None:
+            self._thread = threading.Thread(target=self._poll, args=(read,), daemon=True)
+        elif shutil.which("nvidia-smi"):
+            query = ["--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "100"]
+            self._process = subprocess.Popen(
+                ["nvidia-smi", f"--id={_gpu_uuid(self.device)}", *query],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            )  # fmt: skip
+            self._thread = threading.Thread(target=self._stream, daemon=True)
+        if self._thread:
+            self._thread.start()
+
+    def _poll(self, read) -> None:
+        while not self._stop.wait(0.1):
+            self.samples.append((time.perf_counter(), read()))
+
+    def _stream(self) -> None:
+        for line in self._process.stdout:
+            if line.strip().isdigit():
+                self.samples.append((time.perf_counter(), int(line)))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._process:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def mean(self, start: float, end: float) -> float | None:
+        values = [value for at, value in self.samples if start <= at <= end]
+        return statistics.fmean(values) / 100 if values else None
+
+
+def _gpu_uuid(device: str) -> str:
+    import torch
+
+    return f"GPU-{torch.cuda.get_device_properties(device).uuid}"
+
+
+def _nvml_reader(device: str):
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByUUID(_gpu_uuid(device))
+        return lambda: pynvml.nvmlDeviceGetUtilizationRates(handle).gpu
+    except Exception:  # no pynvml, no driver library, or an unknown uuid: fall back to nvidia-smi
+        return None
+
+
+def write_plans(settings: Settings, folder: Path, count: int):
+    """`count` items from the project's photos x PROMPTS x seeds, through the real manifest and plan code."""
+    import yaml
+
+    from batch_edit.manifest import load_manifests
+    from batch_edit.plan import JobPlan, plan_jobs
+
+    photos = sorted(str(path) for path in PHOTOS.glob("*.jpg"))
+    seeds = list(range(-(-count // (len(photos) * len(PROMPTS)))))
+    job = dict(name="throughput", sources=photos, prompts=PROMPTS, seed=seeds, strength=settings.strength,
+               num_inference_steps=settings.steps, guidance_scale=settings.guidance,
+               width=settings.size, height=settings.size)  # fmt: skip
+    manifest = folder / "throughput.yaml"
+    manifest.write_text(yaml.safe_dump({"jobs": [job]}, sort_keys=False))
+    (loaded,) = load_manifests([manifest])
+    (plan,) = plan_jobs(list(loaded.jobs), {"benchmark": "gpu_throughput"})
+    items = sorted(plan.items, key=lambda item: item.seed)[:count]  # every photo and prompt before repeating
+    return [JobPlan(name=plan.name, items=tuple(items), duplicates=0)]
+
+
+def pipeline_config(settings: Settings, backend: str, batch_size: int, scratch: Path):
+    from batch_edit.pipeline_config import PipelineConfig, QuantizationConfig
+
+    quantization, compile_ = BACKENDS[backend]
+    model = "tiny random FLUX (batch_edit.tiny_model)" if settings.reduced else "FLUX.1-dev architecture, random weights"
+    return PipelineConfig(
+        model=model,
+        dtype=settings.dtype,
+        device=settings.device,
+        quantization=QuantizationConfig(backend=quantization),
+        compile=compile_,
+        compile_cache_dir=str(scratch / "inductor"),  # a fresh cache: the warm-up pays a cold compile
+        batch_size=batch_size,
+        local_files_only=True,
+    )
+
+
+def measure(settings: Settings, backend: str, batch_size: int, scratch: Path) -> Row:
+    """One configuration: a fresh pipeline, an engine, its items through the real runner."""
+    import torch
+
+    from batch_edit.engine import Engine
+    from batch_edit.runner import RunOptions, run
+
+    row = Row(backend, batch_size)
+    cuda = settings.device.startswith("cuda")
+    config = pipeline_config(settings, backend, batch_size, scratch)
+    plans = write_plans(settings, scratch, settings.items_for(batch_size))
+    started = time.perf_counter()
+    if settings.reduced:
+        from batch_edit.tiny_model import build_tiny_pipeline
+
+        pipe = build_tiny_pipeline().to(getattr(torch, settings.dtype))
+    else:
+        pipe = build_flux_dev_pipeline(settings.device, getattr(torch, settings.dtype))
+    engine = Engine.from_pipeline(config, pipe)
+    del pipe
+    if cuda:
+        torch.cuda.synchronize(settings.device)
+        row.resident_gib = torch.cuda.memory_allocated(settings.device) / 2**30
+        torch.cuda.reset_peak_memory_stats(settings.device)
+    row.load_s = time.perf_counter() - started
+    row.weights = engine.config.quantization.describe() + (f" ({settings.dtype})" if backend.startswith("none") else "")
+    sampler = UtilisationSampler(settings.device)
+    timed = TimedEngine(engine, on_first_call=sampler.start)
+    try:
+        result = run(plans, config, scratch / "out" / f"{backend}-b{batch_size}", lambda _: timed, RunOptions(overwrite=True))
+    finally:
+        sampler.stop()
+    if cuda:
+        row.peak_gib = torch.cuda.max_memory_allocated(settings.device) / 2**30
+    summarise(row, timed.calls, sampler, result)
+    return row
+
+
+def summarise(row: Row, calls: list[Call], sampler: UtilisationSampler, result) -> None:
+    """Warm-up = the first call; steady state = every later call, over the wall time from the first call's end
+    to the last call's end, so the gaps between calls (the runner's own work) count against utilisation."""
+    row.calls = len(calls)
+    row.failed = result.failed
+    problems = [f"{call.error} on a batch of {call.items}" for call in calls if call.error]
+    problems += [f"{count} failed: {reason}" for job in result.jobs for reason, count in job.errors.items()]
+    if result.interrupted_by:
+        problems.append("interrupted")
+    ok = [call for call in calls if not call.error]
+    if not ok:
+        row.status = "; ".join(problems) or "no pipeline call"
+        return
+    row.warmup_s = ok[0].end - ok[0].start
+    steady = [call for call in calls if call.start >= ok[0].end]
+    steady_ok = [call for call in steady if not call.error]
+    if steady_ok:
+        window = steady[-1].end - ok[0].end
+        # A short last batch costs a whole one when compiled (it is padded): full batches only, where there are any.
+        full = [call for call in steady_ok if call.items >= row.batch] or steady_ok
+        row.s_per_image = statistics.median((call.end - call.start) / call.items for call in full)
+        row.img_per_min = sum(call.items for call in steady_ok) / window * 60
+        row.in_call = sum(call.end - call.start for call in steady) / window
+        row.nvml = sampler.mean(ok[0].end, steady[-1].end)
+    else:
+        problems.append("only the warm-up call ran: use more --items")
+    row.status = "; ".join(problems) or "ok"
+
+
+def run_configuration(settings: Settings, backend: str, batch_size: int, scratch: Path) -> Row:
+    import torch
+
+    try:
+        row = measure(settings, backend, batch_size, scratch)
+    except torch.OutOfMemoryError:
+        row = Row(backend, batch_size, status="out of memory outside a pipeline call (loading or encoding prompts)")
+    except Exception as exc:  # one configuration's failure is a row of the table, not the end of the benchmark
+        first_line = (str(exc).strip().splitlines() or [""])[0][:160]
+        row = Row(backend, batch_size, status=f"error: {type(exc).__name__}: {first_line}")
+    # Outside the except blocks, so no traceback still holds the pipeline while it is freed.
+    shutil.rmtree(scratch / "out", ignore_errors=True)
+    torch._dynamo.reset()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return row
+
+
+def environment(settings: Settings) -> list[str]:
+    import torch
+
+    if settings.device.startswith("cuda"):
+        props = torch.cuda.get_device_properties(settings.device)
+        device = (
+            f"{torch.cuda.get_device_name(settings.device)} (compute capability {props.major}.{props.minor}, "
+            f"{props.total_memory / 2**30:.1f} GiB, CUDA {torch.version.cuda})"
+        )
+    else:
+        device = (
+            f"CPU: {_cpu_name()}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()} "
+            "(no GPU: these are NOT GPU figures)"
+        )
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    versions = ", ".join(
+        f"{name} {_version(package)}"
+        for name, package in [("torch", "torch"), ("diffusers", "diffusers"), ("transformers", "transformers"),
+                              ("torchao", "torchao"), ("optimum-quanto", "optimum-quanto")]
+    )  # fmt: skip
+    return [
+        f"Device: {device}; host load average {load} when the table was written (other work skews CPU figures)",
+        f"Software: {versions}; Python {platform.python_version()}",
+        f"Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; commit {_commit()}",
+    ]
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True)
+        return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "") or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def table(rows: list[Row]) -> list[str]:
+    return [
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+        *("| " + " | ".join(row.cells()) + " |" for row in rows),
+    ]
+
+
+NOTES = [
+    "How to read it:",
+    "",
+    "- `load s`: building the random-weight pipeline on the device, quantizing and moving it (no download).",
+    "- `warm-up s`: the first pipeline call, whole batch; with compile it includes a cold torch.compile.",
+    "- `s/image`: median over the later calls of (call seconds / items in the call), with the device synchronised "
+    "before and after each call.",
+    "- `img/min`: images from the later calls over the wall time from the end of the first call to the end of the "
+    "last: what the runner delivers, gaps between calls included.",
+    "- `peak GPU GiB`: torch.cuda.max_memory_allocated during the run (reset after loading); `resident GiB`: "
+    "allocated once loaded (weights).",
+    "- `GPU utilisation`: fraction of that steady-state wall time spent inside pipeline calls (1 - the idle fraction "
+    "between items); `NVML utilisation`: the driver's own counter sampled over the same window, where pynvml or "
+    "nvidia-smi exists.",
+    "- Random weights: speed does not depend on weight values; the images are noise and are thrown away.",
+]
+
+
+def render(settings: Settings, rows: list[Row], command: str) -> str:
+    label = "REDUCED CPU FORM (tiny random model; not GPU figures)" if settings.reduced else "FLUX.1-dev architecture"
+    first_step = int(settings.steps - settings.steps * settings.strength)
+    model = (
+        "tiny random FLUX pipeline (batch_edit.tiny_model)" if settings.reduced
+        else "FLUX.1-dev architecture with random weights (11.9B-parameter transformer, T5 v1.1 XXL, CLIP-L, 16-channel VAE)"
+    )  # fmt: skip
+    lines = [
+        f"# GPU throughput benchmark: {label}",
+        "",
+        *(f"{line}  " for line in environment(settings)),
+        f"Model: {model}, {settings.dtype}  ",
+        f"Work: {settings.items or '4 x batch size'} items per configuration (the first call is the warm-up), "
+        f"{settings.size}x{settings.size}, {settings.steps} steps at strength {settings.strength} "
+        f"({settings.steps - first_step} transformer passes), guidance {settings.guidance}, the project's photos "
+        f"x {len(PROMPTS)} prompts, through batch_edit.runner.run (prefetch and PNG writing overlap)  ",
+        f"Command: `{command}`  ",
+        *([f"Skipped (not available here): {', '.join(settings.skipped)}"] if settings.skipped else []),
+        "",
+        *table(rows),
+        "",
+        *NOTES,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_placeholder() -> str:
+    """The committed table before any GPU run: says so plainly, with the columns a run will fill."""
+    lines = [
+        "# GPU throughput benchmark: FLUX.1-dev architecture",
+        "",
+        f"**{NOT_MEASURED}**",
+        "",
+        "This file holds no estimates: its table stays empty until a run on a CUDA GPU writes it, naming the GPU. "
+        "The reduced CPU form that the tests run (`--reduced`) writes elsewhere; its figures are not GPU figures.",
+        "",
+        "What a run will measure: the FLUX.1-dev architecture with random weights, 1024x1024, 28 steps, strength "
+        "0.9, for backends quanto (reference recipe), none (bf16), torchao, torchao+compile, none+compile, at "
+        "batch sizes 1, 2 and 4, through the real runner.",
+        "",
+        *table([]),
+        "",
+        *NOTES,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    device = args.device or ("cpu" if args.reduced else "cuda")
+    default_backends = ["quanto", "none", "torchao"] if args.reduced else list(BACKENDS)
+    backends = args.backends.split(",") if args.backends else default_backends
+    unknown = [name for name in backends if name not in BACKENDS]
+    if unknown:
+        raise ValueError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
+    if device == "cpu" and not args.reduced and not args.out:
+        raise ValueError("the GPU table takes GPU figures only: a full-size run on the CPU needs --out")
+    skipped = tuple(name for name in backends if name.startswith("torchao") and not _has_torchao())
+    return Settings(
+        reduced=args.reduced,
+        device=device,
+        dtype="float32" if device == "cpu" else "bfloat16",
+        size=args.size or (64 if args.reduced else 1024),
+        steps=args.steps or (4 if args.reduced else 28),
+        strength=args.strength,
+        guidance=args.guidance,
+        backends=tuple(name for name in backends if name not in skipped),
+        batch_sizes=tuple(int(size) for size in (args.batch_sizes or ("1,2" if args.reduced else "1,2,4")).split(",")),
+        items=args.items,
+        out=args.out or RESULTS / ("gpu_throughput_reduced.md" if args.reduced else "gpu_throughput.md"),
+        skipped=skipped,
+    )
+
+
+def _has_torchao() -> bool:
+    try:
+        import torchao.quantization  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def _quiet_libraries() -> None:
+    import logging
+
+    import diffusers
+    import transformers
+
+    logging.basicConfig(level=logging.WARNING)
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reduced", action="store_true", help="tiny model, CPU, 64x64, 4 steps (what tests run)")
+    parser.add_argument("--backends", help=f"comma-separated, from: {', '.join(BACKENDS)}")
+    parser.add_argument("--batch-sizes", help="comma-separated (default 1,2,4; reduced 1,2)")
+    parser.add_argument("--items", type=int, help="items per configuration (default 4 x batch size)")
+    parser.add_argument("--device", help="cuda, cuda:N or cpu (default cuda; reduced cpu)")
+    parser.add_argument("--size", type=int, help="image side (default 1024; reduced 64)")
+    parser.add_argument("--steps", type=int, help="num_inference_steps (default 28; reduced 4)")
+    parser.add_argument("--strength", type=float, default=0.9)
+    parser.add_argument("--guidance", type=float, default=3.5)
+    parser.add_argument("--out", type=Path, help="markdown file to write (default benchmarks/results/...)")
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    import torch
+
+    if settings.device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"no CUDA GPU is visible (torch {torch.__version__}); the full benchmark needs one and writes nothing "
+              "without it. `--reduced` runs the CPU form.", file=sys.stderr)  # fmt: skip
+        return 2
+    _quiet_libraries()
+    command = "python benchmarks/gpu_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    configurations = [(backend, size) for backend in settings.backends for size in settings.batch_sizes]
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="gpu-throughput-") as scratch:
+        # The engine only sets inductor's cache when unset: pin it to the fresh one, so warm-ups are cold compiles.
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(scratch) / "inductor")
+        for index, (backend, batch_size) in enumerate(configurations, 1):
+            print(f"[{index}/{len(configurations)}] {backend}, batch {batch_size}", file=sys.stderr, flush=True)
+            rows.append(run_configuration(settings, backend, batch_size, Path(scratch)))
+            # Rewritten after every configuration: a run stopped part-way keeps what it measured.
+            settings.out.parent.mkdir(parents=True, exist_ok=True)
+            settings.out.write_text(render(settings, rows, command.strip()))
+            if "interrupted" in rows[-1].status.split("; "):  # the runner stopped on SIGINT/SIGTERM
+                break
+    print(settings.out.read_text())
+    return 0 if all(row.status == "ok" for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
