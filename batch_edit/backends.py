@@ -126,7 +126,11 @@ def _quantize_with_torchao(pipe, quant: QuantizationConfig, device: str, torch) 
             f"torchao float8_dynamic_row needs a GPU of compute capability 8.9 or newer (device: {device}); "
             "use torchao_type: int8_weight_only or auto"
         )
-    recipe = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()) if kind.startswith("float8") else Int8WeightOnlyConfig()
+    recipe = (
+        Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+        if kind.startswith("float8")
+        else Int8WeightOnlyConfig()
+    )
     log.info("quantizing the transformer to %s with torchao", kind)
     # device=: each layer moves to the device just before it is quantized, so bf16 weights never all fit there
     quantize_(pipe.transformer, recipe, device=device)

@@ -35,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except OutputError as exc:
-        print(f"error: {exc}\nThe run stopped; every finished item is recorded. Fix the problem and re-run the same command to resume.", file=sys.stderr)
+        print(
+            f"error: {exc}\nThe run stopped; every finished item is recorded. Fix the problem and re-run the same command to resume.",
+            file=sys.stderr,
+        )
         return EXIT_STOPPED
     except BatchEditError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -43,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="batch-edit", description="Batch image editing with one resident FLUX.1 img2img pipeline.")
+    parser = argparse.ArgumentParser(
+        prog="batch-edit", description="Batch image editing with one resident FLUX.1 img2img pipeline."
+    )
     parser.add_argument("--version", action="version", version=f"batch-edit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details and library warnings")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -55,8 +60,20 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="redo every item, replacing finished images (default: skip items already done, retry failed ones)",
     )
-    run.add_argument("--fetch-timeout", type=_positive, default=30.0, metavar="SECONDS", help="deadline for downloading one URL (default: 30)")
-    run.add_argument("--max-download-mb", type=_positive, default=50.0, metavar="MB", help="largest URL download accepted (default: 50)")
+    run.add_argument(
+        "--fetch-timeout",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="deadline for downloading one URL (default: 30)",
+    )
+    run.add_argument(
+        "--max-download-mb",
+        type=_positive,
+        default=50.0,
+        metavar="MB",
+        help="largest URL download accepted (default: 50)",
+    )
     run.add_argument(
         "--allow-private-urls",
         action="store_true",
@@ -71,10 +88,14 @@ def _parser() -> argparse.ArgumentParser:
     again = commands.add_parser("reproduce", help="re-render one recorded item and compare it with its stored image")
     again.add_argument("metadata", type=Path, metavar="METADATA_CSV", help="a job's metadata.csv")
     again.add_argument("--item", required=True, metavar="ITEM_ID", help="the item_id of the row to re-render")
-    again.add_argument("--pipeline", type=Path, metavar="CONFIG", help="pipeline config (default: the one the run recorded)")
+    again.add_argument(
+        "--pipeline", type=Path, metavar="CONFIG", help="pipeline config (default: the one the run recorded)"
+    )
     again.set_defaults(handler=_reproduce)
 
-    tiny = commands.add_parser("make-tiny-model", help="write a tiny random FLUX img2img pipeline for offline smoke tests")
+    tiny = commands.add_parser(
+        "make-tiny-model", help="write a tiny random FLUX img2img pipeline for offline smoke tests"
+    )
     tiny.add_argument("directory", type=Path, metavar="DIR")
     tiny.set_defaults(handler=_make_tiny_model)
     return parser
@@ -92,8 +113,18 @@ def _positive(text: str) -> float:
 
 def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST", help="YAML or CSV manifest(s)")
-    parser.add_argument("--pipeline", type=Path, metavar="CONFIG", help="pipeline config YAML (default: the manifest's 'pipeline:', else FLUX.1-dev with the quanto recipe on CUDA)")
-    parser.add_argument("--output-root", type=Path, metavar="DIR", help="where job folders go (default: the manifest's 'output_root:', else ./outputs)")
+    parser.add_argument(
+        "--pipeline",
+        type=Path,
+        metavar="CONFIG",
+        help="pipeline config YAML (default: the manifest's 'pipeline:', else FLUX.1-dev with the quanto recipe on CUDA)",
+    )
+    parser.add_argument(
+        "--output-root",
+        type=Path,
+        metavar="DIR",
+        help="where job folders go (default: the manifest's 'output_root:', else ./outputs)",
+    )
 
 
 def _prepare(args) -> tuple[PipelineConfig, Path, list[JobPlan], list[JobSpec]]:
@@ -153,7 +184,9 @@ def _plan(args) -> int:
         seconds = output.mean_seconds(config.identity())
         left = len(plan.items) - len(done)
         if left and seconds is not None:
-            print(f"  estimate: {format_duration(left * seconds)} for {left} item(s) at {seconds:.2f} s each (earlier runs here)")
+            print(
+                f"  estimate: {format_duration(left * seconds)} for {left} item(s) at {seconds:.2f} s each (earlier runs here)"
+            )
         elif left:
             print("  estimate: none yet (no earlier run with this pipeline config in this folder)")
     print(f"total: {sum(len(plan.items) for plan in plans)} item(s) in {len(plans)} job(s)")
@@ -186,7 +219,9 @@ def _run(args) -> int:
         print("nothing to do: every item is already done")
     if result.interrupted_by is not None:
         name = signal.Signals(result.interrupted_by).name
-        print(f"stopped by {name}: every finished item is recorded; run the same command again to resume", file=sys.stderr)
+        print(
+            f"stopped by {name}: every finished item is recorded; run the same command again to resume", file=sys.stderr
+        )
         return 128 + result.interrupted_by
     return EXIT_ITEMS_FAILED if result.failed else EXIT_OK
 

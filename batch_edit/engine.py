@@ -116,7 +116,10 @@ class Engine:
         if missing:
             encoder_device = self.pipe.text_encoder_2.device
             embeds, pooled, _ = self.pipe.encode_prompt(
-                prompt=missing, prompt_2=None, device=encoder_device, max_sequence_length=self.config.max_sequence_length
+                prompt=missing,
+                prompt_2=None,
+                device=encoder_device,
+                max_sequence_length=self.config.max_sequence_length,
             )
             for index, prompt in enumerate(missing):
                 self._prompts[prompt] = (embeds[index : index + 1], pooled[index : index + 1])

@@ -303,7 +303,9 @@ def _load_csv(path: Path) -> Manifest:
 
 def _check_csv_header(path: Path, header: list[str]) -> list[str]:
     allowed = list(CsvRow.model_fields)
-    problems = [f"{path}: the header lacks the required column '{name}'" for name in ("source", "prompt") if name not in header]
+    problems = [
+        f"{path}: the header lacks the required column '{name}'" for name in ("source", "prompt") if name not in header
+    ]
     for column in header:
         if column not in allowed:
             close = [c for c in allowed if c.startswith(column[:4])] if column else []

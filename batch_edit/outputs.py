@@ -166,7 +166,9 @@ class JobOutput:
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            owner = (self.state / "owner").read_text(encoding="utf-8").strip() if (self.state / "owner").exists() else "?"
+            owner = (
+                (self.state / "owner").read_text(encoding="utf-8").strip() if (self.state / "owner").exists() else "?"
+            )
             raise OutputBusyError(
                 f"another batch-edit run (pid {owner}) is writing to {self.folder}; "
                 "wait for it to finish, or give this run another --output-root"

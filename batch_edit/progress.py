@@ -19,7 +19,9 @@ class Progress:
         self.total, self.done, self.failed, self.every_s = total, 0, 0, every_s
         self.started = self.logged_at = time.monotonic()
         terminal = self.stream.isatty()
-        self.bar = tqdm(total=total, unit="img", desc="batch-edit", dynamic_ncols=True, file=self.stream) if terminal else None
+        self.bar = (
+            tqdm(total=total, unit="img", desc="batch-edit", dynamic_ncols=True, file=self.stream) if terminal else None
+        )
 
     def update(self, failed: bool = False) -> None:
         self.done += 1

@@ -96,7 +96,8 @@ def run(
         stop = stack.enter_context(StopOnSignal())
         progress = stack.enter_context(Progress(sum(len(pending[s.name]) for s in active)))
         used = engine.config  # `auto` choices resolved by the engine
-        context = _RunContext(engine, progress, engine.batch_size, options, {**used.identity(), "loras": used.lora_tags(), "device": used.device}, stop)
+        recorded = {**used.identity(), "loras": used.lora_tags(), "device": used.device}
+        context = _RunContext(engine, progress, engine.batch_size, options, recorded, stop)
         _encode_prompts_once(engine, [pending[s.name] for s in active])
         for summary in active:
             if stop.signal is None:

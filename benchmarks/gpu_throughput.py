@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -302,7 +302,9 @@ def pipeline_config(settings: Settings, backend: str, batch_size: int, scratch: 
     from batch_edit.pipeline_config import PipelineConfig, QuantizationConfig
 
     quantization, compile_ = BACKENDS[backend]
-    model = "tiny random FLUX (batch_edit.tiny_model)" if settings.reduced else "FLUX.1-dev architecture, random weights"
+    model = (
+        "tiny random FLUX (batch_edit.tiny_model)" if settings.reduced else "FLUX.1-dev architecture, random weights"
+    )
     return PipelineConfig(
         model=model,
         dtype=settings.dtype,
@@ -344,7 +346,9 @@ def measure(settings: Settings, backend: str, batch_size: int, scratch: Path) ->
     sampler = UtilisationSampler(settings.device)
     timed = TimedEngine(engine, on_first_call=sampler.start)
     try:
-        result = run(plans, config, scratch / "out" / f"{backend}-b{batch_size}", lambda _: timed, RunOptions(overwrite=True))
+        result = run(
+            plans, config, scratch / "out" / f"{backend}-b{batch_size}", lambda _: timed, RunOptions(overwrite=True)
+        )
     finally:
         sampler.stop()
     if cuda:

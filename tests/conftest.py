@@ -54,4 +54,6 @@ def tiny_config(tmp_path, tiny_model) -> Path:
 def batch_edit_process(*args: str, **popen_options) -> subprocess.Popen:
     """Start the installed console script without waiting, for tests that signal or kill it."""
     command, env = _command(args)
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_options)
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_options
+    )

@@ -281,4 +281,3 @@ _ROUTES = {
     "/drop": _Handler.drop,
     "/reset": _Handler.reset,
 }
-

@@ -61,7 +61,9 @@ def test_reduced_form_measures_every_configuration_through_the_runner(tmp_path):
         where = f"{row['backend']} batch {row['batch']}"
         assert row["status"] == "ok", where
         assert row["failed items"] == "0", where
-        assert int(row["calls"]) == 4 // int(row["batch"]), f"{where}: 4 items in full batches, got {row['calls']} calls"
+        assert int(row["calls"]) == 4 // int(row["batch"]), (
+            f"{where}: 4 items in full batches, got {row['calls']} calls"
+        )
         assert float(row["s/image (steady median)"]) > 0, where
         assert float(row["warm-up s (first call)"]) > 0, where
         assert 0 < float(row["GPU utilisation (in-call fraction)"]) <= 1, where

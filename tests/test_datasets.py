@@ -16,11 +16,11 @@ defaults:
 jobs:
   - name: pairs
     keep_sources: true
-    sources: [{PHOTOS / 'cat.jpg'}, {PHOTOS / 'rocket.jpg'}]
+    sources: [{PHOTOS / "cat.jpg"}, {PHOTOS / "rocket.jpg"}]
     prompts: ['a tiger, photo', 'a watercolor']
     seed: [1, 2]
   - name: plain
-    sources: {PHOTOS / 'coffee.jpg'}
+    sources: {PHOTOS / "coffee.jpg"}
     prompts: a cup of tea
     seed: [1, 2, 3]
 """

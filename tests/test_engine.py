@@ -20,8 +20,15 @@ def items_and_images(prompts_and_seeds, size=64):
     items, images = [], []
     for index, (prompt, seed) in enumerate(prompts_and_seeds):
         ref = (cat, coffee)[index % 2]
-        params = dict(strength=0.6, num_inference_steps=4, guidance_scale=3.5, seed=seed,
-                      width=size, height=size, resize="center-crop")
+        params = dict(
+            strength=0.6,
+            num_inference_steps=4,
+            guidance_scale=3.5,
+            seed=seed,
+            width=size,
+            height=size,
+            resize="center-crop",
+        )
         items.append(make_item("job", ref, prompt, params, "{}"))
         images.append(fit_image(load_image(ref, FetchOptions()), size, size, "center-crop"))
     return items, images
@@ -58,7 +65,9 @@ def test_a_batch_gives_what_one_by_one_gives(tmp_path, tiny_model):
 
 
 def test_output_has_exactly_the_items_size(tmp_path, tiny_model):
-    config = load_pipeline_config(write_pipeline_config(tmp_path / "p.yaml", tiny_model, quantization="{backend: none}"))
+    config = load_pipeline_config(
+        write_pipeline_config(tmp_path / "p.yaml", tiny_model, quantization="{backend: none}")
+    )
     engine = Engine.load(config)
     (item,), _ = items_and_images([("a tiger", 5)])
     image = Image.new("RGB", (96, 48), "gray")
@@ -71,7 +80,9 @@ def test_a_gated_model_gets_an_actionable_message():
     from huggingface_hub.errors import GatedRepoError
 
     url = "https://huggingface.co/api/models/black-forest-labs/FLUX.1-dev"
-    gated = GatedRepoError("Access to this model is restricted.", response=httpx.Response(403, request=httpx.Request("GET", url)))
+    gated = GatedRepoError(
+        "Access to this model is restricted.", response=httpx.Response(403, request=httpx.Request("GET", url))
+    )
     try:
         raise OSError("could not fetch model_index.json") from gated
     except OSError as exc:
@@ -83,7 +94,9 @@ def test_cached_prompt_encodings_give_what_the_prompt_gives(tmp_path, tiny_model
     """The engine encodes each prompt once and passes embeddings: the image must not change for it."""
     import torch
 
-    config = load_pipeline_config(write_pipeline_config(tmp_path / "p.yaml", tiny_model, quantization="{backend: none}"))
+    config = load_pipeline_config(
+        write_pipeline_config(tmp_path / "p.yaml", tiny_model, quantization="{backend: none}")
+    )
     engine = Engine.load(config)
     (item,), (image,) = items_and_images([("a tiger, photo", 11)])
     engine.encode_prompts([item.prompt, "another prompt"])
@@ -99,7 +112,9 @@ def test_cached_prompt_encodings_give_what_the_prompt_gives(tmp_path, tiny_model
 def test_torchao_int8_weight_only_on_the_cpu(tmp_path, tiny_model):
     pytest.importorskip("torchao")
     config = load_pipeline_config(
-        write_pipeline_config(tmp_path / "ao.yaml", tiny_model, quantization="{backend: torchao}", offload_text_encoders="true")
+        write_pipeline_config(
+            tmp_path / "ao.yaml", tiny_model, quantization="{backend: torchao}", offload_text_encoders="true"
+        )
     )
     engine = Engine.load(config)
     assert engine.config.quantization.describe() == "torchao(transformer=int8_weight_only)"  # auto on a CPU
@@ -113,7 +128,9 @@ def test_torchao_int8_weight_only_on_the_cpu(tmp_path, tiny_model):
 
 
 def test_lossy_step_caching_is_part_of_the_item_identity(tmp_path, tiny_model):
-    plain = PipelineConfig(model=str(tiny_model), device="cpu", dtype="float32", quantization=QuantizationConfig(backend="none"))
+    plain = PipelineConfig(
+        model=str(tiny_model), device="cpu", dtype="float32", quantization=QuantizationConfig(backend="none")
+    )
     cached = plain.model_copy(update={"first_block_cache": 1.0})  # the loosest threshold: skips whenever it can
     assert plain.identity() != cached.identity()
     items, images = items_and_images([("a tiger", 1)])

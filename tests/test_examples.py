@@ -35,13 +35,19 @@ def test_reference_example_is_the_reference_call(capsys):
 @pytest.mark.slow
 def test_reference_example_runs_at_full_size_on_the_tiny_pipeline(tmp_path, tiny_model):
     """1024x1024, 28 steps, strength 0.9: the reference settings end to end (about 10 s on a laptop CPU)."""
-    from PIL import Image
     import pandas as pd
+    from PIL import Image
 
     config = tmp_path / "tiny.yaml"
     config.write_text(f"model: {tiny_model}\ndtype: float32\ndevice: cpu\nlocal_files_only: true\n")
-    result = batch_edit("run", str(REPO / "jobs" / "cat-to-tiger.yaml"), "--pipeline", str(config),
-                        "--output-root", str(tmp_path / "out"))
+    result = batch_edit(
+        "run",
+        str(REPO / "jobs" / "cat-to-tiger.yaml"),
+        "--pipeline",
+        str(config),
+        "--output-root",
+        str(tmp_path / "out"),
+    )
     assert result.returncode == 0, result.stderr
     row = pd.read_csv(tmp_path / "out" / "cat-to-tiger" / "metadata.csv").iloc[0]
     assert (row.seed, row.num_inference_steps, row.strength, row.guidance_scale) == (100, 28, 0.9, 3.5)

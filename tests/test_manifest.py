@@ -93,7 +93,13 @@ def test_csv_rows_are_items_and_jobs(tmp_path, photos):
     assert [job.name for job in manifest.jobs] == ["aug", "other"]
     first, missing = manifest.jobs[0].grids
     assert first.sources[0].caption == "a cat on a table"
-    assert (first.strength, first.seed, first.width, first.height, first.resize) == ((0.8,), (7,), (256,), (128,), ("pad",))
+    assert (first.strength, first.seed, first.width, first.height, first.resize) == (
+        (0.8,),
+        (7,),
+        (256,),
+        (128,),
+        ("pad",),
+    )
     # a missing file is not a refusal: it becomes a failed item at run time
     assert missing.sources[0].fingerprint == ""
     (other,) = manifest.jobs[1].grids
@@ -103,25 +109,40 @@ def test_csv_rows_are_items_and_jobs(tmp_path, photos):
 @pytest.mark.parametrize(
     "body, expected",
     [
-        ("jobs: [{name: a, sources: photos/cat.jpg, prompts: x, strenght: 0.5}]",
-         ["unknown key 'strenght'", "did you mean 'strength'", "jobs[0]"]),
-        ("jobs: [{name: a, sources: photos/cat.jpg, prompts: x, strength: 1.5}]",
-         ["field 'strength'", "less than or equal to 1", "1.5"]),
-        ("jobs: [{name: a, sources: photos/cat.jpg, prompts: x, strength: [0.5, 0]}]", ["strength[1]", "greater than 0"]),
+        (
+            "jobs: [{name: a, sources: photos/cat.jpg, prompts: x, strenght: 0.5}]",
+            ["unknown key 'strenght'", "did you mean 'strength'", "jobs[0]"],
+        ),
+        (
+            "jobs: [{name: a, sources: photos/cat.jpg, prompts: x, strength: 1.5}]",
+            ["field 'strength'", "less than or equal to 1", "1.5"],
+        ),
+        (
+            "jobs: [{name: a, sources: photos/cat.jpg, prompts: x, strength: [0.5, 0]}]",
+            ["strength[1]", "greater than 0"],
+        ),
         ("jobs: [{name: a, sources: photos/cat.jpg, prompts: x, width: 500}]", ["field 'width'", "multiple of 16"]),
-        ("jobs: [{name: a, sources: photos/cat.jpg, prompts: x, num_inference_steps: 0}]",
-         ["num_inference_steps", "greater than or equal to 1"]),
-        ("jobs: [{name: a, sources: photos/cat.jpg, prompts: x, num_inference_steps: '28'}]",
-         ["num_inference_steps", "valid integer"]),
+        (
+            "jobs: [{name: a, sources: photos/cat.jpg, prompts: x, num_inference_steps: 0}]",
+            ["num_inference_steps", "greater than or equal to 1"],
+        ),
+        (
+            "jobs: [{name: a, sources: photos/cat.jpg, prompts: x, num_inference_steps: '28'}]",
+            ["num_inference_steps", "valid integer"],
+        ),
         ("jobs: [{name: a, sources: photos/cat.jpg, prompts: x, resize: crop}]", ["resize", "center-crop", "'fit'"]),
-        ("jobs: [{name: a, sources: photos/cat.jpg, prompts: x, strength: 1.0e-18}]",
-         ["strength 1e-18 with 28 steps leaves no denoising step"]),
+        (
+            "jobs: [{name: a, sources: photos/cat.jpg, prompts: x, strength: 1.0e-18}]",
+            ["strength 1e-18 with 28 steps leaves no denoising step"],
+        ),
         ("jobs: [{name: ../escape, sources: photos/cat.jpg, prompts: x}]", ["'../escape' is not allowed", "'..'"]),
         ("jobs: [{name: a..b, sources: photos/cat.jpg, prompts: x}]", ["'a..b' is not allowed"]),
         ("jobs: [{name: a/b, sources: photos/cat.jpg, prompts: x}]", ["'a/b' is not allowed"]),
         ("jobs: [{name: a, sources: 'photos/*.png', prompts: x}]", ["sources[0]", "photos/*.png", "matches no image"]),
-        ("jobs: [{name: a, sources: photos/cat.jpg, prompts: x}, {name: a, sources: photos/cat.jpg, prompts: y}]",
-         ["job name 'a' is used twice"]),
+        (
+            "jobs: [{name: a, sources: photos/cat.jpg, prompts: x}, {name: a, sources: photos/cat.jpg, prompts: y}]",
+            ["job name 'a' is used twice"],
+        ),
         ("jobs: [{name: a, sources: photos/cat.jpg, prompts: 'x {style}'}]", ["unknown placeholder {style}"]),
         ("jobs: [{name: a, sources: photos/cat.jpg, prompts: 'x {stem.__class__}'}]", ["unknown placeholder"]),
         ("jobs: [{name: a, prompts: x}]", ["field 'sources'", "field required"]),
@@ -150,8 +171,13 @@ def test_yaml_tags_that_would_run_code_are_refused(tmp_path, photos):
 
 def test_alias_expansion_bomb_is_refused(tmp_path, photos):
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
-    lines += [f"a{i}: &a{i} [*a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}]" for i in range(1, 9)]
-    path = write(tmp_path, "bomb.yaml", "\n".join(lines) + "\njobs: [{name: a, sources: photos/cat.jpg, prompts: *a8}]\n")
+    lines += [
+        f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]"
+        for i in range(1, 9)
+    ]
+    path = write(
+        tmp_path, "bomb.yaml", "\n".join(lines) + "\njobs: [{name: a, sources: photos/cat.jpg, prompts: *a8}]\n"
+    )
     assert "aliases expand to more than" in refusal(path)
 
 
@@ -170,7 +196,10 @@ def test_every_problem_is_reported_at_once(tmp_path, photos):
     [
         ("source,prompt,strenght\nphotos/cat.jpg,x,0.5\n", ["unknown column 'strenght'", "did you mean 'strength'"]),
         ("source,text\nphotos/cat.jpg,x\n", ["lacks the required column 'prompt'", "unknown column 'text'"]),
-        ("source,prompt,strength\nphotos/cat.jpg,x,0.5\nphotos/cat.jpg,y,abc\n", ["row 2 (line 3)", "field 'strength'", "'abc'"]),
+        (
+            "source,prompt,strength\nphotos/cat.jpg,x,0.5\nphotos/cat.jpg,y,abc\n",
+            ["row 2 (line 3)", "field 'strength'", "'abc'"],
+        ),
         ("source,prompt,width\nphotos/cat.jpg,x,100\n", ["row 1", "multiple of 16"]),
         ("source,prompt\nphotos,x\n", ["row 1", "folder"]),
         ("source,prompt,job\nphotos/cat.jpg,x,../up\n", ["'../up' is not allowed"]),

@@ -10,7 +10,9 @@ from batch_edit.sources import SourceRef
 
 PIPELINE = {"model": "m", "revision": "main", "dtype": "bfloat16", "quantization": "none"}
 CAT = SourceRef(key="/data/cat.jpg", is_url=False, stem="cat", fingerprint="10-1", caption="a cat")
-DOG = SourceRef(key="https://example.com/img/dog%20photo.png", is_url=True, stem="dog photo", fingerprint="", caption=None)
+DOG = SourceRef(
+    key="https://example.com/img/dog%20photo.png", is_url=True, stem="dog photo", fingerprint="", caption=None
+)
 
 
 def grid(**overrides) -> Grid:
@@ -84,8 +86,13 @@ def test_output_names_are_readable_safe_and_unique():
     dog = next(item for item in job.items if item.source is DOG)
     assert dog.output_name == f"dog_photo-{dog.item_id}.png"
     hostile = replace(CAT, stem="../../etc/passwd")
-    item = make_item("job", hostile, "p", dict(strength=0.9, num_inference_steps=28, guidance_scale=3.5, seed=1,
-                                               width=64, height=64, resize="fit"), "{}")
+    item = make_item(
+        "job",
+        hostile,
+        "p",
+        dict(strength=0.9, num_inference_steps=28, guidance_scale=3.5, seed=1, width=64, height=64, resize="fit"),
+        "{}",
+    )
     assert "/" not in item.output_name and not item.output_name.startswith(".")
 
 

@@ -20,7 +20,9 @@ WEBUI_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)'
 
 @pytest.fixture
 def written(tmp_path):
-    params = dict(strength=0.85, num_inference_steps=28, guidance_scale=3.5, seed=100, width=64, height=48, resize="fit")
+    params = dict(
+        strength=0.85, num_inference_steps=28, guidance_scale=3.5, seed=100, width=64, height=48, resize="fit"
+    )
     item = make_item("job", SOURCE, PROMPT, params, "{}")
     output = JobOutput(tmp_path, "job")
     output.open("model: m\n")
@@ -47,7 +49,9 @@ def test_values_with_commas_and_colons_are_quoted_as_the_webui_does(written):
     item, image = written
     prompt, settings = image.text["parameters"].rsplit("\n", 1)
     assert prompt == PROMPT
-    parsed = {key: json.loads(value) if value.startswith('"') else value for key, value in WEBUI_PARAM.findall(settings)}
+    parsed = {
+        key: json.loads(value) if value.startswith('"') else value for key, value in WEBUI_PARAM.findall(settings)
+    }
     assert parsed["Source"] == SOURCE.key and parsed["Quantization"] == "quanto(transformer=qint8)"
     assert parsed["Item id"] == item.item_id and parsed["Resize"] == "fit" and parsed["Seed"] == "100"
 

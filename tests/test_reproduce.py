@@ -11,7 +11,7 @@ from .conftest import PHOTOS, batch_edit
 MANIFEST = f"""
 jobs:
   - name: sweep
-    sources: {PHOTOS / 'cat.jpg'}
+    sources: {PHOTOS / "cat.jpg"}
     prompts: 'a "tiger", photo: 35mm'
     strength: [0.5, 0.7]
     seed: [1, 2]

@@ -28,7 +28,7 @@ JOB = "night"
 MANIFEST = f"""
 jobs:
   - name: {JOB}
-    sources: [{PHOTOS / 'cat.jpg'}, {PHOTOS / 'coffee.jpg'}]
+    sources: [{PHOTOS / "cat.jpg"}, {PHOTOS / "coffee.jpg"}]
     prompts: ["a tiger", "a watercolor"]
     strength: [0.5, 0.6, 0.7]
     seed: [1, 2, 3, 4]

@@ -12,8 +12,20 @@ from PIL import Image, ImageDraw, ImageStat
 
 from batch_edit.outputs import METADATA_COLUMNS
 from batch_edit.sheets import (
-    BACKGROUND, EMPTY, LETTERBOX, MIN_THUMB, PLACEHOLDER, SheetLayout, _font, draw_label, find_axes, fit_lines,
-    load_thumbnail, plan_pages, sheet_stems, write_contact_sheets,
+    BACKGROUND,
+    EMPTY,
+    LETTERBOX,
+    MIN_THUMB,
+    PLACEHOLDER,
+    SheetLayout,
+    _font,
+    draw_label,
+    find_axes,
+    fit_lines,
+    load_thumbnail,
+    plan_pages,
+    sheet_stems,
+    write_contact_sheets,
 )  # fmt: skip
 
 PHOTOS = Path(__file__).resolve().parent.parent / "jobs" / "images"

@@ -30,7 +30,7 @@ from batch_edit.sources import (
     source_ref,
     to_rgb,
 )
-from tests.http_fixtures import LoopbackServer, loopback_server, png_bytes, png_header, self_signed_cert
+from tests.http_fixtures import LoopbackServer, loopback_server, png_bytes, png_header, self_signed_cert  # noqa: F401 (fixture)
 
 IMAGES = Path(__file__).resolve().parents[1] / "jobs" / "images"
 PHOTOS = {"cat.jpg": (451, 300), "coffee.jpg": (600, 400), "rocket.jpg": (640, 427), "astronaut.jpg": (512, 512)}
