@@ -174,14 +174,15 @@ def _plan(args) -> int:
     print(f"pipeline: {config.model} ({config.quantization.describe()}, {config.dtype}, {config.device})")
     for plan, job in zip(plans, jobs):
         output = JobOutput(output_root, plan.name)
-        done = output.done_ids() & {item.item_id for item in plan.items}
+        records = output.read_records()
+        done = output.done_ids(records) & {item.item_id for item in plan.items}
         extra = f", {plan.duplicates} duplicate(s) merged" if plan.duplicates else ""
         print(f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {output.folder}")
         for axis, values in grid_axes(job).items():
             texts = [json.dumps(v, ensure_ascii=False) if axis == "prompts" else str(v) for v in values[:8]]
             shown = ", ".join(texts) + (f", ... ({len(values)} in all)" if len(values) > 8 else "")
             print(f"  {axis}: {shown}")
-        seconds = output.mean_seconds(config.identity())
+        seconds = output.mean_seconds(config.identity(), records)
         left = len(plan.items) - len(done)
         if left and seconds is not None:
             print(

@@ -127,11 +127,12 @@ class JobOutput:
         records = self.read_records() if records is None else records
         return {item_id for item_id, record in records.items() if self._intact(record)}
 
-    def mean_seconds(self, identity: dict) -> float | None:
+    def mean_seconds(self, identity: dict, records: dict[str, dict] | None = None) -> float | None:
         """Seconds per image that earlier runs with this pipeline identity took here (None: no such run)."""
+        records = self.read_records() if records is None else records
         seconds = [
             record["seconds"]
-            for record in self.read_records().values()
+            for record in records.values()
             if record["status"] == "ok" and all(record.get(key) == value for key, value in identity.items())
         ]
         return sum(seconds) / len(seconds) if seconds else None
