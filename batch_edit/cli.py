@@ -182,7 +182,7 @@ def _plan(args) -> int:
             texts = [json.dumps(v, ensure_ascii=False) if axis == "prompts" else str(v) for v in values[:8]]
             shown = ", ".join(texts) + (f", ... ({len(values)} in all)" if len(values) > 8 else "")
             print(f"  {axis}: {shown}")
-        seconds = output.mean_seconds(config.identity(), records)
+        seconds = output.mean_seconds(config.recorded_fields(), records)
         left = len(plan.items) - len(done)
         if left and seconds is not None:
             print(

@@ -140,8 +140,8 @@ class JobOutput:
     def _intact(self, record: dict) -> bool:
         if record["status"] != "ok":
             return False
-        try:
-            return (self.folder / record["file_name"]).stat().st_size == record.get("bytes")
+        try:  # os.stat on a joined string: a Path object per record costs more than the stat on 100k items
+            return os.stat(os.path.join(self.folder, record["file_name"])).st_size == record.get("bytes")
         except OSError:
             return False
 

@@ -154,6 +154,10 @@ class PipelineConfig(StrictModel):
             **({"loras": [lora.identity() for lora in self.loras]} if self.loras else {}),
         }
 
+    def recorded_fields(self) -> dict:
+        """The pipeline fields written into every metadata row (LoRAs as their `<lora:name:scale>` tags)."""
+        return {**self.identity(), "loras": self.lora_tags()}
+
     def lora_tags(self) -> str:
         """The LoRAs as AUTOMATIC1111 writes them in a prompt: `<lora:name:scale> ...`; empty without LoRAs."""
         return " ".join(lora.tag() for lora in self.loras)

@@ -96,7 +96,7 @@ def run(
         stop = stack.enter_context(StopOnSignal())
         progress = stack.enter_context(Progress(sum(len(pending[s.name]) for s in active)))
         used = engine.config  # `auto` choices resolved by the engine
-        recorded = {**used.identity(), "loras": used.lora_tags(), "device": used.device}
+        recorded = {**used.recorded_fields(), "device": used.device}
         context = _RunContext(engine, progress, engine.batch_size, options, recorded, stop)
         _encode_prompts_once(engine, [pending[s.name] for s in active])
         for summary in active:
@@ -217,7 +217,7 @@ class _JobRun:
 
     def _written(self, _result) -> None:
         self.summary.done += 1
-        self.context.progress.update(1)
+        self.context.progress.update()
 
     def _final_csvs(self) -> None:
         try:

@@ -56,6 +56,7 @@ def test_plan_then_run_yaml_grid_and_csv_rows_together(workspace, tiny_config):
     first = batch_edit("run", *manifests, "--pipeline", str(tiny_config), "--output-root", "out1", cwd=workspace)
     assert first.returncode == 0, first.stderr
     assert "job grid: 8 written" in first.stdout and "job rows: 3 written" in first.stdout
+    assert "batch-edit: 11/11 items, 0 failed" in first.stderr  # the plain progress line of a non-terminal
 
     for job, count in (("grid", 8), ("rows", 3)):
         folder = workspace / "out1" / job
@@ -109,6 +110,7 @@ def test_broken_sources_become_failure_rows_and_exit_1(workspace, tiny_config):
     result = batch_edit("run", "mixed.csv", "--pipeline", str(tiny_config), "--output-root", "out", cwd=workspace)
     assert result.returncode == 1, result.stderr
     assert "1 written" in result.stdout and "2 failed" in result.stdout
+    assert "batch-edit: 3/3 items, 2 failed" in result.stderr
     folder = workspace / "out" / "mixed"
     assert len(pd.read_csv(folder / "metadata.csv")) == 1
     failures = pd.read_csv(folder / "failures.csv").set_index("prompt")

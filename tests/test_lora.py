@@ -221,6 +221,11 @@ def test_a_job_may_list_loras_and_they_are_recorded(tmp_path, tiny_config, tiny_
     assert row["loras"] == "<lora:ink:0.5>"
     with Image.open(tmp_path / "out" / "one" / row["file_name"]) as image:
         assert image.text["parameters"].splitlines()[0] == "a, tiger <lora:ink:0.5>"
+    more = job.replace("'a, tiger'", "['a, tiger', 'a lion']") % "one"
+    (tmp_path / "more.yaml").write_text(f"jobs: [{more}]\n")
+    plan = batch_edit("plan", "more.yaml", "--pipeline", str(tiny_config), "--output-root", "out", cwd=tmp_path)
+    assert "2 item(s), 1 already done" in plan.stdout, plan.stdout + plan.stderr
+    assert "for 1 item(s) at" in plan.stdout  # the LoRA run's timings are found for the estimate
 
     (tmp_path / "mixed.yaml").write_text(
         f"jobs: [{job % 'three'}, {{name: four, sources: {PHOTOS / 'cat.jpg'}, prompts: x}}]\n"
