@@ -1,0 +1,36 @@
+"""Machine-load helpers shared by the benchmarks: on 2 cores, any other process skews a timing several-fold,
+so the benchmarks wait for an idle machine and record how much CPU others used during each timed run."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+
+
+def busy_cpu_seconds() -> float:
+    """CPU time all processes on the machine have used since boot (user, nice, system, irq, softirq, steal)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return float("nan")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wait_until_idle(limit_s: float, threshold: float = 0.25) -> bool:
+    """Wait (at most limit_s) for a second in which the machine used less than `threshold` cores."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        before = busy_cpu_seconds()
+        time.sleep(1.0)
+        if busy_cpu_seconds() - before < threshold:
+            return True
+        if time.monotonic() > deadline:
+            return False
