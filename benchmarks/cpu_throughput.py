@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine_load import busy_cpu_seconds, children_cpu_seconds, wait_until_idle  # beside this script
+from machine_load import busy_cpu_seconds, children_cpu_seconds, cpu_model, wait_until_idle  # beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -217,14 +217,7 @@ def time_contact_sheets(job_folder: Path, probe: Path) -> float | None:
 def machine() -> dict:
     import torch
 
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     return {
         "cpu": model,
         "cores": os.cpu_count(),

@@ -34,3 +34,14 @@ def wait_until_idle(limit_s: float, threshold: float = 0.25) -> bool:
             return True
         if time.monotonic() > deadline:
             return False
+
+
+def cpu_model() -> str:
+    """The processor's name from /proc/cpuinfo ("?" where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "?"

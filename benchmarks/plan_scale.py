@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine_load import busy_cpu_seconds, children_cpu_seconds, wait_until_idle  # beside this script
+from machine_load import busy_cpu_seconds, children_cpu_seconds, cpu_model, wait_until_idle  # beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -187,14 +187,7 @@ def profile_plan(manifest: Path, root: Path, top: int = 25) -> str:
 
 
 def machine() -> str:
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     return f"{model}, {os.cpu_count()} cores, {platform.platform()}; Python {platform.python_version()}"
 
 
