@@ -348,7 +348,15 @@ def _draw_page(page: Page, slots: list, coords: list, cells: dict, source: Image
 
 
 def _label(axes: list[Axis], values: tuple[str, ...], separator: str = " ") -> str:
-    return ", ".join(f"{axis.label}{separator}{value}" for axis, value in zip(axes, values))
+    return ", ".join(f"{axis.label}{separator}{_distinct_part(axis, value)}" for axis, value in zip(axes, values))
+
+
+def _distinct_part(axis: Axis, value: str) -> str:
+    """Prompts swept over one source often share a long start (its caption): label them by what differs."""
+    if axis.column != "prompt" or len(axis.values) < 2:
+        return value
+    cut = os.path.commonprefix(list(axis.values)).rfind(" ") + 1  # back to a whole word
+    return f"…{value[cut:]}" if cut > 12 else value
 
 
 def _draw_cell(canvas, draw, box, image: Image.Image | None, missing: str, fill: tuple, font_size: int) -> None:
