@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from machine_load import cpu_model  # beside this script
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 PHOTOS = REPO / "jobs" / "images"
@@ -416,7 +418,7 @@ def environment(settings: Settings) -> list[str]:
         )
     else:
         device = (
-            f"CPU: {_cpu_name()}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()} "
+            f"CPU: {cpu_model(default=platform.machine())}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()} "
             "(no GPU: these are NOT GPU figures)"
         )
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
@@ -439,14 +441,6 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def _commit() -> str:

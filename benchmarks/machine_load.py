@@ -36,12 +36,12 @@ def wait_until_idle(limit_s: float, threshold: float = 0.25) -> bool:
             return False
 
 
-def cpu_model() -> str:
-    """The processor's name from /proc/cpuinfo ("?" where there is none)."""
+def cpu_model(default: str = "?") -> str:
+    """The processor's name from /proc/cpuinfo (`default` where there is none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return "?"
+    return default

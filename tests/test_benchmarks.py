@@ -19,6 +19,7 @@ COMMITTED = REPO / "benchmarks" / "results" / "gpu_throughput.md"
 
 
 def load_benchmark():
+    sys.path.insert(0, str(SCRIPT.parent))  # as when run as a script: its helpers sit beside it
     spec = importlib.util.spec_from_file_location("gpu_throughput", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("gpu_throughput", module)
