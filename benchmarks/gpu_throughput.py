@@ -8,6 +8,10 @@ overlap the pipeline calls, as in a real run). Writes benchmarks/results/gpu_thr
 
     python benchmarks/gpu_throughput.py    # 15 configurations, each building the ~17B-parameter pipeline: long
     python benchmarks/gpu_throughput.py --backends none,torchao+compile --batch-sizes 1,4 --items 12
+    python benchmarks/gpu_throughput.py --configs quanto:1,none:1,torchao+compile:1 --calls 3   # in this order
+
+Each configuration's row is written as soon as it is measured, so a run stopped part-way keeps what it measured;
+`--configs` puts the ones that matter most first.
 
 Reduced form (CPU, seconds; what the tests run): the same code path with the tiny random pipeline, 64x64,
 4 steps, float32, the backends that work on a CPU, batch sizes 1 and 2. Its figures are not GPU figures and go
@@ -139,14 +143,15 @@ class Settings:
     steps: int
     strength: float
     guidance: float
-    backends: tuple[str, ...]
-    batch_sizes: tuple[int, ...]
-    items: int | None  # per configuration; None: four calls' worth (one warm-up, three timed)
+    configurations: tuple[tuple[str, int], ...]  # (backend, batch size), measured in this order
+    items: int | None  # per configuration; None: `calls` calls' worth (the first is the warm-up)
     out: Path
+    calls: int = 4
     skipped: tuple[str, ...] = ()  # backends asked for but unavailable here
+    keep_metadata: Path | None = None  # where each configuration's metadata.csv is copied
 
     def items_for(self, batch_size: int) -> int:
-        return self.items or 4 * batch_size
+        return self.items or self.calls * batch_size
 
 
 @dataclass
@@ -356,6 +361,10 @@ def measure(settings: Settings, backend: str, batch_size: int, scratch: Path) ->
     if cuda:
         row.peak_gib = torch.cuda.max_memory_allocated(settings.device) / 2**30
     summarise(row, timed.calls, sampler, result)
+    if settings.keep_metadata:
+        for job in result.jobs:
+            settings.keep_metadata.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(job.folder / "metadata.csv", settings.keep_metadata / f"{backend}-b{batch_size}.csv")
     return row
 
 
@@ -490,7 +499,7 @@ def render(settings: Settings, rows: list[Row], command: str) -> str:
         "",
         *(f"{line}  " for line in environment(settings)),
         f"Model: {model}, {settings.dtype}  ",
-        f"Work: {settings.items or '4 x batch size'} items per configuration (the first call is the warm-up), "
+        f"Work: {settings.items or f'{settings.calls} x batch size'} items per configuration (the first call is the warm-up), "
         f"{settings.size}x{settings.size}, {settings.steps} steps at strength {settings.strength} "
         f"({settings.steps - first_step} transformer passes), guidance {settings.guidance}, the project's photos "
         f"x {len(PROMPTS)} prompts, through batch_edit.runner.run (prefetch and PNG writing overlap)  ",
@@ -529,6 +538,16 @@ def settings_from(args: argparse.Namespace) -> Settings:
     device = args.device or ("cpu" if args.reduced else "cuda")
     default_backends = ["quanto", "none", "torchao"] if args.reduced else list(BACKENDS)
     backends = args.backends.split(",") if args.backends else default_backends
+    batch_sizes = [int(size) for size in (args.batch_sizes or ("1,2" if args.reduced else "1,2,4")).split(",")]
+    if args.configs:
+        if args.backends or args.batch_sizes:
+            raise ValueError("--configs names backends and batch sizes itself: drop --backends/--batch-sizes")
+        configurations = [_configuration(text) for text in args.configs.split(",")]
+        backends = list(dict.fromkeys(backend for backend, _ in configurations))
+    else:
+        configurations = [(backend, size) for backend in backends for size in batch_sizes]
+    if args.calls < 2:
+        raise ValueError("--calls must be at least 2: the first call is the warm-up")
     unknown = [name for name in backends if name not in BACKENDS]
     if unknown:
         raise ValueError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
@@ -543,12 +562,20 @@ def settings_from(args: argparse.Namespace) -> Settings:
         steps=args.steps or (4 if args.reduced else 28),
         strength=args.strength,
         guidance=args.guidance,
-        backends=tuple(name for name in backends if name not in skipped),
-        batch_sizes=tuple(int(size) for size in (args.batch_sizes or ("1,2" if args.reduced else "1,2,4")).split(",")),
+        configurations=tuple((name, size) for name, size in configurations if name not in skipped),
         items=args.items,
+        calls=args.calls,
         out=args.out or RESULTS / ("gpu_throughput_reduced.md" if args.reduced else "gpu_throughput.md"),
         skipped=skipped,
+        keep_metadata=args.keep_metadata,
     )
+
+
+def _configuration(text: str) -> tuple[str, int]:
+    backend, _, size = text.strip().rpartition(":")
+    if not backend or not size.isdigit() or int(size) < 1:
+        raise ValueError(f"--configs entry {text!r} is not BACKEND:BATCH_SIZE (e.g. torchao+compile:2)")
+    return backend, int(size)
 
 
 def _has_torchao() -> bool:
@@ -575,7 +602,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reduced", action="store_true", help="tiny model, CPU, 64x64, 4 steps (what tests run)")
     parser.add_argument("--backends", help=f"comma-separated, from: {', '.join(BACKENDS)}")
     parser.add_argument("--batch-sizes", help="comma-separated (default 1,2,4; reduced 1,2)")
-    parser.add_argument("--items", type=int, help="items per configuration (default 4 x batch size)")
+    parser.add_argument("--configs", help="comma-separated BACKEND:BATCH pairs, measured in the order given")
+    parser.add_argument("--items", type=int, help="items per configuration (default --calls x batch size)")
+    parser.add_argument("--calls", type=int, default=4, help="pipeline calls per configuration, the first a warm-up")
+    parser.add_argument("--keep-metadata", type=Path, help="copy each configuration's metadata.csv to this folder")
     parser.add_argument("--device", help="cuda, cuda:N or cpu (default cuda; reduced cpu)")
     parser.add_argument("--size", type=int, help="image side (default 1024; reduced 64)")
     parser.add_argument("--steps", type=int, help="num_inference_steps (default 28; reduced 4)")
@@ -596,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _quiet_libraries()
     command = "python benchmarks/gpu_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    configurations = [(backend, size) for backend in settings.backends for size in settings.batch_sizes]
+    configurations = settings.configurations
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="gpu-throughput-") as scratch:
         # The engine only sets inductor's cache when unset: pin it to the fresh one, so warm-ups are cold compiles.
