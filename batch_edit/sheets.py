@@ -32,6 +32,7 @@ AXES = (
     ("guidance_scale", "guidance"), ("size", "size"), ("resize", "resize"),
 )  # fmt: skip
 MIN_THUMB = 96  # smaller thumbnails stop being useful to judge an edit: paginate instead
+MIN_CELL = 128  # outputs smaller than this are still enlarged to it, so a cell's labels have room
 BACKGROUND, TEXT, LETTERBOX = (255, 255, 255), (20, 20, 20), (128, 128, 128)
 EMPTY, PLACEHOLDER, FAINT = (232, 232, 232), (200, 200, 200), (120, 120, 120)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -271,13 +272,17 @@ def _ellipsize(text: str, font, width: int, force: bool = False) -> str:
 
 
 def write_contact_sheets(job_folder: Path, *, thumb: int = 256, max_side: int = 8192) -> list[Path]:
-    """Write one sheet per source (more pages if needed) and delete this job's sheets no longer produced."""
+    """Write one sheet per source (more pages if needed) and delete this job's sheets no longer produced.
+
+    Cells are `thumb` pixels, or smaller where the outputs are: enlarging a 64 px result to 256 shows nothing more
+    and makes the sheet 16 times the pixels to draw and compress. They never go below MIN_CELL, so labels fit."""
     folder = Path(job_folder)
     by_source = _finished_rows(folder)
     stems = sheet_stems(list(by_source))
     written: list[Path] = []
     for key, rows in by_source.items():
-        for number, page in enumerate(_render(folder, key, rows, thumb, max_side), 1):
+        cell = min(thumb, max(MIN_CELL, _largest_side(rows)))
+        for number, page in enumerate(_render(folder, key, rows, cell, max_side), 1):
             name = f"contact-sheet-{stems[key]}{f'-p{number}' if number > 1 else ''}.png"
             written.append(_save(page, folder / name))
     for stale in set(folder.glob("contact-sheet-*.png")) - set(written):
@@ -286,6 +291,12 @@ def write_contact_sheets(job_folder: Path, *, thumb: int = 256, max_side: int = 
         except OSError as exc:
             raise OutputError(f"cannot remove the stale {stale}: {exc.strerror or exc}") from exc
     return written
+
+
+def _largest_side(rows: list[dict]) -> int:
+    """The largest output side recorded in these rows (0 where none is readable)."""
+    sides = [int(row[key]) for row in rows for key in ("width", "height") if str(row.get(key) or "").isdigit()]
+    return max(sides, default=0)
 
 
 def _finished_rows(folder: Path) -> dict[str, list[dict]]:

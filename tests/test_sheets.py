@@ -15,6 +15,7 @@ from batch_edit.sheets import (
     BACKGROUND,
     EMPTY,
     LETTERBOX,
+    MIN_CELL,
     MIN_THUMB,
     PLACEHOLDER,
     SheetLayout,
@@ -32,7 +33,7 @@ PHOTOS = Path(__file__).resolve().parent.parent / "jobs" / "images"
 CAT, COFFEE = (PHOTOS / "cat.jpg").as_posix(), (PHOTOS / "coffee.jpg").as_posix()
 DEFAULTS = dict(
     job="job", source=CAT, prompt="a tiger", seed=1, seed_derived=False, strength=0.8, num_inference_steps=28,
-    guidance_scale=3.5, width=32, height=32, requested_width=32, requested_height=32, resize="center-crop",
+    guidance_scale=3.5, width=256, height=256, requested_width=256, requested_height=256, resize="center-crop",
     model="tiny", revision="", dtype="float32", quantization="", device="cpu", batch_size=1, seconds=0.1,
     finished_at="2025-01-01T00:00:00+0000",
 )  # fmt: skip
@@ -312,12 +313,28 @@ def test_single_image_and_single_axis_sheets(tmp_path):
     assert [close(centre(sheet, lay.cell_box(0, 0, c, 0)), colour(i)) for c, i in enumerate([2, 0, 1])] == [True] * 3
 
 
+def test_small_outputs_get_small_cells_but_never_below_the_label_minimum(tmp_path):
+    """A 64 px result drawn at 256 shows nothing more and makes the sheet 16 times the pixels: cells follow the
+    outputs' recorded size, between MIN_CELL and the thumb asked for."""
+    for side, expected in [(64, MIN_CELL), (160, 160), (1024, 256)]:
+        job = tmp_path / f"side-{side}"
+        rows = make_job(job, [{**combo, "width": side, "height": side // 2}
+                              for combo in sweep(strength=[0.5, 0.9], seed=[1, 2])])  # fmt: skip
+        [path] = write_contact_sheets(job)
+        [page] = plan_pages(2, 2, row_labels=True, titled=False, thumb=expected)
+        sheet = Image.open(path).convert("RGB")
+        assert page.layout.thumb == expected and sheet.size == page.layout.size, side
+        for i, row in enumerate(rows):
+            box = page.layout.cell_box(0, 0, [0.5, 0.9].index(row["strength"]), row["seed"] - 1)
+            assert box[2] - box[0] == expected and close(centre(sheet, box), colour(i)), (side, row)
+
+
 def test_axes_priority_and_derived_seeds():
     rows = [{**DEFAULTS, "seed": 1000 + i, "seed_derived": "True", "strength": s, "width": w}
             for i, (s, w) in enumerate(itertools.product([0.5, 0.7], [512, 1024]))]  # fmt: skip
     swept, fixed = find_axes(rows)
     assert [a.label for a in swept] == ["strength", "size"]  # derived seeds follow the parameters: no axis
-    assert swept[1].values == ("512x32", "1024x32")
+    assert swept[1].values == ("512x256", "1024x256")
     assert "seed" in [a.label for a in fixed]
     rows[0] = {**rows[0], "seed_derived": "False", "seed": 7}
     assert [a.values for a in find_axes(rows)[0] if a.label == "seed"] == [("7", "derived")]
