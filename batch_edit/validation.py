@@ -79,8 +79,17 @@ def _one_branch_per_field(errors: list[dict]) -> list[dict]:
     for group in by_field.values():
         if len(group) > 1:
             group = [e for e in group if e["type"] != "list_type" and not isinstance(e.get("input"), list)] or group
-        kept.extend(group)
+        kept.extend(_merge_alternatives(group))
     return kept
+
+
+def _merge_alternatives(group: list[dict]) -> list[dict]:
+    """`int | 'auto'` rejects one value once per branch: say it once, "should be a valid integer or 'auto'"."""
+    prefix = "Input should be "
+    same_value = len({repr(e.get("input")) for e in group}) == 1 and len({_field_path(e["loc"]) for e in group}) == 1
+    if len(group) < 2 or not same_value or not all(e["msg"].startswith(prefix) for e in group):
+        return group
+    return [{**group[0], "msg": prefix + " or ".join(e["msg"].removeprefix(prefix) for e in group)}]
 
 
 def _field_path(loc: tuple) -> str:
