@@ -115,7 +115,9 @@ class PipelineConfig(StrictModel):
     batch_size: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
     max_sequence_length: int = Field(default=512, ge=1, le=512)
     local_files_only: bool = False
-    compile: bool = False  # torch.compile the transformer (static shapes: one size per batch, last batch padded)
+    # torch.compile the transformer (static shapes: one size per batch, last batch padded). true: the whole
+    # transformer as one graph; "regional": each repeated block once, reused by all 57 (a much shorter cold compile).
+    compile: bool | Literal["regional"] = False
     compile_cache_dir: str | None = None  # inductor's cache, kept between runs (default: ~/.cache/batch-edit/inductor)
     prompt_cache: int = Field(default=256, ge=0, le=100_000)  # distinct prompts whose encodings are kept
     offload_text_encoders: bool = False  # once every prompt is encoded, move the text encoders to the CPU

@@ -6,7 +6,7 @@ recipe, bf16, torchao, each fast one with and without torch.compile) at batch si
 configuration gets a fresh pipeline and runs its items THROUGH THE REAL RUNNER (prefetching and PNG writing
 overlap the pipeline calls, as in a real run). Writes benchmarks/results/gpu_throughput.md.
 
-    python benchmarks/gpu_throughput.py    # 15 configurations, each building the ~17B-parameter pipeline: long
+    python benchmarks/gpu_throughput.py    # 18 configurations, each building the ~17B-parameter pipeline: long
     python benchmarks/gpu_throughput.py --backends none,torchao+compile --batch-sizes 1,4 --items 12
     python benchmarks/gpu_throughput.py --configs quanto:1,none:1,torchao+compile:1 --calls 3   # in this order
 
@@ -59,6 +59,7 @@ BACKENDS = {
     "torchao": ("torchao", False),  # auto: fp8 dynamic row-wise on compute capability >= 8.9, else int8 weight-only
     "torchao+compile": ("torchao", True),
     "none+compile": ("none", True),
+    "torchao+regional": ("torchao", "regional"),  # compile: regional (each repeated block compiled once)
 }
 
 # FLUX.1-dev's published component configs (black-forest-labs/FLUX.1-dev, */config.json).

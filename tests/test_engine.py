@@ -147,14 +147,42 @@ def test_auto_batch_size_per_device():
     assert config.model_copy(update={"batch_size": 3}).resolved_batch_size(80) == 3
 
 
-@pytest.mark.slow
-def test_compiled_transformer_pads_the_last_batch(tmp_path, tiny_model):
+@pytest.mark.parametrize(("value", "whole", "blocks"), [("true", True, False), ("regional", False, True)])
+def test_compile_whole_transformer_or_each_repeated_block(tmp_path, tiny_model, value, whole, blocks):
+    """torch.compile is lazy: this checks what is wrapped without paying for a compile (the slow test runs one)."""
     config = load_pipeline_config(
-        write_pipeline_config(tmp_path / "c.yaml", tiny_model, quantization="{backend: none}", compile="true",
-                              batch_size=2, compile_cache_dir=str(tmp_path / "inductor"))
+        write_pipeline_config(tmp_path / "c.yaml", tiny_model, quantization="{backend: none}", compile=value,
+                              compile_cache_dir=str(tmp_path / "inductor"))
     )  # fmt: skip
+    transformer = Engine.load(config).pipe.transformer
+    compiled = lambda module: module._compiled_call_impl is not None  # noqa: E731
+    assert compiled(transformer) is whole
+    repeated = [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
+    assert repeated and all(compiled(block) is blocks for block in repeated)
+    assert not compiled(transformer.proj_out)
+
+
+def test_compile_accepts_only_true_false_or_regional(tmp_path, tiny_model):
+    from batch_edit.errors import ConfigError
+
+    path = write_pipeline_config(tmp_path / "c.yaml", tiny_model, compile="blocks")
+    with pytest.raises(ConfigError) as refused:
+        load_pipeline_config(path)
+    # one line for both branches of the union, naming the file, the field and what is allowed
+    assert str(refused.value) == f"{path}: field 'compile': input should be a valid boolean or 'regional' (got 'blocks')"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("value", ["true", "regional"])
+def test_compiled_transformer_pads_the_last_batch_and_matches_eager(tmp_path, tiny_model, value):
+    options = dict(quantization="{backend: none}", batch_size=2, compile_cache_dir=str(tmp_path / "inductor"))
+    eager = Engine.load(load_pipeline_config(write_pipeline_config(tmp_path / "e.yaml", tiny_model, **options)))
+    config = load_pipeline_config(write_pipeline_config(tmp_path / "c.yaml", tiny_model, compile=value, **options))
     engine = Engine.load(config)
     items, images = items_and_images([("a tiger", 1), ("a lion", 2), ("a cat", 3)])
     pair = engine.generate(items[:2], images[:2])
     single = engine.generate(items[2:], images[2:])  # padded to the compiled batch size, one result back
     assert len(pair) == 2 and len(single) == 1 and single[0].size == (64, 64)
+    for got, want in zip(pair + single, eager.generate(items[:2], images[:2]) + eager.generate(items[2:], images[2:])):
+        difference = np.abs(np.asarray(got, dtype=int) - np.asarray(want, dtype=int))
+        assert difference.max() <= 2, f"compile={value}: up to {difference.max()}/255 from eager"
