@@ -55,20 +55,45 @@ def plan_jobs(jobs: list[JobSpec], pipeline_identity: dict) -> list[JobPlan]:
 
 
 def _plan_job(job: JobSpec, pipeline_key: str) -> JobPlan:
+    """make_item for every grid point, with the JSON that ids hash assembled from pieces encoded once per value:
+    a 100,000-item grid plans in a fraction of the time, and every id is byte-for-byte make_item's (tested)."""
     items: dict[str, WorkItem] = {}
     total = 0
+    seed_at = PARAMETERS.index("seed")
+    id_end = "]," + json.dumps(pipeline_key) + "]"
     for grid in job.grids:
-        axes = [getattr(grid, name) for name in PARAMETERS]
+        # per axis: (value, its JSON), so each value is encoded once, not once per item
+        axes = [[(value, json.dumps(value)) for value in getattr(grid, name)] for name in PARAMETERS]
+        points = [(tuple(v for v, _ in pairs), [text for _, text in pairs]) for pairs in itertools.product(*axes)]
         for ref, template in itertools.product(grid.sources, grid.prompts):
             prompt = render_prompt(template, ref)
-            for values in itertools.product(*axes):
-                item = make_item(job.name, ref, prompt, dict(zip(PARAMETERS, values)), pipeline_key)
-                items.setdefault(item.item_id, item)
+            id_start = json.dumps([ref.key, ref.fingerprint, prompt], separators=(",", ":"))[:-1] + ",["
+            seed_start = json.dumps([ref.key, prompt])[:-1] + ", ["  # derive_seed's layout: default separators
+            for values, texts in points:
+                seed_derived = values[seed_at] is None
+                if seed_derived:
+                    seed = _seed_of(seed_start + ", ".join(texts[:seed_at] + texts[seed_at + 1 :]) + "]]")
+                    values = (*values[:seed_at], seed, *values[seed_at + 1 :])
+                    texts = [*texts[:seed_at], str(seed), *texts[seed_at + 1 :]]
+                item_id = hashlib.sha256((id_start + ",".join(texts) + id_end).encode()).hexdigest()[:ID_CHARS]
+                if item_id not in items:
+                    items[item_id] = _work_item(job.name, item_id, ref, prompt, values, seed_derived)
                 total += 1
     return JobPlan(job.name, tuple(items.values()), total - len(items), job.keep_sources)
 
 
+def _work_item(job: str, item_id: str, ref: SourceRef, prompt: str, values: tuple, seed_derived: bool) -> WorkItem:
+    # WorkItem(...) without its frozen __init__'s twelve object.__setattr__ calls: a third of planning's time at
+    # 100,000 items. There is no __post_init__ to skip; the instance is the same frozen, comparable WorkItem.
+    item = object.__new__(WorkItem)
+    item.__dict__.update(
+        job=job, item_id=item_id, source=ref, prompt=prompt, seed_derived=seed_derived, **dict(zip(PARAMETERS, values))
+    )
+    return item
+
+
 def make_item(job: str, ref: SourceRef, prompt: str, params: dict, pipeline_key: str) -> WorkItem:
+    """One item: the reference definition of its id and derived seed (plan_jobs builds the same, faster)."""
     seed_derived = params["seed"] is None
     if seed_derived:
         params = {**params, "seed": derive_seed(ref.key, prompt, params)}
@@ -83,7 +108,10 @@ def make_item(job: str, ref: SourceRef, prompt: str, params: dict, pipeline_key:
 def derive_seed(source_key: str, prompt: str, params: dict) -> int:
     """Default seed policy: a 32-bit seed from what the item is (not from the file's timestamp), so a
     manifest without seeds gives every item its own noise and the same noise on every run."""
-    text = json.dumps([source_key, prompt, [params[name] for name in PARAMETERS if name != "seed"]])
+    return _seed_of(json.dumps([source_key, prompt, [params[name] for name in PARAMETERS if name != "seed"]]))
+
+
+def _seed_of(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
 
 

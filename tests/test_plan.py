@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 from dataclasses import replace
 
-from batch_edit.manifest import Grid, JobSpec
+from batch_edit.manifest import PARAMETERS, Grid, JobSpec, render_prompt
 from batch_edit.plan import make_item, plan_jobs
 from batch_edit.sources import SourceRef
 
@@ -99,3 +101,30 @@ def test_output_names_are_readable_safe_and_unique():
 def test_caption_templates_use_each_sources_caption():
     job = plan(grid(sources=(CAT,), prompts=("{caption}, in snow {{literal}}",), seed=(1,), strength=(0.9,)))
     assert job.items[0].prompt == "a cat, in snow {literal}"
+
+
+def test_plan_builds_exactly_the_items_make_item_defines():
+    """plan_jobs assembles the hashed JSON from pieces for speed; each item must equal make_item's, id included
+    (ids name files already on disk: a different byte would orphan every finished item)."""
+    odd = SourceRef(key='/data/"quoted" \\ café\n.png', is_url=False, stem="odd", fingerprint="7-3", caption="ü")
+    grids = (
+        grid(sources=(CAT, DOG, odd), prompts=("{stem} — 虎 \"quoted\"", "{caption}, plain"),
+             strength=(0.1, 0.30000000000000004, 1.0), guidance_scale=(0.0, 3.5), seed=(None, 0, 2**40 + 1),
+             resize=("pad", "center-crop")),
+        grid(sources=(CAT,), prompts=("x",), seed=(None,), width=(512, 1024), height=(512,)),
+    )  # fmt: skip
+    identity = {**PIPELINE, "loras": [{"path": "/l/ink.safetensors", "scale": 0.8}]}
+    planned = plan(*grids, identity=identity)
+    pipeline_key = json.dumps(identity, sort_keys=True)
+    expected = {}
+    for g in grids:
+        for ref, template in itertools.product(g.sources, g.prompts):
+            for values in itertools.product(*(getattr(g, name) for name in PARAMETERS)):
+                item = make_item("job", ref, render_prompt(template, ref), dict(zip(PARAMETERS, values)), pipeline_key)
+                expected.setdefault(item.item_id, item)
+    assert list(planned.items) == list(expected.values())
+    assert [item.item_id for item in planned.items] == list(expected)
+    assert any(item.seed_derived for item in planned.items) and any(not item.seed_derived for item in planned.items)
+    assert planned.items[0].__hash__() == make_item("job", CAT, render_prompt(grids[0].prompts[0], CAT),
+                                                    dict(zip(PARAMETERS, [getattr(grids[0], n)[0] for n in PARAMETERS])),
+                                                    pipeline_key).__hash__()  # fmt: skip
