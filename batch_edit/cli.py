@@ -12,6 +12,7 @@ import argparse
 import gc
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -32,7 +33,12 @@ EXIT_OK, EXIT_ITEMS_FAILED, EXIT_REFUSED, EXIT_STOPPED = 0, 1, 2, 3
 
 def entry() -> int:
     """The `batch-edit` program (console script and `python -m batch_edit`): main(), then a quick exit."""
-    code = main()
+    try:
+        code = main()
+        sys.stdout.flush()  # here, not at exit, where a failure would print "Exception ignored"
+    except BrokenPipeError:  # `batch-edit plan ... | head`: the reader left; say nothing more (Python's recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 1
     # Everything the run produced is written, fsynced and closed by now. Freezing the heap spares the interpreter's
     # final garbage collections over every torch/diffusers object: about 1 s of shutdown after a model was loaded
     # (benchmarks/results/cpu_throughput.md). Finalizers, atexit handlers and stream flushes still run as usual.

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from .conftest import PHOTOS, batch_edit, write_pipeline_config
+from .conftest import PHOTOS, batch_edit, batch_edit_process, write_pipeline_config
 
 GRID_YAML = """
     jobs:
@@ -166,3 +166,12 @@ def test_missing_model_and_bad_config_are_clear_refusals(workspace, tmp_path):
 def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "batch_edit", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "make-tiny-model" in result.stdout
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(workspace):
+    """`batch-edit plan ... | head -1`: the pipe closes before the output is written."""
+    process = batch_edit_process("plan", "grid.yaml", "--output-root", "out", cwd=workspace)
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 1
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
