@@ -142,7 +142,7 @@ class PipelineConfig(StrictModel):
 
     @property
     def is_local_model(self) -> bool:
-        return self.model.startswith(("/", "./", "../", "~"))
+        return self.model.startswith(LOCAL_PREFIXES)
 
     def identity(self) -> dict:
         """What about the pipeline determines an image: part of every item's id."""

@@ -64,18 +64,22 @@ def _plan_job(job: JobSpec, pipeline_key: str) -> JobPlan:
     for grid in job.grids:
         # per axis: (value, its JSON), so each value is encoded once, not once per item
         axes = [[(value, json.dumps(value)) for value in getattr(grid, name)] for name in PARAMETERS]
-        points = [(tuple(v for v, _ in pairs), [text for _, text in pairs]) for pairs in itertools.product(*axes)]
+        points = []  # (values, the parameters' JSON for the id or None if the seed is derived, texts, seedless)
+        for pairs in itertools.product(*axes):
+            values, texts = tuple(value for value, _ in pairs), [text for _, text in pairs]
+            seedless = ", ".join(texts[:seed_at] + texts[seed_at + 1 :])  # what derive_seed hashes
+            points.append((values, None if values[seed_at] is None else ",".join(texts), texts, seedless))
         for ref, template in itertools.product(grid.sources, grid.prompts):
             prompt = render_prompt(template, ref)
             id_start = json.dumps([ref.key, ref.fingerprint, prompt], separators=(",", ":"))[:-1] + ",["
             seed_start = json.dumps([ref.key, prompt])[:-1] + ", ["  # derive_seed's layout: default separators
-            for values, texts in points:
-                seed_derived = values[seed_at] is None
+            for values, params, texts, seedless in points:
+                seed_derived = params is None
                 if seed_derived:
-                    seed = _seed_of(seed_start + ", ".join(texts[:seed_at] + texts[seed_at + 1 :]) + "]]")
+                    seed = _seed_of(seed_start + seedless + "]]")
                     values = (*values[:seed_at], seed, *values[seed_at + 1 :])
-                    texts = [*texts[:seed_at], str(seed), *texts[seed_at + 1 :]]
-                item_id = hashlib.sha256((id_start + ",".join(texts) + id_end).encode()).hexdigest()[:ID_CHARS]
+                    params = ",".join([*texts[:seed_at], str(seed), *texts[seed_at + 1 :]])
+                item_id = hashlib.sha256((id_start + params + id_end).encode()).hexdigest()[:ID_CHARS]
                 if item_id not in items:
                     items[item_id] = _work_item(job.name, item_id, ref, prompt, values, seed_derived)
                 total += 1
