@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine_load import busy_cpu_seconds, children_cpu_seconds, cpu_model, wait_until_idle  # beside this script
+from machine_load import add_wait_idle_argument, cpu_model, run_timed, settle  # beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -132,14 +132,11 @@ CPU_SECONDS: list[float] = []  # per timed run: user + system CPU seconds of the
 
 
 def timed(command: list[str], log: Path) -> tuple[float, subprocess.CompletedProcess]:
-    busy, ours = busy_cpu_seconds(), children_cpu_seconds()
-    started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True)
-    seconds = time.monotonic() - started
+    timed = run_timed(command)
+    seconds, done = timed.seconds, timed.done
     # Whatever else ran meanwhile (a test suite, another benchmark) steals cores from the 2 torch threads.
-    foreign = (busy_cpu_seconds() - busy) - (children_cpu_seconds() - ours)
-    FOREIGN_LOAD.append(max(0.0, foreign) / seconds)
-    CPU_SECONDS.append(children_cpu_seconds() - ours)
+    FOREIGN_LOAD.append(timed.foreign_cores)
+    CPU_SECONDS.append(timed.cpu_seconds)
     log.write_text(f"$ {' '.join(command)}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}", encoding="utf-8")
     if done.returncode != 0:
         sys.exit(f"failed with exit status {done.returncode}: {' '.join(command)}\n{done.stderr[-3000:]}")
@@ -237,10 +234,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each side (default: 3)")
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/cpu_throughput.md")
-    parser.add_argument(
-        "--wait-idle", type=float, default=120.0, metavar="SECONDS",
-        help="before each timed run, wait up to this long for the machine to be idle (default: 120; 0: never wait)",
-    )  # fmt: skip
+    add_wait_idle_argument(parser, default=120.0)
     parser.add_argument(
         "--retries", type=int, default=3,
         help="time a run again (at most this often) when other processes used over 0.25 cores during it (default: 3)",
@@ -267,8 +261,7 @@ def main() -> int:
                 for attempt in range(args.retries + 1):
                     out = scratch / f"{side}-{rep}-{attempt}"
                     out.mkdir()
-                    if args.wait_idle and not wait_until_idle(args.wait_idle):
-                        print(f"  (the machine stayed busy for {args.wait_idle:.0f} s; timing anyway)", flush=True)
+                    settle(args.wait_idle)
                     run = time_side(side, rep, out, model, manifest, config, items_file)
                     print(
                         f"  rep {rep + 1}/{args.repeats} {side:8s} {run['seconds']:7.2f} s wall, {run['cpu_s']:6.2f} s "

@@ -3,9 +3,12 @@ so the benchmarks wait for an idle machine and record how much CPU others used d
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
+import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -45,3 +48,36 @@ def cpu_model(default: str = "?") -> str:
     except OSError:
         pass
     return default
+
+
+def add_wait_idle_argument(parser: argparse.ArgumentParser, default: float) -> None:
+    parser.add_argument(
+        "--wait-idle", type=float, default=default, metavar="SECONDS",
+        help=f"before each timed run, wait up to this long for the machine to be idle (default: {default:g}; "
+        "0: never wait)",
+    )  # fmt: skip
+
+
+def settle(limit_s: float) -> None:
+    """Wait (at most limit_s; 0: not at all) for an idle machine, saying so when it stays busy."""
+    if limit_s and not wait_until_idle(limit_s):
+        print(f"  (the machine stayed busy for {limit_s:.0f} s; timing anyway)", flush=True)
+
+
+@dataclass
+class TimedRun:
+    done: subprocess.CompletedProcess
+    seconds: float  # wall clock
+    cpu_seconds: float  # user + system CPU of the command itself
+    foreign_cores: float  # cores' worth of CPU that other processes used meanwhile
+
+
+def run_timed(command: list[str]) -> TimedRun:
+    """Run `command` (output captured) and time it, with what it and everything else on the machine used."""
+    busy, ours = busy_cpu_seconds(), children_cpu_seconds()
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - started
+    cpu_seconds = children_cpu_seconds() - ours
+    foreign = (busy_cpu_seconds() - busy) - cpu_seconds
+    return TimedRun(done, seconds, cpu_seconds, max(0.0, foreign) / seconds)

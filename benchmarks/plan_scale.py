@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine_load import busy_cpu_seconds, children_cpu_seconds, cpu_model, wait_until_idle  # beside this script
+from machine_load import add_wait_idle_argument, cpu_model, run_timed, settle  # beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -117,14 +117,11 @@ def time_plan(manifest: Path, root: Path, repeats: int, wait_idle: float) -> tup
     command = [*BATCH_EDIT, "plan", str(manifest), "--output-root", str(root)]
     seconds, stdout = [], ""
     for _ in range(repeats):
-        if wait_idle and not wait_until_idle(wait_idle):
-            print(f"  (the machine stayed busy for {wait_idle:.0f} s; timing anyway)", flush=True)
-        busy, ours = busy_cpu_seconds(), children_cpu_seconds()
-        started = time.monotonic()
-        done = subprocess.run(command, capture_output=True, text=True)
-        seconds.append(time.monotonic() - started)
-        foreign = (busy_cpu_seconds() - busy) - (children_cpu_seconds() - ours)
-        FOREIGN_LOAD.append(max(0.0, foreign) / seconds[-1])
+        settle(wait_idle)
+        timed = run_timed(command)
+        seconds.append(timed.seconds)
+        FOREIGN_LOAD.append(timed.foreign_cores)
+        done = timed.done
         if done.returncode != 0:
             sys.exit(f"batch-edit plan failed ({done.returncode}):\n{done.stderr[-3000:]}")
         stdout = done.stdout
@@ -196,10 +193,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="runs of each case (default: 5)")
     parser.add_argument("--done", type=int, default=50_000, help="finished items already recorded (default: 50000)")
     parser.add_argument("--profile", action="store_true", help="also print the cProfile of one in-process plan")
-    parser.add_argument(
-        "--wait-idle", type=float, default=60.0, metavar="SECONDS",
-        help="before each timed run, wait up to this long for the machine to be idle (default: 60; 0: never wait)",
-    )  # fmt: skip
+    add_wait_idle_argument(parser, default=60.0)
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/plan_scale.md")
     args = parser.parse_args()
     if args.repeats < 1 or not 1 <= args.done <= IMAGES * PROMPTS * STRENGTHS * SEEDS:
