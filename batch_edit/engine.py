@@ -185,5 +185,9 @@ def _quiet_libraries(verbose: bool) -> None:
     if not verbose:
         diffusers.utils.logging.set_verbosity_error()
         transformers.utils.logging.set_verbosity_error()
+        # transformers imports torchao whenever it is installed, quanto runs included: its optional kernels that
+        # this machine cannot load, and the pytree registrations torch warns about, are not the user's business
+        for name in ("torchao", "torch.utils._pytree"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()

@@ -57,6 +57,8 @@ def test_plan_then_run_yaml_grid_and_csv_rows_together(workspace, tiny_config):
     assert first.returncode == 0, first.stderr
     assert "job grid: 8 written" in first.stdout and "job rows: 3 written" in first.stdout
     assert "batch-edit: 11/11 items, 0 failed" in first.stderr  # the plain progress line of a non-terminal
+    noise = [line for line in first.stderr.splitlines() if line.strip() and not line.startswith("batch-edit: ")]
+    assert not noise, "a clean run prints only its progress; library chatter waits for --verbose"
 
     for job, count in (("grid", 8), ("rows", 3)):
         folder = workspace / "out1" / job
