@@ -49,7 +49,7 @@ def entry() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    _configure_logging(args.verbose)
     try:
         return args.handler(args)
     except OutputError as exc:
@@ -61,6 +61,23 @@ def main(argv: list[str] | None = None) -> int:
     except BatchEditError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of each record, so a caller that redirects stderr around
+    main() (tests, notebooks) gets the log where it gets the rest of the output."""
+
+    stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+
+def _configure_logging(verbose: bool) -> None:
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(handler)  # main() may run many times in one process
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,7 +1,15 @@
-"""Shared fixtures: the tiny real FLUX pipeline (built once per session through the CLI) and its config."""
+"""Shared fixtures: the tiny real FLUX pipeline (built once per session through the CLI) and its config.
+
+`batch_edit(...)` runs the CLI's real entry point (`cli.main`) in this process, with its own working folder,
+stdout and stderr: the imports and torch start-up are paid once per test run instead of once per command.
+Tests about the process itself (signals, kill -9, exit-time behaviour) use `batch_edit_subprocess` or
+`batch_edit_process`, which start the installed console script as a user would.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
@@ -12,6 +20,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = REPO / "jobs" / "images"
+# In this process too: no test may reach a model hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def _command(args: tuple[str, ...]) -> tuple[list[str], dict]:
@@ -20,7 +30,27 @@ def _command(args: tuple[str, ...]) -> tuple[list[str], dict]:
 
 
 def batch_edit(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the installed console script, as a user would."""
+    """Run `batch-edit ARGS` through cli.main in this process; the result looks like subprocess.run's.
+    (`timeout` is accepted for symmetry with batch_edit_subprocess; in-process runs are not interrupted.)"""
+    from batch_edit import cli
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    previous = Path.cwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = cli.main(list(args))
+            except SystemExit as exc:  # argparse refusals and --version
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess(["batch-edit", *args], code, stdout.getvalue(), stderr.getvalue())
+
+
+def batch_edit_subprocess(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the installed console script in its own process, as a user would."""
     command, env = _command(args)
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
