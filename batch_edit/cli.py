@@ -128,6 +128,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     again.set_defaults(handler=_reproduce)
 
+    prune = commands.add_parser(
+        "prune", help="move results the manifests no longer plan into <job>/.batch-edit/pruned/ and rebuild the CSVs"
+    )
+    _add_plan_arguments(prune)
+    prune.add_argument("--dry-run", action="store_true", help="list what would move and change nothing")
+    prune.add_argument(
+        "--rejected",
+        action="store_true",
+        help="record planned items whose images were deleted as rejected: later runs skip them unless --overwrite",
+    )
+    prune.set_defaults(handler=_prune)
+
     tiny = commands.add_parser(
         "make-tiny-model", help="write a tiny random FLUX img2img pipeline for offline smoke tests"
     )
@@ -210,15 +222,17 @@ def _plan(args) -> int:
     for plan, job in zip(plans, jobs):
         output = JobOutput(output_root, plan.name)
         records = output.read_records()
-        done = output.done_ids(records) & {item.item_id for item in plan.items}
+        done = output.finished_ids(plan.items, records)
+        rejected = output.rejected_ids(records) & {item.item_id for item in plan.items}
         extra = f", {plan.duplicates} duplicate(s) merged" if plan.duplicates else ""
+        extra += f", {len(rejected)} rejected (skipped; --overwrite remakes them)" if rejected else ""
         print(f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {output.folder}")
         for axis, values in grid_axes(job).items():
             texts = [json.dumps(v, ensure_ascii=False) if axis == "prompts" else str(v) for v in values[:8]]
             shown = ", ".join(texts) + (f", ... ({len(values)} in all)" if len(values) > 8 else "")
             print(f"  {axis}: {shown}")
         seconds = output.mean_seconds(config.recorded_fields(), records)
-        left = len(plan.items) - len(done)
+        left = len(plan.items) - len(done) - len(rejected)
         if left and seconds is not None:
             print(
                 f"  estimate: {format_duration(left * seconds)} for {left} item(s) at {seconds:.2f} s each (earlier runs here)"
@@ -278,6 +292,22 @@ def _reproduce(args) -> int:
             f"in {result.differing_fraction:.1%} of pixels"
         )
     return EXIT_ITEMS_FAILED
+
+
+def _prune(args) -> int:
+    from .prune import prune_job
+
+    _, output_root, plans, _ = _prepare(args)  # the same ids as `plan` and `run`
+    for plan in plans:
+        result = prune_job(plan, output_root, dry_run=args.dry_run, reject_missing=args.rejected)
+        for line in result.listing:
+            print(f"  {line}")
+        verb = "would move" if args.dry_run else "moved"
+        print(
+            f"job {plan.name}: {verb} {len(result.moved)}, {'would reject' if args.dry_run else 'rejected'} "
+            f"{len(result.rejected)}, kept {result.kept} -> {result.folder}"
+        )
+    return EXIT_OK
 
 
 def _make_tiny_model(args) -> int:

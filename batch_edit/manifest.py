@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ManifestError
+from .formats import DEFAULT_QUALITY, EXTENSIONS, OutputOptions
 from .pipeline_config import LoraConfig
 from .sources import RESIZE_MODES, SourceRef, SourceSpecError, expand_source, source_ref
 from .validation import describe_validation_error, read_text_file, read_yaml_file
@@ -44,6 +45,8 @@ Side = Annotated[int, Field(ge=16, le=4096, multiple_of=16)]
 Resize = Literal[RESIZE_MODES]
 Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
 SourceText = Annotated[str, Field(min_length=1, max_length=4096)]
+ImageFormat = Literal[tuple(EXTENSIONS)]
+Quality = Annotated[int, Field(ge=1, le=100)]
 
 
 def _one_or_many(kind):
@@ -62,6 +65,9 @@ class JobDefaults(_Strict):
     recursive: bool = False
     keep_sources: bool = False  # save each fitted source beside the results (before/after pairs)
     loras: list[LoraConfig] | None = None  # fused into the run's one pipeline: every job of a run must agree
+    format: ImageFormat | None = None
+    quality: Quality | None = None
+    captions: bool = False
     strength: _one_or_many(Strength) | None = None
     num_inference_steps: _one_or_many(Steps) | None = None
     guidance_scale: _one_or_many(Guidance) | None = None
@@ -96,6 +102,9 @@ class CsvRow(_Strict):
     width: Side | None = None
     height: Side | None = None
     resize: Resize | None = None
+    format: ImageFormat | None = None
+    quality: Quality | None = None
+    captions: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,7 @@ class Grid:
     width: tuple[int, ...]
     height: tuple[int, ...]
     resize: tuple[str, ...]
+    output: OutputOptions = OutputOptions()
 
 
 @dataclass(frozen=True)
@@ -205,10 +215,20 @@ def _job_from_model(model: JobModel, base: Path, where: str, problems: list[str]
         sources=tuple(dict.fromkeys(sources)),
         prompts=tuple(_as_list(model.prompts)),
         **{name: tuple(_as_list(_param(model, name))) for name in PARAMETERS},
+        output=_output_options(model, where, problems),
     )
     _check_grid(grid, where, problems)
     loras = tuple(lora.resolved_against(base) for lora in model.loras or ())
     return JobSpec(model.name, where, (grid,), keep_sources=model.keep_sources, loras=loras)
+
+
+def _output_options(model: BaseModel, where: str, problems: list[str]) -> OutputOptions:
+    """png is lossless: a quality for it is refused rather than silently ignored."""
+    format = model.format or "png"
+    if format == "png" and model.quality is not None:
+        problems.append(f"{where}: field 'quality': applies to format jpeg or webp only (png is lossless)")
+    quality = None if format == "png" else model.quality or DEFAULT_QUALITY
+    return OutputOptions(format, quality, bool(model.captions))
 
 
 def _param(model: BaseModel, name: str):
@@ -331,6 +351,11 @@ def _grid_from_row(row: dict, path: Path, where: str, problems: list[str]) -> tu
         return None, ""
     if model.caption is not None:
         ref = replace(ref, caption=model.caption)
-    grid = Grid(sources=(ref,), prompts=(model.prompt,), **{name: (_param(model, name),) for name in PARAMETERS})
+    grid = Grid(
+        sources=(ref,),
+        prompts=(model.prompt,),
+        **{name: (_param(model, name),) for name in PARAMETERS},
+        output=_output_options(model, where, problems),
+    )
     _check_grid(grid, where, problems)
     return grid, model.job or path.stem

@@ -1,6 +1,7 @@
 """The only module that writes under the output root.
 
-Per job folder: the PNG images (written to a temporary name, then renamed into place), an append-only
+Per job folder: the images and their caption files (written to a temporary name, then renamed into place),
+moves into `.batch-edit/pruned/` (nothing is deleted), an append-only
 record of every finished or failed item (`.batch-edit/records.jsonl`, flushed per item), and
 `metadata.csv` / `failures.csv`, rebuilt from the records atomically.
 """
@@ -15,15 +16,18 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 from filelock import FileLock, Timeout
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from . import __version__
 from .errors import OutputBusyError, OutputError
+from .formats import caption_name, save_image
 from .plan import WorkItem
 
 STATE_DIR = ".batch-edit"
+PRUNED_DIR = f"{STATE_DIR}/pruned"
 SOURCES_DIR = "sources"
 # Not `source_file_name`: imagefolder would name that image column `source`, which the source path already is.
 SOURCE_IMAGE_COLUMN = "source_image_file_name"
@@ -56,16 +60,9 @@ def item_fields(item: WorkItem, size: tuple[int, int] | None = None) -> dict:
     }
 
 
-def png_metadata(row: dict) -> PngImagePlugin.PngInfo:
-    """Text chunks read by the tools people already use: `parameters` in the AUTOMATIC1111 layout (WebUI PNG
-    Info, ComfyUI loaders, sd-parsers...) and `batch-edit`, the full record as JSON."""
-    info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", a1111_parameters(row))
-    info.add_text("batch-edit", json.dumps(row, ensure_ascii=False, sort_keys=True))
-    return info
-
-
 def a1111_parameters(row: dict) -> str:
+    """The `parameters` text read by the tools people already use (WebUI PNG Info, ComfyUI loaders, sd-parsers...);
+    formats.save_image puts it where each format keeps it, beside the full record as JSON."""
     fields = {
         "Steps": row["num_inference_steps"],
         "Sampler": "Euler",  # FLUX's flow-matching Euler scheduler
@@ -122,6 +119,22 @@ class JobOutput:
             pass
         return latest
 
+    def recorded_files(self) -> set[str]:
+        """Every file name a success record ever gave, superseded ones included (a format change leaves some)."""
+        names = set()
+        try:
+            with self.records_path.open("rb") as handle:
+                for line in handle:
+                    try:
+                        record = json.loads(line.decode("utf-8"))
+                    except (UnicodeDecodeError, json.JSONDecodeError):
+                        continue  # cut short by a crash
+                    if record["status"] == "ok":
+                        names.add(record["file_name"])
+        except FileNotFoundError:
+            pass
+        return names
+
     def done_ids(self, records: dict[str, dict] | None = None) -> set[str]:
         """Items with a success record whose image is still there, whole (same size as when written)."""
         records = self.read_records() if records is None else records
@@ -137,6 +150,18 @@ class JobOutput:
         ]
         return sum(seconds) / len(seconds) if seconds else None
 
+    def finished_ids(self, items, records: dict[str, dict] | None = None) -> set[str]:
+        """Items done as planned: an intact result under the item's planned file name (one written in another
+        format, before the job's `format` changed, is not: the item is made again in the new format)."""
+        records = self.read_records() if records is None else records
+        done = self.done_ids(records)
+        return {i.item_id for i in items if i.item_id in done and records[i.item_id]["file_name"] == i.output_name}
+
+    def rejected_ids(self, records: dict[str, dict] | None = None) -> set[str]:
+        """Items whose deleted result `prune --rejected` recorded as unwanted: runs skip them unless overwriting."""
+        records = self.read_records() if records is None else records
+        return {item_id for item_id, record in records.items() if record["status"] == "rejected"}
+
     def _intact(self, record: dict) -> bool:
         if record["status"] != "ok":
             return False
@@ -146,13 +171,15 @@ class JobOutput:
             return False
 
     # --- writing -------------------------------------------------------------------------------------------
-    def open(self, pipeline_yaml: str) -> None:
-        """Lock the job folder, clean what a crash left, and get the record ready for appending."""
+    def open(self, pipeline_yaml: str | None) -> None:
+        """Lock the job folder, clean what a crash left, and get the record ready for appending (None: keep the
+        recorded pipeline config, for changes that render nothing, such as pruning)."""
         self._created = [path for path in (self.folder.parent, self.folder) if not path.exists()]
         try:
             self.state.mkdir(parents=True, exist_ok=True)
             self._acquire_lock()
-            (self.state / "pipeline.yaml").write_text(pipeline_yaml, encoding="utf-8")
+            if pipeline_yaml is not None:
+                (self.state / "pipeline.yaml").write_text(pipeline_yaml, encoding="utf-8")
             for stale in [*self.folder.glob(".*.tmp"), *self.folder.glob(f"{SOURCES_DIR}/.*.tmp")]:
                 stale.unlink()
             self._records = self.records_path.open("ab", buffering=0)
@@ -196,9 +223,16 @@ class JobOutput:
     def write_image(self, item: WorkItem, image: Image.Image, extra: dict, source: Image.Image | None = None) -> None:
         """Write the result (and, for before/after pairs, the fitted source it was made from), then record it."""
         row = {"file_name": item.output_name, **item_fields(item, image.size), **extra, "finished_at": _now()}
+        row.update(format=item.output.format, quality=item.output.quality)
         if source is not None:
             row[SOURCE_IMAGE_COLUMN] = self._write_source(item, source)
-        size = self._write_png(self.folder / item.output_name, image, png_metadata(row))
+        if item.output.captions:  # before the image: a finished item always has its caption
+            caption = item.prompt.encode("utf-8")
+            self._write_file(self.folder / caption_name(item.output_name), lambda handle: handle.write(caption))
+        parameters = a1111_parameters(row)
+        size = self._write_file(
+            self.folder / item.output_name, lambda handle: save_image(handle, image, item.output, parameters, row)
+        )
         self._append({"status": "ok", "bytes": size, **row})
 
     def _write_source(self, item: WorkItem, source: Image.Image) -> str:
@@ -211,10 +245,13 @@ class JobOutput:
         return name
 
     def _write_png(self, final: Path, image: Image.Image, info) -> int:
+        return self._write_file(final, lambda handle: image.save(handle, format="PNG", pnginfo=info))
+
+    def _write_file(self, final: Path, write: Callable[[BinaryIO], object]) -> int:
         temporary = final.with_name(f".{final.name}.{os.getpid()}.tmp")
         try:
             with temporary.open("wb") as handle:
-                image.save(handle, format="PNG", pnginfo=info)
+                write(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
                 size = handle.tell()
@@ -224,6 +261,34 @@ class JobOutput:
             temporary.unlink(missing_ok=True)
             raise OutputError(f"cannot write {final}: {exc.strerror or exc}") from exc
         return size
+
+    def mark(self, record: dict, status: str, **fields) -> None:
+        """Append a later status for a recorded item ("pruned", "rejected"): the log stays the whole history."""
+        self._append({**record, "status": status, **fields, f"{status}_at": _now()})
+
+    def move_to_pruned(self, file_name: str) -> str | None:
+        """Move a result and its caption file into .batch-edit/pruned/ under a name not taken there yet (an item
+        pruned twice keeps both copies); returns the new path relative to the job folder, None if nothing moved."""
+        image = self.folder / file_name
+        if not image.is_file():
+            return None
+        pruned = self.folder / PRUNED_DIR
+        stem, suffix = Path(file_name).stem, Path(file_name).suffix
+        target, number = pruned / file_name, 1
+        while target.exists() or target.with_suffix(".txt").exists():
+            number += 1
+            target = pruned / f"{stem}~{number}{suffix}"
+        try:
+            pruned.mkdir(parents=True, exist_ok=True)
+            caption = self.folder / caption_name(file_name)
+            if caption.is_file():
+                os.replace(caption, target.with_suffix(".txt"))
+            os.replace(image, target)
+            _fsync_folder(pruned)
+            _fsync_folder(self.folder)
+        except OSError as exc:
+            raise OutputError(f"cannot move {image} to {pruned}: {exc.strerror or exc}") from exc
+        return str(target.relative_to(self.folder))
 
     def record_failure(self, item: WorkItem, stage: str, error: BaseException) -> None:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -8,6 +8,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from .formats import OutputOptions, with_extension
 from .manifest import PARAMETERS, JobSpec, render_prompt
 from .sources import SourceRef
 
@@ -28,12 +29,13 @@ class WorkItem:
     width: int
     height: int
     resize: str
+    output: OutputOptions = OutputOptions()  # format, quality, captions: how it is written, not what it is
 
     @property
     def output_name(self) -> str:
-        """Human-readable and collision-free: the source's stem, then the item id."""
+        """Human-readable and collision-free: the source's stem, then the item id; the extension of its format."""
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", self.source.stem).strip("._-")[:48] or "image"
-        return f"{stem}-{self.item_id}.png"
+        return with_extension(f"{stem}-{self.item_id}", self.output.format)
 
     @property
     def batch_key(self) -> tuple:
@@ -81,18 +83,21 @@ def _plan_job(job: JobSpec, pipeline_key: str) -> JobPlan:
                     params = ",".join([*texts[:seed_at], str(seed), *texts[seed_at + 1 :]])
                 item_id = hashlib.sha256((id_start + params + id_end).encode()).hexdigest()[:ID_CHARS]
                 if item_id not in items:
-                    items[item_id] = _work_item(job.name, item_id, ref, prompt, values, seed_derived)
+                    items[item_id] = _work_item(job.name, item_id, ref, prompt, values, seed_derived, grid.output)
                 total += 1
     return JobPlan(job.name, tuple(items.values()), total - len(items), job.keep_sources)
 
 
-def _work_item(job: str, item_id: str, ref: SourceRef, prompt: str, values: tuple, seed_derived: bool) -> WorkItem:
+def _work_item(
+    job: str, item_id: str, ref: SourceRef, prompt: str, values: tuple, seed_derived: bool, output: OutputOptions
+) -> WorkItem:
     # WorkItem(...) without its frozen __init__'s twelve object.__setattr__ calls: a third of planning's time at
     # 100,000 items. There is no __post_init__ to skip; the instance is the same frozen, comparable WorkItem.
     item = object.__new__(WorkItem)
     item.__dict__.update(
-        job=job, item_id=item_id, source=ref, prompt=prompt, seed_derived=seed_derived, **dict(zip(PARAMETERS, values))
-    )
+        job=job, item_id=item_id, source=ref, prompt=prompt, seed_derived=seed_derived, output=output,
+        **dict(zip(PARAMETERS, values)),
+    )  # fmt: skip
     return item
 
 

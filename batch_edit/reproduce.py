@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import BatchEditError
+from .formats import as_stored
 from .outputs import STATE_DIR
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import WorkItem
@@ -93,6 +94,7 @@ def compare(image: Image.Image, stored_path: Path, item_id: str) -> Comparison:
     try:
         with Image.open(stored_path) as stored:
             stored_pixels = np.asarray(stored.convert("RGB"), dtype=np.int16)
+            image = as_stored(image, stored)  # jpeg/webp: compared after the same lossy encoding
     except (FileNotFoundError, OSError) as exc:
         raise ReproduceError(f"cannot read the stored image {stored_path}: {exc}") from None
     pixels = np.asarray(image.convert("RGB"), dtype=np.int16)

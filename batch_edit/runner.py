@@ -116,8 +116,9 @@ def _encode_prompts_once(engine, pending: list[list[WorkItem]]) -> None:
 def _pending(plan: JobPlan, output: JobOutput, overwrite: bool) -> list[WorkItem]:
     if overwrite:
         return list(plan.items)
-    done = output.done_ids()
-    return [item for item in plan.items if item.item_id not in done]
+    records = output.read_records()
+    skipped = output.finished_ids(plan.items, records) | output.rejected_ids(records)
+    return [item for item in plan.items if item.item_id not in skipped]
 
 
 class StopOnSignal:

@@ -1,0 +1,110 @@
+"""`batch-edit prune`: make a job folder hold exactly what the manifests plan now, deleting nothing.
+
+Results of items the plan no longer has, and results written in a format the job no longer uses, move to
+`.batch-edit/pruned/` with their caption files; each such item gets a "pruned" record, so the append-only log
+stays the whole history and `metadata.csv` / `failures.csv`, rebuilt from it, list only the plan's items. With
+`reject_missing`, planned items whose image the user deleted get a "rejected" record: runs skip them unless
+overwriting. A pruned item that comes back into the plan is no longer done, so the next run makes it again (its
+earlier copy stays in `pruned/`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .outputs import JobOutput
+from .plan import JobPlan
+from .sheets import write_contact_sheets
+
+
+@dataclass
+class PruneResult:
+    folder: Path
+    moved: list[str] = field(default_factory=list)  # file names moved out (or that would be, in a dry run)
+    rejected: list[str] = field(default_factory=list)  # item ids recorded as rejected (or that would be)
+    kept: int = 0  # the plan's finished items: the rows of metadata.csv
+    listing: list[str] = field(default_factory=list)  # a dry run's one line per change
+
+
+@dataclass
+class _Changes:
+    """What pruning a folder means, decided from its records before anything moves."""
+
+    prune: list[tuple[dict, str]] = field(default_factory=list)  # (latest record, why): moved out, marked pruned
+    superseded: list[str] = field(default_factory=list)  # older files of items that have a newer record
+    reject: list[dict] = field(default_factory=list)  # latest records of planned items whose image is gone
+    kept: int = 0
+
+
+def prune_job(plan: JobPlan, output_root: Path, dry_run: bool = False, reject_missing: bool = False) -> PruneResult:
+    output = JobOutput(output_root, plan.name)
+    result = PruneResult(output.folder)
+    if not output.records_path.exists():
+        return result  # never run here: nothing to prune
+    if dry_run:
+        return _describe(_decide(output, plan, reject_missing), result)
+    output.open(None)  # the folder's lock: refused while a run (or another prune) writes here
+    try:
+        changes = _decide(output, plan, reject_missing)  # under the lock: nothing changes underneath
+        _apply(output, changes, result)
+        output.rebuild_csvs()
+        write_contact_sheets(output.folder)
+    finally:
+        output.close()
+    return result
+
+
+def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool) -> _Changes:
+    records = output.read_records()
+    planned = {item.item_id: item for item in plan.items}
+    changes = _Changes(kept=len(output.finished_ids(plan.items, records)))
+    for item_id, record in records.items():
+        item = planned.get(item_id)
+        if item is None and record["status"] in ("ok", "failed"):
+            changes.prune.append((record, "not in the plan"))
+        elif item is None or record["status"] != "ok":
+            continue
+        elif not os.path.exists(os.path.join(output.folder, record["file_name"])):
+            if reject_missing:
+                changes.reject.append(record)
+        elif record["file_name"] != item.output_name:
+            changes.prune.append((record, f"the job now writes {item.output_name}"))
+    current = {record["file_name"] for record in records.values() if record["status"] == "ok"}
+    changes.superseded = sorted(
+        name for name in output.recorded_files() - current if (output.folder / name).is_file()
+    )
+    return changes
+
+
+def _apply(output: JobOutput, changes: _Changes, result: PruneResult) -> None:
+    # Each file moves before its record says so: a crash in between leaves an item that simply runs again.
+    for record, _ in changes.prune:
+        moved_to = output.move_to_pruned(record["file_name"]) if record["status"] == "ok" else None
+        output.mark(record, "pruned", pruned_to=moved_to)
+        result.moved += [record["file_name"]] if moved_to else []
+    for name in changes.superseded:
+        if output.move_to_pruned(name):
+            result.moved.append(name)
+    for record in changes.reject:
+        output.mark(record, "rejected")
+        result.rejected.append(record["item_id"])
+    result.kept = changes.kept
+
+
+def _describe(changes: _Changes, result: PruneResult) -> PruneResult:
+    for record, why in changes.prune:
+        if record["status"] == "ok":
+            result.moved.append(record["file_name"])
+            result.listing.append(f"would move {record['file_name']} ({why})")
+        else:
+            result.listing.append(f"would drop the failure of item {record['item_id']} from failures.csv ({why})")
+    for name in changes.superseded:
+        result.moved.append(name)
+        result.listing.append(f"would move {name} (an older result of an item that has a newer one)")
+    for record in changes.reject:
+        result.rejected.append(record["item_id"])
+        result.listing.append(f"would reject item {record['item_id']} ({record['file_name']} was deleted)")
+    result.kept = changes.kept
+    return result
