@@ -6,21 +6,21 @@ together: file, job, field, and what is allowed.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import string
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .csv_table import CsvRecord, CsvTable, CsvTableError, read_csv_table
 from .errors import ManifestError
 from .formats import DEFAULT_QUALITY, EXTENSIONS, OutputOptions
 from .pipeline_config import LoraConfig
 from .sources import RESIZE_MODES, SourceRef, SourceSpecError, expand_source, source_ref
-from .validation import describe_validation_error, read_text_file, read_yaml_file
+from .validation import MAX_FILE_BYTES, describe_validation_error, read_text_file, read_yaml_file
 
 # The reference call: 1024x1024, 28 steps, strength 0.9, guidance 3.5, center crop.
 DEFAULTS = {
@@ -35,6 +35,15 @@ DEFAULTS = {
 PARAMETERS = tuple(DEFAULTS)
 TEMPLATE_FIELDS = ("caption", "stem")
 MAX_PROMPT_CHARS = 4000
+# CSV columns: where a semicolon or tab delimits, "0,75" is a decimal comma; keys a CSV row cannot express.
+DECIMAL_COLUMNS = ("strength", "guidance_scale")
+DECIMAL_COMMA = re.compile(r"\s*[0-9]+,[0-9]+\s*")
+YAML_ONLY_HINTS = {
+    "name": " (a CSV names jobs in a 'job' column)",
+    "sources": " (a CSV row has one 'source')",
+    "prompts": " (a CSV row has one 'prompt')",
+    "defaults": " (empty CSV cells take the defaults)",
+}
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 Strength = Annotated[float, Field(gt=0, le=1)]
@@ -298,16 +307,19 @@ def render_prompt(template: str, ref: SourceRef) -> str:
 
 def _load_csv(path: Path) -> Manifest:
     text = read_text_file(path, lambda message: ManifestError([message]))
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    header = reader.fieldnames or []
-    problems = _check_csv_header(path, header)
+    try:
+        table = read_csv_table(text.lstrip("\ufeff"), max_field=MAX_FILE_BYTES)
+    except CsvTableError as exc:
+        raise ManifestError([f"{path}: {exc}"]) from None
+    problems = _check_csv_header(path, table.header)
     if problems:
         raise ManifestError(problems)
     grids: dict[str, list[Grid]] = {}
     origins: dict[str, str] = {}
-    for number, row in enumerate(reader, start=1):
-        where = f"{path}: row {number} (line {reader.line_num})"
-        grid, job = _grid_from_row(row, path, where, problems)
+    for number, record in enumerate(table.rows, start=1):
+        where = f"{path}: row {number} (line {record.line})"
+        row = _csv_values(table, record, where, problems)
+        grid, job = _grid_from_row(row, path, where, problems) if row is not None else (None, "")
         if grid is not None:
             grids.setdefault(job, []).append(grid)
             origins.setdefault(job, f"{path}: job '{job}'")
@@ -321,26 +333,44 @@ def _load_csv(path: Path) -> Manifest:
     return Manifest(path=path, jobs=jobs)
 
 
-def _check_csv_header(path: Path, header: list[str]) -> list[str]:
+def _check_csv_header(path: Path, header: tuple[str, ...]) -> list[str]:
+    """Header names are already stripped and lower-cased; a column without a name is allowed (left blank)."""
     allowed = list(CsvRow.model_fields)
+    yaml_only = [key for key in (*JobModel.model_fields, *ManifestModel.model_fields) if key not in allowed]
     problems = [
-        f"{path}: the header lacks the required column '{name}'" for name in ("source", "prompt") if name not in header
+        f"{path}: the header lacks the required column '{name}' (header read: {', '.join(filter(None, header))})"
+        for name in ("source", "prompt")
+        if name not in header
     ]
-    for column in header:
-        if column not in allowed:
-            close = [c for c in allowed if c.startswith(column[:4])] if column else []
+    for column, count in Counter(filter(None, header)).items():
+        if count > 1:
+            problems.append(f"{path}: column '{column}' appears {count} times in the header")
+        if column in yaml_only:
+            hint = YAML_ONLY_HINTS.get(column, "")
+            problems.append(f"{path}: column '{column}': only YAML manifests support '{column}'{hint}")
+        elif column not in allowed:
+            close = [c for c in allowed if c.startswith(column[:4])]
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             problems.append(f"{path}: unknown column '{column}'{hint}; allowed columns: {', '.join(allowed)}")
     return problems
 
 
-def _grid_from_row(row: dict, path: Path, where: str, problems: list[str]) -> tuple[Grid | None, str]:
-    if None in row:
-        problems.append(f"{where}: more cells than header columns")
-        return None, ""
-    values = {key: value for key, value in row.items() if value not in (None, "")}
+def _csv_values(table: CsvTable, record: CsvRecord, where: str, problems: list[str]) -> dict | None:
     try:
-        model = CsvRow.model_validate(values)
+        values = table.values(record)
+    except CsvTableError as exc:
+        problems.append(f"{where}: {exc}")
+        return None
+    if table.delimiter != ",":  # spreadsheets that write ';' or tabs often write decimal commas: 0,75
+        for name in DECIMAL_COLUMNS:
+            if DECIMAL_COMMA.fullmatch(values.get(name, "")):
+                values[name] = values[name].replace(",", ".")
+    return values
+
+
+def _grid_from_row(row: dict, path: Path, where: str, problems: list[str]) -> tuple[Grid | None, str]:
+    try:
+        model = CsvRow.model_validate(row)
     except ValidationError as exc:
         problems.extend(describe_validation_error(exc, where, CsvRow))
         return None, ""
