@@ -1,7 +1,7 @@
-"""Contact sheets: per job and source, `contact-sheet-<stem>.png` with the images on a grid of the swept parameters.
+"""Contact sheets: per job and source, `contact-sheet-<stem>.png`: the source, then its results where
+`sheet_arrangement` places them, drawn on the geometry of `sheet_layout`.
 
-Reads only `metadata.csv` and the images it names, so it is cheap to call at the end of every job. The geometry
-(`SheetLayout`, `plan_pages`) is pure arithmetic kept apart from drawing, so tests can check one against the other.
+Reads only `metadata.csv` and the images it names, so it is cheap to call at the end of every job.
 """
 
 from __future__ import annotations
@@ -10,182 +10,27 @@ import csv
 import functools
 import hashlib
 import itertools
-import math
 import os
 import re
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .errors import OutputError
+from .sheet_arrangement import Arrangement, arrange, find_axes  # noqa: F401 - find_axes: importable beside the drawing
+from .sheet_layout import MIN_THUMB, Page, SheetLayout, plan_pages  # noqa: F401 - so are MIN_THUMB, SheetLayout
 from .sources import DECODER_FORMATS, to_rgb
 
-# (metadata column, label), by priority: the first swept axis goes across, the second down, the rest outside.
-# Swept axes in this order: the first across, the second down, the rest as sub-grids (so a strength x seed x
-# steps sweep reads strength across, seed down, one sub-grid per step count).
-AXES = (
-    ("prompt", "prompt"), ("strength", "strength"), ("seed", "seed"), ("num_inference_steps", "steps"),
-    ("guidance_scale", "guidance"), ("size", "size"), ("resize", "resize"),
-)  # fmt: skip
-MIN_THUMB = 96  # smaller thumbnails stop being useful to judge an edit: paginate instead
 MIN_CELL = 128  # outputs smaller than this are still enlarged to it, so a cell's labels have room
 BACKGROUND, TEXT, LETTERBOX = (255, 255, 255), (20, 20, 20), (128, 128, 128)
 EMPTY, PLACEHOLDER, FAINT = (232, 232, 232), (200, 200, 200), (120, 120, 120)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-@dataclass(frozen=True)
-class Axis:
-    column: str
-    label: str
-    values: tuple[str, ...]  # naturally sorted
-
-
-@dataclass(frozen=True)
-class SheetLayout:
-    """One page: a banner, the source column, then outer_cols x outer_rows sub-grids of cols x rows cells.
-    Boxes are (x0, y0, x1, y1) with x1, y1 exclusive."""
-
-    thumb: int
-    cols: int = 1
-    rows: int = 1
-    outer_cols: int = 1
-    outer_rows: int = 1
-    row_labels: bool = False  # there is a down axis
-    titled: bool = False  # there are outer axes: each sub-grid gets a title
-
-    font_size = property(lambda self: max(11, min(20, self.thumb // 12)))
-    pad = property(lambda self: max(4, self.thumb // 32))
-    label_h = property(lambda self: self.font_size * 3 // 2)
-    # wide enough for "guidance 3.5" even at the smallest thumbnails; prompts wrap over the cell's height
-    row_label_w = property(lambda self: max(self.thumb * 2 // 3, 8 * self.font_size) if self.row_labels else 0)
-    title_h = property(lambda self: self.label_h if self.titled else 0)
-    _margin = property(lambda self: 2 * self.pad)
-    _gap = property(lambda self: 3 * self.pad)  # between sub-grids, and between the source and the grid
-    _top = property(lambda self: self._margin + 2 * self.label_h + self.pad)
-    _grid_x = property(lambda self: self._margin + self.thumb + self._gap)
-    panel_w = property(lambda self: self.row_label_w + self.cols * (self.thumb + self.pad) - self.pad)
-    panel_h = property(lambda self: self.title_h + self.label_h + self.rows * (self.thumb + self.pad) - self.pad)
-
-    @property
-    def size(self) -> tuple[int, int]:
-        width = self._grid_x + self.outer_cols * (self.panel_w + self._gap) - self._gap + self._margin
-        return width, self._top + self.outer_rows * (self.panel_h + self._gap) - self._gap + self._margin
-
-    @property
-    def banner_box(self) -> tuple[int, int, int, int]:
-        return self._margin, self._margin, self.size[0] - self._margin, self._margin + 2 * self.label_h
-
-    @property
-    def source_label_box(self) -> tuple[int, int, int, int]:
-        y = self._top + self.title_h  # level with the first column headers
-        return self._margin, y, self._margin + self.thumb, y + self.label_h
-
-    @property
-    def source_box(self) -> tuple[int, int, int, int]:
-        y = self.source_label_box[3]  # level with the first row of cells
-        return self._margin, y, self._margin + self.thumb, y + self.thumb
-
-    def _origin(self, outer_col: int, outer_row: int) -> tuple[int, int]:
-        return self._grid_x + outer_col * (self.panel_w + self._gap), self._top + outer_row * (self.panel_h + self._gap)
-
-    def title_box(self, outer_col: int, outer_row: int) -> tuple[int, int, int, int]:
-        x, y = self._origin(outer_col, outer_row)
-        return x, y, x + self.panel_w, y + self.title_h
-
-    def header_box(self, outer_col: int, outer_row: int, col: int) -> tuple[int, int, int, int]:
-        x0, y0, _, _ = self.cell_box(outer_col, outer_row, col, 0)
-        return x0, y0 - self.label_h, x0 + self.thumb, y0
-
-    def row_label_box(self, outer_col: int, outer_row: int, row: int) -> tuple[int, int, int, int]:
-        x, _ = self._origin(outer_col, outer_row)
-        y0 = self.cell_box(outer_col, outer_row, 0, row)[1]
-        return x, y0, x + self.row_label_w - self.pad, y0 + self.thumb
-
-    def cell_box(self, outer_col: int, outer_row: int, col: int, row: int) -> tuple[int, int, int, int]:
-        x, y = self._origin(outer_col, outer_row)
-        x0 = x + self.row_label_w + col * (self.thumb + self.pad)
-        y0 = y + self.title_h + self.label_h + row * (self.thumb + self.pad)
-        return x0, y0, x0 + self.thumb, y0 + self.thumb
-
-
-@dataclass(frozen=True)
-class Page:
-    layout: SheetLayout
-    outer_cols: range  # which sub-grids (outer values) and which cells of each this page shows
-    outer_rows: range
-    cols: range
-    rows: range
-
-
-def plan_pages(
-    cols: int, rows: int, outer_cols: int = 1, outer_rows: int = 1, *,
-    row_labels: bool, titled: bool, thumb: int = 256, max_side: int = 8192,
-) -> list[Page]:  # fmt: skip
-    """Shrink thumbnails (down to MIN_THUMB) until everything fits in max_side; past that, split into pages:
-    whole sub-grids per page while one fits, else blocks of one sub-grid's cells."""
-
-    def layout(t: int, c: int = cols, r: int = rows, oc: int = outer_cols, orow: int = outer_rows) -> SheetLayout:
-        return SheetLayout(t, c, r, oc, orow, row_labels, titled)
-
-    floor = min(thumb, MIN_THUMB)
-    for t in range(thumb, floor - 1, -1):  # one page reads better than several
-        if max(layout(t).size) <= max_side:
-            return [Page(layout(t), range(outer_cols), range(outer_rows), range(cols), range(rows))]
-    wide = lambda lay: lay.size[0] <= max_side  # noqa: E731 - width depends only on column counts
-    high = lambda lay: lay.size[1] <= max_side  # noqa: E731 - height only on row counts
-    one = layout(floor, oc=1, orow=1)
-    if wide(one) and high(one):
-        oc_chunks = _chunks(outer_cols, _most(outer_cols, lambda k: wide(layout(floor, oc=k))))
-        or_chunks = _chunks(outer_rows, _most(outer_rows, lambda k: high(layout(floor, orow=k))))
-        blocks = [(oc, orow, range(cols), range(rows)) for orow in or_chunks for oc in oc_chunks]
-    else:
-        c_chunks = _chunks(cols, _most(cols, lambda k: wide(layout(floor, c=k, oc=1))))
-        r_chunks = _chunks(rows, _most(rows, lambda k: high(layout(floor, r=k, orow=1))))
-        each = itertools.product(range(outer_rows), range(outer_cols), r_chunks, c_chunks)
-        blocks = [(range(oc, oc + 1), range(orow, orow + 1), c, r) for orow, oc, r, c in each]
-    return [Page(layout(floor, len(c), len(r), len(oc), len(orow)), oc, orow, c, r) for oc, orow, c, r in blocks]
-
-
-def _most(n: int, fits) -> int:
-    return next((k for k in range(n, 0, -1) if fits(k)), 1)  # 1 even if nothing fits: never loop forever
-
-
-def _chunks(n: int, most: int) -> list[range]:
-    count = math.ceil(n / most)  # balanced: 12 in pages of at most 8 gives 6 + 6, not 8 + 4
-    return [range(n * i // count, n * (i + 1) // count) for i in range(count)]
-
-
-# ---------------------------------------------------------------- axes
-
-
-def axis_value(row: dict, column: str) -> str:
-    if column == "size":
-        return f"{row.get('width', '')}x{row.get('height', '')}"
-    if column == "seed" and str(row.get("seed_derived", "")).strip().lower() in ("true", "1"):
-        return "derived"  # follows from the other parameters: all-derived seeds are no axis of their own
-    return str(row.get(column) or "")
-
-
-def natural_key(value: str) -> tuple:
-    try:
-        number = float(value)
-        if math.isfinite(number):
-            return (0, number, [], value)
-    except ValueError:
-        pass
-    parts = re.split(r"([0-9]+)", value.lower())  # digit runs at odd indexes: "img10" after "img9"
-    return (1, 0.0, [int(p) if i % 2 else p for i, p in enumerate(parts)], value)
-
-
-def find_axes(rows: list[dict]) -> tuple[list[Axis], list[Axis]]:
-    """(swept, fixed) in AXES order: swept axes have more than one value among the rows."""
-    axes = [Axis(c, label, tuple(sorted({axis_value(r, c) for r in rows}, key=natural_key))) for c, label in AXES]
-    return [a for a in axes if len(a.values) > 1], [a for a in axes if len(a.values) == 1]
+# ---------------------------------------------------------------- names
 
 
 def sheet_stems(keys: list[str]) -> dict[str, str]:
@@ -315,15 +160,11 @@ def _finished_rows(folder: Path) -> dict[str, list[dict]]:
 
 
 def _render(folder: Path, key: str, rows: list[dict], thumb: int, max_side: int) -> Iterator[Image.Image]:
-    swept, fixed = find_axes(rows)
-    slots = [swept[2:3], swept[3:], swept[:1], swept[1:2]]  # outer column, outer rows, across, down
-    place = lambda row: tuple(tuple(axis_value(row, a.column) for a in axes) for axes in slots)  # noqa: E731
-    # Values per slot as they occur: for the outer rows only combinations that exist, not whole empty sub-grids.
-    coords = [sorted({place(r)[k] for r in rows}, key=lambda v: [natural_key(x) for x in v]) for k in range(4)]
-    cells = {place(r): folder / r["file_name"] for r in rows}  # the same parameters twice: the last row wins
+    grid, fixed = arrange(rows)
     pages = plan_pages(
-        len(coords[2]), len(coords[3]), len(coords[0]), len(coords[1]),
-        row_labels=bool(slots[3]), titled=bool(slots[0]), thumb=thumb, max_side=max_side,
+        grid.cols, grid.rows, grid.outer_cols, grid.outer_rows, row_labels=bool(grid.row_labels),
+        titled=bool(grid.titles), thumb=thumb, max_side=max_side, cell_label_lines=grid.cell_label_lines,
+        header_lines=grid.header_lines,
     )  # fmt: skip
     is_url = bool(_URL.match(key))
     source = None if is_url or not Path(key).is_file() else load_thumbnail(Path(key), pages[0].layout.thumb)
@@ -333,10 +174,10 @@ def _render(folder: Path, key: str, rows: list[dict], thumb: int, max_side: int)
     for number, page in enumerate(pages, 1):
         where = f"{name} (page {number} of {len(pages)})" if len(pages) > 1 else name
         banner = " | ".join(filter(None, [where, params, prompt]))
-        yield _draw_page(page, slots, coords, cells, source, banner)
+        yield _draw_page(folder, page, grid, source, banner)
 
 
-def _draw_page(page: Page, slots: list, coords: list, cells: dict, source: Image.Image | None, banner: str):
+def _draw_page(folder: Path, page: Page, grid: Arrangement, source: Image.Image | None, banner: str) -> Image.Image:
     lay, font_size = page.layout, page.layout.font_size
     canvas = Image.new("RGB", lay.size, BACKGROUND)
     draw = ImageDraw.Draw(canvas)
@@ -344,30 +185,23 @@ def _draw_page(page: Page, slots: list, coords: list, cells: dict, source: Image
     draw_label(draw, lay.source_label_box, "source", font_size)
     _draw_cell(canvas, draw, lay.source_box, source, "source not available", PLACEHOLDER, font_size)
     for (i, oc), (j, orow) in itertools.product(enumerate(page.outer_cols), enumerate(page.outer_rows)):
-        outer = (coords[0][oc], coords[1][orow])
-        draw_label(draw, lay.title_box(i, j), _label(slots[0] + slots[1], outer[0] + outer[1], "="), font_size)
-        for ci, c in enumerate(page.cols):
-            draw_label(draw, lay.header_box(i, j, ci), _label(slots[2], coords[2][c]), font_size)
+        if grid.titles:
+            draw_label(draw, lay.title_box(i, j), grid.titles[oc][orow], font_size)
+        for ci, c in enumerate(page.cols if grid.headers else ()):
+            draw_label(draw, lay.header_box(i, j, ci), grid.headers[c], font_size)
         for ri, r in enumerate(page.rows):
-            draw_label(draw, lay.row_label_box(i, j, ri), _label(slots[3], coords[3][r]), font_size)
+            if grid.row_labels:
+                draw_label(draw, lay.row_label_box(i, j, ri), grid.row_labels[r], font_size)
             for ci, c in enumerate(page.cols):
-                path = cells.get((*outer, coords[2][c], coords[3][r]))
-                image = load_thumbnail(path, lay.thumb) if path else None
+                row = grid.cells.get((oc, orow, c, r))
+                if grid.cell_labels is not None and row is None:
+                    continue  # past the last item laid out in order: leave the space blank
+                if grid.cell_labels is not None:
+                    draw_label(draw, lay.cell_label_box(i, j, ci, ri), grid.cell_labels[(oc, orow, c, r)], font_size)
+                image = load_thumbnail(folder / row["file_name"], lay.thumb) if row else None
                 # failed, deleted or unreadable: the cell stays, labelled by its row and column
                 _draw_cell(canvas, draw, lay.cell_box(i, j, ci, ri), image, "no image", EMPTY, font_size)
     return canvas
-
-
-def _label(axes: list[Axis], values: tuple[str, ...], separator: str = " ") -> str:
-    return ", ".join(f"{axis.label}{separator}{_distinct_part(axis, value)}" for axis, value in zip(axes, values))
-
-
-def _distinct_part(axis: Axis, value: str) -> str:
-    """Prompts swept over one source often share a long start (its caption): label them by what differs."""
-    if axis.column != "prompt" or len(axis.values) < 2:
-        return value
-    cut = os.path.commonprefix(list(axis.values)).rfind(" ") + 1  # back to a whole word
-    return f"…{value[cut:]}" if cut > 12 else value
 
 
 def _draw_cell(canvas, draw, box, image: Image.Image | None, missing: str, fill: tuple, font_size: int) -> None:

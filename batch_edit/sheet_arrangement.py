@@ -1,0 +1,224 @@
+"""Which of a source's finished items goes in which contact-sheet cell, and what the labels say.
+
+Swept parameters become the sheet's axes (across, down, then titled sub-grids) when the items really form a grid
+of them; parameters that always change together, like a CSV's strength and seed set row by row, are one axis
+("strength / seed"). Where the axes would leave more than a quarter of the cells empty (rows of a CSV that
+follow no grid, a sweep most of whose items failed) or make one long strip, the items are laid out in order on
+a plain grid instead, each cell labelled with what differs. Pure: metadata rows in, positions and text out.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+
+# (metadata column, label), by priority: the first swept axis goes across, the second down, the rest outside
+# (so a strength x seed x steps sweep reads strength across, seed down, one sub-grid per step count).
+AXES = (
+    ("prompt", "prompt"), ("strength", "strength"), ("seed", "seed"), ("variation", "variation"),
+    ("num_inference_steps", "steps"), ("guidance_scale", "guidance"), ("size", "size"), ("resize", "resize"),
+)  # fmt: skip
+MAX_EMPTY = 0.25  # the largest share of empty cells an axis layout may have
+MAX_STRIP = 12  # one axis with more values than this reads better wrapped onto a grid
+
+Position = tuple[int, int, int, int]  # outer column, outer row, column, row
+
+
+@dataclass(frozen=True)
+class Axis:
+    column: str
+    label: str
+    values: tuple[str, ...]  # naturally sorted
+
+
+@dataclass(frozen=True)
+class AxisGroup:
+    """Swept columns whose values change together over the rows: one axis of the sheet."""
+
+    axes: tuple[Axis, ...]
+    values: tuple[tuple[str, ...], ...]  # the combinations that occur, naturally sorted
+
+    @property
+    def label(self) -> str:
+        return " / ".join(axis.label for axis in self.axes)
+
+    def describe(self, value: tuple[str, ...], separator: str = " ") -> str:
+        return " / ".join(f"{axis.label}{separator}{distinct_part(axis, v)}" for axis, v in zip(self.axes, value))
+
+
+@dataclass(frozen=True)
+class Arrangement:
+    """outer_cols x outer_rows sub-grids of cols x rows cells, and the metadata row shown in each filled cell."""
+
+    cols: int
+    rows: int
+    outer_cols: int
+    outer_rows: int
+    cells: dict[Position, dict]
+    headers: tuple[str, ...] = ()  # per column, the same in every sub-grid; none when cells have their own labels
+    row_labels: tuple[str, ...] = ()  # per row
+    titles: tuple[tuple[str, ...], ...] = ()  # per outer column, per outer row
+    cell_labels: dict[Position, str] | None = None  # what differs, for cells laid out in order
+    cell_label_lines: int = 0
+    header_lines: int = 1
+
+    @property
+    def fill(self) -> float:
+        return len(self.cells) / (self.cols * self.rows * self.outer_cols * self.outer_rows)
+
+
+def axis_value(row: dict, column: str) -> str:
+    if column == "size":
+        return f"{row.get('width', '')}x{row.get('height', '')}"
+    if column == "seed" and str(row.get("seed_derived", "")).strip().lower() in ("true", "1"):
+        return "derived"  # follows from the other parameters: all-derived seeds are no axis of their own
+    return str(row.get(column) or "")
+
+
+def natural_key(value: str) -> tuple:
+    try:
+        number = float(value)
+        if math.isfinite(number):
+            return (0, number, [], value)
+    except ValueError:
+        pass
+    parts = re.split(r"([0-9]+)", value.lower())  # digit runs at odd indexes: "img10" after "img9"
+    return (1, 0.0, [int(p) if i % 2 else p for i, p in enumerate(parts)], value)
+
+
+def _tuple_key(values: tuple[str, ...]) -> list:
+    return [natural_key(value) for value in values]
+
+
+def find_axes(rows: list[dict]) -> tuple[list[Axis], list[Axis]]:
+    """(swept, fixed) in AXES order: swept axes have more than one value among the rows."""
+    axes = [Axis(c, label, tuple(sorted({axis_value(r, c) for r in rows}, key=natural_key))) for c, label in AXES]
+    fixed = [a for a in axes if len(a.values) == 1 and a.values[0]]  # a column no row fills says nothing
+    return [a for a in axes if len(a.values) > 1], fixed
+
+
+def number_variations(rows: list[dict]) -> list[dict]:
+    """Rows that no axis tells apart (derived seeds of several variations of one grid point) get a `variation`
+    1, 2, ... by seed, so each keeps a cell of its own; rows that already carry a variation keep it."""
+    if any(row.get("variation") for row in rows):
+        return rows
+    columns = [column for column, _ in AXES if column != "variation"]
+    alike: dict[tuple, list[int]] = {}
+    for index, row in enumerate(rows):
+        alike.setdefault(tuple(axis_value(row, c) for c in columns), []).append(index)
+    if all(len(indexes) == 1 for indexes in alike.values()):
+        return rows
+    numbered = list(rows)
+    for indexes in alike.values():
+        ordered = sorted(indexes, key=lambda i: (natural_key(str(rows[i].get("seed") or "")), i))
+        for rank, index in enumerate(ordered, 1):
+            numbered[index] = {**rows[index], "variation": str(rank)}
+    return numbered
+
+
+def covarying_groups(rows: list[dict], swept: list[Axis]) -> list[AxisGroup]:
+    """Swept axes that split the rows the same way (each value of one always goes with one value of the other)
+    grouped, in AXES order of their foremost axis; within a group the prompt comes last, being the longest."""
+    by_split: dict[tuple[int, ...], list[Axis]] = {}
+    for axis in swept:
+        first: dict[str, int] = {}
+        split = tuple(first.setdefault(axis_value(row, axis.column), i) for i, row in enumerate(rows))
+        by_split.setdefault(split, []).append(axis)
+    groups = []
+    for axes in by_split.values():
+        axes.sort(key=lambda a: a.column == "prompt")
+        combos = {tuple(axis_value(row, a.column) for a in axes) for row in rows}
+        groups.append(AxisGroup(tuple(axes), tuple(sorted(combos, key=_tuple_key))))
+    return groups
+
+
+def arrange(rows: list[dict]) -> tuple[Arrangement, list[Axis]]:
+    """The arrangement of one source's rows, and the axes fixed over all of them (for the banner)."""
+    rows = number_variations(rows)
+    swept, fixed = find_axes(rows)
+    groups = covarying_groups(rows, swept)
+    if len(groups) != 1 or len(groups[0].values) <= MAX_STRIP:
+        grid = _axis_grid(rows, groups)
+        if grid.fill >= 1 - MAX_EMPTY and len(grid.cells) == len(rows):  # each row its own cell
+            return grid, fixed
+    return _labelled_grid(rows, groups), fixed
+
+
+def _axis_grid(rows: list[dict], groups: list[AxisGroup]) -> Arrangement:
+    slots = [groups[2:3], groups[3:], groups[:1], groups[1:2]]  # outer column, outer rows, across, down
+
+    def place(row: dict) -> tuple[tuple[str, ...], ...]:
+        return tuple(tuple(axis_value(row, a.column) for g in slot for a in g.axes) for slot in slots)
+
+    # Values per slot as they occur: for the outer rows only combinations that exist, not whole empty sub-grids.
+    coords = [sorted({place(r)[k] for r in rows}, key=_tuple_key) for k in range(4)]
+    index = [{value: i for i, value in enumerate(values)} for values in coords]
+    cells = {}
+    for row in rows:
+        p = place(row)
+        cells[(index[0][p[0]], index[1][p[1]], index[2][p[2]], index[3][p[3]])] = row
+    titles = tuple(tuple(_label(slots[0] + slots[1], oc + orow, "=") for orow in coords[1]) for oc in coords[0])
+    return Arrangement(
+        cols=len(coords[2]), rows=len(coords[3]), outer_cols=len(coords[0]), outer_rows=len(coords[1]),
+        cells=cells, headers=tuple(_label(slots[2], v) for v in coords[2]),
+        row_labels=tuple(_label(slots[3], v) for v in coords[3]) if slots[3] else (),
+        titles=titles if slots[0] else (), header_lines=_header_lines(slots[2]),
+    )  # fmt: skip
+
+
+def _header_lines(across: list[AxisGroup]) -> int:
+    """One line for one parameter, as sweeps always had; parameters that change together get two, a prompt
+    among them a third."""
+    if not across or len(across[0].axes) == 1:
+        return 1
+    return 3 if any(a.column == "prompt" for a in across[0].axes) else 2
+
+
+def _label(groups: list[AxisGroup], values: tuple[str, ...], separator: str = " ") -> str:
+    parts, start = [], 0
+    for group in groups:
+        parts.append(group.describe(values[start : start + len(group.axes)], separator))
+        start += len(group.axes)
+    return ", ".join(parts)
+
+
+def _labelled_grid(rows: list[dict], groups: list[AxisGroup]) -> Arrangement:
+    """The rows in their order, wrapped onto a grid, each labelled with its values of the swept axes (the prompt
+    last: it is the longest, and the one cut short when the label runs out of room)."""
+    cols, count = grid_columns(len(rows)), len(rows)
+    ordered = sorted(groups, key=lambda g: any(a.column == "prompt" for a in g.axes))
+    positions = [(0, 0, i % cols, i // cols) for i in range(count)]
+    labels = {
+        p: ", ".join(g.describe(tuple(axis_value(row, a.column) for a in g.axes)) for g in ordered)
+        for p, row in zip(positions, rows)
+    }
+    return Arrangement(
+        cols=cols, rows=math.ceil(count / cols), outer_cols=1, outer_rows=1, cells=dict(zip(positions, rows)),
+        cell_labels=labels, cell_label_lines=_lines(groups),
+    )  # fmt: skip
+
+
+def _lines(groups: list[AxisGroup]) -> int:
+    """Label lines for these groups' values: a line each, one more for a prompt, at most 3."""
+    prompt = any(a.column == "prompt" for g in groups for a in g.axes)
+    return min(3, max(1, len(groups) + prompt))
+
+
+def grid_columns(count: int) -> int:
+    """Columns for `count` cells in order: a single row up to 4; else from about square to twice as wide, the
+    fewest empty cells in the last row (ties: the squarer)."""
+    if count <= 4:
+        return max(1, count)
+    square = math.isqrt(count - 1) + 1  # ceil(sqrt(count))
+    return min(range(square, 2 * square + 1), key=lambda c: (c * math.ceil(count / c) - count, c))
+
+
+def distinct_part(axis: Axis, value: str) -> str:
+    """Prompts swept over one source often share a long start (its caption): label them by what differs."""
+    if axis.column != "prompt" or len(axis.values) < 2:
+        return value
+    cut = os.path.commonprefix(list(axis.values)).rfind(" ") + 1  # back to a whole word
+    return f"…{value[cut:]}" if cut > 12 else value
+
