@@ -194,9 +194,9 @@ def _draw_page(folder: Path, page: Page, grid: Arrangement, source: Image.Image 
                 draw_label(draw, lay.row_label_box(i, j, ri), grid.row_labels[r], font_size)
             for ci, c in enumerate(page.cols):
                 row = grid.cells.get((oc, orow, c, r))
-                if grid.cell_labels is not None and row is None:
-                    continue  # past the last item laid out in order: leave the space blank
                 if grid.cell_labels is not None:
+                    if row is None:
+                        continue  # past the last result laid out in order: the space stays blank
                     draw_label(draw, lay.cell_label_box(i, j, ci, ri), grid.cell_labels[(oc, orow, c, r)], font_size)
                 image = load_thumbnail(folder / row["file_name"], lay.thumb) if row else None
                 # failed, deleted or unreadable: the cell stays, labelled by its row and column
