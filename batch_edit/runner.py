@@ -270,12 +270,17 @@ class _JobRun:
 
 
 class _SourceCache:
-    """Decoded sources, so a sweep decodes (or downloads) its image once; failures are remembered too."""
+    """Decoded sources, so a sweep decodes (or downloads) its image once; failures are remembered too.
 
-    def __init__(self, fetch: FetchOptions, size: int = 16):
-        self.fetch, self.size = fetch, size
+    Bounded by count and by decoded bytes: twelve 9000x9000 photos are 2.9 GB of pixels, which a run making
+    small outputs must not hold. The newest image always stays, however large, so a sweep over one huge
+    source still decodes it once."""
+
+    def __init__(self, fetch: FetchOptions, size: int = 16, max_bytes: int = 512 * 1024 * 1024):
+        self.fetch, self.size, self.max_bytes = fetch, size, max_bytes
         self.images: OrderedDict[SourceRef, Image.Image] = OrderedDict()
         self.errors: dict[SourceRef, SourceError] = {}
+        self.bytes = 0
 
     def get(self, ref: SourceRef) -> Image.Image:
         if ref in self.errors:
@@ -289,6 +294,12 @@ class _SourceCache:
             self.errors[ref] = exc
             raise
         self.images[ref] = image
-        if len(self.images) > self.size:
-            self.images.popitem(last=False)
+        self.bytes += _pixel_bytes(image)
+        while len(self.images) > 1 and (len(self.images) > self.size or self.bytes > self.max_bytes):
+            _, oldest = self.images.popitem(last=False)
+            self.bytes -= _pixel_bytes(oldest)
         return image
+
+
+def _pixel_bytes(image: Image.Image) -> int:
+    return image.width * image.height * len(image.getbands())
