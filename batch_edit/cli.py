@@ -21,13 +21,12 @@ from pydantic import ValidationError
 
 from . import __version__
 from .errors import BatchEditError, ConfigError, ManifestError, OutputError
-from .manifest import JobSpec, Manifest, load_manifests
+from .manifest import DEFAULT_OUTPUT_ROOT, JobSpec, Manifest, load_manifests
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import JobPlan, grid_axes, plan_jobs
 from .sources import FetchOptions
-from .validation import describe_validation_error
+from .validation import describe_validation_error, printable
 
-DEFAULT_OUTPUT_ROOT = Path("outputs")
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_REFUSED, EXIT_STOPPED = 0, 1, 2, 3
 
 
@@ -107,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive,
         default=50.0,
         metavar="MB",
-        help="largest URL download accepted (default: 50)",
+        help="largest URL download or local source file accepted (default: 50)",
     )
     run.add_argument(
         "--allow-private-urls",
@@ -175,7 +174,7 @@ def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _prepare(args) -> tuple[PipelineConfig, Path, list[JobPlan], list[JobSpec]]:
-    manifests = load_manifests(args.manifests)
+    manifests = load_manifests(args.manifests, output_root=args.output_root)  # kept out of folder sources
     config = load_pipeline_config(args.pipeline or _one_setting(manifests, "pipeline"))
     output_root = args.output_root or _one_setting(manifests, "output_root") or DEFAULT_OUTPUT_ROOT
     jobs = [job for manifest in manifests for job in manifest.jobs]
@@ -228,7 +227,7 @@ def _plan(args) -> int:
         extra += f", {len(rejected)} rejected (skipped; --overwrite remakes them)" if rejected else ""
         print(f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {output.folder}")
         for axis, values in grid_axes(job).items():
-            texts = [json.dumps(v, ensure_ascii=False) if axis == "prompts" else str(v) for v in values[:8]]
+            texts = [printable(json.dumps(v, ensure_ascii=False) if axis == "prompts" else v) for v in values[:8]]
             shown = ", ".join(texts) + (f", ... ({len(values)} in all)" if len(values) > 8 else "")
             print(f"  {axis}: {shown}")
         seconds = output.mean_seconds(config.recorded_fields(), records)

@@ -6,8 +6,8 @@ together: file, job, field, and what is allowed.
 
 from __future__ import annotations
 
+import math
 import re
-import string
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,8 +19,9 @@ from .csv_table import CsvRecord, CsvTable, CsvTableError, read_csv_table
 from .errors import ManifestError
 from .formats import DEFAULT_QUALITY, EXTENSIONS, OutputOptions
 from .pipeline_config import LoraConfig
+from .prompts import MAX_PROMPT_CHARS, prompt_problem, render_prompt, template_fields
 from .sources import RESIZE_MODES, SourceRef, SourceSpecError, expand_source, source_ref
-from .validation import MAX_FILE_BYTES, describe_validation_error, read_text_file, read_yaml_file
+from .validation import MAX_FILE_BYTES, describe_validation_error, printable, read_text_file, read_yaml_file, shown_path
 
 # The reference call: 1024x1024, 28 steps, strength 0.9, guidance 3.5, center crop.
 DEFAULTS = {
@@ -33,8 +34,6 @@ DEFAULTS = {
     "resize": "center-crop",
 }
 PARAMETERS = tuple(DEFAULTS)
-TEMPLATE_FIELDS = ("caption", "stem")
-MAX_PROMPT_CHARS = 4000
 # CSV columns: where a semicolon or tab delimits, "0,75" is a decimal comma; keys a CSV row cannot express.
 DECIMAL_COLUMNS = ("strength", "guidance_scale")
 DECIMAL_COMMA = re.compile(r"\s*[0-9]+,[0-9]+\s*")
@@ -44,6 +43,9 @@ YAML_ONLY_HINTS = {
     "prompts": " (a CSV row has one 'prompt')",
     "defaults": " (empty CSV cells take the defaults)",
 }
+# Counted before anything is expanded: a plan holds every item in memory (about 300 MB per 1,000,000 items).
+MAX_ITEMS_PER_RUN = 10_000_000
+DEFAULT_OUTPUT_ROOT = Path("outputs")
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 Strength = Annotated[float, Field(gt=0, le=1)]
@@ -149,57 +151,78 @@ class Manifest:
     pipeline: Path | None = None
 
 
-def load_manifests(paths: list[Path]) -> list[Manifest]:
-    """Load every manifest, collecting all problems; job names must be unique across the run."""
+def load_manifests(paths: list[Path], output_root: Path | None = None) -> list[Manifest]:
+    """Load every manifest, collecting all problems; job names must be unique across the run, and the run
+    at most MAX_ITEMS_PER_RUN items. `output_root` (the command line's) is kept out of folder and glob sources."""
     manifests, problems = [], []
     for path in paths:
         try:
-            manifests.append(load_manifest(path))
+            manifests.append(load_manifest(path, output_root))
         except ManifestError as exc:
             problems.extend(exc.problems)
     seen: dict[str, str] = {}
     for manifest in manifests:
         for job in manifest.jobs:
             if job.name in seen:
-                problems.append(f"{job.origin}: job name '{job.name}' is used twice (also in {seen[job.name]})")
+                problems.append(
+                    f"{job.origin}: job name '{printable(job.name)}' is used twice (also in {seen[job.name]})"
+                )
             seen.setdefault(job.name, job.origin)
+    total = sum(job_size(job) for manifest in manifests for job in manifest.jobs)
+    if total > MAX_ITEMS_PER_RUN and not problems:
+        problems.append(
+            f"the manifests expand to {total:,} items; one run takes at most {MAX_ITEMS_PER_RUN:,}: "
+            "split the jobs over several runs"
+        )
     if problems:
         raise ManifestError(problems)
     return manifests
 
 
-def load_manifest(path: Path) -> Manifest:
+def load_manifest(path: Path, output_root: Path | None = None) -> Manifest:
     if path.suffix.lower() == ".csv":
         return _load_csv(path)
     if path.suffix.lower() in (".yaml", ".yml"):
-        return _load_yaml(path)
-    raise ManifestError([f"{path}: a manifest must be a .yaml, .yml or .csv file"])
+        return _load_yaml(path, output_root)
+    raise ManifestError([f"{shown_path(path)}: a manifest must be a .yaml, .yml or .csv file"])
 
 
-def _load_yaml(path: Path) -> Manifest:
+def grid_size(grid: Grid) -> int:
+    """The items a grid expands to (duplicates included), counted without expanding it."""
+    return math.prod(len(getattr(grid, axis)) for axis in ("sources", "prompts", *PARAMETERS))
+
+
+def job_size(job: JobSpec) -> int:
+    return sum(grid_size(grid) for grid in job.grids)
+
+
+def _load_yaml(path: Path, output_root: Path | None = None) -> Manifest:
     data = read_yaml_file(path, lambda message: ManifestError([message]))
     if not isinstance(data, dict):
-        raise ManifestError([f"{path}: a manifest must be a mapping with a 'jobs:' list"])
+        raise ManifestError([f"{shown_path(path)}: a manifest must be a mapping with a 'jobs:' list"])
     try:
         top = ManifestModel.model_validate(data, strict=True)
     except ValidationError as exc:
-        raise ManifestError(describe_validation_error(exc, str(path), ManifestModel)) from None
+        raise ManifestError(describe_validation_error(exc, shown_path(path), ManifestModel)) from None
     problems: list[str] = []
-    defaults = _validated(JobDefaults, top.defaults, f"{path}: defaults", problems)
+    defaults = _validated(JobDefaults, top.defaults, f"{shown_path(path)}: defaults", problems)
+    base = path.parent
+    own_root = (base / top.output_root).resolve() if top.output_root else None
+    exclude = output_root or own_root or DEFAULT_OUTPUT_ROOT  # the run's output root, as the CLI picks it
     jobs = []
     for index, raw in enumerate(top.jobs):
-        where = f"{path}: jobs[{index}]" + (f" ('{raw['name']}')" if isinstance(raw.get("name"), str) else "")
+        name = f" ('{printable(raw['name'])}')" if isinstance(raw.get("name"), str) else ""
+        where = f"{shown_path(path)}: jobs[{index}]{name}"
         merged = {**(defaults.model_dump(exclude_unset=True) if defaults else {}), **raw}
         model = _validated(JobModel, merged, where, problems)
         if model is not None:
-            jobs.append(_job_from_model(model, path.parent, where, problems))
+            jobs.append(_job_from_model(model, base, where, problems, exclude))
     if problems:
         raise ManifestError(problems)
-    base = path.parent
     return Manifest(
         path=path,
         jobs=tuple(jobs),
-        output_root=(base / top.output_root).resolve() if top.output_root else None,
+        output_root=own_root,
         pipeline=(base / top.pipeline).resolve() if top.pipeline else None,
     )
 
@@ -212,12 +235,14 @@ def _validated(model: type[BaseModel], data: dict, where: str, problems: list[st
         return None
 
 
-def _job_from_model(model: JobModel, base: Path, where: str, problems: list[str]) -> JobSpec | None:
+def _job_from_model(
+    model: JobModel, base: Path, where: str, problems: list[str], exclude: Path | None = None
+) -> JobSpec | None:
     _check_job_name(model.name, where, problems)
     sources: list[SourceRef] = []
     for index, spec in enumerate(_as_list(model.sources)):
         try:
-            sources.extend(expand_source(spec, base, recursive=model.recursive))
+            sources.extend(expand_source(spec, base, recursive=model.recursive, exclude=exclude))
         except SourceSpecError as exc:
             problems.append(f"{where}: field 'sources[{index}]': {exc}")
     grid = Grid(
@@ -226,6 +251,13 @@ def _job_from_model(model: JobModel, base: Path, where: str, problems: list[str]
         **{name: tuple(_as_list(_param(model, name))) for name in PARAMETERS},
         output=_output_options(model, where, problems),
     )
+    if grid_size(grid) > MAX_ITEMS_PER_RUN:  # before the checks below, which walk the grid's axes
+        axes = " x ".join(f"{len(getattr(grid, axis))} {axis}" for axis in ("sources", "prompts", *PARAMETERS))
+        problems.append(
+            f"{where}: the grid expands to {grid_size(grid):,} items ({axes}); "
+            f"one run takes at most {MAX_ITEMS_PER_RUN:,}: split it into several jobs or runs"
+        )
+        return None
     _check_grid(grid, where, problems)
     loras = tuple(lora.resolved_against(base) for lora in model.loras or ())
     return JobSpec(model.name, where, (grid,), keep_sources=model.keep_sources, loras=loras)
@@ -252,30 +284,52 @@ def _as_list(value) -> list:
 def _check_job_name(name: str, where: str, problems: list[str]) -> None:
     if not JOB_NAME.fullmatch(name) or ".." in name:
         problems.append(
-            f"{where}: field 'name': {name!r} is not allowed: it names the output folder, so use 1-100 letters, "
+            f"{where}: field 'name': '{printable(name)}' is not allowed: it names the output folder, so use 1-100 letters, "
             "digits, '.', '_' or '-', starting with a letter or digit, with no '..'"
         )
 
 
 def _check_grid(grid: Grid, where: str, problems: list[str]) -> None:
     for steps in set(grid.num_inference_steps):
-        for strength in set(grid.strength):
-            if denoising_steps(steps, strength) < 1:
-                problems.append(
-                    f"{where}: strength {strength} with {steps} steps leaves no denoising step "
-                    "(the pipeline runs steps - int(steps - steps * strength) passes): use a larger strength"
-                )
+        for strength in sorted(set(grid.strength)):  # passes grow with strength: the first that works ends it
+            if denoising_steps(steps, strength) >= 1:
+                break
+            problems.append(
+                f"{where}: strength {strength} with {steps} steps leaves no denoising step "
+                "(the pipeline runs steps - int(steps - steps * strength) passes): use a larger strength"
+            )
     for prompt in grid.prompts:
         try:
             fields = template_fields(prompt)
         except ValueError as exc:
-            problems.append(f"{where}: prompt {prompt!r}: {exc}")
+            problems.append(f"{where}: prompt '{printable(prompt)}': {exc}")
             continue
-        if "caption" in fields:
-            missing = [ref.key for ref in grid.sources if ref.caption is None]
-            if missing:
-                shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-                problems.append(f"{where}: prompt {prompt!r} uses {{caption}} but no caption was found for {shown}")
+        missing = [ref.key for ref in grid.sources if ref.caption is None] if "caption" in fields else []
+        if missing:
+            problems.append(
+                f"{where}: prompt '{printable(prompt)}' uses {{caption}} but no caption was found for {_few(missing)}"
+            )
+        elif fields:
+            _check_final_prompts(prompt, grid.sources, where, problems)
+        elif problem := prompt_problem(prompt):
+            problems.append(f"{where}: prompt '{printable(prompt)}' {problem}")
+
+
+def _check_final_prompts(template: str, sources: tuple[SourceRef, ...], where: str, problems: list[str]) -> None:
+    """Limits hold for the prompt the model gets: a long or odd caption makes a bad prompt of a good template."""
+    bad = [(ref, problem) for ref in sources if (problem := prompt_problem(render_prompt(template, ref)))]
+    if bad:
+        ref, problem = bad[0]
+        more = f" (and {len(bad) - 1} more source(s))" if len(bad) > 1 else ""
+        problems.append(
+            f"{where}: prompt '{printable(template)}' for source '{printable(ref.key, limit=1000)}' {problem} "
+            f"once {{caption}} and {{stem}} are filled in{more}"
+        )
+
+
+def _few(values: list[str]) -> str:
+    shown = ", ".join(printable(value, limit=1000) for value in values[:3])
+    return shown + (f" and {len(values) - 3} more" if len(values) > 3 else "")
 
 
 def denoising_steps(steps: int, strength: float) -> int:
@@ -283,26 +337,6 @@ def denoising_steps(steps: int, strength: float) -> int:
     init_timestep = min(steps * strength, steps)
     t_start = int(max(steps - init_timestep, 0))
     return steps - t_start
-
-
-def template_fields(template: str) -> set[str]:
-    """Placeholders a prompt uses; only {caption} and {stem}, without format specs ('{{' is a literal brace)."""
-    fields = set()
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ValueError(f"malformed placeholder ({exc}); write '{{{{' for a literal brace") from None
-    for _, field, spec, conversion in parsed:
-        if field is None:
-            continue
-        if field not in TEMPLATE_FIELDS or spec or conversion:
-            raise ValueError(f"unknown placeholder {{{field}}}: allowed are {{caption}} and {{stem}}")
-        fields.add(field)
-    return fields
-
-
-def render_prompt(template: str, ref: SourceRef) -> str:
-    return template.format_map({"caption": ref.caption or "", "stem": ref.stem})
 
 
 def _load_csv(path: Path) -> Manifest:

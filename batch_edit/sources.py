@@ -7,6 +7,7 @@ per item (`SourceError`, whose text goes straight into the item's record), so on
 from __future__ import annotations
 
 import glob
+import itertools
 import math
 import os
 import re
@@ -19,7 +20,8 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .fetch import FetchError, FetchOptions, fetch_url
+from .fetch import FetchError, FetchOptions, fetch_url, human_bytes
+from .local_files import NotRegularFile, TooLarge, decode_text, read_capped, recursive_glob, walk_files
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 RESIZE_MODES = ("center-crop", "pad", "stretch", "fit")
@@ -29,6 +31,7 @@ MIN_SIDE, MAX_SIDE, SIDE_STEP = 16, 4096, 16
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _GLOB_CHARS = frozenset("*?[")
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+MAX_CAPTION_BYTES = 1024 * 1024  # far above any prompt; a bigger .txt is not a caption
 
 
 class SourceSpecError(ValueError):
@@ -51,16 +54,21 @@ class SourceRef:
 # ---------------------------------------------------------------- specs -> refs
 
 
-def expand_source(spec: str, base_dir: Path, recursive: bool = False) -> list[SourceRef]:
-    """A URL, a folder, a glob or one file, as refs sorted by path string."""
+def expand_source(spec: str, base_dir: Path, recursive: bool = False, exclude: Path | None = None) -> list[SourceRef]:
+    """A URL, a folder, a glob or one file, as refs sorted by path string.
+
+    `exclude` (the run's output root) is never walked into by a folder or glob, so a run cannot feed on its
+    own results; a folder or glob that starts inside it (edit an earlier job's results) is read as given."""
     if _SCHEME.match(spec):
         return [source_ref(spec, base_dir)]
     path = _local_path(spec, base_dir)
     if path.is_dir():
-        return _refs_or_error(spec, _folder_images(path, recursive))
+        outside = _Outside(exclude, path)
+        return _refs_or_error(spec, outside.keep(_folder_images(path, recursive, outside.is_excluded)))
     # A literal name like "shot [1].jpg" that exists wins over reading it as a glob.
     if _GLOB_CHARS & set(spec) and not path.exists():
-        return _refs_or_error(spec, _glob_images(spec, base_dir, recursive))
+        outside = _Outside(exclude, _glob_root(spec, base_dir))
+        return _refs_or_error(spec, outside.keep(_glob_images(spec, base_dir, recursive, outside.is_excluded)))
     # A missing file is kept: loading it later records "file not found" against that one item.
     return [source_ref(spec, base_dir)]
 
@@ -102,13 +110,24 @@ def _file_ref(path: Path) -> SourceRef:
 
 
 def _caption(path: Path) -> str | None:
-    """Text of the same-stem .txt beside the image; an empty one counts as absent so {caption} checks catch it."""
+    """Text of the same-stem .txt beside the image; an empty one counts as absent so {caption} checks catch it.
+
+    A .txt that is a FIFO, a device or a socket, or larger than MAX_CAPTION_BYTES, refuses the manifest: it
+    is never what the user meant as a caption, and reading it could block or never end."""
     txt = path.with_suffix(".txt")
     if txt == path:
         return None
     try:
-        text = txt.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:  # absent, unreadable or a folder: no caption
+        text = decode_text(read_capped(txt, MAX_CAPTION_BYTES), errors="replace").strip()
+    except NotRegularFile as exc:
+        if exc.kind == "folder":
+            return None
+        raise SourceSpecError(f"caption {txt.as_posix()!r} is {exc}: remove it or make it a plain text file") from None
+    except TooLarge:
+        raise SourceSpecError(
+            f"caption {txt.as_posix()!r} is larger than {human_bytes(MAX_CAPTION_BYTES)} (the caption limit)"
+        ) from None
+    except OSError:  # absent or unreadable: no caption
         return None
     return text or None
 
@@ -117,23 +136,55 @@ def _is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _folder_images(folder: Path, recursive: bool) -> list[Path]:
-    candidates = folder.rglob("*") if recursive else folder.iterdir()
-    found = []
-    for path in candidates:
-        hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
-        if not hidden and _is_image_name(path) and path.is_file():
-            found.append(path)
-    return found
+def _folder_images(folder: Path, recursive: bool, skip) -> list[Path]:
+    # Hidden files and folders are skipped; linked folders are followed, each folder entered once.
+    return [p for p in walk_files(folder, recursive, skip=skip) if _is_image_name(p) and p.is_file()]
 
 
-def _glob_images(spec: str, base_dir: Path, recursive: bool) -> list[Path]:
+def _glob_images(spec: str, base_dir: Path, recursive: bool, skip) -> list[Path]:
     # root_dir, not base_dir/spec: brackets or stars in the manifest's own folder name must stay literal.
     # glob itself skips dot-names unless the pattern spells the dot out (then the user asked for them).
     root = Path(os.path.abspath(Path(base_dir).expanduser()))
-    matches = glob.glob(os.path.expanduser(spec), root_dir=root, recursive=recursive)
+    pattern = os.path.expanduser(spec)
+    if recursive and "**" in pattern:  # glob.glob would follow folder links round a loop, and never end
+        matches = recursive_glob(pattern, root, skip=skip)
+    else:  # one folder level per pattern part: a link loop cannot make this unbounded
+        matches = glob.glob(pattern, root_dir=root)
     paths = [Path(os.path.abspath(root / m)) for m in matches]  # an absolute m replaces root in the join
     return [p for p in paths if _is_image_name(p) and p.is_file()]
+
+
+def _glob_root(spec: str, base_dir: Path) -> Path:
+    """The folder a glob starts from: its literal leading folders."""
+    parts = Path(os.path.expanduser(spec)).parts
+    literal = list(itertools.takewhile(lambda part: not _GLOB_CHARS & set(part), parts[:-1]))
+    return Path(os.path.abspath(Path(base_dir).expanduser().joinpath(*literal)))
+
+
+class _Outside:
+    """Which walked paths lie inside the excluded folder (the output root), by resolved path.
+
+    Nothing is excluded when the walk itself starts inside that folder: it was named on purpose."""
+
+    def __init__(self, exclude: Path | None, top: Path):
+        self.excluded = os.path.realpath(exclude) if exclude is not None else None
+        if self.excluded is not None and _within(os.path.realpath(top), self.excluded):
+            self.excluded = None
+        self._parents: dict[Path, bool] = {}
+
+    def is_excluded(self, folder: Path) -> bool:
+        return self.excluded is not None and _within(os.path.realpath(folder), self.excluded)
+
+    def keep(self, paths: list[Path]) -> list[Path]:
+        if self.excluded is None:
+            return paths
+        for parent in {path.parent for path in paths} - self._parents.keys():
+            self._parents[parent] = self.is_excluded(parent)
+        return [path for path in paths if not self._parents[path.parent]]
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _refs_or_error(spec: str, paths: list[Path]) -> list[SourceRef]:
@@ -148,17 +199,20 @@ def _refs_or_error(spec: str, paths: list[Path]) -> list[SourceRef]:
 
 def load_image(ref: SourceRef, fetch: FetchOptions = FetchOptions()) -> Image.Image:
     """A fully loaded RGB image, or SourceError with a readable reason."""
-    data = _download(ref.key, fetch) if ref.is_url else _read_file(Path(ref.key))
+    data = _download(ref.key, fetch) if ref.is_url else _read_file(Path(ref.key), fetch.max_bytes)
     return decode_image(data)
 
 
-def _read_file(path: Path) -> bytes:
-    if not path.exists():
-        raise SourceError(f"file not found: {path.as_posix()}")
-    if path.is_dir():
-        raise SourceError("is a folder")
+def _read_file(path: Path, max_bytes: int) -> bytes:
+    """A local source's bytes under the same cap as a download (--max-download-mb), counted while reading."""
     try:
-        data = path.read_bytes()
+        data = read_capped(path, max_bytes)
+    except FileNotFoundError:
+        raise SourceError(f"file not found: {path.as_posix()}") from None
+    except NotRegularFile as exc:
+        raise SourceError("is a folder" if exc.kind == "folder" else str(exc)) from None
+    except TooLarge:
+        raise SourceError(f"larger than {human_bytes(max_bytes)}") from None
     except OSError as exc:
         raise SourceError(f"could not read file: {exc.strerror or exc}") from exc
     if not data:

@@ -1,4 +1,5 @@
-"""Reading user-written YAML safely and turning pydantic errors into messages that name the field."""
+"""Reading user-written YAML safely, echoing user text safely, and turning pydantic errors into messages
+that name the field."""
 
 from __future__ import annotations
 
@@ -8,51 +9,111 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from .local_files import NotRegularFile, TooLarge, decode_text, read_capped
+
 MAX_FILE_BYTES = 20 * 1024 * 1024
 # Aliases can make a small YAML file stand for an exponentially large tree; count nodes as they would expand.
 MAX_YAML_NODES = 1_000_000
+# Manifests and configs nest a few levels; deeper input would only exhaust the parser's recursion.
+MAX_YAML_DEPTH = 100
+ECHO_CHARS = 80  # user text quoted in a message or in `plan` output is cut after this many characters
+
+
+def printable(value: object, limit: int = ECHO_CHARS) -> str:
+    """User text made safe to print: control and other invisible characters escaped (ESC as \\x1b, so no
+    terminal sequence gets through), and text longer than `limit` cut, saying how long it was."""
+    text = str(value)
+    cut = text if len(text) <= limit else text[:limit]
+    escaped = "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in cut)
+    return escaped if cut is text else f"{escaped}… ({len(text):,} characters)"
+
+
+def shown_path(path: object) -> str:
+    """A path for a message: escaped like any user text, but long paths kept whole enough to find."""
+    return printable(path, limit=1000)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load's loader (no tags that run code) that also refuses duplicate keys and deep nesting."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        # The composer recurses once per level: stop long before Python's recursion limit does.
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_mapping_node(self, anchor):
+        # Checked on the composed keys, before merges (`<<: *defaults` then overrides) are flattened in.
+        node = super().compose_mapping_node(anchor)
+        first_line: dict[tuple[str, str], int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = (key_node.tag, key_node.value)
+            if key in first_line:
+                problem = f"duplicate key '{printable(key_node.value)}' (first on line {first_line[key] + 1})"
+                raise yaml.composer.ComposerError(None, None, problem, key_node.start_mark)
+            first_line[key] = key_node.start_mark.line
+        return node
 
 
 def read_yaml_file(path: Path, error: type[Exception]):
-    """safe_load a file (no tags that run code), with size and alias-expansion limits."""
+    """Load a YAML file safely (no tags that run code), with size, nesting, duplicate-key and alias-expansion
+    limits."""
     text = read_text_file(path, error)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else f"{path}"
+        where = f"{shown_path(path)}:{mark.line + 1}" if mark else f"{shown_path(path)}"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise error(f"{where}: not valid YAML: {problem}") from None
-    if _count_nodes(data) > MAX_YAML_NODES:
-        raise error(f"{path}: refused: its aliases expand to more than {MAX_YAML_NODES:,} values")
+    nodes, depth = _measure(data)
+    if nodes > MAX_YAML_NODES:
+        raise error(f"{shown_path(path)}: refused: its aliases expand to more than {MAX_YAML_NODES:,} values")
+    if depth > MAX_YAML_DEPTH:
+        raise error(f"{shown_path(path)}: refused: its aliases nest deeper than {MAX_YAML_DEPTH} levels")
     return data
 
 
 def read_text_file(path: Path, error: type[Exception]) -> str:
+    """A manifest or config as text: a regular file (symlinks followed) of at most MAX_FILE_BYTES, counted
+    while reading, so a link to /dev/zero or a FIFO is refused instead of read forever."""
+    where = shown_path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise error(f"{path}: {size:,} bytes is larger than the {MAX_FILE_BYTES:,}-byte limit")
-        return path.read_text(encoding="utf-8")
+        return decode_text(read_capped(path, MAX_FILE_BYTES))
     except FileNotFoundError:
-        raise error(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise error(f"{path}: is a folder, not a file") from None
+        raise error(f"{where}: file not found") from None
+    except NotRegularFile as exc:
+        raise error(f"{where}: is a folder, not a file" if exc.kind == "folder" else f"{where}: {exc}") from None
+    except TooLarge:
+        raise error(f"{where}: larger than the {MAX_FILE_BYTES:,}-byte limit") from None
+    except OSError as exc:
+        raise error(f"{where}: could not read: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
-        raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise error(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
-def _count_nodes(data, limit: int = MAX_YAML_NODES) -> int:
-    count, stack = 0, [data]
-    while stack and count <= limit:
-        node = stack.pop()
-        count += 1
+def _measure(data) -> tuple[int, int]:
+    """(nodes, depth) as aliases expand them, without recursion; stops counting past either limit."""
+    count, deepest, stack = 0, 0, [(data, 1)]
+    while stack and count <= MAX_YAML_NODES and deepest <= MAX_YAML_DEPTH:
+        node, depth = stack.pop()
+        count, deepest = count + 1, max(deepest, depth)
         if isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
+            stack.extend((child, depth + 1) for child in (*node.keys(), *node.values()))
         elif isinstance(node, list):
-            stack.extend(node)
-    return count
+            stack.extend((child, depth + 1) for child in node)
+    return count, deepest
 
 
 def describe_validation_error(exc: ValidationError, where: str, model: type[BaseModel] | None = None) -> list[str]:
@@ -62,10 +123,10 @@ def describe_validation_error(exc: ValidationError, where: str, model: type[Base
         loc = [str(part) for part in err["loc"]]
         field = _field_path(err["loc"])
         if err["type"] == "extra_forbidden":
-            lines.append(f"{where}: unknown key '{loc[-1]}'{_suggestion(loc[-1], model, err['loc'])}")
+            lines.append(f"{where}: unknown key '{printable(loc[-1])}'{_suggestion(loc[-1], model, err['loc'])}")
             continue
         got = err.get("input")
-        shown = f" (got {got!r})" if not isinstance(got, (dict, list)) else ""
+        shown = f" (got {printable(repr(got))})" if not isinstance(got, (dict, list)) else ""
         lines.append(f"{where}: field '{field}': {_message(err)}{shown}")
     return lines
 

@@ -91,9 +91,9 @@ def test_22_sources_7_edited_15_explained(tmp_path, tiny_config, server):
     started = time.monotonic()
     result = batch_edit(
         "run", "hostile.csv", "--pipeline", str(tiny_config), "--output-root", "out",
-        "--allow-private-urls", "--fetch-timeout", "2", "--max-download-mb", "0.01",
+        "--allow-private-urls", "--fetch-timeout", "2", "--max-download-mb", "0.018",
         cwd=tmp_path,
-    )  # fmt: skip
+    )  # fmt: skip  (0.018 MB: above the local files, which the cap covers too, below /big's 20,000 bytes)
     elapsed = time.monotonic() - started
     assert result.returncode == 1, result.stderr
     assert elapsed < 90, "a source hung past the fetch timeout"

@@ -1,0 +1,44 @@
+"""Prompt templates: the {caption} and {stem} placeholders, rendering, and the limits on a final prompt."""
+
+from __future__ import annotations
+
+import re
+import string
+
+from .sources import SourceRef
+from .validation import printable
+
+TEMPLATE_FIELDS = ("caption", "stem")
+MAX_PROMPT_CHARS = 4000  # checked on the final prompt, once {caption} and {stem} are filled in
+# Control characters other than tab and newline (CR included: line ends are normalised when files are read).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def template_fields(template: str) -> set[str]:
+    """Placeholders a prompt uses; only {caption} and {stem}, without format specs ('{{' is a literal brace)."""
+    fields = set()
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"malformed placeholder ({exc}); write '{{{{' for a literal brace") from None
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if field not in TEMPLATE_FIELDS or spec or conversion:
+            raise ValueError(f"unknown placeholder {{{printable(field)}}}: allowed are {{caption}} and {{stem}}")
+        fields.add(field)
+    return fields
+
+
+def render_prompt(template: str, ref: SourceRef) -> str:
+    return template.format_map({"caption": ref.caption or "", "stem": ref.stem})
+
+
+def prompt_problem(prompt: str) -> str | None:
+    """Why a final prompt is refused (too long, or a control character other than tab and newline), or None."""
+    if len(prompt) > MAX_PROMPT_CHARS:
+        return f"is {len(prompt):,} characters long; the limit is {MAX_PROMPT_CHARS:,}"
+    control = _CONTROL.search(prompt)
+    if control:
+        return f"contains the control character {printable(control.group())} at character {control.start() + 1}"
+    return None
