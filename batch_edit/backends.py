@@ -118,7 +118,7 @@ def _quantize_with_torchao(pipe, quant: QuantizationConfig, device: str, torch) 
     except ImportError:
         raise PipelineLoadError("the torchao backend needs torchao: pip install torchao") from None
     kind = quant.torchao_type
-    fp8_ok = device != "cpu" and torch.cuda.get_device_capability(device) >= (8, 9)
+    fp8_ok = fp8_capable(device)
     if kind == "auto":
         kind = "float8_dynamic_row" if fp8_ok else "int8_weight_only"
     if kind == "float8_dynamic_row" and not fp8_ok:
@@ -135,6 +135,19 @@ def _quantize_with_torchao(pipe, quant: QuantizationConfig, device: str, torch) 
     # device=: each layer moves to the device just before it is quantized, so bf16 weights never all fit there
     quantize_(pipe.transformer, recipe, device=device)
     return quant.model_copy(update={"torchao_type": kind})
+
+
+def fp8_capable(device: str) -> bool:
+    """Whether `device` runs torchao's fp8 recipe (compute capability 8.9 or newer): asks the device, loads no
+    weights, so ids can name the resolved recipe before anything runs. PipelineLoadError if it is not there."""
+    if device == "cpu":
+        return False
+    import torch
+
+    from .engine import check_device
+
+    check_device(device, torch)
+    return torch.cuda.get_device_capability(device) >= (8, 9)
 
 
 def _compile_transformer(pipe, config: PipelineConfig) -> None:

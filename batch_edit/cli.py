@@ -20,10 +20,11 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from . import __version__
-from .errors import BatchEditError, ConfigError, ManifestError, OutputError
+from .errors import BatchEditError, ConfigError, ManifestError, OutputError, OutputRefusedError, PipelineLoadError
 from .manifest import DEFAULT_OUTPUT_ROOT, JobSpec, Manifest, load_manifests
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import JobPlan, grid_axes, plan_jobs
+from .source_identity import identify_sources, recorded_hashes
 from .sources import FetchOptions
 from .validation import describe_validation_error, printable
 
@@ -173,13 +174,49 @@ def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _prepare(args) -> tuple[PipelineConfig, Path, list[JobPlan], list[JobSpec]]:
+def _prepare(
+    args, for_run: bool, read: dict | None = None
+) -> tuple[PipelineConfig, Path, list[JobPlan], list[JobSpec]]:
+    """The planning step `plan` and `run` share: the config with its `auto` choices resolved for this device,
+    each local source identified by its content, then the plans (ids, seeds, names). `read`, if given, gets
+    each job's (JobOutput, records) as read here."""
     manifests = load_manifests(args.manifests, output_root=args.output_root)  # kept out of folder sources
     config = load_pipeline_config(args.pipeline or _one_setting(manifests, "pipeline"))
     output_root = args.output_root or _one_setting(manifests, "output_root") or DEFAULT_OUTPUT_ROOT
     jobs = [job for manifest in manifests for job in manifest.jobs]
-    config = _with_job_loras(config, jobs)
+    config = _resolve_device_choices(_with_job_loras(config, jobs), for_run)
+    jobs = identify_sources(jobs, _recorded_hashes(output_root, jobs, {} if read is None else read))
     return config, output_root, plan_jobs(jobs, config.identity()), jobs
+
+
+def _resolve_device_choices(config: PipelineConfig, for_run: bool) -> PipelineConfig:
+    if not config.has_device_choices:
+        return config
+    from .backends import fp8_capable
+
+    try:
+        return config.with_device_choices(fp8_capable(config.device))
+    except PipelineLoadError as exc:
+        if for_run:
+            raise
+        print(f"note: {exc}\n  (torchao_type auto stays unresolved: items done on a GPU are not counted)")
+        return config
+
+
+def _recorded_hashes(output_root: Path, jobs: list[JobSpec], read: dict) -> dict:
+    """Source content hashes that earlier runs recorded in these jobs' folders (read before anything runs)."""
+    from .outputs import JobOutput
+
+    known: dict = {}
+    try:
+        for job in jobs:
+            output = JobOutput(output_root, job.name)
+            output.check()
+            read[job.name] = (output, output.read_records())
+            known.update(recorded_hashes(read[job.name][1].values()))
+    except OutputError as exc:
+        raise OutputRefusedError(str(exc)) from exc
+    return known
 
 
 def _with_job_loras(config: PipelineConfig, jobs: list[JobSpec]) -> PipelineConfig:
@@ -213,18 +250,18 @@ def _one_setting(manifests: list[Manifest], name: str) -> Path | None:
 
 
 def _plan(args) -> int:
-    from .outputs import JobOutput
     from .progress import format_duration
 
-    config, output_root, plans, jobs = _prepare(args)
+    read: dict = {}
+    config, output_root, plans, jobs = _prepare(args, for_run=False, read=read)
     print(f"pipeline: {config.model} ({config.quantization.describe()}, {config.dtype}, {config.device})")
     for plan, job in zip(plans, jobs):
-        output = JobOutput(output_root, plan.name)
-        records = output.read_records()
+        output, records = read[plan.name]
         done = output.finished_ids(plan.items, records)
         rejected = output.rejected_ids(records) & {item.item_id for item in plan.items}
         extra = f", {plan.duplicates} duplicate(s) merged" if plan.duplicates else ""
         extra += f", {len(rejected)} rejected (skipped; --overwrite remakes them)" if rejected else ""
+        extra += f", {output.invalid_lines} invalid record line(s) ignored" if output.invalid_lines else ""
         print(f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {output.folder}")
         for axis, values in grid_axes(job).items():
             texts = [printable(json.dumps(v, ensure_ascii=False) if axis == "prompts" else v) for v in values[:8]]
@@ -246,7 +283,8 @@ def _run(args) -> int:
     from .engine import Engine
     from .runner import RunOptions, run
 
-    config, output_root, plans, _ = _prepare(args)
+    _raise_open_file_limit()
+    config, output_root, plans, _ = _prepare(args, for_run=True)
     fetch = FetchOptions(
         timeout_s=args.fetch_timeout,
         max_bytes=int(args.max_download_mb * 1024 * 1024),
@@ -275,6 +313,21 @@ def _run(args) -> int:
     return EXIT_ITEMS_FAILED if result.failed else EXIT_OK
 
 
+def _raise_open_file_limit() -> None:
+    """A run holds each job folder's lock from start to end: thousands of jobs need more than the usual soft
+    limit of 1024 open files. The hard limit is the user's to set; the soft one may rise to it."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # some systems cap it below an "unlimited" hard limit
+            pass
+
+
 def _reproduce(args) -> int:
     from .engine import Engine
     from .reproduce import reproduce
@@ -296,7 +349,7 @@ def _reproduce(args) -> int:
 def _prune(args) -> int:
     from .prune import prune_job
 
-    _, output_root, plans, _ = _prepare(args)  # the same ids as `plan` and `run`
+    _, output_root, plans, _ = _prepare(args, for_run=True)  # the same ids as `run`, or refused
     for plan in plans:
         result = prune_job(plan, output_root, dry_run=args.dry_run, reject_missing=args.rejected)
         for line in result.listing:

@@ -35,7 +35,7 @@ class Engine:
         """The refusals that need no weights (no GPU, no model folder or LoRA file), before a run writes anything."""
         import torch
 
-        _check_device(config.device, torch)
+        check_device(config.device, torch)
         if config.is_local_model and not Path(config.model).is_dir():
             raise PipelineLoadError(f"model folder not found: {config.model}")
         for lora in config.loras:
@@ -132,7 +132,7 @@ class Engine:
         return torch.cat([e for e, _ in chosen]).to(device), torch.cat([p for _, p in chosen]).to(device)
 
 
-def _check_device(device: str, torch) -> None:
+def check_device(device: str, torch) -> None:
     if not device.startswith("cuda"):
         return
     if not torch.cuda.is_available():

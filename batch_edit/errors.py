@@ -27,6 +27,14 @@ class OutputError(BatchEditError):
     """The output folder cannot be written; the run stops with its records intact."""
 
 
+class UnsafeOutputError(OutputError):
+    """A link, or something other than a regular file or folder, where the job folder's own files go."""
+
+
+class OutputRefusedError(BatchEditError):
+    """The output folder cannot be used, found before anything ran (nothing was written)."""
+
+
 class OutputBusyError(BatchEditError):
     """Another run holds the job folder's lock."""
 

@@ -1,9 +1,10 @@
 """The only module that writes under the output root.
 
 Per job folder: the images and their caption files (written to a temporary name, then renamed into place),
-moves into `.batch-edit/pruned/` (nothing is deleted), an append-only
-record of every finished or failed item (`.batch-edit/records.jsonl`, flushed per item), and
-`metadata.csv` / `failures.csv`, rebuilt from the records atomically.
+moves into `.batch-edit/pruned/` (nothing is deleted), an append-only record of every finished or failed item
+(`.batch-edit/records.jsonl`, flushed per item), the pipeline configs the records name
+(`.batch-edit/pipelines/<hash>.yaml`), `metadata.csv` / `failures.csv`, rebuilt from the records atomically, and
+the contact sheets. Every file is opened through `job_files`: no link is followed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import threading
 import time
 from pathlib import Path
@@ -21,21 +23,24 @@ from typing import BinaryIO, Callable
 from filelock import FileLock, Timeout
 from PIL import Image
 
-from . import __version__
+from . import job_files
 from .errors import OutputBusyError, OutputError
 from .formats import caption_name, save_image
+from .infotext import a1111_parameters
 from .plan import WorkItem
+from .records import SOURCES_DIR, STATE_DIR, JobRecords, supersede_key
+from .sheets import write_contact_sheets
 
-STATE_DIR = ".batch-edit"
 PRUNED_DIR = f"{STATE_DIR}/pruned"
-SOURCES_DIR = "sources"
+PIPELINES_DIR = "pipelines"  # .batch-edit/pipelines/<hash>.yaml: each pipeline config records were made with
+SHEETS_STAMP = "sheets"  # .batch-edit/sheets: touched once every contact sheet of the current metadata.csv is written
 # Not `source_file_name`: imagefolder would name that image column `source`, which the source path already is.
 SOURCE_IMAGE_COLUMN = "source_image_file_name"
 ITEM_COLUMNS = [
     "item_id", "job", "source", "prompt", "seed", "seed_derived", "strength", "num_inference_steps",
     "guidance_scale", "width", "height", "requested_width", "requested_height", "resize",
 ]  # fmt: skip
-PIPELINE_COLUMNS = ["model", "revision", "dtype", "quantization", "loras", "device"]
+PIPELINE_COLUMNS = ["model", "revision", "dtype", "quantization", "loras", "device", "pipeline_config"]
 METADATA_COLUMNS = ["file_name", *ITEM_COLUMNS, *PIPELINE_COLUMNS, "batch_size", "seconds", "finished_at"]
 FAILURE_COLUMNS = [*ITEM_COLUMNS, "stage", "error_type", "error", "failed_at"]
 
@@ -46,6 +51,8 @@ def item_fields(item: WorkItem, size: tuple[int, int] | None = None) -> dict:
         "item_id": item.item_id,
         "job": item.job,
         "source": item.source.key,
+        "source_stat": item.source.stat,
+        "source_sha256": item.source.fingerprint if len(item.source.fingerprint) == 64 else "",
         "prompt": item.prompt,
         "seed": item.seed,
         "seed_derived": item.seed_derived,
@@ -60,165 +67,122 @@ def item_fields(item: WorkItem, size: tuple[int, int] | None = None) -> dict:
     }
 
 
-def a1111_parameters(row: dict) -> str:
-    """The `parameters` text read by the tools people already use (WebUI PNG Info, ComfyUI loaders, sd-parsers...);
-    formats.save_image puts it where each format keeps it, beside the full record as JSON."""
-    fields = {
-        "Steps": row["num_inference_steps"],
-        "Sampler": "Euler",  # FLUX's flow-matching Euler scheduler
-        "CFG scale": row["guidance_scale"],
-        "Seed": row["seed"],
-        "Size": f"{row['width']}x{row['height']}",
-        "Model": row.get("model", ""),
-        "Denoising strength": row["strength"],
-        "Source": row["source"],
-        "Resize": row["resize"],
-        "Quantization": row.get("quantization", ""),
-        "Item id": row["item_id"],
-        "Version": f"batch-edit {__version__}",
-    }
-    settings = ", ".join(f"{key}: {_a1111_quote(str(value))}" for key, value in fields.items())
-    loras = f" {row['loras']}" if row.get("loras") else ""  # the WebUI writes LoRAs as <lora:name:scale> in the prompt
-    return f"{row['prompt']}{loras}\n{settings}"
-
-
-def _a1111_quote(text: str) -> str:
-    """As the WebUI writes infotext: values with ',', ':' or a newline become JSON strings."""
-    return json.dumps(text, ensure_ascii=False) if any(c in text for c in ",:\n") else text
-
-
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-class JobOutput:
+class JobOutput(JobRecords):
+    """One job folder. A run `lock()`s it before the pipeline loads (refusing early if another run holds it),
+    `start()`s it when the job begins (its pipeline config written, the record opened) and `finish()`es it when
+    the job ends, so a run of thousands of jobs holds one open record at a time."""
+
     def __init__(self, root: Path, job: str):
-        self.folder = (root / job).resolve()
-        if not job or self.folder.parent != root.resolve():
-            raise OutputError(f"job name {job!r} would write outside the output root {root}")
-        self.state = self.folder / STATE_DIR
-        self.records_path = self.state / "records.jsonl"
+        super().__init__(root, job)
         self._records = None
         self._lock: FileLock | None = None
         self._created: list[Path] = []
         self._append_lock = threading.Lock()  # the writer thread appends successes, the main thread failures
 
-    # --- reading -------------------------------------------------------------------------------------------
-    def read_records(self) -> dict[str, dict]:
-        """The latest record per item id, in first-seen order. A line cut short by a crash is ignored."""
-        latest: dict[str, dict] = {}
-        try:
-            with self.records_path.open("rb") as handle:
-                for line in handle:
-                    try:
-                        record = json.loads(line.decode("utf-8"))
-                    except (UnicodeDecodeError, json.JSONDecodeError):
-                        continue  # cut short mid-character or mid-line by a crash
-                    latest[record["item_id"]] = record
-        except FileNotFoundError:
-            pass
-        return latest
-
-    def recorded_files(self) -> set[str]:
-        """Every file name a success record ever gave, superseded ones included (a format change leaves some)."""
-        names = set()
-        try:
-            with self.records_path.open("rb") as handle:
-                for line in handle:
-                    try:
-                        record = json.loads(line.decode("utf-8"))
-                    except (UnicodeDecodeError, json.JSONDecodeError):
-                        continue  # cut short by a crash
-                    if record["status"] == "ok":
-                        names.add(record["file_name"])
-        except FileNotFoundError:
-            pass
-        return names
-
-    def done_ids(self, records: dict[str, dict] | None = None) -> set[str]:
-        """Items with a success record whose image is still there, whole (same size as when written)."""
-        records = self.read_records() if records is None else records
-        return {item_id for item_id, record in records.items() if self._intact(record)}
-
-    def mean_seconds(self, identity: dict, records: dict[str, dict] | None = None) -> float | None:
-        """Seconds per image that earlier runs with this pipeline identity took here (None: no such run)."""
-        records = self.read_records() if records is None else records
-        seconds = [
-            record["seconds"]
-            for record in records.values()
-            if record["status"] == "ok" and all(record.get(key) == value for key, value in identity.items())
-        ]
-        return sum(seconds) / len(seconds) if seconds else None
-
-    def finished_ids(self, items, records: dict[str, dict] | None = None) -> set[str]:
-        """Items done as planned: an intact result under the item's planned file name (one written in another
-        format, before the job's `format` changed, is not: the item is made again in the new format)."""
-        records = self.read_records() if records is None else records
-        done = self.done_ids(records)
-        return {i.item_id for i in items if i.item_id in done and records[i.item_id]["file_name"] == i.output_name}
-
-    def rejected_ids(self, records: dict[str, dict] | None = None) -> set[str]:
-        """Items whose deleted result `prune --rejected` recorded as unwanted: runs skip them unless overwriting."""
-        records = self.read_records() if records is None else records
-        return {item_id for item_id, record in records.items() if record["status"] == "rejected"}
-
-    def _intact(self, record: dict) -> bool:
-        if record["status"] != "ok":
-            return False
-        try:  # os.stat on a joined string: a Path object per record costs more than the stat on 100k items
-            return os.stat(os.path.join(self.folder, record["file_name"])).st_size == record.get("bytes")
-        except OSError:
-            return False
+    def check(self) -> None:
+        """Refuse (UnsafeOutputError) a link or an odd file where this folder's own files go."""
+        if not self.folder.is_dir():
+            return
+        for folder in (self.state, self.state / PIPELINES_DIR, self.folder / PRUNED_DIR, self.folder / SOURCES_DIR):
+            job_files.refuse_unsafe(folder, folder=True)
+        names = ["records.jsonl", "pipeline.yaml", "owner", "lock", SHEETS_STAMP]
+        files = [self.folder / "metadata.csv", self.folder / "failures.csv", *(self.state / n for n in names)]
+        sheets, configs = self.folder.glob("contact-sheet-*.png"), (self.state / PIPELINES_DIR).glob("*.yaml")
+        for path in [*files, *sheets, *configs]:
+            job_files.refuse_unsafe(path)
 
     # --- writing -------------------------------------------------------------------------------------------
-    def open(self, pipeline_yaml: str | None) -> None:
-        """Lock the job folder, clean what a crash left, and get the record ready for appending (None: keep the
-        recorded pipeline config, for changes that render nothing, such as pruning)."""
-        self._created = [path for path in (self.folder.parent, self.folder) if not path.exists()]
+    def open(self, pipeline_yaml: str | None, pipeline_hash: str | None = None) -> None:
+        """lock() then start(): the whole job folder ready for writing at once (pipeline_yaml None: no config to
+        keep, for changes that render nothing, such as pruning)."""
+        self.lock()
+        self.start(pipeline_yaml, pipeline_hash or hashlib.sha256((pipeline_yaml or "").encode()).hexdigest()[:16])
+
+    def lock(self) -> None:
+        """Create the folder if needed, lock it and clean what a crash left; nothing else is written yet."""
         try:
-            self.state.mkdir(parents=True, exist_ok=True)
+            self.check()
+            for folder in (self.folder.parent, self.folder, self.state):
+                if not folder.exists():
+                    folder.mkdir(parents=True, exist_ok=True)
+                    self._created.append(folder)
+            job_files.refuse_unsafe(self.state, folder=True)  # checked again: it may have appeared meanwhile
             self._acquire_lock()
-            if pipeline_yaml is not None:
-                (self.state / "pipeline.yaml").write_text(pipeline_yaml, encoding="utf-8")
-            for stale in [*self.folder.glob(".*.tmp"), *self.folder.glob(f"{SOURCES_DIR}/.*.tmp")]:
-                stale.unlink()
-            self._records = self.records_path.open("ab", buffering=0)
-            if self._records.tell() and not _ends_with_newline(self.records_path):
-                self._records.write(b"\n")  # a crash cut the last line short: never glue a record onto it
+            job_files.sweep_temporaries(self.folder)
+            job_files.sweep_temporaries(self.folder / SOURCES_DIR)
         except OSError as exc:
             self.close()
             raise OutputError(f"cannot write to the output folder {self.folder}: {exc.strerror or exc}") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def start(self, pipeline_yaml: str | None, pipeline_hash: str) -> None:
+        """Keep the config this job's records are made with (once per config) and open the record."""
+        try:
+            if pipeline_yaml is not None:
+                self._keep_config(pipeline_yaml, pipeline_hash)
+            self._records = job_files.open_append(self.records_path)
+            if os.fstat(self._records.fileno()).st_size and not _ends_with_newline(self._records.fileno()):
+                self._records.write(b"\n")  # a crash cut the last line short: never glue a record onto it
+        except OSError as exc:
+            raise OutputError(f"cannot write to the output folder {self.folder}: {exc.strerror or exc}") from exc
+
+    def _keep_config(self, pipeline_yaml: str, pipeline_hash: str) -> None:
+        pipelines = self.state / PIPELINES_DIR
+        job_files.make_folder(pipelines)
+        config = pipelines / f"{pipeline_hash}.yaml"
+        job_files.refuse_unsafe(config)
+        if not config.exists():
+            job_files.write_whole(config, pipeline_yaml.encode("utf-8"))
 
     def _acquire_lock(self) -> None:
         lock = FileLock(self.state / "lock")
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            owner = (
-                (self.state / "owner").read_text(encoding="utf-8").strip() if (self.state / "owner").exists() else "?"
-            )
+            try:
+                owner = job_files.read_bytes(self.state / "owner").decode("utf-8", "replace").strip()[:20]
+            except OSError:
+                owner = "?"
             raise OutputBusyError(
                 f"another batch-edit run (pid {owner}) is writing to {self.folder}; "
                 "wait for it to finish, or give this run another --output-root"
             ) from None
         self._lock = lock
-        (self.state / "owner").write_text(str(os.getpid()), encoding="utf-8")
+        job_files.write_whole(self.state / "owner", str(os.getpid()).encode())
 
-    def close(self) -> None:
+    def finish(self) -> None:
+        """Close the record (the lock stays until close())."""
         if self._records is not None:
             self._records.close()
             self._records = None
+
+    def close(self) -> None:
+        self.finish()
         if self._lock is not None:
             self._lock.release()
             self._lock = None
 
     def discard_if_unused(self) -> None:
-        """Remove a folder this run created but never wrote an item to (the pipeline failed to load)."""
+        """Remove what this run created but never wrote an item to (the pipeline failed to load): a new job
+        folder, or the `.batch-edit/` this run added to an existing one."""
         self.close()
-        if self.folder in self._created and not self.records_path.stat().st_size:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            if self.folder.parent in self._created and not any(self.folder.parent.iterdir()):
-                self.folder.parent.rmdir()
+        try:
+            unused = not os.lstat(self.records_path).st_size
+        except FileNotFoundError:
+            unused = True
+        if not unused:
+            return
+        for folder in reversed(self._created):
+            if folder in (self.folder, self.state):
+                shutil.rmtree(folder, ignore_errors=True)
+            elif folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
     def write_image(self, item: WorkItem, image: Image.Image, extra: dict, source: Image.Image | None = None) -> None:
         """Write the result (and, for before/after pairs, the fitted source it was made from), then record it."""
@@ -239,8 +203,12 @@ class JobOutput:
         """One file per distinct fitted source, shared by every item made from it (a sweep writes it once)."""
         key = json.dumps([item.source.key, item.source.fingerprint, source.size, item.resize])
         name = f"{SOURCES_DIR}/{item.output_name.rsplit('-', 1)[0]}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.png"
-        if not (self.folder / name).exists():
-            (self.folder / SOURCES_DIR).mkdir(exist_ok=True)
+        try:
+            job_files.make_folder(self.folder / SOURCES_DIR)
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.folder / SOURCES_DIR}: {exc.strerror or exc}") from exc
+        found = _lstat(self.folder / name)
+        if found is None or not stat.S_ISREG(found.st_mode):
             self._write_png(self.folder / name, source, None)
         return name
 
@@ -248,17 +216,17 @@ class JobOutput:
         return self._write_file(final, lambda handle: image.save(handle, format="PNG", pnginfo=info))
 
     def _write_file(self, final: Path, write: Callable[[BinaryIO], object]) -> int:
-        temporary = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        temporary = job_files.temporary_name(final)
         try:
-            with temporary.open("wb") as handle:
+            with job_files.open_new(temporary) as handle:
                 write(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
                 size = handle.tell()
-            os.replace(temporary, final)
+            os.replace(temporary, final)  # a link at `final` is replaced, its target never written
             _fsync_folder(final.parent)
         except OSError as exc:
-            temporary.unlink(missing_ok=True)
+            job_files.remove_file(temporary)
             raise OutputError(f"cannot write {final}: {exc.strerror or exc}") from exc
         return size
 
@@ -279,7 +247,7 @@ class JobOutput:
             number += 1
             target = pruned / f"{stem}~{number}{suffix}"
         try:
-            pruned.mkdir(parents=True, exist_ok=True)
+            job_files.make_folder(pruned)  # never a link: the moved files stay inside the job folder
             caption = self.folder / caption_name(file_name)
             if caption.is_file():
                 os.replace(caption, target.with_suffix(".txt"))
@@ -290,10 +258,10 @@ class JobOutput:
             raise OutputError(f"cannot move {image} to {pruned}: {exc.strerror or exc}") from exc
         return str(target.relative_to(self.folder))
 
-    def record_failure(self, item: WorkItem, stage: str, error: BaseException) -> None:
+    def record_failure(self, item: WorkItem, stage: str, error: BaseException, pipeline: dict | None = None) -> None:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        row = {**item_fields(item), "stage": stage, "error_type": type(error).__name__, "error": message}
-        self._append({"status": "failed", **row, "failed_at": _now()})
+        row = {**item_fields(item), **(pipeline or {}), "stage": stage, "error_type": type(error).__name__}
+        self._append({"status": "failed", **row, "error": message, "failed_at": _now()})
 
     def _append(self, record: dict) -> None:
         if self._records is None:
@@ -310,30 +278,59 @@ class JobOutput:
         except OSError as exc:
             raise OutputError(f"cannot append to {self.records_path}: {exc.strerror or exc}") from exc
 
-    def refresh_csvs(self) -> None:
-        """Rebuild the CSVs if the record is newer than them, unless another run holds the folder."""
-        metadata = self.folder / "metadata.csv"
-        try:
-            if metadata.stat().st_mtime_ns >= self.records_path.stat().st_mtime_ns:
-                return
-        except FileNotFoundError:
-            if not self.records_path.exists():
-                return
+    def refresh(self) -> None:
+        """Finish what an earlier run left (CSVs older than the record, contact sheets older than the CSVs, a
+        temporary file), unless another run holds the folder. Nothing here loads a model."""
+        metadata, stamp = _lstat(self.folder / "metadata.csv"), _lstat(self.state / SHEETS_STAMP)
+        records = _lstat(self.records_path)
+        if records is None:
+            return
+        csvs_stale = metadata is None or metadata.st_mtime_ns < records.st_mtime_ns
+        sheets_stale = csvs_stale or stamp is None or stamp.st_mtime_ns < metadata.st_mtime_ns
+        if not (csvs_stale or sheets_stale or self._temporaries_left()):
+            return
+        self.check()  # before the lock: its file must not be a link either
         lock = FileLock(self.state / "lock")
         try:
             lock.acquire(timeout=0)
         except Timeout:
             return
         try:
-            self.rebuild_csvs()
+            job_files.sweep_temporaries(self.folder)
+            if csvs_stale:
+                self.rebuild_csvs()
+            if sheets_stale:
+                self.write_sheets()
+        except OSError as exc:
+            raise OutputError(f"cannot write to the output folder {self.folder}: {exc.strerror or exc}") from exc
         finally:
             lock.release()
 
+    def _temporaries_left(self) -> bool:
+        with os.scandir(self.folder) as entries:
+            return any(entry.name.startswith(".") and entry.name.endswith(".tmp") for entry in entries)
+
+    def write_sheets(self) -> None:
+        """Contact sheets from metadata.csv, then the stamp that says they are complete (a run killed while
+        writing them leaves the stamp older than metadata.csv, so the next run writes them again)."""
+        write_contact_sheets(self.folder)
+        try:
+            job_files.write_whole(self.state / SHEETS_STAMP, b"")
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.state / SHEETS_STAMP}: {exc.strerror or exc}") from exc
+
     def rebuild_csvs(self) -> tuple[int, int]:
-        """Rewrite metadata.csv and failures.csv from the records; returns (images, failures)."""
-        records = self.read_records().values()
-        done = [r for r in records if self._intact(r)]
-        failed = [r for r in records if r["status"] == "failed"]
+        """Rewrite metadata.csv and failures.csv from the records; returns (images, failures). For each item
+        (apart from its source's content: see SUPERSEDE_FIELDS), only its latest record counts: a result made
+        from changed content replaces the old row, and a failure followed by a success is no longer listed."""
+        records = self.read_records()
+        latest: dict[str, str] = {}
+        for item_id in sorted(records, key=self._lines.__getitem__):
+            record = records[item_id]
+            latest[supersede_key(record)] = item_id
+        current = set(latest.values())
+        done = [r for item_id, r in records.items() if item_id in current and self._intact(r)]
+        failed = [r for item_id, r in records.items() if item_id in current and r["status"] == "failed"]
         # Only a job that kept its sources gets the column: an empty *_file_name would break imagefolder.
         paired = any(SOURCE_IMAGE_COLUMN in r for r in done)
         self._write_csv("metadata.csv", METADATA_COLUMNS + [SOURCE_IMAGE_COLUMN] * paired, done)
@@ -341,9 +338,9 @@ class JobOutput:
         return len(done), len(failed)
 
     def _write_csv(self, name: str, columns: list[str], rows: list[dict]) -> None:
-        temporary = self.folder / f".{name}.{os.getpid()}.tmp"
+        temporary = job_files.temporary_name(self.folder / name)
         try:
-            with temporary.open("w", encoding="utf-8", newline="") as handle:
+            with job_files.open_new(temporary, text=True) as handle:
                 writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows(rows)
@@ -351,14 +348,19 @@ class JobOutput:
                 os.fsync(handle.fileno())
             os.replace(temporary, self.folder / name)
         except OSError as exc:
-            temporary.unlink(missing_ok=True)
+            job_files.remove_file(temporary)
             raise OutputError(f"cannot write {self.folder / name}: {exc.strerror or exc}") from exc
 
 
-def _ends_with_newline(path: Path) -> bool:
-    with path.open("rb") as handle:
-        handle.seek(-1, os.SEEK_END)
-        return handle.read(1) == b"\n"
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
+
+
+def _ends_with_newline(descriptor: int) -> bool:
+    return os.pread(descriptor, 1, os.fstat(descriptor).st_size - 1) == b"\n"
 
 
 def _fsync_folder(folder: Path) -> None:

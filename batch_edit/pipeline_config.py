@@ -164,6 +164,19 @@ class PipelineConfig(StrictModel):
         """The LoRAs as AUTOMATIC1111 writes them in a prompt: `<lora:name:scale> ...`; empty without LoRAs."""
         return " ".join(lora.tag() for lora in self.loras)
 
+    @property
+    def has_device_choices(self) -> bool:
+        """Whether an `auto` that changes images waits on the device: torchao's type (fp8 or int8)."""
+        return self.quantization.backend == "torchao" and self.quantization.torchao_type == "auto"
+
+    def with_device_choices(self, fp8_capable: bool) -> "PipelineConfig":
+        """Every `auto` that changes images, resolved for a device that does (or does not) run fp8, so item ids
+        name the recipe actually used. (`batch_size: auto` changes no image: it stays until the engine loads.)"""
+        if not self.has_device_choices:
+            return self
+        kind = "float8_dynamic_row" if fp8_capable else "int8_weight_only"
+        return self.model_copy(update={"quantization": self.quantization.model_copy(update={"torchao_type": kind})})
+
     def resolved_batch_size(self, gpu_memory_gb: float | None) -> int:
         """`auto`: on the CPU, per-call overhead dominates, so batch; on a GPU, batch only where memory is ample
         (an out-of-memory batch is split in halves anyway)."""

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from .outputs import JobOutput
 from .plan import JobPlan
-from .sheets import write_contact_sheets
 
 
 @dataclass
@@ -50,7 +49,7 @@ def prune_job(plan: JobPlan, output_root: Path, dry_run: bool = False, reject_mi
         changes = _decide(output, plan, reject_missing)  # under the lock: nothing changes underneath
         _apply(output, changes, result)
         output.rebuild_csvs()
-        write_contact_sheets(output.folder)
+        output.write_sheets()
     finally:
         output.close()
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -11,12 +12,17 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from .errors import BatchEditError
+from . import job_files
+from .errors import BatchEditError, UnsafeOutputError
 from .formats import as_stored
-from .outputs import STATE_DIR
+from .outputs import PIPELINES_DIR, STATE_DIR
+from .records import is_bare_name
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import WorkItem
 from .sources import FetchOptions, SourceError, fit_image, load_image, source_ref
+
+
+CONFIG_HASH = re.compile(r"[0-9a-f]{16}")
 
 
 class ReproduceError(BatchEditError):
@@ -45,7 +51,10 @@ def reproduce(
 ) -> Comparison:
     folder = metadata_csv.parent
     row = find_row(metadata_csv, item_id)
-    config = load_pipeline_config(config_path or _recorded_config(folder))
+    if not is_bare_name(row.get("file_name")):
+        name = row.get("file_name")
+        raise ReproduceError(f"{metadata_csv}: item {item_id}: file_name {name!r} is not a file of the job folder")
+    config = load_pipeline_config(config_path or _recorded_config(folder, row.get("pipeline_config") or ""))
     item = item_from_row(row)
     try:
         source = fit_image(load_image(item.source, fetch), item.width, item.height, item.resize)
@@ -106,8 +115,16 @@ def compare(image: Image.Image, stored_path: Path, item_id: str) -> Comparison:
     )
 
 
-def _recorded_config(folder: Path) -> Path:
-    path = folder / STATE_DIR / "pipeline.yaml"
+def _recorded_config(folder: Path, name: str) -> Path:
+    """The config the row names (`.batch-edit/pipelines/<hash>.yaml`); rows written before configs were kept per
+    hash name none, and use the one config such runs kept, `.batch-edit/pipeline.yaml`."""
+    if name and not CONFIG_HASH.fullmatch(name):
+        raise ReproduceError(f"{folder}: pipeline_config {name!r} is not a config hash; pass --pipeline")
+    path = folder / STATE_DIR / (f"{PIPELINES_DIR}/{name}.yaml" if name else "pipeline.yaml")
+    try:
+        job_files.refuse_unsafe(path)
+    except UnsafeOutputError as exc:
+        raise ReproduceError(str(exc)) from None
     if not path.exists():
         raise ReproduceError(f"{folder} has no recorded pipeline config ({path}); pass --pipeline")
     return path

@@ -7,7 +7,7 @@ import os
 import signal
 import time
 from collections import OrderedDict
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -15,12 +15,12 @@ from typing import Callable, Iterator
 from PIL import Image
 
 from .background import Prefetch, Writer
-from .errors import OutOfMemory, OutputError
+from .errors import OutOfMemory, OutputError, OutputRefusedError
 from .outputs import JobOutput
 from .pipeline_config import PipelineConfig, dump_pipeline_config
 from .plan import JobPlan, WorkItem
 from .progress import Progress
-from .sheets import write_contact_sheets
+from .records import config_hash
 from .sources import FetchOptions, SourceError, SourceRef, fit_image, load_image
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,10 @@ def run(
     check_engine: Callable[[PipelineConfig], None] = lambda config: None,
 ) -> RunResult:
     # 1. What is left to do: finished items (a record and an intact image) are skipped unless overwriting.
-    outputs = {plan.name: JobOutput(output_root, plan.name) for plan in plans}
+    with _refused_before_running():
+        outputs = {plan.name: JobOutput(output_root, plan.name) for plan in plans}
+        pending = {plan.name: _pending(plan, outputs[plan.name], options.overwrite) for plan in plans}
     plans_by_name = {plan.name: plan for plan in plans}
-    pending = {plan.name: _pending(plan, outputs[plan.name], options.overwrite) for plan in plans}
     summaries = [
         JobSummary(plan.name, outputs[plan.name].folder, len(plan.items), len(plan.items) - len(pending[plan.name]))
         for plan in plans
@@ -75,20 +76,21 @@ def run(
     active = [summary for summary in summaries if pending[summary.name]]
     if not active:
         for output in outputs.values():
-            output.refresh_csvs()  # a run killed after its last item but before its final rebuild
+            output.refresh()  # a run killed after its last item but before its CSVs or contact sheets were written
         return RunResult(summaries, loaded_model=False)
     check_engine(config)  # refusals that need no weights come before anything is written
     with ExitStack() as stack:
         # 2. Lock every job folder this run will write, then load the one pipeline for the whole run.
-        for summary in active:
-            outputs[summary.name].open(dump_pipeline_config(config))
-            stack.callback(outputs[summary.name].close)
-            # Under the lock, look again: a run that held the folder a moment ago may have finished items.
-            pending[summary.name] = _pending(plans_by_name[summary.name], outputs[summary.name], options.overwrite)
-            summary.already_done = summary.total - len(pending[summary.name])
+        with _refused_before_running():
+            for summary in active:
+                stack.callback(outputs[summary.name].close)
+                outputs[summary.name].lock()
+                # Under the lock, look again: a run that held the folder a moment ago may have finished items.
+                pending[summary.name] = _pending(plans_by_name[summary.name], outputs[summary.name], options.overwrite)
+                summary.already_done = summary.total - len(pending[summary.name])
         try:
             engine = load_engine(config)
-        except BaseException:
+        except BaseException:  # a refused load leaves no trace: no config, no new folder, no .batch-edit/
             for summary in active:
                 outputs[summary.name].discard_if_unused()
             raise
@@ -96,14 +98,38 @@ def run(
         stop = stack.enter_context(StopOnSignal())
         progress = stack.enter_context(Progress(sum(len(pending[s.name]) for s in active)))
         used = engine.config  # `auto` choices resolved by the engine
-        recorded = {**used.recorded_fields(), "device": used.device}
-        context = _RunContext(engine, progress, engine.batch_size, options, recorded, stop)
+        pipeline = _PipelineRecord(used)
+        context = _RunContext(engine, progress, engine.batch_size, options, pipeline.fields, stop)
         _encode_prompts_once(engine, [pending[s.name] for s in active])
         for summary in active:
             if stop.signal is None:
-                job = _JobRun(context, outputs[summary.name], summary, plans_by_name[summary.name].keep_sources)
-                job.run(pending[summary.name])
+                output = outputs[summary.name]
+                output.start(pipeline.yaml, pipeline.hash)  # the config kept only now that it has loaded
+                try:
+                    job = _JobRun(context, output, summary, plans_by_name[summary.name].keep_sources)
+                    job.run(pending[summary.name])
+                finally:
+                    output.finish()  # one open record at a time, however many jobs
     return RunResult(summaries, loaded_model=True, interrupted_by=stop.signal)
+
+
+class _PipelineRecord:
+    """The resolved config a run's records are made with: kept as `.batch-edit/pipelines/<hash>.yaml`, named by
+    `pipeline_config: <hash>` in every record."""
+
+    def __init__(self, used: PipelineConfig):
+        self.hash = config_hash(used.identity())
+        self.yaml = dump_pipeline_config(used)
+        self.fields = {**used.recorded_fields(), "device": used.device, "pipeline_config": self.hash}
+
+
+@contextmanager
+def _refused_before_running():
+    """An output folder that cannot be used, found before anything ran: a refusal (exit 2), not a stop."""
+    try:
+        yield
+    except OutputError as exc:
+        raise OutputRefusedError(str(exc)) from exc
 
 
 def _encode_prompts_once(engine, pending: list[list[WorkItem]]) -> None:
@@ -223,7 +249,7 @@ class _JobRun:
     def _final_csvs(self) -> None:
         try:
             self.output.rebuild_csvs()
-            write_contact_sheets(self.output.folder)
+            self.output.write_sheets()
         except OutputError as exc:  # the disk that stopped the run may refuse this too; the records are intact
             log.error("%s (the next run rebuilds it)", exc)
 
@@ -253,9 +279,9 @@ class _JobRun:
             yield ("batch", *batch)
 
     def _failed(self, item: WorkItem, stage: str, error: BaseException) -> None:
-        self.output.record_failure(item, stage, error)
+        self.output.record_failure(item, stage, error, self.context.extra)
         self.summary.failed += 1
-        reason = str(error).split(":")[0] or type(error).__name__
+        reason = failure_reason(error)
         self.summary.errors[reason] = self.summary.errors.get(reason, 0) + 1
         self.context.progress.update(failed=True)
 
@@ -267,6 +293,14 @@ class _JobRun:
         else:
             self.context.logged.add(key)
             log.exception("%s", context)
+
+
+def failure_reason(error: BaseException, most: int = 100) -> str:
+    """The reason a summary groups failures by: the error's whole first line (a reason may hold ':', as in
+    "private address ::ffff:127.0.0.1 refused"), shortened if very long."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line if len(line) <= most else line[: most - 3] + "..."
 
 
 class _SourceCache:

@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from . import job_files
 from .errors import OutputError
 from .sheet_arrangement import Arrangement, arrange, find_axes  # noqa: F401 - find_axes: importable beside the drawing
 from .sheet_layout import MIN_THUMB, Page, SheetLayout, plan_pages  # noqa: F401 - so are MIN_THUMB, SheetLayout
@@ -215,11 +216,13 @@ def _draw_cell(canvas, draw, box, image: Image.Image | None, missing: str, fill:
 def _save(image: Image.Image, path: Path) -> Path:
     # Beside the target so the rename is atomic; JobOutput.open sweeps `.*.tmp` a crash leaves. No fsync: a sheet
     # is derived data, rewritten at the end of the next run.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = job_files.temporary_name(path)
     try:
-        image.save(temporary, format="PNG", compress_level=3)  # level 6: over twice as slow on big sheets, <10% smaller
-        os.replace(temporary, path)
+        with job_files.open_new(temporary) as handle:  # never through a link planted under the temporary name
+            # level 6: over twice as slow on big sheets, <10% smaller
+            image.save(handle, format="PNG", compress_level=3)
+        os.replace(temporary, path)  # replaces a link at `path` itself, never its target
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
+        job_files.remove_file(temporary)
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path

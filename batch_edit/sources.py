@@ -7,6 +7,7 @@ per item (`SourceError`, whose text goes straight into the item's record), so on
 from __future__ import annotations
 
 import glob
+import hashlib
 import itertools
 import math
 import os
@@ -47,8 +48,9 @@ class SourceRef:
     key: str  # http(s) URL verbatim, or absolute local path as a posix string
     is_url: bool
     stem: str
-    fingerprint: str  # f"{size}-{mtime_ns}" for an existing local file, else ""
+    fingerprint: str  # the sha256 of a local file's content once planning has read it (source_identity), else ""
     caption: str | None
+    stat: str = ""  # f"{size}-{mtime_ns}" of an existing local file: the cheap check that its content is unchanged
 
 
 # ---------------------------------------------------------------- specs -> refs
@@ -103,10 +105,12 @@ def _local_path(spec: str, base_dir: Path) -> Path:
 def _file_ref(path: Path) -> SourceRef:
     try:
         st = path.stat()
-        fingerprint = f"{st.st_size}-{st.st_mtime_ns}" if path.is_file() else ""
+        file_stat = f"{st.st_size}-{st.st_mtime_ns}" if path.is_file() else ""
     except OSError:
-        fingerprint = ""
-    return SourceRef(key=path.as_posix(), is_url=False, stem=path.stem, fingerprint=fingerprint, caption=_caption(path))
+        file_stat = ""
+    return SourceRef(
+        key=path.as_posix(), is_url=False, stem=path.stem, fingerprint="", caption=_caption(path), stat=file_stat
+    )
 
 
 def _caption(path: Path) -> str | None:
@@ -200,7 +204,15 @@ def _refs_or_error(spec: str, paths: list[Path]) -> list[SourceRef]:
 def load_image(ref: SourceRef, fetch: FetchOptions = FetchOptions()) -> Image.Image:
     """A fully loaded RGB image, or SourceError with a readable reason."""
     data = _download(ref.key, fetch) if ref.is_url else _read_file(Path(ref.key), fetch.max_bytes)
+    _check_content(ref, data)
     return decode_image(data)
+
+
+def _check_content(ref: SourceRef, data: bytes) -> None:
+    """The bytes decoded must be those the item's id was planned from: a file replaced since is not recorded
+    under the old content's id."""
+    if len(ref.fingerprint) == 64 and hashlib.sha256(data).hexdigest() != ref.fingerprint:
+        raise SourceError("source changed since the run was planned: re-run to use the new content")
 
 
 def _read_file(path: Path, max_bytes: int) -> bytes:

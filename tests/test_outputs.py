@@ -306,16 +306,19 @@ def test_open_removes_stale_temp_files_and_keeps_images(tmp_path):
     assert not any(path.exists() for path in stale)
     assert all(path.read_text() == "mine" for path in keep)
     assert (folder / item.output_name).read_bytes() == before
-    assert (folder / STATE_DIR / "pipeline.yaml").read_text(encoding="utf-8") == "model: other\n"
+    assert sorted(p.read_text(encoding="utf-8") for p in (folder / STATE_DIR / "pipelines").iterdir()) == [
+        "model: other\n", PIPELINE_YAML
+    ]  # each config kept under its own hash, none overwritten
     assert resumed.done_ids() == {item.item_id}  # earlier records kept: the file is appended to
 
 
 def test_open_creates_the_folders_and_pipeline_yaml(tmp_path):
     output = JobOutput(tmp_path / "deep" / "root", JOB)
-    output.open(PIPELINE_YAML)
+    output.open(PIPELINE_YAML, "0123456789abcdef")
     output.close()
     assert output.folder == (tmp_path / "deep" / "root" / JOB).resolve()
-    assert (output.folder / STATE_DIR / "pipeline.yaml").read_text(encoding="utf-8") == PIPELINE_YAML
+    config = output.folder / STATE_DIR / "pipelines" / "0123456789abcdef.yaml"
+    assert config.read_text(encoding="utf-8") == PIPELINE_YAML
     assert output.records_path.parent == output.folder / STATE_DIR
 
 
@@ -426,4 +429,4 @@ def test_rebuild_replaces_previous_csvs(out):
     assert out.rebuild_csvs() == (1, 0)
     assert list(read_csv(out.folder / "metadata.csv")["item_id"]) == [second.item_id]
     assert sorted(p.name for p in out.folder.iterdir() if p.name.endswith(".csv")) == ["failures.csv", "metadata.csv"]
-    assert sorted(os.listdir(out.folder / STATE_DIR)) == ["lock", "owner", "pipeline.yaml", "records.jsonl"]
+    assert sorted(os.listdir(out.folder / STATE_DIR)) == ["lock", "owner", "pipelines", "records.jsonl"]

@@ -1,0 +1,149 @@
+"""Reading a job folder's records: what a valid record is, which file names it may name, which records describe
+the same item (a newer one supersedes the older), and what the records say is done. Nothing here writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+from pathlib import Path
+
+from . import job_files
+from .errors import OutputError
+
+STATE_DIR = ".batch-edit"
+SOURCES_DIR = "sources"
+_NOT_IN_NAMES = re.compile(r"[/\\\x00]")  # a folder part (either separator) or a NUL, which ends a C path
+# What makes two records the same item apart from the source's content: a newer one supersedes the older. The
+# pipeline by its recorded identity fields, not `pipeline_config`, which records of older versions lack.
+SUPERSEDE_FIELDS = (
+    "source", "prompt", "seed", "strength", "num_inference_steps", "guidance_scale", "requested_width",
+    "requested_height", "resize", "model", "revision", "dtype", "quantization", "loras", "first_block_cache",
+)  # fmt: skip
+_KEY_FIELDS = ("job", *SUPERSEDE_FIELDS)
+
+
+def supersede_key(record: dict) -> tuple:
+    return tuple(str(record.get(name)) for name in _KEY_FIELDS)  # str(): any value of a valid record is hashable
+
+
+def is_bare_name(name) -> bool:
+    """A file name directly inside the job folder: no folder part, no way up or out, nothing hidden."""
+    return type(name) is str and 0 < len(name) <= 255 and name[0] != "." and _NOT_IN_NAMES.search(name) is None
+
+
+def valid_record(record) -> bool:
+    """A record of the shape JobOutput writes; anything else (a list, a number, a missing id, a file name
+    pointing anywhere but the job folder) is ignored like a line cut short."""
+    if not isinstance(record, dict) or not isinstance(record.get("item_id"), str) or not record["item_id"]:
+        return False
+    if record.get("status") in ("failed", "pruned", "rejected"):  # no file of theirs is read or counted as done
+        return True
+    if record.get("status") != "ok" or not is_bare_name(record.get("file_name")):
+        return False
+    size, seconds = record.get("bytes"), record.get("seconds", 0)
+    if type(size) is not int or isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        return False
+    paired = record.get("source_image_file_name")
+    folder, _, name = paired.partition("/") if isinstance(paired, str) else ("", "", "")
+    return paired is None or (folder == SOURCES_DIR and is_bare_name(name))
+
+
+def config_hash(identity: dict) -> str:
+    """The name a pipeline config is kept under: a hash of its identity (what determines an image)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class JobRecords:
+    """A job folder's `.batch-edit/records.jsonl`, read: the latest valid record per item id."""
+
+    def __init__(self, root: Path, job: str):
+        self.folder = (root / job).resolve()
+        if not job or self.folder.parent != root.resolve():
+            raise OutputError(f"job name {job!r} would write outside the output root {root}")
+        if os.path.islink(root / job):  # a link to another job folder (one elsewhere is refused above)
+            job_files.refuse_unsafe(root / job, folder=True)
+        self.state = self.folder / STATE_DIR
+        self.records_path = self.state / "records.jsonl"
+        self.invalid_lines = 0  # lines of the last read_records() that were cut short or of the wrong shape
+        self._lines: dict[str, int] = {}  # item id -> line number of its latest record
+
+    def read_records(self) -> dict[str, dict]:
+        """The latest record per item id, in first-seen order. A line cut short by a crash, or of a shape this
+        module never writes, is ignored and counted in `invalid_lines`."""
+        latest: dict[str, dict] = {}
+        self.invalid_lines, self._lines = 0, {}
+        try:
+            handle = os.fdopen(job_files.open_file(self.records_path, os.O_RDONLY), "rb")
+        except FileNotFoundError:
+            return latest
+        except OSError as exc:
+            raise OutputError(f"cannot read {self.records_path}: {exc.strerror or exc}") from exc
+        with handle:
+            self._read_lines(handle, latest)
+        return latest
+
+    def _read_lines(self, handle, latest: dict[str, dict]) -> None:
+        for number, record in self._valid_records(handle):
+            latest[record["item_id"]] = record
+            self._lines[record["item_id"]] = number
+
+    def _valid_records(self, handle):
+        for number, line in enumerate(handle):
+            try:
+                record = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                record = None  # cut short mid-character or mid-line by a crash
+            if valid_record(record):
+                yield number, record
+            else:
+                self.invalid_lines += bool(line.strip())
+
+    def recorded_files(self) -> set[str]:
+        """Every file name a success record ever gave, superseded ones included (a format change leaves some)."""
+        try:
+            handle = os.fdopen(job_files.open_file(self.records_path, os.O_RDONLY), "rb")
+        except FileNotFoundError:
+            return set()
+        except OSError as exc:
+            raise OutputError(f"cannot read {self.records_path}: {exc.strerror or exc}") from exc
+        with handle:
+            return {record["file_name"] for _, record in self._valid_records(handle) if record["status"] == "ok"}
+
+    def done_ids(self, records: dict[str, dict] | None = None) -> set[str]:
+        """Items with a success record whose image is still there, whole (same size as when written)."""
+        records = self.read_records() if records is None else records
+        return {item_id for item_id, record in records.items() if self._intact(record)}
+
+    def mean_seconds(self, identity: dict, records: dict[str, dict] | None = None) -> float | None:
+        """Seconds per image that earlier runs with this pipeline identity took here (None: no such run)."""
+        records = self.read_records() if records is None else records
+        seconds = [
+            record.get("seconds", 0)
+            for record in records.values()
+            if record["status"] == "ok" and all(record.get(key) == value for key, value in identity.items())
+        ]
+        return sum(seconds) / len(seconds) if seconds else None
+
+    def finished_ids(self, items, records: dict[str, dict] | None = None) -> set[str]:
+        """Items done as planned: an intact result under the item's planned file name (one written in another
+        format, before the job's `format` changed, is not: the item is made again in the new format)."""
+        records = self.read_records() if records is None else records
+        done = self.done_ids(records)
+        return {i.item_id for i in items if i.item_id in done and records[i.item_id]["file_name"] == i.output_name}
+
+    def rejected_ids(self, records: dict[str, dict] | None = None) -> set[str]:
+        """Items whose deleted result `prune --rejected` recorded as unwanted: runs skip them unless overwriting."""
+        records = self.read_records() if records is None else records
+        return {item_id for item_id, record in records.items() if record["status"] == "rejected"}
+
+    def _intact(self, record: dict) -> bool:
+        if record["status"] != "ok":
+            return False
+        try:  # lstat on a joined string: a Path object per record costs more than the stat on 100k items
+            found = os.lstat(os.path.join(self.folder, record["file_name"]))
+        except OSError:
+            return False
+        return stat.S_ISREG(found.st_mode) and found.st_size == record["bytes"]

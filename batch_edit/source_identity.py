@@ -1,0 +1,64 @@
+"""Source identity by content: a local source's `fingerprint` is the sha256 of its bytes, part of every item id.
+
+Hashing every source on every plan would read a whole dataset each time, so the records keep, per source,
+the cheap `stat` (size and mtime) seen when it was hashed: a source whose path and stat match a record reuses
+that hash, and anything else is read and hashed again. `touch` on an unchanged file thus costs one read and
+changes no id; changed content always gets new ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import replace
+
+from .manifest import JobSpec
+from .sources import SourceRef
+
+
+def recorded_hashes(records) -> dict[tuple[str, str], str]:
+    """(source path, stat) -> sha256, from the records of earlier runs."""
+    known = {}
+    for record in records:
+        key, seen, sha = record.get("source"), record.get("source_stat"), record.get("source_sha256")
+        if isinstance(key, str) and isinstance(seen, str) and seen and isinstance(sha, str) and len(sha) == 64:
+            known[(key, seen)] = sha
+    return known
+
+
+def identify_sources(jobs: list[JobSpec], known: dict[tuple[str, str], str]) -> list[JobSpec]:
+    """The jobs with every existing local source's fingerprint set to its content hash."""
+    identified: dict[SourceRef, SourceRef] = {}
+
+    def identify(ref: SourceRef) -> SourceRef:
+        if ref.is_url or not ref.stat:
+            return ref  # a URL's content is only known once downloaded; a missing file fails when loaded
+        if ref not in identified:
+            sha = known.get((ref.key, ref.stat))
+            seen, sha = (ref.stat, sha) if sha else file_identity(ref.key)
+            identified[ref] = replace(ref, stat=seen, fingerprint=sha) if sha else ref
+        return identified[ref]
+
+    return [
+        replace(job, grids=tuple(replace(grid, sources=tuple(map(identify, grid.sources))) for grid in job.grids))
+        for job in jobs
+    ]
+
+
+def file_identity(path: str) -> tuple[str, str]:
+    """(stat, sha256) of a regular file, read in chunks; ("", "") for anything else or an unreadable file. The
+    stat comes from the open file, so it belongs to the bytes hashed even if the file is replaced meanwhile."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block here
+    except OSError:
+        return "", ""
+    with os.fdopen(descriptor, "rb") as handle:
+        found = os.fstat(descriptor)
+        if not stat.S_ISREG(found.st_mode):
+            return "", ""
+        try:
+            sha = hashlib.file_digest(handle, "sha256").hexdigest()
+        except OSError:
+            return "", ""
+    return f"{found.st_size}-{found.st_mtime_ns}", sha
