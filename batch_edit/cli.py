@@ -35,6 +35,9 @@ def entry() -> int:
     """The `batch-edit` program (console script and `python -m batch_edit`): main(), then a quick exit."""
     try:
         code = main()
+        if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):  # asked to stop: a second Ctrl-C while the
+            for signum in (signal.SIGINT, signal.SIGTERM):  # interpreter shuts down must not add a traceback
+                signal.signal(signum, signal.SIG_IGN)
         sys.stdout.flush()  # here, not at exit, where a failure would print "Exception ignored"
     except BrokenPipeError:  # `batch-edit plan ... | head`: the reader left; say nothing more (Python's recipe)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
@@ -86,9 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"batch-edit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details and library warnings")
+    # -v after the command too (`batch-edit run -v ...`); SUPPRESS keeps a -v given before it
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add = lambda name, **kwargs: commands.add_parser(name, parents=[verbose], **kwargs)  # noqa: E731
 
-    run = commands.add_parser("run", help="run every item of the manifests (finished items are skipped)")
+    run = add("run", help="run every item of the manifests (finished items are skipped)")
     _add_plan_arguments(run)
     run.add_argument(
         "--overwrite",
@@ -116,11 +123,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
-    plan = commands.add_parser("plan", help="validate and expand the manifests without loading a model")
+    plan = add("plan", help="validate and expand the manifests without loading a model")
     _add_plan_arguments(plan)
     plan.set_defaults(handler=_plan)
 
-    again = commands.add_parser("reproduce", help="re-render one recorded item and compare it with its stored image")
+    again = add("reproduce", help="re-render one recorded item and compare it with its stored image")
     again.add_argument("metadata", type=Path, metavar="METADATA_CSV", help="a job's metadata.csv")
     again.add_argument("--item", required=True, metavar="ITEM_ID", help="the item_id of the row to re-render")
     again.add_argument(
@@ -128,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     again.set_defaults(handler=_reproduce)
 
-    prune = commands.add_parser(
+    prune = add(
         "prune", help="move results the manifests no longer plan into <job>/.batch-edit/pruned/ and rebuild the CSVs"
     )
     _add_plan_arguments(prune)
@@ -140,10 +147,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     prune.set_defaults(handler=_prune)
 
-    tiny = commands.add_parser(
+    tiny = add(
         "make-tiny-model", help="write a tiny random FLUX img2img pipeline for offline smoke tests"
     )
     tiny.add_argument("directory", type=Path, metavar="DIR")
+    tiny.add_argument("--force", action="store_true", help="write into DIR even if it is not empty")
     tiny.set_defaults(handler=_make_tiny_model)
     return parser
 
@@ -155,6 +163,16 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
 
 
@@ -172,6 +190,12 @@ def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where job folders go (default: the manifest's 'output_root:', else ./outputs)",
     )
+    parser.add_argument(
+        "--limit",
+        type=_count,
+        metavar="N",
+        help="only the first N pending items, in manifest order across jobs (a sample before a long run)",
+    )
 
 
 def _prepare(
@@ -186,7 +210,15 @@ def _prepare(
     jobs = [job for manifest in manifests for job in manifest.jobs]
     config = _resolve_device_choices(_with_job_loras(config, jobs), for_run)
     jobs = identify_sources(jobs, _recorded_hashes(output_root, jobs, {} if read is None else read))
-    return config, output_root, plan_jobs(jobs, config.identity()), jobs
+    plans = plan_jobs(jobs, config.identity())
+    for job, plan in zip(jobs, plans):
+        for first, later in plan.merged_rows[:3]:
+            print(
+                f"warning: {job.origin}: row {later} gives the same item(s) as row {first} (same source, prompt, "
+                "parameters and seed), so they run once; for several images of one row use the 'variations' column",
+                file=sys.stderr,
+            )
+    return config, output_root, plans, jobs
 
 
 def _resolve_device_choices(config: PipelineConfig, for_run: bool) -> PipelineConfig:
@@ -250,25 +282,37 @@ def _one_setting(manifests: list[Manifest], name: str) -> Path | None:
 
 
 def _plan(args) -> int:
+    from .plan_checks import missing_sources, plan_warnings, resolved_folders
     from .progress import format_duration
 
     read: dict = {}
     config, output_root, plans, jobs = _prepare(args, for_run=False, read=read)
     print(f"pipeline: {config.model} ({config.quantization.describe()}, {config.dtype}, {config.device})")
+    for manifest, folder in resolved_folders(args.manifests):
+        print(f"manifest {manifest}: relative paths resolve against {folder}")
+    for warning in plan_warnings(config, jobs):
+        print(f"warning: {warning}", file=sys.stderr)
+    missing_total, pending_total = 0, 0
     for plan, job in zip(plans, jobs):
         output, records = read[plan.name]
         done = output.finished_ids(plan.items, records)
         rejected = output.rejected_ids(records) & {item.item_id for item in plan.items}
+        left = len(plan.items) - len(done) - len(rejected)  # what pending_items leaves, from the sets at hand
+        pending_total += left
         extra = f", {plan.duplicates} duplicate(s) merged" if plan.duplicates else ""
         extra += f", {len(rejected)} rejected (skipped; --overwrite remakes them)" if rejected else ""
         extra += f", {output.invalid_lines} invalid record line(s) ignored" if output.invalid_lines else ""
         print(f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {output.folder}")
+        missing, sources = missing_sources(job)
+        if missing:
+            missing_total += len(missing)
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            print(f"  missing: {len(missing)} of {sources} source file(s): {shown}")
         for axis, values in grid_axes(job).items():
             texts = [printable(json.dumps(v, ensure_ascii=False) if axis == "prompts" else v) for v in values[:8]]
             shown = ", ".join(texts) + (f", ... ({len(values)} in all)" if len(values) > 8 else "")
             print(f"  {axis}: {shown}")
         seconds = output.mean_seconds(config.recorded_fields(), records)
-        left = len(plan.items) - len(done) - len(rejected)
         if left and seconds is not None:
             print(
                 f"  estimate: {format_duration(left * seconds)} for {left} item(s) at {seconds:.2f} s each (earlier runs here)"
@@ -276,12 +320,18 @@ def _plan(args) -> int:
         elif left:
             print("  estimate: none yet (no earlier run with this pipeline config in this folder)")
     print(f"total: {sum(len(plan.items) for plan in plans)} item(s) in {len(plans)} job(s)")
+    if args.limit is not None:
+        print(f"--limit {args.limit}: {min(args.limit, pending_total)} of {pending_total} pending item(s) would run")
+    if missing_total:
+        print(f"error: {missing_total} source file(s) not found (listed above)", file=sys.stderr)
+        return EXIT_ITEMS_FAILED
     return EXIT_OK
 
 
 def _run(args) -> int:
     from .engine import Engine
-    from .runner import RunOptions, run
+    from .progress import format_duration
+    from .runner import LoadInterrupted, RunOptions, run
 
     _raise_open_file_limit()
     config, output_root, plans, _ = _prepare(args, for_run=True)
@@ -290,20 +340,28 @@ def _run(args) -> int:
         max_bytes=int(args.max_download_mb * 1024 * 1024),
         allow_private=args.allow_private_urls,
     )
-    options = RunOptions(fetch=fetch, overwrite=args.overwrite)
+    options = RunOptions(fetch=fetch, overwrite=args.overwrite, limit=args.limit)
     try:
         result = run(plans, config, output_root, Engine.load, options, check_engine=Engine.check)
-    except KeyboardInterrupt:  # only possible while the pipeline loads: nothing has been generated yet
-        print("interrupted while loading the pipeline; nothing was generated", file=sys.stderr)
+    except LoadInterrupted as stopped:  # nothing generated yet, and the job folders this run made are gone
+        name = signal.Signals(stopped.signum).name
+        print(f"stopped by {name} while loading the pipeline; nothing was generated", file=sys.stderr)
+        return 128 + stopped.signum
+    except KeyboardInterrupt:  # outside the load and the batches (their own handlers): records are intact
+        print("interrupted: every finished item is recorded; run the same command again to resume", file=sys.stderr)
         return 128 + signal.SIGINT
     for job in result.jobs:
         reasons = "; ".join(f"{reason}: {count}" for reason, count in sorted(job.errors.items()))
+        later = f", {job.held_back} left for later (--limit)" if job.held_back else ""
         print(
-            f"job {job.name}: {job.done} written, {job.already_done} already done, {job.failed} failed"
+            f"job {job.name}: {job.done} written, {job.already_done} already done, {job.failed} failed{later}"
             f"{' (' + reasons + ')' if reasons else ''} in {job.seconds:.1f} s -> {job.folder}"
         )
     if not result.loaded_model:
         print("nothing to do: every item is already done")
+    else:  # the same clock and format as the progress line's last "elapsed"
+        written, failed = sum(job.done for job in result.jobs), result.failed
+        print(f"total: {written} written, {failed} failed, elapsed {format_duration(result.seconds)}")
     if result.interrupted_by is not None:
         name = signal.Signals(result.interrupted_by).name
         print(
@@ -365,6 +423,10 @@ def _prune(args) -> int:
 def _make_tiny_model(args) -> int:
     from .tiny_model import write_tiny_model
 
-    directory = write_tiny_model(args.directory)
+    if args.directory.exists() and (not args.directory.is_dir() or any(args.directory.iterdir())) and not args.force:
+        kind = "folder is not empty" if args.directory.is_dir() else "path is a file"
+        print(f"error: {args.directory}: the {kind}; pass --force to write the tiny model there", file=sys.stderr)
+        return EXIT_REFUSED
+    directory = write_tiny_model(args.directory, verbose=args.verbose)
     print(f"wrote a tiny random FLUX img2img pipeline to {directory}")
     return EXIT_OK

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
+import time
 from collections import OrderedDict
 from contextlib import nullcontext
 from pathlib import Path
@@ -44,9 +46,23 @@ class Engine:
 
     @classmethod
     def load(cls, config: PipelineConfig) -> "Engine":
+        # One line, on a terminal and in a log alike: loading a full model takes minutes and says nothing else.
+        name = f"{config.model} ({config.quantization.describe()})"
+        print(f"batch-edit: loading {name} ...", end=" ", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        try:
+            engine = cls._load(config)
+        except BaseException:
+            print("not loaded", file=sys.stderr, flush=True)  # the reason follows on its own line
+            raise
+        print(f"loaded in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+        return engine
+
+    @classmethod
+    def _load(cls, config: PipelineConfig) -> "Engine":
         import torch
 
-        _quiet_libraries(verbose=log.isEnabledFor(logging.INFO))
+        quiet_libraries(verbose=log.isEnabledFor(logging.INFO))
         cls.check(config)
         return cls.from_pipeline(config, _from_pretrained(config, getattr(torch, config.dtype)))
 
@@ -177,7 +193,7 @@ def _explain_load_failure(config: PipelineConfig, exc: Exception) -> str:
     return f"could not load {model}: {first_line}"
 
 
-def _quiet_libraries(verbose: bool) -> None:
+def quiet_libraries(verbose: bool) -> None:
     """diffusers/transformers log loading chatter and progress bars; our own progress bar says what matters."""
     import diffusers
     import transformers

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .csv_table import CsvRecord, CsvTable, CsvTableError, read_csv_table
 from .errors import ManifestError
+from .file_names import DEFAULT_FILE_NAME, template_problems
 from .formats import DEFAULT_QUALITY, EXTENSIONS, OutputOptions
 from .pipeline_config import LoraConfig
 from .prompts import MAX_PROMPT_CHARS, prompt_problem, render_prompt, template_fields
@@ -34,6 +35,7 @@ DEFAULTS = {
     "resize": "center-crop",
 }
 PARAMETERS = tuple(DEFAULTS)
+MAX_VARIATIONS = 10000
 # CSV columns: where a semicolon or tab delimits, "0,75" is a decimal comma; keys a CSV row cannot express.
 DECIMAL_COLUMNS = ("strength", "guidance_scale")
 DECIMAL_COMMA = re.compile(r"\s*[0-9]+,[0-9]+\s*")
@@ -51,10 +53,13 @@ JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 Strength = Annotated[float, Field(gt=0, le=1)]
 Steps = Annotated[int, Field(ge=1, le=1000)]
 Guidance = Annotated[float, Field(ge=0, le=100)]
-Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+SEED_MAX = 2**63 - 1
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 Side = Annotated[int, Field(ge=16, le=4096, multiple_of=16)]
 Resize = Literal[RESIZE_MODES]
 Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
+Variations = Annotated[int, Field(ge=1, le=MAX_VARIATIONS)]
+FileName = Annotated[str, Field(min_length=1, max_length=200)]
 SourceText = Annotated[str, Field(min_length=1, max_length=4096)]
 ImageFormat = Literal[tuple(EXTENSIONS)]
 Quality = Annotated[int, Field(ge=1, le=100)]
@@ -83,6 +88,8 @@ class JobDefaults(_Strict):
     num_inference_steps: _one_or_many(Steps) | None = None
     guidance_scale: _one_or_many(Guidance) | None = None
     seed: _one_or_many(Seed) | None = None
+    variations: Variations = 1  # distinct seeds per grid point (A1111's batch count)
+    file_name: FileName = DEFAULT_FILE_NAME  # the images' names, without the extension
     width: _one_or_many(Side) | None = None
     height: _one_or_many(Side) | None = None
     resize: _one_or_many(Resize) | None = None
@@ -110,6 +117,7 @@ class CsvRow(_Strict):
     num_inference_steps: Steps | None = None
     guidance_scale: Guidance | None = None
     seed: Seed | None = None
+    variations: Variations | None = None
     width: Side | None = None
     height: Side | None = None
     resize: Resize | None = None
@@ -132,6 +140,8 @@ class Grid:
     height: tuple[int, ...]
     resize: tuple[str, ...]
     output: OutputOptions = OutputOptions()
+    variations: int = 1  # seeds per grid point: derived ones for each variation, or seed, seed+1, ...
+    row: int | None = None  # the CSV data row (1-based) this grid came from
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,7 @@ class JobSpec:
     grids: tuple[Grid, ...]
     keep_sources: bool = False
     loras: tuple[LoraConfig, ...] = ()
+    file_name: str = DEFAULT_FILE_NAME
 
 
 @dataclass(frozen=True)
@@ -189,7 +200,7 @@ def load_manifest(path: Path, output_root: Path | None = None) -> Manifest:
 
 def grid_size(grid: Grid) -> int:
     """The items a grid expands to (duplicates included), counted without expanding it."""
-    return math.prod(len(getattr(grid, axis)) for axis in ("sources", "prompts", *PARAMETERS))
+    return math.prod(len(getattr(grid, axis)) for axis in ("sources", "prompts", *PARAMETERS)) * grid.variations
 
 
 def job_size(job: JobSpec) -> int:
@@ -214,6 +225,7 @@ def _load_yaml(path: Path, output_root: Path | None = None) -> Manifest:
         name = f" ('{printable(raw['name'])}')" if isinstance(raw.get("name"), str) else ""
         where = f"{shown_path(path)}: jobs[{index}]{name}"
         merged = {**(defaults.model_dump(exclude_unset=True) if defaults else {}), **raw}
+        merged = _without_random_seed(merged, where, problems)
         model = _validated(JobModel, merged, where, problems)
         if model is not None:
             jobs.append(_job_from_model(model, base, where, problems, exclude))
@@ -250,17 +262,34 @@ def _job_from_model(
         prompts=tuple(_as_list(model.prompts)),
         **{name: tuple(_as_list(_param(model, name))) for name in PARAMETERS},
         output=_output_options(model, where, problems),
+        variations=model.variations,
     )
     if grid_size(grid) > MAX_ITEMS_PER_RUN:  # before the checks below, which walk the grid's axes
         axes = " x ".join(f"{len(getattr(grid, axis))} {axis}" for axis in ("sources", "prompts", *PARAMETERS))
+        axes += f" x {grid.variations} variations" if grid.variations > 1 else ""
         problems.append(
             f"{where}: the grid expands to {grid_size(grid):,} items ({axes}); "
             f"one run takes at most {MAX_ITEMS_PER_RUN:,}: split it into several jobs or runs"
         )
         return None
     _check_grid(grid, where, problems)
+    problems.extend(f"{where}: field 'file_name': {problem}" for problem in template_problems(model.file_name))
     loras = tuple(lora.resolved_against(base) for lora in model.loras or ())
-    return JobSpec(model.name, where, (grid,), keep_sources=model.keep_sources, loras=loras)
+    return JobSpec(
+        model.name, where, (grid,), keep_sources=model.keep_sources, loras=loras, file_name=model.file_name
+    )
+
+
+def _without_random_seed(data: dict, where: str, problems: list[str]) -> dict:
+    """`seed: -1` means "random" in AUTOMATIC1111; here it gets an explanation rather than a range error."""
+    seeds = data.get("seed")
+    if not any(str(seed).strip() == "-1" for seed in (seeds if isinstance(seeds, list) else [seeds])):
+        return data
+    problems.append(
+        f"{where}: field 'seed': -1 (random) is not supported: leave 'seed' out for seeds derived from each "
+        "item (the same on every run), add 'variations: N' for N different seeds per item, or list explicit seeds"
+    )
+    return {key: value for key, value in data.items() if key != "seed"}
 
 
 def _output_options(model: BaseModel, where: str, problems: list[str]) -> OutputOptions:
@@ -290,6 +319,9 @@ def _check_job_name(name: str, where: str, problems: list[str]) -> None:
 
 
 def _check_grid(grid: Grid, where: str, problems: list[str]) -> None:
+    largest = max((seed for seed in grid.seed if seed is not None), default=0)
+    if largest + grid.variations - 1 > SEED_MAX:
+        problems.append(f"{where}: seed {largest} with {grid.variations} variations passes the largest seed {SEED_MAX}")
     for steps in set(grid.num_inference_steps):
         for strength in sorted(set(grid.strength)):  # passes grow with strength: the first that works ends it
             if denoising_steps(steps, strength) >= 1:
@@ -355,7 +387,7 @@ def _load_csv(path: Path) -> Manifest:
         row = _csv_values(table, record, where, problems)
         grid, job = _grid_from_row(row, path, where, problems) if row is not None else (None, "")
         if grid is not None:
-            grids.setdefault(job, []).append(grid)
+            grids.setdefault(job, []).append(replace(grid, row=number))
             origins.setdefault(job, f"{path}: job '{job}'")
     if not grids and not problems:
         problems.append(f"{path}: the CSV has a header but no rows")
@@ -403,6 +435,7 @@ def _csv_values(table: CsvTable, record: CsvRecord, where: str, problems: list[s
 
 
 def _grid_from_row(row: dict, path: Path, where: str, problems: list[str]) -> tuple[Grid | None, str]:
+    row = _without_random_seed(row, where, problems)
     try:
         model = CsvRow.model_validate(row)
     except ValidationError as exc:
@@ -420,6 +453,7 @@ def _grid_from_row(row: dict, path: Path, where: str, problems: list[str]) -> tu
         prompts=(model.prompt,),
         **{name: (_param(model, name),) for name in PARAMETERS},
         output=_output_options(model, where, problems),
+        variations=model.variations or 1,
     )
     _check_grid(grid, where, problems)
     return grid, model.job or path.stem

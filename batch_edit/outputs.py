@@ -37,7 +37,7 @@ SHEETS_STAMP = "sheets"  # .batch-edit/sheets: touched once every contact sheet 
 # Not `source_file_name`: imagefolder would name that image column `source`, which the source path already is.
 SOURCE_IMAGE_COLUMN = "source_image_file_name"
 ITEM_COLUMNS = [
-    "item_id", "job", "source", "prompt", "seed", "seed_derived", "strength", "num_inference_steps",
+    "item_id", "job", "index", "source", "prompt", "seed", "seed_derived", "strength", "num_inference_steps",
     "guidance_scale", "width", "height", "requested_width", "requested_height", "resize",
 ]  # fmt: skip
 PIPELINE_COLUMNS = ["model", "revision", "dtype", "quantization", "loras", "device", "pipeline_config"]
@@ -50,6 +50,7 @@ def item_fields(item: WorkItem, size: tuple[int, int] | None = None) -> dict:
     return {
         "item_id": item.item_id,
         "job": item.job,
+        "index": item.index,
         "source": item.source.key,
         "source_stat": item.source.stat,
         "source_sha256": item.source.fingerprint if len(item.source.fingerprint) == 64 else "",
@@ -64,6 +65,7 @@ def item_fields(item: WorkItem, size: tuple[int, int] | None = None) -> dict:
         "requested_width": item.width,
         "requested_height": item.height,
         "resize": item.resize,
+        **({"row": item.row} if item.row is not None else {}),
     }
 
 
@@ -329,12 +331,15 @@ class JobOutput(JobRecords):
             record = records[item_id]
             latest[supersede_key(record)] = item_id
         current = set(latest.values())
-        done = [r for item_id, r in records.items() if item_id in current and self._intact(r)]
-        failed = [r for item_id, r in records.items() if item_id in current and r["status"] == "failed"]
+        ordered = sorted((r for item_id, r in records.items() if item_id in current), key=_manifest_order)
+        # "none", not an empty cell: datasets would type an all-empty loras column as float64
+        done = [{**r, "loras": r.get("loras") or "none"} for r in ordered if self._intact(r)]
+        failed = [r for r in ordered if r["status"] == "failed"]
         # Only a job that kept its sources gets the column: an empty *_file_name would break imagefolder.
         paired = any(SOURCE_IMAGE_COLUMN in r for r in done)
-        self._write_csv("metadata.csv", METADATA_COLUMNS + [SOURCE_IMAGE_COLUMN] * paired, done)
-        self._write_csv("failures.csv", FAILURE_COLUMNS, failed)
+        rows = ["row"] * any("row" in r for r in ordered)  # CSV jobs: the manifest row each result came from
+        self._write_csv("metadata.csv", METADATA_COLUMNS + rows + [SOURCE_IMAGE_COLUMN] * paired, done)
+        self._write_csv("failures.csv", FAILURE_COLUMNS + rows, failed)
         return len(done), len(failed)
 
     def _write_csv(self, name: str, columns: list[str], rows: list[dict]) -> None:
@@ -350,6 +355,12 @@ class JobOutput(JobRecords):
         except OSError as exc:
             job_files.remove_file(temporary)
             raise OutputError(f"cannot write {self.folder / name}: {exc.strerror or exc}") from exc
+
+
+def _manifest_order(record: dict) -> tuple:
+    """Plan order (CSV row, then grid order); records written before items carried an index keep theirs, last."""
+    index = record.get("index")
+    return (index is None, index or 0)
 
 
 def _lstat(path: Path) -> os.stat_result | None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import json
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from .errors import ManifestError
 from .formats import OutputOptions, with_extension
+from .file_names import DEFAULT_FILE_NAME, default_name, name_clash, namer
 from .manifest import PARAMETERS, JobSpec, render_prompt
 from .sources import SourceRef
 
@@ -30,12 +32,16 @@ class WorkItem:
     height: int
     resize: str
     output: OutputOptions = OutputOptions()  # format, quality, captions: how it is written, not what it is
+    # Where the item sits in its manifest and what it is called: not what it is (its id), so not compared.
+    variation: int = field(default=0, compare=False)
+    index: int = field(default=0, compare=False)  # position in its job's plan: metadata.csv keeps this order
+    row: int | None = field(default=None, compare=False)  # the CSV data row (1-based) it came from
+    name: str = field(default="", compare=False)  # the file name without its extension
 
     @property
     def output_name(self) -> str:
-        """Human-readable and collision-free: the source's stem, then the item id; the extension of its format."""
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", self.source.stem).strip("._-")[:48] or "image"
-        return with_extension(f"{stem}-{self.item_id}", self.output.format)
+        """The planned name (by default the source's stem, then the item id), with its format's extension."""
+        return with_extension(self.name or default_name(self.source, self.item_id), self.output.format)
 
     @property
     def batch_key(self) -> tuple:
@@ -49,79 +55,108 @@ class JobPlan:
     items: tuple[WorkItem, ...]
     duplicates: int  # identical items in the manifest, run once
     keep_sources: bool = False
+    merged_rows: tuple[tuple[int, int], ...] = ()  # (first row, later row) of CSV rows giving the same item
 
 
 def plan_jobs(jobs: list[JobSpec], pipeline_identity: dict) -> list[JobPlan]:
+    """Every job's items; two items a file-name template would give one name are refused (ManifestError)."""
     pipeline_key = json.dumps(pipeline_identity, sort_keys=True)
-    return [_plan_job(job, pipeline_key) for job in jobs]
+    # Planning allocates hundreds of thousands of objects and frees none: the cycle collector's passes over the
+    # growing plan would find nothing and cost a third of the time, so it waits until the plan is built.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        plans = [_plan_job(job, pipeline_key) for job in jobs]
+    finally:
+        if collecting:
+            gc.enable()
+    clashes = [(job, name_clash(job.file_name, plan.items)) for job, plan in zip(jobs, plans)]
+    problems = [f"{job.origin}: field 'file_name': {clash}" for job, clash in clashes if clash]
+    if problems:
+        raise ManifestError(problems)
+    return plans
 
 
 def _plan_job(job: JobSpec, pipeline_key: str) -> JobPlan:
     """make_item for every grid point, with the JSON that ids hash assembled from pieces encoded once per value:
     a 100,000-item grid plans in a fraction of the time, and every id is byte-for-byte make_item's (tested)."""
     items: dict[str, WorkItem] = {}
+    merged: dict[tuple[int, int], None] = {}
     total = 0
     seed_at = PARAMETERS.index("seed")
     id_end = "]," + json.dumps(pipeline_key) + "]"
+    name_of = None if job.file_name == DEFAULT_FILE_NAME else namer(job.name, job.file_name)
     for grid in job.grids:
         # per axis: (value, its JSON), so each value is encoded once, not once per item
         axes = [[(value, json.dumps(value)) for value in getattr(grid, name)] for name in PARAMETERS]
-        points = []  # (values, the parameters' JSON for the id or None if the seed is derived, texts, seedless)
+        points = []  # (explicit seed, the parameters, the id's parameter JSON before the seed, after it)
         for pairs in itertools.product(*axes):
-            values, texts = tuple(value for value, _ in pairs), [text for _, text in pairs]
-            seedless = ", ".join(texts[:seed_at] + texts[seed_at + 1 :])  # what derive_seed hashes
-            points.append((values, None if values[seed_at] is None else ",".join(texts), texts, seedless))
+            texts = [text for _, text in pairs]
+            head, tail = ",".join(texts[:seed_at] + [""]), ",".join([""] + texts[seed_at + 1 :])
+            points.append((pairs[seed_at][0], tuple(value for value, _ in pairs), head, tail))
+        variations = range(grid.variations)
         for ref, template in itertools.product(grid.sources, grid.prompts):
             prompt = render_prompt(template, ref)
             id_start = json.dumps([ref.key, ref.fingerprint, prompt], separators=(",", ":"))[:-1] + ",["
-            seed_start = json.dumps([ref.key, prompt])[:-1] + ", ["  # derive_seed's layout: default separators
-            for values, params, texts, seedless in points:
-                seed_derived = params is None
-                if seed_derived:
-                    seed = _seed_of(seed_start + seedless + "]]")
-                    values = (*values[:seed_at], seed, *values[seed_at + 1 :])
-                    params = ",".join([*texts[:seed_at], str(seed), *texts[seed_at + 1 :]])
-                item_id = hashlib.sha256((id_start + params + id_end).encode()).hexdigest()[:ID_CHARS]
-                if item_id not in items:
-                    items[item_id] = _work_item(job.name, item_id, ref, prompt, values, seed_derived, grid.output)
+            derived = [derive_seed(ref.key, prompt, variation) for variation in variations]  # shared by the point
+            prefix = default_name(ref, "")  # the default name: this, then the id
+            for (explicit, params, head, tail), variation in itertools.product(points, variations):
+                seed = derived[variation] if explicit is None else explicit + variation
+                item_id = hashlib.sha256((id_start + head + str(seed) + tail + id_end).encode()).hexdigest()[:ID_CHARS]
                 total += 1
-    return JobPlan(job.name, tuple(items.values()), total - len(items), job.keep_sources)
+                if item_id in items:
+                    if grid.row is not None and items[item_id].row != grid.row:
+                        merged[(items[item_id].row, grid.row)] = None
+                    continue
+                item = items[item_id] = _work_item(
+                    (job.name, item_id, ref, prompt, explicit is None, grid.output, variation, len(items), grid.row,
+                     prefix + item_id, *params), seed)  # fmt: skip
+                if name_of is not None:
+                    _SET_NAME(item, name_of(item))
+    return JobPlan(job.name, tuple(items.values()), total - len(items), job.keep_sources, tuple(merged))
 
 
-def _work_item(
-    job: str, item_id: str, ref: SourceRef, prompt: str, values: tuple, seed_derived: bool, output: OutputOptions
-) -> WorkItem:
-    # WorkItem(...) without its frozen __init__'s twelve object.__setattr__ calls: a third of planning's time at
+def _work_item(values: tuple, seed: int) -> WorkItem:
+    # WorkItem(...) without its frozen __init__'s object.__setattr__ calls: a third of planning's time at
     # 100,000 items. There is no __post_init__ to skip; the instance is the same frozen, comparable WorkItem.
     item = object.__new__(WorkItem)
-    for setter, value in zip(_SETTERS, (job, item_id, ref, prompt, seed_derived, output, *values)):
+    for setter, value in zip(_SETTERS, values):
         setter(item, value)
+    _SET_SEED(item, seed)
     return item
 
 
 # The slots' own setters (frozen dataclasses refuse setattr): a slotted item is a third the size of one with a dict.
 _SETTERS = [
-    getattr(WorkItem, name).__set__ for name in ("job", "item_id", "source", "prompt", "seed_derived", "output", *PARAMETERS)
-]
+    getattr(WorkItem, name).__set__
+    for name in ("job", "item_id", "source", "prompt", "seed_derived", "output", "variation", "index", "row", "name",
+                 *PARAMETERS)
+]  # fmt: skip
+_SET_SEED, _SET_NAME = WorkItem.seed.__set__, WorkItem.name.__set__
 
 
-def make_item(job: str, ref: SourceRef, prompt: str, params: dict, pipeline_key: str) -> WorkItem:
-    """One item: the reference definition of its id and derived seed (plan_jobs builds the same, faster)."""
+def make_item(
+    job: str, ref: SourceRef, prompt: str, params: dict, pipeline_key: str, variation: int = 0
+) -> WorkItem:
+    """One item: the reference definition of its id and seed (plan_jobs builds the same, faster)."""
     seed_derived = params["seed"] is None
-    if seed_derived:
-        params = {**params, "seed": derive_seed(ref.key, prompt, params)}
+    seed = derive_seed(ref.key, prompt, variation) if seed_derived else params["seed"] + variation
+    params = {**params, "seed": seed}
     identity = json.dumps(
         [ref.key, ref.fingerprint, prompt, [params[name] for name in PARAMETERS], pipeline_key],
         separators=(",", ":"),
     )
     item_id = hashlib.sha256(identity.encode()).hexdigest()[:ID_CHARS]
-    return WorkItem(job=job, item_id=item_id, source=ref, prompt=prompt, seed_derived=seed_derived, **params)
+    return WorkItem(
+        job=job, item_id=item_id, source=ref, prompt=prompt, seed_derived=seed_derived, variation=variation, **params
+    )
 
 
-def derive_seed(source_key: str, prompt: str, params: dict) -> int:
-    """Default seed policy: a 32-bit seed from what the item is (not from the file's timestamp), so a
-    manifest without seeds gives every item its own noise and the same noise on every run."""
-    return _seed_of(json.dumps([source_key, prompt, [params[name] for name in PARAMETERS if name != "seed"]]))
+def derive_seed(source_key: str, prompt: str, variation: int = 0) -> int:
+    """Default seed policy: a 32-bit seed from the source and the prompt only (not the file's timestamp, not
+    strength, steps, guidance or size), so the cells of a sweep share their noise, as in an X/Y plot, and every
+    run gets the same noise. Variation 0 hashes exactly what a single seed always hashed."""
+    return _seed_of(json.dumps([source_key, prompt, variation] if variation else [source_key, prompt]))
 
 
 def _seed_of(text: str) -> int:

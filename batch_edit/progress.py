@@ -18,6 +18,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.total, self.done, self.failed, self.every_s = total, 0, 0, every_s
         self.started = self.logged_at = time.monotonic()
+        self.closed_at: float | None = None
         terminal = self.stream.isatty()
         self.bar = (
             tqdm(total=total, unit="img", desc="batch-edit", dynamic_ncols=True, file=self.stream) if terminal else None
@@ -30,12 +31,17 @@ class Progress:
             if failed:
                 self.bar.set_postfix(failed=self.failed, refresh=False)
             self.bar.update(1)
-        elif time.monotonic() - self.logged_at >= self.every_s or self.done == self.total:
+        elif time.monotonic() - self.logged_at >= self.every_s:
             self.logged_at = time.monotonic()
             print(self.line(), file=self.stream, flush=True)
 
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the start; frozen at close, so the last line and the run's summary give the same time."""
+        return (self.closed_at or time.monotonic()) - self.started
+
     def line(self) -> str:
-        elapsed = time.monotonic() - self.started
+        elapsed = self.elapsed
         rate = self.done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
         return (
@@ -44,8 +50,13 @@ class Progress:
         )
 
     def close(self) -> None:
+        if self.closed_at is not None:
+            return
+        self.closed_at = time.monotonic()
         if self.bar is not None:
             self.bar.close()
+        else:  # the final line, after the last job's CSVs and sheets too
+            print(self.line(), file=self.stream, flush=True)
 
     def __enter__(self) -> "Progress":
         return self

@@ -54,8 +54,14 @@ def reproduce(
     if not is_bare_name(row.get("file_name")):
         name = row.get("file_name")
         raise ReproduceError(f"{metadata_csv}: item {item_id}: file_name {name!r} is not a file of the job folder")
+    missing = ", ".join(name for name in REQUIRED_COLUMNS if name not in row)
+    if missing:
+        raise ReproduceError(f"{metadata_csv}: not a batch-edit metadata.csv: it lacks the column(s) {missing}")
     config = load_pipeline_config(config_path or _recorded_config(folder, row.get("pipeline_config") or ""))
-    item = item_from_row(row)
+    try:
+        item = item_from_row(row)
+    except ValueError as exc:  # a hand-edited cell
+        raise ReproduceError(f"{metadata_csv}: item {item_id}: a value cannot be read: {exc}") from None
     try:
         source = fit_image(load_image(item.source, fetch), item.width, item.height, item.resize)
     except SourceError as exc:
@@ -67,12 +73,23 @@ def reproduce(
     return compare(image, folder / row["file_name"], item_id)
 
 
+REQUIRED_COLUMNS = (
+    "file_name", "item_id", "job", "source", "prompt", "seed", "seed_derived", "strength", "num_inference_steps",
+    "guidance_scale", "requested_width", "requested_height", "resize",
+)  # fmt: skip
+
+
 def find_row(metadata_csv: Path, item_id: str) -> dict:
+    if metadata_csv.is_dir():
+        hint = " (pass its metadata.csv)" if (metadata_csv / "metadata.csv").is_file() else ""
+        raise ReproduceError(f"{metadata_csv} is a folder; reproduce reads a job's metadata.csv{hint}")
     try:
         with metadata_csv.open(encoding="utf-8", newline="") as handle:
             rows = list(csv.DictReader(handle))
     except FileNotFoundError:
         raise ReproduceError(f"{metadata_csv}: file not found") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ReproduceError(f"{metadata_csv}: cannot be read as a metadata CSV: {exc}") from None
     for row in rows:
         if row.get("item_id") == item_id:
             return row

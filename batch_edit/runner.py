@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 from PIL import Image
 
 from .background import Prefetch, Writer
-from .errors import OutOfMemory, OutputError, OutputRefusedError
+from .errors import BatchEditError, OutOfMemory, OutputError, OutputRefusedError
 from .outputs import JobOutput
 from .pipeline_config import PipelineConfig, dump_pipeline_config
 from .plan import JobPlan, WorkItem
@@ -36,6 +36,7 @@ class JobSummary:
     failed: int = 0
     seconds: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
+    held_back: int = 0  # pending items left for a later run by --limit
 
 
 @dataclass
@@ -43,6 +44,7 @@ class RunResult:
     jobs: list[JobSummary]
     loaded_model: bool
     interrupted_by: int | None = None  # the signal that stopped the run early
+    seconds: float = 0.0  # the progress line's elapsed time: from the first batch to the end of the last job
 
     @property
     def failed(self) -> int:
@@ -54,6 +56,19 @@ class RunOptions:
     fetch: FetchOptions = FetchOptions()
     overwrite: bool = False  # redo finished items too
     csv_every_s: float = 30.0  # metadata.csv / failures.csv are also rebuilt this often during a job
+    limit: int | None = None  # run only the first N pending items, in plan order across jobs
+
+
+class SourcesMissing(BatchEditError):
+    """Every item's source is a local file that does not exist: nothing could run."""
+
+
+class LoadInterrupted(BaseException):
+    """SIGINT or SIGTERM while the pipeline loaded: nothing was generated, and no job folder is left behind."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def run(
@@ -64,36 +79,27 @@ def run(
     options: RunOptions = RunOptions(),
     check_engine: Callable[[PipelineConfig], None] = lambda config: None,
 ) -> RunResult:
-    # 1. What is left to do: finished items (a record and an intact image) are skipped unless overwriting.
+    # 1. What is left to do: finished items (a record and an intact image under the planned name) are skipped
+    #    unless overwriting; --limit keeps the first N.
+    plans_by_name = {plan.name: plan for plan in plans}
     with _refused_before_running():
         outputs = {plan.name: JobOutput(output_root, plan.name) for plan in plans}
-        pending = {plan.name: _pending(plan, outputs[plan.name], options.overwrite) for plan in plans}
-    plans_by_name = {plan.name: plan for plan in plans}
-    summaries = [
-        JobSummary(plan.name, outputs[plan.name].folder, len(plan.items), len(plan.items) - len(pending[plan.name]))
-        for plan in plans
-    ]
+        summaries = [JobSummary(plan.name, outputs[plan.name].folder, len(plan.items)) for plan in plans]
+        pending = _pending(summaries, plans_by_name, outputs, options)
     active = [summary for summary in summaries if pending[summary.name]]
     if not active:
         for output in outputs.values():
             output.refresh()  # a run killed after its last item but before its CSVs or contact sheets were written
         return RunResult(summaries, loaded_model=False)
+    _check_sources_exist([item for items in pending.values() for item in items])
     check_engine(config)  # refusals that need no weights come before anything is written
     with ExitStack() as stack:
-        # 2. Lock every job folder this run will write, then load the one pipeline for the whole run.
-        with _refused_before_running():
-            for summary in active:
-                stack.callback(outputs[summary.name].close)
-                outputs[summary.name].lock()
-                # Under the lock, look again: a run that held the folder a moment ago may have finished items.
-                pending[summary.name] = _pending(plans_by_name[summary.name], outputs[summary.name], options.overwrite)
-                summary.already_done = summary.total - len(pending[summary.name])
-        try:
-            engine = load_engine(config)
-        except BaseException:  # a refused load leaves no trace: no config, no new folder, no .batch-edit/
-            for summary in active:
-                outputs[summary.name].discard_if_unused()
-            raise
+        # 2. Lock every job folder this run will write, then load the one pipeline for the whole run. A job
+        #    another run holds refuses the whole run, and the folders this one created go again.
+        def recount() -> None:  # under the locks: a run that held a folder a moment ago may have finished items
+            pending.update(_pending(active, plans_by_name, outputs, options))
+
+        engine = _lock_and_load(stack, [outputs[s.name] for s in active], recount, config, load_engine)
         # 3. Each job in turn; the first SIGINT/SIGTERM stops the run after the batch in progress.
         stop = stack.enter_context(StopOnSignal())
         progress = stack.enter_context(Progress(sum(len(pending[s.name]) for s in active)))
@@ -102,7 +108,7 @@ def run(
         context = _RunContext(engine, progress, engine.batch_size, options, pipeline.fields, stop)
         _encode_prompts_once(engine, [pending[s.name] for s in active])
         for summary in active:
-            if stop.signal is None:
+            if stop.signal is None and pending[summary.name]:
                 output = outputs[summary.name]
                 output.start(pipeline.yaml, pipeline.hash)  # the config kept only now that it has loaded
                 try:
@@ -110,7 +116,78 @@ def run(
                     job.run(pending[summary.name])
                 finally:
                     output.finish()  # one open record at a time, however many jobs
-    return RunResult(summaries, loaded_model=True, interrupted_by=stop.signal)
+    return RunResult(summaries, loaded_model=True, interrupted_by=stop.signal, seconds=progress.elapsed)
+
+
+def _lock_and_load(stack: ExitStack, outputs: list[JobOutput], recount, config: PipelineConfig, load_engine):
+    locked = []
+    with _InterruptibleLoad():
+        try:
+            with _refused_before_running():
+                for output in outputs:
+                    stack.callback(output.close)
+                    locked.append(output)  # before lock(): a refused lock still removes what it created
+                    output.lock()
+                recount()
+            return load_engine(config)
+        except BaseException:  # a refusal, a load error or a signal: no config, no new folder, no .batch-edit/
+            for output in reversed(locked):  # the last first, so the first can remove an output root it made
+                output.discard_if_unused()
+            raise
+
+
+class _InterruptibleLoad:
+    """While folders open and the pipeline loads, the first SIGINT or SIGTERM raises LoadInterrupted and later
+    ones are ignored, so the clean-up runs to its end however often the user presses Ctrl-C."""
+
+    def __enter__(self) -> "_InterruptibleLoad":
+        self.received: int | None = None
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in StopOnSignal.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is None:
+            self.received = signum
+            raise LoadInterrupted(signum)
+
+
+def pending_items(plan: JobPlan, output: JobOutput, overwrite: bool, records: dict | None = None) -> list[WorkItem]:
+    """Items neither finished (an intact image under the name the plan now gives them: a new file-name template
+    or format renders again into the new names) nor rejected by `prune --rejected`."""
+    if overwrite:
+        return list(plan.items)
+    records = output.read_records() if records is None else records
+    skipped = output.finished_ids(plan.items, records) | output.rejected_ids(records)
+    return [item for item in plan.items if item.item_id not in skipped]
+
+
+def _pending(summaries: list[JobSummary], plans: dict, outputs: dict, options: RunOptions) -> dict[str, list]:
+    """Each job's pending items, the first `options.limit` of them across jobs; counts what is done and held back."""
+    limit = options.limit
+    pending = {}
+    for summary in summaries:
+        items = pending_items(plans[summary.name], outputs[summary.name], options.overwrite)
+        pending[summary.name] = items[:limit] if limit is not None else items
+        limit = None if limit is None else limit - len(pending[summary.name])
+        summary.already_done = summary.total - len(items)
+        summary.held_back = len(items) - len(pending[summary.name])
+    return pending
+
+
+def _check_sources_exist(items: list[WorkItem]) -> None:
+    """A run with nothing it could load is a mistake in the manifest (paths, a moved folder), not a night of
+    failure rows. A partly missing set runs: each missing file is its item's recorded failure."""
+    refs = list(dict.fromkeys(item.source for item in items))
+    if refs and not any(ref.is_url or os.path.exists(ref.key) for ref in refs):
+        shown = ", ".join(ref.key for ref in refs[:3]) + (f" and {len(refs) - 3} more" if len(refs) > 3 else "")
+        raise SourcesMissing(
+            f"none of the {len(refs)} source file(s) exists: {shown} (relative paths resolve against the "
+            "manifest's folder); nothing was run"
+        )
 
 
 class _PipelineRecord:
@@ -137,14 +214,6 @@ def _encode_prompts_once(engine, pending: list[list[WorkItem]]) -> None:
     prompts = list(dict.fromkeys(item.prompt for items in pending for item in items))
     if len(prompts) <= engine.config.prompt_cache:
         engine.encode_prompts(prompts)
-
-
-def _pending(plan: JobPlan, output: JobOutput, overwrite: bool) -> list[WorkItem]:
-    if overwrite:
-        return list(plan.items)
-    records = output.read_records()
-    skipped = output.finished_ids(plan.items, records) | output.rejected_ids(records)
-    return [item for item in plan.items if item.item_id not in skipped]
 
 
 class StopOnSignal:

@@ -136,8 +136,11 @@ def build_tiny_pipeline():
     )
 
 
-def write_tiny_model(directory: Path) -> Path:
+def write_tiny_model(directory: Path, verbose: bool = False) -> Path:
     """Save the tiny pipeline to `directory` (safetensors) so `from_pretrained` can load it."""
+    from .engine import quiet_libraries
+
+    quiet_libraries(verbose)  # the optional-backend warnings and shard progress bars say nothing useful here
     pipe = build_tiny_pipeline()
     directory.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(directory, safe_serialization=True)

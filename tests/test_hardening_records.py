@@ -452,7 +452,8 @@ def test_a_source_changed_after_planning_fails_instead_of_hiding_under_the_old_i
 
 
 def test_a_failure_is_no_longer_listed_once_the_item_succeeded(tmp_path, tiny_config):
-    source = tmp_path / "late.jpg"  # missing at first: the item fails; then it appears and succeeds
+    source = tmp_path / "late.jpg"  # unreadable at first: the item fails; then it is a photo and succeeds
+    source.write_bytes(b"not an image yet")  # (a run whose every source is missing is refused, not failed)
     job = manifest(tmp_path, source)
     assert run_cli(tmp_path, job, tiny_config).returncode == 1
     folder = tmp_path / "out" / JOB

@@ -74,7 +74,8 @@ def test_explicit_seeds_verbatim_and_derived_seeds_deterministic():
     again = plan(grid(seed=(None,))).items
     assert [i.seed for i in derived] == [i.seed for i in again]
     assert all(i.seed_derived and 0 <= i.seed < 2**32 for i in derived)
-    assert len({i.seed for i in derived}) == len(derived)
+    # one seed per (source, prompt): the two strengths of a grid point share their noise
+    assert len({i.seed for i in derived}) == len({(i.source, i.prompt) for i in derived}) == len(derived) // 2
     # a touched file (new mtime) is a new item but keeps its seed: the seed follows what the item is
     touched = plan(grid(seed=(None,), sources=(replace(CAT, fingerprint="99-9"),))).items[0]
     assert touched.seed == derived[0].seed and touched.item_id != derived[0].item_id
@@ -112,6 +113,7 @@ def test_plan_builds_exactly_the_items_make_item_defines():
              strength=(0.1, 0.30000000000000004, 1.0), guidance_scale=(0.0, 3.5), seed=(None, 0, 2**40 + 1),
              resize=("pad", "center-crop")),
         grid(sources=(CAT,), prompts=("x",), seed=(None,), width=(512, 1024), height=(512,)),
+        grid(sources=(DOG, odd), prompts=("y",), seed=(None, 5, 6), strength=(0.5,), variations=3),
     )  # fmt: skip
     identity = {**PIPELINE, "loras": [{"path": "/l/ink.safetensors", "scale": 0.8}]}
     planned = plan(*grids, identity=identity)
@@ -120,11 +122,16 @@ def test_plan_builds_exactly_the_items_make_item_defines():
     for g in grids:
         for ref, template in itertools.product(g.sources, g.prompts):
             for values in itertools.product(*(getattr(g, name) for name in PARAMETERS)):
-                item = make_item("job", ref, render_prompt(template, ref), dict(zip(PARAMETERS, values)), pipeline_key)
-                expected.setdefault(item.item_id, item)
+                for variation in range(g.variations):
+                    item = make_item("job", ref, render_prompt(template, ref), dict(zip(PARAMETERS, values)),
+                                     pipeline_key, variation)  # fmt: skip
+                    expected.setdefault(item.item_id, item)
     assert list(planned.items) == list(expected.values())
     assert [item.item_id for item in planned.items] == list(expected)
     assert any(item.seed_derived for item in planned.items) and any(not item.seed_derived for item in planned.items)
+    assert [item.variation for item in planned.items] == [item.variation for item in expected.values()]
+    assert {item.variation for item in planned.items} == {0, 1, 2}
+    assert [item.index for item in planned.items] == list(range(len(planned.items)))
     assert planned.items[0].__hash__() == make_item("job", CAT, render_prompt(grids[0].prompts[0], CAT),
                                                     dict(zip(PARAMETERS, [getattr(grids[0], n)[0] for n in PARAMETERS])),
                                                     pipeline_key).__hash__()  # fmt: skip

@@ -1,0 +1,58 @@
+"""What `batch-edit plan` checks before a long run, without loading a model: source files that are missing,
+where relative paths resolved, a pipeline config this machine cannot run, and jobs that start from pure noise."""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import sys
+from pathlib import Path
+
+from .manifest import JobSpec, denoising_steps
+from .pipeline_config import PipelineConfig
+
+
+def resolved_folders(manifests: list[Path]) -> list[tuple[Path, Path]]:
+    """Each manifest with the folder its relative paths resolve against (its own, not the working folder)."""
+    return [(manifest, Path(os.path.abspath(manifest)).parent) for manifest in manifests]
+
+
+def missing_sources(job: JobSpec) -> tuple[list[str], int]:
+    """The local source files of a job that do not exist, and how many distinct sources the job has."""
+    refs = list(dict.fromkeys(ref for grid in job.grids for ref in grid.sources))
+    return [ref.key for ref in refs if not ref.is_url and not os.path.exists(ref.key)], len(refs)
+
+
+def plan_warnings(config: PipelineConfig, jobs: list[JobSpec]) -> list[str]:
+    warnings = []
+    cuda = _cuda_missing(config.device)
+    if cuda:
+        warnings.append(
+            f"the pipeline config asks for device '{config.device}' but {cuda}: `batch-edit run` would refuse it "
+            "here (use a config with 'device: cpu', or run on a machine with a CUDA GPU)"
+        )
+    for job in jobs:
+        pairs = {pair for grid in job.grids for pair in itertools.product(grid.num_inference_steps, grid.strength)}
+        noisy = sorted(pair for pair in pairs if denoising_steps(*pair) == pair[0])
+        if noisy:
+            shown = ", ".join(f"strength {strength} with {steps} steps" for steps, strength in noisy[:4])
+            more = f" and {len(noisy) - 4} more" if len(noisy) > 4 else ""
+            warnings.append(
+                f"job {job.name}: {shown}{more} start(s) from pure noise (every step runs, so the source image "
+                "only sets the size): use a smaller strength or more steps to keep its content"
+            )
+    return warnings
+
+
+def _cuda_missing(device: str) -> str | None:
+    """Why no CUDA GPU is visible, or None. Without importing torch (seconds) unless it is imported already."""
+    if not device.startswith("cuda"):
+        return None
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1"):
+        return "CUDA_VISIBLE_DEVICES hides every GPU"
+    if "torch" in sys.modules:
+        return None if sys.modules["torch"].cuda.is_available() else "torch sees no CUDA GPU"
+    if not os.path.exists("/proc/driver/nvidia/version") and not glob.glob("/dev/nvidia[0-9]*"):
+        return "no NVIDIA GPU driver was found"
+    return None

@@ -1,0 +1,344 @@
+"""What a new user expects from sweeps, plans, job folders and the smaller commands: seeds shared across a sweep,
+variations, honest plans, --limit, manifest order, file-name templates, clean refusals and interruptions."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+from filelock import FileLock
+
+from batch_edit import cli
+from batch_edit.errors import ManifestError
+from batch_edit.manifest import load_manifests
+from batch_edit.plan import derive_seed, plan_jobs
+
+from .conftest import PHOTOS, batch_edit, batch_edit_process, batch_edit_subprocess, write_pipeline_config
+
+PIPELINE = {"model": "m"}
+SMALL = "num_inference_steps: 2, width: 32, height: 32"  # the cheapest items the tiny model makes (flow style)
+
+
+def write(path, text):
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def planned(tmp_path, text, name="m.yaml"):
+    manifest = write(tmp_path / name, text)
+    return plan_jobs(list(load_manifests([manifest])[0].jobs), PIPELINE)
+
+
+def refusal(tmp_path, text, name="m.yaml") -> str:
+    with pytest.raises(ManifestError) as info:
+        planned(tmp_path, text, name)
+    return str(info.value)
+
+
+@pytest.fixture
+def photos(tmp_path):
+    shutil.copytree(PHOTOS, tmp_path / "photos")
+    return tmp_path
+
+
+def run(tmp_path, *args):
+    return batch_edit(*args, "--output-root", str(tmp_path / "out"), cwd=tmp_path)
+
+
+# --- seeds and variations ----------------------------------------------------------------------------------
+
+
+def test_a_sweep_without_seed_keeps_the_noise_of_each_source_and_prompt(photos):
+    (job,) = planned(photos, """
+        jobs:
+          - {name: sweep, sources: [photos/cat.jpg, photos/coffee.jpg], prompts: [a, b],
+             strength: [0.5, 0.9], num_inference_steps: [4, 8], guidance_scale: [2, 3.5], width: [32, 64],
+             resize: [pad, fit]}
+    """)  # fmt: skip
+    seeds = {}
+    for item in job.items:
+        seeds.setdefault((item.source.key, item.prompt), set()).add(item.seed)
+    assert len(job.items) == 2 * 2 * 2**5 and all(len(s) == 1 for s in seeds.values())
+    assert len({next(iter(s)) for s in seeds.values()}) == 4  # sources and prompts still differ
+    cat = next(item for item in job.items if item.source.stem == "cat" and item.prompt == "a")
+    assert cat.seed == derive_seed(cat.source.key, "a") == derive_seed(cat.source.key, "a", 0)
+
+
+def test_variations_give_distinct_derived_seeds_and_count_up_from_an_explicit_seed(photos):
+    base, varied, explicit = planned(photos, """
+        defaults: {sources: photos/cat.jpg, prompts: a, strength: [0.5, 0.9]}
+        jobs:
+          - {name: base}
+          - {name: varied, variations: 3}
+          - {name: explicit, seed: 10, variations: 3}
+    """)  # fmt: skip
+    assert len(varied.items) == 2 * 3
+    by_variation = {}
+    for item in varied.items:
+        by_variation.setdefault(item.variation, set()).add(item.seed)
+    assert all(len(seeds) == 1 for seeds in by_variation.values()) and len(by_variation) == 3
+    assert len(set().union(*by_variation.values())) == 3
+    assert by_variation[0] == {base.items[0].seed}  # variation 0 keeps the seed a single variation had
+    assert sorted({item.seed for item in explicit.items}) == [10, 11, 12]
+    assert not any(item.seed_derived for item in explicit.items)
+    problems = refusal(photos, "jobs: [{name: a, sources: photos/cat.jpg, prompts: a, variations: 0}]")
+    assert "variations" in problems and "greater than or equal to 1" in problems
+    assert "variations" in refusal(photos, "defaults: {variations: 10001}\njobs: [{name: a, sources: photos/cat.jpg, prompts: a}]")  # fmt: skip
+
+
+def test_csv_variations_column_and_repeated_seedless_rows_are_not_merged_silently(photos, tiny_config):
+    write(photos / "rows.csv", """\
+        source,prompt,seed,variations
+        photos/cat.jpg,a,,2
+        photos/coffee.jpg,b,5,2
+        photos/cat.jpg,a,,
+    """)
+    (job,) = plan_jobs(list(load_manifests([photos / "rows.csv"])[0].jobs), PIPELINE)
+    assert [(item.row, item.variation) for item in job.items] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert [item.seed for item in job.items[2:]] == [5, 6] and job.merged_rows == ((1, 3),)
+    result = batch_edit("plan", "rows.csv", "--pipeline", str(tiny_config), cwd=photos)
+    assert result.returncode == 0, result.stderr
+    assert "row 3 gives the same item(s) as row 1" in result.stderr and "'variations' column" in result.stderr
+    assert "4 item(s)" in result.stdout and "1 duplicate(s) merged" in result.stdout
+
+
+def test_seed_minus_one_is_explained_in_yaml_and_csv(photos):
+    problems = refusal(photos, "jobs: [{name: a, sources: photos/cat.jpg, prompts: a, seed: [1, -1]}]")
+    assert "-1 (random) is not supported" in problems and "variations: N" in problems
+    assert "greater than or equal" not in problems  # the explanation, not a range error besides it
+    write(photos / "rows.csv", "source,prompt,seed\nphotos/cat.jpg,a,-1\n")
+    with pytest.raises(ManifestError, match=r"rows.csv: row 1 .*-1 \(random\) is not supported"):
+        load_manifests([photos / "rows.csv"])
+
+
+# --- plans that tell the truth -------------------------------------------------------------------------------
+
+
+def test_plan_lists_missing_sources_says_where_paths_resolve_and_exits_1(photos, tiny_config):
+    (photos / "jobs").mkdir()
+    write(photos / "jobs" / "m.yaml", f"""
+        jobs:
+          - name: a
+            sources: [../photos/cat.jpg, photos/cat.jpg, ../photos/gone.jpg]
+            prompts: a
+    """)
+    result = batch_edit("plan", "jobs/m.yaml", "--pipeline", str(tiny_config), cwd=photos)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"relative paths resolve against {photos / 'jobs'}" in result.stdout
+    assert f"missing: 2 of 3 source file(s): {photos / 'jobs' / 'photos' / 'cat.jpg'}" in result.stdout
+    assert "2 source file(s) not found" in result.stderr
+    write(photos / "jobs" / "m.yaml", "jobs: [{name: a, sources: ../photos/cat.jpg, prompts: a}]")
+    fixed = batch_edit("plan", "jobs/m.yaml", "--pipeline", str(tiny_config), cwd=photos)
+    assert fixed.returncode == 0 and "missing:" not in fixed.stdout
+
+
+def test_run_with_every_source_missing_refuses_before_loading(photos, tiny_config):
+    write(photos / "m.yaml", "jobs: [{name: a, sources: [nowhere/a.jpg, nowhere/b.jpg], prompts: a}]")
+    result = run(photos, "run", "m.yaml", "--pipeline", str(tiny_config))
+    assert result.returncode == 2, result.stderr
+    assert "none of the 2 source file(s) exists" in result.stderr and "loading" not in result.stderr
+    assert not (photos / "out").exists()
+
+
+def test_plan_warns_about_a_device_this_machine_lacks_and_jobs_that_start_from_noise(
+    photos, tiny_model, monkeypatch
+):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    cuda = write_pipeline_config(photos / "cuda.yaml", tiny_model, device="cuda")
+    write(photos / "m.yaml", """
+        jobs:
+          - {name: noisy, sources: photos/cat.jpg, prompts: a, num_inference_steps: 4, strength: [0.5, 0.75, 0.8, 1.0]}
+          - {name: calm, sources: photos/cat.jpg, prompts: a, num_inference_steps: 4, strength: 0.75}
+    """)  # fmt: skip
+    result = batch_edit("plan", "m.yaml", "--pipeline", str(cuda), cwd=photos)
+    assert result.returncode == 0, result.stderr
+    assert "asks for device 'cuda' but CUDA_VISIBLE_DEVICES hides every GPU" in result.stderr
+    (noise,) = [line for line in result.stderr.splitlines() if "pure noise" in line]
+    assert "job noisy: strength 0.8 with 4 steps, strength 1.0 with 4 steps start(s)" in noise
+    cpu = write_pipeline_config(photos / "cpu.yaml", tiny_model)
+    quiet = batch_edit("plan", "m.yaml", "--pipeline", str(cpu), cwd=photos)
+    assert "device" not in quiet.stderr and "calm" not in quiet.stderr
+
+
+def test_limit_runs_the_first_pending_items_across_jobs_and_plan_agrees(photos, tiny_config):
+    write(photos / "m.yaml", f"""
+        defaults: {{sources: photos/cat.jpg, {SMALL}}}
+        jobs:
+          - {{name: a, prompts: [a, b]}}
+          - {{name: b, prompts: [c, d]}}
+    """)
+    common = ["m.yaml", "--pipeline", str(tiny_config), "--limit", "3"]
+    assert "--limit 3: 3 of 4 pending item(s) would run" in run(photos, "plan", *common).stdout
+    result = run(photos, "run", *common)
+    assert result.returncode == 0, result.stderr
+    assert "job a: 2 written" in result.stdout
+    assert "job b: 1 written, 0 already done, 0 failed, 1 left for later (--limit)" in result.stdout
+    assert list(pd.read_csv(photos / "out" / "b" / "metadata.csv")["prompt"]) == ["c"]  # plan order
+    assert "--limit 3: 1 of 1 pending item(s) would run" in run(photos, "plan", *common).stdout
+    assert "job b: 1 written, 1 already done" in run(photos, "run", *common).stdout
+
+
+def test_loading_prints_one_line_and_verbose_works_after_the_command(photos, tiny_config, tiny_model):
+    write(photos / "m.yaml", f"jobs: [{{name: a, sources: photos/cat.jpg, prompts: a, {SMALL}}}]")
+    result = run(photos, "run", "m.yaml", "--pipeline", str(tiny_config))
+    assert result.returncode == 0, result.stderr
+    loading = [line for line in result.stderr.splitlines() if "loading" in line]
+    assert len(loading) == 1 and re.fullmatch(
+        rf"batch-edit: loading {re.escape(str(tiny_model))} \(quanto\(.*\)\) \.\.\. loaded in \d+\.\d s", loading[0]
+    ), loading
+    parse = cli._parser().parse_args
+    assert parse(["run", "-v", "m.yaml"]).verbose and parse(["-v", "plan", "m.yaml"]).verbose
+    assert not parse(["run", "m.yaml"]).verbose
+    verbose = run(photos, "run", "--verbose", "m.yaml", "--pipeline", str(tiny_config), "--overwrite")
+    assert verbose.returncode == 0 and "INFO quantizing" in verbose.stderr
+
+
+# --- job folders that match the manifest ---------------------------------------------------------------------
+
+
+def test_metadata_keeps_manifest_order_and_csv_rows_join_back(photos, tiny_config):
+    # Rows alternate steps, so the runner (which groups equal steps into one call) writes them out of order.
+    write(photos / "rows.csv", """\
+        source,prompt,num_inference_steps,strength,width,height,seed
+        photos/cat.jpg,a,2,0.5,32,32,1
+        photos/coffee.jpg,b,3,0.7,32,32,2
+        photos/rocket.jpg,c,2,0.5,32,32,3
+        photos/astronaut.jpg,d,3,0.7,32,32,4
+    """)
+    write(photos / "grid.yaml", f"jobs: [{{name: grid, sources: photos/cat.jpg, prompts: [z, y], seed: [2, 1], {SMALL}}}]")  # fmt: skip
+    result = run(photos, "run", "rows.csv", "grid.yaml", "--pipeline", str(tiny_config))
+    assert result.returncode == 0, result.stderr
+    rows = pd.read_csv(photos / "out" / "rows" / "metadata.csv")
+    assert list(rows["prompt"]) == ["a", "b", "c", "d"] and list(rows["row"]) == [1, 2, 3, 4]
+    assert list(rows["index"]) == [0, 1, 2, 3]
+    grid = pd.read_csv(photos / "out" / "grid" / "metadata.csv")
+    assert list(zip(grid["prompt"], grid["seed"])) == [("z", 2), ("z", 1), ("y", 2), ("y", 1)]
+    assert "row" not in grid.columns  # only CSV jobs have manifest rows
+
+
+def test_loras_column_loads_as_a_string_feature(photos, tiny_config):
+    datasets = pytest.importorskip("datasets")
+    write(photos / "m.yaml", f"jobs: [{{name: a, sources: photos/cat.jpg, prompts: a, {SMALL}}}]")  # fmt: skip
+    assert run(photos, "run", "m.yaml", "--pipeline", str(tiny_config)).returncode == 0
+    loaded = datasets.load_dataset("imagefolder", data_dir=str(photos / "out" / "a"), split="train")
+    assert loaded.features["loras"].dtype in ("string", "large_string") and loaded[0]["loras"] == "none"
+
+
+# --- file-name templates -------------------------------------------------------------------------------------
+
+
+def test_file_name_templates_fill_sanitize_and_refuse_unknown_fields_and_clashes(photos):
+    (job,) = planned(photos, """
+        jobs:
+          - {name: t, sources: photos/cat.jpg, prompts: a, strength: [0.5, 0.9], seed: 7, variations: 2,
+             file_name: "../.{job} {stem}/s{strength}_{seed}_v{variation}_{index:03d}_{steps}_{guidance}"}
+    """)  # fmt: skip
+    names = [item.name for item in job.items]
+    assert names[0] == "_.t_cat_s0.5_7_v0_000_28_3.5" and names[-1] == "_.t_cat_s0.9_8_v1_003_28_3.5"
+    assert job.items[0].output_name == names[0] + ".png"
+    assert all("/" not in name and not name.startswith(".") for name in names)
+    (default,) = planned(photos, "jobs: [{name: d, sources: photos/cat.jpg, prompts: a}]")
+    assert default.items[0].output_name == f"cat-{default.items[0].item_id}.png"
+
+    unknown = refusal(photos, "jobs: [{name: t, sources: photos/cat.jpg, prompts: a, file_name: '{stem}-{width}'}]")
+    assert "jobs[0] ('t'): field 'file_name': unknown placeholder {width}" in unknown and "{variation}" in unknown
+    clash = refusal(photos, "jobs: [{name: t, sources: photos/cat.jpg, prompts: a, strength: [0.5, 0.9], file_name: '{stem}'}]")  # fmt: skip
+    assert "gives two items the name 'cat'" in clash
+    assert "strength 0.5" in clash and "strength 0.9" in clash
+
+
+def test_a_changed_template_renders_into_the_new_names(photos, tiny_config):
+    manifest = write(photos / "m.yaml", f"""
+        jobs:
+          - name: a
+            sources: photos/cat.jpg
+            prompts: a
+            seed: [1, 2]
+            file_name: "first-{{seed}}"
+        defaults: {{{SMALL}}}
+    """)
+    assert run(photos, "run", "m.yaml", "--pipeline", str(tiny_config)).returncode == 0
+    manifest.write_text(manifest.read_text().replace("first-", "second-"))
+    plan = run(photos, "plan", "m.yaml", "--pipeline", str(tiny_config))
+    assert "2 item(s), 0 already done" in plan.stdout
+    result = run(photos, "run", "m.yaml", "--pipeline", str(tiny_config))
+    assert "2 written, 0 already done" in result.stdout, result.stdout + result.stderr
+    metadata = pd.read_csv(photos / "out" / "a" / "metadata.csv")
+    assert list(metadata["file_name"]) == ["second-1.png", "second-2.png"]
+    assert (photos / "out" / "a" / "second-1.png").is_file()
+
+
+# --- smaller ------------------------------------------------------------------------------------------------
+
+
+def test_reproduce_refuses_a_folder_and_a_foreign_csv_with_exit_2(tmp_path):
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "metadata.csv").write_text("file_name,item_id\n")
+    folder = batch_edit("reproduce", str(tmp_path / "job"), "--item", "x")
+    assert folder.returncode == 2 and "is a folder" in folder.stderr and "pass its metadata.csv" in folder.stderr
+    assert "Traceback" not in folder.stderr
+    (tmp_path / "other.csv").write_text("file_name,item_id,prompt\nabc.png,abc,a\n")
+    foreign = batch_edit("reproduce", str(tmp_path / "other.csv"), "--item", "abc")
+    assert foreign.returncode == 2 and "not a batch-edit metadata.csv" in foreign.stderr and "source" in foreign.stderr
+
+
+@pytest.mark.parametrize("signals, status", [((signal.SIGTERM,), 143), ((signal.SIGINT, signal.SIGINT), 130)],
+                         ids=["SIGTERM", "double-Ctrl-C"])  # fmt: skip
+def test_a_signal_while_loading_says_so_and_leaves_no_job_folder(photos, tiny_config, signals, status):
+    write(photos / "m.yaml", "jobs: [{name: a, sources: photos/cat.jpg, prompts: a}, {name: b, sources: photos/cat.jpg, prompts: b}]")  # fmt: skip
+    process = batch_edit_process("run", str(photos / "m.yaml"), "--pipeline", str(tiny_config), "--output-root", str(photos / "out"))  # fmt: skip
+    seen = b""
+    while b"loading" not in seen:  # the loading line has no newline until the model is loaded
+        char = os.read(process.stderr.fileno(), 1)  # unbuffered: communicate() gets the rest
+        assert char, f"no loading line: {seen}"
+        seen += char
+    for signum in signals:
+        process.send_signal(signum)
+        time.sleep(0.05)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == status, seen.decode() + stderr
+    name = signal.Signals(signals[0]).name
+    assert f"stopped by {name} while loading the pipeline; nothing was generated" in stderr
+    assert "Traceback" not in stderr
+    assert not (photos / "out").exists()
+
+
+def test_a_job_held_by_another_run_refuses_the_whole_run_and_leaves_no_folder(photos, tiny_config):
+    write(photos / "m.yaml", "jobs: [{name: a, sources: photos/cat.jpg, prompts: a}, {name: b, sources: photos/cat.jpg, prompts: b}]")  # fmt: skip
+    state = photos / "out" / "b" / ".batch-edit"
+    state.mkdir(parents=True)
+    with FileLock(state / "lock"):
+        result = run(photos, "run", "m.yaml", "--pipeline", str(tiny_config))
+    assert result.returncode == 2 and "another batch-edit run" in result.stderr
+    assert str(photos / "out" / "b") in result.stderr
+    assert "loading" not in result.stderr
+    assert sorted(path.name for path in (photos / "out").iterdir()) == ["b"]
+
+
+def test_make_tiny_model_refuses_a_non_empty_folder_and_prints_one_line(tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    refused = batch_edit("make-tiny-model", str(tmp_path / "full"))
+    assert refused.returncode == 2 and "not empty" in refused.stderr and "--force" in refused.stderr
+    assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
+    made = batch_edit_subprocess("make-tiny-model", str(tmp_path / "full"), "--force")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.strip().splitlines() == [f"wrote a tiny random FLUX img2img pipeline to {tmp_path / 'full'}"]
+    assert made.stderr == ""
+    assert (tmp_path / "full" / "model_index.json").is_file()
+
+
+def test_the_final_progress_line_and_the_summary_agree_on_elapsed_time(photos, tiny_config):
+    write(photos / "m.yaml", f"jobs: [{{name: a, sources: photos/cat.jpg, prompts: [a, b], {SMALL}}}]")  # fmt: skip
+    result = run(photos, "run", "m.yaml", "--pipeline", str(tiny_config))
+    assert result.returncode == 0, result.stderr
+    progress = [line for line in result.stderr.splitlines() if line.startswith("batch-edit: 2/2 items")]
+    (summary,) = [line for line in result.stdout.splitlines() if line.startswith("total: ")]
+    assert len(progress) == 1
+    assert progress[0].split("elapsed ")[1].split(",")[0] == summary.split("elapsed ")[1]
