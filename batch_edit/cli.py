@@ -331,7 +331,8 @@ def _plan(args) -> int:
 def _run(args) -> int:
     from .engine import Engine
     from .progress import format_duration
-    from .runner import LoadInterrupted, RunOptions, run
+    from .runner import RunOptions, run
+    from .signals import LoadInterrupted
 
     _raise_open_file_limit()
     config, output_root, plans, _ = _prepare(args, for_run=True)

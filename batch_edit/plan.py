@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass, field
 
 from .errors import ManifestError
-from .formats import OutputOptions, with_extension
 from .file_names import DEFAULT_FILE_NAME, default_name, name_clash, namer
+from .formats import OutputOptions, with_extension
 from .manifest import PARAMETERS, JobSpec, render_prompt
 from .sources import SourceRef
 

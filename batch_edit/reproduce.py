@@ -16,11 +16,10 @@ from . import job_files
 from .errors import BatchEditError, UnsafeOutputError
 from .formats import as_stored
 from .outputs import PIPELINES_DIR, STATE_DIR
-from .records import is_bare_name
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import WorkItem
+from .records import is_bare_name
 from .sources import FetchOptions, SourceError, fit_image, load_image, source_ref
-
 
 CONFIG_HASH = re.compile(r"[0-9a-f]{16}")
 

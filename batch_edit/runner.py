@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 from collections import OrderedDict
 from contextlib import ExitStack, contextmanager
@@ -21,6 +20,7 @@ from .pipeline_config import PipelineConfig, dump_pipeline_config
 from .plan import JobPlan, WorkItem
 from .progress import Progress
 from .records import config_hash
+from .signals import InterruptibleLoad, StopOnSignal
 from .sources import FetchOptions, SourceError, SourceRef, fit_image, load_image
 
 log = logging.getLogger(__name__)
@@ -61,14 +61,6 @@ class RunOptions:
 
 class SourcesMissing(BatchEditError):
     """Every item's source is a local file that does not exist: nothing could run."""
-
-
-class LoadInterrupted(BaseException):
-    """SIGINT or SIGTERM while the pipeline loaded: nothing was generated, and no job folder is left behind."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
 
 
 def run(
@@ -121,7 +113,7 @@ def run(
 
 def _lock_and_load(stack: ExitStack, outputs: list[JobOutput], recount, config: PipelineConfig, load_engine):
     locked = []
-    with _InterruptibleLoad():
+    with InterruptibleLoad():
         try:
             with _refused_before_running():
                 for output in outputs:
@@ -134,25 +126,6 @@ def _lock_and_load(stack: ExitStack, outputs: list[JobOutput], recount, config: 
             for output in reversed(locked):  # the last first, so the first can remove an output root it made
                 output.discard_if_unused()
             raise
-
-
-class _InterruptibleLoad:
-    """While folders open and the pipeline loads, the first SIGINT or SIGTERM raises LoadInterrupted and later
-    ones are ignored, so the clean-up runs to its end however often the user presses Ctrl-C."""
-
-    def __enter__(self) -> "_InterruptibleLoad":
-        self.received: int | None = None
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in StopOnSignal.SIGNALS}
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.received is None:
-            self.received = signum
-            raise LoadInterrupted(signum)
 
 
 def pending_items(plan: JobPlan, output: JobOutput, overwrite: bool, records: dict | None = None) -> list[WorkItem]:
@@ -214,31 +187,6 @@ def _encode_prompts_once(engine, pending: list[list[WorkItem]]) -> None:
     prompts = list(dict.fromkeys(item.prompt for items in pending for item in items))
     if len(prompts) <= engine.config.prompt_cache:
         engine.encode_prompts(prompts)
-
-
-class StopOnSignal:
-    """First SIGINT/SIGTERM: finish the batch in progress, record it, stop. Second: exit at once, which is
-    safe because every record is flushed as it is written and every image is renamed into place whole."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __enter__(self) -> "StopOnSignal":
-        self.signal: int | None = None
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.signal is not None:
-            os._exit(128 + signum)
-        self.signal = signum
-        log.warning(
-            "%s received: finishing the batch in progress, then stopping (send it again to stop at once)",
-            signal.Signals(signum).name,
-        )
 
 
 @dataclass

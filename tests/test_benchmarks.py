@@ -4,8 +4,8 @@ architecture, and the committed GPU table holds either real GPU figures or a pla
 from __future__ import annotations
 
 import hashlib
-import itertools
 import importlib.util
+import itertools
 import os
 import subprocess
 import sys

@@ -16,7 +16,7 @@ from PIL import Image
 
 from batch_edit import validation
 from batch_edit.errors import ManifestError
-from batch_edit.manifest import MAX_ITEMS_PER_RUN, PARAMETERS, Grid, grid_size, load_manifest, load_manifests
+from batch_edit.manifest import MAX_ITEMS_PER_RUN, PARAMETERS, Grid, grid_size, load_manifests
 from batch_edit.runner import _SourceCache
 from batch_edit.sources import FetchOptions, SourceError, SourceRef, expand_source, load_image, source_ref
 from batch_edit.validation import printable

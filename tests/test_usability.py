@@ -122,7 +122,7 @@ def test_seed_minus_one_is_explained_in_yaml_and_csv(photos):
 
 def test_plan_lists_missing_sources_says_where_paths_resolve_and_exits_1(photos, tiny_config):
     (photos / "jobs").mkdir()
-    write(photos / "jobs" / "m.yaml", f"""
+    write(photos / "jobs" / "m.yaml", """
         jobs:
           - name: a
             sources: [../photos/cat.jpg, photos/cat.jpg, ../photos/gone.jpg]

@@ -1,0 +1,59 @@
+"""SIGINT/SIGTERM during a run: while the pipeline loads, and while batches run. Both restore the previous
+handlers on exit, so a caller that stays alive (tests, notebooks) gets its own handlers back."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+log = logging.getLogger("batch_edit.runner")
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class LoadInterrupted(BaseException):
+    """SIGINT or SIGTERM while the pipeline loaded: nothing was generated, and no job folder is left behind."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _SignalScope:
+    """Handles SIGINT and SIGTERM with `_handle` inside a `with` block; `self.signal` is the first one received."""
+
+    def __enter__(self):
+        self.signal: int | None = None
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        raise NotImplementedError
+
+
+class InterruptibleLoad(_SignalScope):
+    """While folders open and the pipeline loads, the first SIGINT or SIGTERM raises LoadInterrupted and later
+    ones are ignored, so the clean-up runs to its end however often the user presses Ctrl-C."""
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signal is None:
+            self.signal = signum
+            raise LoadInterrupted(signum)
+
+
+class StopOnSignal(_SignalScope):
+    """First SIGINT/SIGTERM: finish the batch in progress, record it, stop. Second: exit at once, which is
+    safe because every record is flushed as it is written and every image is renamed into place whole."""
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signal is not None:
+            os._exit(128 + signum)
+        self.signal = signum
+        log.warning(
+            "%s received: finishing the batch in progress, then stopping (send it again to stop at once)",
+            signal.Signals(signum).name,
+        )
