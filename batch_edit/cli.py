@@ -57,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except OutputError as exc:
         print(
-            f"error: {exc}\nThe run stopped; every finished item is recorded. Fix the problem and re-run the same command to resume.",
+            f"error: {escaped(exc)}\nThe run stopped; every finished item is recorded. Fix the problem and re-run the same command to resume.",
             file=sys.stderr,
         )
         return EXIT_STOPPED
     except BatchEditError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {escaped(exc)}", file=sys.stderr)
         return EXIT_REFUSED
 
 
@@ -71,6 +71,14 @@ class _StderrHandler(logging.StreamHandler):
     main() (tests, notebooks) gets the log where it gets the rest of the output."""
 
     stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escaped(super().format(record))  # a path or an error may hold terminal escapes
+
+
+def escaped(text: object) -> str:
+    """Text for the terminal: control characters escaped on each line (a path may hold ESC), nothing cut."""
+    return "\n".join(printable(line, limit=len(line)) for line in str(text).split("\n"))
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -287,11 +295,11 @@ def _plan(args) -> int:
 
     read: dict = {}
     config, output_root, plans, jobs = _prepare(args, for_run=False, read=read)
-    print(f"pipeline: {config.model} ({config.quantization.describe()}, {config.dtype}, {config.device})")
+    print(f"pipeline: {escaped(config.model)} ({config.quantization.describe()}, {config.dtype}, {config.device})")
     for manifest, folder in resolved_folders(args.manifests):
-        print(f"manifest {manifest}: relative paths resolve against {folder}")
+        print(f"manifest {escaped(manifest)}: relative paths resolve against {escaped(folder)}")
     for warning in plan_warnings(config, jobs):
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {escaped(warning)}", file=sys.stderr)
     missing_total, pending_total = 0, 0
     for plan, job in zip(plans, jobs):
         output, records = read[plan.name]
@@ -302,11 +310,11 @@ def _plan(args) -> int:
         extra = f", {plan.duplicates} duplicate(s) merged" if plan.duplicates else ""
         extra += f", {len(rejected)} rejected (skipped; --overwrite remakes them)" if rejected else ""
         extra += f", {output.invalid_lines} invalid record line(s) ignored" if output.invalid_lines else ""
-        print(f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {output.folder}")
+        print(f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {escaped(output.folder)}")
         missing, sources = missing_sources(job)
         if missing:
             missing_total += len(missing)
-            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            shown = ", ".join(map(escaped, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             print(f"  missing: {len(missing)} of {sources} source file(s): {shown}")
         for axis, values in grid_axes(job).items():
             texts = [printable(json.dumps(v, ensure_ascii=False) if axis == "prompts" else v) for v in values[:8]]
@@ -352,11 +360,11 @@ def _run(args) -> int:
         print("interrupted: every finished item is recorded; run the same command again to resume", file=sys.stderr)
         return 128 + signal.SIGINT
     for job in result.jobs:
-        reasons = "; ".join(f"{reason}: {count}" for reason, count in sorted(job.errors.items()))
+        reasons = "; ".join(f"{escaped(reason)}: {count}" for reason, count in sorted(job.errors.items()))
         later = f", {job.held_back} left for later (--limit)" if job.held_back else ""
         print(
             f"job {job.name}: {job.done} written, {job.already_done} already done, {job.failed} failed{later}"
-            f"{' (' + reasons + ')' if reasons else ''} in {job.seconds:.1f} s -> {job.folder}"
+            f"{' (' + reasons + ')' if reasons else ''} in {job.seconds:.1f} s -> {escaped(job.folder)}"
         )
     if not result.loaded_model:
         print("nothing to do: every item is already done")
@@ -393,13 +401,13 @@ def _reproduce(args) -> int:
 
     result = reproduce(args.metadata, args.item, args.pipeline, Engine.load)
     if result.identical:
-        print(f"identical: item {result.item_id} re-rendered pixel for pixel as {result.stored}")
+        print(f"identical: item {result.item_id} re-rendered pixel for pixel as {escaped(result.stored)}")
         return EXIT_OK
     if not result.size_matches:
-        print(f"different: item {result.item_id} re-rendered at another size than {result.stored}")
+        print(f"different: item {result.item_id} re-rendered at another size than {escaped(result.stored)}")
     else:
         print(
-            f"different: item {result.item_id} differs from {result.stored} by up to {result.max_difference}/255 "
+            f"different: item {result.item_id} differs from {escaped(result.stored)} by up to {result.max_difference}/255 "
             f"in {result.differing_fraction:.1%} of pixels"
         )
     return EXIT_ITEMS_FAILED
@@ -412,11 +420,11 @@ def _prune(args) -> int:
     for plan in plans:
         result = prune_job(plan, output_root, dry_run=args.dry_run, reject_missing=args.rejected)
         for line in result.listing:
-            print(f"  {line}")
+            print(f"  {escaped(line)}")
         verb = "would move" if args.dry_run else "moved"
         print(
             f"job {plan.name}: {verb} {len(result.moved)}, {'would reject' if args.dry_run else 'rejected'} "
-            f"{len(result.rejected)}, kept {result.kept} -> {result.folder}"
+            f"{len(result.rejected)}, kept {result.kept} -> {escaped(result.folder)}"
         )
     return EXIT_OK
 

@@ -21,6 +21,7 @@ from .backends import offload_text_encoders, prepare_pipeline
 from .errors import OutOfMemory, PipelineLoadError
 from .pipeline_config import PipelineConfig
 from .plan import WorkItem
+from .validation import shown_path
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class Engine:
     @classmethod
     def load(cls, config: PipelineConfig) -> "Engine":
         # One line, on a terminal and in a log alike: loading a full model takes minutes and says nothing else.
-        name = f"{config.model} ({config.quantization.describe()})"
+        name = f"{shown_path(config.model)} ({config.quantization.describe()})"
         print(f"batch-edit: loading {name} ...", end=" ", file=sys.stderr, flush=True)
         started = time.monotonic()
         try:

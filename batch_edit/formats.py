@@ -59,9 +59,10 @@ def embedded_record(image: Image.Image) -> dict | None:
     """The JSON record a result carries (PNG chunk or EXIF ImageDescription); None if it has none."""
     text = image.info.get("batch-edit") if image.format == "PNG" else image.getexif().get(IMAGE_DESCRIPTION)
     try:
-        return json.loads(text) if text else None
-    except (TypeError, json.JSONDecodeError):
+        record = json.loads(text) if text else None
+    except (TypeError, ValueError, RecursionError):  # an edited file: not JSON, nested too deep, a huge number
         return None
+    return record if isinstance(record, dict) else None
 
 
 def as_stored(image: Image.Image, stored: Image.Image) -> Image.Image:

@@ -45,18 +45,8 @@ def read_capped(path: Path, max_bytes: int) -> bytes:
     """The bytes of a regular file (symlinks followed), at most max_bytes of them.
 
     Raises FileNotFoundError/PermissionError/... as open() does, NotRegularFile, or TooLarge."""
-    # O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting for one; O_NOCTTY: a
-    # terminal device never becomes our controlling terminal. Neither changes anything for a regular file.
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+    fd = open_regular(path)
     try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        _raise_if_not_regular(path)  # a socket fails to open (ENXIO): name it for what it is
-        raise exc
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRegularFile(file_kind(mode))
         chunks, total = [], 0
         while True:
             chunk = os.read(fd, min(_READ_CHUNK, max_bytes + 1 - total))
@@ -68,6 +58,23 @@ def read_capped(path: Path, max_bytes: int) -> bytes:
             chunks.append(chunk)
     finally:
         os.close(fd)
+
+
+def open_regular(path: Path) -> int:
+    """A descriptor for reading a regular file (symlinks followed); NotRegularFile for anything else."""
+    # O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting for one; O_NOCTTY: a
+    # terminal device never becomes our controlling terminal. Neither changes anything for a regular file.
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        _raise_if_not_regular(path)  # a socket fails to open (ENXIO): name it for what it is
+        raise exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegularFile(file_kind(mode))
+    return fd
 
 
 def _raise_if_not_regular(path: Path) -> None:

@@ -10,6 +10,7 @@ the contact sheets. Every file is opened through `job_files`: no link is followe
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import os
@@ -118,6 +119,11 @@ class JobOutput(JobRecords):
             job_files.sweep_temporaries(self.folder / SOURCES_DIR)
         except OSError as exc:
             self.close()
+            if exc.errno == errno.EMFILE:  # a run holds one lock per job folder until it ends
+                raise OutputError(
+                    f"too many open files at {self.folder}: a run holds one open file per job, and this one has "
+                    "more jobs than the open-file limit allows; raise it (ulimit -Hn) or run the jobs in parts"
+                ) from exc
             raise OutputError(f"cannot write to the output folder {self.folder}: {exc.strerror or exc}") from exc
         except BaseException:
             self.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import stat
@@ -39,6 +40,8 @@ def valid_record(record) -> bool:
     pointing anywhere but the job folder) is ignored like a line cut short."""
     if not isinstance(record, dict) or not isinstance(record.get("item_id"), str) or not record["item_id"]:
         return False
+    if not all(type(record.get(key, 0)) is int and record.get(key, 0) >= 0 for key in ("index", "row")):
+        return False  # a position that is not a number would break the manifest order of the CSVs
     if record.get("status") in ("failed", "pruned", "rejected"):  # no file of theirs is read or counted as done
         return True
     if record.get("status") != "ok" or not is_bare_name(record.get("file_name")):
@@ -46,9 +49,16 @@ def valid_record(record) -> bool:
     size, seconds = record.get("bytes"), record.get("seconds", 0)
     if type(size) is not int or isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         return False
+    if not math.isfinite(seconds) or seconds < 0:
+        return False  # an infinite or NaN duration would break the estimates
     paired = record.get("source_image_file_name")
     folder, _, name = paired.partition("/") if isinstance(paired, str) else ("", "", "")
     return paired is None or (folder == SOURCES_DIR and is_bare_name(name))
+
+
+def _file_above(path: Path) -> Path:
+    """The nearest folder of `path` that exists as something else (the output root given as a file, say)."""
+    return next((folder for folder in reversed(path.parents) if not folder.is_dir()), path.parent)
 
 
 def config_hash(identity: dict) -> str:
@@ -79,6 +89,8 @@ class JobRecords:
             handle = os.fdopen(job_files.open_file(self.records_path, os.O_RDONLY), "rb")
         except FileNotFoundError:
             return latest
+        except NotADirectoryError:
+            raise OutputError(f"{_file_above(self.records_path)} is a file where a folder should be") from None
         except OSError as exc:
             raise OutputError(f"cannot read {self.records_path}: {exc.strerror or exc}") from exc
         with handle:
@@ -94,8 +106,8 @@ class JobRecords:
         for number, line in enumerate(handle):
             try:
                 record = json.loads(line.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                record = None  # cut short mid-character or mid-line by a crash
+            except (ValueError, RecursionError):  # ValueError: bad UTF-8 or JSON, or an int of over 4300 digits
+                record = None  # cut short mid-character or mid-line by a crash, or planted: nested too deep
             if valid_record(record):
                 yield number, record
             else:

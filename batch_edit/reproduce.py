@@ -7,19 +7,23 @@ import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Annotated, Callable
 
 import numpy as np
 from PIL import Image
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from . import job_files
 from .errors import BatchEditError, UnsafeOutputError
 from .formats import as_stored
+from .local_files import open_regular
+from .manifest import Guidance, Resize, Seed, Side, Steps, Strength
 from .outputs import PIPELINES_DIR, STATE_DIR
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import WorkItem
 from .records import is_bare_name
 from .sources import FetchOptions, SourceError, fit_image, load_image, source_ref
+from .validation import describe_validation_error
 
 CONFIG_HASH = re.compile(r"[0-9a-f]{16}")
 
@@ -58,16 +62,19 @@ def reproduce(
         raise ReproduceError(f"{metadata_csv}: not a batch-edit metadata.csv: it lacks the column(s) {missing}")
     config = load_pipeline_config(config_path or _recorded_config(folder, row.get("pipeline_config") or ""))
     try:
+        copies = _RowValues.model_validate(row).batch_size
         item = item_from_row(row)
-    except ValueError as exc:  # a hand-edited cell
+    except ValidationError as exc:  # a hand-edited cell: the manifest's limits, so the engine never sees it
+        problem = describe_validation_error(exc, f"{metadata_csv}: item {item_id}")[0]
+        raise ReproduceError(problem) from None
+    except ValueError as exc:
         raise ReproduceError(f"{metadata_csv}: item {item_id}: a value cannot be read: {exc}") from None
     try:
         source = fit_image(load_image(item.source, fetch), item.width, item.height, item.resize)
     except SourceError as exc:
         raise ReproduceError(f"cannot load the source {item.source.key}: {exc}") from None
     engine = load_engine(config)
-    # Same batch size as the original call: on a GPU, results repeat bitwise only at the same batch size.
-    copies = max(1, int(row.get("batch_size") or 1))
+    # Same batch size as the original call (`copies`): on a GPU, results repeat bitwise only at that batch size.
     (image, *_) = engine.generate([item] * copies, [source] * copies)
     return compare(image, folder / row["file_name"], item_id)
 
@@ -78,12 +85,30 @@ REQUIRED_COLUMNS = (
 )  # fmt: skip
 
 
+class _RowValues(BaseModel):
+    """The row's values a re-render uses, held to the limits a manifest has (extra columns are ignored)."""
+
+    strength: Strength
+    num_inference_steps: Steps
+    guidance_scale: Guidance
+    seed: Seed
+    requested_width: Side
+    requested_height: Side
+    resize: Resize
+    batch_size: Annotated[int, Field(ge=1, le=64)] = 1
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _blank_is_one(cls, value):
+        return value or 1  # rows written before batch sizes were recorded leave the cell empty
+
+
 def find_row(metadata_csv: Path, item_id: str) -> dict:
     if metadata_csv.is_dir():
         hint = " (pass its metadata.csv)" if (metadata_csv / "metadata.csv").is_file() else ""
         raise ReproduceError(f"{metadata_csv} is a folder; reproduce reads a job's metadata.csv{hint}")
-    try:
-        with metadata_csv.open(encoding="utf-8", newline="") as handle:
+    try:  # a regular file only: a FIFO or /dev/zero given as the CSV must not hang or fill memory
+        with open(open_regular(metadata_csv), encoding="utf-8", newline="") as handle:
             rows = list(csv.DictReader(handle))
     except FileNotFoundError:
         raise ReproduceError(f"{metadata_csv}: file not found") from None
@@ -117,7 +142,7 @@ def item_from_row(row: dict) -> WorkItem:
 
 def compare(image: Image.Image, stored_path: Path, item_id: str) -> Comparison:
     try:
-        with Image.open(stored_path) as stored:
+        with open(open_regular(stored_path), "rb") as handle, Image.open(handle) as stored:  # a FIFO never blocks
             stored_pixels = np.asarray(stored.convert("RGB"), dtype=np.int16)
             image = as_stored(image, stored)  # jpeg/webp: compared after the same lossy encoding
     except (FileNotFoundError, OSError) as exc:

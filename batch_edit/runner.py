@@ -123,6 +123,8 @@ def _lock_and_load(stack: ExitStack, outputs: list[JobOutput], recount, config: 
                 recount()
             return load_engine(config)
         except BaseException:  # a refusal, a load error or a signal: no config, no new folder, no .batch-edit/
+            for output in locked:  # every lock released first: removing a folder needs descriptors of its own
+                output.close()
             for output in reversed(locked):  # the last first, so the first can remove an output root it made
                 output.discard_if_unused()
             raise
