@@ -172,8 +172,8 @@ def test_an_output_root_that_is_a_file_is_named_as_such(tmp_path, tiny_config):
 
 def test_paths_with_terminal_escapes_are_echoed_escaped(tmp_path, tiny_config):
     (tmp_path / "m.yaml").write_text(  # YAML's own escape: the file itself may not hold an ESC
-        f"output_root: \"out/r\\x1b[32mG\"\njobs:\n  - name: job\n    sources: [{PHOTOS / 'cat.jpg'}, "
-        f"\"gone\\x1bZ.png\"]\n    prompts: p\n    strength: 1.0\n    num_inference_steps: 1\n    seed: 1\n"
+        f'output_root: "out/r\\x1b[32mG"\njobs:\n  - name: job\n    sources: [{PHOTOS / "cat.jpg"}, '
+        f'"gone\\x1bZ.png"]\n    prompts: p\n    strength: 1.0\n    num_inference_steps: 1\n    seed: 1\n'
         "    width: 16\n    height: 16\n"
     )
     plan = batch_edit("plan", "m.yaml", "--pipeline", str(tiny_config), cwd=tmp_path)
