@@ -226,6 +226,9 @@ def _prepare(
                 "parameters and seed), so they run once; for several images of one row use the 'variations' column",
                 file=sys.stderr,
             )
+        if len(plan.merged_rows) > 3:
+            more = len(plan.merged_rows) - 3
+            print(f"warning: {job.origin}: ... and {more} more row(s) merged the same way", file=sys.stderr)
     return config, output_root, plans, jobs
 
 
@@ -317,7 +320,10 @@ def _plan(args) -> int:
             shown = ", ".join(map(escaped, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             print(f"  missing: {len(missing)} of {sources} source file(s): {shown}")
         for axis, values in grid_axes(job).items():
-            texts = [printable(json.dumps(v, ensure_ascii=False) if axis == "prompts" else v) for v in values[:8]]
+            texts = [  # an empty seed cell of a CSV row: the item's seed is derived
+                printable(json.dumps(v, ensure_ascii=False) if axis == "prompts" else "derived" if v is None else v)
+                for v in values[:8]
+            ]
             shown = ", ".join(texts) + (f", ... ({len(values)} in all)" if len(values) > 8 else "")
             print(f"  {axis}: {shown}")
         seconds = output.mean_seconds(config.recorded_fields(), records)
@@ -363,11 +369,13 @@ def _run(args) -> int:
         reasons = "; ".join(f"{escaped(reason)}: {count}" for reason, count in sorted(job.errors.items()))
         later = f", {job.held_back} left for later (--limit)" if job.held_back else ""
         print(
-            f"job {job.name}: {job.done} written, {job.already_done} already done, {job.failed} failed{later}"
+            f"job {job.name}: {job.done} written, {job.already_done} already done, "
+            f"{f'{job.rejected} rejected, ' if job.rejected else ''}{job.failed} failed{later}"
             f"{' (' + reasons + ')' if reasons else ''} in {job.seconds:.1f} s -> {escaped(job.folder)}"
         )
     if not result.loaded_model:
-        print("nothing to do: every item is already done")
+        rejected = " or rejected" if any(job.rejected for job in result.jobs) else ""
+        print(f"nothing to do: every item is already done{rejected}")
     else:  # the same clock and format as the progress line's last "elapsed"
         written, failed = sum(job.done for job in result.jobs), result.failed
         print(f"total: {written} written, {failed} failed, elapsed {format_duration(result.seconds)}")
@@ -422,9 +430,10 @@ def _prune(args) -> int:
         for line in result.listing:
             print(f"  {escaped(line)}")
         verb = "would move" if args.dry_run else "moved"
+        deleted = f", {result.deleted} deleted (the next run makes them again; --rejected marks them unwanted)"
         print(
             f"job {plan.name}: {verb} {len(result.moved)}, {'would reject' if args.dry_run else 'rejected'} "
-            f"{len(result.rejected)}, kept {result.kept} -> {escaped(result.folder)}"
+            f"{len(result.rejected)}, kept {result.kept}{deleted if result.deleted else ''} -> {escaped(result.folder)}"
         )
     return EXIT_OK
 

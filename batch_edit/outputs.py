@@ -85,6 +85,12 @@ class JobOutput(JobRecords):
         self._lock: FileLock | None = None
         self._created: list[Path] = []
         self._append_lock = threading.Lock()  # the writer thread appends successes, the main thread failures
+        self._plan: tuple[WorkItem, ...] = ()  # the current plan, whose positions metadata.csv shows
+
+    def follow_plan(self, items: tuple[WorkItem, ...]) -> None:
+        """List results at their position in the manifest as it is now (`index`, CSV `row`), not as recorded
+        when each was made: a row inserted in a CSV renumbers the results below it."""
+        self._plan = items
 
     def check(self) -> None:
         """Refuse (UnsafeOutputError) a link or an odd file where this folder's own files go."""
@@ -337,7 +343,7 @@ class JobOutput(JobRecords):
             record = records[item_id]
             latest[supersede_key(record)] = item_id
         current = set(latest.values())
-        ordered = sorted((r for item_id, r in records.items() if item_id in current), key=_manifest_order)
+        ordered = self._placed(sorted((r for i, r in records.items() if i in current), key=_manifest_order))
         # "none", not an empty cell: datasets would type an all-empty loras column as float64
         done = [{**r, "loras": r.get("loras") or "none"} for r in ordered if self._intact(r)]
         failed = [r for r in ordered if r["status"] == "failed"]
@@ -347,6 +353,17 @@ class JobOutput(JobRecords):
         self._write_csv("metadata.csv", METADATA_COLUMNS + rows + [SOURCE_IMAGE_COLUMN] * paired, done)
         self._write_csv("failures.csv", FAILURE_COLUMNS + rows, failed)
         return len(done), len(failed)
+
+    def _placed(self, ordered: list[dict]) -> list[dict]:
+        """The records of planned items in plan order with their current positions; the others (not planned
+        any more, until `prune` moves them out) after them, as recorded."""
+        by_id = {record["item_id"]: record for record in ordered}
+        placed = []
+        for item in self._plan:
+            record = by_id.pop(item.item_id, None)
+            if record is not None:
+                placed.append({**record, "index": item.index, **({} if item.row is None else {"row": item.row})})
+        return placed + list(by_id.values())
 
     def _write_csv(self, name: str, columns: list[str], rows: list[dict]) -> None:
         temporary = job_files.temporary_name(self.folder / name)

@@ -24,6 +24,7 @@ class PruneResult:
     moved: list[str] = field(default_factory=list)  # file names moved out (or that would be, in a dry run)
     rejected: list[str] = field(default_factory=list)  # item ids recorded as rejected (or that would be)
     kept: int = 0  # the plan's finished items: the rows of metadata.csv
+    deleted: int = 0  # without reject_missing: planned items whose image is gone, which the next run makes again
     listing: list[str] = field(default_factory=list)  # a dry run's one line per change
 
 
@@ -35,6 +36,7 @@ class _Changes:
     superseded: list[str] = field(default_factory=list)  # older files of items that have a newer record
     reject: list[dict] = field(default_factory=list)  # latest records of planned items whose image is gone
     kept: int = 0
+    deleted: int = 0  # images gone but not rejected
 
 
 def prune_job(plan: JobPlan, output_root: Path, dry_run: bool = False, reject_missing: bool = False) -> PruneResult:
@@ -48,6 +50,7 @@ def prune_job(plan: JobPlan, output_root: Path, dry_run: bool = False, reject_mi
     try:
         changes = _decide(output, plan, reject_missing)  # under the lock: nothing changes underneath
         _apply(output, changes, result)
+        output.follow_plan(plan.items)
         output.rebuild_csvs()
         output.write_sheets()
     finally:
@@ -68,6 +71,8 @@ def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool) -> _Changes:
         elif not os.path.exists(os.path.join(output.folder, record["file_name"])):
             if reject_missing:
                 changes.reject.append(record)
+            else:
+                changes.deleted += 1
         elif record["file_name"] != item.output_name:
             changes.prune.append((record, f"the job now writes {item.output_name}"))
     current = {record["file_name"] for record in records.values() if record["status"] == "ok"}
@@ -89,7 +94,7 @@ def _apply(output: JobOutput, changes: _Changes, result: PruneResult) -> None:
     for record in changes.reject:
         output.mark(record, "rejected")
         result.rejected.append(record["item_id"])
-    result.kept = changes.kept
+    result.kept, result.deleted = changes.kept, changes.deleted
 
 
 def _describe(changes: _Changes, result: PruneResult) -> PruneResult:
@@ -105,5 +110,5 @@ def _describe(changes: _Changes, result: PruneResult) -> PruneResult:
     for record in changes.reject:
         result.rejected.append(record["item_id"])
         result.listing.append(f"would reject item {record['item_id']} ({record['file_name']} was deleted)")
-    result.kept = changes.kept
+    result.kept, result.deleted = changes.kept, changes.deleted
     return result

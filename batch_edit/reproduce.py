@@ -109,7 +109,12 @@ def find_row(metadata_csv: Path, item_id: str) -> dict:
         raise ReproduceError(f"{metadata_csv} is a folder; reproduce reads a job's metadata.csv{hint}")
     try:  # a regular file only: a FIFO or /dev/zero given as the CSV must not hang or fill memory
         with open(open_regular(metadata_csv), encoding="utf-8", newline="") as handle:
-            rows = list(csv.DictReader(handle))
+            reader = csv.DictReader(handle)
+            # a manifest CSV, say: "no item" would send the user looking for a wrong id
+            missing = ", ".join(name for name in ("file_name", "item_id") if name not in (reader.fieldnames or ()))
+            if missing:
+                raise ReproduceError(f"{metadata_csv}: not a batch-edit metadata.csv: it lacks the column(s) {missing}")
+            rows = list(reader)
     except FileNotFoundError:
         raise ReproduceError(f"{metadata_csv}: file not found") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:

@@ -32,6 +32,7 @@ class JobSummary:
     folder: Path
     total: int
     already_done: int = 0
+    rejected: int = 0  # skipped: `prune --rejected` recorded their deleted images as unwanted
     done: int = 0
     failed: int = 0
     seconds: float = 0.0
@@ -76,6 +77,8 @@ def run(
     plans_by_name = {plan.name: plan for plan in plans}
     with _refused_before_running():
         outputs = {plan.name: JobOutput(output_root, plan.name) for plan in plans}
+        for plan in plans:
+            outputs[plan.name].follow_plan(plan.items)
         summaries = [JobSummary(plan.name, outputs[plan.name].folder, len(plan.items)) for plan in plans]
         pending = _pending(summaries, plans_by_name, outputs, options)
     active = [summary for summary in summaries if pending[summary.name]]
@@ -145,10 +148,14 @@ def _pending(summaries: list[JobSummary], plans: dict, outputs: dict, options: R
     limit = options.limit
     pending = {}
     for summary in summaries:
-        items = pending_items(plans[summary.name], outputs[summary.name], options.overwrite)
+        plan, output = plans[summary.name], outputs[summary.name]
+        records = output.read_records()
+        items = pending_items(plan, output, options.overwrite, records)
         pending[summary.name] = items[:limit] if limit is not None else items
         limit = None if limit is None else limit - len(pending[summary.name])
-        summary.already_done = summary.total - len(items)
+        rejected = set() if options.overwrite else output.rejected_ids(records)
+        summary.rejected = sum(item.item_id in rejected for item in plan.items)
+        summary.already_done = summary.total - len(items) - summary.rejected
         summary.held_back = len(items) - len(pending[summary.name])
     return pending
 
