@@ -6,9 +6,11 @@ from __future__ import annotations
 import re
 import string
 
+from .parameters import axes, labels
 from .sources import SourceRef
 
-FILE_NAME_FIELDS = ("stem", "job", "seed", "strength", "steps", "guidance", "index", "id", "variation")
+_PARAMETER_FIELDS = {p.file_field: p.name for p in axes() if p.file_field}  # placeholder -> WorkItem field
+FILE_NAME_FIELDS = ("stem", "job", *_PARAMETER_FIELDS, "index", "id", "variation")
 DEFAULT_FILE_NAME = "{stem}-{id}"
 MAX_NAME_CHARS = 150  # with the extension and a temporary prefix, well under the usual 255-byte limit
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -54,9 +56,8 @@ def namer(job_name: str, template: str):
 
     def name(item) -> str:
         fields = dict(
-            stem=stem(item.source), job=job_name, seed=item.seed, strength=item.strength,
-            steps=item.num_inference_steps, guidance=item.guidance_scale, index=item.index, id=item.item_id,
-            variation=item.variation,
+            stem=stem(item.source), job=job_name, index=item.index, id=item.item_id, variation=item.variation,
+            **{placeholder: getattr(item, name) for placeholder, name in _PARAMETER_FIELDS.items()},
         )  # fmt: skip
         # no path separators, no leading dot (a hidden file, or "..")
         return _UNSAFE.sub("_", template.format_map(fields)).lstrip(".")[:MAX_NAME_CHARS] or "image"
@@ -80,8 +81,8 @@ def name_clash(template: str, items) -> str | None:
 
 
 def _describe(item) -> str:
+    """The item as its contact-sheet labels would show it: "(row 2, cat, strength 0.5, seed 1, ...)"."""
     where = f"row {item.row}, " if item.row is not None else ""
-    return (
-        f"({where}{item.source.stem}, seed {item.seed}, strength {item.strength}, steps {item.num_inference_steps}, "
-        f"guidance {item.guidance_scale}, {item.width}x{item.height})"
-    )
+    shown = sorted(labels("sheet").items(), key=lambda entry: entry[1][0])
+    values = ", ".join(f"{label} {'x'.join(str(getattr(item, p.name)) for p in ps)}" for label, (_, ps) in shown)
+    return f"({where}{item.source.stem}, {values})"

@@ -8,6 +8,7 @@ import json
 import re
 
 from . import __version__
+from .parameters import LAST, labels
 
 # Every character str.splitlines() breaks on: A1111 readers split the chunk into lines, so a prompt must be one.
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]+")
@@ -21,21 +22,18 @@ def a1111_parameters(row: dict) -> str:
     are written as spaces and its own `Negative prompt:` as `Negative prompt :`: prompt text can forge neither,
     and every value that could (a source path, a model name) is JSON-quoted. The exact prompt is in the
     `batch-edit` chunk."""
-    fields = {
-        "Steps": row["num_inference_steps"],
-        "Sampler": "Euler",  # FLUX's flow-matching Euler scheduler
-        "CFG scale": row["guidance_scale"],
-        "Seed": row["seed"],
-        "Size": f"{row['width']}x{row['height']}",
-        "Model": row.get("model", ""),
-        "Denoising strength": row["strength"],
-        "Source": row["source"],
-        "Resize": row["resize"],
-        "Quantization": row.get("quantization", ""),
-        "Item id": row["item_id"],
-        "Version": f"batch-edit {__version__}",
-    }
-    settings = ", ".join(f"{key}: {_a1111_quote(str(value))}" for key, value in fields.items())
+    placed = [  # (place, label, value): the parameters' labels among the settings that are no parameters
+        (1, "Sampler", "Euler"),  # FLUX's flow-matching Euler scheduler
+        (5, "Model", row.get("model", "")),
+        (7, "Source", row["source"]),
+        (9, "Quantization", row.get("quantization", "")),
+        (LAST + 1, "Item id", row["item_id"]),
+        (LAST + 2, "Version", f"batch-edit {__version__}"),
+        # the value the result has (its size, not the one asked); width and height as one "Size: WxH"
+        *((at, label, "x".join(str(row[p.name]) for p in shown)) for label, (at, shown) in labels("a1111").items()),
+    ]
+    fields = sorted(placed, key=lambda entry: entry[0])
+    settings = ", ".join(f"{key}: {_a1111_quote(str(value))}" for _, key, value in fields)
     loras = f" {row['loras']}" if row.get("loras") else ""  # the WebUI writes LoRAs as <lora:name:scale> in the prompt
     prompt = _NEGATIVE_LABEL.sub(r"\1 :", one_line(row["prompt"]))
     return f"{prompt}{loras}\n{settings}"

@@ -9,36 +9,24 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .csv_table import CsvRecord, CsvTable, CsvTableError, read_csv_table
 from .errors import ManifestError
-from .file_names import DEFAULT_FILE_NAME, template_problems
-from .formats import DEFAULT_QUALITY, EXTENSIONS, OutputOptions
-from .pipeline_config import LoraConfig
-from .prompts import MAX_PROMPT_CHARS, prompt_problem, render_prompt, template_fields
-from .sources import RESIZE_MODES, SourceRef, SourceSpecError, expand_source, source_ref
+from .file_names import template_problems
+from .formats import DEFAULT_QUALITY, OutputOptions
+from .manifest_models import CsvRow, Grid, JobDefaults, JobModel, JobSpec, Manifest, ManifestModel
+from .parameters import PARAMETERS, SEED_MAX, axis_names, named
+from .prompts import prompt_problem, render_prompt, template_fields
+from .sources import SourceRef, SourceSpecError, expand_source, source_ref
 from .validation import MAX_FILE_BYTES, describe_validation_error, printable, read_text_file, read_yaml_file, shown_path
 
-# The reference call: 1024x1024, 28 steps, strength 0.9, guidance 3.5, center crop.
-DEFAULTS = {
-    "strength": 0.9,
-    "num_inference_steps": 28,
-    "guidance_scale": 3.5,
-    "seed": None,
-    "width": 1024,
-    "height": 1024,
-    "resize": "center-crop",
-}
-PARAMETERS = tuple(DEFAULTS)
-MAX_VARIATIONS = 10000
-# CSV columns: where a semicolon or tab delimits, "0,75" is a decimal comma; keys a CSV row cannot express.
-DECIMAL_COLUMNS = ("strength", "guidance_scale")
+# CSV cells: where a semicolon or tab delimits, "0,75" is a decimal comma.
 DECIMAL_COMMA = re.compile(r"\s*[0-9]+,[0-9]+\s*")
+# Keys a CSV row cannot express.
 YAML_ONLY_HINTS = {
     "name": " (a CSV names jobs in a 'job' column)",
     "sources": " (a CSV row has one 'source')",
@@ -49,118 +37,6 @@ YAML_ONLY_HINTS = {
 MAX_ITEMS_PER_RUN = 10_000_000
 DEFAULT_OUTPUT_ROOT = Path("outputs")
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
-Strength = Annotated[float, Field(gt=0, le=1)]
-Steps = Annotated[int, Field(ge=1, le=1000)]
-Guidance = Annotated[float, Field(ge=0, le=100)]
-SEED_MAX = 2**63 - 1
-Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
-Side = Annotated[int, Field(ge=16, le=4096, multiple_of=16)]
-Resize = Literal[RESIZE_MODES]
-Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
-Variations = Annotated[int, Field(ge=1, le=MAX_VARIATIONS)]
-FileName = Annotated[str, Field(min_length=1, max_length=200)]
-SourceText = Annotated[str, Field(min_length=1, max_length=4096)]
-ImageFormat = Literal[tuple(EXTENSIONS)]
-Quality = Annotated[int, Field(ge=1, le=100)]
-
-
-def _one_or_many(kind):
-    return kind | Annotated[list[kind], Field(min_length=1)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class JobDefaults(_Strict):
-    """Every job key but `name`; also the shape of the top-level `defaults:`."""
-
-    sources: _one_or_many(SourceText) | None = None
-    prompts: _one_or_many(Prompt) | None = None
-    recursive: bool = False
-    keep_sources: bool = False  # save each fitted source beside the results (before/after pairs)
-    loras: list[LoraConfig] | None = None  # fused into the run's one pipeline: every job of a run must agree
-    format: ImageFormat | None = None
-    quality: Quality | None = None
-    captions: bool = False
-    strength: _one_or_many(Strength) | None = None
-    num_inference_steps: _one_or_many(Steps) | None = None
-    guidance_scale: _one_or_many(Guidance) | None = None
-    seed: _one_or_many(Seed) | None = None
-    variations: Variations = 1  # distinct seeds per grid point (A1111's batch count)
-    file_name: FileName = DEFAULT_FILE_NAME  # the images' names, without the extension
-    width: _one_or_many(Side) | None = None
-    height: _one_or_many(Side) | None = None
-    resize: _one_or_many(Resize) | None = None
-
-
-class JobModel(JobDefaults):
-    name: str
-    sources: _one_or_many(SourceText)
-    prompts: _one_or_many(Prompt)
-
-
-class ManifestModel(_Strict):
-    jobs: Annotated[list[dict], Field(min_length=1)]
-    defaults: dict = {}
-    output_root: str | None = None
-    pipeline: str | None = None
-
-
-class CsvRow(_Strict):
-    source: SourceText
-    prompt: Prompt
-    job: str | None = None
-    caption: str | None = None
-    strength: Strength | None = None
-    num_inference_steps: Steps | None = None
-    guidance_scale: Guidance | None = None
-    seed: Seed | None = None
-    variations: Variations | None = None
-    width: Side | None = None
-    height: Side | None = None
-    resize: Resize | None = None
-    format: ImageFormat | None = None
-    quality: Quality | None = None
-    captions: bool | None = None
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A cartesian grid: sources x prompts x every parameter. A CSV row is a grid of one."""
-
-    sources: tuple[SourceRef, ...]
-    prompts: tuple[str, ...]
-    strength: tuple[float, ...]
-    num_inference_steps: tuple[int, ...]
-    guidance_scale: tuple[float, ...]
-    seed: tuple[int | None, ...]
-    width: tuple[int, ...]
-    height: tuple[int, ...]
-    resize: tuple[str, ...]
-    output: OutputOptions = OutputOptions()
-    variations: int = 1  # seeds per grid point: derived ones for each variation, or seed, seed+1, ...
-    row: int | None = None  # the CSV data row (1-based) this grid came from
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    name: str
-    origin: str
-    grids: tuple[Grid, ...]
-    keep_sources: bool = False
-    loras: tuple[LoraConfig, ...] = ()
-    file_name: str = DEFAULT_FILE_NAME
-
-
-@dataclass(frozen=True)
-class Manifest:
-    path: Path
-    jobs: tuple[JobSpec, ...]
-    output_root: Path | None = None
-    pipeline: Path | None = None
-
 
 def load_manifests(paths: list[Path], output_root: Path | None = None) -> list[Manifest]:
     """Load every manifest, collecting all problems; job names must be unique across the run, and the run
@@ -200,7 +76,7 @@ def load_manifest(path: Path, output_root: Path | None = None) -> Manifest:
 
 def grid_size(grid: Grid) -> int:
     """The items a grid expands to (duplicates included), counted without expanding it."""
-    return math.prod(len(getattr(grid, axis)) for axis in ("sources", "prompts", *PARAMETERS)) * grid.variations
+    return math.prod(len(getattr(grid, axis)) for axis in ("sources", "prompts", *axis_names())) * grid.variations
 
 
 def job_size(job: JobSpec) -> int:
@@ -260,12 +136,12 @@ def _job_from_model(
     grid = Grid(
         sources=tuple(dict.fromkeys(sources)),
         prompts=tuple(_as_list(model.prompts)),
-        **{name: tuple(_as_list(_param(model, name))) for name in PARAMETERS},
+        **{name: tuple(_as_list(_param(model, name))) for name in axis_names()},
         output=_output_options(model, where, problems),
-        variations=model.variations,
+        variations=_param(model, "variations"),
     )
     if grid_size(grid) > MAX_ITEMS_PER_RUN:  # before the checks below, which walk the grid's axes
-        axes = " x ".join(f"{len(getattr(grid, axis))} {axis}" for axis in ("sources", "prompts", *PARAMETERS))
+        axes = " x ".join(f"{len(getattr(grid, axis))} {axis}" for axis in ("sources", "prompts", *axis_names()))
         axes += f" x {grid.variations} variations" if grid.variations > 1 else ""
         problems.append(
             f"{where}: the grid expands to {grid_size(grid):,} items ({axes}); "
@@ -294,16 +170,16 @@ def _without_random_seed(data: dict, where: str, problems: list[str]) -> dict:
 
 def _output_options(model: BaseModel, where: str, problems: list[str]) -> OutputOptions:
     """png is lossless: a quality for it is refused rather than silently ignored."""
-    format = model.format or "png"
+    format = _param(model, "format")
     if format == "png" and model.quality is not None:
         problems.append(f"{where}: field 'quality': applies to format jpeg or webp only (png is lossless)")
-    quality = None if format == "png" else model.quality or DEFAULT_QUALITY
-    return OutputOptions(format, quality, bool(model.captions))
+    quality = None if format == "png" else _param(model, "quality") or DEFAULT_QUALITY
+    return OutputOptions(format, quality, _param(model, "captions"))
 
 
 def _param(model: BaseModel, name: str):
     value = getattr(model, name)
-    return DEFAULTS[name] if value is None else value
+    return named(name).default_for() if value is None else value
 
 
 def _as_list(value) -> list:
@@ -428,7 +304,7 @@ def _csv_values(table: CsvTable, record: CsvRecord, where: str, problems: list[s
         problems.append(f"{where}: {exc}")
         return None
     if table.delimiter != ",":  # spreadsheets that write ';' or tabs often write decimal commas: 0,75
-        for name in DECIMAL_COLUMNS:
+        for name in (p.name for p in PARAMETERS if p.decimal_comma):
             if DECIMAL_COMMA.fullmatch(values.get(name, "")):
                 values[name] = values[name].replace(",", ".")
     return values
@@ -451,9 +327,9 @@ def _grid_from_row(row: dict, path: Path, where: str, problems: list[str]) -> tu
     grid = Grid(
         sources=(ref,),
         prompts=(model.prompt,),
-        **{name: (_param(model, name),) for name in PARAMETERS},
+        **{name: (_param(model, name),) for name in axis_names()},
         output=_output_options(model, where, problems),
-        variations=model.variations or 1,
+        variations=_param(model, "variations"),
     )
     _check_grid(grid, where, problems)
     return grid, model.job or path.stem

@@ -28,6 +28,7 @@ from . import job_files
 from .errors import OutputBusyError, OutputError
 from .formats import caption_name, save_image
 from .infotext import a1111_parameters
+from .parameters import axes, metadata_columns
 from .plan import WorkItem
 from .records import SOURCES_DIR, STATE_DIR, JobRecords, supersede_key
 from .sheets import write_contact_sheets
@@ -37,17 +38,21 @@ PIPELINES_DIR = "pipelines"  # .batch-edit/pipelines/<hash>.yaml: each pipeline 
 SHEETS_STAMP = "sheets"  # .batch-edit/sheets: touched once every contact sheet of the current metadata.csv is written
 # Not `source_file_name`: imagefolder would name that image column `source`, which the source path already is.
 SOURCE_IMAGE_COLUMN = "source_image_file_name"
-ITEM_COLUMNS = [
-    "item_id", "job", "index", "source", "prompt", "seed", "seed_derived", "strength", "num_inference_steps",
-    "guidance_scale", "width", "height", "requested_width", "requested_height", "resize",
-]  # fmt: skip
+PARAMETER_COLUMNS = metadata_columns()
+ITEM_COLUMNS = ["item_id", "job", "index", "source", "prompt", *PARAMETER_COLUMNS]
+FITTED = tuple(p.name for p in axes() if p.fitted)  # (width, height): a result's size, as PIL gives it
 PIPELINE_COLUMNS = ["model", "revision", "dtype", "quantization", "loras", "device", "pipeline_config"]
 METADATA_COLUMNS = ["file_name", *ITEM_COLUMNS, *PIPELINE_COLUMNS, "batch_size", "seconds", "finished_at"]
 FAILURE_COLUMNS = [*ITEM_COLUMNS, "stage", "error_type", "error", "failed_at"]
 
 
 def item_fields(item: WorkItem, size: tuple[int, int] | None = None) -> dict:
-    width, height = size or (item.width, item.height)
+    """The item's record fields; `size`: the result's, where it differs from the one asked for."""
+    values = {name: getattr(item, name) for name in FITTED}
+    values.update(zip(FITTED, size or ()))
+    for p in axes():
+        values[p.column] = getattr(item, p.name)
+        values.update((name, getattr(item, name)) for name in p.columns[1:])
     return {
         "item_id": item.item_id,
         "job": item.job,
@@ -56,16 +61,7 @@ def item_fields(item: WorkItem, size: tuple[int, int] | None = None) -> dict:
         "source_stat": item.source.stat,
         "source_sha256": item.source.fingerprint if len(item.source.fingerprint) == 64 else "",
         "prompt": item.prompt,
-        "seed": item.seed,
-        "seed_derived": item.seed_derived,
-        "strength": item.strength,
-        "num_inference_steps": item.num_inference_steps,
-        "guidance_scale": item.guidance_scale,
-        "width": width,
-        "height": height,
-        "requested_width": item.width,
-        "requested_height": item.height,
-        "resize": item.resize,
+        **{column: values[column] for column in PARAMETER_COLUMNS},
         **({"row": item.row} if item.row is not None else {}),
     }
 

@@ -6,37 +6,22 @@ import gc
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 
 from .errors import ManifestError
 from .file_names import DEFAULT_FILE_NAME, default_name, name_clash, namer
 from .formats import OutputOptions, with_extension
-from .manifest import PARAMETERS, JobSpec, render_prompt
+from .manifest import JobSpec, render_prompt
+from .parameters import axes, axis_names
 from .sources import SourceRef
 
 ID_CHARS = 16  # 64 bits of sha256: collisions are out of reach for any realistic run
 
 
-@dataclass(frozen=True, slots=True)
-class WorkItem:
-    job: str
-    item_id: str
-    source: SourceRef
-    prompt: str
-    strength: float
-    num_inference_steps: int
-    guidance_scale: float
-    seed: int
-    seed_derived: bool
-    width: int
-    height: int
-    resize: str
-    output: OutputOptions = OutputOptions()  # format, quality, captions: how it is written, not what it is
-    # Where the item sits in its manifest and what it is called: not what it is (its id), so not compared.
-    variation: int = field(default=0, compare=False)
-    index: int = field(default=0, compare=False)  # position in its job's plan: metadata.csv keeps this order
-    row: int | None = field(default=None, compare=False)  # the CSV data row (1-based) it came from
-    name: str = field(default="", compare=False)  # the file name without its extension
+class _ItemBehaviour:
+    """What a WorkItem says about itself beyond its fields."""
+
+    __slots__ = ()  # the items stay slotted: a third the size of ones with a __dict__
 
     @property
     def output_name(self) -> str:
@@ -46,7 +31,29 @@ class WorkItem:
     @property
     def batch_key(self) -> tuple:
         """Items that can share one pipeline call (the fitted size is only known after loading)."""
-        return (self.num_inference_steps, self.strength, self.guidance_scale)
+        return tuple(getattr(self, name) for name in _BATCH_KEY)
+
+
+_BATCH_KEY = tuple(p.name for p in axes() if p.batches)
+# One item of a plan: its job, id, source, prompt and a value of every swept parameter.
+WorkItem = make_dataclass(
+    "WorkItem",
+    [
+        ("job", str), ("item_id", str), ("source", SourceRef), ("prompt", str),
+        *((p.name, p.value) for p in axes()),
+        ("seed_derived", bool),
+        ("output", OutputOptions, field(default=OutputOptions())),  # how it is written, not what it is
+        # Where the item sits in its manifest and what it is called: not what it is (its id), so not compared.
+        ("variation", int, field(default=0, compare=False)),
+        ("index", int, field(default=0, compare=False)),  # position in its job's plan: metadata.csv keeps this order
+        ("row", int | None, field(default=None, compare=False)),  # the CSV data row (1-based) it came from
+        ("name", str, field(default="", compare=False)),  # the file name without its extension
+    ],
+    bases=(_ItemBehaviour,),
+    frozen=True,
+    slots=True,
+    namespace={"__module__": __name__},
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -83,12 +90,12 @@ def _plan_job(job: JobSpec, pipeline_key: str) -> JobPlan:
     items: dict[str, WorkItem] = {}
     merged: dict[tuple[int, int], None] = {}
     total = 0
-    seed_at = PARAMETERS.index("seed")
+    seed_at = axis_names().index("seed")
     id_end = "]," + json.dumps(pipeline_key) + "]"
     name_of = None if job.file_name == DEFAULT_FILE_NAME else namer(job.name, job.file_name)
     for grid in job.grids:
         # per axis: (value, its JSON), so each value is encoded once, not once per item
-        axes = [[(value, json.dumps(value)) for value in getattr(grid, name)] for name in PARAMETERS]
+        axes = [[(value, json.dumps(value)) for value in getattr(grid, name)] for name in axis_names()]
         points = []  # (explicit seed, the parameters, the id's parameter JSON before the seed, after it)
         for pairs in itertools.product(*axes):
             texts = [text for _, text in pairs]
@@ -130,7 +137,7 @@ def _work_item(values: tuple, seed: int) -> WorkItem:
 _SETTERS = [
     getattr(WorkItem, name).__set__
     for name in ("job", "item_id", "source", "prompt", "seed_derived", "output", "variation", "index", "row", "name",
-                 *PARAMETERS)
+                 *axis_names())
 ]  # fmt: skip
 _SET_SEED, _SET_NAME = WorkItem.seed.__set__, WorkItem.name.__set__
 
@@ -143,7 +150,7 @@ def make_item(
     seed = derive_seed(ref.key, prompt, variation) if seed_derived else params["seed"] + variation
     params = {**params, "seed": seed}
     identity = json.dumps(
-        [ref.key, ref.fingerprint, prompt, [params[name] for name in PARAMETERS], pipeline_key],
+        [ref.key, ref.fingerprint, prompt, [params[name] for name in axis_names()], pipeline_key],
         separators=(",", ":"),
     )
     item_id = hashlib.sha256(identity.encode()).hexdigest()[:ID_CHARS]
@@ -165,11 +172,11 @@ def _seed_of(text: str) -> int:
 
 def grid_axes(job: JobSpec) -> dict[str, list]:
     """The swept axes of a job (those with more than one value) and their values, for `batch-edit plan`."""
-    axes: dict[str, list] = {"sources": [], "prompts": [], **{name: [] for name in PARAMETERS}}
+    axes: dict[str, list] = {"sources": [], "prompts": [], **{name: [] for name in axis_names()}}
     for grid in job.grids:
         axes["sources"].extend(ref.stem for ref in grid.sources)
         axes["prompts"].extend(grid.prompts)
-        for name in PARAMETERS:
+        for name in axis_names():
             axes[name].extend(getattr(grid, name))
     distinct = {name: list(dict.fromkeys(values)) for name, values in axes.items()}
     return {name: values for name, values in distinct.items() if len(values) > 1}

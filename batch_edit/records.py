@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import job_files
 from .errors import OutputError
+from .parameters import axes
 
 STATE_DIR = ".batch-edit"
 SOURCES_DIR = "sources"
@@ -20,8 +21,8 @@ _NOT_IN_NAMES = re.compile(r"[/\\\x00]")  # a folder part (either separator) or 
 # What makes two records the same item apart from the source's content: a newer one supersedes the older. The
 # pipeline by its recorded identity fields, not `pipeline_config`, which records of older versions lack.
 SUPERSEDE_FIELDS = (
-    "source", "prompt", "seed", "strength", "num_inference_steps", "guidance_scale", "requested_width",
-    "requested_height", "resize", "model", "revision", "dtype", "quantization", "loras", "first_block_cache",
+    "source", "prompt", *(p.column for p in axes()),
+    "model", "revision", "dtype", "quantization", "loras", "first_block_cache",
 )  # fmt: skip
 _KEY_FIELDS = ("job", *SUPERSEDE_FIELDS)
 

@@ -20,6 +20,7 @@ from .local_files import open_regular
 from .manifest import Guidance, Resize, Seed, Side, Steps, Strength
 from .outputs import PIPELINES_DIR, STATE_DIR
 from .pipeline_config import PipelineConfig, load_pipeline_config
+from .parameters import axes
 from .plan import WorkItem
 from .records import is_bare_name
 from .sources import FetchOptions, SourceError, fit_image, load_image, source_ref
@@ -79,10 +80,7 @@ def reproduce(
     return compare(image, folder / row["file_name"], item_id)
 
 
-REQUIRED_COLUMNS = (
-    "file_name", "item_id", "job", "source", "prompt", "seed", "seed_derived", "strength", "num_inference_steps",
-    "guidance_scale", "requested_width", "requested_height", "resize",
-)  # fmt: skip
+REQUIRED_COLUMNS = ("file_name", "item_id", "job", "source", "prompt", "seed_derived", *(p.column for p in axes()))
 
 
 class _RowValues(BaseModel):
@@ -134,14 +132,8 @@ def item_from_row(row: dict) -> WorkItem:
         item_id=row["item_id"],
         source=ref,
         prompt=row["prompt"],
-        strength=float(row["strength"]),
-        num_inference_steps=int(row["num_inference_steps"]),
-        guidance_scale=float(row["guidance_scale"]),
-        seed=int(row["seed"]),
         seed_derived=row["seed_derived"] == "True",
-        width=int(row["requested_width"]),
-        height=int(row["requested_height"]),
-        resize=row["resize"],
+        **{p.name: p.parse(row[p.column]) for p in axes()},  # the value as the item asked it (not the fitted size)
     )
 
 

@@ -14,11 +14,19 @@ import os
 import re
 from dataclasses import dataclass
 
+from .parameters import labels
+
+# Parameters sharing a sheet label (width and height: "size") are one axis: label -> their metadata columns.
+_JOINED = {label: tuple(p.name for p in shown) for label, (_, shown) in labels("sheet").items() if len(shown) > 1}
 # (metadata column, label), by priority: the first swept axis goes across, the second down, the rest outside
 # (so a strength x seed x steps sweep reads strength across, seed down, one sub-grid per step count).
-AXES = (
-    ("prompt", "prompt"), ("strength", "strength"), ("seed", "seed"), ("variation", "variation"),
-    ("num_inference_steps", "steps"), ("guidance_scale", "guidance"), ("size", "size"), ("resize", "resize"),
+AXES = tuple(
+    (column, label)
+    for _, column, label in sorted(
+        [(0, "prompt", "prompt"), (3, "variation", "variation"),  # no parameters: what the plan adds
+         *((at, label if label in _JOINED else shown[0].name, label) for label, (at, shown) in labels("sheet").items())],
+        key=lambda entry: entry[0],
+    )
 )  # fmt: skip
 MAX_EMPTY = 0.25  # the largest share of empty cells an axis layout may have
 MAX_STRIP = 12  # one axis with more values than this reads better wrapped onto a grid
@@ -70,8 +78,8 @@ class Arrangement:
 
 
 def axis_value(row: dict, column: str) -> str:
-    if column == "size":
-        return f"{row.get('width', '')}x{row.get('height', '')}"
+    if column in _JOINED:
+        return "x".join(str(row.get(name, "")) for name in _JOINED[column])
     if column == "seed" and str(row.get("seed_derived", "")).strip().lower() in ("true", "1"):
         return "derived"  # follows from the other parameters: all-derived seeds are no axis of their own
     return str(row.get(column) or "")

@@ -16,7 +16,8 @@ from PIL import Image
 
 from batch_edit import validation
 from batch_edit.errors import ManifestError
-from batch_edit.manifest import MAX_ITEMS_PER_RUN, PARAMETERS, Grid, grid_size, load_manifests
+from batch_edit.manifest import MAX_ITEMS_PER_RUN, Grid, grid_size, load_manifests
+from batch_edit.parameters import axis_names
 from batch_edit.runner import _SourceCache
 from batch_edit.sources import FetchOptions, SourceError, SourceRef, expand_source, load_image, source_ref
 from batch_edit.validation import printable
@@ -372,8 +373,8 @@ def test_plan_escapes_the_values_it_prints(tmp_path):
 
 def test_grid_size_is_the_product_of_its_axes():
     ref = SourceRef("/a.png", False, "a", "", None)
-    values = {**{name: (1,) for name in PARAMETERS}, "strength": (0.5, 0.6, 0.7), "seed": (1, 2)}
-    grid = Grid(sources=(ref, ref), prompts=("x",) * 5, **{name: values[name] for name in PARAMETERS})
+    values = {**{name: (1,) for name in axis_names()}, "strength": (0.5, 0.6, 0.7), "seed": (1, 2)}
+    grid = Grid(sources=(ref, ref), prompts=("x",) * 5, **{name: values[name] for name in axis_names()})
     assert grid_size(grid) == 2 * 5 * 3 * 2 * 1
 
 

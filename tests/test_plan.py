@@ -6,7 +6,8 @@ import itertools
 import json
 from dataclasses import replace
 
-from batch_edit.manifest import PARAMETERS, Grid, JobSpec, render_prompt
+from batch_edit.manifest import Grid, JobSpec, render_prompt
+from batch_edit.parameters import axis_names
 from batch_edit.plan import make_item, plan_jobs
 from batch_edit.sources import SourceRef
 
@@ -121,9 +122,9 @@ def test_plan_builds_exactly_the_items_make_item_defines():
     expected = {}
     for g in grids:
         for ref, template in itertools.product(g.sources, g.prompts):
-            for values in itertools.product(*(getattr(g, name) for name in PARAMETERS)):
+            for values in itertools.product(*(getattr(g, name) for name in axis_names())):
                 for variation in range(g.variations):
-                    item = make_item("job", ref, render_prompt(template, ref), dict(zip(PARAMETERS, values)),
+                    item = make_item("job", ref, render_prompt(template, ref), dict(zip(axis_names(), values)),
                                      pipeline_key, variation)  # fmt: skip
                     expected.setdefault(item.item_id, item)
     assert list(planned.items) == list(expected.values())
@@ -133,5 +134,5 @@ def test_plan_builds_exactly_the_items_make_item_defines():
     assert {item.variation for item in planned.items} == {0, 1, 2}
     assert [item.index for item in planned.items] == list(range(len(planned.items)))
     assert planned.items[0].__hash__() == make_item("job", CAT, render_prompt(grids[0].prompts[0], CAT),
-                                                    dict(zip(PARAMETERS, [getattr(grids[0], n)[0] for n in PARAMETERS])),
+                                                    dict(zip(axis_names(), [getattr(grids[0], n)[0] for n in axis_names()])),
                                                     pipeline_key).__hash__()  # fmt: skip

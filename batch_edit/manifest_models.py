@@ -1,0 +1,110 @@
+"""The shapes a manifest is validated against (YAML jobs and defaults, CSV rows: pydantic models with a field
+per declared parameter) and the frozen specs it becomes (Grid, JobSpec, Manifest)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, make_dataclass
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from .file_names import DEFAULT_FILE_NAME
+from .formats import OutputOptions
+from .parameters import PARAMETERS, axis_names
+from .pipeline_config import LoraConfig
+from .prompts import MAX_PROMPT_CHARS
+from .sources import SourceRef
+
+Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
+FileName = Annotated[str, Field(min_length=1, max_length=200)]
+SourceText = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+def _one_or_many(kind):
+    return kind | Annotated[list[kind], Field(min_length=1)]
+
+
+def _parameter_fields(csv: bool) -> dict:
+    """A field per declared parameter, None when not given (its default is the task's); a YAML axis takes a
+    list of values too."""
+    return {
+        p.name: ((p.value if csv or not p.axis else _one_or_many(p.value)) | None, None)
+        for p in PARAMETERS
+        if p.csv or not csv
+    }
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+JobDefaults = create_model(
+    "JobDefaults",
+    __base__=_Strict,
+    __doc__="Every job key but `name`; also the shape of the top-level `defaults:`.",
+    sources=(_one_or_many(SourceText) | None, None),
+    prompts=(_one_or_many(Prompt) | None, None),
+    recursive=(bool, False),
+    keep_sources=(bool, False),  # save each fitted source beside the results (before/after pairs)
+    loras=(list[LoraConfig] | None, None),  # fused into the run's one pipeline: every job of a run must agree
+    file_name=(FileName, DEFAULT_FILE_NAME),  # the images' names, without the extension
+    **_parameter_fields(csv=False),
+)
+
+
+class JobModel(JobDefaults):
+    name: str
+    sources: _one_or_many(SourceText)
+    prompts: _one_or_many(Prompt)
+
+
+class ManifestModel(_Strict):
+    jobs: Annotated[list[dict], Field(min_length=1)]
+    defaults: dict = {}
+    output_root: str | None = None
+    pipeline: str | None = None
+
+
+CsvRow = create_model(
+    "CsvRow",
+    __base__=_Strict,
+    source=(SourceText, ...),
+    prompt=(Prompt, ...),
+    job=(str | None, None),
+    caption=(str | None, None),
+    **_parameter_fields(csv=True),
+)
+
+Grid = make_dataclass(
+    "Grid",
+    [
+        ("sources", tuple[SourceRef, ...]),
+        ("prompts", tuple[str, ...]),
+        *((name, tuple) for name in axis_names()),
+        ("output", OutputOptions, field(default=OutputOptions())),
+        ("variations", int, field(default=1)),  # seeds per grid point: derived ones, or seed, seed+1, ...
+        ("row", int | None, field(default=None)),  # the CSV data row (1-based) this grid came from
+    ],
+    frozen=True,
+    namespace={"__module__": __name__, "__doc__": "A cartesian grid: sources x prompts x every swept parameter. "
+               "A CSV row is a grid of one."},
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    origin: str
+    grids: tuple[Grid, ...]
+    keep_sources: bool = False
+    loras: tuple[LoraConfig, ...] = ()
+    file_name: str = DEFAULT_FILE_NAME
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    jobs: tuple[JobSpec, ...]
+    output_root: Path | None = None
+    pipeline: Path | None = None
