@@ -38,6 +38,7 @@ MAX_ITEMS_PER_RUN = 10_000_000
 DEFAULT_OUTPUT_ROOT = Path("outputs")
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
+
 def load_manifests(paths: list[Path], output_root: Path | None = None) -> list[Manifest]:
     """Load every manifest, collecting all problems; job names must be unique across the run, and the run
     at most MAX_ITEMS_PER_RUN items. `output_root` (the command line's) is kept out of folder and glob sources."""

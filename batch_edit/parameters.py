@@ -52,7 +52,7 @@ class Parameter:
     decimal_comma: bool = False  # a CSV cell may write it "0,75" (where ';' or tabs delimit)
     columns: tuple[str, ...] = ()  # metadata.csv columns: the value ("" = the name), then WorkItem fields with it
     column_at: int = LAST  # the place of those columns among the item's
-    fitted: bool = False  # the result's value (its size) can differ from the one asked: `name` holds it, columns[0] the ask
+    fitted: bool = False  # the result's value (its size) may differ from the ask: `name` holds it, columns[0] the ask
     parse: Callable[[str], Any] = str  # a metadata.csv cell back to the value (reproduce)
     a1111: Label | None = None  # in the A1111 settings line; parameters sharing a label are written "AxB"
     sheet: Label | None = None  # a contact-sheet axis; parameters sharing a label are one axis, "AxB"

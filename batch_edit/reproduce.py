@@ -19,8 +19,8 @@ from .formats import as_stored
 from .local_files import open_regular
 from .manifest import Guidance, Resize, Seed, Side, Steps, Strength
 from .outputs import PIPELINES_DIR, STATE_DIR
-from .pipeline_config import PipelineConfig, load_pipeline_config
 from .parameters import axes
+from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import WorkItem
 from .records import is_bare_name
 from .sources import FetchOptions, SourceError, fit_image, load_image, source_ref

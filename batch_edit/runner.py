@@ -218,7 +218,7 @@ class _JobRun:
 
     def run(self, items: list[WorkItem]) -> None:
         started = time.monotonic()
-        # Sorting by (steps, strength, guidance) lets compatible items share a pipeline call.
+        # Sorting by the batch key (strength, steps, guidance) lets compatible items share a pipeline call.
         prepared = Prefetch(self._prepare(sorted(items, key=lambda item: item.batch_key)), depth=2)
         self.writer = Writer(self._written, depth=2 * self.context.batch_size)
         try:

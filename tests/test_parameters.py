@@ -9,8 +9,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+from batch_edit import __version__
+from batch_edit.infotext import a1111_parameters
 from batch_edit.manifest import load_manifest
+from batch_edit.outputs import FAILURE_COLUMNS, METADATA_COLUMNS, item_fields
 from batch_edit.plan import make_item, plan_jobs
+from batch_edit.sheet_arrangement import AXES
 from batch_edit.sources import SourceRef
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,3 +80,112 @@ def test_make_item_ids_and_seeds_are_those_made_before():
     assert [(item.item_id, item.seed) for item in made] == [
         ("726ebe83c9208fd4", 2827726160), ("5e1bdb796c2805ff", 3387674742), ("26a03ba6e93f7c6e", 6),
     ]  # fmt: skip
+
+
+def test_records_a1111_text_and_sheet_axes_are_laid_out_as_before():
+    ref = SourceRef(key="https://e.com/cat.png", is_url=True, stem="cat", fingerprint="", caption=None)
+    params = dict(strength=0.75, num_inference_steps=20, guidance_scale=4.5, seed=7, width=512, height=768,
+                  resize="pad")  # fmt: skip
+    row = item_fields(make_item("job", ref, "a cat", params, "k"), (512, 640))
+    item_columns = [
+        "item_id", "job", "index", "source", "prompt", "seed", "seed_derived", "strength", "num_inference_steps",
+        "guidance_scale", "width", "height", "requested_width", "requested_height", "resize",
+    ]  # fmt: skip
+    assert list(row) == [*item_columns[:4], "source_stat", "source_sha256", *item_columns[4:]]
+    assert METADATA_COLUMNS == ["file_name", *item_columns, "model", "revision", "dtype", "quantization", "loras",
+                                "device", "pipeline_config", "batch_size", "seconds", "finished_at"]  # fmt: skip
+    assert FAILURE_COLUMNS == [*item_columns, "stage", "error_type", "error", "failed_at"]
+    assert (row["width"], row["height"], row["requested_width"], row["requested_height"]) == (512, 640, 512, 768)
+    assert a1111_parameters({**row, "model": "m", "quantization": "none"}) == (
+        "a cat\nSteps: 20, Sampler: Euler, CFG scale: 4.5, Seed: 7, Size: 512x640, Model: m, Denoising strength: "
+        f'0.75, Source: "https://e.com/cat.png", Resize: pad, Quantization: none, Item id: {row["item_id"]}, '
+        f"Version: batch-edit {__version__}"
+    )
+    assert AXES == (
+        ("prompt", "prompt"), ("strength", "strength"), ("seed", "seed"), ("variation", "variation"),
+        ("num_inference_steps", "steps"), ("guidance_scale", "guidance"), ("size", "size"), ("resize", "resize"),
+    )  # fmt: skip
+
+
+# Run in a fresh interpreter: the declaration is added before any stage is imported, as a line in PARAMETERS is.
+ADDED_PARAMETER = """
+import json, sys
+from pathlib import Path
+from typing import Annotated
+from pydantic import Field
+from batch_edit import parameters
+from batch_edit.parameters import Label, Parameter
+
+parameters.PARAMETERS += (
+    Parameter("sharpness", Annotated[float, Field(ge=0, le=2)], {"img2img": 0.5}, parse=float,
+              a1111=Label("Sharpness"), sheet=Label("sharpness"), file_field="sharp"),
+)
+
+from batch_edit.errors import ManifestError
+from batch_edit.infotext import a1111_parameters
+from batch_edit.manifest import load_manifest
+from batch_edit.outputs import ITEM_COLUMNS, item_fields
+from batch_edit.plan import grid_axes, plan_jobs
+from batch_edit.reproduce import item_from_row
+from batch_edit.sheet_arrangement import AXES, arrange
+
+folder = Path(sys.argv[1])
+seen = {}
+
+def problems(name, text):
+    (folder / name).write_text(text)
+    try:
+        load_manifest(folder / name)
+    except ManifestError as exc:
+        return exc.problems
+    return []
+
+seen["yaml_range"] = problems("range.yaml", "jobs: [{name: a, sources: https://e.com/a.png, prompts: x, sharpness: 5}]")
+seen["yaml_typo"] = problems("typo.yaml", "jobs: [{name: a, sources: https://e.com/a.png, prompts: x, sharpnes: 1}]")
+seen["csv_range"] = problems("range.csv", "source,prompt,sharpness\\nhttps://e.com/a.png,x,3\\n")
+(folder / "sweep.yaml").write_text(
+    "jobs: [{name: a, sources: https://e.com/a.png, prompts: x, sharpness: [0.25, 1.5], file_name: '{stem}-{sharp}'}]"
+)
+(folder / "rows.csv").write_text("source,prompt,sharpness\\nhttps://e.com/a.png,x,\\nhttps://e.com/a.png,x,2\\n")
+sweep = load_manifest(folder / "sweep.yaml").jobs[0]
+plan = plan_jobs([sweep], {"model": "m"})[0]
+rows_plan = plan_jobs(list(load_manifest(folder / "rows.csv").jobs), {"model": "m"})[0]
+seen["swept"] = [item.sharpness for item in plan.items]
+seen["names"] = [item.output_name for item in plan.items]
+seen["ids"] = len({item.item_id for item in plan.items})
+seen["csv_values"] = [item.sharpness for item in rows_plan.items]
+seen["plan_axes"] = grid_axes(sweep)
+rows = [{**item_fields(item), "file_name": item.output_name} for item in plan.items]
+seen["columns"] = ITEM_COLUMNS
+seen["row"] = rows[1]["sharpness"]
+seen["a1111"] = a1111_parameters(rows[1]).splitlines()[1]
+seen["reproduced"] = item_from_row({k: str(v) for k, v in rows[1].items()}).sharpness
+seen["sheet_axes"] = AXES
+seen["sheet_headers"] = list(arrange(rows)[0].headers)
+print(json.dumps(seen))
+"""
+
+
+def test_a_parameter_added_to_the_declarations_reaches_every_stage(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(ADDED_PARAMETER), str(tmp_path)],
+        capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": ""}, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    # validation: its range, a misspelling, a CSV cell
+    assert any("field 'sharpness'" in p and "less than or equal to 2" in p for p in seen["yaml_range"])
+    assert any("did you mean 'sharpness'" in p for p in seen["yaml_typo"])
+    assert any("row 1" in p and "'sharpness'" in p for p in seen["csv_range"])
+    # grid expansion, its default, `plan`'s axes and file-name templates
+    assert seen["swept"] == [0.25, 1.5] and seen["ids"] == 2
+    assert seen["csv_values"] == [0.5, 2.0]
+    assert seen["plan_axes"] == {"sharpness": [0.25, 1.5]}
+    assert seen["names"] == ["a-0.25.png", "a-1.5.png"]
+    # records: metadata.csv column, A1111 text, reproduce reads it back
+    assert seen["columns"][-1] == "sharpness" and seen["row"] == 1.5
+    assert "Sharpness: 1.5" in seen["a1111"]
+    assert seen["reproduced"] == 1.5
+    # contact sheets: an axis, labelled
+    assert ["sharpness", "sharpness"] in seen["sheet_axes"]
+    assert seen["sheet_headers"] == ["sharpness 0.25", "sharpness 1.5"]
