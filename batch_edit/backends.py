@@ -2,7 +2,7 @@
 
 Order matters: LoRAs are fused into the plain weights first (PEFT cannot attach to quanto layers); quanto
 quantizes on the CPU before the move to the device (so bf16 weights never need to fit there); torchao quantizes
-module by module onto the device; step caching and compile wrap the result.
+module by module onto the device; the move (or accelerate's offload hooks), step caching and compile follow.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def prepare_pipeline(pipe, config: PipelineConfig) -> PipelineConfig:
         _quantize_with_quanto(pipe, quant)
     if quant.backend == "torchao":
         quant = _quantize_with_torchao(pipe, quant, config.device, torch)
-    pipe.to(config.device)
+    place_pipeline(pipe, config)
     if config.first_block_cache:
         from diffusers.hooks import FirstBlockCacheConfig
 
@@ -40,6 +40,21 @@ def prepare_pipeline(pipe, config: PipelineConfig) -> PipelineConfig:
         _compile_transformer(pipe, config)
     gpu_gb = torch.cuda.get_device_properties(config.device).total_memory / 2**30 if config.device != "cpu" else None
     return config.model_copy(update={"quantization": quant, "batch_size": config.resolved_batch_size(gpu_gb)})
+
+
+def place_pipeline(pipe, config: PipelineConfig) -> None:
+    """Move the pipeline to its device, or hand it to accelerate's offload hooks, which replace that move; then
+    the VAE's memory options (tiling trades exactness for memory, slicing only time)."""
+    if config.offload == "model":
+        pipe.enable_model_cpu_offload(device=config.device)
+    elif config.offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=config.device)
+    else:
+        pipe.to(config.device)
+    if config.vae_tiling:
+        pipe.vae.enable_tiling()
+    if config.vae_slicing:
+        pipe.vae.enable_slicing()
 
 
 def fuse_loras(pipe, loras: list[LoraConfig], local_files_only: bool = False) -> None:
@@ -167,7 +182,8 @@ def _compile_transformer(pipe, config: PipelineConfig) -> None:
 
 
 def offload_text_encoders(pipe) -> None:
-    """Every prompt is encoded: the encoders' memory (about 10 GB for T5-XXL in bf16) goes back to the GPU's pool."""
+    """Every prompt is encoded: the encoders' memory (about 10 GB for T5-XXL in bf16) goes back to the GPU's pool.
+    (With `offload`, accelerate's hooks already keep them off the GPU between uses.)"""
     import torch
 
     for name in TEXT_ENCODERS:

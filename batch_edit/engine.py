@@ -18,6 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from .backends import offload_text_encoders, prepare_pipeline
+from .checkpoints import check_single_file, load_single_file_pipeline
 from .errors import OutOfMemory, PipelineLoadError
 from .pipeline_config import PipelineConfig
 from .plan import WorkItem
@@ -39,7 +40,9 @@ class Engine:
         import torch
 
         check_device(config.device, torch)
-        if config.is_local_model and not Path(config.model).is_dir():
+        if config.is_single_file:
+            check_single_file(config)
+        elif config.is_local_model and not Path(config.model).is_dir():
             raise PipelineLoadError(f"model folder not found: {config.model}")
         for lora in config.loras:
             if lora.is_local and not Path(lora.path).expanduser().exists():
@@ -77,7 +80,8 @@ class Engine:
     def encode_prompts(self, prompts: list[str]) -> None:
         """Encode each prompt once; with `offload_text_encoders`, free the encoders once all are cached."""
         self._embeddings(list(dict.fromkeys(prompts)))
-        if self.config.offload_text_encoders and len(self._prompts) >= len(set(prompts)):
+        offloading = self.config.offload_text_encoders and self.config.offload == "none"  # else hooks do it
+        if offloading and len(self._prompts) >= len(set(prompts)):
             offload_text_encoders(self.pipe)
 
     def generate(self, items: list[WorkItem], images: list[Image.Image]) -> list[Image.Image]:
@@ -131,7 +135,7 @@ class Engine:
 
         missing = [p for p in dict.fromkeys(prompts) if p not in self._prompts]
         if missing:
-            encoder_device = self.pipe.text_encoder_2.device
+            encoder_device = self._device(self.pipe.text_encoder_2)
             embeds, pooled, _ = self.pipe.encode_prompt(
                 prompt=missing,
                 prompt_2=None,
@@ -145,8 +149,13 @@ class Engine:
         chosen = [self._prompts[prompt] for prompt in prompts]
         while len(self._prompts) > max(self.config.prompt_cache, len(set(prompts))):
             self._prompts.popitem(last=False)
-        device = self.pipe.transformer.device
+        device = self._device(self.pipe.transformer)
         return torch.cat([e for e, _ in chosen]).to(device), torch.cat([p for _, p in chosen]).to(device)
+
+
+    def _device(self, module):
+        """Where `module` computes: under offload hooks its weights rest on the CPU but run on the GPU."""
+        return self.pipe._execution_device if self.config.offload != "none" else module.device
 
 
 def check_device(device: str, torch) -> None:
@@ -167,6 +176,8 @@ def _from_pretrained(config: PipelineConfig, dtype):
     from diffusers import FluxImg2ImgPipeline
 
     try:
+        if config.is_single_file:
+            return load_single_file_pipeline(config, dtype)
         return FluxImg2ImgPipeline.from_pretrained(
             config.model,
             revision=config.revision,
@@ -174,6 +185,8 @@ def _from_pretrained(config: PipelineConfig, dtype):
             use_safetensors=True,
             local_files_only=config.local_files_only,
         )
+    except PipelineLoadError:
+        raise
     except Exception as exc:  # the hub and diffusers raise many types; all mean "cannot load this model"
         raise PipelineLoadError(_explain_load_failure(config, exc)) from exc
 

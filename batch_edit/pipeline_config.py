@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -47,6 +48,7 @@ class QuantizationConfig(StrictModel):
 
 LORA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 LOCAL_PREFIXES = ("/", "./", "../", "~")
+SINGLE_FILE_SUFFIXES = (".safetensors", ".gguf")  # a FLUX.1 transformer alone, as ComfyUI/Forge users hold it
 
 
 class LoraConfig(StrictModel):
@@ -107,7 +109,10 @@ class LoraConfig(StrictModel):
 
 
 class PipelineConfig(StrictModel):
+    # a hub id or local folder holding the whole pipeline; or a local single-file FLUX.1 transformer (.safetensors,
+    # fp8 ones included, or .gguf) with the rest of the pipeline (VAE, text encoders, configs) from `base_model`
     model: str = "black-forest-labs/FLUX.1-dev"
+    base_model: str | None = None
     revision: str = "main"
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     device: str = "cuda"
@@ -121,6 +126,11 @@ class PipelineConfig(StrictModel):
     compile_cache_dir: str | None = None  # inductor's cache, kept between runs (default: ~/.cache/batch-edit/inductor)
     prompt_cache: int = Field(default=256, ge=0, le=100_000)  # distinct prompts whose encodings are kept
     offload_text_encoders: bool = False  # once every prompt is encoded, move the text encoders to the CPU
+    # accelerate moves components to the GPU on demand: "model" whole components (transformer, VAE, encoders) in
+    # turn; "sequential" layer by layer (least memory, slowest). Same images as without; CUDA only.
+    offload: Literal["none", "model", "sequential"] = "none"
+    vae_tiling: bool = False  # LOSSY: the VAE encodes/decodes in overlapping tiles (blended seams); less memory
+    vae_slicing: bool = False  # the VAE takes a batch's images one at a time: same images, less memory
     first_block_cache: Annotated[float, Field(gt=0, le=1)] | None = None  # LOSSY step caching threshold; off
     loras: list[LoraConfig] = []  # fused into the weights in this order, before quantization
 
@@ -140,19 +150,40 @@ class PipelineConfig(StrictModel):
             raise ValueError(f"LoRA names must be unique ({', '.join(twice)} used twice): give one a `name:`")
         return value
 
+    @model_validator(mode="after")
+    def _combinations(self) -> "PipelineConfig":
+        for problem in combination_problems(self):
+            raise ValueError(problem)
+        return self
+
+    @property
+    def is_single_file(self) -> bool:
+        return self.model.lower().endswith(SINGLE_FILE_SUFFIXES)
+
+    @property
+    def is_gguf(self) -> bool:
+        return self.model.lower().endswith(".gguf")
+
     @property
     def is_local_model(self) -> bool:
-        return self.model.startswith(LOCAL_PREFIXES)
+        return self.model.startswith(LOCAL_PREFIXES) or self.is_single_file
+
+    @property
+    def is_local_base(self) -> bool:
+        return self.base_model is not None and self.base_model.startswith(LOCAL_PREFIXES)
 
     def identity(self) -> dict:
-        """What about the pipeline determines an image: part of every item's id."""
+        """What about the pipeline determines an image: part of every item's id. Offload and VAE slicing change
+        where and when work runs, not the images, so they are not part of it; VAE tiling is."""
         return {
             "model": self.model,
+            **(single_file_identity(self) if self.is_single_file else {}),
             "revision": self.revision,
             "dtype": self.dtype,
             "quantization": self.quantization.describe(),
             # lossy: it changes the images, so it is part of what an item is
             **({"first_block_cache": self.first_block_cache} if self.first_block_cache else {}),
+            **({"vae_tiling": True} if self.vae_tiling else {}),  # lossy: tiles blend at their seams
             **({"loras": [lora.identity() for lora in self.loras]} if self.loras else {}),
         }
 
@@ -179,12 +210,56 @@ class PipelineConfig(StrictModel):
 
     def resolved_batch_size(self, gpu_memory_gb: float | None) -> int:
         """`auto`: on the CPU, per-call overhead dominates, so batch; on a GPU, batch only where memory is ample
-        (an out-of-memory batch is split in halves anyway)."""
+        (an out-of-memory batch is split in halves anyway); with offload, memory is what is short: 1."""
         if self.batch_size != "auto":
             return self.batch_size
         if gpu_memory_gb is None:
             return 8
+        if self.offload != "none":
+            return 1
         return 4 if gpu_memory_gb >= 70 else 2 if gpu_memory_gb >= 40 else 1
+
+
+def combination_problems(config: PipelineConfig) -> list[str]:
+    """Settings that cannot work together, each named by its keys (checked before any weight loads)."""
+    problems = []
+    if config.is_single_file and not config.base_model:
+        problems.append(
+            "model is a single transformer file: set base_model to the repo or folder giving the rest of the "
+            "pipeline (e.g. black-forest-labs/FLUX.1-dev)"
+        )
+    if config.base_model and not config.is_single_file:
+        problems.append("base_model is only for a single-file model (.safetensors or .gguf)")
+    if config.base_model and config.base_model.lower().endswith(SINGLE_FILE_SUFFIXES):
+        problems.append("base_model must be a repo or folder holding a whole pipeline, not a single file")
+    quant = config.quantization
+    if config.is_gguf and (quant.backend == "torchao" or (quant.backend == "quanto" and quant.transformer)):
+        problems.append(
+            "a .gguf model is quantized already: set quantization.transformer: null (quanto may still quantize "
+            "the text encoders) or quantization.backend: none"
+        )
+    if config.offload != "none" and config.device == "cpu":
+        problems.append(f"offload: {config.offload} needs device: cuda (it moves components between CPU and GPU)")
+    if config.offload != "none" and config.compile:
+        problems.append(f"offload: {config.offload} cannot be combined with compile (offload hooks move weights "
+                        "between devices under the compiled graph): set compile: false or offload: none")  # fmt: skip
+    if config.offload == "sequential" and quant.backend in ("quanto", "torchao"):
+        problems.append(
+            f"offload: sequential cannot move {quant.backend}-quantized weights layer by layer: use "
+            "quantization.backend: none, or offload: model"
+        )
+    return problems
+
+
+def single_file_identity(config: PipelineConfig) -> dict:
+    """A checkpoint file is named by path, size and modification time (hashing 12-24 GB on every plan would
+    take longer than some runs): a replaced or touched file gives new ids; the base supplies VAE and encoders."""
+    try:
+        found = os.stat(config.model)
+        seen = f"{found.st_size}-{found.st_mtime_ns}"
+    except OSError:
+        seen = "missing"
+    return {"model_file": seen, "base_model": config.base_model}
 
 
 def load_pipeline_config(path: Path | None) -> PipelineConfig:
@@ -201,6 +276,9 @@ def load_pipeline_config(path: Path | None) -> PipelineConfig:
     if config.is_local_model:
         model = (path.parent / Path(config.model).expanduser()).resolve()
         config = config.model_copy(update={"model": model.as_posix()})
+    if config.is_local_base:
+        base = (path.parent / Path(config.base_model).expanduser()).resolve()
+        config = config.model_copy(update={"base_model": base.as_posix()})
     if config.loras:
         config = config.model_copy(update={"loras": [lora.resolved_against(path.parent) for lora in config.loras]})
     return config

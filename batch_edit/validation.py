@@ -127,6 +127,9 @@ def describe_validation_error(exc: ValidationError, where: str, model: type[Base
             continue
         got = err.get("input")
         shown = f" (got {printable(repr(got))})" if not isinstance(got, (dict, list)) else ""
+        if not field and err["type"] == "value_error":  # a check across fields: its message names the keys
+            lines.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+            continue
         lines.append(f"{where}: field '{field}': {_message(err)}{shown}")
     return lines
 
