@@ -187,6 +187,8 @@ def offload_text_encoders(pipe) -> None:
     import torch
 
     for name in TEXT_ENCODERS:
-        getattr(pipe, name).to("cpu")
+        encoder = getattr(pipe, name)
+        if encoder.device.type != "cpu":  # a no-op move still swaps quanto's weights, which fails: skip it
+            encoder.to("cpu")
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

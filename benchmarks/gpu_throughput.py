@@ -18,6 +18,12 @@ Reduced form (CPU, seconds; what the tests run): the same code path with the tin
 to benchmarks/results/gpu_throughput_reduced.md (or --out), never to the GPU table.
 
     python benchmarks/gpu_throughput.py --reduced --out /tmp/reduced.md
+
+Memory contract (memory_contract.py): one shipped pipeline config on the same architecture, this process capped
+at the memory of the card the config is for; ok or out-of-memory, peak and s/image go to
+benchmarks/results/gpu_memory.md, one row per config and cap. `--set KEY=VALUE` overrides a config key.
+
+    python benchmarks/gpu_throughput.py --config configs/flux1-dev-24gb.yaml --memory-cap-gib 22 --calls 2
 """
 
 from __future__ import annotations
@@ -38,9 +44,13 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from machine_load import cpu_model  # beside this script
+PROCESS_START = time.perf_counter()  # "first image" is counted from here: imports and loading included
+
+import memory_contract  # noqa: E402  (beside this script)
+from machine_load import cpu_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # this checkout's batch_edit, installed or not
 RESULTS = REPO / "benchmarks" / "results"
 PHOTOS = REPO / "jobs" / "images"
 NOT_MEASURED = (
@@ -150,6 +160,10 @@ class Settings:
     calls: int = 4
     skipped: tuple[str, ...] = ()  # backends asked for but unavailable here
     keep_metadata: Path | None = None  # where each configuration's metadata.csv is copied
+    config_file: Path | None = None  # a pipeline config to run instead of the backends (the memory contract)
+    overrides: tuple[str, ...] = ()  # KEY=VALUE changes to that config
+    memory_cap_gib: float | None = None  # cap this process's GPU memory once loaded
+    compile_cache_dir: Path | None = None  # a kept inductor cache (a warm start); default: a fresh one per run
 
     def items_for(self, batch_size: int) -> int:
         return self.items or self.calls * batch_size
@@ -171,6 +185,7 @@ class Row:
     nvml: float | None = None
     calls: int = 0
     failed: int = 0
+    first_image_s: float | None = None  # from process start to the end of the first pipeline call
 
     def cells(self) -> list[str]:
         return [
@@ -309,6 +324,12 @@ def write_plans(settings: Settings, folder: Path, count: int):
 def pipeline_config(settings: Settings, backend: str, batch_size: int, scratch: Path):
     from batch_edit.pipeline_config import PipelineConfig, QuantizationConfig
 
+    if settings.config_file:
+        config = memory_contract.run_config(
+            settings.config_file, settings.overrides, reduced=settings.reduced, scratch=scratch,
+            cache=settings.compile_cache_dir,
+        )  # fmt: skip
+        return config.model_copy(update={"batch_size": batch_size})
     quantization, compile_ = BACKENDS[backend]
     model = (
         "tiny random FLUX (batch_edit.tiny_model)" if settings.reduced else "FLUX.1-dev architecture, random weights"
@@ -319,7 +340,7 @@ def pipeline_config(settings: Settings, backend: str, batch_size: int, scratch: 
         device=settings.device,
         quantization=QuantizationConfig(backend=quantization),
         compile=compile_,
-        compile_cache_dir=str(scratch / "inductor"),  # a fresh cache: the warm-up pays a cold compile
+        compile_cache_dir=str(settings.compile_cache_dir or scratch / "inductor"),  # fresh: a cold compile
         batch_size=batch_size,
         local_files_only=True,
     )
@@ -345,6 +366,8 @@ def measure(settings: Settings, backend: str, batch_size: int, scratch: Path) ->
         pipe = build_flux_dev_pipeline(settings.device, getattr(torch, settings.dtype))
     engine = Engine.from_pipeline(config, pipe)
     del pipe
+    if settings.memory_cap_gib is not None:
+        memory_contract.apply_memory_cap(settings.memory_cap_gib, settings.device, torch)
     if cuda:
         torch.cuda.synchronize(settings.device)
         row.resident_gib = torch.cuda.memory_allocated(settings.device) / 2**30
@@ -352,7 +375,11 @@ def measure(settings: Settings, backend: str, batch_size: int, scratch: Path) ->
     row.load_s = time.perf_counter() - started
     row.weights = engine.config.quantization.describe() + (f" ({settings.dtype})" if backend.startswith("none") else "")
     sampler = UtilisationSampler(settings.device)
-    timed = TimedEngine(engine, on_first_call=sampler.start)
+    def first_call_done() -> None:
+        row.first_image_s = time.perf_counter() - PROCESS_START
+        sampler.start()
+
+    timed = TimedEngine(engine, on_first_call=first_call_done)
     try:
         result = run(
             plans, config, scratch / "out" / f"{backend}-b{batch_size}", lambda _: timed, RunOptions(overwrite=True)
@@ -540,13 +567,23 @@ def settings_from(args: argparse.Namespace) -> Settings:
     default_backends = ["quanto", "none", "torchao"] if args.reduced else list(BACKENDS)
     backends = args.backends.split(",") if args.backends else default_backends
     batch_sizes = [int(size) for size in (args.batch_sizes or ("1,2" if args.reduced else "1,2,4")).split(",")]
-    if args.configs:
+    if args.config:
+        if args.configs or args.backends or args.batch_sizes:
+            raise ValueError("--config runs one pipeline config: drop --configs/--backends/--batch-sizes")
+        overrides = tuple(args.set or ())
+        configurations = [(memory_contract.label(args.config, overrides), config_batch_size(args, overrides))]
+        backends = []
+    elif args.configs:
         if args.backends or args.batch_sizes:
             raise ValueError("--configs names backends and batch sizes itself: drop --backends/--batch-sizes")
         configurations = [_configuration(text) for text in args.configs.split(",")]
         backends = list(dict.fromkeys(backend for backend, _ in configurations))
     else:
         configurations = [(backend, size) for backend in backends for size in batch_sizes]
+    if args.set and not args.config:
+        raise ValueError("--set changes a --config file's keys: give --config")
+    if args.memory_cap_gib is not None and device == "cpu":
+        raise ValueError("--memory-cap-gib needs a CUDA GPU: the CPU form runs uncapped")
     if args.calls < 2:
         raise ValueError("--calls must be at least 2: the first call is the warm-up")
     unknown = [name for name in backends if name not in BACKENDS]
@@ -566,10 +603,26 @@ def settings_from(args: argparse.Namespace) -> Settings:
         configurations=tuple((name, size) for name, size in configurations if name not in skipped),
         items=args.items,
         calls=args.calls,
-        out=args.out or RESULTS / ("gpu_throughput_reduced.md" if args.reduced else "gpu_throughput.md"),
+        out=args.out or RESULTS / (
+            ("gpu_memory" if args.config else "gpu_throughput") + ("_reduced.md" if args.reduced else ".md")
+        ),
         skipped=skipped,
         keep_metadata=args.keep_metadata,
+        config_file=args.config,
+        overrides=tuple(args.set or ()),
+        memory_cap_gib=args.memory_cap_gib,
+        compile_cache_dir=args.compile_cache_dir,
     )
+
+
+def config_batch_size(args: argparse.Namespace, overrides: tuple[str, ...]) -> int:
+    """A config's batch size; `auto` resolved for the capped memory (the CPU form: 1, for speed)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        config = memory_contract.run_config(args.config, overrides, reduced=args.reduced, scratch=Path(scratch),
+                                            cache=None)  # fmt: skip
+    if config.batch_size != "auto":
+        return config.batch_size
+    return 1 if args.reduced else config.resolved_batch_size(args.memory_cap_gib or 80)
 
 
 def _configuration(text: str) -> tuple[str, int]:
@@ -613,10 +666,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strength", type=float, default=0.9)
     parser.add_argument("--guidance", type=float, default=3.5)
     parser.add_argument("--out", type=Path, help="markdown file to write (default benchmarks/results/...)")
+    parser.add_argument("--config", type=Path, help="run this pipeline config (memory contract: gpu_memory.md)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a --config key (repeatable)")
+    parser.add_argument("--memory-cap-gib", type=float, help="cap this process's GPU memory, as on a smaller card")
+    parser.add_argument("--compile-cache-dir", type=Path, help="keep inductor's cache here (default: a fresh one)")
     args = parser.parse_args(argv)
+    from batch_edit.errors import BatchEditError
+
     try:
         settings = settings_from(args)
-    except ValueError as exc:
+    except (ValueError, BatchEditError) as exc:
         parser.error(str(exc))
 
     import torch
@@ -631,13 +690,18 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="gpu-throughput-") as scratch:
         # The engine only sets inductor's cache when unset: pin it to the fresh one, so warm-ups are cold compiles.
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(scratch) / "inductor")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(settings.compile_cache_dir or Path(scratch) / "inductor")
         for index, (backend, batch_size) in enumerate(configurations, 1):
             print(f"[{index}/{len(configurations)}] {backend}, batch {batch_size}", file=sys.stderr, flush=True)
             rows.append(run_configuration(settings, backend, batch_size, Path(scratch)))
             # Rewritten after every configuration: a run stopped part-way keeps what it measured.
             settings.out.parent.mkdir(parents=True, exist_ok=True)
-            settings.out.write_text(render(settings, rows, command.strip()))
+            if settings.config_file:  # one row of the memory table, the others kept
+                gpu = torch.cuda.get_device_name(settings.device) if settings.device.startswith("cuda") else "CPU"
+                row = memory_contract.cells(rows[-1], settings.memory_cap_gib, gpu, _commit())
+                memory_contract.record(settings.out, row, settings.reduced)
+            else:
+                settings.out.write_text(render(settings, rows, command.strip()))
             if "interrupted" in rows[-1].status.split("; "):  # the runner stopped on SIGINT/SIGTERM
                 break
     print(settings.out.read_text())

@@ -211,7 +211,9 @@ def test_a_single_safetensors_transformer_runs_with_its_base_and_is_named_in_the
     config = write_pipeline_config(folder_run / "p.yaml", tiny_model)
     assert batch_edit("run", "m.yaml", "--pipeline", str(config), "--output-root", "out", cwd=folder_run).returncode == 0
     folder_rows = pd.read_csv(folder_run / "out" / "j" / "metadata.csv")
-    for file_a, file_b in zip(sorted(rows["file_name"]), sorted(folder_rows["file_name"])):
+    pairs = rows.merge(folder_rows, on="prompt", suffixes=("", "_folder"))[["file_name", "file_name_folder"]]
+    assert len(pairs) == 2
+    for file_a, file_b in pairs.itertuples(index=False):
         from PIL import Image
 
         with Image.open(tmp_path / "out" / "j" / file_a) as a, Image.open(folder_run / "out" / "j" / file_b) as b:
@@ -266,3 +268,181 @@ def test_relative_single_file_and_base_paths_resolve_against_the_config(tmp_path
         write_config(tmp_path, "model: ./x.safetensors\nbase_model: black-forest-labs/FLUX.1-dev\n")
     )
     assert hub_base.base_model == "black-forest-labs/FLUX.1-dev"
+
+
+def test_the_24gb_recipe_runs_on_the_tiny_model(tmp_path, tiny_model):
+    """quanto text encoders with offload_text_encoders, VAE tiling and slicing together (the 24 GB config's
+    settings) on the CPU: the encoders already sit there, and moving them again must not fail."""
+    config = write_pipeline_config(
+        tmp_path / "p.yaml", tiny_model, offload_text_encoders="true", vae_tiling="true", vae_slicing="true"
+    )
+    (tmp_path / "m.yaml").write_text(
+        f"jobs: [{{name: j, sources: {PHOTOS / 'cat.jpg'}, prompts: [a, b], num_inference_steps: 2, width: 96,"
+        " height: 96}]\n"
+    )
+    result = batch_edit("run", "m.yaml", "--pipeline", str(config), "--output-root", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(pd.read_csv(tmp_path / "out" / "j" / "metadata.csv")) == 2
+
+
+# --- the memory contract in the benchmark, and the GPU suite ------------------------------------------------------
+
+SUITE = REPO / "benchmarks" / "gpu_suite.sh"
+
+
+@pytest.fixture(scope="module")
+def contract():
+    from .test_benchmarks import bench  # loads gpu_throughput.py with memory_contract.py beside it on the path
+
+    import memory_contract
+
+    return bench, memory_contract
+
+
+def test_the_cap_is_the_right_share_of_the_card(contract):
+    _, memory = contract
+    assert memory.memory_fraction(22, 80 * 2**30) == pytest.approx(22 / 80)
+    assert memory.memory_fraction(11, int(79.6 * 2**30)) == pytest.approx(11 / 79.6)
+    with pytest.raises(memory.CapError, match="more than this GPU's 16.0 GiB"):
+        memory.memory_fraction(22, 16 * 2**30)
+    with pytest.raises(memory.CapError, match="must be positive"):
+        memory.memory_fraction(0, 16 * 2**30)
+
+
+class FakeCuda:
+    """Stands in for torch.cuda where no GPU exists: reports a card and records the cap asked for."""
+
+    def __init__(self, available: bool, total_gib: float = 80):
+        self.available, self.total, self.calls = available, int(total_gib * 2**30), []
+
+    def is_available(self):
+        return self.available
+
+    def get_device_properties(self, device):
+        return type("Props", (), {"total_memory": self.total})()
+
+    def empty_cache(self):
+        self.calls.append("empty_cache")
+
+    def set_per_process_memory_fraction(self, fraction, device):
+        self.calls.append((fraction, device))
+
+
+def test_the_cap_is_set_on_the_device_and_refused_without_cuda(contract):
+    _, memory = contract
+    fake = type("Torch", (), {"__version__": "x"})()
+    fake.cuda = FakeCuda(available=True)
+    assert memory.apply_memory_cap(22, "cuda:0", fake) == pytest.approx(22 / 80)
+    assert fake.cuda.calls == ["empty_cache", (pytest.approx(22 / 80), "cuda:0")]
+    fake.cuda = FakeCuda(available=False)
+    with pytest.raises(memory.CapError, match="needs a CUDA GPU"):
+        memory.apply_memory_cap(22, "cuda", fake)
+    assert fake.cuda.calls == []
+
+
+def test_the_benchmark_refuses_a_cap_it_cannot_apply(contract, tmp_path, capsys):
+    bench, _ = contract
+    config = str(REPO / "configs" / "flux1-dev-24gb.yaml")
+    with pytest.raises(SystemExit) as refused:
+        bench.main(["--reduced", "--config", config, "--memory-cap-gib", "22", "--out", str(tmp_path / "m.md")])
+    assert refused.value.code == 2 and "--memory-cap-gib needs a CUDA GPU" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--reduced", "--config", config, "--set", "offload=disk", "--out", str(tmp_path / "m.md")])
+    assert "field 'offload'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert bench.main(["--config", config, "--memory-cap-gib", "22", "--out", str(tmp_path / "m.md")]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "m.md").exists()
+
+
+def test_an_out_of_memory_becomes_a_row_not_a_crash(contract, tmp_path, monkeypatch):
+    bench, memory = contract
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(bench, "measure", out_of_memory)
+    row = bench.run_configuration(bench.settings_from(bench_args(bench)), "flux1-dev-24gb.yaml", 1, tmp_path)
+    cells = memory.cells(row, 22.0, "NVIDIA H100 80GB HBM3", "abc1234")
+    assert cells["status"].startswith("out-of-memory")
+    assert (cells["cap GiB"], cells["peak GiB"], cells["GPU"]) == ("22", "n/a", "NVIDIA H100 80GB HBM3")
+    # an out-of-memory inside a pipeline call (the runner records it; the row says so)
+    inside = bench.Row("flux1-dev-16gb.yaml", 1)
+    result = type("Result", (), {"failed": 1, "jobs": [], "interrupted_by": None})()
+    bench.summarise(inside, [bench.Call(0.0, 1.0, 1, "OutOfMemory")], bench.UtilisationSampler("cpu"), result)
+    assert memory.status_of(inside.status).startswith("out-of-memory")
+
+    table = tmp_path / "gpu_memory.md"
+    memory.record(table, cells)
+    rows = memory.read_rows(table)
+    assert [(r["config"], r["cap GiB"]) for r in rows].count(("flux1-dev-24gb.yaml", "22")) == 1
+    assert {r["config"] for r in rows} >= set(memory.SHIPPED_CAPS), "the other configs' rows stay"
+    memory.record(table, {**cells, "status": "ok", "peak GiB": "20.1"})  # a rerun replaces its own row
+    (row_24,) = [r for r in memory.read_rows(table) if r["config"] == "flux1-dev-24gb.yaml"]
+    assert (row_24["status"], row_24["peak GiB"]) == ("ok", "20.1")
+
+
+def bench_args(bench):
+    import argparse
+
+    return argparse.Namespace(
+        reduced=True, device=None, backends=None, batch_sizes=None, configs=None, items=2, calls=2, size=None,
+        steps=None, strength=0.9, guidance=3.5, out=None, keep_metadata=None, set=None, memory_cap_gib=None,
+        compile_cache_dir=None, config=REPO / "configs" / "flux1-dev-24gb.yaml",
+    )  # fmt: skip
+
+
+def test_committed_memory_table_has_every_shipped_gpu_config_and_no_estimates(contract):
+    _, memory = contract
+    rows = memory.read_rows(REPO / "benchmarks" / "results" / "gpu_memory.md")
+    shipped = {path.name for path in CONFIGS if load_pipeline_config(path).device.startswith("cuda")}
+    assert shipped <= {row["config"] for row in rows}
+    for row in rows:
+        if row["status"] == memory.NOT_MEASURED:
+            assert {row[c] for c in memory.COLUMNS[3:]} == {"n/a"}, f"{row['config']}: no figures unmeasured"
+        else:
+            assert row["GPU"] not in ("n/a", "CPU"), f"{row['config']}: GPU figures only, naming the GPU"
+
+
+def test_the_suite_runs_its_steps_in_reduced_form_and_writes_each_row(tmp_path):
+    """The shell entry point (install check, paths) and the driver, with the tiny model on the CPU: two steps,
+    a memory row and a cold-start row; files copied to $OUT as the device tool collects them."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "device-out"
+    out.mkdir()
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    command = [str(SUITE), "--reduced", "--results", str(tmp_path / "r"), "--only", "memory-16gb,cold-start-regional"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    log = (tmp_path / "r" / "gpu_suite.md").read_text()
+    assert "REDUCED CPU FORM" in log
+    assert "| memory-16gb | ok |" in log and "| cold-start-regional | ok |" in log
+    rows = {row["config"]: row for row in __import__("memory_contract").read_rows(tmp_path / "r" / "gpu_memory.md")}
+    assert set(rows) == {"flux1-dev-16gb.yaml", "flux1-dev-hopper-fast.yaml compile=regional batch_size=1"}
+    for row in rows.values():
+        assert row["status"] == "ok" and float(row["first image s (from process start)"]) > 0
+        assert row["GPU"] == "CPU" and row["cap GiB"] == "none"
+    assert {path.name for path in out.iterdir()} == {"gpu_suite.md", "gpu_suite.log", "gpu_memory.md"}
+
+
+def test_the_suite_keeps_to_its_budget_and_refuses_reduced_figures_in_the_results(tmp_path, capsys):
+    import importlib.util as util
+    import sys
+
+    sys_path_suite = REPO / "benchmarks" / "gpu_suite.py"
+
+    spec = util.spec_from_file_location("gpu_suite", sys_path_suite)
+    suite = util.module_from_spec(spec)
+    sys.modules.setdefault("gpu_suite", suite)  # dataclasses look their module up while it loads
+    spec.loader.exec_module(suite)
+    assert suite.main(["--reduced", "--results", str(tmp_path), "--budget-s", "0"]) == 1
+    log = (tmp_path / "gpu_suite.md").read_text()
+    assert log.count("not run: the suite's time budget was spent") == len(suite.steps(tmp_path, tmp_path))
+    with pytest.raises(SystemExit):
+        suite.main(["--reduced"])
+    assert "--reduced needs --results" in capsys.readouterr().err
+    names = [step.name for step in suite.steps(tmp_path, tmp_path)]
+    assert names[0] == "memory-24gb" and names[-1] == "throughput-compile"  # the most important first
+    assert "--memory-cap-gib" not in suite.reduced_args(("--memory-cap-gib", "22", "--config", "x"))

@@ -1,0 +1,176 @@
+"""The whole GPU check list in one run, most important first, each step under its own timeout and the whole
+under a time budget; every step's rows are written as soon as measured (a cut-off run keeps what it measured).
+Started by gpu_suite.sh, which installs what is missing first.
+
+Steps, in order: the 24 GB config under a 22 GiB cap; the throughput reference (quanto) and torchao fp8 with
+regional compile in one run (filling a kept compile cache); a second process on that warm cache (time to first
+image); the 16 GB config under 15 GiB and the 12 GB one under 11; the 24 GB config without VAE tiling/slicing
+(is tiling needed?); bf16; torchao fp8 with whole-model compile (a long cold compile: last).
+
+Results: gpu_memory.md (memory table, one row per config and cap), gpu_throughput_suite*.md and the step log
+gpu_suite.md in --results (default benchmarks/results), copied to $OUT when it is set; every step's output is
+appended to gpu_suite.log there. `--reduced`: the same steps with the tiny model on the CPU (no caps), in seconds,
+into a results folder that must be given: what the tests run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCHMARK = REPO / "benchmarks" / "gpu_throughput.py"
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    args: tuple[str, ...]
+    timeout_s: int
+    what: str
+
+
+def steps(results: Path, cache: Path) -> list[Step]:
+    config = lambda name: str(REPO / "configs" / name)  # noqa: E731
+    throughput = lambda suffix: str(results / f"gpu_throughput_suite{suffix}.md")  # noqa: E731
+    memory = ("--out", str(results / "gpu_memory.md"), "--calls", "2")
+    return [
+        Step("memory-24gb", ("--config", config("flux1-dev-24gb.yaml"), "--memory-cap-gib", "22", *memory), 150,
+             "the 24 GB config under a 22 GiB cap"),
+        Step("throughput-reference-regional",
+             ("--configs", "quanto:1,torchao+regional:1", "--calls", "3", "--compile-cache-dir", str(cache),
+              "--out", throughput("")), 240,
+             "quanto reference and torchao fp8 + regional compile, same run (fills the compile cache)"),
+        Step("cold-start-regional",
+             ("--config", config("flux1-dev-hopper-fast.yaml"), "--set", "compile=regional", "--set", "batch_size=1",
+              "--compile-cache-dir", str(cache), *memory), 150,
+             "a second process on the warm compile cache: time to first image"),
+        Step("memory-16gb", ("--config", config("flux1-dev-16gb.yaml"), "--memory-cap-gib", "15", *memory), 150,
+             "the 16 GB config under a 15 GiB cap"),
+        Step("memory-12gb", ("--config", config("flux1-dev-12gb.yaml"), "--memory-cap-gib", "11", *memory), 240,
+             "the 12 GB config under an 11 GiB cap"),
+        Step("memory-24gb-untiled",
+             ("--config", config("flux1-dev-24gb.yaml"), "--set", "vae_tiling=false", "--set", "vae_slicing=false",
+              "--memory-cap-gib", "22", *memory), 120,
+             "the 24 GB config without VAE tiling or slicing under 22 GiB"),
+        Step("throughput-bf16", ("--configs", "none:1", "--calls", "3", "--out", throughput("-bf16")), 90, "bf16"),
+        Step("throughput-compile", ("--configs", "torchao+compile:1", "--calls", "3", "--out", throughput("-compile")),
+             480, "torchao fp8 + whole-transformer compile (cold compile)"),
+    ]  # fmt: skip
+
+
+def reduced_args(args: tuple[str, ...]) -> tuple[str, ...]:
+    """The CPU form of a step: tiny model, no memory cap, no compile (seconds, not minutes)."""
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--memory-cap-gib":
+            skip = True
+        else:
+            kept.append(arg.replace("+regional", "").replace("+compile", ""))
+    return ("--reduced", "--items", "2", *kept)
+
+
+def gpu_name() -> str:
+    try:
+        found = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                               text=True, timeout=30)  # fmt: skip
+        return found.stdout.strip().splitlines()[0] if found.returncode == 0 and found.stdout.strip() else "no GPU"
+    except (OSError, subprocess.TimeoutExpired):
+        return "no GPU"
+
+
+class StepLog:
+    """gpu_suite.md: one line per step as it ends; gpu_suite.log: every step's output."""
+
+    def __init__(self, results: Path, reduced: bool):
+        self.path, self.log = results / "gpu_suite.md", results / "gpu_suite.log"
+        form = "REDUCED CPU FORM (tiny model): not GPU figures" if reduced else f"GPU: {gpu_name()}"
+        when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        self.path.write_text(f"# GPU suite run\n\n{form}; started {when}\n\n| step | status | wall s | what |\n"
+                             "|---|---|---|---|\n")  # fmt: skip
+        self.log.write_text("")
+
+    def add(self, step: Step, status: str, wall_s: float | None) -> None:
+        wall = "n/a" if wall_s is None else f"{wall_s:.1f}"
+        with self.path.open("a") as handle:
+            handle.write(f"| {step.name} | {status} | {wall} | {step.what} |\n")
+
+
+def run_step(step: Step, args: tuple[str, ...], timeout_s: float, log: StepLog) -> tuple[str, float]:
+    started = time.monotonic()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}  # fmt: skip
+    with log.log.open("a") as output:
+        output.write(f"\n===== {step.name}: {' '.join(args)}\n")
+        output.flush()
+        process = subprocess.Popen([sys.executable, str(BENCHMARK), *args], cwd=REPO, env=env, stdout=output,
+                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        try:
+            code = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)  # the benchmark and any compile workers it started
+            process.wait()
+            return f"timed out after {timeout_s:.0f} s", time.monotonic() - started
+    status = "ok" if code == 0 else f"exit {code} (a row says why)" if code == 1 else f"failed (exit {code})"
+    return status, time.monotonic() - started
+
+
+def copy_out(results: Path) -> None:
+    """The device tool brings back files under $OUT (flat, a few): the suite's own files."""
+    out = os.environ.get("OUT")
+    if not out:
+        return
+    for path in results.glob("gpu_*"):
+        if path.is_file() and path.suffix in (".md", ".log"):
+            shutil.copyfile(path, Path(out) / path.name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reduced", action="store_true", help="tiny model on the CPU: checks the plumbing")
+    parser.add_argument("--results", type=Path, help="where result files go (default benchmarks/results)")
+    parser.add_argument("--only", help="comma-separated step names, in the suite's order")
+    parser.add_argument("--budget-s", type=float, default=470, help="time for the whole suite (default 470)")
+    args = parser.parse_args(argv)
+    if args.reduced and not args.results:
+        parser.error("--reduced needs --results: its figures never go to benchmarks/results")
+    results = (args.results or REPO / "benchmarks" / "results").resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    cache = Path(os.environ.get("BATCH_EDIT_SUITE_CACHE", "/tmp/batch-edit-suite-inductor"))
+    chosen = steps(results, cache)
+    if args.only:
+        names = args.only.split(",")
+        unknown = sorted(set(names) - {step.name for step in chosen})
+        if unknown:
+            parser.error(f"unknown step(s) {', '.join(unknown)}; steps: {', '.join(s.name for s in chosen)}")
+        chosen = [step for step in chosen if step.name in names]
+    log = StepLog(results, args.reduced)
+    deadline = time.monotonic() + args.budget_s
+    statuses = []
+    for step in chosen:
+        left = deadline - time.monotonic()
+        if left < 20:
+            log.add(step, "not run: the suite's time budget was spent", None)
+            continue
+        step_args = reduced_args(step.args) if args.reduced else step.args
+        print(f"gpu suite: {step.name} (at most {min(step.timeout_s, left):.0f} s)", file=sys.stderr, flush=True)
+        status, wall = run_step(step, step_args, min(step.timeout_s, left), log)
+        log.add(step, status, wall)
+        statuses.append(status)
+        copy_out(results)
+    copy_out(results)
+    print(log.path.read_text())
+    return 0 if statuses and all(status == "ok" for status in statuses) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
