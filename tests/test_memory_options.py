@@ -446,3 +446,114 @@ def test_the_suite_keeps_to_its_budget_and_refuses_reduced_figures_in_the_result
     names = [step.name for step in suite.steps(tmp_path, tmp_path)]
     assert names[0] == "memory-24gb" and names[-1] == "throughput-compile"  # the most important first
     assert "--memory-cap-gib" not in suite.reduced_args(("--memory-cap-gib", "22", "--config", "x"))
+
+
+# --- the original (Black Forest Labs) key layout of ComfyUI/Forge files ---------------------------------------------
+
+# diffusers' conversion of that layout assumes FLUX.1's width (3072 = 24 heads x 128): the smallest transformer
+# it converts has that width with one block of each kind (about 480M parameters), hence a slow test.
+WIDE_TRANSFORMER = dict(num_attention_heads=24, attention_head_dim=128, axes_dims_rope=[16, 56, 56])
+
+
+def to_bfl_layout(state: dict[str, torch.Tensor], layers: int, single_layers: int) -> dict[str, torch.Tensor]:
+    """diffusers' FLUX transformer keys -> the original layout (the inverse of diffusers'
+    convert_flux_transformer_checkpoint_to_diffusers), with ComfyUI's `model.diffusion_model.` prefix."""
+    out = {}
+
+    def put(new: str, *old: str) -> None:
+        for kind in ("weight", "bias"):
+            if f"{old[0]}.{kind}" in state:
+                out[f"{new}.{kind}"] = torch.cat([state[f"{name}.{kind}"] for name in old])
+
+    for new, old in [("time_in", "timestep_embedder"), ("vector_in", "text_embedder"),
+                     ("guidance_in", "guidance_embedder")]:  # fmt: skip
+        put(f"{new}.in_layer", f"time_text_embed.{old}.linear_1")
+        put(f"{new}.out_layer", f"time_text_embed.{old}.linear_2")
+    put("txt_in", "context_embedder")
+    put("img_in", "x_embedder")
+    for i in range(layers):
+        d, b = f"double_blocks.{i}", f"transformer_blocks.{i}"
+        put(f"{d}.img_mod.lin", f"{b}.norm1.linear")
+        put(f"{d}.txt_mod.lin", f"{b}.norm1_context.linear")
+        put(f"{d}.img_attn.qkv", *(f"{b}.attn.to_{x}" for x in "qkv"))
+        put(f"{d}.txt_attn.qkv", *(f"{b}.attn.add_{x}_proj" for x in "qkv"))
+        put(f"{d}.img_mlp.0", f"{b}.ff.net.0.proj")
+        put(f"{d}.img_mlp.2", f"{b}.ff.net.2")
+        put(f"{d}.txt_mlp.0", f"{b}.ff_context.net.0.proj")
+        put(f"{d}.txt_mlp.2", f"{b}.ff_context.net.2")
+        put(f"{d}.img_attn.proj", f"{b}.attn.to_out.0")
+        put(f"{d}.txt_attn.proj", f"{b}.attn.to_add_out")
+        for new, old in [("img_attn.norm.query_norm", "norm_q"), ("img_attn.norm.key_norm", "norm_k"),
+                         ("txt_attn.norm.query_norm", "norm_added_q"), ("txt_attn.norm.key_norm", "norm_added_k")]:  # fmt: skip
+            out[f"{d}.{new}.scale"] = state[f"{b}.attn.{old}.weight"]
+    for i in range(single_layers):
+        d, b = f"single_blocks.{i}", f"single_transformer_blocks.{i}"
+        put(f"{d}.modulation.lin", f"{b}.norm.linear")
+        put(f"{d}.linear1", *(f"{b}.attn.to_{x}" for x in "qkv"), f"{b}.proj_mlp")
+        put(f"{d}.linear2", f"{b}.proj_out")
+        out[f"{d}.norm.query_norm.scale"] = state[f"{b}.attn.norm_q.weight"]
+        out[f"{d}.norm.key_norm.scale"] = state[f"{b}.attn.norm_k.weight"]
+    put("final_layer.linear", "proj_out")
+    for kind in ("weight", "bias"):  # diffusers keeps (scale, shift), the original (shift, scale)
+        scale, shift = state[f"norm_out.linear.{kind}"].chunk(2)
+        out[f"final_layer.adaLN_modulation.1.{kind}"] = torch.cat([shift, scale])
+    return {f"model.diffusion_model.{key}": value.contiguous() for key, value in out.items()}
+
+
+def wide_base_and_weights(tmp_path: Path, tiny_model: Path) -> tuple[Path, dict, dict[str, torch.Tensor]]:
+    """The tiny pipeline with a FLUX.1-wide transformer config (no weights: the file supplies them), and random
+    bf16 weights for that transformer in diffusers' layout."""
+    import json
+    import shutil
+
+    from diffusers import FluxTransformer2DModel
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    config = {**json.loads((base / "transformer" / "config.json").read_text()), **WIDE_TRANSFORMER}
+    (base / "transformer" / "config.json").write_text(json.dumps(config))
+    (base / "transformer" / "diffusion_pytorch_model.safetensors").unlink()
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        wide = FluxTransformer2DModel.from_config(config)
+    wide = wide.to_empty(device="cpu").to(torch.bfloat16)
+    for parameter in wide.parameters():
+        parameter.data.normal_(0, 0.02)
+    return base, config, wide.state_dict()
+
+
+@pytest.mark.slow
+def test_an_fp8_checkpoint_in_the_original_layout_loads_and_runs(tmp_path, tiny_model):
+    """As ComfyUI's flux1-dev-fp8 files are: original keys with their prefix, float8_e4m3fn weights. The loaded
+    transformer holds exactly the fp8 values (in float32), and a job runs end to end."""
+    from diffusers import FluxTransformer2DModel
+    from safetensors.torch import save_file
+
+    base, config, weights = wide_base_and_weights(tmp_path, tiny_model)
+    state = {key: value.to(torch.float8_e4m3fn) for key, value in weights.items()}
+    del weights
+    save_file(to_bfl_layout(state, config["num_layers"], config["num_single_layers"]), str(tmp_path / "f.safetensors"))
+
+    loaded = FluxTransformer2DModel.from_single_file(
+        str(tmp_path / "f.safetensors"), config=str(base), subfolder="transformer", local_files_only=True,
+        dtype=torch.float32,
+    )  # fmt: skip
+    assert all(torch.equal(loaded.state_dict()[key], value.float()) for key, value in state.items())
+    del loaded, state
+    result = run_single_file(tmp_path, base, tmp_path / "f.safetensors", quantization="{backend: none}")
+    assert result.returncode == 0, result.stderr
+    assert len(pd.read_csv(tmp_path / "out" / "j" / "metadata.csv")) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="needs the gguf package (the gguf extra)")
+def test_a_gguf_checkpoint_in_the_original_layout_runs(tmp_path, tiny_model):
+    """As city96's FLUX.1 GGUF files are: original keys without a prefix, Q8_0 matrices."""
+    base, config, weights = wide_base_and_weights(tmp_path, tiny_model)
+    bfl = to_bfl_layout(weights, config["num_layers"], config["num_single_layers"])
+    del weights
+    model = write_gguf(tmp_path / "f-Q8_0.gguf", {k.removeprefix("model.diffusion_model."): v for k, v in bfl.items()})
+    del bfl
+    result = run_single_file(tmp_path, base, model, quantization="{backend: none}")
+    assert result.returncode == 0, result.stderr
+    assert len(pd.read_csv(tmp_path / "out" / "j" / "metadata.csv")) == 2
