@@ -124,13 +124,13 @@ def run_step(step: Step, args: tuple[str, ...], timeout_s: float, log: StepLog) 
     return status, time.monotonic() - started
 
 
-def copy_out(results: Path) -> None:
-    """The device tool brings back files under $OUT (flat, a few): the suite's own files."""
+def copy_out(results: Path, since: float) -> None:
+    """The device tool brings back files under $OUT (flat, at most 8): the files this run wrote."""
     out = os.environ.get("OUT")
     if not out:
         return
     for path in results.glob("gpu_*"):
-        if path.is_file() and path.suffix in (".md", ".log"):
+        if path.is_file() and path.suffix in (".md", ".log") and path.stat().st_mtime >= since:
             shutil.copyfile(path, Path(out) / path.name)
 
 
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown step(s) {', '.join(unknown)}; steps: {', '.join(s.name for s in chosen)}")
         chosen = [step for step in chosen if step.name in names]
+    started = time.time() - 1
     log = StepLog(results, args.reduced)
     deadline = time.monotonic() + args.budget_s
     statuses = []
@@ -166,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         status, wall = run_step(step, step_args, min(step.timeout_s, left), log)
         log.add(step, status, wall)
         statuses.append(status)
-        copy_out(results)
-    copy_out(results)
+        copy_out(results, started)
+    copy_out(results, started)
     print(log.path.read_text())
     return 0 if statuses and all(status == "ok" for status in statuses) else 1
 

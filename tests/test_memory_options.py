@@ -404,7 +404,7 @@ def test_committed_memory_table_has_every_shipped_gpu_config_and_no_estimates(co
             assert row["GPU"] not in ("n/a", "CPU"), f"{row['config']}: GPU figures only, naming the GPU"
 
 
-def test_the_suite_runs_its_steps_in_reduced_form_and_writes_each_row(tmp_path):
+def test_the_suite_runs_its_steps_in_reduced_form_and_writes_each_row(tmp_path, contract):
     """The shell entry point (install check, paths) and the driver, with the tiny model on the CPU: two steps,
     a memory row and a cold-start row; files copied to $OUT as the device tool collects them."""
     import subprocess
@@ -419,7 +419,7 @@ def test_the_suite_runs_its_steps_in_reduced_form_and_writes_each_row(tmp_path):
     log = (tmp_path / "r" / "gpu_suite.md").read_text()
     assert "REDUCED CPU FORM" in log
     assert "| memory-16gb | ok |" in log and "| cold-start-regional | ok |" in log
-    rows = {row["config"]: row for row in __import__("memory_contract").read_rows(tmp_path / "r" / "gpu_memory.md")}
+    rows = {row["config"]: row for row in contract[1].read_rows(tmp_path / "r" / "gpu_memory.md")}
     assert set(rows) == {"flux1-dev-16gb.yaml", "flux1-dev-hopper-fast.yaml compile=regional batch_size=1"}
     for row in rows.values():
         assert row["status"] == "ok" and float(row["first image s (from process start)"]) > 0
