@@ -152,7 +152,6 @@ class Engine:
         device = self._device(self.pipe.transformer)
         return torch.cat([e for e, _ in chosen]).to(device), torch.cat([p for _, p in chosen]).to(device)
 
-
     def _device(self, module):
         """Where `module` computes: under offload hooks its weights rest on the CPU but run on the GPU."""
         return self.pipe._execution_device if self.config.offload != "none" else module.device

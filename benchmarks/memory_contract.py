@@ -140,15 +140,17 @@ def placeholder_rows() -> list[dict[str, str]]:
 
 
 def render(rows: list[dict[str, str]], reduced: bool = False) -> str:
-    title = "REDUCED CPU FORM (tiny random model, 64x64, no cap): NOT GPU figures" if reduced else (
-        "each shipped pipeline config under the memory of the card it is for"
+    title = (
+        "REDUCED CPU FORM (tiny random model, 64x64, no cap): NOT GPU figures"
+        if reduced
+        else ("each shipped pipeline config under the memory of the card it is for")
     )
     lines = [
         f"# Memory contract: {title}",
         "",
         "FLUX.1-dev architecture with random weights, 1024x1024, 28 steps, strength 0.9, through the real runner, "
         "this process capped at `cap GiB` of the GPU named in the row. Rows saying "
-        f"\"{NOT_MEASURED}\" hold no figures: no GPU has run them yet. Written by",
+        f'"{NOT_MEASURED}" hold no figures: no GPU has run them yet. Written by',
         "`python benchmarks/gpu_throughput.py --config configs/X.yaml --memory-cap-gib N` (or all at once: "
         "`benchmarks/gpu_suite.sh`).",
         "",

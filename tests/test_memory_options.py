@@ -71,7 +71,9 @@ def test_offload_on_a_machine_without_cuda_is_refused_before_anything_runs(tmp_p
     """A CUDA config with offload is valid; on a machine without a GPU the engine's check refuses it."""
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible")
-    config = load_pipeline_config(write_pipeline_config(tmp_path / "p.yaml", tiny_model, device="cuda", offload="model"))
+    config = load_pipeline_config(
+        write_pipeline_config(tmp_path / "p.yaml", tiny_model, device="cuda", offload="model")
+    )
     with pytest.raises(PipelineLoadError, match="no CUDA GPU is visible"):
         Engine.check(config)
     cpu = write_pipeline_config(tmp_path / "cpu.yaml", tiny_model, offload="model")
@@ -85,9 +87,10 @@ def test_only_options_that_change_images_enter_the_identity():
     plain = PipelineConfig()
     assert PipelineConfig(vae_slicing=True).identity() == plain.identity()
     assert PipelineConfig(offload="model").identity() == plain.identity()
-    assert PipelineConfig(offload="sequential", quantization={"backend": "none"}).identity() == PipelineConfig(
-        quantization={"backend": "none"}
-    ).identity()
+    assert (
+        PipelineConfig(offload="sequential", quantization={"backend": "none"}).identity()
+        == PipelineConfig(quantization={"backend": "none"}).identity()
+    )
     assert PipelineConfig(vae_tiling=True).identity() == {**plain.identity(), "vae_tiling": True}
 
 
@@ -209,7 +212,9 @@ def test_a_single_safetensors_transformer_runs_with_its_base_and_is_named_in_the
     folder_run.mkdir()
     (folder_run / "m.yaml").write_text((tmp_path / "m.yaml").read_text())
     config = write_pipeline_config(folder_run / "p.yaml", tiny_model)
-    assert batch_edit("run", "m.yaml", "--pipeline", str(config), "--output-root", "out", cwd=folder_run).returncode == 0
+    assert (
+        batch_edit("run", "m.yaml", "--pipeline", str(config), "--output-root", "out", cwd=folder_run).returncode == 0
+    )
     folder_rows = pd.read_csv(folder_run / "out" / "j" / "metadata.csv")
     pairs = rows.merge(folder_rows, on="prompt", suffixes=("", "_folder"))[["file_name", "file_name_folder"]]
     assert len(pairs) == 2
@@ -292,9 +297,9 @@ SUITE = REPO / "benchmarks" / "gpu_suite.sh"
 
 @pytest.fixture(scope="module")
 def contract():
-    from .test_benchmarks import bench  # loads gpu_throughput.py with memory_contract.py beside it on the path
-
     import memory_contract
+
+    from .test_benchmarks import bench  # loads gpu_throughput.py with memory_contract.py beside it on the path
 
     return bench, memory_contract
 
