@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -297,10 +298,9 @@ SUITE = REPO / "benchmarks" / "gpu_suite.sh"
 
 @pytest.fixture(scope="module")
 def contract():
-    import memory_contract
+    from .test_benchmarks import bench  # loads gpu_throughput.py, which puts benchmarks/ on the path
 
-    from .test_benchmarks import bench  # loads gpu_throughput.py with memory_contract.py beside it on the path
-
+    memory_contract = sys.modules["memory_contract"]
     return bench, memory_contract
 
 
