@@ -9,6 +9,8 @@
 # A machine without network installs from .whl/ (fetched beforehand with --fetch-wheels, Python 3.12,
 # manylinux x86-64); one with network from PyPI: pip install -e '.[test,fast,gguf]'. torch, transformers,
 # accelerate and the rest come with the machine's image. Results: benchmarks/results/ and $OUT when set.
+# The steps and their order: benchmarks/gpu_suite.py. On a lent machine that reaches no index: fetch the wheels
+# here first (.whl/ is git-ignored: carry it), then run `benchmarks/gpu_suite.sh` there with a 600 s limit.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
