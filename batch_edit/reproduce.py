@@ -11,13 +11,12 @@ from typing import Annotated, Callable
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, create_model
 
 from . import job_files
 from .errors import BatchEditError, UnsafeOutputError
 from .formats import as_stored
 from .local_files import open_regular
-from .manifest import Guidance, Resize, Seed, Side, Steps, Strength
 from .outputs import PIPELINES_DIR, STATE_DIR
 from .parameters import axes
 from .pipeline_config import PipelineConfig, load_pipeline_config
@@ -83,22 +82,16 @@ def reproduce(
 REQUIRED_COLUMNS = ("file_name", "item_id", "job", "source", "prompt", "seed_derived", *(p.column for p in axes()))
 
 
-class _RowValues(BaseModel):
-    """The row's values a re-render uses, held to the limits a manifest has (extra columns are ignored)."""
+def _blank_is_one(value):
+    return value or 1  # rows written before batch sizes were recorded leave the cell empty
 
-    strength: Strength
-    num_inference_steps: Steps
-    guidance_scale: Guidance
-    seed: Seed
-    requested_width: Side
-    requested_height: Side
-    resize: Resize
-    batch_size: Annotated[int, Field(ge=1, le=64)] = 1
 
-    @field_validator("batch_size", mode="before")
-    @classmethod
-    def _blank_is_one(cls, value):
-        return value or 1  # rows written before batch sizes were recorded leave the cell empty
+# The row's values a re-render uses, held to the limits a manifest has (extra columns are ignored).
+_RowValues = create_model(
+    "_RowValues",
+    **{p.column: (p.value, ...) for p in axes()},
+    batch_size=(Annotated[int, BeforeValidator(_blank_is_one), Field(ge=1, le=64)], 1),
+)
 
 
 def find_row(metadata_csv: Path, item_id: str) -> dict:
