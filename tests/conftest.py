@@ -20,6 +20,24 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = REPO / "jobs" / "images"
+
+
+def sweep_manifest(format: str = "png", strengths: object = "[0.5, 0.7]") -> str:
+    """A one-source strength sweep written with captions in `format`: the job the output-format and prune tests
+    run and rewrite."""
+    return f"""
+jobs:
+  - name: sweep
+    sources: {PHOTOS / "cat.jpg"}
+    prompts: 'a tiger, photo'
+    strength: {strengths}
+    num_inference_steps: 4
+    seed: 1
+    width: 64
+    height: 48
+    format: {format}
+    captions: true
+"""
 # In this process too: no test may reach a model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 

@@ -15,7 +15,7 @@ from batch_edit.outputs import JobOutput
 from batch_edit.plan import make_item
 from batch_edit.sources import SourceRef
 
-from .conftest import PHOTOS, batch_edit
+from .conftest import PHOTOS, batch_edit, sweep_manifest
 
 PROMPT = 'a "tiger", photo: 35mm, warm light ☃'
 SOURCE = SourceRef(key="/data/cat.jpg", is_url=False, stem="cat", fingerprint="1-1", caption=None)
@@ -98,23 +98,9 @@ def test_bad_format_or_quality_is_refused_naming_the_job_and_field(tmp_path, key
     assert "m.yaml: jobs[0] ('a')" in result.stderr and expected in result.stderr
 
 
-SWEEP = f"""
-jobs:
-  - name: sweep
-    sources: {PHOTOS / "cat.jpg"}
-    prompts: 'a tiger, photo'
-    strength: [0.5, 0.7]
-    num_inference_steps: 4
-    seed: 1
-    width: 64
-    height: 48
-    format: {{format}}
-    captions: true
-"""
-
 
 def test_jpeg_job_end_to_end_with_captions_a_sheet_and_reproduce(tmp_path, tiny_config):
-    (tmp_path / "m.yaml").write_text(SWEEP.format(format="jpeg"))
+    (tmp_path / "m.yaml").write_text(sweep_manifest(format="jpeg"))
     result = batch_edit("run", "m.yaml", "--pipeline", str(tiny_config), "--output-root", "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "out" / "sweep"
@@ -131,9 +117,9 @@ def test_jpeg_job_end_to_end_with_captions_a_sheet_and_reproduce(tmp_path, tiny_
 
 def test_changing_the_format_makes_the_items_again_in_new_files(tmp_path, tiny_config):
     run = ("run", "m.yaml", "--pipeline", str(tiny_config), "--output-root", "out")
-    (tmp_path / "m.yaml").write_text(SWEEP.format(format="png"))
+    (tmp_path / "m.yaml").write_text(sweep_manifest(format="png"))
     assert batch_edit(*run, cwd=tmp_path).returncode == 0
-    (tmp_path / "m.yaml").write_text(SWEEP.format(format="webp"))
+    (tmp_path / "m.yaml").write_text(sweep_manifest(format="webp"))
     plan = batch_edit("plan", *run[1:], cwd=tmp_path)
     assert "2 item(s), 0 already done" in plan.stdout
     again = batch_edit(*run, cwd=tmp_path)

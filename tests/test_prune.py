@@ -11,21 +11,7 @@ from filelock import FileLock
 
 from batch_edit.outputs import JobOutput
 
-from .conftest import PHOTOS, batch_edit
-
-SWEEP = f"""
-jobs:
-  - name: sweep
-    sources: {PHOTOS / "cat.jpg"}
-    prompts: 'a tiger, photo'
-    strength: {{strengths}}
-    num_inference_steps: 4
-    seed: 1
-    width: 64
-    height: 48
-    format: {{format}}
-    captions: true
-"""
+from .conftest import batch_edit, sweep_manifest
 
 
 @pytest.fixture
@@ -33,7 +19,7 @@ def job(tmp_path, tiny_config):
     """A job of four strengths, run; `job(command, strengths, format)` rewrites the manifest and runs a command."""
 
     def command(name: str, strengths: str = "[0.5, 0.6, 0.7, 0.8]", format: str = "png", *flags: str):
-        (tmp_path / "m.yaml").write_text(SWEEP.format(strengths=strengths, format=format))
+        (tmp_path / "m.yaml").write_text(sweep_manifest(strengths=strengths, format=format))
         return batch_edit(name, "m.yaml", "--pipeline", str(tiny_config), "--output-root", "out", *flags, cwd=tmp_path)
 
     assert command("run").returncode == 0
@@ -139,7 +125,7 @@ def test_prune_refuses_while_a_run_holds_the_folder(tmp_path, job):
 
 
 def test_a_job_never_run_has_nothing_to_prune(tmp_path, tiny_config):
-    (tmp_path / "m.yaml").write_text(SWEEP.format(strengths=0.5, format="png"))
+    (tmp_path / "m.yaml").write_text(sweep_manifest(strengths=0.5, format="png"))
     result = batch_edit("prune", "m.yaml", "--pipeline", str(tiny_config), "--output-root", "out", cwd=tmp_path)
     assert result.returncode == 0 and "moved 0, rejected 0, kept 0" in result.stdout
     assert not (tmp_path / "out").exists()
