@@ -1,8 +1,9 @@
 """How the loaded pipeline is changed, made smaller or faster: LoRAs, quantization, torch.compile, step caching.
 
-Order matters: LoRAs are fused into the plain weights first (PEFT cannot attach to quanto layers); quanto
-quantizes on the CPU before the move to the device (so bf16 weights never need to fit there); torchao quantizes
-module by module onto the device; the move (or accelerate's offload hooks), step caching and compile follow.
+Order matters: LoRAs, then the Q/K/V fusion, act on the plain weights first (PEFT cannot attach to quanto layers,
+quantized weights cannot be concatenated); quanto quantizes on the CPU before the move to the device (so bf16
+weights never need to fit there); torchao quantizes module by module onto the device; the move (or accelerate's
+offload hooks), the kernel choices, step caching and compile follow.
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ def prepare_pipeline(pipe, config: PipelineConfig) -> PipelineConfig:
 
     if config.loras:
         fuse_loras(pipe, config.loras, config.local_files_only)
+    if config.fuse_qkv:  # on the plain weights: quantized ones cannot be concatenated
+        pipe.transformer.fuse_qkv_projections()
     quant = config.quantization
     if quant.backend == "quanto":
         _quantize_with_quanto(pipe, quant)
     if quant.backend == "torchao":
         quant = _quantize_with_torchao(pipe, quant, config.device, torch)
     place_pipeline(pipe, config)
+    _choose_kernels(pipe, config, torch)
     if config.first_block_cache:
         from diffusers.hooks import FirstBlockCacheConfig
 
@@ -55,6 +59,18 @@ def place_pipeline(pipe, config: PipelineConfig) -> None:
         pipe.vae.enable_tiling()
     if config.vae_slicing:
         pipe.vae.enable_slicing()
+
+
+def _choose_kernels(pipe, config: PipelineConfig, torch) -> None:
+    """The attention kernel and the VAE's memory layout: the same computation, only faster where the GPU has them."""
+    if config.attention_backend:
+        try:
+            pipe.transformer.set_attention_backend(config.attention_backend)
+        except (RuntimeError, ValueError, ImportError) as exc:  # a missing package, or a GPU without the kernel
+            problem = f"attention_backend '{config.attention_backend}' cannot be used here: {exc}"
+            raise PipelineLoadError(problem) from exc
+    if config.vae_channels_last:
+        pipe.vae.to(memory_format=torch.channels_last)
 
 
 def fuse_loras(pipe, loras: list[LoraConfig], local_files_only: bool = False) -> None:

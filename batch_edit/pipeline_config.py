@@ -108,6 +108,15 @@ class LoraConfig(StrictModel):
         return {"path": self.path, "scale": self.scale, **picked}
 
 
+# diffusers' attention backends that compute exact attention (its `sage` ones quantize it: lossy, not offered;
+# the `*_hub` ones download kernels at load time). Each needs its package or GPU, checked when the pipeline loads.
+AttentionBackend = Literal[
+    "native", "_native_cudnn", "_native_efficient", "_native_flash", "_native_math", "flash", "_flash_3", "flex",
+    "xformers",
+]  # fmt: skip
+CPU_ATTENTION = ("native", "_native_math", "flex")  # the rest are CUDA kernels
+
+
 class PipelineConfig(StrictModel):
     # a hub id or local folder holding the whole pipeline; or a local single-file FLUX.1 transformer (.safetensors,
     # fp8 ones included, or .gguf) with the rest of the pipeline (VAE, text encoders, configs) from `base_model`
@@ -132,6 +141,11 @@ class PipelineConfig(StrictModel):
     vae_tiling: bool = False  # LOSSY: the VAE encodes/decodes in overlapping tiles (blended seams); less memory
     vae_slicing: bool = False  # the VAE takes a batch's images one at a time: same images, less memory
     first_block_cache: Annotated[float, Field(gt=0, le=1)] | None = None  # LOSSY step caching threshold; off
+    # Speed without changing what is computed (only float rounding): one matmul for Q, K and V; the attention
+    # kernel diffusers dispatches to (None: torch's SDPA choosing for itself); the VAE's convolutions channels-last.
+    fuse_qkv: bool = False
+    attention_backend: AttentionBackend | None = None
+    vae_channels_last: bool = False
     loras: list[LoraConfig] = []  # fused into the weights in this order, before quantization
 
     @field_validator("device")
@@ -232,6 +246,11 @@ def combination_problems(config: PipelineConfig) -> list[str]:
         problems.append("base_model is only for a single-file model (.safetensors or .gguf)")
     if config.base_model and config.base_model.lower().endswith(SINGLE_FILE_SUFFIXES):
         problems.append("base_model must be a repo or folder holding a whole pipeline, not a single file")
+    if config.attention_backend not in (None, *CPU_ATTENTION) and not config.device.startswith("cuda"):
+        problems.append(
+            f"attention_backend '{config.attention_backend}' is a CUDA kernel: with device {config.device} use "
+            f"{', '.join(CPU_ATTENTION)} or leave it unset"
+        )
     quant = config.quantization
     if config.is_gguf and (quant.backend == "torchao" or (quant.backend == "quanto" and quant.transformer)):
         problems.append(

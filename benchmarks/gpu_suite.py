@@ -61,19 +61,32 @@ def steps(results: Path, cache: Path) -> list[Step]:
               "--memory-cap-gib", "22", *memory), 120,
              "the 24 GB config without VAE tiling or slicing under 22 GiB"),
         Step("throughput-bf16", ("--configs", "none:1", "--calls", "3", "--out", throughput("-bf16")), 90, "bf16"),
+        Step("tuned-regional",
+             ("--config", config("flux1-dev-hopper-fast.yaml"), "--set", "compile=regional", "--set", "batch_size=1",
+              "--set", "fuse_qkv=true", "--set", "vae_channels_last=true", "--compile-cache-dir", str(cache),
+              *memory), 240,
+             "fp8 + regional compile with fused QKV and a channels-last VAE (a new graph: compiles again)"),
+        Step("tuned-cudnn-attention",
+             ("--config", config("flux1-dev-hopper-fast.yaml"), "--set", "compile=regional", "--set", "batch_size=1",
+              "--set", "fuse_qkv=true", "--set", "vae_channels_last=true", "--set", "attention_backend=_native_cudnn",
+              "--compile-cache-dir", str(cache), *memory), 240,
+             "the same with cuDNN attention"),
         Step("throughput-compile", ("--configs", "torchao+compile:1", "--calls", "3", "--out", throughput("-compile")),
              480, "torchao fp8 + whole-transformer compile (cold compile)"),
     ]  # fmt: skip
 
 
 def reduced_args(args: tuple[str, ...]) -> tuple[str, ...]:
-    """The CPU form of a step: tiny model, no memory cap, no compile (seconds, not minutes)."""
+    """The CPU form of a step: tiny model, no memory cap, no compile, no CUDA attention kernel (seconds, not
+    minutes)."""
     kept, skip = [], False
     for arg in args:
         if skip:
             skip = False
         elif arg == "--memory-cap-gib":
             skip = True
+        elif arg.startswith("attention_backend="):
+            kept.append("attention_backend=native")
         else:
             kept.append(arg.replace("+regional", "").replace("+compile", ""))
     return ("--reduced", "--items", "2", *kept)
