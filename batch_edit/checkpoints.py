@@ -25,7 +25,8 @@ def check_single_file(config: PipelineConfig) -> None:
 def load_single_file_pipeline(config: PipelineConfig, dtype):
     """The transformer from the file (its config from the base's `transformer/config.json`), the other components
     from the base."""
-    from diffusers import FluxImg2ImgPipeline, FluxTransformer2DModel
+    import diffusers
+    from diffusers import FluxTransformer2DModel
 
     options = dict(config=config.base_model, subfolder="transformer", local_files_only=config.local_files_only)
     if config.revision != "main":
@@ -39,7 +40,7 @@ def load_single_file_pipeline(config: PipelineConfig, dtype):
     except Exception as exc:  # safetensors, gguf and the key conversion raise many types: all mean "cannot use"
         raise PipelineLoadError(f"{config.model}: not a FLUX.1 transformer checkpoint this base fits: "
                                 f"{_first_line(exc)}") from exc  # fmt: skip
-    return FluxImg2ImgPipeline.from_pretrained(
+    return getattr(diffusers, config.pipeline_class).from_pretrained(
         config.base_model,
         transformer=transformer,
         revision=config.revision,

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from . import __version__
 from .errors import BatchEditError, ConfigError, ManifestError, OutputError, OutputRefusedError, PipelineLoadError
 from .manifest import DEFAULT_OUTPUT_ROOT, JobSpec, Manifest, load_manifests
-from .pipeline_config import PipelineConfig, load_pipeline_config
+from .pipeline_config import DEFAULT_TASK, TASKS, PipelineConfig, load_pipeline_config
 from .plan import JobPlan, grid_axes, plan_jobs
 from .source_identity import identify_sources, recorded_hashes
 from .sources import FetchOptions
@@ -155,10 +155,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     prune.set_defaults(handler=_prune)
 
-    tiny = add(
-        "make-tiny-model", help="write a tiny random FLUX img2img pipeline for offline smoke tests"
-    )
+    tiny = add("make-tiny-model", help="write a tiny random FLUX pipeline of a task for offline smoke tests")
     tiny.add_argument("directory", type=Path, metavar="DIR")
+    tiny.add_argument(
+        "--task", choices=TASKS, default=DEFAULT_TASK, help=f"the pipeline task it runs (default: {DEFAULT_TASK})"
+    )
     tiny.add_argument("--force", action="store_true", help="write into DIR even if it is not empty")
     tiny.set_defaults(handler=_make_tiny_model)
     return parser
@@ -445,6 +446,6 @@ def _make_tiny_model(args) -> int:
         kind = "folder is not empty" if args.directory.is_dir() else "path is a file"
         print(f"error: {args.directory}: the {kind}; pass --force to write the tiny model there", file=sys.stderr)
         return EXIT_REFUSED
-    directory = write_tiny_model(args.directory, verbose=args.verbose)
-    print(f"wrote a tiny random FLUX img2img pipeline to {directory}")
+    directory = write_tiny_model(args.directory, verbose=args.verbose, task=args.task)
+    print(f"wrote a tiny random FLUX {args.task} pipeline to {directory}")
     return EXIT_OK

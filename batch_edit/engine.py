@@ -1,8 +1,9 @@
 """The resident pipeline: the only module that imports torch and diffusers at run time.
 
-One small call: a batch of items (same size, steps, strength, guidance) and their fitted source images in,
-edited images out. Each item gets its own CPU `torch.Generator` seeded with its seed, so the noise of an
-item does not depend on its batch or on the device it runs on.
+One small call: a batch of items (same size, steps, strength, guidance) and their fitted source images (and,
+for the masked tasks, their fitted masks) in, edited images out. Each item gets its own CPU `torch.Generator`
+seeded with its seed, so the noise of an item does not depend on its batch or on the device it runs on.
+The config's task picks the diffusers class and what each call passes it (`task_arguments`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from PIL import Image
 from .backends import offload_text_encoders, prepare_pipeline
 from .checkpoints import check_single_file, load_single_file_pipeline
 from .errors import OutOfMemory, PipelineLoadError
-from .pipeline_config import PipelineConfig
+from .pipeline_config import MASKED_TASKS, PipelineConfig
 from .plan import WorkItem
 from .validation import shown_path
 
@@ -84,15 +85,20 @@ class Engine:
         if offloading and len(self._prompts) >= len(set(prompts)):
             offload_text_encoders(self.pipe)
 
-    def generate(self, items: list[WorkItem], images: list[Image.Image]) -> list[Image.Image]:
+    def generate(
+        self, items: list[WorkItem], images: list[Image.Image], masks: list[Image.Image] | None = None
+    ) -> list[Image.Image]:
+        """`masks`: for inpaint and fill, one "L" image per item at its image's size, white where it is repainted;
+        refused for the other tasks."""
         import torch
 
         first = items[0]
         width, height = images[0].size
         if any(item.batch_key != first.batch_key for item in items) or any(i.size != (width, height) for i in images):
             raise ValueError("a batch must share size, steps, strength and guidance")
+        check_masks(self.config.task, images, masks)
         try:
-            return self._call(items, images, width, height)
+            return self._call(items, images, masks, width, height)
         except torch.OutOfMemoryError:
             pass  # freed below, outside the except block, once its traceback no longer holds the batch's tensors
         gc.collect()
@@ -100,17 +106,20 @@ class Engine:
             torch.cuda.empty_cache()
         raise OutOfMemory(f"out of memory on a batch of {len(items)} at {width}x{height}")
 
-    def _call(self, items: list[WorkItem], images: list[Image.Image], width: int, height: int) -> list[Image.Image]:
+    def _call(
+        self, items: list[WorkItem], images: list[Image.Image], masks: list[Image.Image] | None, width: int, height: int
+    ) -> list[Image.Image]:
         import torch
 
         count = len(items)
         if self.config.compile and count < self.batch_size:
             # A compiled transformer keeps static shapes: pad with copies (own generators, results dropped).
-            items = items + [items[-1]] * (self.batch_size - count)
-            images = images + [images[-1]] * (self.batch_size - count)
+            padding = self.batch_size - count
+            items, images = items + [items[-1]] * padding, images + [images[-1]] * padding
+            masks = masks + [masks[-1]] * padding if masks is not None else None
         embeds, pooled = self._embeddings([item.prompt for item in items])
         first = items[0]
-        # FluxImg2ImgPipeline (unlike FluxPipeline) names no cache context; step caching hooks need one.
+        # The FLUX image-to-image pipelines (unlike FluxPipeline) name no cache context; step caching hooks need one.
         caching = self.pipe.transformer.cache_context("cond") if self.config.first_block_cache else nullcontext()
         # The pipeline call runs under no_grad already; inference_mode would break quanto's weight tensors.
         with caching:
@@ -120,12 +129,12 @@ class Engine:
                 image=images,
                 width=width,
                 height=height,
-                strength=first.strength,
                 num_inference_steps=first.num_inference_steps,
                 guidance_scale=first.guidance_scale,
                 generator=[torch.Generator("cpu").manual_seed(item.seed) for item in items],
                 max_sequence_length=self.config.max_sequence_length,
                 output_type="pil",
+                **task_arguments(self.config.task, first, masks, width, height),
             )
         return list(result.images)[:count]
 
@@ -157,6 +166,33 @@ class Engine:
         return self.pipe._execution_device if self.config.offload != "none" else module.device
 
 
+def task_arguments(task: str, first: WorkItem, masks: list[Image.Image] | None, width: int, height: int) -> dict:
+    """What a task's pipeline takes beyond the shared arguments. Fill and Kontext take no strength (Fill's
+    `strength` stays at its 1.0: the masked region is generated from noise, as the Fill model is trained)."""
+    if task == "img2img":
+        return {"strength": first.strength}
+    if task == "inpaint":
+        return {"strength": first.strength, "mask_image": masks}
+    if task == "fill":
+        return {"mask_image": masks}
+    # Kontext would resize the source to one of its preferred resolutions and scale the output to `max_area`:
+    # the fitted source (sides multiples of 16) goes in as it is, and the output has the size asked for.
+    return {"_auto_resize": False, "max_area": width * height}
+
+
+def check_masks(task: str, images: list[Image.Image], masks: list[Image.Image] | None) -> None:
+    if task not in MASKED_TASKS:
+        if masks is not None:
+            raise ValueError(f"the {task} task takes no mask")
+        return
+    if masks is None or len(masks) != len(images):
+        raise ValueError(f"the {task} task needs one mask per image")
+    for image, mask in zip(images, masks):
+        if mask.mode != "L" or mask.size != image.size:
+            shown = f"{mask.mode} {mask.size}"
+            raise ValueError(f"a mask must be an 'L' image of its image's size {image.size}, not {shown}")
+
+
 def check_device(device: str, torch) -> None:
     if not device.startswith("cuda"):
         return
@@ -172,22 +208,41 @@ def check_device(device: str, torch) -> None:
 
 
 def _from_pretrained(config: PipelineConfig, dtype):
-    from diffusers import FluxImg2ImgPipeline
+    import diffusers
 
     try:
         if config.is_single_file:
-            return load_single_file_pipeline(config, dtype)
-        return FluxImg2ImgPipeline.from_pretrained(
-            config.model,
-            revision=config.revision,
-            dtype=dtype,
-            use_safetensors=True,
-            local_files_only=config.local_files_only,
-        )
+            pipe = load_single_file_pipeline(config, dtype)
+        else:
+            pipe = getattr(diffusers, config.pipeline_class).from_pretrained(
+                config.model,
+                revision=config.revision,
+                dtype=dtype,
+                use_safetensors=True,
+                local_files_only=config.local_files_only,
+            )
     except PipelineLoadError:
         raise
     except Exception as exc:  # the hub and diffusers raise many types; all mean "cannot load this model"
         raise PipelineLoadError(_explain_load_failure(config, exc)) from exc
+    check_task_weights(pipe, config)
+    return pipe
+
+
+def check_task_weights(pipe, config: PipelineConfig) -> None:
+    """FLUX.1-Fill's transformer also takes the masked image's latents and the mask (in 8x8 patches): any other
+    weights under the fill task, or Fill weights under another task, fail only at the first call, with a shape."""
+    latent = pipe.vae.config.latent_channels * 4  # packed 2x2
+    fill = 2 * latent + 4 * pipe.vae_scale_factor**2
+    found = pipe.transformer.config.in_channels
+    wanted = fill if config.task == "fill" else latent
+    if found != wanted:
+        needs = "FLUX.1-Fill weights (e.g. black-forest-labs/FLUX.1-Fill-dev)" if config.task == "fill" else (
+            "FLUX.1 weights that are not FLUX.1-Fill's")  # fmt: skip
+        raise PipelineLoadError(
+            f"model '{config.model}': its transformer takes {found} input channels where the {config.task} task "
+            f"needs {wanted}: use {needs}"
+        )
 
 
 def _explain_load_failure(config: PipelineConfig, exc: Exception) -> str:

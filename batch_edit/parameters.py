@@ -16,9 +16,9 @@ from typing import Annotated, Any, Callable, Literal, NamedTuple
 from pydantic import Field
 
 from .formats import EXTENSIONS
+from .pipeline_config import DEFAULT_TASK, TASKS
 from .sources import RESIZE_MODES
 
-DEFAULT_TASK = "img2img"  # FluxImg2ImgPipeline (SDEdit); the only pipeline task so far
 LAST = 100  # the place of a label or column declared without one: after every placed one
 SEED_MAX = 2**63 - 1
 MAX_VARIATIONS = 10000
@@ -45,7 +45,9 @@ class Label(NamedTuple):
 class Parameter:
     name: str  # the YAML key, the CSV column and (for an axis) the WorkItem field
     value: Any  # the pydantic annotation of one value: its type and range
-    default: dict[str, Any]  # per pipeline task; None: decided per item (a seed derived from source and prompt)
+    # per pipeline task; None: decided per item (a seed derived from source and prompt); a task without a key takes
+    # no such parameter (a manifest giving it is refused)
+    default: dict[str, Any]
     axis: bool = True  # a list of values sweeps it; each WorkItem has one value, hashed into its id in this order
     batches: bool = False  # items that differ in it cannot share a pipeline call
     csv: bool = True  # a CSV row may set it
@@ -61,34 +63,46 @@ class Parameter:
     def default_for(self, task: str = DEFAULT_TASK):
         return self.default[task]
 
+    def taken_by(self, task: str) -> bool:
+        return task in self.default
+
     @property
     def column(self) -> str:
         """The metadata.csv column holding the value as the item asked it."""
         return (self.columns[0] if self.columns else "") or self.name
 
 
+def every_task(value) -> dict[str, Any]:
+    return dict.fromkeys(TASKS, value)
+
+
 # Axes in item-id order: the id hashes their values in this order, so never reorder them; add new ones after.
-# The reference call: 1024x1024, 28 steps, strength 0.9, guidance 3.5, center crop.
+# The reference call: 1024x1024, 28 steps, strength 0.9, guidance 3.5, center crop. The other tasks' defaults are
+# their model cards': inpaint runs FLUX.1-dev's weights (guidance 3.5) with img2img's strength; FLUX.1-Fill-dev
+# guidance 30, 50 steps; FLUX.1-Kontext-dev guidance 2.5, 28 steps. Fill and Kontext take no strength.
 PARAMETERS = (
-    Parameter("strength", Strength, {"img2img": 0.9}, batches=True, decimal_comma=True, column_at=1, parse=float,
-              a1111=Label("Denoising strength", 6), sheet=Label("strength", 1), file_field="strength"),
-    Parameter("num_inference_steps", Steps, {"img2img": 28}, batches=True, column_at=2, parse=int,
-              a1111=Label("Steps", 0), sheet=Label("steps", 4), file_field="steps"),
-    Parameter("guidance_scale", Guidance, {"img2img": 3.5}, batches=True, decimal_comma=True, column_at=3,
-              parse=float, a1111=Label("CFG scale", 2), sheet=Label("guidance", 5), file_field="guidance"),
-    Parameter("seed", Seed, {"img2img": None}, columns=("", "seed_derived"), column_at=0, parse=int,
+    Parameter("strength", Strength, {"img2img": 0.9, "inpaint": 0.9}, batches=True, decimal_comma=True,
+              column_at=1, parse=float, a1111=Label("Denoising strength", 6), sheet=Label("strength", 1),
+              file_field="strength"),
+    Parameter("num_inference_steps", Steps, {"img2img": 28, "inpaint": 28, "fill": 50, "kontext": 28},
+              batches=True, column_at=2, parse=int, a1111=Label("Steps", 0), sheet=Label("steps", 4),
+              file_field="steps"),
+    Parameter("guidance_scale", Guidance, {"img2img": 3.5, "inpaint": 3.5, "fill": 30.0, "kontext": 2.5},
+              batches=True, decimal_comma=True, column_at=3, parse=float, a1111=Label("CFG scale", 2),
+              sheet=Label("guidance", 5), file_field="guidance"),
+    Parameter("seed", Seed, every_task(None), columns=("", "seed_derived"), column_at=0, parse=int,
               a1111=Label("Seed", 3), sheet=Label("seed", 2), file_field="seed"),
-    Parameter("variations", Variations, {"img2img": 1}, axis=False),  # seeds per grid point (A1111's batch count)
-    Parameter("width", Side, {"img2img": 1024}, columns=("requested_width",), column_at=4, fitted=True,
+    Parameter("variations", Variations, every_task(1), axis=False),  # seeds per grid point (A1111's batch count)
+    Parameter("width", Side, every_task(1024), columns=("requested_width",), column_at=4, fitted=True,
               parse=int, a1111=Label("Size", 4), sheet=Label("size", 6)),
-    Parameter("height", Side, {"img2img": 1024}, columns=("requested_height",), column_at=5, fitted=True,
+    Parameter("height", Side, every_task(1024), columns=("requested_height",), column_at=5, fitted=True,
               parse=int, a1111=Label("Size", 4), sheet=Label("size", 6)),
-    Parameter("resize", Resize, {"img2img": "center-crop"}, column_at=6, a1111=Label("Resize", 8),
+    Parameter("resize", Resize, every_task("center-crop"), column_at=6, a1111=Label("Resize", 8),
               sheet=Label("resize", 7)),
     # How a result is written, not what it is: never in its id (formats.OutputOptions).
-    Parameter("format", ImageFormat, {"img2img": "png"}, axis=False),
-    Parameter("quality", Quality, {"img2img": None}, axis=False),  # jpeg/webp (formats.DEFAULT_QUALITY); png: none
-    Parameter("captions", bool, {"img2img": False}, axis=False),  # a .txt with the prompt beside each image
+    Parameter("format", ImageFormat, every_task("png"), axis=False),
+    Parameter("quality", Quality, every_task(None), axis=False),  # jpeg/webp (formats.DEFAULT_QUALITY); png: none
+    Parameter("captions", bool, every_task(False), axis=False),  # a .txt with the prompt beside each image
 )  # fmt: skip
 
 

@@ -14,6 +14,24 @@ from .errors import ConfigError
 from .validation import describe_validation_error, read_yaml_file
 
 QuantType = Literal["qint8", "qint4", "qfloat8"]
+# What the pipeline does with a source: SDEdit (img2img), masked SDEdit (inpaint), FLUX.1-Fill's masked generation
+# (fill) or FLUX.1-Kontext's instruction editing (kontext); each its diffusers class and the weights made for it.
+TASKS = ("img2img", "inpaint", "fill", "kontext")
+DEFAULT_TASK = "img2img"
+Task = Literal[TASKS]
+PIPELINE_CLASSES = {
+    "img2img": "FluxImg2ImgPipeline",
+    "inpaint": "FluxInpaintPipeline",
+    "fill": "FluxFillPipeline",
+    "kontext": "FluxKontextPipeline",
+}
+TASK_MODELS = {  # the default `model` of each task
+    "img2img": "black-forest-labs/FLUX.1-dev",
+    "inpaint": "black-forest-labs/FLUX.1-dev",
+    "fill": "black-forest-labs/FLUX.1-Fill-dev",
+    "kontext": "black-forest-labs/FLUX.1-Kontext-dev",
+}
+MASKED_TASKS = ("inpaint", "fill")  # their items need a mask (white: repainted)
 TorchaoType = Literal["auto", "float8_dynamic_row", "int8_weight_only"]
 
 
@@ -118,6 +136,7 @@ CPU_ATTENTION = ("native", "_native_math", "flex")  # the rest are CUDA kernels
 
 
 class PipelineConfig(StrictModel):
+    task: Task = DEFAULT_TASK
     # a hub id or local folder holding the whole pipeline; or a local single-file FLUX.1 transformer (.safetensors,
     # fp8 ones included, or .gguf) with the rest of the pipeline (VAE, text encoders, configs) from `base_model`
     model: str = "black-forest-labs/FLUX.1-dev"
@@ -148,6 +167,14 @@ class PipelineConfig(StrictModel):
     vae_channels_last: bool = False
     loras: list[LoraConfig] = []  # fused into the weights in this order, before quantization
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_model(cls, data):
+        """Without a `model`, the task's own weights (FLUX.1-Fill-dev for fill, FLUX.1-Kontext-dev for kontext)."""
+        if isinstance(data, dict) and "model" not in data and data.get("task") in TASK_MODELS:
+            data = {**data, "model": TASK_MODELS[data["task"]]}
+        return data
+
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
@@ -171,6 +198,11 @@ class PipelineConfig(StrictModel):
         return self
 
     @property
+    def pipeline_class(self) -> str:
+        """The diffusers class that loads and runs this config's task."""
+        return PIPELINE_CLASSES[self.task]
+
+    @property
     def is_single_file(self) -> bool:
         return self.model.lower().endswith(SINGLE_FILE_SUFFIXES)
 
@@ -190,6 +222,8 @@ class PipelineConfig(StrictModel):
         """What about the pipeline determines an image: part of every item's id. Offload and VAE slicing change
         where and when work runs, not the images, so they are not part of it; VAE tiling is."""
         return {
+            # img2img, the first task, is named by no key: ids made before tasks existed stay the same
+            **({"task": self.task} if self.task != DEFAULT_TASK else {}),
             "model": self.model,
             **(single_file_identity(self) if self.is_single_file else {}),
             "revision": self.revision,

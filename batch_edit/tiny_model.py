@@ -1,4 +1,4 @@
-"""A tiny, randomly initialised FLUX.1 img2img pipeline for offline smoke tests.
+"""A tiny, randomly initialised FLUX.1 pipeline of each task (img2img, inpaint, fill, kontext) for offline tests.
 
 Every component is the real diffusers/transformers class (so the real code paths run), just with a few
 channels and one block each; the tokenizers are built from in-memory vocabularies so nothing is downloaded.
@@ -10,8 +10,12 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
+from .pipeline_config import DEFAULT_TASK, PIPELINE_CLASSES
+
 # The VAE downsamples by 8 like FLUX's, so the tiny pipeline asks for the same multiple-of-16 sides.
 TINY_SEED = 0
+VAE_SCALE = 8  # 2 ** (VAE blocks - 1)
+LATENT_CHANNELS = 4
 TEXT_DIM = 128  # quanto's qint4 groups weights by 128 along the input dimension
 
 
@@ -49,21 +53,21 @@ def _t5_tokenizer():
     return T5TokenizerFast(vocab=pieces, extra_ids=0)
 
 
-def build_tiny_pipeline():
-    """Return a FluxImg2ImgPipeline with tiny random weights (float32, CPU)."""
+def build_tiny_pipeline(task: str = DEFAULT_TASK):
+    """Return the task's pipeline (FluxImg2ImgPipeline, FluxInpaintPipeline, ...) with tiny random weights
+    (float32, CPU). Only Fill's transformer differs: it also takes the masked image's latents and the mask."""
+    import diffusers
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        FluxImg2ImgPipeline,
-        FluxTransformer2DModel,
-    )
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     torch.manual_seed(TINY_SEED)
+    packed = LATENT_CHANNELS * 4  # latents go in as 2x2 patches
     transformer = FluxTransformer2DModel(
         patch_size=1,
-        in_channels=16,
+        # FluxFillPipeline: the noisy latents, the masked image's latents, and the mask in 8x8 pixel cells (x 2x2)
+        in_channels=2 * packed + 4 * VAE_SCALE**2 if task == "fill" else packed,
+        out_channels=packed if task == "fill" else None,  # None: as many as it takes in
         num_layers=1,
         num_single_layers=1,
         attention_head_dim=16,
@@ -110,7 +114,7 @@ def build_tiny_pipeline():
         up_block_types=["UpDecoderBlock2D"] * 4,
         block_out_channels=(8, 8, 16, 16),
         layers_per_block=1,
-        latent_channels=4,
+        latent_channels=LATENT_CHANNELS,
         norm_num_groups=4,
         use_quant_conv=False,
         use_post_quant_conv=False,
@@ -125,7 +129,7 @@ def build_tiny_pipeline():
         base_image_seq_len=256,
         max_image_seq_len=4096,
     )
-    return FluxImg2ImgPipeline(
+    return getattr(diffusers, PIPELINE_CLASSES[task])(
         scheduler=scheduler,
         vae=vae,
         text_encoder=text_encoder,
@@ -136,12 +140,12 @@ def build_tiny_pipeline():
     )
 
 
-def write_tiny_model(directory: Path, verbose: bool = False) -> Path:
-    """Save the tiny pipeline to `directory` (safetensors) so `from_pretrained` can load it."""
+def write_tiny_model(directory: Path, verbose: bool = False, task: str = DEFAULT_TASK) -> Path:
+    """Save the task's tiny pipeline to `directory` (safetensors) so `from_pretrained` can load it."""
     from .engine import quiet_libraries
 
     quiet_libraries(verbose)  # the optional-backend warnings and shard progress bars say nothing useful here
-    pipe = build_tiny_pipeline()
+    pipe = build_tiny_pipeline(task)
     directory.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(directory, safe_serialization=True)
     return directory

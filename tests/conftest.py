@@ -9,6 +9,7 @@ Tests about the process itself (signals, kill -9, exit-time behaviour) use `batc
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import shutil
@@ -79,6 +80,35 @@ def tiny_model(tmp_path_factory) -> Path:
     result = batch_edit("make-tiny-model", str(directory))
     assert result.returncode == 0, result.stderr
     return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_task_model(tmp_path_factory, tiny_model):
+    """task -> the folder of its tiny model, made once per session by `make-tiny-model --task TASK`."""
+    made = {"img2img": tiny_model}
+
+    def model(task: str) -> Path:
+        if task not in made:
+            directory = tmp_path_factory.mktemp("models") / f"tiny-flux-{task}"
+            result = batch_edit("make-tiny-model", str(directory), "--task", task)
+            assert result.returncode == 0, result.stderr
+            made[task] = directory
+        return made[task]
+
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_task_config(tmp_path_factory, tiny_task_model):
+    """(task, **overrides) -> a CPU config of the task's tiny model (the quanto recipe, like tiny_config)."""
+    folder = tmp_path_factory.mktemp("task-configs")
+
+    def config(task: str, **overrides) -> Path:
+        name = "-".join([task, *(f"{key}={value}" for key, value in sorted(overrides.items()))])
+        path = folder / f"{hashlib.sha256(name.encode()).hexdigest()[:12]}.yaml"
+        return write_pipeline_config(path, tiny_task_model(task), task=task, **overrides)
+
+    return config
 
 
 def write_pipeline_config(path: Path, model: Path, **overrides) -> Path:
