@@ -18,6 +18,17 @@ from .test_engine import items_and_images
 from .test_memory_options import render_batch, vae_engines, write_config  # noqa: F401  (a shared fixture)
 
 
+@pytest.fixture(autouse=True)
+def process_attention_backend():
+    """diffusers also makes a chosen backend the process's default (one pipeline per process, as in a run): put
+    the default back, so the other tests' pipelines keep torch's own choice."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    before = _AttentionBackendRegistry._active_backend
+    yield
+    _AttentionBackendRegistry.set_active_backend(before)
+
+
 def test_fused_qkv_projections_give_the_same_images(vae_engines):  # noqa: F811
     fused = vae_engines(fuse_qkv="true")
     assert all(block.attn.fused_projections for block in fused.pipe.transformer.transformer_blocks)
