@@ -294,7 +294,7 @@ def _one_setting(manifests: list[Manifest], name: str) -> Path | None:
 
 
 def _plan(args) -> int:
-    from .plan_checks import missing_sources, plan_warnings, resolved_folders
+    from .plan_checks import missing_sources, plan_warnings, resolved_folders, sources_without_mask
     from .progress import format_duration
 
     read: dict = {}
@@ -304,7 +304,7 @@ def _plan(args) -> int:
         print(f"manifest {escaped(manifest)}: relative paths resolve against {escaped(folder)}")
     for warning in plan_warnings(config, jobs):
         print(f"warning: {escaped(warning)}", file=sys.stderr)
-    missing_total, pending_total = 0, 0
+    missing_total, unmasked_total, pending_total = 0, 0, 0
     for plan, job in zip(plans, jobs):
         output, records = read[plan.name]
         done = output.finished_ids(plan.items, records)
@@ -320,6 +320,11 @@ def _plan(args) -> int:
             missing_total += len(missing)
             shown = ", ".join(map(escaped, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             print(f"  missing: {len(missing)} of {sources} source file(s): {shown}")
+        if unmasked := sources_without_mask(job):
+            unmasked_total += len(unmasked)
+            more = f" and {len(unmasked) - 5} more" if len(unmasked) > 5 else ""
+            shown = ", ".join(map(escaped, unmasked[:5])) + more
+            print(f"  without a mask: {len(unmasked)} source(s): {shown}")
         for axis, values in grid_axes(job).items():
             texts = [  # an empty seed cell of a CSV row: the item's seed is derived
                 printable(json.dumps(v, ensure_ascii=False) if axis == "prompts" else "derived" if v is None else v)
@@ -337,8 +342,11 @@ def _plan(args) -> int:
     print(f"total: {sum(len(plan.items) for plan in plans)} item(s) in {len(plans)} job(s)")
     if args.limit is not None:
         print(f"--limit {args.limit}: {min(args.limit, pending_total)} of {pending_total} pending item(s) would run")
+    if unmasked_total:
+        print(f"error: {unmasked_total} source(s) without a mask (listed above)", file=sys.stderr)
     if missing_total:
         print(f"error: {missing_total} source file(s) not found (listed above)", file=sys.stderr)
+    if missing_total or unmasked_total:
         return EXIT_ITEMS_FAILED
     return EXIT_OK
 

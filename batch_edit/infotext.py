@@ -27,10 +27,15 @@ def a1111_parameters(row: dict) -> str:
         (5, "Model", row.get("model", "")),
         (7, "Source", row["source"]),
         (9, "Quantization", row.get("quantization", "")),
+        *([(LAST, "Mask", row["mask"])] if row.get("mask") else []),
         (LAST + 1, "Item id", row["item_id"]),
         (LAST + 2, "Version", f"batch-edit {__version__}"),
         # the value the result has (its size, not the one asked); width and height as one "Size: WxH"
-        *((at, label, "x".join(str(row[p.name]) for p in shown)) for label, (at, shown) in labels("a1111").items()),
+        *(
+            (at, label, "x".join(str(row[p.name]) for p in shown))
+            for label, (at, shown) in labels("a1111").items()
+            if all(p.needs is None or row.get(p.needs) for p in shown)  # mask blur: only where there is a mask
+        ),
     ]
     fields = sorted(placed, key=lambda entry: entry[0])
     settings = ", ".join(f"{key}: {_a1111_quote(str(value))}" for _, key, value in fields)

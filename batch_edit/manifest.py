@@ -19,6 +19,7 @@ from .errors import ManifestError
 from .file_names import template_problems
 from .formats import DEFAULT_QUALITY, OutputOptions
 from .manifest_models import CsvRow, Grid, JobDefaults, JobModel, JobSpec, Manifest, ManifestModel
+from .masks import pair_masks, parameter_problems
 from .parameters import PARAMETERS, SEED_MAX, axis_names, named
 from .prompts import prompt_problem, render_prompt, template_fields
 from .sources import SourceRef, SourceSpecError, expand_source, source_ref
@@ -149,6 +150,11 @@ def _job_from_model(
             f"one run takes at most {MAX_ITEMS_PER_RUN:,}: split it into several jobs or runs"
         )
         return None
+    if model.masks is not None:
+        try:
+            grid = replace(grid, masks=pair_masks(model.masks, base, grid.sources, model.recursive))
+        except SourceSpecError as exc:
+            problems.append(f"{where}: field 'masks': {exc}")
     _check_grid(grid, where, problems)
     problems.extend(f"{where}: field 'file_name': {problem}" for problem in template_problems(model.file_name))
     loras = tuple(lora.resolved_against(base) for lora in model.loras or ())
@@ -196,6 +202,7 @@ def _check_job_name(name: str, where: str, problems: list[str]) -> None:
 
 
 def _check_grid(grid: Grid, where: str, problems: list[str]) -> None:
+    problems.extend(parameter_problems(grid, where))
     largest = max((seed for seed in grid.seed if seed is not None), default=0)
     if largest + grid.variations - 1 > SEED_MAX:
         problems.append(f"{where}: seed {largest} with {grid.variations} variations passes the largest seed {SEED_MAX}")
@@ -325,8 +332,14 @@ def _grid_from_row(row: dict, path: Path, where: str, problems: list[str]) -> tu
         return None, ""
     if model.caption is not None:
         ref = replace(ref, caption=model.caption)
+    try:
+        masks = () if model.mask is None else (source_ref(model.mask, path.parent),)
+    except SourceSpecError as exc:
+        problems.append(f"{where}: field 'mask': {str(exc).replace('source ', 'mask ', 1)}")
+        return None, ""
     grid = Grid(
         sources=(ref,),
+        masks=masks,
         prompts=(model.prompt,),
         **{name: (_param(model, name),) for name in axis_names()},
         output=_output_options(model, where, problems),

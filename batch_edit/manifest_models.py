@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from .file_names import DEFAULT_FILE_NAME
 from .formats import OutputOptions
-from .parameters import PARAMETERS, axis_names
+from .parameters import PARAMETERS, axes
 from .pipeline_config import LoraConfig
 from .prompts import MAX_PROMPT_CHARS
 from .sources import SourceRef
@@ -46,7 +46,8 @@ JobDefaults = create_model(
     sources=(_one_or_many(SourceText) | None, None),
     prompts=(_one_or_many(Prompt) | None, None),
     recursive=(bool, False),
-    keep_sources=(bool, False),  # save each fitted source beside the results (before/after pairs)
+    keep_sources=(bool, False),  # save each fitted source (and mask) beside the results (before/after pairs)
+    masks=(SourceText | None, None),  # each source's mask, by stem: a template (`masks/{stem}.png`), folder or glob
     loras=(list[LoraConfig] | None, None),  # fused into the run's one pipeline: every job of a run must agree
     file_name=(FileName, DEFAULT_FILE_NAME),  # the images' names, without the extension
     **_parameter_fields(csv=False),
@@ -73,6 +74,7 @@ CsvRow = create_model(
     prompt=(Prompt, ...),
     job=(str | None, None),
     caption=(str | None, None),
+    mask=(SourceText | None, None),
     **_parameter_fields(csv=True),
 )
 
@@ -81,10 +83,11 @@ Grid = make_dataclass(
     [
         ("sources", tuple[SourceRef, ...]),
         ("prompts", tuple[str, ...]),
-        *((name, tuple) for name in axis_names()),
+        *((p.name, tuple, field(default=(p.default_for(),))) for p in axes()),  # one value: the default
         ("output", OutputOptions, field(default=OutputOptions())),
         ("variations", int, field(default=1)),  # seeds per grid point: derived ones, or seed, seed+1, ...
         ("row", int | None, field(default=None)),  # the CSV data row (1-based) this grid came from
+        ("masks", tuple[SourceRef, ...], field(default=())),  # each source's mask, in order; () without masks
     ],
     frozen=True,
     namespace={"__module__": __name__, "__doc__": "A cartesian grid: sources x prompts x every swept parameter. "

@@ -28,6 +28,7 @@ from . import job_files
 from .errors import OutputBusyError, OutputError
 from .formats import caption_name, save_image
 from .infotext import a1111_parameters
+from .masks import mask_fields
 from .parameters import axes, metadata_columns
 from .plan import WorkItem
 from .records import SOURCES_DIR, STATE_DIR, JobRecords, supersede_key
@@ -38,6 +39,9 @@ PIPELINES_DIR = "pipelines"  # .batch-edit/pipelines/<hash>.yaml: each pipeline 
 SHEETS_STAMP = "sheets"  # .batch-edit/sheets: touched once every contact sheet of the current metadata.csv is written
 # Not `source_file_name`: imagefolder would name that image column `source`, which the source path already is.
 SOURCE_IMAGE_COLUMN = "source_image_file_name"
+# A masked job's columns: the mask parameters, and the mask image (imagefolder's `mask` column): the fitted mask
+# under sources/ with keep_sources, else the mask file as given. failures.csv names the mask as given.
+MASK_COLUMNS = [*metadata_columns("mask"), "mask_file_name"]
 PARAMETER_COLUMNS = metadata_columns()
 ITEM_COLUMNS = ["item_id", "job", "index", "source", "prompt", *PARAMETER_COLUMNS]
 FITTED = tuple(p.name for p in axes() if p.fitted)  # (width, height): a result's size, as PIL gives it
@@ -51,6 +55,8 @@ def item_fields(item: WorkItem, size: tuple[int, int] | None = None) -> dict:
     values = {name: getattr(item, name) for name in FITTED}
     values.update(zip(FITTED, size or ()))
     for p in axes():
+        if p.needs is not None:
+            continue  # mask_fields
         values[p.column] = getattr(item, p.name)
         values.update((name, getattr(item, name)) for name in p.columns[1:])
     return {
@@ -63,6 +69,7 @@ def item_fields(item: WorkItem, size: tuple[int, int] | None = None) -> dict:
         "prompt": item.prompt,
         **{column: values[column] for column in PARAMETER_COLUMNS},
         **({"row": item.row} if item.row is not None else {}),
+        **mask_fields(item),
     }
 
 
@@ -194,12 +201,22 @@ class JobOutput(JobRecords):
             elif folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
 
-    def write_image(self, item: WorkItem, image: Image.Image, extra: dict, source: Image.Image | None = None) -> None:
-        """Write the result (and, for before/after pairs, the fitted source it was made from), then record it."""
+    def write_image(
+        self,
+        item: WorkItem,
+        image: Image.Image,
+        extra: dict,
+        source: Image.Image | None = None,
+        mask: Image.Image | None = None,
+    ) -> None:
+        """Write the result (and, for before/after pairs, the fitted source and mask it was made from), then
+        record it."""
         row = {"file_name": item.output_name, **item_fields(item, image.size), **extra, "finished_at": _now()}
         row.update(format=item.output.format, quality=item.output.quality)
         if source is not None:
             row[SOURCE_IMAGE_COLUMN] = self._write_source(item, source)
+        if item.mask is not None:
+            row["mask_file_name"] = self._write_source(item, mask, item.mask) if mask is not None else item.mask.key
         if item.output.captions:  # before the image: a finished item always has its caption
             caption = item.prompt.encode("utf-8")
             self._write_file(self.folder / caption_name(item.output_name), lambda handle: handle.write(caption))
@@ -209,10 +226,14 @@ class JobOutput(JobRecords):
         )
         self._append({"status": "ok", "bytes": size, **row})
 
-    def _write_source(self, item: WorkItem, source: Image.Image) -> str:
-        """One file per distinct fitted source, shared by every item made from it (a sweep writes it once)."""
+    def _write_source(self, item: WorkItem, source: Image.Image, mask=None) -> str:
+        """One file per distinct fitted source (or mask: `mask` its ref), shared by every item made from it (a
+        sweep writes it once)."""
         key = json.dumps([item.source.key, item.source.fingerprint, source.size, item.resize])
-        name = f"{SOURCES_DIR}/{item.output_name.rsplit('-', 1)[0]}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.png"
+        if mask is not None:  # fitted with its source's geometry: the same mask over two sources is two files
+            key = json.dumps([key, mask.key, mask.fingerprint])
+        stem = item.output_name.rsplit("-", 1)[0] + ("-mask" if mask is not None else "")
+        name = f"{SOURCES_DIR}/{stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.png"
         try:
             job_files.make_folder(self.folder / SOURCES_DIR)
         except OSError as exc:
@@ -346,8 +367,10 @@ class JobOutput(JobRecords):
         # Only a job that kept its sources gets the column: an empty *_file_name would break imagefolder.
         paired = any(SOURCE_IMAGE_COLUMN in r for r in done)
         rows = ["row"] * any("row" in r for r in ordered)  # CSV jobs: the manifest row each result came from
-        self._write_csv("metadata.csv", METADATA_COLUMNS + rows + [SOURCE_IMAGE_COLUMN] * paired, done)
-        self._write_csv("failures.csv", FAILURE_COLUMNS + rows, failed)
+        masked = MASK_COLUMNS * any("mask_file_name" in r for r in done)
+        self._write_csv("metadata.csv", METADATA_COLUMNS + rows + [SOURCE_IMAGE_COLUMN] * paired + masked, done)
+        failed_masks = [*MASK_COLUMNS[:-1], "mask"] * any("mask" in r for r in failed)
+        self._write_csv("failures.csv", FAILURE_COLUMNS + rows + failed_masks, failed)
         return len(done), len(failed)
 
     def _placed(self, ordered: list[dict]) -> list[dict]:

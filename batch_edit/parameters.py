@@ -32,6 +32,11 @@ Resize = Literal[RESIZE_MODES]
 Variations = Annotated[int, Field(ge=1, le=MAX_VARIATIONS)]
 ImageFormat = Literal[tuple(EXTENSIONS)]
 Quality = Annotated[int, Field(ge=1, le=100)]
+Pixels = Annotated[int, Field(ge=0, le=1024)]
+
+
+def _true(cell: str) -> bool:
+    return cell == "True"  # metadata.csv writes booleans as Python prints them
 
 
 class Label(NamedTuple):
@@ -59,6 +64,11 @@ class Parameter:
     a1111: Label | None = None  # in the A1111 settings line; parameters sharing a label are written "AxB"
     sheet: Label | None = None  # a contact-sheet axis; parameters sharing a label are one axis, "AxB"
     file_field: str | None = None  # a placeholder of file-name templates
+    # False: hashed into the item id only when off its default, so the ids of items planned before it existed stay
+    hashed_at_default: bool = True
+    # A WorkItem field it acts through ("mask"): where that is None the value is moot, so the item's record, columns
+    # and A1111 text leave it out, and a job without it may not set it
+    needs: str | None = None
 
     def default_for(self, task: str = DEFAULT_TASK):
         return self.default[task]
@@ -103,6 +113,14 @@ PARAMETERS = (
     Parameter("format", ImageFormat, every_task("png"), axis=False),
     Parameter("quality", Quality, every_task(None), axis=False),  # jpeg/webp (formats.DEFAULT_QUALITY); png: none
     Parameter("captions", bool, every_task(False), axis=False),  # a .txt with the prompt beside each image
+    # Masks (masks.py): the feather inside the mask's edge, the context the pipeline crops around the mask (0: the
+    # whole image), and whether the result is composited over the source so that pixels outside the mask stay
+    Parameter("mask_blur", Pixels, every_task(4), hashed_at_default=False, needs="mask", parse=int,
+              a1111=Label("Mask blur"), sheet=Label("mask blur")),
+    Parameter("mask_padding", Pixels, every_task(0), batches=True, hashed_at_default=False, needs="mask", parse=int,
+              a1111=Label("Masked area padding"), sheet=Label("mask padding")),
+    Parameter("composite", bool, every_task(True), hashed_at_default=False, needs="mask", parse=_true,
+              a1111=Label("Composite"), sheet=Label("composite")),
 )  # fmt: skip
 
 
@@ -119,10 +137,21 @@ def named(name: str) -> Parameter:
     return next(p for p in PARAMETERS if p.name == name)
 
 
-def metadata_columns() -> list[str]:
-    """The axes' metadata.csv columns in place order; the sizes a result has (its fitted values) come together,
-    before the first value asked for them, as metadata.csv has always had them."""
-    ordered = sorted(axes(), key=lambda p: p.column_at)
+def hashed_axes(at_default: bool) -> tuple[Parameter, ...]:
+    """The axes hashed into every id (at_default True), or those hashed only when off their default."""
+    return tuple(p for p in axes() if p.hashed_at_default == at_default)
+
+
+def needing(field: str | None = None) -> tuple[Parameter, ...]:
+    """The axes that act through the WorkItem field `field` (None: those every item has)."""
+    return tuple(p for p in axes() if p.needs == field)
+
+
+def metadata_columns(field: str | None = None) -> list[str]:
+    """The metadata.csv columns of the axes every item has (or of those acting through `field`), in place order;
+    the sizes a result has (its fitted values) come together, before the first value asked for them, as
+    metadata.csv has always had them."""
+    ordered = sorted(needing(field), key=lambda p: p.column_at)
     fitted = [p.name for p in ordered if p.fitted]
     columns: list[str] = []
     for p in ordered:

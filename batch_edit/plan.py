@@ -12,7 +12,7 @@ from .errors import ManifestError
 from .file_names import DEFAULT_FILE_NAME, default_name, name_clash, namer
 from .formats import OutputOptions, with_extension
 from .manifest import JobSpec, render_prompt
-from .parameters import axes, axis_names
+from .parameters import axes, axis_names, hashed_axes
 from .sources import SourceRef
 
 ID_CHARS = 16  # 64 bits of sha256: collisions are out of reach for any realistic run
@@ -43,6 +43,7 @@ WorkItem = make_dataclass(
         *((p.name, p.value) for p in axes()),
         ("seed_derived", bool),
         ("output", OutputOptions, field(default=OutputOptions())),  # how it is written, not what it is
+        ("mask", SourceRef | None, field(default=None)),  # white: repainted (masks.py); None: the whole image
         # Where the item sits in its manifest and what it is called: not what it is (its id), so not compared.
         ("variation", int, field(default=0, compare=False)),
         ("index", int, field(default=0, compare=False)),  # position in its job's plan: metadata.csv keeps this order
@@ -90,25 +91,30 @@ def _plan_job(job: JobSpec, pipeline_key: str) -> JobPlan:
     items: dict[str, WorkItem] = {}
     merged: dict[tuple[int, int], None] = {}
     total = 0
-    seed_at = axis_names().index("seed")
+    hashed = [p.name for p in hashed_axes(True)]
+    seed_at = hashed.index("seed")
     id_end = "]," + json.dumps(pipeline_key) + "]"
     name_of = None if job.file_name == DEFAULT_FILE_NAME else namer(job.name, job.file_name)
     for grid in job.grids:
         # per axis: (value, its JSON), so each value is encoded once, not once per item
         axes = [[(value, json.dumps(value)) for value in getattr(grid, name)] for name in axis_names()]
-        points = []  # (explicit seed, the parameters, the id's parameter JSON before the seed, after it)
+        points = []  # (explicit seed, the parameters, the id's parameter JSON before the seed, after it, extras)
         for pairs in itertools.product(*axes):
-            texts = [text for _, text in pairs]
+            values = dict(zip(axis_names(), (value for value, _ in pairs)))
+            texts = [text for name, (_, text) in zip(axis_names(), pairs) if name in hashed]
             head, tail = ",".join(texts[:seed_at] + [""]), ",".join([""] + texts[seed_at + 1 :])
-            points.append((pairs[seed_at][0], tuple(value for value, _ in pairs), head, tail))
+            points.append((values["seed"], tuple(values.values()), head, tail, off_default(values)))
         variations = range(grid.variations)
+        masks = dict(zip(grid.sources, grid.masks))
         for ref, template in itertools.product(grid.sources, grid.prompts):
             prompt = render_prompt(template, ref)
+            mask = masks.get(ref)
             id_start = json.dumps([ref.key, ref.fingerprint, prompt], separators=(",", ":"))[:-1] + ",["
             derived = [derive_seed(ref.key, prompt, variation) for variation in variations]  # shared by the point
             prefix = default_name(ref, "")  # the default name: this, then the id
-            for (explicit, params, head, tail), variation in itertools.product(points, variations):
+            for (explicit, params, head, tail, extra), variation in itertools.product(points, variations):
                 seed = derived[variation] if explicit is None else explicit + variation
+                tail += _extra_text(extra, mask)
                 item_id = hashlib.sha256((id_start + head + str(seed) + tail + id_end).encode()).hexdigest()[:ID_CHARS]
                 total += 1
                 if item_id in items:
@@ -116,8 +122,8 @@ def _plan_job(job: JobSpec, pipeline_key: str) -> JobPlan:
                         merged[(items[item_id].row, grid.row)] = None
                     continue
                 item = items[item_id] = _work_item(
-                    (job.name, item_id, ref, prompt, explicit is None, grid.output, variation, len(items), grid.row,
-                     prefix + item_id, *params), seed)  # fmt: skip
+                    (job.name, item_id, ref, prompt, explicit is None, grid.output, mask, variation, len(items),
+                     grid.row, prefix + item_id, *params), seed)  # fmt: skip
                 if name_of is not None:
                     _SET_NAME(item, name_of(item))
     return JobPlan(job.name, tuple(items.values()), total - len(items), job.keep_sources, tuple(merged))
@@ -136,27 +142,48 @@ def _work_item(values: tuple, seed: int) -> WorkItem:
 # The slots' own setters (frozen dataclasses refuse setattr): a slotted item is a third the size of one with a dict.
 _SETTERS = [
     getattr(WorkItem, name).__set__
-    for name in ("job", "item_id", "source", "prompt", "seed_derived", "output", "variation", "index", "row", "name",
-                 *axis_names())
+    for name in ("job", "item_id", "source", "prompt", "seed_derived", "output", "mask", "variation", "index", "row",
+                 "name", *axis_names())
 ]  # fmt: skip
 _SET_SEED, _SET_NAME = WorkItem.seed.__set__, WorkItem.name.__set__
 
 
 def make_item(
-    job: str, ref: SourceRef, prompt: str, params: dict, pipeline_key: str, variation: int = 0
+    job: str,
+    ref: SourceRef,
+    prompt: str,
+    params: dict,
+    pipeline_key: str,
+    variation: int = 0,
+    mask: SourceRef | None = None,
 ) -> WorkItem:
-    """One item: the reference definition of its id and seed (plan_jobs builds the same, faster)."""
+    """One item: the reference definition of its id and seed (plan_jobs builds the same, faster). The id hashes
+    the parameters hashed at every value, then, only where there is any, what else tells the item apart: the
+    others off their default, and its mask (so an item without either keeps the id it always had)."""
+    params = {**{p.name: p.default_for() for p in axes()}, **params}
     seed_derived = params["seed"] is None
     seed = derive_seed(ref.key, prompt, variation) if seed_derived else params["seed"] + variation
     params = {**params, "seed": seed}
-    identity = json.dumps(
-        [ref.key, ref.fingerprint, prompt, [params[name] for name in axis_names()], pipeline_key],
-        separators=(",", ":"),
-    )
+    hashed = [params[p.name] for p in hashed_axes(True)]
+    identity = json.dumps([ref.key, ref.fingerprint, prompt, hashed], separators=(",", ":"))[:-2]
+    identity += _extra_text(off_default(params), mask) + "]," + json.dumps(pipeline_key) + "]"
     item_id = hashlib.sha256(identity.encode()).hexdigest()[:ID_CHARS]
     return WorkItem(
-        job=job, item_id=item_id, source=ref, prompt=prompt, seed_derived=seed_derived, variation=variation, **params
-    )
+        job=job, item_id=item_id, source=ref, prompt=prompt, seed_derived=seed_derived, variation=variation,
+        mask=mask, **params,
+    )  # fmt: skip
+
+
+def off_default(params: dict) -> dict:
+    """The parameters hashed only off their default that are off it."""
+    return {p.name: params[p.name] for p in hashed_axes(False) if params[p.name] != p.default_for()}
+
+
+def _extra_text(extra: dict, mask: SourceRef | None) -> str:
+    """What an item's id hashes after its parameter list ("" for an item with no mask and nothing off default)."""
+    if mask is not None:
+        extra = {**extra, "mask": [mask.key, mask.fingerprint]}
+    return "," + json.dumps(extra, sort_keys=True, separators=(",", ":")) if extra else ""
 
 
 def derive_seed(source_key: str, prompt: str, variation: int = 0) -> int:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .manifest import JobSpec, denoising_steps
+from .masks import is_missing
 from .pipeline_config import PipelineConfig
 
 
@@ -22,6 +23,12 @@ def missing_sources(job: JobSpec) -> tuple[list[str], int]:
     """The local source files of a job that do not exist, and how many distinct sources the job has."""
     refs = list(dict.fromkeys(ref for grid in job.grids for ref in grid.sources))
     return [ref.key for ref in refs if not ref.is_url and not os.path.exists(ref.key)], len(refs)
+
+
+def sources_without_mask(job: JobSpec) -> list[str]:
+    """The sources of a masked job whose mask file is not there (each of their items would fail at load)."""
+    pairs = dict.fromkeys(pair for grid in job.grids for pair in zip(grid.sources, grid.masks))
+    return [source.key for source, mask in pairs if is_missing(mask)]
 
 
 def plan_warnings(config: PipelineConfig, jobs: list[JobSpec]) -> list[str]:

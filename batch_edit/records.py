@@ -21,7 +21,7 @@ _NOT_IN_NAMES = re.compile(r"[/\\\x00]")  # a folder part (either separator) or 
 # What makes two records the same item apart from the source's content: a newer one supersedes the older. The
 # pipeline by its recorded identity fields, not `pipeline_config`, which records of older versions lack.
 SUPERSEDE_FIELDS = (
-    "source", "prompt", *(p.column for p in axes()),
+    "source", "mask", "prompt", *(p.column for p in axes()),
     "model", "revision", "dtype", "quantization", "loras", "first_block_cache", "vae_tiling", "base_model",
 )  # fmt: skip
 _KEY_FIELDS = ("job", *SUPERSEDE_FIELDS)

@@ -18,7 +18,7 @@ from .errors import BatchEditError, UnsafeOutputError
 from .formats import as_stored
 from .local_files import open_regular
 from .outputs import PIPELINES_DIR, STATE_DIR
-from .parameters import axes
+from .parameters import axes, needing
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import WorkItem
 from .records import is_bare_name
@@ -60,6 +60,9 @@ def reproduce(
     missing = ", ".join(name for name in REQUIRED_COLUMNS if name not in row)
     if missing:
         raise ReproduceError(f"{metadata_csv}: not a batch-edit metadata.csv: it lacks the column(s) {missing}")
+    if row.get("mask_file_name"):
+        raise ReproduceError(f"{metadata_csv}: item {item_id} was made through a mask; reproduce re-renders items "
+                             "without masks only")  # fmt: skip
     config = load_pipeline_config(config_path or _recorded_config(folder, row.get("pipeline_config") or ""))
     try:
         copies = _RowValues.model_validate(row).batch_size
@@ -79,7 +82,8 @@ def reproduce(
     return compare(image, folder / row["file_name"], item_id)
 
 
-REQUIRED_COLUMNS = ("file_name", "item_id", "job", "source", "prompt", "seed_derived", *(p.column for p in axes()))
+# The columns of every row (a mask parameter's are in masked jobs only)
+REQUIRED_COLUMNS = ("file_name", "item_id", "job", "source", "prompt", "seed_derived", *(p.column for p in needing()))
 
 
 def _blank_is_one(value):
@@ -89,7 +93,7 @@ def _blank_is_one(value):
 # The row's values a re-render uses, held to the limits a manifest has (extra columns are ignored).
 _RowValues = create_model(
     "_RowValues",
-    **{p.column: (p.value, ...) for p in axes()},
+    **{p.column: (p.value, ...) if p.needs is None else (p.value, p.default_for()) for p in axes()},
     batch_size=(Annotated[int, BeforeValidator(_blank_is_one), Field(ge=1, le=64)], 1),
 )
 
@@ -126,7 +130,8 @@ def item_from_row(row: dict) -> WorkItem:
         source=ref,
         prompt=row["prompt"],
         seed_derived=row["seed_derived"] == "True",
-        **{p.name: p.parse(row[p.column]) for p in axes()},  # the value as the item asked it (not the fitted size)
+        # the value as the item asked it (not the fitted size); a mask parameter's column is in masked jobs only
+        **{p.name: p.parse(row[p.column]) if p.column in row else p.default_for() for p in axes()},
     )
 
 

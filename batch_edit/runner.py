@@ -15,6 +15,7 @@ from PIL import Image
 
 from .background import Prefetch, Writer
 from .errors import BatchEditError, OutOfMemory, OutputError, OutputRefusedError
+from .masks import MaskLoader, composited
 from .outputs import JobOutput
 from .pipeline_config import PipelineConfig, dump_pipeline_config
 from .plan import JobPlan, WorkItem
@@ -241,18 +242,20 @@ class _JobRun:
                 self.summary.seconds = time.monotonic() - started
                 self._final_csvs()
 
-    def _generate(self, batch: list[WorkItem], images: list[Image.Image]) -> None:
+    def _generate(self, batch: list[WorkItem], images: list[Image.Image], masks: list) -> None:
         started = time.monotonic()
         try:
-            results = self.context.engine.generate(batch, images)
+            masked = {"masks": masks} if any(mask is not None for mask in masks) else {}
+            results = self.context.engine.generate(batch, images, **masked)
+            results = [composited(*made) for made in zip(batch, results, images, masks)]
         except OutOfMemory as exc:
             if len(batch) == 1:
                 self._failed(batch[0], "generate", exc)
                 return
             half = len(batch) // 2
             log.warning("%s: retrying as batches of %d and %d", exc, half, len(batch) - half)
-            self._generate(batch[:half], images[:half])
-            self._generate(batch[half:], images[half:])
+            self._generate(batch[:half], images[:half], masks[:half])
+            self._generate(batch[half:], images[half:], masks[half:])
             return
         except OutputError:
             raise
@@ -262,11 +265,12 @@ class _JobRun:
                 self._failed(item, "generate", exc)
             return
         seconds = round((time.monotonic() - started) / len(batch), 3)
-        for item, image, source in zip(batch, results, images):
+        for item, image, source, mask in zip(batch, results, images, masks):
             # PNG encoding and fsync happen in the writer thread while the next batch runs. The call's batch
             # size is recorded: on a GPU, results repeat bitwise only at the same batch size.
             extra = {**self.context.extra, "batch_size": len(batch), "seconds": seconds}
-            self.writer.submit(self.output.write_image, item, image, extra, source if self.keep_sources else None)
+            kept = (source, mask) if self.keep_sources else ()
+            self.writer.submit(self.output.write_image, item, image, extra, *kept)
 
     def _written(self, _result) -> None:
         self.summary.done += 1
@@ -280,15 +284,17 @@ class _JobRun:
             log.error("%s (the next run rebuilds it)", exc)
 
     def _prepare(self, items: list[WorkItem]) -> Iterator[tuple]:
-        """In the prefetch thread: load and fit each item's source. Yields ("batch", items, images) for full
-        batches of items sharing parameters and fitted size, and ("failed", item, stage, error)."""
-        sources = _SourceCache(self.context.options.fetch)
-        open_batches: dict[tuple, tuple[list, list]] = {}
+        """In the prefetch thread: load and fit each item's source (and mask). Yields ("batch", items, images,
+        masks) for full batches of items sharing parameters and fitted size, and ("failed", item, stage, error)."""
+        sources, masks = _SourceCache(self.context.options.fetch), MaskLoader(self.context.options.fetch)
+        open_batches: dict[tuple, tuple[list, list, list]] = {}
         for item in items:
             if self.context.stop.signal is not None:
                 return
             try:
-                image = fit_image(sources.get(item.source), item.width, item.height, item.resize)
+                original = sources.get(item.source)
+                image = fit_image(original, item.width, item.height, item.resize)
+                mask = masks.fitted(item, original.size)  # None without one; fitted as the source was
             except SourceError as exc:
                 yield ("failed", item, "load", exc)
                 continue
@@ -296,9 +302,10 @@ class _JobRun:
                 self._log_once(exc, f"could not prepare {item.source.key}")
                 yield ("failed", item, "load", exc)
                 continue
-            batch = open_batches.setdefault((item.batch_key, image.size), ([], []))
+            batch = open_batches.setdefault((item.batch_key, image.size), ([], [], []))
             batch[0].append(item)
             batch[1].append(image)
+            batch[2].append(mask)
             if len(batch[0]) >= self.context.batch_size:
                 yield ("batch", *open_batches.pop((item.batch_key, image.size)))
         for batch in open_batches.values():

@@ -9,6 +9,7 @@ changes no id; changed content always gets new ids.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import stat
 from dataclasses import replace
@@ -20,15 +21,15 @@ from .sources import SourceRef
 def recorded_hashes(records) -> dict[tuple[str, str], str]:
     """(source path, stat) -> sha256, from the records of earlier runs."""
     known = {}
-    for record in records:
-        key, seen, sha = record.get("source"), record.get("source_stat"), record.get("source_sha256")
+    for record, kind in itertools.product(records, ("source", "mask")):
+        key, seen, sha = record.get(kind), record.get(f"{kind}_stat"), record.get(f"{kind}_sha256")
         if isinstance(key, str) and isinstance(seen, str) and seen and isinstance(sha, str) and len(sha) == 64:
             known[(key, seen)] = sha
     return known
 
 
 def identify_sources(jobs: list[JobSpec], known: dict[tuple[str, str], str]) -> list[JobSpec]:
-    """The jobs with every existing local source's fingerprint set to its content hash."""
+    """The jobs with every existing local source's (and mask's) fingerprint set to its content hash."""
     identified: dict[SourceRef, SourceRef] = {}
 
     def identify(ref: SourceRef) -> SourceRef:
@@ -40,10 +41,10 @@ def identify_sources(jobs: list[JobSpec], known: dict[tuple[str, str], str]) -> 
             identified[ref] = replace(ref, stat=seen, fingerprint=sha) if sha else ref
         return identified[ref]
 
-    return [
-        replace(job, grids=tuple(replace(grid, sources=tuple(map(identify, grid.sources))) for grid in job.grids))
-        for job in jobs
-    ]
+    def identified_grid(grid):
+        return replace(grid, sources=tuple(map(identify, grid.sources)), masks=tuple(map(identify, grid.masks)))
+
+    return [replace(job, grids=tuple(map(identified_grid, job.grids))) for job in jobs]
 
 
 def file_identity(path: str) -> tuple[str, str]:

@@ -201,11 +201,11 @@ def _refs_or_error(spec: str, paths: list[Path]) -> list[SourceRef]:
 # ---------------------------------------------------------------- loading
 
 
-def load_image(ref: SourceRef, fetch: FetchOptions = FetchOptions()) -> Image.Image:
-    """A fully loaded RGB image, or SourceError with a readable reason."""
+def load_image(ref: SourceRef, fetch: FetchOptions = FetchOptions(), convert=None) -> Image.Image:
+    """A fully loaded RGB image (or what `convert` makes of the decoded one), or SourceError with a reason."""
     data = _download(ref.key, fetch) if ref.is_url else _read_file(Path(ref.key), fetch.max_bytes)
     _check_content(ref, data)
-    return decode_image(data)
+    return decode_image(data, convert or to_rgb)
 
 
 def _check_content(ref: SourceRef, data: bytes) -> None:
@@ -240,8 +240,9 @@ def _download(url: str, fetch: FetchOptions) -> bytes:
         raise SourceError(str(exc)) from exc
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """Bytes -> fully loaded RGB image (first frame, camera rotation applied), or SourceError."""
+def decode_image(data: bytes, convert=None) -> Image.Image:
+    """Bytes -> fully loaded RGB image (first frame, camera rotation applied; `convert` instead of `to_rgb` picks
+    another mode), or SourceError."""
     try:
         img = Image.open(BytesIO(data), formats=list(DECODER_FORMATS))
     except UnidentifiedImageError as exc:
@@ -252,7 +253,7 @@ def decode_image(data: bytes) -> Image.Image:
     try:
         img.load()  # open() only read the header: broken pixel data shows up here
         img = ImageOps.exif_transpose(img)
-        return to_rgb(img)
+        return (convert or to_rgb)(img)
     except OSError as exc:
         reason = "truncated image" if "truncated" in str(exc) else f"corrupt image: {exc}"
         raise SourceError(reason) from exc
@@ -347,18 +348,23 @@ def pad_layout(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[int, int
 
 def fit_image(img: Image.Image, width: int, height: int, mode: str) -> Image.Image:
     """An RGB image of exactly fit_size(img.width, img.height, width, height, mode)."""
-    img = to_rgb(img)
+    return fit_geometry(to_rgb(img), width, height, mode, Image.Resampling.LANCZOS)
+
+
+def fit_geometry(img: Image.Image, width: int, height: int, mode: str, resample: Image.Resampling) -> Image.Image:
+    """`img` (any mode) resized, cropped or padded (with black) as `mode` does it: the one geometry that both
+    a source and its mask (NEAREST, so it stays sharp) go through."""
     out_w, out_h = fit_size(img.width, img.height, width, height, mode)
     if mode == "stretch":
-        return img.resize((out_w, out_h), Image.Resampling.LANCZOS)
+        return img.resize((out_w, out_h), resample)
     if mode == "pad":
         new_w, new_h, x, y = pad_layout(img.width, img.height, out_w, out_h)
-        canvas = Image.new("RGB", (out_w, out_h), (0, 0, 0))
-        canvas.paste(img.resize((new_w, new_h), Image.Resampling.LANCZOS), (x, y))
+        canvas = Image.new(img.mode, (out_w, out_h), 0)
+        canvas.paste(img.resize((new_w, new_h), resample), (x, y))
         return canvas
     # center-crop, and fit (whose size already has the source's aspect: the crop only absorbs the rounding)
     box = center_crop_box(img.width, img.height, out_w, out_h)
-    return img.resize((out_w, out_h), Image.Resampling.LANCZOS, box=box)
+    return img.resize((out_w, out_h), resample, box=box)
 
 
 def _check_mode(mode: str) -> None:

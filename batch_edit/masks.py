@@ -1,0 +1,231 @@
+"""Masks: which mask goes with each source, loading and fitting it with its source's geometry, and compositing
+a result over its source through it, so that pixels outside the mask are the source's, exactly.
+
+A mask is an image of any mode, read as luminance (or as its alpha channel where it has transparency, as
+AUTOMATIC1111 reads one): white is repainted, black kept, grey blended. It is fitted as its source is (same
+resize mode, crop box, padding and size) with nearest-neighbour resampling, so its edge stays where it was drawn.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageChops, ImageFilter
+
+from .fetch import FetchOptions
+from .parameters import needing
+from .sources import (
+    SourceError,
+    SourceRef,
+    SourceSpecError,
+    expand_source,
+    fit_geometry,
+    load_image,
+    source_ref,
+    to_rgb,
+)
+
+TASKS_WITH_MASKS = ("inpaint", "fill")
+_GLOB_CHARS = frozenset("*?[")
+_NOT_FOUND = ".*"  # the key of a mask no file was found for: "<folder>/<stem>.*", what was looked for
+
+
+# ---------------------------------------------------------------- manifest: pairing by stem
+
+
+def pair_masks(spec: str, base: Path, sources: tuple[SourceRef, ...], recursive: bool = False) -> tuple[SourceRef, ...]:
+    """Each source's mask, by file stem: `spec` is a template (`masks/{stem}.png`), a folder, a glob, or one
+    file (the same mask for every source). A source without one gets a mask that fails to load, naming what
+    was looked for. SourceSpecError for a spec that can never work."""
+    if "{" in spec:
+        return tuple(source_ref(_rendered(spec, ref.stem), base) for ref in sources)
+    folder = _looked_in(spec, base)
+    if not _GLOB_CHARS & set(spec) and not os.path.isdir(folder):  # one file or URL: the same mask for all
+        return (source_ref(spec, base),) * len(sources)
+    try:
+        refs = expand_source(spec, base, recursive=recursive)
+    except SourceSpecError as exc:
+        raise SourceSpecError(str(exc).replace("source ", "masks ", 1)) from None
+    by_stem: dict[str, SourceRef] = {}
+    for ref in refs:
+        other = by_stem.setdefault(ref.stem, ref)
+        if other is not ref:
+            raise SourceSpecError(f"two masks have the stem '{ref.stem}': {other.key} and {ref.key}")
+    return tuple(by_stem.get(ref.stem) or _not_found(folder, ref.stem) for ref in sources)
+
+
+def _rendered(template: str, stem: str) -> str:
+    try:
+        return template.format(stem=stem)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise SourceSpecError(f"mask template {template!r}: only the placeholder {{stem}} is allowed ({exc})") from None
+
+
+def _looked_in(spec: str, base: Path) -> str:
+    """The folder a folder or glob spec looks in: its literal leading folders."""
+    parts = Path(os.path.expanduser(spec)).parts
+    literal = []
+    for part in parts:
+        if _GLOB_CHARS & set(part):
+            break
+        literal.append(part)
+    return os.path.abspath(Path(base).expanduser().joinpath(*literal))
+
+
+def _not_found(folder: str, stem: str) -> SourceRef:
+    return SourceRef(key=f"{Path(folder).as_posix()}/{stem}{_NOT_FOUND}", is_url=False, stem=stem, fingerprint="",
+                     caption=None)  # fmt: skip
+
+
+def is_missing(mask: SourceRef) -> bool:
+    """A local mask file that is not there (`plan` lists their sources; each such item fails at load)."""
+    return not mask.is_url and not os.path.isfile(mask.key)
+
+
+# ---------------------------------------------------------------- manifest: what a job may ask
+
+
+def parameter_problems(grid, where: str) -> list[str]:
+    """Mask parameters set (off their default) in a job or row without masks: they would change nothing."""
+    if grid.masks:
+        return []
+    return [
+        f"{where}: field '{p.name}': applies only to masked items (give the job 'masks:', or the row a 'mask')"
+        for p in needing("mask")
+        if any(value != p.default_for() for value in getattr(grid, p.name))
+    ]
+
+
+def task_problems(jobs, task: str) -> list[str]:
+    """Masks given to a task that takes none, and an inpainting task's job without masks."""
+    problems = []
+    for job in jobs:
+        masked = [bool(grid.masks) for grid in job.grids]
+        if task not in TASKS_WITH_MASKS and any(masked):
+            problems.append(f"{job.origin}: masks are given but the pipeline task '{task}' takes none "
+                            f"(masks go with task {' or '.join(TASKS_WITH_MASKS)})")  # fmt: skip
+        elif task in TASKS_WITH_MASKS and not all(masked):
+            what = "a row has no 'mask'" if len(masked) > 1 else "it has no 'masks:'"
+            problems.append(f"{job.origin}: the pipeline task '{task}' repaints through a mask, but {what}")
+    return problems
+
+
+# ---------------------------------------------------------------- records
+
+
+def mask_fields(item) -> dict:
+    """The record fields naming an item's mask (none for an item without one): its path or URL, and, like the
+    source's, the stat and content hash that let the next plan reuse the hash."""
+    mask = item.mask
+    if mask is None:
+        return {}
+    return {"mask": mask.key, "mask_stat": mask.stat, "mask_sha256": mask.fingerprint if len(mask.fingerprint) == 64 else "",
+            **{p.column: getattr(item, p.name) for p in needing("mask")}}  # fmt: skip
+
+
+# ---------------------------------------------------------------- loading and fitting
+
+
+def to_mask(img: Image.Image) -> Image.Image:
+    """Any mode -> "L": the alpha channel where the image has real transparency, else its luminance."""
+    if "A" in img.getbands() or "transparency" in img.info:
+        alpha = img.convert("RGBA").getchannel("A")
+        if alpha.getextrema() != (255, 255):
+            return alpha
+    return to_rgb(img).convert("L")
+
+
+def fit_mask(mask: Image.Image, source_size: tuple[int, int], width: int, height: int, mode: str) -> Image.Image:
+    """The mask with the geometry its source gets: first stretched to the source's size if drawn at another."""
+    if mask.size != source_size:
+        mask = mask.resize(source_size, Image.Resampling.NEAREST)
+    return fit_geometry(mask, width, height, mode, Image.Resampling.NEAREST)
+
+
+class MaskLoader:
+    """Loads, checks and fits items' masks; a mask shared by many items (a sweep, one mask for all) is decoded
+    once. Failures come back as SourceError naming the mask, so they are the item's "load" failure."""
+
+    def __init__(self, fetch: FetchOptions, size: int = 16):
+        self.fetch, self.size = fetch, size
+        self.masks: OrderedDict[SourceRef, Image.Image | SourceError] = OrderedDict()
+
+    def fitted(self, item, source_size: tuple[int, int]) -> Image.Image | None:
+        if item.mask is None:
+            return None
+        mask = fit_mask(self._loaded(item.mask), source_size, item.width, item.height, item.resize)
+        if not mask.getbbox():
+            raise SourceError("mask: its white part lies outside the fitted image (the crop leaves nothing to repaint)")
+        return mask
+
+    def _loaded(self, ref: SourceRef) -> Image.Image:
+        if ref not in self.masks:
+            self.masks[ref] = _load(ref, self.fetch)
+            while len(self.masks) > self.size:
+                self.masks.popitem(last=False)
+        self.masks.move_to_end(ref)
+        found = self.masks[ref]
+        if isinstance(found, SourceError):
+            raise found
+        return found
+
+
+def _load(ref: SourceRef, fetch: FetchOptions) -> Image.Image | SourceError:
+    if ref.key.endswith(_NOT_FOUND):
+        return SourceError(f"mask: none found for this source (looked for {ref.key})")
+    try:
+        mask = load_image(ref, fetch, convert=to_mask)
+    except SourceError as exc:
+        return SourceError(f"mask: {exc}")
+    if not mask.getbbox():
+        return SourceError(f"mask: all black, nothing to repaint ({ref.key})")
+    return mask
+
+
+# ---------------------------------------------------------------- compositing
+
+
+def composited(item, result: Image.Image, source: Image.Image, mask: Image.Image | None) -> Image.Image:
+    """The result over the fitted source through the (feathered) mask: outside the mask, the source's pixels
+    exactly (the pipeline's VAE round trip changes them all a little). Unchanged without a mask or compositing."""
+    if mask is None or not item.composite:
+        return result
+    if result.size != source.size:
+        raise ValueError(
+            f"the result is {result.size[0]}x{result.size[1]}, its source {source.size[0]}x{source.size[1]}"
+        )
+    return Image.composite(result.convert("RGB"), source, feathered(mask, item.mask_blur))
+
+
+def feathered(mask: Image.Image, blur: int) -> Image.Image:
+    """The blend's alpha: the mask, its edge softened over about `blur` pixels INSIDE the mask, so the alpha is
+    still 0 wherever the mask is (AUTOMATIC1111 blurs both ways, which changes pixels outside the mask)."""
+    if blur == 0:
+        return mask
+    shrunk = Image.fromarray(_eroded(np.asarray(mask), (blur + 1) // 2))
+    return ImageChops.darker(shrunk.filter(ImageFilter.GaussianBlur(blur / 4)), mask)
+
+
+def _eroded(pixels: np.ndarray, radius: int) -> np.ndarray:
+    """The minimum over a (2 radius + 1)-pixel square around each pixel (beyond the border: the border's),
+    in log(radius) passes per axis."""
+    for axis in (0, 1):
+        pixels = _window_min(pixels, radius, axis)
+    return pixels
+
+
+def _window_min(pixels: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    width = 2 * radius + 1
+    padded = np.pad(pixels, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)], mode="edge")
+    length = pixels.shape[axis]
+    span, mins = 1, padded  # mins[i] = min(padded[i : i + span]) along the axis
+    while span * 2 <= width:
+        shifted = np.take(mins, np.arange(span, mins.shape[axis]), axis=axis)
+        mins = np.minimum(np.take(mins, np.arange(shifted.shape[axis]), axis=axis), shifted)
+        span *= 2
+    head = np.take(mins, np.arange(length), axis=axis)
+    tail = np.take(mins, np.arange(width - span, width - span + length), axis=axis)
+    return np.minimum(head, tail)

@@ -1,0 +1,261 @@
+"""Masks: pairing with sources by stem, loading any mode as "L", fitting with the source's geometry, identity,
+the mask parameters, compositing, failures, `plan`'s listing and the records."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from batch_edit.errors import ManifestError
+from batch_edit.fetch import FetchOptions
+from batch_edit.infotext import a1111_parameters
+from batch_edit.manifest import load_manifest
+from batch_edit.masks import MaskLoader, composited, feathered, fit_mask, task_problems, to_mask
+from batch_edit.outputs import item_fields
+from batch_edit.plan import make_item, plan_jobs
+from batch_edit.plan_checks import sources_without_mask
+from batch_edit.source_identity import identify_sources
+from batch_edit.sources import RESIZE_MODES, SourceError, SourceRef, fit_image
+
+PIPELINE = {"model": "m"}
+
+
+def image(path: Path, size=(64, 48), mode="RGB", color=0, box=None, fill=255) -> Path:
+    """A `mode` image of `color`, with `box` (left, top, right, bottom) painted `fill`."""
+    picture = Image.new(mode, size, color)
+    if box is not None:
+        picture.paste(fill, box)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path)
+    return path
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    for stem in ("cat", "dog", "owl"):
+        image(tmp_path / "photos" / f"{stem}.jpg", color=(40, 90, 140))
+    for stem in ("cat", "dog"):
+        image(tmp_path / "masks" / f"{stem}.png", mode="L", box=(8, 8, 40, 30))
+    return tmp_path
+
+
+def job(folder: Path, text: str, name="m.yaml"):
+    (folder / name).write_text(text)
+    return load_manifest(folder / name).jobs[0]
+
+
+def masks_of(spec_job) -> dict[str, str]:
+    grid = spec_job.grids[0]
+    return {source.stem: mask.key for source, mask in zip(grid.sources, grid.masks)}
+
+
+# ---------------------------------------------------------------- pairing by stem
+
+
+@pytest.mark.parametrize("spec", ["masks", "masks/", "masks/*.png", "masks/{stem}.png"])
+def test_masks_pair_with_sources_by_stem_from_a_folder_a_glob_or_a_template(folder, spec):
+    paired = masks_of(job(folder, f"jobs: [{{name: a, sources: photos, prompts: x, masks: '{spec}'}}]"))
+    assert paired["cat"] == (folder / "masks" / "cat.png").as_posix()
+    assert paired["dog"] == (folder / "masks" / "dog.png").as_posix()
+    assert not Path(paired["owl"]).is_file()  # no owl mask: listed by `plan`, that item's failure when run
+
+
+def test_one_mask_file_serves_every_source_and_a_csv_row_names_its_own(folder):
+    paired = masks_of(job(folder, "jobs: [{name: a, sources: photos, prompts: x, masks: masks/cat.png}]"))
+    assert set(paired.values()) == {(folder / "masks" / "cat.png").as_posix()}
+    (folder / "rows.csv").write_text("source,prompt,mask\nphotos/cat.jpg,x,masks/dog.png\nphotos/dog.jpg,y,\n")
+    rows = load_manifest(folder / "rows.csv").jobs[0].grids
+    assert rows[0].masks[0].key == (folder / "masks" / "dog.png").as_posix() and rows[1].masks == ()
+
+
+def test_mask_specs_that_cannot_work_are_refused_naming_the_job_and_field(folder):
+    image(folder / "masks" / "cat.jpg", mode="L")
+    with pytest.raises(ManifestError) as refused:
+        job(folder, "jobs: [{name: a, sources: photos, prompts: x, masks: masks}]")
+    assert "jobs[0] ('a'): field 'masks': two masks have the stem 'cat'" in str(refused.value)
+    (folder / "empty").mkdir()
+    with pytest.raises(ManifestError, match=r"field 'masks': masks 'empty' matches no image"):
+        job(folder, "jobs: [{name: a, sources: photos, prompts: x, masks: empty}]")
+    with pytest.raises(ManifestError, match=r"field 'masks': .*only the placeholder \{stem\}"):
+        job(folder, "jobs: [{name: a, sources: photos, prompts: x, masks: 'masks/{name}.png'}]")
+
+
+def test_mask_parameters_without_masks_are_refused(folder):
+    with pytest.raises(ManifestError, match=r"jobs\[0\] \('a'\): field 'mask_blur': applies only to masked items"):
+        job(folder, "jobs: [{name: a, sources: photos, prompts: x, mask_blur: [4, 8]}]")
+    (folder / "rows.csv").write_text("source,prompt,composite\nphotos/cat.jpg,x,false\n")
+    with pytest.raises(ManifestError, match=r"row 1 .*field 'composite': applies only to masked items"):
+        load_manifest(folder / "rows.csv")
+    # at their defaults they change nothing, and are accepted
+    assert job(folder, "jobs: [{name: a, sources: photos, prompts: x, mask_blur: 4, composite: true}]")
+
+
+def test_masks_with_a_task_that_takes_none_or_inpainting_without_masks_are_refused(folder):
+    masked = job(folder, "jobs: [{name: a, sources: photos, prompts: x, masks: masks}]")
+    plain = job(folder, "jobs: [{name: b, sources: photos, prompts: x}]", "plain.yaml")
+    assert task_problems([masked, plain], "inpaint") == [
+        f"{plain.origin}: the pipeline task 'inpaint' repaints through a mask, but it has no 'masks:'"
+    ]
+    assert task_problems([masked, plain], "img2img") == [
+        f"{masked.origin}: masks are given but the pipeline task 'img2img' takes none (masks go with task inpaint or fill)"
+    ]
+    assert task_problems([masked], "fill") == [] and task_problems([plain], "kontext") == []
+
+
+# ---------------------------------------------------------------- loading: any mode, white repaints
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "I;16", "I", "CMYK"])
+def test_masks_of_any_mode_are_read_as_L_with_white_repainted(tmp_path, mode):
+    white = {"1": 1, "L": 255, "P": 255, "RGB": (255, 255, 255), "I;16": 65535, "I": 65535, "CMYK": (0, 0, 0, 0)}
+    black = {"CMYK": (0, 0, 0, 255)}.get(mode, 0)
+    picture = Image.new(mode, (32, 16), black)
+    if mode == "P":
+        picture.putpalette([0, 0, 0] + [255, 255, 255] * 255)
+    picture.paste(white[mode], (0, 0, 16, 16))
+    path = tmp_path / f"mask.{'tif' if mode in ('I;16', 'I', 'CMYK') else 'png'}"
+    picture.save(path)
+    mask = MaskLoader(FetchOptions())._loaded(SourceRef(path.as_posix(), False, "mask", "", None))
+    assert mask.mode == "L" and mask.size == (32, 16)
+    assert mask.getpixel((4, 4)) == 255 and mask.getpixel((28, 4)) == 0
+
+
+def test_a_mask_with_transparency_is_its_alpha_channel():
+    rgba = Image.new("RGBA", (16, 16), (255, 255, 255, 0))  # white everywhere, painted only where opaque
+    rgba.paste((0, 0, 0, 255), (0, 0, 8, 16))
+    mask = to_mask(rgba)
+    assert mask.getpixel((2, 2)) == 255 and mask.getpixel((12, 2)) == 0
+    assert to_mask(Image.new("RGBA", (4, 4), (255, 255, 255, 255))).getpixel((0, 0)) == 255  # opaque: luminance
+
+
+# ---------------------------------------------------------------- fitting with the source's geometry
+
+
+@pytest.mark.parametrize("mode", RESIZE_MODES)
+@pytest.mark.parametrize("drawn_at", [1, 2])  # the mask drawn at the source's size, or at half of it
+def test_masks_are_fitted_with_their_sources_geometry_and_stay_sharp(mode, drawn_at):
+    box = (200, 100, 440, 300)
+    source = Image.new("RGB", (640, 428), (0, 0, 0))
+    source.paste((255, 255, 255), box)
+    mask = Image.new("L", (640 // drawn_at, 428 // drawn_at), 0)
+    mask.paste(255, tuple(side // drawn_at for side in box))
+    fitted_source = fit_image(source, 128, 96, mode)
+    fitted = fit_mask(mask, source.size, 128, 96, mode)
+    assert fitted.mode == "L" and fitted.size == fitted_source.size
+    assert set(np.unique(np.asarray(fitted))) == {0, 255}  # nearest-neighbour: no grey edge
+    bright = fitted_source.convert("L").point(lambda v: 255 if v > 127 else 0)
+    assert all(abs(a - b) <= 1 for a, b in zip(fitted.getbbox(), bright.getbbox()))
+
+
+# ---------------------------------------------------------------- identity
+
+
+def item_ids(spec_job, fingerprints: dict | None = None) -> list[str]:
+    if fingerprints is not None:
+        spec_job = identify_sources([spec_job], {})[0]
+    return [item.item_id for item in plan_jobs([spec_job], PIPELINE)[0].items]
+
+
+def test_the_mask_is_part_of_the_id_and_items_without_one_keep_theirs(folder):
+    plain = job(folder, "jobs: [{name: a, sources: photos/cat.jpg, prompts: x}]")
+    masked = job(folder, "jobs: [{name: a, sources: photos/cat.jpg, prompts: x, masks: masks}]")
+    other = job(folder, "jobs: [{name: a, sources: photos/cat.jpg, prompts: x, masks: masks/dog.png}]")
+    ref = plain.grids[0].sources[0]
+    assert item_ids(plain) == [make_item("a", ref, "x", {}, json.dumps(PIPELINE, sort_keys=True)).item_id]
+    assert len({item_ids(plain)[0], item_ids(masked)[0], item_ids(other)[0]}) == 3
+    before = item_ids(masked, {})
+    image(folder / "masks" / "cat.png", mode="L", box=(0, 0, 10, 10))  # the same file, other content
+    os.utime(folder / "masks" / "cat.png", ns=(1, 1))
+    after = job(folder, "jobs: [{name: a, sources: photos/cat.jpg, prompts: x, masks: masks}]")
+    assert item_ids(after, {}) != before
+
+
+def test_mask_parameters_are_swept_and_hashed_only_off_their_default(folder):
+    base = "jobs: [{name: a, sources: photos/cat.jpg, prompts: x, masks: masks"
+    sweep = job(folder, base + ", mask_blur: [0, 4, 8], mask_padding: [0, 32], composite: [true, false]}]")
+    items = plan_jobs([sweep], PIPELINE)[0].items
+    assert len({item.item_id for item in items}) == 12
+    assert {(item.mask_blur, item.mask_padding, item.composite) for item in items} >= {(8, 32, False), (0, 0, True)}
+    defaults = {item.item_id for item in items if (item.mask_blur, item.mask_padding, item.composite) == (4, 0, True)}
+    assert defaults == set(item_ids(job(folder, base + "}]")))
+    key = json.dumps(PIPELINE, sort_keys=True)
+    for item in items:  # the plan's ids are the reference definition's
+        params = {name: getattr(item, name) for name in ("mask_blur", "mask_padding", "composite")}
+        made = make_item("a", item.source, "x", params, key, mask=item.mask)
+        assert (made.item_id, made.seed) == (item.item_id, item.seed)
+
+
+def test_sources_without_a_mask_file_are_found_for_plan(folder):
+    spec_job = job(folder, "jobs: [{name: a, sources: photos, prompts: x, masks: 'masks/{stem}.png'}]")
+    assert sources_without_mask(spec_job) == [(folder / "photos" / "owl.jpg").as_posix()]
+
+
+# ---------------------------------------------------------------- failures at load
+
+
+def loaded(path: Path, source_size=(64, 48), **params):
+    item = replace(make_item("a", SourceRef("s", False, "s", "", None), "x", {"width": 64, "height": 48, **params}, "k"),
+                   mask=SourceRef(path.as_posix(), False, path.stem, "", None))  # fmt: skip
+    return MaskLoader(FetchOptions()).fitted(item, source_size)
+
+
+def test_missing_undecodable_and_all_black_masks_fail_with_their_reason(tmp_path):
+    with pytest.raises(SourceError, match="^mask: file not found: .*gone.png"):
+        loaded(tmp_path / "gone.png")
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(SourceError, match="^mask: not an image"):
+        loaded(tmp_path / "text.png")
+    with pytest.raises(SourceError, match="^mask: all black, nothing to repaint"):
+        loaded(image(tmp_path / "black.png", mode="L"))
+    with pytest.raises(SourceError, match="^mask: none found for this source"):
+        loaded(tmp_path / "masks" / "owl.*")
+    with pytest.raises(SourceError, match="^mask: its white part lies outside the fitted image"):  # cropped away
+        loaded(image(tmp_path / "edge.png", (128, 48), mode="L", box=(0, 0, 8, 48)), source_size=(128, 48))
+    assert loaded(image(tmp_path / "ok.png", mode="L", box=(0, 0, 8, 8))).getbbox() == (0, 0, 8, 8)
+
+
+# ---------------------------------------------------------------- compositing
+
+
+def test_composite_keeps_every_pixel_outside_the_mask_and_feathers_only_inside():
+    rng = np.random.default_rng(0)
+    source = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    result = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    mask = Image.new("L", (64, 48), 0)
+    mask.paste(255, (10, 8, 50, 40))
+    outside = np.asarray(mask) == 0
+    item = make_item("a", SourceRef("s", False, "s", "", None), "x", {"mask_blur": 8}, "k")
+    for blur in (0, 1, 4, 8):
+        out = np.asarray(composited(replace(item, mask_blur=blur), result, source, mask))
+        assert (out[outside] == np.asarray(source)[outside]).all()
+        assert (out[24, 30] == np.asarray(result)[24, 30]).all()  # deep inside: the result's
+    alpha = np.asarray(feathered(mask, 8))
+    assert alpha[outside].max() == 0 and alpha[24, 30] == 255
+    assert 0 < alpha[20, 11] < 255  # inside, near the edge: blended
+    assert composited(replace(item, composite=False), result, source, mask) is result
+    # the feather lies inside the mask: one narrower than twice the blur is not repainted fully anywhere
+    assert np.asarray(feathered(mask, 64)).max() < 255
+
+
+# ---------------------------------------------------------------- records
+
+
+def test_records_and_the_a1111_text_name_the_mask_and_its_parameters_only_for_masked_items():
+    ref = SourceRef(key="https://e.com/cat.png", is_url=True, stem="cat", fingerprint="", caption=None)
+    mask = SourceRef(key="/m/cat.png", is_url=False, stem="cat", fingerprint="ab" * 32, caption=None, stat="9-9")
+    plain = item_fields(make_item("job", ref, "a cat", {"seed": 7}, "k"))
+    masked = item_fields(make_item("job", ref, "a cat", {"seed": 7, "mask_blur": 8}, "k", mask=mask))
+    assert not {"mask", "mask_blur", "mask_padding", "composite"} & set(plain)
+    assert {k: masked[k] for k in ("mask", "mask_stat", "mask_sha256", "mask_blur", "mask_padding", "composite")} == {
+        "mask": "/m/cat.png", "mask_stat": "9-9", "mask_sha256": "ab" * 32, "mask_blur": 8, "mask_padding": 0,
+        "composite": True,
+    }  # fmt: skip
+    settings = a1111_parameters({**masked, "model": "m"}).splitlines()[1]
+    assert "Mask: /m/cat.png, Mask blur: 8, Masked area padding: 0, Composite: True, Item id:" in settings
+    assert "Mask" not in a1111_parameters({**plain, "model": "m"})
