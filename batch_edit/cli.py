@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from . import __version__
 from .errors import BatchEditError, ConfigError, ManifestError, OutputError, OutputRefusedError, PipelineLoadError
 from .manifest import DEFAULT_OUTPUT_ROOT, JobSpec, Manifest, load_manifests
+from .masks import task_problems
 from .pipeline_config import DEFAULT_TASK, TASKS, PipelineConfig, load_pipeline_config
 from .plan import JobPlan, grid_axes, plan_jobs
 from .source_identity import identify_sources, recorded_hashes
@@ -218,6 +219,8 @@ def _prepare(
     output_root = args.output_root or _one_setting(manifests, "output_root") or DEFAULT_OUTPUT_ROOT
     jobs = [job for manifest in manifests for job in manifest.jobs]
     config = _resolve_device_choices(_with_job_loras(config, jobs), for_run)
+    if problems := task_problems(jobs, config.task):  # masks with a task that takes none, or none for inpainting
+        raise ManifestError(problems)
     jobs = identify_sources(jobs, _recorded_hashes(output_root, jobs, {} if read is None else read))
     plans = plan_jobs(jobs, config.identity())
     for job, plan in zip(jobs, plans):

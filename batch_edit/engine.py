@@ -97,6 +97,8 @@ class Engine:
         if any(item.batch_key != first.batch_key for item in items) or any(i.size != (width, height) for i in images):
             raise ValueError("a batch must share size, steps, strength and guidance")
         check_masks(self.config.task, images, masks)
+        if _cropped(self.config.task, first) and len(items) > 1:  # diffusers crops around one mask per call
+            return [self.generate([i], [im], [m])[0] for i, im, m in zip(items, images, masks)]
         try:
             return self._call(items, images, masks, width, height)
         except torch.OutOfMemoryError:
@@ -112,7 +114,8 @@ class Engine:
         import torch
 
         count = len(items)
-        if self.config.compile and count < self.batch_size:
+        cropped = _cropped(self.config.task, items[0])  # one item, passed as single images
+        if self.config.compile and count < self.batch_size and not cropped:
             # A compiled transformer keeps static shapes: pad with copies (own generators, results dropped).
             padding = self.batch_size - count
             items, images = items + [items[-1]] * padding, images + [images[-1]] * padding
@@ -126,7 +129,7 @@ class Engine:
             result = self.pipe(
                 prompt_embeds=embeds,
                 pooled_prompt_embeds=pooled,
-                image=images,
+                image=images[0] if cropped else images,
                 width=width,
                 height=height,
                 num_inference_steps=first.num_inference_steps,
@@ -171,6 +174,8 @@ def task_arguments(task: str, first: WorkItem, masks: list[Image.Image] | None, 
     `strength` stays at its 1.0: the masked region is generated from noise, as the Fill model is trained)."""
     if task == "img2img":
         return {"strength": first.strength}
+    if task == "inpaint" and first.mask_padding:  # repaint a crop around the mask, that much larger, at full size
+        return {"strength": first.strength, "mask_image": masks[0], "padding_mask_crop": first.mask_padding}
     if task == "inpaint":
         return {"strength": first.strength, "mask_image": masks}
     if task == "fill":
@@ -178,6 +183,10 @@ def task_arguments(task: str, first: WorkItem, masks: list[Image.Image] | None, 
     # Kontext would resize the source to one of its preferred resolutions and scale the output to `max_area`:
     # the fitted source (sides multiples of 16) goes in as it is, and the output has the size asked for.
     return {"_auto_resize": False, "max_area": width * height}
+
+
+def _cropped(task: str, first: WorkItem) -> bool:
+    return task == "inpaint" and first.mask_padding > 0
 
 
 def check_masks(task: str, images: list[Image.Image], masks: list[Image.Image] | None) -> None:

@@ -17,6 +17,7 @@ from PIL import Image, ImageChops, ImageFilter
 
 from .fetch import FetchOptions
 from .parameters import needing
+from .pipeline_config import MASKED_TASKS
 from .sources import (
     SourceError,
     SourceRef,
@@ -28,7 +29,6 @@ from .sources import (
     to_rgb,
 )
 
-TASKS_WITH_MASKS = ("inpaint", "fill")
 _GLOB_CHARS = frozenset("*?[")
 _NOT_FOUND = ".*"  # the key of a mask no file was found for: "<folder>/<stem>.*", what was looked for
 
@@ -104,12 +104,15 @@ def task_problems(jobs, task: str) -> list[str]:
     problems = []
     for job in jobs:
         masked = [bool(grid.masks) for grid in job.grids]
-        if task not in TASKS_WITH_MASKS and any(masked):
+        if task not in MASKED_TASKS and any(masked):
             problems.append(f"{job.origin}: masks are given but the pipeline task '{task}' takes none "
-                            f"(masks go with task {' or '.join(TASKS_WITH_MASKS)})")  # fmt: skip
-        elif task in TASKS_WITH_MASKS and not all(masked):
+                            f"(masks go with task {' or '.join(MASKED_TASKS)})")  # fmt: skip
+        elif task in MASKED_TASKS and not all(masked):
             what = "a row has no 'mask'" if len(masked) > 1 else "it has no 'masks:'"
             problems.append(f"{job.origin}: the pipeline task '{task}' repaints through a mask, but {what}")
+        elif task == "fill" and any(padding for grid in job.grids for padding in grid.mask_padding):
+            problems.append(f"{job.origin}: field 'mask_padding': the fill task takes none (FluxFillPipeline repaints "
+                            "the whole image; inpaint takes it)")  # fmt: skip
     return problems
 
 

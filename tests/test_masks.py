@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -22,6 +23,8 @@ from batch_edit.plan import make_item, plan_jobs
 from batch_edit.plan_checks import sources_without_mask
 from batch_edit.source_identity import identify_sources
 from batch_edit.sources import RESIZE_MODES, SourceError, SourceRef, fit_image
+
+from .conftest import PHOTOS, batch_edit
 
 PIPELINE = {"model": "m"}
 
@@ -259,3 +262,135 @@ def test_records_and_the_a1111_text_name_the_mask_and_its_parameters_only_for_ma
     settings = a1111_parameters({**masked, "model": "m"}).splitlines()[1]
     assert "Mask: /m/cat.png, Mask blur: 8, Masked area padding: 0, Composite: True, Item id:" in settings
     assert "Mask" not in a1111_parameters({**plain, "model": "m"})
+
+
+# ---------------------------------------------------------------- end to end on the tiny inpaint and fill models
+
+INPAINT = f"""
+jobs:
+  - name: masked
+    keep_sources: true
+    sources: [{PHOTOS / "cat.jpg"}, {PHOTOS / "rocket.jpg"}, {PHOTOS / "coffee.jpg"}, {PHOTOS / "astronaut.jpg"}]
+    masks: masks
+    prompts: a tiger
+    composite: [true, false]
+    num_inference_steps: 4
+    seed: 1
+    width: 64
+    height: 48
+"""
+
+
+def masks_folder(folder: Path) -> None:
+    """cat: a box (repainted), rocket: not an image, coffee: all black, astronaut: none."""
+    image(folder / "masks" / "cat.png", (640, 427), mode="L", box=(160, 100, 480, 330))
+    (folder / "masks" / "rocket.png").write_bytes(b"not a png")
+    image(folder / "masks" / "coffee.png", (64, 48), mode="L")
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as opened:
+        return np.asarray(opened.convert("RGB")).astype(int)
+
+
+def test_inpaint_keeps_every_pixel_outside_the_mask_and_records_triples(tmp_path, tiny_task_config):
+    masks_folder(tmp_path)
+    (tmp_path / "m.yaml").write_text(INPAINT)
+    config = str(tiny_task_config("inpaint"))
+    planned = batch_edit("plan", "m.yaml", "--pipeline", config, cwd=tmp_path)
+    assert planned.returncode == 1 and "without a mask: 1 source(s): " in planned.stdout
+    assert (PHOTOS / "astronaut.jpg").as_posix() in planned.stdout
+    result = batch_edit("run", "m.yaml", "--pipeline", config, "--output-root", "out", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr  # the three sources whose masks fail
+    folder = tmp_path / "out" / "masked"
+
+    failures = pd.read_csv(folder / "failures.csv").set_index("source")
+    assert set(failures["stage"]) == {"load"} and len(failures) == 6
+    reasons = {Path(source).stem: error for source, error in failures["error"].items()}
+    assert reasons["rocket"] == "mask: not an image"
+    assert reasons["coffee"].startswith("mask: all black, nothing to repaint")
+    assert reasons["astronaut"].startswith("mask: none found for this source")
+    assert failures["mask"].str.contains("masks/").all()
+
+    rows = pd.read_csv(folder / "metadata.csv").set_index("composite")
+    assert len(rows) == 2 and rows["mask_file_name"].str.startswith("sources/cat-mask-").all()
+    assert set(rows["mask_blur"]) == {4} and set(rows["mask_padding"]) == {0}
+    source = pixels(folder / rows.loc[True, "source_image_file_name"])
+    mask = np.asarray(Image.open(folder / rows.loc[True, "mask_file_name"]))
+    assert mask.shape == source.shape[:2] and set(np.unique(mask)) == {0, 255}
+    outside, inside = mask == 0, mask == 255
+    kept, raw = pixels(folder / rows.loc[True, "file_name"]), pixels(folder / rows.loc[False, "file_name"])
+    assert (kept[outside] == source[outside]).all()  # every pixel outside the mask: the fitted source's
+    assert (kept[inside] != source[inside]).any()  # repainted inside
+    assert (raw[outside] != source[outside]).any()  # without compositing: the VAE round trip shows outside
+    with Image.open(folder / rows.loc[True, "file_name"]) as made:
+        assert "Mask blur: 4, Masked area padding: 0, Composite: True" in made.info["parameters"]
+
+    datasets = pytest.importorskip("datasets")
+    triples = datasets.load_dataset("imagefolder", data_dir=str(folder), split="train")
+    assert triples.num_rows == 2 and {"image", "source_image", "mask"} <= set(triples.features)
+    assert triples[0]["mask"].size == triples[0]["source_image"].size == triples[0]["image"].size == (64, 48)
+
+
+def test_fill_keeps_every_pixel_outside_the_mask(tmp_path, tiny_task_config):
+    image(tmp_path / "masks" / "cat.png", (640, 427), mode="L", box=(0, 0, 320, 427))
+    (tmp_path / "m.yaml").write_text(f"""
+jobs:
+  - name: filled
+    keep_sources: true
+    sources: {PHOTOS / "cat.jpg"}
+    masks: 'masks/{{stem}}.png'
+    prompts: a tiger
+    num_inference_steps: 3
+    mask_blur: 0
+    width: 64
+    height: 48
+""")
+    config = str(tiny_task_config("fill"))
+    result = batch_edit("run", "m.yaml", "--pipeline", config, "--output-root", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "out" / "filled"
+    row = pd.read_csv(folder / "metadata.csv").iloc[0]
+    source, made = pixels(folder / row["source_image_file_name"]), pixels(folder / row["file_name"])
+    outside = np.asarray(Image.open(folder / row["mask_file_name"])) == 0
+    assert outside[:, 40:].all() and not outside[:, :24].any()  # the left half is repainted
+    assert (made[outside] == source[outside]).all() and (made[~outside] != source[~outside]).any()
+
+
+def test_masks_and_tasks_that_do_not_go_together_are_refused_before_running(tmp_path, tiny_task_config):
+    masks_folder(tmp_path)
+    (tmp_path / "m.yaml").write_text(INPAINT)
+    refused = batch_edit("run", "m.yaml", "--pipeline", str(tiny_task_config("img2img")), cwd=tmp_path)
+    assert refused.returncode == 2 and "('masked'): masks are given but the pipeline task 'img2img'" in refused.stderr
+    (tmp_path / "plain.yaml").write_text(f"jobs: [{{name: plain, sources: {PHOTOS / 'cat.jpg'}, prompts: x}}]")
+    for task in ("inpaint", "fill"):
+        refused = batch_edit("plan", "plain.yaml", "--pipeline", str(tiny_task_config(task)), cwd=tmp_path)
+        assert refused.returncode == 2 and f"the pipeline task '{task}' repaints through a mask" in refused.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_mask_padding_repaints_a_crop_around_the_mask_and_still_keeps_the_rest(tmp_path, tiny_task_config):
+    image(tmp_path / "masks" / "cat.png", (640, 427), mode="L", box=(300, 200, 400, 300))
+    (tmp_path / "m.yaml").write_text(f"""
+jobs:
+  - name: padded
+    keep_sources: true
+    sources: {PHOTOS / "cat.jpg"}
+    masks: masks
+    prompts: a tiger
+    mask_padding: [0, 8]
+    num_inference_steps: 4
+    seed: 1
+    width: 64
+    height: 48
+""")
+    result = batch_edit(
+        "run", "m.yaml", "--pipeline", str(tiny_task_config("inpaint")), "--output-root", "o", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "o" / "padded"
+    rows = pd.read_csv(folder / "metadata.csv").set_index("mask_padding")
+    source = pixels(folder / rows.loc[8, "source_image_file_name"])
+    outside = np.asarray(Image.open(folder / rows.loc[8, "mask_file_name"])) == 0
+    cropped, whole = pixels(folder / rows.loc[8, "file_name"]), pixels(folder / rows.loc[0, "file_name"])
+    assert (cropped[outside] == source[outside]).all() and (cropped[~outside] != whole[~outside]).any()
