@@ -21,6 +21,7 @@ from batch_edit.masks import MaskLoader, composited, feathered, fit_mask, task_p
 from batch_edit.outputs import item_fields
 from batch_edit.plan import make_item, plan_jobs
 from batch_edit.plan_checks import sources_without_mask
+from batch_edit.sheet_arrangement import arrange
 from batch_edit.source_identity import identify_sources
 from batch_edit.sources import RESIZE_MODES, SourceError, SourceRef, fit_image
 
@@ -109,6 +110,12 @@ def test_masks_with_a_task_that_takes_none_or_inpainting_without_masks_are_refus
         f"{masked.origin}: masks are given but the pipeline task 'img2img' takes none (masks go with task inpaint or fill)"
     ]
     assert task_problems([masked], "fill") == [] and task_problems([plain], "kontext") == []
+    padded = job(folder, "jobs: [{name: c, sources: photos, prompts: x, masks: masks, mask_padding: 16}]", "p.yaml")
+    assert task_problems([padded], "inpaint") == []
+    (problem,) = task_problems([padded], "fill")
+    assert problem == f"{padded.origin}: field 'mask_padding': the fill task takes none (FluxFillPipeline repaints " + (
+        "the whole image; inpaint takes it)"
+    )
 
 
 # ---------------------------------------------------------------- loading: any mode, white repaints
@@ -394,3 +401,13 @@ jobs:
     outside = np.asarray(Image.open(folder / rows.loc[8, "mask_file_name"])) == 0
     cropped, whole = pixels(folder / rows.loc[8, "file_name"]), pixels(folder / rows.loc[0, "file_name"])
     assert (cropped[outside] == source[outside]).all() and (cropped[~outside] != whole[~outside]).any()
+    assert (folder / "contact-sheet-cat.png").is_file()
+    refused = batch_edit("reproduce", str(folder / "metadata.csv"), "--item", rows.loc[8, "item_id"])
+    assert refused.returncode == 2 and "was made through a mask" in refused.stderr
+
+
+def test_a_swept_mask_parameter_is_a_labelled_contact_sheet_axis(folder):
+    sweep = job(folder, "jobs: [{name: a, sources: photos/cat.jpg, prompts: x, masks: masks, mask_blur: [0, 8]}]")
+    items = plan_jobs([sweep], PIPELINE)[0].items  # as metadata.csv reads back: text
+    rows = [{k: str(v) for k, v in {**item_fields(item), "file_name": item.output_name}.items()} for item in items]
+    assert list(arrange(rows)[0].headers) == ["mask blur 0", "mask blur 8"]
