@@ -108,7 +108,8 @@ def task_problems(jobs, task: str) -> list[str]:
             problems.append(f"{job.origin}: masks are given but the pipeline task '{task}' takes none "
                             f"(masks go with task {' or '.join(MASKED_TASKS)})")  # fmt: skip
         elif task in MASKED_TASKS and not all(masked):
-            what = "a row has no 'mask'" if len(masked) > 1 else "it has no 'masks:'"
+            rows = [str(grid.row) for grid in job.grids if not grid.masks and grid.row is not None]
+            what = f"row(s) {', '.join(rows[:5])} have no 'mask'" if rows else "it has no 'masks:'"
             problems.append(f"{job.origin}: the pipeline task '{task}' repaints through a mask, but {what}")
         elif task == "fill" and any(padding for grid in job.grids for padding in grid.mask_padding):
             problems.append(f"{job.origin}: field 'mask_padding': the fill task takes none (FluxFillPipeline repaints "
@@ -162,6 +163,8 @@ class MaskLoader:
         mask = fit_mask(self._loaded(item.mask), source_size, item.width, item.height, item.resize)
         if not mask.getbbox():
             raise SourceError("mask: its white part lies outside the fitted image (the crop leaves nothing to repaint)")
+        if item.composite and not feathered(mask, item.mask_blur).getbbox():  # the result would be the source
+            raise SourceError(f"mask: narrower everywhere than mask_blur {item.mask_blur}, nothing would be repainted")
         return mask
 
     def _loaded(self, ref: SourceRef) -> Image.Image:

@@ -32,7 +32,7 @@ Resize = Literal[RESIZE_MODES]
 Variations = Annotated[int, Field(ge=1, le=MAX_VARIATIONS)]
 ImageFormat = Literal[tuple(EXTENSIONS)]
 Quality = Annotated[int, Field(ge=1, le=100)]
-Pixels = Annotated[int, Field(ge=0, le=1024)]
+Pixels = Annotated[int, Field(ge=0, le=256)]
 
 
 def _true(cell: str) -> bool:

@@ -3,6 +3,7 @@ the mask parameters, compositing, failures, `plan`'s listing and the records."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import replace
@@ -22,7 +23,7 @@ from batch_edit.outputs import item_fields
 from batch_edit.plan import make_item, plan_jobs
 from batch_edit.plan_checks import sources_without_mask
 from batch_edit.sheet_arrangement import arrange
-from batch_edit.source_identity import identify_sources
+from batch_edit.source_identity import identify_sources, recorded_hashes
 from batch_edit.sources import RESIZE_MODES, SourceError, SourceRef, fit_image
 
 from .conftest import PHOTOS, batch_edit
@@ -98,6 +99,22 @@ def test_mask_parameters_without_masks_are_refused(folder):
         load_manifest(folder / "rows.csv")
     # at their defaults they change nothing, and are accepted
     assert job(folder, "jobs: [{name: a, sources: photos, prompts: x, mask_blur: 4, composite: true}]")
+
+
+def test_a_csv_row_without_a_mask_is_named_in_an_inpainting_run(folder):
+    (folder / "rows.csv").write_text("source,prompt,mask\nphotos/cat.jpg,x,masks/cat.png\nphotos/dog.jpg,y,\n")
+    (problem,) = task_problems(load_manifest(folder / "rows.csv").jobs, "fill")
+    assert problem.endswith("job 'rows': the pipeline task 'fill' repaints through a mask, but row(s) 2 have no 'mask'")
+
+
+def test_mask_hashes_recorded_by_earlier_runs_are_reused_while_the_file_is_unchanged(folder):
+    spec_job = job(folder, "jobs: [{name: a, sources: photos/cat.jpg, prompts: x, masks: masks}]")
+    mask = spec_job.grids[0].masks[0]
+    record = {"source": "elsewhere", "mask": mask.key, "mask_stat": mask.stat, "mask_sha256": "cd" * 32}
+    (identified,) = identify_sources([spec_job], recorded_hashes([record]))
+    assert identified.grids[0].masks[0].fingerprint == "cd" * 32  # the stat matched: not read again
+    (read,) = identify_sources([spec_job], {})
+    assert read.grids[0].masks[0].fingerprint == hashlib.sha256((folder / "masks" / "cat.png").read_bytes()).hexdigest()
 
 
 def test_masks_with_a_task_that_takes_none_or_inpainting_without_masks_are_refused(folder):
@@ -228,6 +245,10 @@ def test_missing_undecodable_and_all_black_masks_fail_with_their_reason(tmp_path
     with pytest.raises(SourceError, match="^mask: its white part lies outside the fitted image"):  # cropped away
         loaded(image(tmp_path / "edge.png", (128, 48), mode="L", box=(0, 0, 8, 48)), source_size=(128, 48))
     assert loaded(image(tmp_path / "ok.png", mode="L", box=(0, 0, 8, 8))).getbbox() == (0, 0, 8, 8)
+    line = image(tmp_path / "line.png", mode="L", box=(20, 0, 23, 48))  # 3 pixels wide
+    with pytest.raises(SourceError, match="^mask: narrower everywhere than mask_blur 8, nothing would be repainted"):
+        loaded(line, mask_blur=8)
+    assert loaded(line, mask_blur=2) and loaded(line, mask_blur=8, composite=False)  # raw output: repainted
 
 
 # ---------------------------------------------------------------- compositing
