@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from . import __version__
 from .errors import BatchEditError, ConfigError, ManifestError, OutputError, OutputRefusedError, PipelineLoadError
-from .manifest import DEFAULT_OUTPUT_ROOT, JobSpec, Manifest, load_manifests
+from .manifest import DEFAULT_OUTPUT_ROOT, JobSpec, load_manifests, pipeline_settings
 from .masks import task_problems
 from .pipeline_config import DEFAULT_TASK, TASKS, PipelineConfig, load_pipeline_config
 from .plan import JobPlan, grid_axes, plan_jobs
@@ -214,9 +214,11 @@ def _prepare(
     """The planning step `plan` and `run` share: the config with its `auto` choices resolved for this device,
     each local source identified by its content, then the plans (ids, seeds, names). `read`, if given, gets
     each job's (JobOutput, records) as read here."""
-    manifests = load_manifests(args.manifests, output_root=args.output_root)  # kept out of folder sources
-    config = load_pipeline_config(args.pipeline or _one_setting(manifests, "pipeline"))
-    output_root = args.output_root or _one_setting(manifests, "output_root") or DEFAULT_OUTPUT_ROOT
+    # the config first: its task decides the manifests' defaults and which parameters they may set
+    config = load_pipeline_config(args.pipeline or _one_setting(pipeline_settings(args.manifests), "pipeline"))
+    manifests = load_manifests(args.manifests, output_root=args.output_root, task=config.task)  # kept out of sources
+    roots = {manifest.output_root for manifest in manifests if manifest.output_root is not None}
+    output_root = args.output_root or _one_setting(roots, "output_root") or DEFAULT_OUTPUT_ROOT
     jobs = [job for manifest in manifests for job in manifest.jobs]
     config = _resolve_device_choices(_with_job_loras(config, jobs), for_run)
     if problems := task_problems(jobs, config.task):  # masks with a task that takes none, or none for inpainting
@@ -286,8 +288,7 @@ def _with_job_loras(config: PipelineConfig, jobs: list[JobSpec]) -> PipelineConf
         raise ConfigError("\n".join(describe_validation_error(exc, "job LoRAs", PipelineConfig))) from None
 
 
-def _one_setting(manifests: list[Manifest], name: str) -> Path | None:
-    values = {getattr(m, name) for m in manifests if getattr(m, name) is not None}
+def _one_setting(values: set[Path], name: str) -> Path | None:
     if len(values) > 1:
         shown = ", ".join(str(v) for v in sorted(values))
         error = ConfigError if name == "pipeline" else ManifestError
@@ -302,7 +303,9 @@ def _plan(args) -> int:
 
     read: dict = {}
     config, output_root, plans, jobs = _prepare(args, for_run=False, read=read)
-    print(f"pipeline: {escaped(config.model)} ({config.quantization.describe()}, {config.dtype}, {config.device})")
+    task = f", task {config.task}" if config.task != DEFAULT_TASK else ""
+    settings = f"{config.quantization.describe()}, {config.dtype}, {config.device}{task}"
+    print(f"pipeline: {escaped(config.model)} ({settings})")
     for manifest, folder in resolved_folders(args.manifests):
         print(f"manifest {escaped(manifest)}: relative paths resolve against {escaped(folder)}")
     for warning in plan_warnings(config, jobs):

@@ -25,6 +25,7 @@ def a1111_parameters(row: dict) -> str:
     placed = [  # (place, label, value): the parameters' labels among the settings that are no parameters
         (1, "Sampler", "Euler"),  # FLUX's flow-matching Euler scheduler
         (5, "Model", row.get("model", "")),
+        *([(5, "Task", row["task"])] if row.get("task") else []),  # recorded where it is not img2img
         (7, "Source", row["source"]),
         (9, "Quantization", row.get("quantization", "")),
         *([(LAST, "Mask", row["mask"])] if row.get("mask") else []),
@@ -34,7 +35,8 @@ def a1111_parameters(row: dict) -> str:
         *(
             (at, label, "x".join(str(row[p.name]) for p in shown))
             for label, (at, shown) in labels("a1111").items()
-            if all(p.needs is None or row.get(p.needs) for p in shown)  # mask blur: only where there is a mask
+            # mask blur: only where there is a mask; a parameter the task does not take (strength): no label
+            if all((p.needs is None or row.get(p.needs)) and row.get(p.name) is not None for p in shown)
         ),
     ]
     fields = sorted(placed, key=lambda entry: entry[0])

@@ -20,7 +20,7 @@ from .file_names import template_problems
 from .formats import DEFAULT_QUALITY, OutputOptions
 from .manifest_models import CsvRow, Grid, JobDefaults, JobModel, JobSpec, Manifest, ManifestModel
 from .masks import pair_masks, parameter_problems
-from .parameters import PARAMETERS, SEED_MAX, axis_names, named
+from .parameters import DEFAULT_TASK, PARAMETERS, SEED_MAX, axis_names, named
 from .prompts import prompt_problem, render_prompt, template_fields
 from .sources import SourceRef, SourceSpecError, expand_source, source_ref
 from .validation import MAX_FILE_BYTES, describe_validation_error, printable, read_text_file, read_yaml_file, shown_path
@@ -40,13 +40,14 @@ DEFAULT_OUTPUT_ROOT = Path("outputs")
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
-def load_manifests(paths: list[Path], output_root: Path | None = None) -> list[Manifest]:
+def load_manifests(paths: list[Path], output_root: Path | None = None, task: str = DEFAULT_TASK) -> list[Manifest]:
     """Load every manifest, collecting all problems; job names must be unique across the run, and the run
-    at most MAX_ITEMS_PER_RUN items. `output_root` (the command line's) is kept out of folder and glob sources."""
+    at most MAX_ITEMS_PER_RUN items. `output_root` (the command line's) is kept out of folder and glob sources.
+    `task` (the pipeline config's) gives the parameters' defaults and refuses those it does not take."""
     manifests, problems = [], []
     for path in paths:
         try:
-            manifests.append(load_manifest(path, output_root))
+            manifests.append(load_manifest(path, output_root, task))
         except ManifestError as exc:
             problems.extend(exc.problems)
     seen: dict[str, str] = {}
@@ -68,11 +69,11 @@ def load_manifests(paths: list[Path], output_root: Path | None = None) -> list[M
     return manifests
 
 
-def load_manifest(path: Path, output_root: Path | None = None) -> Manifest:
+def load_manifest(path: Path, output_root: Path | None = None, task: str = DEFAULT_TASK) -> Manifest:
     if path.suffix.lower() == ".csv":
-        return _load_csv(path)
+        return _load_csv(path, task)
     if path.suffix.lower() in (".yaml", ".yml"):
-        return _load_yaml(path, output_root)
+        return _load_yaml(path, output_root, task)
     raise ManifestError([f"{shown_path(path)}: a manifest must be a .yaml, .yml or .csv file"])
 
 
@@ -85,7 +86,24 @@ def job_size(job: JobSpec) -> int:
     return sum(grid_size(grid) for grid in job.grids)
 
 
-def _load_yaml(path: Path, output_root: Path | None = None) -> Manifest:
+def pipeline_settings(paths: list[Path]) -> set[Path]:
+    """The pipeline configs the YAML manifests name (`pipeline:`), read before the manifests are validated: the
+    config's task decides their defaults and what they may set. A manifest that cannot be read names none here
+    (loading it reports why)."""
+    named = set()
+    for path in paths:
+        if path.suffix.lower() not in (".yaml", ".yml"):
+            continue
+        try:
+            data = read_yaml_file(path, lambda message: ManifestError([message]))
+        except ManifestError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("pipeline"), str) and data["pipeline"]:
+            named.add((path.parent / data["pipeline"]).resolve())
+    return named
+
+
+def _load_yaml(path: Path, output_root: Path | None = None, task: str = DEFAULT_TASK) -> Manifest:
     data = read_yaml_file(path, lambda message: ManifestError([message]))
     if not isinstance(data, dict):
         raise ManifestError([f"{shown_path(path)}: a manifest must be a mapping with a 'jobs:' list"])
@@ -94,7 +112,8 @@ def _load_yaml(path: Path, output_root: Path | None = None) -> Manifest:
     except ValidationError as exc:
         raise ManifestError(describe_validation_error(exc, shown_path(path), ManifestModel)) from None
     problems: list[str] = []
-    defaults = _validated(JobDefaults, top.defaults, f"{shown_path(path)}: defaults", problems)
+    where = f"{shown_path(path)}: defaults"
+    defaults = _validated(JobDefaults, _without_untaken(top.defaults, task, where, problems), where, problems)
     base = path.parent
     own_root = (base / top.output_root).resolve() if top.output_root else None
     exclude = output_root or own_root or DEFAULT_OUTPUT_ROOT  # the run's output root, as the CLI picks it
@@ -103,10 +122,10 @@ def _load_yaml(path: Path, output_root: Path | None = None) -> Manifest:
         name = f" ('{printable(raw['name'])}')" if isinstance(raw.get("name"), str) else ""
         where = f"{shown_path(path)}: jobs[{index}]{name}"
         merged = {**(defaults.model_dump(exclude_unset=True) if defaults else {}), **raw}
-        merged = _without_random_seed(merged, where, problems)
+        merged = _without_random_seed(_without_untaken(merged, task, where, problems), where, problems)
         model = _validated(JobModel, merged, where, problems)
         if model is not None:
-            jobs.append(_job_from_model(model, base, where, problems, exclude))
+            jobs.append(_job_from_model(model, base, where, problems, exclude, task))
     if problems:
         raise ManifestError(problems)
     return Manifest(
@@ -126,7 +145,7 @@ def _validated(model: type[BaseModel], data: dict, where: str, problems: list[st
 
 
 def _job_from_model(
-    model: JobModel, base: Path, where: str, problems: list[str], exclude: Path | None = None
+    model: JobModel, base: Path, where: str, problems: list[str], exclude: Path | None = None, task: str = DEFAULT_TASK
 ) -> JobSpec | None:
     _check_job_name(model.name, where, problems)
     sources: list[SourceRef] = []
@@ -138,9 +157,9 @@ def _job_from_model(
     grid = Grid(
         sources=tuple(dict.fromkeys(sources)),
         prompts=tuple(_as_list(model.prompts)),
-        **{name: tuple(_as_list(_param(model, name))) for name in axis_names()},
-        output=_output_options(model, where, problems),
-        variations=_param(model, "variations"),
+        **{name: tuple(_as_list(_param(model, name, task))) for name in axis_names()},
+        output=_output_options(model, where, problems, task),
+        variations=_param(model, "variations", task),
     )
     if grid_size(grid) > MAX_ITEMS_PER_RUN:  # before the checks below, which walk the grid's axes
         axes = " x ".join(f"{len(getattr(grid, axis))} {axis}" for axis in ("sources", "prompts", *axis_names()))
@@ -157,6 +176,11 @@ def _job_from_model(
             problems.append(f"{where}: field 'masks': {exc}")
     _check_grid(grid, where, problems)
     problems.extend(f"{where}: field 'file_name': {problem}" for problem in template_problems(model.file_name))
+    problems.extend(
+        f"{where}: field 'file_name': the {task} task takes no {p.name}, so {{{p.file_field}}} names nothing"
+        for p in PARAMETERS
+        if p.file_field and not p.taken_by(task) and f"{{{p.file_field}" in model.file_name
+    )
     loras = tuple(lora.resolved_against(base) for lora in model.loras or ())
     return JobSpec(
         model.name, where, (grid,), keep_sources=model.keep_sources, loras=loras, file_name=model.file_name
@@ -175,18 +199,29 @@ def _without_random_seed(data: dict, where: str, problems: list[str]) -> dict:
     return {key: value for key, value in data.items() if key != "seed"}
 
 
-def _output_options(model: BaseModel, where: str, problems: list[str]) -> OutputOptions:
+def _without_untaken(data: dict, task: str, where: str, problems: list[str]) -> dict:
+    """A parameter the task does not take (`strength` for fill and kontext) is refused by name, then left out so
+    that nothing else complains about it."""
+    untaken = [p.name for p in PARAMETERS if not p.taken_by(task) and data.get(p.name) is not None]
+    problems.extend(f"{where}: field '{name}': the {task} task takes no {name}" for name in untaken)
+    return {key: value for key, value in data.items() if key not in untaken}
+
+
+def _output_options(model: BaseModel, where: str, problems: list[str], task: str = DEFAULT_TASK) -> OutputOptions:
     """png is lossless: a quality for it is refused rather than silently ignored."""
-    format = _param(model, "format")
+    format = _param(model, "format", task)
     if format == "png" and model.quality is not None:
         problems.append(f"{where}: field 'quality': applies to format jpeg or webp only (png is lossless)")
-    quality = None if format == "png" else _param(model, "quality") or DEFAULT_QUALITY
-    return OutputOptions(format, quality, _param(model, "captions"))
+    quality = None if format == "png" else _param(model, "quality", task) or DEFAULT_QUALITY
+    return OutputOptions(format, quality, _param(model, "captions", task))
 
 
-def _param(model: BaseModel, name: str):
-    value = getattr(model, name)
-    return named(name).default_for() if value is None else value
+def _param(model: BaseModel, name: str, task: str = DEFAULT_TASK):
+    """The value given, else the task's default; None for a parameter the task does not take."""
+    value, declared = getattr(model, name), named(name)
+    if value is None and declared.taken_by(task):
+        return declared.default_for(task)
+    return value
 
 
 def _as_list(value) -> list:
@@ -206,8 +241,9 @@ def _check_grid(grid: Grid, where: str, problems: list[str]) -> None:
     largest = max((seed for seed in grid.seed if seed is not None), default=0)
     if largest + grid.variations - 1 > SEED_MAX:
         problems.append(f"{where}: seed {largest} with {grid.variations} variations passes the largest seed {SEED_MAX}")
+    strengths = sorted(strength for strength in set(grid.strength) if strength is not None)  # none: not taken
     for steps in set(grid.num_inference_steps):
-        for strength in sorted(set(grid.strength)):  # passes grow with strength: the first that works ends it
+        for strength in strengths:  # passes grow with strength: the first that works ends it
             if denoising_steps(steps, strength) >= 1:
                 break
             problems.append(
@@ -255,7 +291,7 @@ def denoising_steps(steps: int, strength: float) -> int:
     return steps - t_start
 
 
-def _load_csv(path: Path) -> Manifest:
+def _load_csv(path: Path, task: str = DEFAULT_TASK) -> Manifest:
     text = read_text_file(path, lambda message: ManifestError([message]))
     try:
         table = read_csv_table(text.lstrip("\ufeff"), max_field=MAX_FILE_BYTES)
@@ -269,7 +305,7 @@ def _load_csv(path: Path) -> Manifest:
     for number, record in enumerate(table.rows, start=1):
         where = f"{path}: row {number} (line {record.line})"
         row = _csv_values(table, record, where, problems)
-        grid, job = _grid_from_row(row, path, where, problems) if row is not None else (None, "")
+        grid, job = _grid_from_row(row, path, where, problems, task) if row is not None else (None, "")
         if grid is not None:
             grids.setdefault(job, []).append(replace(grid, row=number))
             origins.setdefault(job, f"{path}: job '{job}'")
@@ -318,8 +354,10 @@ def _csv_values(table: CsvTable, record: CsvRecord, where: str, problems: list[s
     return values
 
 
-def _grid_from_row(row: dict, path: Path, where: str, problems: list[str]) -> tuple[Grid | None, str]:
-    row = _without_random_seed(row, where, problems)
+def _grid_from_row(
+    row: dict, path: Path, where: str, problems: list[str], task: str = DEFAULT_TASK
+) -> tuple[Grid | None, str]:
+    row = _without_random_seed(_without_untaken(row, task, where, problems), where, problems)
     try:
         model = CsvRow.model_validate(row)
     except ValidationError as exc:
@@ -341,9 +379,9 @@ def _grid_from_row(row: dict, path: Path, where: str, problems: list[str]) -> tu
         sources=(ref,),
         masks=masks,
         prompts=(model.prompt,),
-        **{name: (_param(model, name),) for name in axis_names()},
-        output=_output_options(model, where, problems),
-        variations=_param(model, "variations"),
+        **{name: (_param(model, name, task),) for name in axis_names()},
+        output=_output_options(model, where, problems, task),
+        variations=_param(model, "variations", task),
     )
     _check_grid(grid, where, problems)
     return grid, model.job or path.stem

@@ -368,7 +368,9 @@ class JobOutput(JobRecords):
         paired = any(SOURCE_IMAGE_COLUMN in r for r in done)
         rows = ["row"] * any("row" in r for r in ordered)  # CSV jobs: the manifest row each result came from
         masked = MASK_COLUMNS * any("mask_file_name" in r for r in done)
-        self._write_csv("metadata.csv", METADATA_COLUMNS + rows + [SOURCE_IMAGE_COLUMN] * paired + masked, done)
+        task = ["task"] * any(r.get("task") for r in done)  # the pipeline task, where it is not img2img
+        columns = METADATA_COLUMNS + rows + task + [SOURCE_IMAGE_COLUMN] * paired + masked
+        self._write_csv("metadata.csv", columns, done)
         failed_masks = [*MASK_COLUMNS[:-1], "mask"] * any("mask" in r for r in failed)
         self._write_csv("failures.csv", FAILURE_COLUMNS + rows + failed_masks, failed)
         return len(done), len(failed)

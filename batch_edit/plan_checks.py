@@ -40,7 +40,12 @@ def plan_warnings(config: PipelineConfig, jobs: list[JobSpec]) -> list[str]:
             "here (use a config with 'device: cpu', or run on a machine with a CUDA GPU)"
         )
     for job in jobs:
-        pairs = {pair for grid in job.grids for pair in itertools.product(grid.num_inference_steps, grid.strength)}
+        pairs = {
+            (steps, strength)
+            for grid in job.grids
+            for steps, strength in itertools.product(grid.num_inference_steps, grid.strength)
+            if strength is not None  # fill and kontext take no strength
+        }
         noisy = sorted(pair for pair in pairs if denoising_steps(*pair) == pair[0])
         if noisy:
             shown = ", ".join(f"strength {strength} with {steps} steps" for steps, strength in noisy[:4])

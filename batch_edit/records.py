@@ -22,7 +22,7 @@ _NOT_IN_NAMES = re.compile(r"[/\\\x00]")  # a folder part (either separator) or 
 # pipeline by its recorded identity fields, not `pipeline_config`, which records of older versions lack.
 SUPERSEDE_FIELDS = (
     "source", "mask", "prompt", *(p.column for p in axes()),
-    "model", "revision", "dtype", "quantization", "loras", "first_block_cache", "vae_tiling", "base_model",
+    "model", "revision", "dtype", "quantization", "loras", "first_block_cache", "vae_tiling", "base_model", "task",
 )  # fmt: skip
 _KEY_FIELDS = ("job", *SUPERSEDE_FIELDS)
 

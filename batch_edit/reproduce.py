@@ -72,6 +72,13 @@ def reproduce(
         raise ReproduceError(problem) from None
     except ValueError as exc:
         raise ReproduceError(f"{metadata_csv}: item {item_id}: a value cannot be read: {exc}") from None
+    # blank exactly where the task takes no such parameter (strength for fill and kontext)
+    unlike = [p.column for p in axes() if p.taken_by(config.task) == (getattr(item, p.name) is None)]
+    if unlike:
+        raise ReproduceError(
+            f"{metadata_csv}: item {item_id}: column(s) {', '.join(unlike)} do not fit the {config.task} task of "
+            "the pipeline config (blank where it takes the parameter, or set where it takes none)"
+        )
     try:
         source = fit_image(load_image(item.source, fetch), item.width, item.height, item.resize)
     except SourceError as exc:
@@ -90,10 +97,19 @@ def _blank_is_one(value):
     return value or 1  # rows written before batch sizes were recorded leave the cell empty
 
 
+def _blank_is_none(value):
+    return None if value == "" else value  # a parameter the task takes none of (strength for kontext)
+
+
 # The row's values a re-render uses, held to the limits a manifest has (extra columns are ignored).
 _RowValues = create_model(
     "_RowValues",
-    **{p.column: (p.value, ...) if p.needs is None else (p.value, p.default_for()) for p in axes()},
+    **{
+        # blank: a parameter the task does not take (strength for kontext); a mask parameter's column is optional
+        p.column: (Annotated[p.value | None, BeforeValidator(_blank_is_none)], ...) if p.needs is None
+        else (p.value, p.default_for())
+        for p in axes()
+    },  # fmt: skip
     batch_size=(Annotated[int, BeforeValidator(_blank_is_one), Field(ge=1, le=64)], 1),
 )
 
@@ -130,9 +146,15 @@ def item_from_row(row: dict) -> WorkItem:
         source=ref,
         prompt=row["prompt"],
         seed_derived=row["seed_derived"] == "True",
-        # the value as the item asked it (not the fitted size); a mask parameter's column is in masked jobs only
-        **{p.name: p.parse(row[p.column]) if p.column in row else p.default_for() for p in axes()},
+        # the value as the item asked it (not the fitted size)
+        **{p.name: _cell_value(row, p) for p in axes()},
     )
+
+
+def _cell_value(row: dict, p):
+    if p.column not in row:  # a mask parameter's column is in masked jobs only
+        return p.default_for()
+    return p.parse(row[p.column]) if row[p.column] != "" else None  # blank: a parameter its task does not take
 
 
 def compare(image: Image.Image, stored_path: Path, item_id: str) -> Comparison:

@@ -570,6 +570,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if args.config:
         if args.configs or args.backends or args.batch_sizes:
             raise ValueError("--config runs one pipeline config: drop --configs/--backends/--batch-sizes")
+        from batch_edit.pipeline_config import load_pipeline_config
+
+        task = load_pipeline_config(args.config).task
+        if task != "img2img":  # the random weights are FLUX.1-dev's img2img pipeline, and items carry no masks
+            raise ValueError(f"--config {args.config.name}: the benchmark runs img2img configs only, not {task}")
         overrides = tuple(args.set or ())
         configurations = [(memory_contract.label(args.config, overrides), config_batch_size(args, overrides))]
         backends = []
