@@ -302,3 +302,28 @@ def test_the_task_configs_ship_the_24gb_recipe_and_the_benchmark_refuses_them(tm
         args.config = REPO / "configs" / name
         with pytest.raises(ValueError, match=f"the benchmark runs img2img configs only, not {task}"):
             bench.settings_from(args)
+
+
+def test_kontext_output_is_the_fitted_size_under_resize_fit(tmp_path, tiny_task_config):
+    """`resize: fit` keeps the source's aspect within width x height (96x48): the result has that fitted size too."""
+    result = run_grid(tmp_path, tiny_task_config("kontext"), ", resize: fit")
+    assert result.returncode == 0, result.stderr
+    rows = pd.read_csv(tmp_path / "out" / "j" / "metadata.csv")
+    for row in rows.to_dict("records"):
+        with Image.open(tmp_path / "out" / "j" / row["file_name"]) as image:
+            assert image.size == (row["width"], row["height"]) != (96, 48)
+            assert row["width"] % 16 == 0 and row["height"] % 16 == 0
+
+
+def test_a_padded_compiled_batch_pads_the_masks_too(engines):
+    """A compiled transformer keeps one batch shape: a short batch is padded with copies, masks included."""
+    engine = engines("inpaint")
+    items, images = task_items("inpaint", [("a tiger", 1), ("a lion", 2)])
+    masks = [box_mask(64, 64), box_mask(64, 64).transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    unpadded = engine.generate(items, images, masks)
+    padded = Engine(engine.config.model_copy(update={"compile": True}), engine.pipe)  # the padding, not a compile
+    padded.batch_size = 3
+    results = padded.generate(items, images, masks)
+    assert len(results) == 2
+    for one, other in zip(results, unpadded):
+        assert np.abs(np.asarray(one, dtype=int) - np.asarray(other, dtype=int)).max() <= 1
