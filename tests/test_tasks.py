@@ -327,3 +327,15 @@ def test_a_padded_compiled_batch_pads_the_masks_too(engines):
     assert len(results) == 2
     for one, other in zip(results, unpadded):
         assert np.abs(np.asarray(one, dtype=int) - np.asarray(other, dtype=int)).max() <= 1
+
+
+@pytest.mark.parametrize("task", ["fill", "kontext"])
+def test_the_speed_options_apply_to_a_task_pipeline_and_keep_its_images(tiny_task_config, engines, task):
+    options = dict(fuse_qkv="true", attention_backend="_native_math", vae_channels_last="true")
+    tuned = Engine.load(load_pipeline_config(tiny_task_config(task, **options)))
+    assert type(tuned.pipe.transformer.transformer_blocks[0].attn.to_qkv).__name__ == "QLinear"  # fused, quantized
+    items, images = task_items(task, [("a tiger", 1)])
+    masks = [box_mask(64, 64)] if task == "fill" else None
+    (fast,) = tuned.generate(items, images, masks)
+    (plain,) = engines(task).generate(items, images, masks)
+    assert np.abs(np.asarray(fast, dtype=int) - np.asarray(plain, dtype=int)).max() <= 2
