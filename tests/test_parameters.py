@@ -190,3 +190,32 @@ def test_a_parameter_added_to_the_declarations_reaches_every_stage(tmp_path):
     # contact sheets: an axis, labelled
     assert ["sharpness", "sharpness"] in seen["sheet_axes"]
     assert seen["sheet_headers"] == ["sharpness 0.25", "sharpness 1.5"]
+
+
+def names_in_code(module: Path) -> set[str]:
+    """The identifiers and string constants a module's code uses (docstrings and comments aside)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.Attribute):
+            found.add(node.attr)
+        elif isinstance(node, ast.keyword) and node.arg:
+            found.add(node.arg)
+        elif isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
+            found.add(node.value)
+    return found
+
+
+def test_the_mask_parameters_are_named_only_where_declared_and_where_they_act():
+    """The manifest models, grid, WorkItem, ids, records, CSV columns, A1111 text, sheets and reproduce learnt of
+    mask_blur, mask_padding and composite from their declarations alone: no other module names them but the one
+    applying them (masks.py: blur and compositing) and the engine, which hands the padding to diffusers."""
+    acting = {"mask_blur": {"masks.py"}, "mask_padding": {"masks.py", "engine.py"}, "composite": {"masks.py"}}
+    declared = REPO / "batch_edit" / "parameters.py"
+    modules = {path.name: names_in_code(path) for path in (REPO / "batch_edit").glob("*.py") if path != declared}
+    for name, where in acting.items():
+        assert name in names_in_code(declared)
+        assert {module for module, names in modules.items() if name in names} == where, name
