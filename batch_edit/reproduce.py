@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Callable
 
@@ -17,7 +17,8 @@ from . import job_files
 from .errors import BatchEditError, UnsafeOutputError
 from .formats import as_stored
 from .local_files import open_regular
-from .outputs import PIPELINES_DIR, STATE_DIR
+from .masks import MaskLoader, composited
+from .outputs import PIPELINES_DIR, SOURCES_DIR, STATE_DIR
 from .parameters import axes, needing
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import WorkItem
@@ -60,9 +61,6 @@ def reproduce(
     missing = ", ".join(name for name in REQUIRED_COLUMNS if name not in row)
     if missing:
         raise ReproduceError(f"{metadata_csv}: not a batch-edit metadata.csv: it lacks the column(s) {missing}")
-    if row.get("mask_file_name"):
-        raise ReproduceError(f"{metadata_csv}: item {item_id} was made through a mask; reproduce re-renders items "
-                             "without masks only")  # fmt: skip
     config = load_pipeline_config(config_path or _recorded_config(folder, row.get("pipeline_config") or ""))
     try:
         copies = _RowValues.model_validate(row).batch_size
@@ -80,13 +78,32 @@ def reproduce(
             "the pipeline config (blank where it takes the parameter, or set where it takes none)"
         )
     try:
-        source = fit_image(load_image(item.source, fetch), item.width, item.height, item.resize)
+        original = load_image(item.source, fetch)
     except SourceError as exc:
         raise ReproduceError(f"cannot load the source {item.source.key}: {exc}") from None
+    source = fit_image(original, item.width, item.height, item.resize)
+    mask = _fitted_mask(folder, row, item, original.size, fetch)
     engine = load_engine(config)
     # Same batch size as the original call (`copies`): on a GPU, results repeat bitwise only at that batch size.
-    (image, *_) = engine.generate([item] * copies, [source] * copies)
-    return compare(image, folder / row["file_name"], item_id)
+    masks = {"masks": [mask] * copies} if mask is not None else {}
+    (image, *_) = engine.generate([item] * copies, [source] * copies, **masks)
+    return compare(composited(item, image, source, mask), folder / row["file_name"], item_id)
+
+
+def _fitted_mask(folder: Path, row: dict, item: WorkItem, source_size: tuple, fetch: FetchOptions):
+    """The mask the item was made through (None without one): the fitted mask kept under sources/ (keep_sources),
+    else the mask file as given, fitted again as the run fitted it."""
+    name = row.get("mask_file_name") or ""
+    if not name:
+        return None
+    kept = name.split("/", 1)
+    try:
+        if len(kept) == 2 and kept[0] == SOURCES_DIR and is_bare_name(kept[1]):
+            with open(open_regular(folder / name), "rb") as handle, Image.open(handle) as stored:
+                return stored.convert("L")
+        return MaskLoader(fetch).fitted(replace(item, mask=source_ref(name, Path("/"))), source_size)
+    except (OSError, SourceError) as exc:
+        raise ReproduceError(f"cannot load the mask {name}: {exc}") from None
 
 
 # The columns of every row (a mask parameter's are in masked jobs only)

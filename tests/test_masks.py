@@ -423,8 +423,34 @@ jobs:
     cropped, whole = pixels(folder / rows.loc[8, "file_name"]), pixels(folder / rows.loc[0, "file_name"])
     assert (cropped[outside] == source[outside]).all() and (cropped[~outside] != whole[~outside]).any()
     assert (folder / "contact-sheet-cat.png").is_file()
-    refused = batch_edit("reproduce", str(folder / "metadata.csv"), "--item", rows.loc[8, "item_id"])
-    assert refused.returncode == 2 and "was made through a mask" in refused.stderr
+    for padding in (0, 8):  # through the fitted mask kept under sources/
+        again = batch_edit("reproduce", str(folder / "metadata.csv"), "--item", rows.loc[padding, "item_id"])
+        assert again.returncode == 0 and "identical" in again.stdout, again.stdout + again.stderr
+
+
+def test_reproduce_fits_the_mask_file_again_where_the_job_kept_no_sources(tmp_path, tiny_task_config):
+    image(tmp_path / "masks" / "cat.png", (640, 427), mode="L", box=(100, 50, 400, 300))
+    (tmp_path / "m.yaml").write_text(f"""
+jobs:
+  - name: plain
+    sources: {PHOTOS / "cat.jpg"}
+    masks: masks
+    prompts: a tiger
+    mask_blur: 6
+    num_inference_steps: 4
+    width: 64
+    height: 48
+""")
+    config = str(tiny_task_config("inpaint"))
+    assert batch_edit("run", "m.yaml", "--pipeline", config, "--output-root", "o", cwd=tmp_path).returncode == 0
+    metadata = tmp_path / "o" / "plain" / "metadata.csv"
+    row = pd.read_csv(metadata).iloc[0]
+    assert row["mask_file_name"] == str(tmp_path / "masks" / "cat.png")
+    again = batch_edit("reproduce", str(metadata), "--item", row["item_id"])
+    assert again.returncode == 0 and "identical" in again.stdout, again.stdout + again.stderr
+    image(tmp_path / "masks" / "cat.png", (640, 427), mode="L", box=(0, 0, 640, 100))  # the mask redrawn since
+    changed = batch_edit("reproduce", str(metadata), "--item", row["item_id"])
+    assert changed.returncode == 1 and "identical" not in changed.stdout
 
 
 def test_a_swept_mask_parameter_is_a_labelled_contact_sheet_axis(folder):
