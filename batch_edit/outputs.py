@@ -17,7 +17,6 @@ import os
 import shutil
 import stat
 import threading
-import time
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -26,55 +25,24 @@ from PIL import Image
 
 from . import job_files
 from .errors import OutputBusyError, OutputError
-from .formats import caption_name, save_image
-from .infotext import a1111_parameters
-from .masks import mask_fields
-from .parameters import axes, metadata_columns
+from .formats import caption_name
+from .parameters import metadata_columns
 from .plan import WorkItem
 from .records import SOURCES_DIR, STATE_DIR, JobRecords, supersede_key
+from .result_files import PARAMETER_COLUMNS, SOURCE_IMAGE_COLUMN, EncodedResult, Failure, encode_result, item_fields
+from .result_files import now as _now
 from .sheets import write_contact_sheets
 
 PRUNED_DIR = f"{STATE_DIR}/pruned"
 PIPELINES_DIR = "pipelines"  # .batch-edit/pipelines/<hash>.yaml: each pipeline config records were made with
 SHEETS_STAMP = "sheets"  # .batch-edit/sheets: touched once every contact sheet of the current metadata.csv is written
-# Not `source_file_name`: imagefolder would name that image column `source`, which the source path already is.
-SOURCE_IMAGE_COLUMN = "source_image_file_name"
 # A masked job's columns: the mask parameters, and the mask image (imagefolder's `mask` column): the fitted mask
 # under sources/ with keep_sources, else the mask file as given. failures.csv names the mask as given.
 MASK_COLUMNS = [*metadata_columns("mask"), "mask_file_name"]
-PARAMETER_COLUMNS = metadata_columns()
 ITEM_COLUMNS = ["item_id", "job", "index", "source", "prompt", *PARAMETER_COLUMNS]
-FITTED = tuple(p.name for p in axes() if p.fitted)  # (width, height): a result's size, as PIL gives it
 PIPELINE_COLUMNS = ["model", "revision", "dtype", "quantization", "loras", "device", "pipeline_config"]
 METADATA_COLUMNS = ["file_name", *ITEM_COLUMNS, *PIPELINE_COLUMNS, "batch_size", "seconds", "finished_at"]
 FAILURE_COLUMNS = [*ITEM_COLUMNS, "stage", "error_type", "error", "failed_at"]
-
-
-def item_fields(item: WorkItem, size: tuple[int, int] | None = None) -> dict:
-    """The item's record fields; `size`: the result's, where it differs from the one asked for."""
-    values = {name: getattr(item, name) for name in FITTED}
-    values.update(zip(FITTED, size or ()))
-    for p in axes():
-        if p.needs is not None:
-            continue  # mask_fields
-        values[p.column] = getattr(item, p.name)
-        values.update((name, getattr(item, name)) for name in p.columns[1:])
-    return {
-        "item_id": item.item_id,
-        "job": item.job,
-        "index": item.index,
-        "source": item.source.key,
-        "source_stat": item.source.stat,
-        "source_sha256": item.source.fingerprint if len(item.source.fingerprint) == 64 else "",
-        "prompt": item.prompt,
-        **{column: values[column] for column in PARAMETER_COLUMNS},
-        **({"row": item.row} if item.row is not None else {}),
-        **mask_fields(item),
-    }
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 class JobOutput(JobRecords):
@@ -211,40 +179,27 @@ class JobOutput(JobRecords):
     ) -> None:
         """Write the result (and, for before/after pairs, the fitted source and mask it was made from), then
         record it."""
-        row = {"file_name": item.output_name, **item_fields(item, image.size), **extra, "finished_at": _now()}
-        row.update(format=item.output.format, quality=item.output.quality)
-        if source is not None:
-            row[SOURCE_IMAGE_COLUMN] = self._write_source(item, source)
-        if item.mask is not None:
-            row["mask_file_name"] = self._write_source(item, mask, item.mask) if mask is not None else item.mask.key
+        self.write_result(item, encode_result(item, image, extra, source, mask))
+
+    def write_result(self, item: WorkItem, result: EncodedResult) -> None:
+        """Write an encoded result (made here or by a worker elsewhere), then append the row it carries."""
+        for name, png in result.kept:
+            self._write_source(name, png)
         if item.output.captions:  # before the image: a finished item always has its caption
             caption = item.prompt.encode("utf-8")
             self._write_file(self.folder / caption_name(item.output_name), lambda handle: handle.write(caption))
-        parameters = a1111_parameters(row)
-        size = self._write_file(
-            self.folder / item.output_name, lambda handle: save_image(handle, image, item.output, parameters, row)
-        )
-        self._append({"status": "ok", "bytes": size, **row})
+        size = self._write_file(self.folder / item.output_name, lambda handle: handle.write(result.data))
+        self._append({"status": "ok", "bytes": size, **result.row})
 
-    def _write_source(self, item: WorkItem, source: Image.Image, mask=None) -> str:
-        """One file per distinct fitted source (or mask: `mask` its ref), shared by every item made from it (a
-        sweep writes it once)."""
-        key = json.dumps([item.source.key, item.source.fingerprint, source.size, item.resize])
-        if mask is not None:  # fitted with its source's geometry: the same mask over two sources is two files
-            key = json.dumps([key, mask.key, mask.fingerprint])
-        stem = item.output_name.rsplit("-", 1)[0] + ("-mask" if mask is not None else "")
-        name = f"{SOURCES_DIR}/{stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.png"
+    def _write_source(self, name: str, png: bytes) -> None:
+        """Written once: every item made from the same fitted source (or mask) names the same file."""
         try:
             job_files.make_folder(self.folder / SOURCES_DIR)
         except OSError as exc:
             raise OutputError(f"cannot write {self.folder / SOURCES_DIR}: {exc.strerror or exc}") from exc
         found = _lstat(self.folder / name)
         if found is None or not stat.S_ISREG(found.st_mode):
-            self._write_png(self.folder / name, source, None)
-        return name
-
-    def _write_png(self, final: Path, image: Image.Image, info) -> int:
-        return self._write_file(final, lambda handle: image.save(handle, format="PNG", pnginfo=info))
+            self._write_file(self.folder / name, lambda handle: handle.write(png))
 
     def _write_file(self, final: Path, write: Callable[[BinaryIO], object]) -> int:
         temporary = job_files.temporary_name(final)
@@ -290,9 +245,11 @@ class JobOutput(JobRecords):
         return str(target.relative_to(self.folder))
 
     def record_failure(self, item: WorkItem, stage: str, error: BaseException, pipeline: dict | None = None) -> None:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        row = {**item_fields(item), **(pipeline or {}), "stage": stage, "error_type": type(error).__name__}
-        self._append({"status": "failed", **row, "error": message, "failed_at": _now()})
+        self.record_failed(item, Failure.of(stage, error), pipeline)
+
+    def record_failed(self, item: WorkItem, failure: Failure, pipeline: dict | None = None) -> None:
+        row = {**item_fields(item), **(pipeline or {}), "stage": failure.stage, "error_type": failure.error_type}
+        self._append({"status": "failed", **row, "error": failure.error, "failed_at": _now()})
 
     def _append(self, record: dict) -> None:
         if self._records is None:

@@ -1,28 +1,28 @@
-"""The orchestrator: find pending items, load the pipeline once, run batches, record every outcome."""
+"""The driver: find pending items, lock the job folders, have them run (in this process, or on Ray workers) and
+record every result as it comes back; it alone writes the job folders. What a worker does is `worker.py`."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
-from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
-
-from PIL import Image
+from typing import Protocol
 
 from .background import Prefetch, Writer
-from .errors import BatchEditError, OutOfMemory, OutputError, OutputRefusedError
-from .masks import MaskLoader, composited
+from .errors import BatchEditError, OutputError, OutputRefusedError
 from .outputs import JobOutput
 from .pipeline_config import PipelineConfig, dump_pipeline_config
 from .plan import JobPlan, WorkItem
 from .progress import Progress
 from .records import config_hash
+from .result_files import ItemResult
 from .signals import InterruptibleLoad, StopOnSignal
-from .sources import FetchOptions, SourceError, SourceRef, fit_image, load_image
+from .sources import FetchOptions
+from .worker import Generated, Prepared, Task, Worker, in_batches, prepare
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,20 @@ class SourcesMissing(BatchEditError):
     """Every item's source is a local file that does not exist: nothing could run."""
 
 
+class Execution(Protocol):
+    """Where items run: `InProcess` (this process's one engine) or `ray_run.RayExecution` (Ray workers)."""
+
+    def check(self, config: PipelineConfig) -> None:
+        """Refusals that need no weights, before anything is written."""
+
+    def load(self, config: PipelineConfig) -> PipelineConfig:
+        """Make ready (under the job folders' locks); returns the config with `auto` choices resolved."""
+
+    def run(self, tasks: list[Task], pipeline: dict, record: Callable[[ItemResult], None], stop: StopOnSignal) -> None:
+        """Every task's result to `record` (a result may come twice: the driver keeps the first); stop early once
+        `stop.signal` is set."""
+
+
 def run(
     plans: list[JobPlan],
     config: PipelineConfig,
@@ -72,6 +86,13 @@ def run(
     load_engine: Callable[[PipelineConfig], object],
     options: RunOptions = RunOptions(),
     check_engine: Callable[[PipelineConfig], None] = lambda config: None,
+) -> RunResult:
+    """The run in this process, with the engine `load_engine` gives."""
+    return drive(plans, config, output_root, InProcess(load_engine, check_engine, options.fetch), options)
+
+
+def drive(
+    plans: list[JobPlan], config: PipelineConfig, output_root: Path, execution: Execution, options: RunOptions
 ) -> RunResult:
     # 1. What is left to do: finished items (a record and an intact image under the planned name) are skipped
     #    unless overwriting; --limit keeps the first N.
@@ -88,34 +109,35 @@ def run(
             output.refresh()  # a run killed after its last item but before its CSVs or contact sheets were written
         return RunResult(summaries, loaded_model=False)
     _check_sources_exist([item for items in pending.values() for item in items])
-    check_engine(config)  # refusals that need no weights come before anything is written
+    execution.check(config)  # refusals that need no weights come before anything is written
     with ExitStack() as stack:
-        # 2. Lock every job folder this run will write, then load the one pipeline for the whole run. A job
+        # 2. Lock every job folder this run will write, then load the pipeline(s) for the whole run. A job
         #    another run holds refuses the whole run, and the folders this one created go again.
         def recount() -> None:  # under the locks: a run that held a folder a moment ago may have finished items
             pending.update(_pending(active, plans_by_name, outputs, options))
 
-        engine = _lock_and_load(stack, [outputs[s.name] for s in active], recount, config, load_engine)
-        # 3. Each job in turn; the first SIGINT/SIGTERM stops the run after the batch in progress.
+        used = _lock_and_load(stack, [outputs[s.name] for s in active], recount, config, execution.load)
+        # 3. Every pending item, job after job, sorted by the batch key (strength, steps, guidance) so compatible
+        #    items share a pipeline call; each result is recorded as it comes back. The first SIGINT/SIGTERM
+        #    stops the run once what is in progress is back.
         stop = stack.enter_context(StopOnSignal())
         progress = stack.enter_context(Progress(sum(len(pending[s.name]) for s in active)))
-        used = engine.config  # `auto` choices resolved by the engine
-        pipeline = _PipelineRecord(used)
-        context = _RunContext(engine, progress, engine.batch_size, options, pipeline.fields, stop)
-        _encode_prompts_once(engine, [pending[s.name] for s in active])
-        for summary in active:
-            if stop.signal is None and pending[summary.name]:
-                output = outputs[summary.name]
-                output.start(pipeline.yaml, pipeline.hash)  # the config kept only now that it has loaded
-                try:
-                    job = _JobRun(context, output, summary, plans_by_name[summary.name].keep_sources)
-                    job.run(pending[summary.name])
-                finally:
-                    output.finish()  # one open record at a time, however many jobs
+        tasks = [
+            Task(item, plans_by_name[s.name].keep_sources)
+            for s in active
+            for item in sorted(pending[s.name], key=lambda item: item.batch_key)
+        ]
+        recorder = _Recorder(
+            [(s, outputs[s.name], pending[s.name]) for s in active], _PipelineRecord(used), progress, options
+        )
+        try:
+            execution.run(tasks, recorder.pipeline.fields, recorder.record, stop)
+        finally:
+            recorder.close()
     return RunResult(summaries, loaded_model=True, interrupted_by=stop.signal, seconds=progress.elapsed)
 
 
-def _lock_and_load(stack: ExitStack, outputs: list[JobOutput], recount, config: PipelineConfig, load_engine):
+def _lock_and_load(stack: ExitStack, outputs: list[JobOutput], recount, config: PipelineConfig, load):
     locked = []
     with InterruptibleLoad():
         try:
@@ -125,7 +147,7 @@ def _lock_and_load(stack: ExitStack, outputs: list[JobOutput], recount, config: 
                     locked.append(output)  # before lock(): a refused lock still removes what it created
                     output.lock()
                 recount()
-            return load_engine(config)
+            return load(config)
         except BaseException:  # a refusal, a load error or a signal: no config, no new folder, no .batch-edit/
             for output in locked:  # every lock released first: removing a folder needs descriptors of its own
                 output.close()
@@ -192,181 +214,111 @@ def _refused_before_running():
         raise OutputRefusedError(str(exc)) from exc
 
 
-def _encode_prompts_once(engine, pending: list[list[WorkItem]]) -> None:
-    """Encode every distinct prompt up front when they all fit the cache (then the text encoders can go)."""
-    prompts = list(dict.fromkeys(item.prompt for items in pending for item in items))
-    if len(prompts) <= engine.config.prompt_cache:
-        engine.encode_prompts(prompts)
+class _Recorder:
+    """Records each result as it comes back (the first one per item: a retried worker task may send one again).
+    A job's record opens with its first result; the job is finished (CSVs, contact sheets, record closed) when its
+    last pending item is back, and every job still open when the run ends."""
+
+    def __init__(self, jobs: list[tuple], pipeline: _PipelineRecord, progress: Progress, options: RunOptions):
+        self.pipeline, self.progress, self.options = pipeline, progress, options
+        self.jobs = {summary.name: _JobRecord(summary, output, items) for summary, output, items in jobs}
+        self.items = {(item.job, item.item_id): item for _, _, items in jobs for item in items}
+        self.recorded: set[tuple[str, str]] = set()
+        self.clock = time.monotonic()  # a job's time runs from the end of the one before it
+
+    def record(self, result: ItemResult) -> None:
+        key = (result.job, result.item_id)
+        if key in self.recorded or key not in self.items:
+            return
+        item, job = self.items[key], self.jobs[result.job]
+        if job.started is None:
+            job.output.start(self.pipeline.yaml, self.pipeline.hash)  # the config kept once items come back
+            job.started = self.clock
+        self.recorded.add(key)
+        if result.failure is not None:
+            job.output.record_failed(item, result.failure, self.pipeline.fields)
+            job.summary.failed += 1
+            reason = failure_reason(result.failure.error)
+            job.summary.errors[reason] = job.summary.errors.get(reason, 0) + 1
+            self.progress.update(failed=True)
+        else:
+            job.output.write_result(item, result.encoded)
+            job.summary.done += 1
+            self.progress.update()
+        job.left -= 1
+        if job.left == 0:
+            self._finish(job)
+        elif time.monotonic() - job.csvs_at > self.options.csv_every_s:
+            job.output.rebuild_csvs()
+            job.csvs_at = time.monotonic()
+
+    def close(self) -> None:
+        for job in self.jobs.values():
+            if job.started is not None and not job.finished:
+                self._finish(job)
+
+    def _finish(self, job: _JobRecord) -> None:
+        job.finished = True
+        self.clock = time.monotonic()
+        job.summary.seconds = self.clock - job.started
+        try:
+            job.output.rebuild_csvs()
+            job.output.write_sheets()
+        except OutputError as exc:  # the disk that stopped the run may refuse this too; the records are intact
+            log.error("%s (the next run rebuilds it)", exc)
+        finally:
+            job.output.finish()  # one open record per job whose results are coming back
 
 
 @dataclass
-class _RunContext:
-    engine: object
-    progress: Progress
-    batch_size: int
-    options: RunOptions
-    extra: dict  # pipeline fields written into every metadata row
-    stop: StopOnSignal
-    logged: set = field(default_factory=set)
+class _JobRecord:
+    summary: JobSummary
+    output: JobOutput
+    items: list[WorkItem]
+    started: float | None = None
+    finished: bool = False
+    csvs_at: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self):
+        self.left = len(self.items)
 
 
-class _JobRun:
-    """One job's items through the engine; every outcome is recorded the moment it is known."""
+class InProcess:
+    """The run in this process: sources prepared two batches ahead in one thread, batches generated in this one,
+    results encoded and recorded in a third while the next batch runs."""
 
-    def __init__(self, context: _RunContext, output: JobOutput, summary: JobSummary, keep_sources: bool = False):
-        self.context, self.output, self.summary, self.keep_sources = context, output, summary, keep_sources
-        self.csvs_at = time.monotonic()
+    def __init__(self, load_engine, check_engine, fetch: FetchOptions):
+        self.load_engine, self.check, self.fetch = load_engine, check_engine, fetch
+        self.engine = None
 
-    def run(self, items: list[WorkItem]) -> None:
-        started = time.monotonic()
-        # Sorting by the batch key (strength, steps, guidance) lets compatible items share a pipeline call.
-        prepared = Prefetch(self._prepare(sorted(items, key=lambda item: item.batch_key)), depth=2)
-        self.writer = Writer(self._written, depth=2 * self.context.batch_size)
+    def load(self, config: PipelineConfig) -> PipelineConfig:
+        self.engine = self.load_engine(config)
+        return self.engine.config  # `auto` choices resolved by the engine
+
+    def run(self, tasks: list[Task], pipeline: dict, record, stop: StopOnSignal) -> None:
+        worker = Worker(self.engine, pipeline, [task.item.prompt for task in tasks])
+        stopped = lambda: stop.signal is not None
+        prepared = Prefetch(in_batches(prepare(tasks, self.fetch, worker.errors, stopped), worker.batch_size), depth=2)
+        writer = Writer(lambda _: None, depth=2 * worker.batch_size)
         try:
-            for event in prepared:
-                if event[0] == "failed":
-                    self._failed(*event[1:])
-                    continue
-                self._generate(*event[1:])
-                if self.context.stop.signal is not None:
+            for ready in prepared:
+                if isinstance(ready, Prepared):  # its source could not be used
+                    generated = [Generated(ready, failure=ready.failure)]
+                else:
+                    generated = worker.generate(ready)
+                for one in generated:  # recorded in the writer's thread, in order, while the next batch runs
+                    writer.submit(lambda one: record(worker.encode(one)), one)
+                if stopped():
                     break
-                if time.monotonic() - self.csvs_at > self.context.options.csv_every_s:
-                    self.output.rebuild_csvs()
-                    self.csvs_at = time.monotonic()
-            self.writer.drain()
+            writer.drain()
         finally:
             prepared.close()
-            try:
-                self.writer.drain()  # a no-op after a clean end; after an error, cancels what was pending
-            finally:
-                self.summary.seconds = time.monotonic() - started
-                self._final_csvs()
-
-    def _generate(self, batch: list[WorkItem], images: list[Image.Image], masks: list) -> None:
-        started = time.monotonic()
-        try:
-            masked = {"masks": masks} if any(mask is not None for mask in masks) else {}
-            results = self.context.engine.generate(batch, images, **masked)
-            results = [composited(*made) for made in zip(batch, results, images, masks)]
-        except OutOfMemory as exc:
-            if len(batch) == 1:
-                self._failed(batch[0], "generate", exc)
-                return
-            half = len(batch) // 2
-            log.warning("%s: retrying as batches of %d and %d", exc, half, len(batch) - half)
-            self._generate(batch[:half], images[:half], masks[:half])
-            self._generate(batch[half:], images[half:], masks[half:])
-            return
-        except OutputError:
-            raise
-        except Exception as exc:  # one bad batch must not end an overnight run: record it and go on
-            self._log_once(exc, f"generation failed for {len(batch)} item(s)")
-            for item in batch:
-                self._failed(item, "generate", exc)
-            return
-        seconds = round((time.monotonic() - started) / len(batch), 3)
-        for item, image, source, mask in zip(batch, results, images, masks):
-            # PNG encoding and fsync happen in the writer thread while the next batch runs. The call's batch
-            # size is recorded: on a GPU, results repeat bitwise only at the same batch size.
-            extra = {**self.context.extra, "batch_size": len(batch), "seconds": seconds}
-            kept = (source, mask) if self.keep_sources else ()
-            self.writer.submit(self.output.write_image, item, image, extra, *kept)
-
-    def _written(self, _result) -> None:
-        self.summary.done += 1
-        self.context.progress.update()
-
-    def _final_csvs(self) -> None:
-        try:
-            self.output.rebuild_csvs()
-            self.output.write_sheets()
-        except OutputError as exc:  # the disk that stopped the run may refuse this too; the records are intact
-            log.error("%s (the next run rebuilds it)", exc)
-
-    def _prepare(self, items: list[WorkItem]) -> Iterator[tuple]:
-        """In the prefetch thread: load and fit each item's source (and mask). Yields ("batch", items, images,
-        masks) for full batches of items sharing parameters and fitted size, and ("failed", item, stage, error)."""
-        sources, masks = _SourceCache(self.context.options.fetch), MaskLoader(self.context.options.fetch)
-        open_batches: dict[tuple, tuple[list, list, list]] = {}
-        for item in items:
-            if self.context.stop.signal is not None:
-                return
-            try:
-                original = sources.get(item.source)
-                image = fit_image(original, item.width, item.height, item.resize)
-                mask = masks.fitted(item, original.size)  # None without one; fitted as the source was
-            except SourceError as exc:
-                yield ("failed", item, "load", exc)
-                continue
-            except Exception as exc:  # a decoder bug on one odd file is that item's failure, not the run's
-                self._log_once(exc, f"could not prepare {item.source.key}")
-                yield ("failed", item, "load", exc)
-                continue
-            batch = open_batches.setdefault((item.batch_key, image.size), ([], [], []))
-            batch[0].append(item)
-            batch[1].append(image)
-            batch[2].append(mask)
-            if len(batch[0]) >= self.context.batch_size:
-                yield ("batch", *open_batches.pop((item.batch_key, image.size)))
-        for batch in open_batches.values():
-            yield ("batch", *batch)
-
-    def _failed(self, item: WorkItem, stage: str, error: BaseException) -> None:
-        self.output.record_failure(item, stage, error, self.context.extra)
-        self.summary.failed += 1
-        reason = failure_reason(error)
-        self.summary.errors[reason] = self.summary.errors.get(reason, 0) + 1
-        self.context.progress.update(failed=True)
-
-    def _log_once(self, exc: Exception, context: str) -> None:
-        """Each distinct error's traceback once; repeats get one line, so a systematic fault can't flood the log."""
-        key = (type(exc).__name__, str(exc))
-        if key in self.context.logged:
-            log.error("%s: %s: %s (traceback above)", context, *key)
-        else:
-            self.context.logged.add(key)
-            log.exception("%s", context)
+            writer.drain()  # a no-op after a clean end; after an error, cancels what was pending
 
 
-def failure_reason(error: BaseException, most: int = 100) -> str:
+def failure_reason(error: BaseException | str, most: int = 100) -> str:
     """The reason a summary groups failures by: the error's whole first line (a reason may hold ':', as in
     "private address ::ffff:127.0.0.1 refused"), shortened if very long."""
     text = str(error).strip()
     line = text.splitlines()[0] if text else type(error).__name__
     return line if len(line) <= most else line[: most - 3] + "..."
-
-
-class _SourceCache:
-    """Decoded sources, so a sweep decodes (or downloads) its image once; failures are remembered too.
-
-    Bounded by count and by decoded bytes: twelve 9000x9000 photos are 2.9 GB of pixels, which a run making
-    small outputs must not hold. The newest image always stays, however large, so a sweep over one huge
-    source still decodes it once."""
-
-    def __init__(self, fetch: FetchOptions, size: int = 16, max_bytes: int = 512 * 1024 * 1024):
-        self.fetch, self.size, self.max_bytes = fetch, size, max_bytes
-        self.images: OrderedDict[SourceRef, Image.Image] = OrderedDict()
-        self.errors: dict[SourceRef, SourceError] = {}
-        self.bytes = 0
-
-    def get(self, ref: SourceRef) -> Image.Image:
-        if ref in self.errors:
-            raise self.errors[ref]
-        if ref in self.images:
-            self.images.move_to_end(ref)
-            return self.images[ref]
-        try:
-            image = load_image(ref, self.fetch)
-        except SourceError as exc:
-            self.errors[ref] = exc
-            raise
-        self.images[ref] = image
-        self.bytes += _pixel_bytes(image)
-        while len(self.images) > 1 and (len(self.images) > self.size or self.bytes > self.max_bytes):
-            _, oldest = self.images.popitem(last=False)
-            self.bytes -= _pixel_bytes(oldest)
-        return image
-
-
-def _pixel_bytes(image: Image.Image) -> int:
-    return image.width * image.height * len(image.getbands())

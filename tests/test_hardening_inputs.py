@@ -18,7 +18,7 @@ from batch_edit import validation
 from batch_edit.errors import ManifestError
 from batch_edit.manifest import MAX_ITEMS_PER_RUN, Grid, grid_size, load_manifests
 from batch_edit.parameters import axis_names
-from batch_edit.runner import _SourceCache
+from batch_edit.worker import SourceCache as _SourceCache
 from batch_edit.sources import FetchOptions, SourceError, SourceRef, expand_source, load_image, source_ref
 from batch_edit.validation import printable
 

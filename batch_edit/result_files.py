@@ -1,0 +1,121 @@
+"""A result as the bytes of its file, made where the image was made: the record row (item, pipeline, timing) and
+the image encoded with that row in its metadata chunks, or the item's failure. Pure: nothing here touches a job
+folder, so a worker on another machine sends these small picklable values and the job folder's writer
+(`outputs.py`) writes the bytes and appends the same row to the record."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import dataclass
+
+from PIL import Image
+
+from .formats import save_image
+from .infotext import a1111_parameters
+from .masks import mask_fields
+from .parameters import axes, metadata_columns
+from .plan import WorkItem
+from .records import SOURCES_DIR
+
+# Not `source_file_name`: imagefolder would name that image column `source`, which the source path already is.
+SOURCE_IMAGE_COLUMN = "source_image_file_name"
+PARAMETER_COLUMNS = metadata_columns()
+FITTED = tuple(p.name for p in axes() if p.fitted)  # (width, height): a result's size, as PIL gives it
+
+
+def item_fields(item: WorkItem, size: tuple[int, int] | None = None) -> dict:
+    """The item's record fields; `size`: the result's, where it differs from the one asked for."""
+    values = {name: getattr(item, name) for name in FITTED}
+    values.update(zip(FITTED, size or ()))
+    for p in axes():
+        if p.needs is not None:
+            continue  # mask_fields
+        values[p.column] = getattr(item, p.name)
+        values.update((name, getattr(item, name)) for name in p.columns[1:])
+    return {
+        "item_id": item.item_id,
+        "job": item.job,
+        "index": item.index,
+        "source": item.source.key,
+        "source_stat": item.source.stat,
+        "source_sha256": item.source.fingerprint if len(item.source.fingerprint) == 64 else "",
+        "prompt": item.prompt,
+        **{column: values[column] for column in PARAMETER_COLUMNS},
+        **({"row": item.row} if item.row is not None else {}),
+        **mask_fields(item),
+    }
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why an item has no result: the stage ("load", "generate") and the error's type and first line."""
+
+    stage: str
+    error_type: str
+    error: str
+
+    @classmethod
+    def of(cls, stage: str, error: BaseException) -> Failure:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return cls(stage, type(error).__name__, message)
+
+
+@dataclass(frozen=True)
+class EncodedResult:
+    row: dict  # the record's fields, as the file carries them
+    data: bytes  # the result file
+    kept: tuple[tuple[str, bytes], ...] = ()  # before/after pairs: (name, PNG) of the fitted source and mask
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """What comes back for one item (its job and id): its encoded result or its failure."""
+
+    job: str
+    item_id: str
+    encoded: EncodedResult | None = None
+    failure: Failure | None = None
+
+
+def encode_result(
+    item: WorkItem, image: Image.Image, extra: dict, source: Image.Image | None = None, mask: Image.Image | None = None
+) -> EncodedResult:
+    """The result file's bytes (A1111 text and the record in its metadata), and the fitted source and mask as PNG
+    for before/after pairs (without them, the mask is named as given)."""
+    row = {"file_name": item.output_name, **item_fields(item, image.size), **extra, "finished_at": now()}
+    row.update(format=item.output.format, quality=item.output.quality)
+    kept = []
+    if source is not None:
+        row[SOURCE_IMAGE_COLUMN] = source_file_name(item, source.size)
+        kept.append((row[SOURCE_IMAGE_COLUMN], _png(source)))
+    if item.mask is not None and mask is not None:
+        row["mask_file_name"] = source_file_name(item, mask.size, item.mask)
+        kept.append((row["mask_file_name"], _png(mask)))
+    elif item.mask is not None:
+        row["mask_file_name"] = item.mask.key
+    buffer = io.BytesIO()
+    save_image(buffer, image, item.output, a1111_parameters(row), row)
+    return EncodedResult(row, buffer.getvalue(), tuple(kept))
+
+
+def source_file_name(item: WorkItem, size: tuple[int, int], mask=None) -> str:
+    """One file per distinct fitted source (or mask: `mask` its ref), shared by every item made from it (a sweep
+    writes it once)."""
+    key = json.dumps([item.source.key, item.source.fingerprint, size, item.resize])
+    if mask is not None:  # fitted with its source's geometry: the same mask over two sources is two files
+        key = json.dumps([key, mask.key, mask.fingerprint])
+    stem = item.output_name.rsplit("-", 1)[0] + ("-mask" if mask is not None else "")
+    return f"{SOURCES_DIR}/{stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.png"
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,205 @@
+"""What a worker does with items, the same code in one process and in each Ray worker: prepare (load and fit each
+item's source, and its mask), generate (items sharing parameters and fitted size in batches, halved on out-of-memory; a failing
+batch becomes its items' failures; a masked result composited over its source) and encode (the result file's bytes with its metadata).
+
+Nothing here writes a job folder: results are small picklable `ItemResult`s that the driver (`runner.py`) records.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from PIL import Image
+
+from .errors import OutOfMemory, OutputError
+from .masks import MaskLoader, composited
+from .plan import WorkItem
+from .result_files import Failure, ItemResult, encode_result
+from .sources import FetchOptions, SourceError, SourceRef, fit_image, load_image
+
+log = logging.getLogger("batch_edit.runner")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One pending item as the driver hands it out."""
+
+    item: WorkItem
+    keep_source: bool = False  # a before/after pair: the result carries the fitted source too
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An item with its inputs loaded and fitted, or why they could not be."""
+
+    task: Task
+    image: Image.Image | None = None
+    mask: Image.Image | None = None  # fitted as the source was; None for items without one
+    failure: Failure | None = None
+
+    @property
+    def group(self) -> tuple:
+        """Items that may share one pipeline call: same job, parameters and fitted size."""
+        item = self.task.item
+        return (item.job, item.batch_key, self.image.size)
+
+
+@dataclass(frozen=True)
+class Generated:
+    """An item's generated image (or its failure), before encoding."""
+
+    prepared: Prepared
+    image: Image.Image | None = None
+    failure: Failure | None = None
+    batch_size: int = 0
+    seconds: float = 0.0
+
+
+class ErrorLog:
+    """Each distinct error's traceback once; repeats get one line, so a systematic fault can't flood the log."""
+
+    def __init__(self):
+        self.seen: set = set()
+
+    def error(self, exc: BaseException, context: str) -> None:
+        key = (type(exc).__name__, str(exc))
+        if key in self.seen:
+            log.error("%s: %s: %s (traceback above)", context, *key)
+        else:
+            self.seen.add(key)
+            log.error("%s", context, exc_info=exc)
+
+
+def prepare(
+    tasks: Iterable[Task], fetch: FetchOptions, errors: ErrorLog, stopped: Callable[[], bool] = lambda: False
+) -> Iterator[Prepared]:
+    """Load and fit each task's source (and mask); one that cannot be used is that item's "load" failure."""
+    sources, masks = SourceCache(fetch), MaskLoader(fetch)
+    for task in tasks:
+        if stopped():
+            return
+        item = task.item
+        try:
+            original = sources.get(item.source)
+            image = fit_image(original, item.width, item.height, item.resize)
+            mask = masks.fitted(item, original.size)  # None without one; fitted as the source was
+        except SourceError as exc:
+            yield Prepared(task, failure=Failure.of("load", exc))
+            continue
+        except Exception as exc:  # a decoder bug on one odd file is that item's failure, not the run's
+            errors.error(exc, f"could not prepare {item.source.key}")
+            yield Prepared(task, failure=Failure.of("load", exc))
+            continue
+        yield Prepared(task, image, mask)
+
+
+def in_batches(prepared: Iterable[Prepared], batch_size: int) -> Iterator[Prepared | list[Prepared]]:
+    """Full batches of items that may share a call as soon as they are full, failures as they come; what is left
+    of a job's batches when the next job's items begin (and at the end)."""
+    open_batches: dict[tuple, list[Prepared]] = {}
+    job = None
+    for ready in prepared:
+        if ready.task.item.job != job:
+            yield from open_batches.values()
+            open_batches.clear()
+            job = ready.task.item.job
+        if ready.failure is not None:
+            yield ready
+            continue
+        batch = open_batches.setdefault(ready.group, [])
+        batch.append(ready)
+        if len(batch) >= batch_size:
+            yield open_batches.pop(ready.group)
+    yield from open_batches.values()
+
+
+class Worker:
+    """One resident engine: generates batches and encodes results. `pipeline` holds the pipeline fields every
+    result's record carries (model, dtype, ... and the config's hash)."""
+
+    def __init__(self, engine, pipeline: dict, prompts: list[str] = ()):
+        self.engine, self.pipeline = engine, pipeline
+        self.errors = ErrorLog()
+        # Every distinct prompt encoded up front when they all fit the cache (then the text encoders can go).
+        prompts = list(dict.fromkeys(prompts))
+        if prompts and len(prompts) <= engine.config.prompt_cache:
+            engine.encode_prompts(prompts)
+
+    @property
+    def batch_size(self) -> int:
+        return self.engine.batch_size
+
+    def run(self, batch: list[Prepared]) -> list[ItemResult]:
+        """generate() then encode(): a batch's results, as a remote worker sends them back."""
+        return [self.encode(generated) for generated in self.generate(batch)]
+
+    def generate(self, batch: list[Prepared]) -> list[Generated]:
+        started = time.monotonic()
+        items, sources, masks = [p.task.item for p in batch], [p.image for p in batch], [p.mask for p in batch]
+        try:
+            masked = {"masks": masks} if any(mask is not None for mask in masks) else {}
+            images = self.engine.generate(items, sources, **masked)
+            images = [composited(*made) for made in zip(items, images, sources, masks)]
+        except OutOfMemory as exc:
+            if len(batch) == 1:
+                return [Generated(batch[0], failure=Failure.of("generate", exc))]
+            half = len(batch) // 2
+            log.warning("%s: retrying as batches of %d and %d", exc, half, len(batch) - half)
+            return self.generate(batch[:half]) + self.generate(batch[half:])
+        except OutputError:
+            raise
+        except Exception as exc:  # one bad batch must not end an overnight run: its items fail, the run goes on
+            self.errors.error(exc, f"generation failed for {len(batch)} item(s)")
+            return [Generated(p, failure=Failure.of("generate", exc)) for p in batch]
+        # The call's batch size is recorded: on a GPU, results repeat bitwise only at the same batch size.
+        seconds = round((time.monotonic() - started) / len(batch), 3)
+        return [Generated(p, image, batch_size=len(batch), seconds=seconds) for p, image in zip(batch, images)]
+
+    def encode(self, generated: Generated) -> ItemResult:
+        prepared = generated.prepared
+        item = prepared.task.item
+        if generated.failure is not None:
+            return ItemResult(item.job, item.item_id, failure=generated.failure)
+        extra = {**self.pipeline, "batch_size": generated.batch_size, "seconds": generated.seconds}
+        kept = (prepared.image, prepared.mask) if prepared.task.keep_source else ()
+        return ItemResult(item.job, item.item_id, encode_result(item, generated.image, extra, *kept))
+
+
+class SourceCache:
+    """Decoded sources, so a sweep decodes (or downloads) its image once; failures are remembered too.
+
+    Bounded by count and by decoded bytes: twelve 9000x9000 photos are 2.9 GB of pixels, which a run making
+    small outputs must not hold. The newest image always stays, however large, so a sweep over one huge
+    source still decodes it once."""
+
+    def __init__(self, fetch: FetchOptions, size: int = 16, max_bytes: int = 512 * 1024 * 1024):
+        self.fetch, self.size, self.max_bytes = fetch, size, max_bytes
+        self.images: OrderedDict[SourceRef, Image.Image] = OrderedDict()
+        self.errors: dict[SourceRef, SourceError] = {}
+        self.bytes = 0
+
+    def get(self, ref: SourceRef) -> Image.Image:
+        if ref in self.errors:
+            raise self.errors[ref]
+        if ref in self.images:
+            self.images.move_to_end(ref)
+            return self.images[ref]
+        try:
+            image = load_image(ref, self.fetch)
+        except SourceError as exc:
+            self.errors[ref] = exc
+            raise
+        self.images[ref] = image
+        self.bytes += _pixel_bytes(image)
+        while len(self.images) > 1 and (len(self.images) > self.size or self.bytes > self.max_bytes):
+            _, oldest = self.images.popitem(last=False)
+            self.bytes -= _pixel_bytes(oldest)
+        return image
+
+
+def _pixel_bytes(image: Image.Image) -> int:
+    return image.width * image.height * len(image.getbands())
