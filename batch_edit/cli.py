@@ -1,6 +1,7 @@
 """Command line: maps flags onto the stages and turns domain errors into messages and exit codes.
 
-Exit status: 0 every item succeeded; 1 the run finished but some items failed; 2 a manifest, config or
+Exit status: 0 every item succeeded; 1 the run finished but some items failed (or its Ray workers were lost;
+what finished is recorded); 2 a manifest, config or
 command line was refused, another run holds the output folder, or the pipeline could not be loaded; 3 the run
 stopped early because its output folder could not be written (records so far are intact); 130/143 stopped
 by SIGINT/SIGTERM (records intact; re-run to resume).
@@ -9,6 +10,7 @@ by SIGINT/SIGTERM (records intact; re-run to resume).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import logging
@@ -25,6 +27,7 @@ from .manifest import DEFAULT_OUTPUT_ROOT, JobSpec, load_manifests, pipeline_set
 from .masks import task_problems
 from .pipeline_config import DEFAULT_TASK, TASKS, PipelineConfig, load_pipeline_config
 from .plan import JobPlan, grid_axes, plan_jobs
+from .ray_run import WorkersLost
 from .source_identity import identify_sources, recorded_hashes
 from .sources import FetchOptions
 from .validation import describe_validation_error, printable
@@ -130,6 +133,22 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let URLs reach loopback, private and link-local addresses (refused by default)",
     )
+    run.add_argument(
+        "--ray",
+        action="store_true",
+        help=f"spread the run over Ray workers, one per GPU (CPUs for a CPU config), here or on a cluster ({'pip install -e .[ray]'})",
+    )
+    run.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="with --ray: join this cluster ('auto', 'ray://head:10001'; default: $RAY_ADDRESS, else a local Ray started for the run)",
+    )
+    run.add_argument(
+        "--workers",
+        type=_count,
+        metavar="N",
+        help="with --ray: pipeline workers (default: one per GPU in the cluster, or per CPU for a CPU config)",
+    )
     run.set_defaults(handler=_run)
 
     plan = add("plan", help="validate and expand the manifests without loading a model")
@@ -209,18 +228,18 @@ def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _prepare(
-    args, for_run: bool, read: dict | None = None
+    args, for_run: bool, read: dict | None = None, resolve=None
 ) -> tuple[PipelineConfig, Path, list[JobPlan], list[JobSpec]]:
-    """The planning step `plan` and `run` share: the config with its `auto` choices resolved for this device,
-    each local source identified by its content, then the plans (ids, seeds, names). `read`, if given, gets
-    each job's (JobOutput, records) as read here."""
+    """The planning step `plan` and `run` share: the config with its `auto` choices resolved for this device
+    (or by `resolve`: for the GPUs of a Ray cluster), each local source identified by its content, then the plans
+    (ids, seeds, names). `read`, if given, gets each job's (JobOutput, records) as read here."""
     # the config first: its task decides the manifests' defaults and which parameters they may set
     config = load_pipeline_config(args.pipeline or _one_setting(pipeline_settings(args.manifests), "pipeline"))
     manifests = load_manifests(args.manifests, output_root=args.output_root, task=config.task)  # kept out of sources
     roots = {manifest.output_root for manifest in manifests if manifest.output_root is not None}
     output_root = args.output_root or _one_setting(roots, "output_root") or DEFAULT_OUTPUT_ROOT
     jobs = [job for manifest in manifests for job in manifest.jobs]
-    config = _resolve_device_choices(_with_job_loras(config, jobs), for_run)
+    config = (resolve or _resolve_device_choices)(_with_job_loras(config, jobs), for_run)
     if problems := task_problems(jobs, config.task):  # masks with a task that takes none, or none for inpainting
         raise ManifestError(problems)
     jobs = identify_sources(jobs, _recorded_hashes(output_root, jobs, {} if read is None else read))
@@ -320,7 +339,9 @@ def _plan(args) -> int:
         extra = f", {plan.duplicates} duplicate(s) merged" if plan.duplicates else ""
         extra += f", {len(rejected)} rejected (skipped; --overwrite remakes them)" if rejected else ""
         extra += f", {output.invalid_lines} invalid record line(s) ignored" if output.invalid_lines else ""
-        print(f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {escaped(output.folder)}")
+        print(
+            f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {escaped(output.folder)}"
+        )
         missing, sources = missing_sources(job)
         if missing:
             missing_total += len(missing)
@@ -360,11 +381,13 @@ def _plan(args) -> int:
 def _run(args) -> int:
     from .engine import Engine
     from .progress import format_duration
-    from .runner import RunOptions, run
+    from .runner import InProcess, RunOptions, drive
     from .signals import LoadInterrupted
 
+    if not args.ray and (args.ray_address or args.workers):
+        print(f"error: {'--ray-address' if args.ray_address else '--workers'} needs --ray", file=sys.stderr)
+        return EXIT_REFUSED
     _raise_open_file_limit()
-    config, output_root, plans, _ = _prepare(args, for_run=True)
     fetch = FetchOptions(
         timeout_s=args.fetch_timeout,
         max_bytes=int(args.max_download_mb * 1024 * 1024),
@@ -372,7 +395,10 @@ def _run(args) -> int:
     )
     options = RunOptions(fetch=fetch, overwrite=args.overwrite, limit=args.limit)
     try:
-        result = run(plans, config, output_root, Engine.load, options, check_engine=Engine.check)
+        with _cluster(args) as cluster:  # a local Ray instance stops with the run; a joined cluster stays
+            config, output_root, plans, _ = _prepare(args, for_run=True, resolve=cluster and cluster.resolve)
+            execution = cluster.execution(config, fetch) if cluster else InProcess(Engine.load, Engine.check, fetch)
+            result = drive(plans, config, output_root, execution, options)
     except LoadInterrupted as stopped:  # nothing generated yet, and the job folders this run made are gone
         name = signal.Signals(stopped.signum).name
         print(f"stopped by {name} while loading the pipeline; nothing was generated", file=sys.stderr)
@@ -380,6 +406,9 @@ def _run(args) -> int:
     except KeyboardInterrupt:  # outside the load and the batches (their own handlers): records are intact
         print("interrupted: every finished item is recorded; run the same command again to resume", file=sys.stderr)
         return 128 + signal.SIGINT
+    except WorkersLost as exc:  # the run ended early: what finished is recorded, the rest runs next time
+        print(f"error: {escaped(exc)}", file=sys.stderr)
+        return EXIT_ITEMS_FAILED
     for job in result.jobs:
         reasons = "; ".join(f"{escaped(reason)}: {count}" for reason, count in sorted(job.errors.items()))
         later = f", {job.held_back} left for later (--limit)" if job.held_back else ""
@@ -401,6 +430,14 @@ def _run(args) -> int:
         )
         return 128 + result.interrupted_by
     return EXIT_ITEMS_FAILED if result.failed else EXIT_OK
+
+
+def _cluster(args):
+    if not args.ray:
+        return contextlib.nullcontext()
+    from .ray_run import RayCluster
+
+    return RayCluster(args.ray_address, args.workers)
 
 
 def _raise_open_file_limit() -> None:

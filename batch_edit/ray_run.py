@@ -1,0 +1,294 @@
+"""The run spread over Ray workers (`run --ray`): Ray Data carries the pending items through a CPU stage that
+loads and fits sources and a pool of workers that each hold one engine (one GPU each, or CPUs for a CPU config),
+generate, and encode; the driver (`runner.drive`) records each result as it streams back and alone writes the job
+folders. Ray is an optional dependency: nothing imports it before `--ray` asks for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pickle
+import queue
+import socket
+import threading
+import warnings
+from dataclasses import dataclass
+
+from .errors import BatchEditError, ConfigError, PipelineLoadError
+from .pipeline_config import PipelineConfig
+from .result_files import ItemResult
+from .signals import StopOnSignal
+from .sources import FetchOptions
+from .worker import ErrorLog, Generated, Prepared, Task, Worker, in_batches, prepare
+
+INSTALL = "pip install -e '.[ray]'"
+PREPARE_CPUS = 0.25  # each source-loading task: light next to generating, and it must fit beside the workers
+MAX_RESTARTS = 3  # a killed worker comes back this often (its unfinished items run again), then the run ends
+PREPARE_BLOCK = 16  # items per source-loading task: a sweep over one source decodes it once per task
+
+
+class WorkersLost(BatchEditError):
+    """The Ray workers died more often than they may restart, or the cluster went away, during the run."""
+
+
+@dataclass(frozen=True)
+class GpuNode:
+    """What a node's GPUs would make of `auto`: fp8 (compute capability 8.9 or newer) and memory."""
+
+    node: str
+    name: str
+    fp8: bool
+    memory_gb: float
+
+    def describe(self) -> str:
+        return f"{self.name} on {self.node}"
+
+
+def import_ray():
+    try:
+        import ray
+        import ray.data  # the extra installs it with ray
+    except ImportError:
+        raise ConfigError(f"--ray needs Ray Data, which is not installed: {INSTALL}") from None
+    return ray
+
+
+def resolve_for_cluster(config: PipelineConfig, gpus: list[GpuNode]) -> PipelineConfig:
+    """The recipe every worker will run, resolved before ids are made: `auto` choices from the cluster's GPUs
+    (refused when they would differ between nodes, naming them), one batch size for all (the smallest GPU's)."""
+    if config.device == "cpu":
+        return config.model_copy(update={"batch_size": config.resolved_batch_size(None)})
+    if not gpus:
+        raise PipelineLoadError(
+            f"the pipeline config asks for device '{config.device}' but the Ray cluster has no GPU; "
+            "use a config with 'device: cpu' or add GPU nodes"
+        )
+    if config.has_device_choices:
+        fp8 = [gpu.describe() for gpu in gpus if gpu.fp8]
+        other = [gpu.describe() for gpu in gpus if not gpu.fp8]
+        if fp8 and other:
+            raise ConfigError(
+                f"the cluster's GPUs would resolve torchao_type auto differently (float8 on {', '.join(fp8)}; "
+                f"int8 on {', '.join(other)}): set quantization.torchao_type in the pipeline config, or use one kind"
+            )
+        config = config.with_device_choices(bool(fp8))
+    # each worker sees only its own GPU, as device "cuda"
+    batch_size = config.resolved_batch_size(min(gpu.memory_gb for gpu in gpus))
+    return config.model_copy(update={"device": "cuda", "batch_size": batch_size})
+
+
+class RayCluster:
+    """The Ray instance of one run: a local one started for it (and stopped at the end) without an address, or a
+    cluster joined (and left running)."""
+
+    def __init__(self, address: str | None, workers: int | None):
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.workers = workers
+        self.ray = import_ray()
+
+    def __enter__(self) -> RayCluster:
+        options = {"include_dashboard": False, "logging_level": logging.WARNING}
+        try:
+            _check_reachable(self.address)
+            if self.address is None:
+                self.ray.init(address="local", **options)
+            else:
+                self.ray.init(address=self.address, **options)
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError... for the same cause
+            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
+            raise ConfigError(f"cannot start or reach {where}: {_first_line(exc)}") from None
+        context = self.ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the run's own progress line says what matters
+        context.print_on_execution_start = False
+        context.enable_auto_log_stats = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # no line per dataset started and finished
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # nor that bars are off
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.ray.shutdown()  # a local instance stops; a joined cluster only loses this driver
+
+    def resolve(self, config: PipelineConfig, for_run: bool = True) -> PipelineConfig:
+        return resolve_for_cluster(config, [] if config.device == "cpu" else self.gpus())
+
+    def gpus(self) -> list[GpuNode]:
+        """One probe per GPU node (its GPUs are taken to be alike), on that node."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        nodes = [n for n in self.ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("GPU", 0) > 0]
+        probe = self.ray.remote(num_gpus=1, num_cpus=0)(_probe_gpu)
+        placed = [NodeAffinitySchedulingStrategy(node["NodeID"], soft=False) for node in nodes]
+        return self.ray.get([probe.options(scheduling_strategy=where).remote() for where in placed], timeout=600)
+
+    def execution(self, config: PipelineConfig, fetch: FetchOptions) -> RayExecution:
+        resources = self.ray.cluster_resources()
+        gpus, cpus = int(resources.get("GPU", 0)), resources.get("CPU", 0)
+        if config.device != "cpu":
+            workers = self.workers or gpus
+            if workers > gpus:
+                raise ConfigError(f"--workers {workers}: the Ray cluster has {gpus} GPU(s), one per worker")
+            return RayExecution(self.ray, fetch, workers, {"num_gpus": 1, "num_cpus": 1}, threads=1)
+        workers = self.workers or max(1, int(cpus))
+        share = (cpus - PREPARE_CPUS) / workers  # Ray takes fractions below one CPU, whole numbers above
+        if share < 0.1:
+            raise ConfigError(f"--workers {workers}: too many for the Ray cluster's {cpus:g} CPU(s)")
+        num_cpus = math.floor(share) if share >= 1 else math.floor(share * 100) / 100
+        return RayExecution(self.ray, fetch, workers, {"num_cpus": num_cpus}, threads=max(1, math.floor(share)))
+
+
+class RayExecution:
+    """`runner.Execution` on Ray Data: tasks in, results streamed back to the driver's thread."""
+
+    def __init__(self, ray, fetch: FetchOptions, workers: int, resources: dict, threads: int):
+        self.ray, self.fetch, self.workers, self.resources, self.threads = ray, fetch, workers, resources, threads
+        self.config: PipelineConfig | None = None
+
+    def check(self, config: PipelineConfig) -> None:
+        """The engine's refusals (no GPU, no model folder, no LoRA file) where the workers run, not here."""
+        from .engine import Engine
+
+        check = self.ray.remote(num_cpus=0, num_gpus=self.resources.get("num_gpus", 0))(Engine.check)
+        try:
+            self.ray.get(check.remote(config))
+        except self.ray.exceptions.RayTaskError as exc:
+            raise _cause(exc) from None
+
+    def load(self, config: PipelineConfig) -> PipelineConfig:
+        self.config = config  # resolved for the cluster before ids were made; each worker loads it when it starts
+        return config
+
+    def run(self, tasks: list[Task], pipeline: dict, record, stop: StopOnSignal) -> None:
+        results: queue.Queue = queue.Queue(maxsize=64)  # bounded: Ray's backpressure reaches the workers
+        feeder = threading.Thread(target=self._stream, args=(self._dataset(tasks, pipeline), results), daemon=True)
+        feeder.start()
+        try:
+            while stop.signal is None:
+                try:
+                    kind, value = results.get(timeout=0.2)  # a signal is noticed at once, not after the next result
+                except queue.Empty:
+                    continue
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise value
+                record(value)
+        finally:
+            while True:  # after a stop: what already came back is recorded too
+                try:
+                    kind, value = results.get_nowait()
+                except queue.Empty:
+                    break
+                if kind == "result":
+                    record(value)
+
+    def _stream(self, dataset, results: queue.Queue) -> None:
+        try:
+            for row in dataset.iter_rows():
+                results.put(("result", pickle.loads(row["result"])))
+            results.put(("end", None))
+        except Exception as exc:  # handed to the driver's thread, which ends the run with it
+            results.put(("error", _lost(exc)))
+
+    def _dataset(self, tasks: list[Task], pipeline: dict):
+        rows = [{"task": pickle.dumps(task)} for task in tasks]
+        blocks = max(1, math.ceil(len(rows) / PREPARE_BLOCK))
+        dataset = self.ray.data.from_items(rows, override_num_blocks=blocks)
+        dataset = dataset.map_batches(
+            _prepare_rows, fn_kwargs={"fetch": self.fetch}, batch_size=None, num_cpus=PREPARE_CPUS
+        )
+        prompts = list(dict.fromkeys(task.item.prompt for task in tasks))
+        with warnings.catch_warnings():
+            # Ray Data 2.60 names no parameter for these two and warns that its catch-all goes in 2.64 (the extra
+            # stays below it); without them a worker that dies every time would be restarted forever
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            return dataset.map_batches(
+                _GenerateStage,
+                fn_constructor_kwargs={
+                    "config": self.config,
+                    "pipeline": pipeline,
+                    "prompts": prompts,
+                    "threads": self.threads,
+                },
+                batch_size=self.config.batch_size,
+                compute=self.ray.data.ActorPoolStrategy(size=self.workers),
+                max_restarts=MAX_RESTARTS,
+                max_task_retries=MAX_RESTARTS,
+                **self.resources,
+            )
+
+
+def _prepare_rows(batch: dict, fetch: FetchOptions) -> dict:
+    """The CPU stage: each task's source loaded and fitted (or its "load" failure)."""
+    import numpy as np
+
+    prepared = prepare((pickle.loads(task) for task in batch["task"]), fetch, ErrorLog())
+    return {"prepared": np.array([pickle.dumps(ready) for ready in prepared], dtype=object)}
+
+
+class _GenerateStage:
+    """A Ray worker: one engine, loaded once, for every batch it is given."""
+
+    def __init__(self, config: PipelineConfig, pipeline: dict, prompts: list[str], threads: int):
+        import torch
+
+        from .engine import Engine
+
+        torch.set_num_threads(threads)  # the CPUs Ray gives this worker, not the whole machine's
+        self.worker = Worker(Engine.load(config), pipeline, prompts)
+
+    def __call__(self, batch: dict) -> dict:
+        return {"result": _results(self.worker, batch["prepared"])}
+
+
+def _results(worker: Worker, rows) -> object:
+    import numpy as np
+
+    results: list[ItemResult] = []
+    for ready in in_batches([pickle.loads(row) for row in rows], worker.batch_size):
+        if isinstance(ready, Prepared):  # its source could not be used
+            results.append(worker.encode(Generated(ready, failure=ready.failure)))
+        else:
+            results.extend(worker.run(ready))
+    return np.array([pickle.dumps(result) for result in results], dtype=object)
+
+
+def _check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
+    """A head that does not answer is refused now: Ray itself would keep retrying for minutes."""
+    if address is None or address == "auto":
+        return  # a local instance, or the one `ray start` recorded on this machine (Ray says at once if none)
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not port.isdigit():
+        return  # a form Ray checks itself
+    with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s):
+        pass
+
+
+def _probe_gpu() -> GpuNode:
+    import torch
+
+    properties = torch.cuda.get_device_properties(0)
+    fp8 = (properties.major, properties.minor) >= (8, 9)
+    return GpuNode(socket.gethostname(), properties.name, fp8, properties.total_memory / 2**30)
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The error a worker raised, as the project's own type where it is one (a RayTaskError wraps it)."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BatchEditError) else exc
+
+
+def _lost(exc: Exception) -> BatchEditError:
+    cause = _cause(exc)
+    if isinstance(cause, BatchEditError):
+        return cause
+    return WorkersLost(
+        f"the Ray workers stopped ({_first_line(exc)}); every finished item is recorded: run the same command "
+        "again to resume"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
