@@ -26,7 +26,6 @@ from .worker import ErrorLog, Generated, Prepared, Task, Worker, in_batches, pre
 INSTALL = "pip install -e '.[ray]'"
 PREPARE_CPUS = 0.25  # each source-loading task: light next to generating, and it must fit beside the workers
 MAX_RESTARTS = 3  # a killed worker comes back this often (its unfinished items run again), then the run ends
-PREPARE_BLOCK = 16  # items per source-loading task: a sweep over one source decodes it once per task
 
 
 class WorkersLost(BatchEditError):
@@ -193,7 +192,9 @@ class RayExecution:
 
     def _dataset(self, tasks: list[Task], pipeline: dict):
         rows = [{"task": pickle.dumps(task)} for task in tasks]
-        blocks = max(1, math.ceil(len(rows) / PREPARE_BLOCK))
+        # One block per batch: a worker sends back each block's results when it has done the whole block, so
+        # results stream back batch by batch, and a killed worker loses at most its batches in progress.
+        blocks = max(1, math.ceil(len(rows) / self.config.batch_size))
         dataset = self.ray.data.from_items(rows, override_num_blocks=blocks)
         dataset = dataset.map_batches(
             _prepare_rows, fn_kwargs={"fetch": self.fetch}, batch_size=None, num_cpus=PREPARE_CPUS

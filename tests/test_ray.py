@@ -1,0 +1,324 @@
+"""`run --ray`: the same items, names, metadata and images as the run in one process, on a local Ray instance
+with two CPU workers and the tiny model; a worker killed mid-run restarts and nothing is lost or recorded twice;
+the driver stopped by a signal or killed resumes as ever.
+
+Ray must be installed (`pip install -e '.[test]'` installs it): these tests fail, never skip, without it. Each
+scenario starts one Ray instance in one CLI process; the driver-side scenarios are slow (`pytest -m slow
+tests/test_ray.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import ray  # noqa: F401 (a missing Ray fails this file instead of skipping it)
+from PIL import Image
+
+from batch_edit.errors import ConfigError, PipelineLoadError
+from batch_edit.manifest import load_manifests
+from batch_edit.pipeline_config import PipelineConfig, QuantizationConfig
+from batch_edit.plan import plan_jobs
+from batch_edit.ray_run import INSTALL, GpuNode, resolve_for_cluster
+from batch_edit.runner import InProcess, RunOptions, drive
+
+from .conftest import PHOTOS, batch_edit, batch_edit_process, write_pipeline_config
+
+# How an item ran, not what it is: its time, and the size of the call it was in (a retried batch may be split)
+EXECUTION = ["seconds", "finished_at", "failed_at", "batch_size"]
+GRID = f"""
+jobs:
+  - name: grid
+    sources: [{PHOTOS / "cat.jpg"}, {PHOTOS / "coffee.jpg"}]
+    prompts: ["a tiger", "a watercolor"]
+    strength: [0.5, 0.7]
+    seed: [1, 2, 3]
+    num_inference_steps: 20
+    width: 128
+    height: 128
+"""
+CSV = f"""source,prompt,strength,seed,width,height
+{PHOTOS / "rocket.jpg"},a rocket at night,0.6,1,64,48
+{PHOTOS / "astronaut.jpg"},an astronaut in the snow,0.8,2,48,64
+{PHOTOS / "missing.jpg"},a photo that is not there,0.6,3,64,64
+{PHOTOS / "rocket.jpg"},a rocket in winter,0.6,4,64,48
+"""
+ITEMS = {"grid": 24, "table": 4}
+
+
+def manifests(folder: Path) -> list[str]:
+    (folder / "grid.yaml").write_text(GRID)
+    (folder / "table.csv").write_text(CSV)
+    return [str(folder / "grid.yaml"), str(folder / "table.csv")]
+
+
+def records(folder: Path) -> list[dict]:
+    lines = (folder / ".batch-edit" / "records.jsonl").read_bytes().splitlines()
+    return [json.loads(line) for line in lines if line.endswith(b"}")]
+
+
+def done_ids(folder: Path) -> list[str]:
+    return [record["item_id"] for record in records(folder) if record["status"] == "ok"]
+
+
+def recorded(root: Path) -> int:
+    return sum(len(records(root / job)) for job in ITEMS if (root / job / ".batch-edit" / "records.jsonl").exists())
+
+
+def descendants(pid: int) -> list[int]:
+    """Processes below `pid` (Ray's own processes and its workers), read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit():
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def ray_workers(pid: int, loaded: bool = False) -> list[int]:
+    """The pipeline workers a driver started (Ray titles them after the stage's class and what they run);
+    `loaded`: only those past loading the pipeline."""
+    workers = []
+    for child in descendants(pid):
+        try:
+            title = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"_GenerateStage" in title and not (loaded and b"__init__" in title):
+            workers.append(child)
+    return workers
+
+
+def alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if Path(f"/proc/{pid}").exists() and b"zombie" not in _state(pid)]
+
+
+def _state(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/status").read_bytes()
+    except OSError:
+        return b"zombie"
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the run ended early: {process.communicate()}"
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_model):
+    """The same manifests run in this process and with `--ray --workers 2`, one of whose workers is killed
+    (SIGKILL) once results have come back."""
+    folder = tmp_path_factory.mktemp("ray")
+    config = write_pipeline_config(folder / "tiny.yaml", tiny_model)
+    command = ["run", *manifests(folder), "--pipeline", str(config)]
+    single = batch_edit(*command, "--output-root", str(folder / "single"))
+    process = batch_edit_process(*command, "--output-root", str(folder / "ray"), "--ray", "--workers", "2")
+    wait_for(lambda: recorded(folder / "ray") >= 1 and ray_workers(process.pid, loaded=True), process)
+    killed_at, started = recorded(folder / "ray"), descendants(process.pid)
+    os.kill(ray_workers(process.pid, loaded=True)[0], signal.SIGKILL)  # the one that sent results: busy
+    stdout, stderr = process.communicate(timeout=300)
+    assert not alive(started), "the local Ray instance outlived its run"
+    return single, subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), folder, killed_at
+
+
+def test_a_killed_worker_restarts_and_every_item_is_recorded_once(runs):
+    single, ray_run, folder, killed_at = runs
+    assert killed_at < sum(ITEMS.values()), "the worker was killed after the run had finished"
+    assert single.returncode == 1, single.stderr  # the CSV's missing photo
+    assert ray_run.returncode == 1, ray_run.stderr
+    for job, count in ITEMS.items():
+        ids = [record["item_id"] for record in records(folder / "ray" / job)]
+        assert len(ids) == len(set(ids)) == count, job
+
+
+def test_ray_gives_the_same_ids_names_metadata_and_failures(runs):
+    _, ray_run, folder, _ = runs
+    for job in ITEMS:
+        for table in ("metadata.csv", "failures.csv"):
+            single = pd.read_csv(folder / "single" / job / table)
+            spread = pd.read_csv(folder / "ray" / job / table)
+            timing = [column for column in EXECUTION if column in single]
+            pd.testing.assert_frame_equal(
+                single.drop(columns=timing), spread.drop(columns=timing), obj=f"{job}/{table}"
+            )
+    assert (
+        "job grid: 24 written" in ray_run.stdout and "job table: 3 written, 0 already done, 1 failed" in ray_run.stdout
+    )
+
+
+def test_ray_images_match_the_single_process_run(runs):
+    _, _, folder, _ = runs
+    for job in ITEMS:
+        for name in pd.read_csv(folder / "single" / job / "metadata.csv")["file_name"]:
+            single, spread = (np.asarray(Image.open(folder / run / job / name), dtype=int) for run in ("single", "ray"))
+            assert np.abs(single - spread).max() <= 2, name
+
+
+def test_without_ray_installed_run_ray_refuses_with_the_install_line(tmp_path, tiny_config, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    result = batch_edit("run", *manifests(tmp_path), "--pipeline", str(tiny_config), "--ray")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: --ray needs Ray Data, which is not installed: {INSTALL}"
+
+
+def test_ray_flags_without_ray_are_refused(tmp_path, tiny_config):
+    result = batch_edit("run", *manifests(tmp_path), "--pipeline", str(tiny_config), "--workers", "2")
+    assert (result.returncode, result.stderr.strip()) == (2, "error: --workers needs --ray")
+
+
+def test_a_cluster_that_does_not_answer_is_refused_and_nothing_is_written(tmp_path, tiny_config):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        address = f"127.0.0.1:{port}"
+        result = batch_edit(
+            "run", *manifests(tmp_path), "--pipeline", str(tiny_config), "--output-root", str(tmp_path / "out"),
+            "--ray", "--ray-address", address,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: cannot start or reach the Ray cluster at {address}: ")
+    assert not (tmp_path / "out").exists()
+
+
+def gpu(node: str, name: str, fp8: bool, memory_gb: float = 80.0) -> GpuNode:
+    return GpuNode(node, name, fp8, memory_gb)
+
+
+def test_a_cluster_whose_gpus_would_resolve_auto_differently_is_refused_naming_them():
+    config = PipelineConfig(quantization=QuantizationConfig(backend="torchao"))
+    mixed = [gpu("head", "NVIDIA H100", True), gpu("node-2", "NVIDIA A100", False)]
+    with pytest.raises(ConfigError, match=r"float8 on NVIDIA H100 on head; int8 on NVIDIA A100 on node-2"):
+        resolve_for_cluster(config, mixed)
+    same = resolve_for_cluster(config, [gpu("head", "NVIDIA H100", True), gpu("node-2", "NVIDIA H200", True, 140)])
+    assert same.quantization.torchao_type == "float8_dynamic_row"
+    assert same.identity() == config.with_device_choices(True).identity()  # the ids one such GPU gives here
+    assert resolve_for_cluster(config, mixed[1:]).quantization.torchao_type == "int8_weight_only"
+
+
+def test_one_batch_size_for_the_whole_cluster_and_no_gpu_is_refused():
+    config = PipelineConfig()
+    small = PipelineConfig().resolved_batch_size(16.0)
+    assert resolve_for_cluster(config, [gpu("a", "L4", False, 16.0), gpu("b", "H200", True, 140.0)]).batch_size == small
+    assert resolve_for_cluster(PipelineConfig(device="cpu"), []).batch_size == PipelineConfig().resolved_batch_size(
+        None
+    )
+    with pytest.raises(PipelineLoadError, match="the Ray cluster has no GPU"):
+        resolve_for_cluster(config, [])
+
+
+class SentTwice(InProcess):
+    """A retried worker task sends results again: every result reaches the driver twice."""
+
+    def run(self, tasks, pipeline, record, stop):
+        super().run(tasks, pipeline, lambda result: (record(result), record(result)), stop)
+
+
+def test_a_result_that_comes_back_twice_is_recorded_once(tmp_path, tiny_config):
+    from batch_edit.cli import _resolve_device_choices
+    from batch_edit.engine import Engine
+    from batch_edit.pipeline_config import load_pipeline_config
+
+    (loaded,) = load_manifests([Path(manifests(tmp_path)[0])])
+    config = _resolve_device_choices(load_pipeline_config(tiny_config), True)
+    plans = plan_jobs(list(loaded.jobs), config.identity())
+    result = drive(
+        plans, config, tmp_path / "out", SentTwice(Engine.load, Engine.check, RunOptions().fetch), RunOptions()
+    )
+    assert (result.jobs[0].done, result.jobs[0].failed) == (24, 0)
+    ids = [record["item_id"] for record in records(tmp_path / "out" / "grid")]
+    assert len(ids) == len(set(ids)) == 24
+
+
+# --- the driver stopped: slow, each starts Ray twice ---------------------------------------------------------
+
+
+@pytest.fixture
+def spread(tmp_path, tiny_config):
+    command = ["run", *manifests(tmp_path), "--pipeline", str(tiny_config), "--output-root", str(tmp_path / "out")]
+    return command, tmp_path / "out"
+
+
+def assert_consistent(root: Path) -> int:
+    """Every metadata row names a whole image; each item recorded at most once; returns the rows."""
+    rows = 0
+    for job in ITEMS:
+        if not (root / job / "metadata.csv").exists():
+            continue
+        metadata = pd.read_csv(root / job / "metadata.csv")
+        for name in metadata["file_name"]:
+            with Image.open(root / job / name) as image:
+                image.load()
+        ids = done_ids(root / job)
+        assert len(ids) == len(set(ids)) == len(metadata)
+        rows += len(metadata)
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_the_driver_records_what_came_back_and_stops_ray(spread, signum, status):
+    command, root = spread
+    process = batch_edit_process(*command, "--ray", "--workers", "2")
+    wait_for(lambda: recorded(root) >= 1, process)
+    started = descendants(process.pid)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == status, stderr
+    assert "run the same command again to resume" in stderr
+    assert 0 < assert_consistent(root) < 27
+    assert not alive(started), "the local Ray instance outlived its run"
+    result = batch_edit(*command)
+    assert result.returncode == 1, result.stderr  # the missing photo
+    assert assert_consistent(root) == 27
+
+
+@pytest.mark.slow
+def test_a_driver_killed_with_sigkill_resumes_on_the_next_ray_run(spread):
+    command, root = spread
+    process = batch_edit_process(*command, "--ray", "--workers", "2")
+    wait_for(lambda: recorded(root) >= 1, process)
+    started = descendants(process.pid)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    wait_for_exit(started)  # Ray's processes share the driver's fate
+    done = assert_consistent(root)
+    result = subprocess.run(
+        [sys.executable, "-m", "batch_edit", *command, "--ray", "--workers", "2"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert assert_consistent(root) == 27
+    already = sum(
+        int(line.split(" already done")[0].rsplit(" ", 1)[1])
+        for line in result.stdout.splitlines()
+        if " already done" in line
+    )
+    assert already == done
+
+
+def wait_for_exit(pids: list[int], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while alive(pids):
+        assert time.monotonic() < deadline, f"still running: {alive(pids)}"
+        time.sleep(0.1)
