@@ -24,7 +24,9 @@ from .sources import FetchOptions
 from .worker import ErrorLog, Generated, Prepared, Task, Worker, in_batches, prepare
 
 INSTALL = "pip install -e '.[ray]'"
-PREPARE_CPUS = 0.25  # each source-loading task: light next to generating, and it must fit beside the workers
+# Source-loading tasks reserve no CPU: they are light next to generating, and the workers take every CPU
+# (a reserved share would cost a 2-core machine a whole torch thread per worker: Ray takes only whole CPUs above one)
+PREPARE_CPUS = 0
 MAX_RESTARTS = 3  # a killed worker comes back this often (its unfinished items run again), then the run ends
 
 
@@ -130,7 +132,7 @@ class RayCluster:
                 raise ConfigError(f"--workers {workers}: the Ray cluster has {gpus} GPU(s), one per worker")
             return RayExecution(self.ray, fetch, workers, {"num_gpus": 1, "num_cpus": 1}, threads=1)
         workers = self.workers or max(1, int(cpus))
-        share = (cpus - PREPARE_CPUS) / workers  # Ray takes fractions below one CPU, whole numbers above
+        share = cpus / workers  # Ray takes fractions below one CPU, whole numbers above
         if share < 0.1:
             raise ConfigError(f"--workers {workers}: too many for the Ray cluster's {cpus:g} CPU(s)")
         num_cpus = math.floor(share) if share >= 1 else math.floor(share * 100) / 100
@@ -151,8 +153,9 @@ class RayExecution:
         check = self.ray.remote(num_cpus=0, num_gpus=self.resources.get("num_gpus", 0))(Engine.check)
         try:
             self.ray.get(check.remote(config))
-        except self.ray.exceptions.RayTaskError as exc:
-            raise _cause(exc) from None
+        except self.ray.exceptions.RayError as exc:
+            cause = _cause(exc)
+            raise cause if isinstance(cause, BatchEditError) else PipelineLoadError(_first_line(exc)) from None
 
     def load(self, config: PipelineConfig) -> PipelineConfig:
         self.config = config  # resolved for the cluster before ids were made; each worker loads it when it starts
