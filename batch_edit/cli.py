@@ -1,8 +1,7 @@
 """Command line: maps flags onto the stages and turns domain errors into messages and exit codes.
 
-Exit status: 0 every item succeeded; 1 the run finished but some items failed (or its Ray workers were lost;
-what finished is recorded); 2 a manifest, config or
-command line was refused, another run holds the output folder, or the pipeline could not be loaded; 3 the run
+Exit status: 0 every item succeeded; 1 the run finished but some items failed, or its Ray workers were lost (what
+finished is recorded); 2 a manifest, config or command line was refused, another run holds the output folder, or the pipeline could not be loaded; 3 the run
 stopped early because its output folder could not be written (records so far are intact); 130/143 stopped
 by SIGINT/SIGTERM (records intact; re-run to resume).
 """
@@ -136,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--ray",
         action="store_true",
-        help=f"spread the run over Ray workers, one per GPU (CPUs for a CPU config), here or on a cluster ({'pip install -e .[ray]'})",
+        help="spread the run over Ray workers, one per GPU (CPUs for a CPU config), here or on a cluster (needs the ray extra)",
     )
     run.add_argument(
         "--ray-address",
@@ -339,9 +338,7 @@ def _plan(args) -> int:
         extra = f", {plan.duplicates} duplicate(s) merged" if plan.duplicates else ""
         extra += f", {len(rejected)} rejected (skipped; --overwrite remakes them)" if rejected else ""
         extra += f", {output.invalid_lines} invalid record line(s) ignored" if output.invalid_lines else ""
-        print(
-            f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {escaped(output.folder)}"
-        )
+        print(f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {escaped(output.folder)}")
         missing, sources = missing_sources(job)
         if missing:
             missing_total += len(missing)
