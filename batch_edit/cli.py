@@ -1,9 +1,9 @@
 """Command line: maps flags onto the stages and turns domain errors into messages and exit codes.
 
 Exit status: 0 every item succeeded; 1 the run finished but some items failed, or its Ray workers were lost (what
-finished is recorded); 2 a manifest, config or command line was refused, another run holds the output folder, or the pipeline could not be loaded; 3 the run
-stopped early because its output folder could not be written (records so far are intact); 130/143 stopped
-by SIGINT/SIGTERM (records intact; re-run to resume).
+finished is recorded); 2 a manifest, config or command line was refused, another run holds the output folder, or
+the pipeline could not be loaded; 3 the run stopped early because its output folder could not be written (records
+so far are intact); 130/143 stopped by SIGINT/SIGTERM (records intact; re-run to resume).
 """
 
 from __future__ import annotations
