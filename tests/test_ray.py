@@ -1,6 +1,6 @@
 """`run --ray`: the same items, names, metadata and images as the run in one process, on a local Ray instance
 with two CPU workers and the tiny model; a worker killed mid-run restarts and nothing is lost or recorded twice;
-the driver stopped by a signal or killed resumes as ever.
+the driver stopped by a signal or killed resumes as ever; workers that keep dying end the run (exit 1).
 
 Ray must be installed (`pip install -e '.[test]'` installs it): these tests fail, never skip, without it. Each
 scenario starts one Ray instance in one CLI process; the driver-side scenarios are slow (`pytest -m slow
@@ -28,7 +28,7 @@ from batch_edit.errors import ConfigError, PipelineLoadError
 from batch_edit.manifest import load_manifests
 from batch_edit.pipeline_config import PipelineConfig, QuantizationConfig
 from batch_edit.plan import plan_jobs
-from batch_edit.ray_run import INSTALL, GpuNode, resolve_for_cluster
+from batch_edit.ray_run import INSTALL, MAX_RESTARTS, GpuNode, resolve_for_cluster
 from batch_edit.runner import InProcess, RunOptions, drive
 
 from .conftest import PHOTOS, batch_edit, batch_edit_process, write_pipeline_config
@@ -332,3 +332,21 @@ def wait_for_exit(pids: list[int], timeout: float = 60) -> None:
     while alive(pids):
         assert time.monotonic() < deadline, f"still running: {alive(pids)}"
         time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_workers_that_keep_dying_end_the_run_with_exit_1_and_say_so(spread):
+    command, root = spread
+    process = batch_edit_process(*command, "--ray", "--workers", "1")
+    kills, deadline = 0, time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        for worker in ray_workers(process.pid):  # each time the worker (re)starts: more often than it may
+            os.kill(worker, signal.SIGKILL)
+            kills += 1
+            time.sleep(1)
+        time.sleep(0.1)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: the Ray workers stopped (")
+    assert "run the same command again to resume" in stderr and kills > MAX_RESTARTS
+    assert_consistent(root)
