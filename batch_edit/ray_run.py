@@ -165,25 +165,23 @@ class RayExecution:
         results: queue.Queue = queue.Queue(maxsize=64)  # bounded: Ray's backpressure reaches the workers
         feeder = threading.Thread(target=self._stream, args=(self._dataset(tasks, pipeline), results), daemon=True)
         feeder.start()
-        try:
-            while stop.signal is None:
-                try:
-                    kind, value = results.get(timeout=0.2)  # a signal is noticed at once, not after the next result
-                except queue.Empty:
-                    continue
-                if kind == "end":
-                    return
-                if kind == "error":
-                    raise value
+        while stop.signal is None:
+            try:
+                kind, value = results.get(timeout=0.2)  # a signal is noticed at once, not after the next result
+            except queue.Empty:
+                continue
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            record(value)
+        while True:  # stopped: what already came back is recorded too
+            try:
+                kind, value = results.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "result":
                 record(value)
-        finally:
-            while True:  # after a stop: what already came back is recorded too
-                try:
-                    kind, value = results.get_nowait()
-                except queue.Empty:
-                    break
-                if kind == "result":
-                    record(value)
 
     def _stream(self, dataset, results: queue.Queue) -> None:
         try:
