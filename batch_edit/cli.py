@@ -11,25 +11,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from . import __version__
-from .errors import BatchEditError, ConfigError, ManifestError, OutputError, OutputRefusedError, PipelineLoadError
-from .manifest import DEFAULT_OUTPUT_ROOT, JobSpec, load_manifests, pipeline_settings
-from .masks import task_problems
-from .pipeline_config import DEFAULT_TASK, TASKS, PipelineConfig, load_pipeline_config
-from .plan import JobPlan, grid_axes, plan_jobs
+from .errors import BatchEditError, OutputError
+from .pipeline_config import DEFAULT_TASK, TASKS
+from .planning import prepare
 from .ray_run import WorkersLost
-from .source_identity import identify_sources, recorded_hashes
 from .sources import FetchOptions
-from .validation import describe_validation_error, printable
+from .validation import escaped
 
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_REFUSED, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -77,11 +71,6 @@ class _StderrHandler(logging.StreamHandler):
 
     def format(self, record: logging.LogRecord) -> str:
         return escaped(super().format(record))  # a path or an error may hold terminal escapes
-
-
-def escaped(text: object) -> str:
-    """Text for the terminal: control characters escaped on each line (a path may hold ESC), nothing cut."""
-    return "\n".join(printable(line, limit=len(line)) for line in str(text).split("\n"))
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -226,153 +215,10 @@ def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _prepare(
-    args, for_run: bool, read: dict | None = None, resolve=None
-) -> tuple[PipelineConfig, Path, list[JobPlan], list[JobSpec]]:
-    """The planning step `plan` and `run` share: the config with its `auto` choices resolved for this device
-    (or by `resolve`: for the GPUs of a Ray cluster), each local source identified by its content, then the plans
-    (ids, seeds, names). `read`, if given, gets each job's (JobOutput, records) as read here."""
-    # the config first: its task decides the manifests' defaults and which parameters they may set
-    config = load_pipeline_config(args.pipeline or _one_setting(pipeline_settings(args.manifests), "pipeline"))
-    manifests = load_manifests(args.manifests, output_root=args.output_root, task=config.task)  # kept out of sources
-    roots = {manifest.output_root for manifest in manifests if manifest.output_root is not None}
-    output_root = args.output_root or _one_setting(roots, "output_root") or DEFAULT_OUTPUT_ROOT
-    jobs = [job for manifest in manifests for job in manifest.jobs]
-    config = (resolve or _resolve_device_choices)(_with_job_loras(config, jobs), for_run)
-    if problems := task_problems(jobs, config.task):  # masks with a task that takes none, or none for inpainting
-        raise ManifestError(problems)
-    jobs = identify_sources(jobs, _recorded_hashes(output_root, jobs, {} if read is None else read))
-    plans = plan_jobs(jobs, config.identity())
-    for job, plan in zip(jobs, plans):
-        for first, later in plan.merged_rows[:3]:
-            print(
-                f"warning: {job.origin}: row {later} gives the same item(s) as row {first} (same source, prompt, "
-                "parameters and seed), so they run once; for several images of one row use the 'variations' column",
-                file=sys.stderr,
-            )
-        if len(plan.merged_rows) > 3:
-            more = len(plan.merged_rows) - 3
-            print(f"warning: {job.origin}: ... and {more} more row(s) merged the same way", file=sys.stderr)
-    return config, output_root, plans, jobs
-
-
-def _resolve_device_choices(config: PipelineConfig, for_run: bool) -> PipelineConfig:
-    if not config.has_device_choices:
-        return config
-    from .backends import fp8_capable
-
-    try:
-        return config.with_device_choices(fp8_capable(config.device))
-    except PipelineLoadError as exc:
-        if for_run:
-            raise
-        print(f"note: {exc}\n  (torchao_type auto stays unresolved: items done on a GPU are not counted)")
-        return config
-
-
-def _recorded_hashes(output_root: Path, jobs: list[JobSpec], read: dict) -> dict:
-    """Source content hashes that earlier runs recorded in these jobs' folders (read before anything runs)."""
-    from .outputs import JobOutput
-
-    known: dict = {}
-    try:
-        for job in jobs:
-            output = JobOutput(output_root, job.name)
-            output.check()
-            read[job.name] = (output, output.read_records())
-            known.update(recorded_hashes(read[job.name][1].values()))
-    except OutputError as exc:
-        raise OutputRefusedError(str(exc)) from exc
-    return known
-
-
-def _with_job_loras(config: PipelineConfig, jobs: list[JobSpec]) -> PipelineConfig:
-    """Jobs may list LoRAs too; they are fused into the run's one pipeline, so every job must list the same."""
-    sets = {json.dumps([lora.identity() for lora in job.loras], sort_keys=True) for job in jobs}
-    if len(sets) > 1:
-        described = "; ".join(f"{job.name}: {' '.join(lora.tag() for lora in job.loras) or 'none'}" for job in jobs)
-        raise ManifestError([
-            f"the jobs list different LoRAs ({described}); one run fuses one set of LoRAs into its one pipeline, "
-            "so run jobs with other LoRAs as a separate command"
-        ])  # fmt: skip
-    loras = jobs[0].loras if jobs else ()
-    if not loras:
-        return config
-    data = config.model_dump()
-    data["loras"] = [*data["loras"], *(lora.model_dump() for lora in loras)]
-    try:
-        return PipelineConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError("\n".join(describe_validation_error(exc, "job LoRAs", PipelineConfig))) from None
-
-
-def _one_setting(values: set[Path], name: str) -> Path | None:
-    if len(values) > 1:
-        shown = ", ".join(str(v) for v in sorted(values))
-        error = ConfigError if name == "pipeline" else ManifestError
-        message = f"the manifests name different '{name}' values ({shown}); one run uses one, so pass --{name.replace('_', '-')}"
-        raise error(message) if error is ConfigError else error([message])
-    return values.pop() if values else None
-
-
 def _plan(args) -> int:
-    from .plan_checks import missing_sources, plan_warnings, resolved_folders, sources_without_mask
-    from .progress import format_duration
+    from .plan_report import report
 
-    read: dict = {}
-    config, output_root, plans, jobs = _prepare(args, for_run=False, read=read)
-    task = f", task {config.task}" if config.task != DEFAULT_TASK else ""
-    settings = f"{config.quantization.describe()}, {config.dtype}, {config.device}{task}"
-    print(f"pipeline: {escaped(config.model)} ({settings})")
-    for manifest, folder in resolved_folders(args.manifests):
-        print(f"manifest {escaped(manifest)}: relative paths resolve against {escaped(folder)}")
-    for warning in plan_warnings(config, jobs):
-        print(f"warning: {escaped(warning)}", file=sys.stderr)
-    missing_total, unmasked_total, pending_total = 0, 0, 0
-    for plan, job in zip(plans, jobs):
-        output, records = read[plan.name]
-        done = output.finished_ids(plan.items, records)
-        rejected = output.rejected_ids(records) & {item.item_id for item in plan.items}
-        left = len(plan.items) - len(done) - len(rejected)  # what pending_items leaves, from the sets at hand
-        pending_total += left
-        extra = f", {plan.duplicates} duplicate(s) merged" if plan.duplicates else ""
-        extra += f", {len(rejected)} rejected (skipped; --overwrite remakes them)" if rejected else ""
-        extra += f", {output.invalid_lines} invalid record line(s) ignored" if output.invalid_lines else ""
-        print(f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {escaped(output.folder)}")
-        missing, sources = missing_sources(job)
-        if missing:
-            missing_total += len(missing)
-            shown = ", ".join(map(escaped, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            print(f"  missing: {len(missing)} of {sources} source file(s): {shown}")
-        if unmasked := sources_without_mask(job):
-            unmasked_total += len(unmasked)
-            more = f" and {len(unmasked) - 5} more" if len(unmasked) > 5 else ""
-            shown = ", ".join(map(escaped, unmasked[:5])) + more
-            print(f"  without a mask: {len(unmasked)} source(s): {shown}")
-        for axis, values in grid_axes(job).items():
-            texts = [  # an empty seed cell of a CSV row: the item's seed is derived
-                printable(json.dumps(v, ensure_ascii=False) if axis == "prompts" else "derived" if v is None else v)
-                for v in values[:8]
-            ]
-            shown = ", ".join(texts) + (f", ... ({len(values)} in all)" if len(values) > 8 else "")
-            print(f"  {axis}: {shown}")
-        seconds = output.mean_seconds(config.recorded_fields(), records)
-        if left and seconds is not None:
-            print(
-                f"  estimate: {format_duration(left * seconds)} for {left} item(s) at {seconds:.2f} s each (earlier runs here)"
-            )
-        elif left:
-            print("  estimate: none yet (no earlier run with this pipeline config in this folder)")
-    print(f"total: {sum(len(plan.items) for plan in plans)} item(s) in {len(plans)} job(s)")
-    if args.limit is not None:
-        print(f"--limit {args.limit}: {min(args.limit, pending_total)} of {pending_total} pending item(s) would run")
-    if unmasked_total:
-        print(f"error: {unmasked_total} source(s) without a mask (listed above)", file=sys.stderr)
-    if missing_total:
-        print(f"error: {missing_total} source file(s) not found (listed above)", file=sys.stderr)
-    if missing_total or unmasked_total:
-        return EXIT_ITEMS_FAILED
-    return EXIT_OK
+    return report(args)
 
 
 def _run(args) -> int:
@@ -393,7 +239,7 @@ def _run(args) -> int:
     options = RunOptions(fetch=fetch, overwrite=args.overwrite, limit=args.limit)
     try:
         with _cluster(args) as cluster:  # a local Ray instance stops with the run; a joined cluster stays
-            config, output_root, plans, _ = _prepare(args, for_run=True, resolve=cluster and cluster.resolve)
+            config, output_root, plans, _ = prepare(args, for_run=True, resolve=cluster and cluster.resolve)
             execution = cluster.execution(config, fetch) if cluster else InProcess(Engine.load, Engine.check, fetch)
             result = drive(plans, config, output_root, execution, options)
     except LoadInterrupted as stopped:  # nothing generated yet, and the job folders this run made are gone
@@ -473,7 +319,7 @@ def _reproduce(args) -> int:
 def _prune(args) -> int:
     from .prune import prune_job
 
-    _, output_root, plans, _ = _prepare(args, for_run=True)  # the same ids as `run`, or refused
+    _, output_root, plans, _ = prepare(args, for_run=True)  # the same ids as `run`, or refused
     for plan in plans:
         result = prune_job(plan, output_root, dry_run=args.dry_run, reject_missing=args.rejected)
         for line in result.listing:

@@ -28,6 +28,11 @@ def printable(value: object, limit: int = ECHO_CHARS) -> str:
     return escaped if cut is text else f"{escaped}… ({len(text):,} characters)"
 
 
+def escaped(text: object) -> str:
+    """Text for the terminal: control characters escaped on each line (a path may hold ESC), nothing cut."""
+    return "\n".join(printable(line, limit=len(line)) for line in str(text).split("\n"))
+
+
 def shown_path(path: object) -> str:
     """A path for a message: escaped like any user text, but long paths kept whole enough to find."""
     return printable(path, limit=1000)

@@ -129,7 +129,7 @@ def time_plan(manifest: Path, root: Path, repeats: int, wait_idle: float) -> tup
 
 
 def time_pieces(manifest: Path, root: Path, repeats: int) -> tuple[list[tuple[str, float]], float]:
-    """Median seconds of each in-process step `batch-edit plan` takes (as cli._plan calls them), and of the
+    """Median seconds of each in-process step `batch-edit plan` takes (as plan_report.report calls them), and of the
     import of its CLI in a fresh interpreter."""
     # What a fresh `batch-edit plan` process pays before planning: the interpreter, then the CLI's imports.
     probe = "import time; t = time.monotonic(); import batch_edit.cli; print(time.monotonic() - t)"

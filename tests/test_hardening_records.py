@@ -16,12 +16,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from batch_edit import cli, outputs, source_identity
+from batch_edit import outputs, source_identity
 from batch_edit.engine import Engine
 from batch_edit.errors import OutputError, OutputRefusedError, UnsafeOutputError
 from batch_edit.outputs import STATE_DIR, JobOutput
 from batch_edit.pipeline_config import PipelineConfig, QuantizationConfig
 from batch_edit.plan import make_item
+from batch_edit.planning import prepare
 from batch_edit.runner import RunOptions, failure_reason, run
 from batch_edit.sources import SourceError, SourceRef, load_image
 
@@ -249,7 +250,7 @@ def test_an_unreadable_job_folder_is_refused_in_one_line(tmp_path, tiny_config):
 def test_an_output_problem_after_the_model_loaded_stops_the_run_not_refuses_it(tmp_path, tiny_config):
     job = manifest(tmp_path, PHOTOS / "cat.jpg")
     args = SimpleNamespace(manifests=[job], pipeline=tiny_config, output_root=tmp_path / "out")
-    config, root, plans, _ = cli._prepare(args, for_run=True)
+    config, root, plans, _ = prepare(args, for_run=True)
     records = root / JOB / STATE_DIR / "records.jsonl"
 
     def load_then_break_the_folder(config):
@@ -375,7 +376,7 @@ def test_plan_and_run_plan_with_the_resolved_recipe_on_the_cpu(tmp_path, tiny_mo
 
     def planned(config: Path, for_run: bool):
         args = SimpleNamespace(manifests=[job], pipeline=config, output_root=tmp_path / "out")
-        config, _, plans, _ = cli._prepare(args, for_run=for_run)
+        config, _, plans, _ = prepare(args, for_run=for_run)
         return config.identity(), [item.item_id for item in plans[0].items]
 
     assert planned(auto, False) == planned(auto, True) == planned(explicit, True)
@@ -435,7 +436,7 @@ def test_a_source_changed_after_planning_fails_instead_of_hiding_under_the_old_i
     source = tmp_path / "photo.jpg"
     shutil.copy(PHOTOS / "cat.jpg", source)
     args = SimpleNamespace(manifests=[manifest(tmp_path, source)], pipeline=tiny_config, output_root=tmp_path / "out")
-    config, root, plans, _ = cli._prepare(args, for_run=True)
+    config, root, plans, _ = prepare(args, for_run=True)
     shutil.copy(PHOTOS / "coffee.jpg", source)
     result = run(plans, config, root, Engine.load, RunOptions())
     assert (result.jobs[0].done, result.jobs[0].failed) == (0, 1)

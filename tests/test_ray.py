@@ -236,12 +236,12 @@ class SentTwice(InProcess):
 
 
 def test_a_result_that_comes_back_twice_is_recorded_once(tmp_path, tiny_config):
-    from batch_edit.cli import _resolve_device_choices
     from batch_edit.engine import Engine
     from batch_edit.pipeline_config import load_pipeline_config
+    from batch_edit.planning import resolve_device_choices
 
     (loaded,) = load_manifests([Path(manifests(tmp_path)[0])])
-    config = _resolve_device_choices(load_pipeline_config(tiny_config), True)
+    config = resolve_device_choices(load_pipeline_config(tiny_config), True)
     plans = plan_jobs(list(loaded.jobs), config.identity())
     result = drive(
         plans, config, tmp_path / "out", SentTwice(Engine.load, Engine.check, RunOptions().fetch), RunOptions()

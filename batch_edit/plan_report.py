@@ -1,0 +1,73 @@
+"""`batch-edit plan`: what a run would do, without a model: each job's items, what is done, missing sources and
+masks, the swept axes and an estimate from earlier runs here."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .cli import EXIT_ITEMS_FAILED, EXIT_OK
+from .pipeline_config import DEFAULT_TASK
+from .plan import grid_axes
+from .planning import prepare
+from .validation import escaped, printable
+
+
+def report(args) -> int:
+    from .plan_checks import missing_sources, plan_warnings, resolved_folders, sources_without_mask
+    from .progress import format_duration
+
+    read: dict = {}
+    config, output_root, plans, jobs = prepare(args, for_run=False, read=read)
+    task = f", task {config.task}" if config.task != DEFAULT_TASK else ""
+    settings = f"{config.quantization.describe()}, {config.dtype}, {config.device}{task}"
+    print(f"pipeline: {escaped(config.model)} ({settings})")
+    for manifest, folder in resolved_folders(args.manifests):
+        print(f"manifest {escaped(manifest)}: relative paths resolve against {escaped(folder)}")
+    for warning in plan_warnings(config, jobs):
+        print(f"warning: {escaped(warning)}", file=sys.stderr)
+    missing_total, unmasked_total, pending_total = 0, 0, 0
+    for plan, job in zip(plans, jobs):
+        output, records = read[plan.name]
+        done = output.finished_ids(plan.items, records)
+        rejected = output.rejected_ids(records) & {item.item_id for item in plan.items}
+        left = len(plan.items) - len(done) - len(rejected)  # what pending_items leaves, from the sets at hand
+        pending_total += left
+        extra = f", {plan.duplicates} duplicate(s) merged" if plan.duplicates else ""
+        extra += f", {len(rejected)} rejected (skipped; --overwrite remakes them)" if rejected else ""
+        extra += f", {output.invalid_lines} invalid record line(s) ignored" if output.invalid_lines else ""
+        print(f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {escaped(output.folder)}")
+        missing, sources = missing_sources(job)
+        if missing:
+            missing_total += len(missing)
+            shown = ", ".join(map(escaped, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            print(f"  missing: {len(missing)} of {sources} source file(s): {shown}")
+        if unmasked := sources_without_mask(job):
+            unmasked_total += len(unmasked)
+            more = f" and {len(unmasked) - 5} more" if len(unmasked) > 5 else ""
+            shown = ", ".join(map(escaped, unmasked[:5])) + more
+            print(f"  without a mask: {len(unmasked)} source(s): {shown}")
+        for axis, values in grid_axes(job).items():
+            texts = [  # an empty seed cell of a CSV row: the item's seed is derived
+                printable(json.dumps(v, ensure_ascii=False) if axis == "prompts" else "derived" if v is None else v)
+                for v in values[:8]
+            ]
+            shown = ", ".join(texts) + (f", ... ({len(values)} in all)" if len(values) > 8 else "")
+            print(f"  {axis}: {shown}")
+        seconds = output.mean_seconds(config.recorded_fields(), records)
+        if left and seconds is not None:
+            print(
+                f"  estimate: {format_duration(left * seconds)} for {left} item(s) at {seconds:.2f} s each (earlier runs here)"
+            )
+        elif left:
+            print("  estimate: none yet (no earlier run with this pipeline config in this folder)")
+    print(f"total: {sum(len(plan.items) for plan in plans)} item(s) in {len(plans)} job(s)")
+    if args.limit is not None:
+        print(f"--limit {args.limit}: {min(args.limit, pending_total)} of {pending_total} pending item(s) would run")
+    if unmasked_total:
+        print(f"error: {unmasked_total} source(s) without a mask (listed above)", file=sys.stderr)
+    if missing_total:
+        print(f"error: {missing_total} source file(s) not found (listed above)", file=sys.stderr)
+    if missing_total or unmasked_total:
+        return EXIT_ITEMS_FAILED
+    return EXIT_OK

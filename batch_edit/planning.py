@@ -1,0 +1,108 @@
+"""The planning step `plan`, `run` and `prune` share: the pipeline config first (its task decides what manifests
+may set), then the manifests, the config's `auto` choices resolved for the device, each local source identified by
+its content, and the plans (item ids, seeds, file names)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from .errors import ConfigError, ManifestError, OutputError, OutputRefusedError, PipelineLoadError
+from .manifest import DEFAULT_OUTPUT_ROOT, JobSpec, load_manifests, pipeline_settings
+from .masks import task_problems
+from .pipeline_config import PipelineConfig, load_pipeline_config
+from .plan import JobPlan, plan_jobs
+from .source_identity import identify_sources, recorded_hashes
+from .validation import describe_validation_error
+
+
+def prepare(
+    args, for_run: bool, read: dict | None = None, resolve=None
+) -> tuple[PipelineConfig, Path, list[JobPlan], list[JobSpec]]:
+    """The planning step `plan` and `run` share: the config with its `auto` choices resolved for this device
+    (or by `resolve`: for the GPUs of a Ray cluster), each local source identified by its content, then the plans
+    (ids, seeds, names). `read`, if given, gets each job's (JobOutput, records) as read here."""
+    # the config first: its task decides the manifests' defaults and which parameters they may set
+    config = load_pipeline_config(args.pipeline or _one_setting(pipeline_settings(args.manifests), "pipeline"))
+    manifests = load_manifests(args.manifests, output_root=args.output_root, task=config.task)  # kept out of sources
+    roots = {manifest.output_root for manifest in manifests if manifest.output_root is not None}
+    output_root = args.output_root or _one_setting(roots, "output_root") or DEFAULT_OUTPUT_ROOT
+    jobs = [job for manifest in manifests for job in manifest.jobs]
+    config = (resolve or resolve_device_choices)(_with_job_loras(config, jobs), for_run)
+    if problems := task_problems(jobs, config.task):  # masks with a task that takes none, or none for inpainting
+        raise ManifestError(problems)
+    jobs = identify_sources(jobs, _recorded_hashes(output_root, jobs, {} if read is None else read))
+    plans = plan_jobs(jobs, config.identity())
+    for job, plan in zip(jobs, plans):
+        for first, later in plan.merged_rows[:3]:
+            print(
+                f"warning: {job.origin}: row {later} gives the same item(s) as row {first} (same source, prompt, "
+                "parameters and seed), so they run once; for several images of one row use the 'variations' column",
+                file=sys.stderr,
+            )
+        if len(plan.merged_rows) > 3:
+            more = len(plan.merged_rows) - 3
+            print(f"warning: {job.origin}: ... and {more} more row(s) merged the same way", file=sys.stderr)
+    return config, output_root, plans, jobs
+
+
+def resolve_device_choices(config: PipelineConfig, for_run: bool) -> PipelineConfig:
+    if not config.has_device_choices:
+        return config
+    from .backends import fp8_capable
+
+    try:
+        return config.with_device_choices(fp8_capable(config.device))
+    except PipelineLoadError as exc:
+        if for_run:
+            raise
+        print(f"note: {exc}\n  (torchao_type auto stays unresolved: items done on a GPU are not counted)")
+        return config
+
+
+def _recorded_hashes(output_root: Path, jobs: list[JobSpec], read: dict) -> dict:
+    """Source content hashes that earlier runs recorded in these jobs' folders (read before anything runs)."""
+    from .outputs import JobOutput
+
+    known: dict = {}
+    try:
+        for job in jobs:
+            output = JobOutput(output_root, job.name)
+            output.check()
+            read[job.name] = (output, output.read_records())
+            known.update(recorded_hashes(read[job.name][1].values()))
+    except OutputError as exc:
+        raise OutputRefusedError(str(exc)) from exc
+    return known
+
+
+def _with_job_loras(config: PipelineConfig, jobs: list[JobSpec]) -> PipelineConfig:
+    """Jobs may list LoRAs too; they are fused into the run's one pipeline, so every job must list the same."""
+    sets = {json.dumps([lora.identity() for lora in job.loras], sort_keys=True) for job in jobs}
+    if len(sets) > 1:
+        described = "; ".join(f"{job.name}: {' '.join(lora.tag() for lora in job.loras) or 'none'}" for job in jobs)
+        raise ManifestError([
+            f"the jobs list different LoRAs ({described}); one run fuses one set of LoRAs into its one pipeline, "
+            "so run jobs with other LoRAs as a separate command"
+        ])  # fmt: skip
+    loras = jobs[0].loras if jobs else ()
+    if not loras:
+        return config
+    data = config.model_dump()
+    data["loras"] = [*data["loras"], *(lora.model_dump() for lora in loras)]
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(describe_validation_error(exc, "job LoRAs", PipelineConfig))) from None
+
+
+def _one_setting(values: set[Path], name: str) -> Path | None:
+    if len(values) > 1:
+        shown = ", ".join(str(v) for v in sorted(values))
+        error = ConfigError if name == "pipeline" else ManifestError
+        message = f"the manifests name different '{name}' values ({shown}); one run uses one, so pass --{name.replace('_', '-')}"
+        raise error(message) if error is ConfigError else error([message])
+    return values.pop() if values else None
