@@ -31,7 +31,7 @@ from batch_edit.plan import plan_jobs
 from batch_edit.ray_run import INSTALL, MAX_RESTARTS, GpuNode, resolve_for_cluster
 from batch_edit.runner import InProcess, RunOptions, drive
 
-from .conftest import PHOTOS, batch_edit, batch_edit_process, write_pipeline_config
+from .conftest import PHOTOS, batch_edit, batch_edit_process, batch_edit_subprocess, write_pipeline_config
 
 # How an item ran, not what it is: its time, and the size of the call it was in (a retried batch may be split)
 EXECUTION = ["seconds", "finished_at", "failed_at", "batch_size"]
@@ -350,3 +350,39 @@ def test_workers_that_keep_dying_end_the_run_with_exit_1_and_say_so(spread):
     assert stderr.strip().splitlines()[-1].startswith("error: the Ray workers stopped (")
     assert "run the same command again to resume" in stderr and kills > MAX_RESTARTS
     assert_consistent(root)
+
+
+def test_an_inpainting_job_with_masks_runs_alike_on_ray(tmp_path, tiny_task_config):
+    """Masks travel with their items through the CPU stage and the workers: the same records, images within
+    2/255, and every pixel outside the mask still the fitted source's."""
+    mask = Image.new("L", (640, 427))
+    mask.paste(255, (100, 80, 400, 300))
+    (tmp_path / "masks").mkdir()
+    mask.save(tmp_path / "masks" / "cat.png")
+    (tmp_path / "m.yaml").write_text(f"""
+jobs:
+  - name: masked
+    keep_sources: true
+    sources: [{PHOTOS / "cat.jpg"}, {PHOTOS / "coffee.jpg"}]
+    masks: masks
+    prompts: a tiger
+    mask_blur: [0, 4]
+    num_inference_steps: 4
+    width: 64
+    height: 48
+""")
+    command = ["run", "m.yaml", "--pipeline", str(tiny_task_config("inpaint"))]
+    single = batch_edit(*command, "--output-root", "single", cwd=tmp_path)
+    spread = batch_edit_subprocess(*command, "--output-root", "ray", "--ray", "--workers", "2", cwd=tmp_path)
+    assert single.returncode == spread.returncode == 1, spread.stderr  # coffee has no mask: its items fail
+    for table in ("metadata.csv", "failures.csv"):
+        one, other = (pd.read_csv(tmp_path / run / "masked" / table) for run in ("single", "ray"))
+        timing = [column for column in EXECUTION if column in one]
+        pd.testing.assert_frame_equal(one.drop(columns=timing), other.drop(columns=timing), obj=table)
+    for _, row in pd.read_csv(tmp_path / "ray" / "masked" / "metadata.csv").iterrows():
+        folder = tmp_path / "ray" / "masked"
+        made, alone = (np.asarray(Image.open(tmp_path / run / "masked" / row["file_name"]), dtype=int)
+                       for run in ("ray", "single"))  # fmt: skip
+        source = np.asarray(Image.open(folder / row["source_image_file_name"]), dtype=int)
+        outside = np.asarray(Image.open(folder / row["mask_file_name"])) == 0
+        assert np.abs(made - alone).max() <= 2 and (made[outside] == source[outside]).all()
