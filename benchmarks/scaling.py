@@ -28,16 +28,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cpu_throughput import BATCH_EDIT, PHOTOS, PROMPTS, SEEDS, STRENGTHS  # the same 96-item workload
 from machine_load import add_wait_idle_argument, cpu_model, run_timed, settle  # beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
-PHOTOS = [REPO / "jobs" / "images" / "cat.jpg", REPO / "jobs" / "images" / "coffee.jpg"]
-PROMPTS = ["a tiger", "a watercolor painting", "a pencil sketch", "a photo at night"]
-STRENGTHS = [0.6, 0.75, 0.9]
-SEEDS = [1, 2, 3, 4]
-_SCRIPT = Path(sys.executable).with_name("batch-edit")
-BATCH_EDIT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "batch_edit"]
 
 
 def main() -> int:
