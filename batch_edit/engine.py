@@ -50,10 +50,11 @@ class Engine:
                 raise PipelineLoadError(f"LoRA '{lora.name}': file not found: {lora.path}")
 
     @classmethod
-    def load(cls, config: PipelineConfig) -> "Engine":
+    def load(cls, config: PipelineConfig, announce: bool = True) -> "Engine":
+        if not announce:  # a Ray worker: the driver has said what every worker loads
+            return cls._load(config)
         # One line, on a terminal and in a log alike: loading a full model takes minutes and says nothing else.
-        name = f"{shown_path(config.model)} ({config.quantization.describe()})"
-        print(f"batch-edit: loading {name} ...", end=" ", file=sys.stderr, flush=True)
+        print(f"batch-edit: loading {described(config)} ...", end=" ", file=sys.stderr, flush=True)
         started = time.monotonic()
         try:
             engine = cls._load(config)
@@ -200,6 +201,10 @@ def check_masks(task: str, images: list[Image.Image], masks: list[Image.Image] |
         if mask.mode != "L" or mask.size != image.size:
             shown = f"{mask.mode} {mask.size}"
             raise ValueError(f"a mask must be an 'L' image of its image's size {image.size}, not {shown}")
+
+
+def described(config: PipelineConfig) -> str:
+    return f"{shown_path(config.model)} ({config.quantization.describe()})"
 
 
 def check_device(device: str, torch) -> None:

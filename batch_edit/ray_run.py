@@ -12,6 +12,7 @@ import os
 import pickle
 import queue
 import socket
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -90,7 +91,8 @@ class RayCluster:
         self.ray = import_ray()
 
     def __enter__(self) -> RayCluster:
-        options = {"include_dashboard": False, "logging_level": logging.WARNING}
+        # Ray's own notices (token authentication on a local instance...) are not the user's business; its errors are
+        options = {"include_dashboard": False, "logging_level": logging.ERROR}
         try:
             _check_reachable(self.address)
             if self.address is None:
@@ -158,7 +160,10 @@ class RayExecution:
             raise cause if isinstance(cause, BatchEditError) else PipelineLoadError(_first_line(exc)) from None
 
     def load(self, config: PipelineConfig) -> PipelineConfig:
+        from .engine import described
+
         self.config = config  # resolved for the cluster before ids were made; each worker loads it when it starts
+        print(f"batch-edit: {self.workers} Ray worker(s), each loading {described(config)}", file=sys.stderr)
         return config
 
     def run(self, tasks: list[Task], pipeline: dict, record, stop: StopOnSignal) -> None:
@@ -238,7 +243,7 @@ class _GenerateStage:
         from .engine import Engine
 
         torch.set_num_threads(threads)  # the CPUs Ray gives this worker, not the whole machine's
-        self.worker = Worker(Engine.load(config), pipeline, prompts)
+        self.worker = Worker(Engine.load(config, announce=False), pipeline, prompts)
 
     def __call__(self, batch: dict) -> dict:
         return {"result": _results(self.worker, batch["prepared"])}

@@ -168,6 +168,13 @@ def test_ray_gives_the_same_ids_names_metadata_and_failures(runs):
     )
 
 
+def test_the_driver_says_once_what_the_workers_load_and_ray_keeps_its_notices(runs):
+    _, ray_run, _, _ = runs
+    assert ray_run.stderr.count("batch-edit: 2 Ray worker(s), each loading ") == 1
+    assert "batch-edit: loading" not in ray_run.stderr  # not once per worker, interleaved
+    assert "Token authentication" not in ray_run.stderr
+
+
 def test_ray_images_match_the_single_process_run(runs):
     _, _, folder, _ = runs
     for job in ITEMS:
