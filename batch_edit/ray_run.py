@@ -11,6 +11,7 @@ import math
 import os
 import pickle
 import queue
+import re
 import socket
 import sys
 import threading
@@ -286,10 +287,21 @@ def _cause(exc: BaseException) -> BaseException:
     return cause if isinstance(cause, BatchEditError) else exc
 
 
+# A worker whose pipeline failed to load dies in its constructor; Ray hands the driver only that error's text
+_LOAD_FAILURE = re.compile(r"batch_edit\.errors\.PipelineLoadError: (.+)")
+
+
 def _lost(exc: Exception) -> BatchEditError:
     cause = _cause(exc)
     if isinstance(cause, BatchEditError):
         return cause
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for found in (_LOAD_FAILURE.search(str(error)) for error in chain):
+        if found:  # the same message (and exit 2) as a load failing in a plain run; it would fail again on resume
+            return PipelineLoadError(f"a Ray worker could not load the pipeline: {found.group(1).strip()}")
     return WorkersLost(
         f"the Ray workers stopped ({_first_line(exc)}); every finished item is recorded: run the same command "
         "again to resume"

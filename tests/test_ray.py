@@ -393,3 +393,19 @@ jobs:
         source = np.asarray(Image.open(folder / row["source_image_file_name"]), dtype=int)
         outside = np.asarray(Image.open(folder / row["mask_file_name"])) == 0
         assert np.abs(made - alone).max() <= 2 and (made[outside] == source[outside]).all()
+
+
+def test_a_pipeline_that_fails_to_load_on_the_workers_is_a_load_error(tmp_path, tiny_model):
+    """The engine's checks pass where the workers run (the folder exists), the load itself fails: exit 2 with
+    the load's reason, as in a plain run, not "workers lost, run again to resume"."""
+    (tmp_path / "broken").mkdir()
+    config = write_pipeline_config(tmp_path / "broken.yaml", tmp_path / "broken")
+    (tmp_path / "m.yaml").write_text(f"jobs: [{{name: b, sources: {PHOTOS / 'cat.jpg'}, prompts: x, width: 64, "
+                                     "height: 64, num_inference_steps: 2}]\n")  # fmt: skip
+    result = batch_edit_subprocess(
+        "run", "m.yaml", "--pipeline", str(config), "--ray", "--workers", "1", "--output-root", "o", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: a Ray worker could not load the pipeline: could not load model"), last
+    assert "model_index.json" in last and "resume" not in last
