@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .background import Prefetch, Writer
-from .errors import BatchEditError, OutputError, OutputRefusedError
+from .errors import BatchEditError, OutputError, OutputRefusedError, PipelineLoadError
 from .outputs import JobOutput
 from .pipeline_config import PipelineConfig, dump_pipeline_config
 from .plan import JobPlan, WorkItem
@@ -132,6 +132,10 @@ def drive(
         )
         try:
             execution.run(tasks, recorder.pipeline.fields, recorder.record, stop)
+        except PipelineLoadError:  # Ray's workers load as they start: a failed load leaves nothing, as above
+            recorder.close()
+            _discard_unused([outputs[s.name] for s in active])
+            raise
         finally:
             recorder.close()
     return RunResult(summaries, loaded_model=True, interrupted_by=stop.signal, seconds=progress.elapsed)
@@ -149,11 +153,15 @@ def _lock_and_load(stack: ExitStack, outputs: list[JobOutput], recount, config: 
                 recount()
             return load(config)
         except BaseException:  # a refusal, a load error or a signal: no config, no new folder, no .batch-edit/
-            for output in locked:  # every lock released first: removing a folder needs descriptors of its own
-                output.close()
-            for output in reversed(locked):  # the last first, so the first can remove an output root it made
-                output.discard_if_unused()
+            _discard_unused(locked)
             raise
+
+
+def _discard_unused(outputs: list[JobOutput]) -> None:
+    for output in outputs:  # every lock released first: removing a folder needs descriptors of its own
+        output.close()
+    for output in reversed(outputs):  # the last first, so the first can remove an output root it made
+        output.discard_if_unused()
 
 
 def pending_items(plan: JobPlan, output: JobOutput, overwrite: bool, records: dict | None = None) -> list[WorkItem]:

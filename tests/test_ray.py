@@ -409,3 +409,4 @@ def test_a_pipeline_that_fails_to_load_on_the_workers_is_a_load_error(tmp_path, 
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: a Ray worker could not load the pipeline: could not load model"), last
     assert "model_index.json" in last and "resume" not in last
+    assert not (tmp_path / "o").exists()  # as when the load fails in a plain run: no folder left behind
