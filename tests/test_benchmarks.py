@@ -42,6 +42,7 @@ def table_rows(text: str) -> tuple[list[str], list[dict[str, str]]]:
     return header, [dict(zip(header, split(line))) for line in lines[2:]]
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: `pytest -m slow`
 def test_reduced_form_measures_every_configuration_through_the_runner(tmp_path):
     backends = ["quanto", "none"] + (["torchao"] if importlib.util.find_spec("torchao") else [])
     out = tmp_path / "reduced.md"

@@ -409,6 +409,7 @@ def test_committed_memory_table_has_every_shipped_gpu_config_and_no_estimates(co
             assert row["GPU"] not in ("n/a", "CPU"), f"{row['config']}: GPU figures only, naming the GPU"
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: `pytest -m slow`
 def test_the_suite_runs_its_steps_in_reduced_form_and_writes_each_row(tmp_path, contract):
     """The shell entry point (install check, paths) and the driver, with the tiny model on the CPU: two steps,
     a memory row and a cold-start row; files copied to $OUT as the device tool collects them."""

@@ -359,6 +359,7 @@ def test_workers_that_keep_dying_end_the_run_with_exit_1_and_say_so(spread):
     assert_consistent(root)
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: `pytest -m slow`
 def test_an_inpainting_job_with_masks_runs_alike_on_ray(tmp_path, tiny_task_config):
     """Masks travel with their items through the CPU stage and the workers: the same records, images within
     2/255, and every pixel outside the mask still the fitted source's."""
@@ -395,6 +396,7 @@ jobs:
         assert np.abs(made - alone).max() <= 2 and (made[outside] == source[outside]).all()
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: `pytest -m slow`
 def test_a_pipeline_that_fails_to_load_on_the_workers_is_a_load_error(tmp_path, tiny_model):
     """The engine's checks pass where the workers run (the folder exists), the load itself fails: exit 2 with
     the load's reason, as in a plain run, not "workers lost, run again to resume"."""
