@@ -284,8 +284,9 @@ def quiet_libraries(verbose: bool) -> None:
         diffusers.utils.logging.set_verbosity_error()
         transformers.utils.logging.set_verbosity_error()
         # transformers imports torchao whenever it is installed, quanto runs included: its optional kernels that
-        # this machine cannot load, and the pytree registrations torch warns about, are not the user's business
-        for name in ("torchao", "torch.utils._pytree"):
+        # this machine cannot load, the pytree registrations torch warns about, and a CUDA build of torch on a
+        # machine without CUDA saying so as quanto loads its extensions, are not the user's business
+        for name in ("torchao", "torch.utils._pytree", "torch.utils.cpp_extension"):
             logging.getLogger(name).setLevel(logging.ERROR)
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
