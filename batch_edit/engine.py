@@ -146,17 +146,17 @@ class Engine:
         """Batch embeddings for `prompts`, encoding only those not cached (least recently used ones go)."""
         import torch
 
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._prompts]
-        if missing:
-            encoder_device = self._device(self.pipe.text_encoder_2)
+        for prompt in [p for p in dict.fromkeys(prompts) if p not in self._prompts]:
+            # One prompt per call: batched encoding rounds differently with the batch's size and company, so a
+            # prompt's embedding (and every image made from it) would depend on which other prompts were missing
+            # from the cache at the time: a resumed run or `reproduce` would not give the same image.
             embeds, pooled, _ = self.pipe.encode_prompt(
-                prompt=missing,
+                prompt=[prompt],
                 prompt_2=None,
-                device=encoder_device,
+                device=self._device(self.pipe.text_encoder_2),
                 max_sequence_length=self.config.max_sequence_length,
             )
-            for index, prompt in enumerate(missing):
-                self._prompts[prompt] = (embeds[index : index + 1], pooled[index : index + 1])
+            self._prompts[prompt] = (embeds, pooled)
         for prompt in prompts:
             self._prompts.move_to_end(prompt)
         chosen = [self._prompts[prompt] for prompt in prompts]

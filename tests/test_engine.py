@@ -109,6 +109,21 @@ def test_cached_prompt_encodings_give_what_the_prompt_gives(tmp_path, tiny_model
     assert np.array_equal(np.asarray(cached), np.asarray(direct))
 
 
+def test_each_prompt_is_encoded_alone_so_its_embedding_never_depends_on_the_others(tmp_path, tiny_model):
+    """Batched encoding rounds with the batch's size and company: a prompt encoded beside whichever others were
+    missing from the cache would make images that a resumed run or `reproduce` (which encode it anew) differ from."""
+    config = load_pipeline_config(
+        write_pipeline_config(tmp_path / "p.yaml", tiny_model, quantization="{backend: none}")
+    )
+    engine = Engine.load(config)
+    batches = []
+    for encoder in (engine.pipe.text_encoder, engine.pipe.text_encoder_2):
+        encoder.register_forward_pre_hook(lambda module, args, kwargs: batches.append(
+            (args[0] if args else kwargs["input_ids"]).shape[0]), with_kwargs=True)  # fmt: skip
+    engine.encode_prompts(["a tiger", "a lion", "a tiger", "a fox"])
+    assert batches == [1] * 6  # three distinct prompts, two encoders each, one prompt per call
+
+
 def test_torchao_int8_weight_only_on_the_cpu(tmp_path, tiny_model):
     pytest.importorskip("torchao")
     config = load_pipeline_config(
