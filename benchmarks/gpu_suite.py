@@ -4,8 +4,9 @@ Started by gpu_suite.sh, which installs what is missing first.
 
 Steps, in order: the 24 GB config under a 22 GiB cap; the throughput reference (quanto) and torchao fp8 with
 regional compile in one run (filling a kept compile cache); a second process on that warm cache (time to first
-image); the 16 GB config under 15 GiB and the 12 GB one under 11; the 24 GB config without VAE tiling/slicing
-(is tiling needed?); bf16; torchao fp8 with whole-model compile (a long cold compile: last).
+image); the 16 GB config under 15 GiB and the 12 GB one under 11; the inpaint, fill and kontext 24 GB configs
+under 22 (each task's own pipeline and items); the 24 GB config without VAE tiling/slicing (is tiling needed?);
+bf16; torchao fp8 with whole-model compile (a long cold compile: last).
 
 Results: gpu_memory.md (memory table, one row per config and cap), gpu_throughput_suite*.md and the step log
 gpu_suite.md in --results (default benchmarks/results), copied to $OUT when it is set; every step's output is
@@ -27,6 +28,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARK = REPO / "benchmarks" / "gpu_throughput.py"
+
+
+# The shipped configs of the other tasks, each its own pipeline: a memory row apiece.
+TASK_CONFIGS = [
+    ("inpaint", "flux1-dev-inpaint-24gb.yaml", "FLUX.1-dev, a mask per photo"),
+    ("fill", "flux1-fill-dev-24gb.yaml", "FLUX.1-Fill-dev's transformer, a mask per photo, 50 steps"),
+    ("kontext", "flux1-kontext-dev-24gb.yaml", "the source's tokens join the sequence"),
+]
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,9 @@ def steps(results: Path, cache: Path) -> list[Step]:
              "the 16 GB config under a 15 GiB cap"),
         Step("memory-12gb", ("--config", config("flux1-dev-12gb.yaml"), "--memory-cap-gib", "11", *memory), 240,
              "the 12 GB config under an 11 GiB cap"),
+        *(Step(f"memory-{task}-24gb", ("--config", config(name), "--memory-cap-gib", "22", *memory), 150,
+               f"the 24 GB {task} config under a 22 GiB cap ({what})")
+          for task, name, what in TASK_CONFIGS),
         Step("memory-24gb-untiled",
              ("--config", config("flux1-dev-24gb.yaml"), "--set", "vae_tiling=false", "--set", "vae_slicing=false",
               "--memory-cap-gib", "22", *memory), 120,

@@ -21,7 +21,9 @@ to benchmarks/results/gpu_throughput_reduced.md (or --out), never to the GPU tab
 
 Memory contract (memory_contract.py): one shipped pipeline config on the same architecture, this process capped
 at the memory of the card the config is for; ok or out-of-memory, peak and s/image go to
-benchmarks/results/gpu_memory.md, one row per config and cap. `--set KEY=VALUE` overrides a config key.
+benchmarks/results/gpu_memory.md, one row per config and cap. `--set KEY=VALUE` overrides a config key. A config
+of another task runs that task's pipeline (flux_architecture.py: fill on FLUX.1-Fill-dev's transformer) at the
+task's steps and guidance, with a mask per photo for inpaint and fill, and a strength only where the task takes one.
 
     python benchmarks/gpu_throughput.py --config configs/flux1-dev-24gb.yaml --memory-cap-gib 22 --calls 2
 """
@@ -47,6 +49,7 @@ from pathlib import Path
 PROCESS_START = time.perf_counter()  # "first image" is counted from here: imports and loading included
 
 import memory_contract  # noqa: E402  (beside this script)
+from flux_architecture import MODELS, build_flux_dev_pipeline  # noqa: E402  (beside this script)
 from machine_load import cpu_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,77 +75,11 @@ BACKENDS = {
     "torchao+regional": ("torchao", "regional"),  # compile: regional (each repeated block compiled once)
 }
 
-# FLUX.1-dev's published component configs (black-forest-labs/FLUX.1-dev, */config.json).
-FLUX_DEV_TRANSFORMER = dict(
-    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
-    joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56),
-)  # fmt: skip
-T5_V1_1_XXL = dict(  # the encoder half of google/t5-v1_1-xxl
-    d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24, feed_forward_proj="gated-gelu", vocab_size=32128,
-    relative_attention_num_buckets=32, relative_attention_max_distance=128, layer_norm_epsilon=1e-6,
-    tie_word_embeddings=False, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-)  # fmt: skip
-CLIP_L_TEXT = dict(  # openai/clip-vit-large-patch14's text tower
-    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, projection_dim=768,
-    vocab_size=49408, max_position_embeddings=77, hidden_act="quick_gelu",
-)  # fmt: skip
-FLUX_VAE = dict(
-    in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-    block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=16, norm_num_groups=32,
-    sample_size=1024, shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False,
-)  # fmt: skip
-FLUX_DEV_SCHEDULER = dict(
-    num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-    base_image_seq_len=256, max_image_seq_len=4096,
-)  # fmt: skip
 COLUMNS = [
     "backend", "batch", "weights", "status", "load s", "warm-up s (first call)", "s/image (steady median)",
     "img/min (runner wall)", "peak GPU GiB", "resident GiB", "GPU utilisation (in-call fraction)",
     "NVML utilisation", "calls", "failed items",
 ]  # fmt: skip
-
-
-def build_flux_dev_pipeline(device: str, dtype, seed: int = 0):
-    """FluxImg2ImgPipeline with FLUX.1-dev's architecture and random weights, created directly on `device` in
-    `dtype` (so the ~12B transformer never exists in float32). `device="meta"` builds it without memory."""
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        FluxImg2ImgPipeline,
-        FluxTransformer2DModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
-
-    from batch_edit.tiny_model import _clip_tokenizer, _t5_tokenizer
-
-    clip_tokenizer, t5_tokenizer = _clip_tokenizer(), _t5_tokenizer()
-    # The offline CLIP tokenizer's special ids, so the encoder pools at the token this tokenizer ends with.
-    clip_ids = dict(
-        bos_token_id=clip_tokenizer.bos_token_id,
-        eos_token_id=clip_tokenizer.eos_token_id,
-        pad_token_id=clip_tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):  # default init runs where the weights live: seconds on a GPU
-            transformer = FluxTransformer2DModel(**FLUX_DEV_TRANSFORMER)
-            text_encoder = CLIPTextModel(CLIPTextConfig(**CLIP_L_TEXT, **clip_ids))
-            text_encoder_2 = T5EncoderModel(T5Config(**T5_V1_1_XXL))
-            vae = AutoencoderKL(**FLUX_VAE)
-    finally:
-        torch.set_default_dtype(previous)
-    return FluxImg2ImgPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_DEV_SCHEDULER),
-        vae=vae,
-        text_encoder=text_encoder.eval(),
-        tokenizer=clip_tokenizer,
-        text_encoder_2=text_encoder_2.eval(),
-        tokenizer_2=t5_tokenizer,
-        transformer=transformer.eval(),
-    )
 
 
 @dataclass(frozen=True)
@@ -152,7 +89,7 @@ class Settings:
     dtype: str
     size: int
     steps: int
-    strength: float
+    strength: float | None  # None: the task takes none (fill, kontext)
     guidance: float
     configurations: tuple[tuple[str, int], ...]  # (backend, batch size), measured in this order
     items: int | None  # per configuration; None: `calls` calls' worth (the first is the warm-up)
@@ -164,9 +101,25 @@ class Settings:
     overrides: tuple[str, ...] = ()  # KEY=VALUE changes to that config
     memory_cap_gib: float | None = None  # cap this process's GPU memory once loaded
     compile_cache_dir: Path | None = None  # a kept inductor cache (a warm start); default: a fresh one per run
+    task: str = "img2img"  # the pipeline config's: which pipeline and weights are built, what items carry
 
     def items_for(self, batch_size: int) -> int:
         return self.items or self.calls * batch_size
+
+    @property
+    def passes(self) -> int:
+        """Transformer passes per call: with a strength, denoising starts at int(steps - steps * strength)."""
+        return self.steps - int(self.steps - self.steps * self.strength) if self.strength else self.steps
+
+    def work(self) -> str:
+        """What each item asks, in a table's words."""
+        from batch_edit.pipeline_config import MASKED_TASKS
+
+        return ", ".join([
+            f"{self.task} {self.size}x{self.size}", f"{self.steps} steps",
+            *([f"strength {self.strength:g}"] if self.strength else []), f"guidance {self.guidance:g}",
+            *(["a mask per photo"] if self.task in MASKED_TASKS else []),
+        ])  # fmt: skip
 
 
 @dataclass
@@ -221,11 +174,11 @@ class TimedEngine:
     def __getattr__(self, name):
         return getattr(self.engine, name)
 
-    def generate(self, items, images):
+    def generate(self, items, images, **masks):
         self._sync()
         start = time.perf_counter()
         try:
-            results = self.engine.generate(items, images)
+            results = self.engine.generate(items, images, **masks)
         except BaseException as exc:
             self.calls.append(Call(start, time.perf_counter(), len(items), type(exc).__name__))
             raise
@@ -302,23 +255,48 @@ def _nvml_reader(device: str):
 
 
 def write_plans(settings: Settings, folder: Path, count: int):
-    """`count` items from the project's photos x PROMPTS x seeds, through the real manifest and plan code."""
+    """`count` items from the project's photos x PROMPTS x seeds, through the real manifest and plan code; for the
+    masked tasks, each photo's mask paired by stem from a folder, as a user's manifest gives them."""
     import yaml
 
+    from batch_edit.errors import ManifestError
     from batch_edit.manifest import load_manifests
+    from batch_edit.masks import task_problems
+    from batch_edit.pipeline_config import MASKED_TASKS
     from batch_edit.plan import JobPlan, plan_jobs
 
-    photos = sorted(str(path) for path in PHOTOS.glob("*.jpg"))
+    photos = sorted(PHOTOS.glob("*.jpg"))
     seeds = list(range(-(-count // (len(photos) * len(PROMPTS)))))
-    job = dict(name="throughput", sources=photos, prompts=PROMPTS, seed=seeds, strength=settings.strength,
+    job = dict(name="throughput", sources=[str(photo) for photo in photos], prompts=PROMPTS, seed=seeds,
                num_inference_steps=settings.steps, guidance_scale=settings.guidance,
                width=settings.size, height=settings.size)  # fmt: skip
+    if settings.strength is not None:  # a task that takes none refuses one
+        job["strength"] = settings.strength
+    if settings.task in MASKED_TASKS:
+        job["masks"] = str(write_masks(photos, folder / "masks"))
     manifest = folder / "throughput.yaml"
     manifest.write_text(yaml.safe_dump({"jobs": [job]}, sort_keys=False))
-    (loaded,) = load_manifests([manifest])
+    (loaded,) = load_manifests([manifest], task=settings.task)
+    if problems := task_problems(loaded.jobs, settings.task):
+        raise ManifestError(problems)
     (plan,) = plan_jobs(list(loaded.jobs), {"benchmark": "gpu_throughput"})
     items = sorted(plan.items, key=lambda item: item.seed)[:count]  # every photo and prompt before repeating
     return [JobPlan(name=plan.name, items=tuple(items), duplicates=0)]
+
+
+def write_masks(photos: list[Path], folder: Path) -> Path:
+    """One mask per photo, `<stem>.png` at the photo's size: white (repainted) over its central half, black around
+    it, so every crop of the photo keeps some of both."""
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for photo in photos:
+        with Image.open(photo) as image:
+            width, height = image.size
+        mask = Image.new("L", (width, height), 0)
+        ImageDraw.Draw(mask).rectangle((width // 4, height // 4, width * 3 // 4, height * 3 // 4), fill=255)
+        mask.save(folder / f"{photo.stem}.png")
+    return folder
 
 
 def pipeline_config(settings: Settings, backend: str, batch_size: int, scratch: Path):
@@ -361,9 +339,9 @@ def measure(settings: Settings, backend: str, batch_size: int, scratch: Path) ->
     if settings.reduced:
         from batch_edit.tiny_model import build_tiny_pipeline
 
-        pipe = build_tiny_pipeline().to(getattr(torch, settings.dtype))
+        pipe = build_tiny_pipeline(settings.task).to(getattr(torch, settings.dtype))
     else:
-        pipe = build_flux_dev_pipeline(settings.device, getattr(torch, settings.dtype))
+        pipe = build_flux_dev_pipeline(settings.device, getattr(torch, settings.dtype), task=settings.task)
     engine = Engine.from_pipeline(config, pipe)
     del pipe
     if settings.memory_cap_gib is not None:
@@ -516,11 +494,11 @@ NOTES = [
 
 
 def render(settings: Settings, rows: list[Row], command: str) -> str:
-    label = "REDUCED CPU FORM (tiny random model; not GPU figures)" if settings.reduced else "FLUX.1-dev architecture"
-    first_step = int(settings.steps - settings.steps * settings.strength)
+    architecture = f"{MODELS[settings.task]} architecture"
+    label = "REDUCED CPU FORM (tiny random model; not GPU figures)" if settings.reduced else architecture
     model = (
         "tiny random FLUX pipeline (batch_edit.tiny_model)" if settings.reduced
-        else "FLUX.1-dev architecture with random weights (11.9B-parameter transformer, T5 v1.1 XXL, CLIP-L, 16-channel VAE)"
+        else f"{architecture} with random weights (11.9B-parameter transformer, T5 v1.1 XXL, CLIP-L, 16-channel VAE)"
     )  # fmt: skip
     lines = [
         f"# GPU throughput benchmark: {label}",
@@ -528,8 +506,7 @@ def render(settings: Settings, rows: list[Row], command: str) -> str:
         *(f"{line}  " for line in environment(settings)),
         f"Model: {model}, {settings.dtype}  ",
         f"Work: {settings.items or f'{settings.calls} x batch size'} items per configuration (the first call is the warm-up), "
-        f"{settings.size}x{settings.size}, {settings.steps} steps at strength {settings.strength} "
-        f"({settings.steps - first_step} transformer passes), guidance {settings.guidance}, the project's photos "
+        f"{settings.work()} ({settings.passes} transformer passes per call), the project's photos "
         f"x {len(PROMPTS)} prompts, through batch_edit.runner.run (prefetch and PNG writing overlap)  ",
         f"Command: `{command}`  ",
         *([f"Skipped (not available here): {', '.join(settings.skipped)}"] if settings.skipped else []),
@@ -567,16 +544,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
     default_backends = ["quanto", "none", "torchao"] if args.reduced else list(BACKENDS)
     backends = args.backends.split(",") if args.backends else default_backends
     batch_sizes = [int(size) for size in (args.batch_sizes or ("1,2" if args.reduced else "1,2,4")).split(",")]
+    task = "img2img"  # the backends' pipeline; a config's own task otherwise
     if args.config:
         if args.configs or args.backends or args.batch_sizes:
             raise ValueError("--config runs one pipeline config: drop --configs/--backends/--batch-sizes")
-        from batch_edit.pipeline_config import load_pipeline_config
-
-        task = load_pipeline_config(args.config).task
-        if task != "img2img":  # the random weights are FLUX.1-dev's img2img pipeline, and items carry no masks
-            raise ValueError(f"--config {args.config.name}: the benchmark runs img2img configs only, not {task}")
         overrides = tuple(args.set or ())
-        configurations = [(memory_contract.label(args.config, overrides), config_batch_size(args, overrides))]
+        config = _run_config(args, overrides)
+        task = config.task
+        configurations = [(memory_contract.label(args.config, overrides), config_batch_size(args, config))]
         backends = []
     elif args.configs:
         if args.backends or args.batch_sizes:
@@ -597,14 +572,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if device == "cpu" and not args.reduced and not args.out:
         raise ValueError("the GPU table takes GPU figures only: a full-size run on the CPU needs --out")
     skipped = tuple(name for name in backends if name.startswith("torchao") and not _has_torchao())
+    steps, strength, guidance = item_parameters(args, task)
     return Settings(
         reduced=args.reduced,
         device=device,
         dtype="float32" if device == "cpu" else "bfloat16",
         size=args.size or (64 if args.reduced else 1024),
-        steps=args.steps or (4 if args.reduced else 28),
-        strength=args.strength,
-        guidance=args.guidance,
+        steps=steps,
+        strength=strength,
+        guidance=guidance,
         configurations=tuple((name, size) for name, size in configurations if name not in skipped),
         items=args.items,
         calls=args.calls,
@@ -617,14 +593,33 @@ def settings_from(args: argparse.Namespace) -> Settings:
         overrides=tuple(args.set or ()),
         memory_cap_gib=args.memory_cap_gib,
         compile_cache_dir=args.compile_cache_dir,
+        task=task,
     )
 
 
-def config_batch_size(args: argparse.Namespace, overrides: tuple[str, ...]) -> int:
-    """A config's batch size; `auto` resolved for the capped memory (the CPU form: 1, for speed)."""
+def item_parameters(args: argparse.Namespace, task: str) -> tuple[int, float | None, float]:
+    """Steps, strength and guidance: those given, else the task's defaults (the reduced form: 4 steps, for speed);
+    no strength for a task that takes none, and --strength refused there as a manifest would refuse it."""
+    from batch_edit.parameters import named
+
+    strength = named("strength")
+    if not strength.taken_by(task) and args.strength is not None:
+        raise ValueError(f"--strength: the {task} task takes no strength ({args.config.name})")
+    return (
+        args.steps or (4 if args.reduced else named("num_inference_steps").default_for(task)),
+        None if not strength.taken_by(task) else strength.default_for(task) if args.strength is None else args.strength,
+        named("guidance_scale").default_for(task) if args.guidance is None else args.guidance,
+    )
+
+
+def _run_config(args: argparse.Namespace, overrides: tuple[str, ...]):
     with tempfile.TemporaryDirectory() as scratch:
-        config = memory_contract.run_config(args.config, overrides, reduced=args.reduced, scratch=Path(scratch),
-                                            cache=None)  # fmt: skip
+        return memory_contract.run_config(args.config, overrides, reduced=args.reduced, scratch=Path(scratch),
+                                          cache=None)  # fmt: skip
+
+
+def config_batch_size(args: argparse.Namespace, config) -> int:
+    """A config's batch size; `auto` resolved for the capped memory (the CPU form: 1, for speed)."""
     if config.batch_size != "auto":
         return config.batch_size
     return 1 if args.reduced else config.resolved_batch_size(args.memory_cap_gib or 80)
@@ -667,9 +662,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-metadata", type=Path, help="copy each configuration's metadata.csv to this folder")
     parser.add_argument("--device", help="cuda, cuda:N or cpu (default cuda; reduced cpu)")
     parser.add_argument("--size", type=int, help="image side (default 1024; reduced 64)")
-    parser.add_argument("--steps", type=int, help="num_inference_steps (default 28; reduced 4)")
-    parser.add_argument("--strength", type=float, default=0.9)
-    parser.add_argument("--guidance", type=float, default=3.5)
+    parser.add_argument("--steps", type=int, help="num_inference_steps (default: the task's, 28; reduced 4)")
+    parser.add_argument("--strength", type=float, help="default: the task's, 0.9 (fill and kontext take none)")
+    parser.add_argument("--guidance", type=float, help="default: the task's (3.5; fill 30, kontext 2.5)")
     parser.add_argument("--out", type=Path, help="markdown file to write (default benchmarks/results/...)")
     parser.add_argument("--config", type=Path, help="run this pipeline config (memory contract: gpu_memory.md)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a --config key (repeatable)")
@@ -703,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
             settings.out.parent.mkdir(parents=True, exist_ok=True)
             if settings.config_file:  # one row of the memory table, the others kept
                 gpu = torch.cuda.get_device_name(settings.device) if settings.device.startswith("cuda") else "CPU"
-                row = memory_contract.cells(rows[-1], settings.memory_cap_gib, gpu, _commit())
+                row = memory_contract.cells(rows[-1], settings.memory_cap_gib, gpu, _commit(), settings.work())
                 memory_contract.record(settings.out, row, settings.reduced)
             else:
                 settings.out.write_text(render(settings, rows, command.strip()))

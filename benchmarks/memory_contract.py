@@ -17,7 +17,7 @@ from pathlib import Path
 
 NOT_MEASURED = "not yet measured"
 COLUMNS = [
-    "config", "cap GiB", "status", "peak GiB", "resident GiB", "batch", "s/image (steady median)",
+    "config", "cap GiB", "status", "peak GiB", "resident GiB", "batch", "work", "s/image (steady median)",
     "load s", "first image s (from process start)", "GPU", "date", "commit",
 ]  # fmt: skip
 # What each shipped CUDA config is for: the cap it must pass under (about what that card leaves usable).
@@ -27,6 +27,9 @@ SHIPPED_CAPS = {
     "flux1-dev-12gb.yaml": 11.0,
     "flux1-dev-80gb-bf16.yaml": 78.0,
     "flux1-dev-hopper-fast.yaml": 78.0,
+    "flux1-dev-inpaint-24gb.yaml": 22.0,
+    "flux1-fill-dev-24gb.yaml": 22.0,
+    "flux1-kontext-dev-24gb.yaml": 22.0,
     "flux1-schnell.yaml": 22.0,
 }
 
@@ -102,12 +105,13 @@ def status_of(row_status: str) -> str:
     return row_status
 
 
-def cells(row, cap_gib: float | None, gpu: str, commit: str) -> dict[str, str]:
+def cells(row, cap_gib: float | None, gpu: str, commit: str, work: str = "n/a") -> dict[str, str]:
+    """A measured row's cells; `work`: what each item asked (task, size, steps, strength, guidance, masks)."""
     from gpu_throughput import _num  # beside this script
 
     return dict(zip(COLUMNS, [
         row.backend, "none" if cap_gib is None else f"{cap_gib:g}", status_of(row.status).replace("|", "/"),
-        _num(row.peak_gib, ".1f"), _num(row.resident_gib, ".1f"), str(row.batch), _num(row.s_per_image),
+        _num(row.peak_gib, ".1f"), _num(row.resident_gib, ".1f"), str(row.batch), work, _num(row.s_per_image),
         _num(row.load_s), _num(row.first_image_s), gpu,
         datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), commit,
     ]))  # fmt: skip
@@ -119,7 +123,10 @@ def read_rows(path: Path) -> list[dict[str, str]]:
     lines = [line for line in path.read_text().splitlines() if line.startswith("| ")]
     split = lambda line: [cell.strip() for cell in line.strip().strip("|").split("|")]  # noqa: E731
     header = split(lines[0]) if lines else []
-    return [dict(zip(header, split(line))) for line in lines[1:]] if header == COLUMNS else []
+    # A table written before a column was added reads with "n/a" there, so a new row keeps its measured ones.
+    if header[:2] != COLUMNS[:2] or not set(header) <= set(COLUMNS):
+        return []
+    return [{**dict.fromkeys(COLUMNS, "n/a"), **dict(zip(header, split(line)))} for line in lines[1:]]
 
 
 def record(path: Path, new: dict[str, str], reduced: bool = False) -> None:
@@ -148,7 +155,10 @@ def render(rows: list[dict[str, str]], reduced: bool = False) -> str:
     lines = [
         f"# Memory contract: {title}",
         "",
-        "FLUX.1-dev architecture with random weights, 1024x1024, 28 steps, strength 0.9, through the real runner, "
+        "FLUX.1's full-size architecture with random weights (FLUX.1-Fill-dev's transformer for the fill task, "
+        "FLUX.1-dev's otherwise), each item as the row's `work` says (the task's steps and guidance; a strength "
+        "where the task takes one; for inpaint and fill a mask per photo, white over its central half), the "
+        "project's photos x 2 prompts through the real runner, "
         "this process capped at `cap GiB` of the GPU named in the row. Rows saying "
         f'"{NOT_MEASURED}" hold no figures: no GPU has run them yet. Written by',
         "`python benchmarks/gpu_throughput.py --config configs/X.yaml --memory-cap-gib N` (or all at once: "
