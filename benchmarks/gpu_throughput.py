@@ -26,6 +26,12 @@ of another task runs that task's pipeline (flux_architecture.py: fill on FLUX.1-
 task's steps and guidance, with a mask per photo for inpaint and fill, and a strength only where the task takes one.
 
     python benchmarks/gpu_throughput.py --config configs/flux1-dev-24gb.yaml --memory-cap-gib 22 --calls 2
+
+Phases (phase_memory.py): `--phases` measures every call of the text encoders, the VAE's encode and decode and the
+transformer (calls, seconds, and on CUDA the memory each adds above what was allocated when it began): a table per
+configuration under the throughput table, four columns of the memory table. Not with compile (hooks would break
+the graph). `--memory-history FILE` (CUDA) also dumps the allocator's history as a snapshot for
+pytorch.org/memory_viz.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from pathlib import Path
 PROCESS_START = time.perf_counter()  # "first image" is counted from here: imports and loading included
 
 import memory_contract  # noqa: E402  (beside this script)
+import phase_memory  # noqa: E402
 from flux_architecture import MODELS, build_flux_dev_pipeline  # noqa: E402  (beside this script)
 from machine_load import cpu_model  # noqa: E402
 
@@ -102,6 +109,8 @@ class Settings:
     memory_cap_gib: float | None = None  # cap this process's GPU memory once loaded
     compile_cache_dir: Path | None = None  # a kept inductor cache (a warm start); default: a fresh one per run
     task: str = "img2img"  # the pipeline config's: which pipeline and weights are built, what items carry
+    phases: bool = False  # time and memory per phase of each call (phase_memory.py)
+    memory_history: Path | None = None  # a CUDA memory snapshot of the run, for pytorch.org/memory_viz
 
     def items_for(self, batch_size: int) -> int:
         return self.items or self.calls * batch_size
@@ -139,6 +148,7 @@ class Row:
     calls: int = 0
     failed: int = 0
     first_image_s: float | None = None  # from process start to the end of the first pipeline call
+    phases: dict | None = None  # phase name -> phase_memory.PhaseStats, with --phases
 
     def cells(self) -> list[str]:
         return [
@@ -358,14 +368,19 @@ def measure(settings: Settings, backend: str, batch_size: int, scratch: Path) ->
         sampler.start()
 
     timed = TimedEngine(engine, on_first_call=first_call_done)
+    meter = phase_memory.PhaseMeter.for_device(settings.device).attach(engine.pipe) if settings.phases else None
     try:
-        result = run(
-            plans, config, scratch / "out" / f"{backend}-b{batch_size}", lambda _: timed, RunOptions(overwrite=True)
-        )
+        with phase_memory.memory_history(settings.memory_history, settings.device):
+            result = run(
+                plans, config, scratch / "out" / f"{backend}-b{batch_size}", lambda _: timed, RunOptions(overwrite=True)
+            )
     finally:
         sampler.stop()
-    if cuda:
-        row.peak_gib = torch.cuda.max_memory_allocated(settings.device) / 2**30
+        if meter:
+            meter.detach()
+    if cuda:  # the meter resets the allocator's peak at each phase and keeps the run's peak itself
+        row.peak_gib = (meter.run_peak() if meter else torch.cuda.max_memory_allocated(settings.device)) / 2**30
+    row.phases = meter.stats if meter else None
     summarise(row, timed.calls, sampler, result)
     if settings.keep_metadata:
         for job in result.jobs:
@@ -514,6 +529,7 @@ def render(settings: Settings, rows: list[Row], command: str) -> str:
         *table(rows),
         "",
         *NOTES,
+        *phase_memory.sections(rows),
     ]
     return "\n".join(lines) + "\n"
 
@@ -569,6 +585,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     unknown = [name for name in backends if name not in BACKENDS]
     if unknown:
         raise ValueError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
+    check_phase_options(args, device, backends, configurations)
     if device == "cpu" and not args.reduced and not args.out:
         raise ValueError("the GPU table takes GPU figures only: a full-size run on the CPU needs --out")
     skipped = tuple(name for name in backends if name.startswith("torchao") and not _has_torchao())
@@ -594,6 +611,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         memory_cap_gib=args.memory_cap_gib,
         compile_cache_dir=args.compile_cache_dir,
         task=task,
+        phases=args.phases,
+        memory_history=args.memory_history,
     )
 
 
@@ -610,6 +629,25 @@ def item_parameters(args: argparse.Namespace, task: str) -> tuple[int, float | N
         None if not strength.taken_by(task) else strength.default_for(task) if args.strength is None else args.strength,
         named("guidance_scale").default_for(task) if args.guidance is None else args.guidance,
     )
+
+
+def check_phase_options(args: argparse.Namespace, device: str, backends: list[str], configurations: list) -> None:
+    """--phases hooks the transformer: inside a compiled graph its hooks would break the graph (and measure
+    another program). --memory-history reads the CUDA allocator, for one configuration."""
+    if args.phases:
+        compiled = [name for name in backends if BACKENDS[name][1]]
+        if args.config:
+            with tempfile.TemporaryDirectory() as scratch:
+                config = memory_contract.run_config(args.config, tuple(args.set or ()), reduced=False,
+                                                    scratch=Path(scratch), cache=None)  # fmt: skip
+            compiled += [f"{args.config.name} (compile: {str(config.compile).lower()})"] if config.compile else []
+        if compiled:
+            raise ValueError(f"--phases cannot measure a compiled transformer (hooks break its graph): "
+                             f"{', '.join(compiled)}; measure phases without compile")  # fmt: skip
+    if args.memory_history and device == "cpu":
+        raise ValueError("--memory-history needs a CUDA GPU: the CPU form has no allocator history")
+    if args.memory_history and len(configurations) != 1:
+        raise ValueError("--memory-history records one configuration: give one --config or --configs entry")
 
 
 def _run_config(args: argparse.Namespace, overrides: tuple[str, ...]):
@@ -670,6 +708,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a --config key (repeatable)")
     parser.add_argument("--memory-cap-gib", type=float, help="cap this process's GPU memory, as on a smaller card")
     parser.add_argument("--compile-cache-dir", type=Path, help="keep inductor's cache here (default: a fresh one)")
+    parser.add_argument("--phases", action="store_true", help="calls, seconds and (CUDA) memory per phase of a call")
+    parser.add_argument("--memory-history", type=Path, metavar="FILE", help="CUDA: the allocator's history to FILE")
     args = parser.parse_args(argv)
     from batch_edit.errors import BatchEditError
 

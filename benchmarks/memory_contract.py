@@ -15,10 +15,12 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
+from phase_memory import MEMORY_COLUMNS, memory_cells  # beside this script
+
 NOT_MEASURED = "not yet measured"
 COLUMNS = [
     "config", "cap GiB", "status", "peak GiB", "resident GiB", "batch", "work", "s/image (steady median)",
-    "load s", "first image s (from process start)", "GPU", "date", "commit",
+    "load s", "first image s (from process start)", *MEMORY_COLUMNS, "GPU", "date", "commit",
 ]  # fmt: skip
 # What each shipped CUDA config is for: the cap it must pass under (about what that card leaves usable).
 SHIPPED_CAPS = {
@@ -112,7 +114,7 @@ def cells(row, cap_gib: float | None, gpu: str, commit: str, work: str = "n/a") 
     return dict(zip(COLUMNS, [
         row.backend, "none" if cap_gib is None else f"{cap_gib:g}", status_of(row.status).replace("|", "/"),
         _num(row.peak_gib, ".1f"), _num(row.resident_gib, ".1f"), str(row.batch), work, _num(row.s_per_image),
-        _num(row.load_s), _num(row.first_image_s), gpu,
+        _num(row.load_s), _num(row.first_image_s), *memory_cells(row.phases).values(), gpu,
         datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), commit,
     ]))  # fmt: skip
 
@@ -173,6 +175,9 @@ def render(rows: list[dict[str, str]], reduced: bool = False) -> str:
         "loaded (with offload, what stays on the GPU between calls).",
         "- `first image s`: from the start of the benchmark's process to the end of its first pipeline call "
         "(imports, building random weights, loading, a compile if any, one call).",
+        "- `text enc GiB` ... `VAE dec GiB` (with `--phases`): what each phase adds above what was allocated when "
+        "it began, the largest over its calls (text enc: the larger of CLIP and T5; denoise: one transformer step); "
+        "n/a where not measured. With offload, a component's own weights moved on count in its phase.",
         "- The cap excludes the CUDA context (about 0.5 GiB); the caps are what each card leaves usable.",
     ]
     return "\n".join(lines) + "\n"

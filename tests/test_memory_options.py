@@ -393,7 +393,7 @@ def bench_args(bench):
     return argparse.Namespace(
         reduced=True, device=None, backends=None, batch_sizes=None, configs=None, items=2, calls=2, size=None,
         steps=None, strength=0.9, guidance=3.5, out=None, keep_metadata=None, set=None, memory_cap_gib=None,
-        compile_cache_dir=None, config=REPO / "configs" / "flux1-dev-24gb.yaml",
+        compile_cache_dir=None, config=REPO / "configs" / "flux1-dev-24gb.yaml", phases=False, memory_history=None,
     )  # fmt: skip
 
 
