@@ -8,6 +8,8 @@ image); the 16 GB config under 15 GiB and the 12 GB one under 11; the inpaint, f
 under 22 (each task's own pipeline and items); the 24 GB config without VAE tiling/slicing (is tiling needed?);
 bf16; torchao fp8 with whole-model compile (a long cold compile: last).
 
+The memory steps of the 24, 16 and 12 GB configs also measure each phase's transient (--phases).
+
 Results: gpu_memory.md (memory table, one row per config and cap), gpu_throughput_suite*.md and the step log
 gpu_suite.md in --results (default benchmarks/results), copied to $OUT when it is set; every step's output is
 appended to gpu_suite.log there. `--reduced`: the same steps with the tiny model on the CPU (no caps), in seconds,
@@ -50,8 +52,9 @@ def steps(results: Path, cache: Path) -> list[Step]:
     config = lambda name: str(REPO / "configs" / name)  # noqa: E731
     throughput = lambda suffix: str(results / f"gpu_throughput_suite{suffix}.md")  # noqa: E731
     memory = ("--out", str(results / "gpu_memory.md"), "--calls", "2")
+    phases = (*memory, "--phases")  # the small-card configs: which phase owns the transient (no compile there)
     return [
-        Step("memory-24gb", ("--config", config("flux1-dev-24gb.yaml"), "--memory-cap-gib", "22", *memory), 150,
+        Step("memory-24gb", ("--config", config("flux1-dev-24gb.yaml"), "--memory-cap-gib", "22", *phases), 150,
              "the 24 GB config under a 22 GiB cap"),
         Step("throughput-reference-regional",
              ("--configs", "quanto:1,torchao+regional:1", "--calls", "3", "--compile-cache-dir", str(cache),
@@ -61,16 +64,16 @@ def steps(results: Path, cache: Path) -> list[Step]:
              ("--config", config("flux1-dev-hopper-fast.yaml"), "--set", "compile=regional", "--set", "batch_size=1",
               "--compile-cache-dir", str(cache), *memory), 150,
              "a second process on the warm compile cache: time to first image"),
-        Step("memory-16gb", ("--config", config("flux1-dev-16gb.yaml"), "--memory-cap-gib", "15", *memory), 150,
+        Step("memory-16gb", ("--config", config("flux1-dev-16gb.yaml"), "--memory-cap-gib", "15", *phases), 150,
              "the 16 GB config under a 15 GiB cap"),
-        Step("memory-12gb", ("--config", config("flux1-dev-12gb.yaml"), "--memory-cap-gib", "11", *memory), 240,
+        Step("memory-12gb", ("--config", config("flux1-dev-12gb.yaml"), "--memory-cap-gib", "11", *phases), 240,
              "the 12 GB config under an 11 GiB cap"),
         *(Step(f"memory-{task}-24gb", ("--config", config(name), "--memory-cap-gib", "22", *memory), 150,
                f"the 24 GB {task} config under a 22 GiB cap ({what})")
           for task, name, what in TASK_CONFIGS),
         Step("memory-24gb-untiled",
              ("--config", config("flux1-dev-24gb.yaml"), "--set", "vae_tiling=false", "--set", "vae_slicing=false",
-              "--memory-cap-gib", "22", *memory), 120,
+              "--memory-cap-gib", "22", *phases), 120,
              "the 24 GB config without VAE tiling or slicing under 22 GiB"),
         Step("throughput-bf16", ("--configs", "none:1", "--calls", "3", "--out", throughput("-bf16")), 90, "bf16"),
         Step("tuned-regional",
