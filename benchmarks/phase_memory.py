@@ -212,11 +212,11 @@ def memory_cells(stats: dict[str, PhaseStats] | None) -> dict[str, str]:
 
 PHASE_COLUMNS = ["phase", "calls", "s total", "s/call", "transient GiB (max over calls)", "peak GiB (max over calls)"]
 NOTES = [
-    "- `--phases`: every call of each component measured, warm-up included, the device synchronised at both ends "
-    "of each (the table above is timed with those synchronisations in). `transient GiB`: the allocator's peak during a call minus "
-    "what was allocated when it began (with offload, the component's own weights moved on count); `peak GiB`: the "
-    "peak itself. Text encoders run when prompts are encoded (outside pipeline calls, once per new prompt); the "
-    "VAE encodes each image of a batch separately. Memory is n/a off CUDA.",
+    "- `--phases`: every call of each component measured, warm-up included, the device synchronised at both "
+    "ends of each (the table above is timed with those synchronisations in). `transient GiB`: the allocator's "
+    "peak during a call minus what was allocated when it began (with offload, the component's own weights moved "
+    "on count); `peak GiB`: the peak itself. Text encoders run when prompts are encoded (outside pipeline calls, "
+    "once per new prompt); the VAE encodes each image of a batch separately. Memory is n/a off CUDA.",
 ]
 
 

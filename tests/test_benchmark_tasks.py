@@ -36,7 +36,7 @@ def args_for(config: Path | None = None, **given) -> argparse.Namespace:
     defaults = dict(
         reduced=False, device=None, backends=None, batch_sizes=None, configs=None, items=None, calls=4, size=None,
         steps=None, strength=None, guidance=None, out=None, keep_metadata=None, set=None, memory_cap_gib=None,
-        compile_cache_dir=None, config=config,
+        compile_cache_dir=None, config=config, phases=False, memory_history=None,
     )  # fmt: skip
     return argparse.Namespace(**{**defaults, **given})
 
