@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from .errors import PipelineLoadError
-from .pipeline_config import LoraConfig, PipelineConfig, QuantizationConfig
+from .pipeline_config import CUDA_GRAPH_MODES, LoraConfig, PipelineConfig, QuantizationConfig
 
 log = logging.getLogger(__name__)
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
@@ -189,12 +189,27 @@ def _compile_transformer(pipe, config: PipelineConfig) -> None:
     # Kept between runs, so only the first run on a machine pays for compiling each shape.
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    options = {"fullgraph": True, "dynamic": False, "mode": config.compile_mode}  # mode None: torch's default
     if config.compile == "regional":
         # diffusers compiles each class named in the model's `_repeated_blocks` (FLUX: the 19 double-stream and 38
         # single-stream blocks); blocks of one class share one compiled graph, their weights being graph inputs.
-        pipe.transformer.compile_repeated_blocks(fullgraph=True, dynamic=False)
+        pipe.transformer.compile_repeated_blocks(**options)
+        if config.compile_mode in CUDA_GRAPH_MODES:
+            pipe.transformer.register_forward_pre_hook(_begin_cuda_graph_step)
     else:
-        pipe.transformer.compile(fullgraph=True, dynamic=False)
+        # One graph per transformer call: CUDA graphs replay it whole; its output is consumed (the scheduler's
+        # step) before the next call's replay overwrites it.
+        pipe.transformer.compile(**options)
+
+
+def _begin_cuda_graph_step(module, args) -> None:
+    """Regional CUDA graphs: each block call enters compiled code, which torch would take as a new iteration,
+    releasing the previous block's output, the very input of this call. Marking the start of each transformer
+    call instead makes its block graphs one path, replayed step after step; what is released at each mark is
+    the previous call's block outputs, all consumed by then."""
+    import torch
+
+    torch.compiler.cudagraph_mark_step_begin()
 
 
 def offload_text_encoders(pipe) -> None:

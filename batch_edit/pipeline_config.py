@@ -133,6 +133,10 @@ AttentionBackend = Literal[
     "xformers",
 ]  # fmt: skip
 CPU_ATTENTION = ("native", "_native_math", "flex")  # the rest are CUDA kernels
+# torch.compile's modes beyond its default: autotuned matmul kernels (a longer cold compile), CUDA graphs (each
+# compiled graph replayed in one launch, with its own memory pool), or both.
+CompileMode = Literal["max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune"]
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 class PipelineConfig(StrictModel):
@@ -151,6 +155,7 @@ class PipelineConfig(StrictModel):
     # torch.compile the transformer (static shapes: one size per batch, last batch padded). true: the whole
     # transformer as one graph; "regional": each repeated block once, reused by all 57 (a much shorter cold compile).
     compile: bool | Literal["regional"] = False
+    compile_mode: CompileMode | None = None  # None: torch's default mode; only kernel choices change (see above)
     compile_cache_dir: str | None = None  # inductor's cache, kept between runs (default: ~/.cache/batch-edit/inductor)
     prompt_cache: int = Field(default=256, ge=0, le=100_000)  # distinct prompts whose encodings are kept
     offload_text_encoders: bool = False  # once every prompt is encoded, move the text encoders to the CPU
@@ -296,12 +301,30 @@ def combination_problems(config: PipelineConfig) -> list[str]:
     if config.offload != "none" and config.compile:
         problems.append(f"offload: {config.offload} cannot be combined with compile (offload hooks move weights "
                         "between devices under the compiled graph): set compile: false or offload: none")  # fmt: skip
+    problems.extend(compile_mode_problems(config))
     if config.offload == "sequential" and quant.backend in ("quanto", "torchao"):
         problems.append(
             f"offload: sequential cannot move {quant.backend}-quantized weights layer by layer: use "
             "quantization.backend: none, or offload: model"
         )
     return problems
+
+
+def compile_mode_problems(config: PipelineConfig) -> list[str]:
+    mode = config.compile_mode
+    if mode is None:
+        return []
+    if not config.compile:
+        return ["compile_mode needs compile: true or regional"]
+    if mode not in CUDA_GRAPH_MODES:
+        return []
+    if not config.device.startswith("cuda"):
+        return [(f"compile_mode {mode} uses CUDA graphs, which need device: cuda: with device {config.device} use "
+                 "max-autotune-no-cudagraphs or leave it unset")]  # fmt: skip
+    if config.first_block_cache:  # its hooks keep one step's block outputs for the next; a replay overwrites them
+        return [(f"compile_mode {mode} (CUDA graphs) cannot be combined with first_block_cache: use "
+                 "max-autotune-no-cudagraphs or first_block_cache: null")]  # fmt: skip
+    return []
 
 
 def single_file_identity(config: PipelineConfig) -> dict:

@@ -6,7 +6,8 @@ Steps, in order: the 24 GB config under a 22 GiB cap; the throughput reference (
 regional compile in one run (filling a kept compile cache); a second process on that warm cache (time to first
 image); the 16 GB config under 15 GiB and the 12 GB one under 11; the inpaint, fill and kontext 24 GB configs
 under 22 (each task's own pipeline and items); the 24 GB config without VAE tiling/slicing (is tiling needed?);
-bf16; torchao fp8 with whole-model compile (a long cold compile: last).
+bf16; fp8 with regional compile and the speed options, then with cuDNN attention, autotuned kernels, CUDA graphs;
+torchao fp8 with whole-model compile (a long cold compile: last).
 
 The memory steps of the 24, 16 and 12 GB configs also measure each phase's transient (--phases).
 
@@ -53,6 +54,9 @@ def steps(results: Path, cache: Path) -> list[Step]:
     throughput = lambda suffix: str(results / f"gpu_throughput_suite{suffix}.md")  # noqa: E731
     memory = ("--out", str(results / "gpu_memory.md"), "--calls", "2")
     phases = (*memory, "--phases")  # the small-card configs: which phase owns the transient (no compile there)
+    # tuned-regional's settings, which the compile-mode steps vary
+    tuned = ("--config", config("flux1-dev-hopper-fast.yaml"), "--set", "compile=regional", "--set", "batch_size=1",
+             "--set", "fuse_qkv=true", "--set", "vae_channels_last=true")  # fmt: skip
     return [
         Step("memory-24gb", ("--config", config("flux1-dev-24gb.yaml"), "--memory-cap-gib", "22", *phases), 150,
              "the 24 GB config under a 22 GiB cap"),
@@ -86,19 +90,26 @@ def steps(results: Path, cache: Path) -> list[Step]:
               "--set", "fuse_qkv=true", "--set", "vae_channels_last=true", "--set", "attention_backend=_native_cudnn",
               "--compile-cache-dir", str(cache), *memory), 240,
              "the same with cuDNN attention"),
+        Step("tuned-regional-max-autotune", (*tuned, "--set", "compile_mode=max-autotune-no-cudagraphs",
+              "--compile-cache-dir", str(cache), *memory), 240,
+             "tuned-regional with autotuned matmul kernels (a longer cold compile)"),
+        Step("tuned-regional-cudagraphs", (*tuned, "--set", "compile_mode=reduce-overhead",
+              "--compile-cache-dir", str(cache), *memory), 240,
+             "tuned-regional with CUDA graphs (each transformer call's block graphs replayed)"),
         Step("throughput-compile", ("--configs", "torchao+compile:1", "--calls", "3", "--out", throughput("-compile")),
              480, "torchao fp8 + whole-transformer compile (cold compile)"),
     ]  # fmt: skip
 
 
 def reduced_args(args: tuple[str, ...]) -> tuple[str, ...]:
-    """The CPU form of a step: tiny model, no memory cap, no compile, no CUDA attention kernel (seconds, not
-    minutes)."""
+    """The CPU form of a step: tiny model, no memory cap, no compile (nor its mode), no CUDA attention kernel
+    (seconds, not minutes)."""
     kept, skip = [], False
-    for arg in args:
+    for index, arg in enumerate(args):
+        following = args[index + 1] if index + 1 < len(args) else ""
         if skip:
             skip = False
-        elif arg == "--memory-cap-gib":
+        elif arg == "--memory-cap-gib" or (arg == "--set" and following.startswith("compile_mode=")):
             skip = True
         elif arg.startswith("attention_backend="):
             kept.append("attention_backend=native")
