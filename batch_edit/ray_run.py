@@ -82,6 +82,29 @@ def resolve_for_cluster(config: PipelineConfig, gpus: list[GpuNode]) -> Pipeline
     return config.model_copy(update={"device": "cuda", "batch_size": batch_size})
 
 
+class _Unused:
+    def __init__(self, argument):
+        pass
+
+
+def _spend_restart_notice(ray) -> None:
+    """Ray Data passes its own objects by reference to every worker it creates, and Ray's core then logs, once
+    per process and at level ERROR (straight to stderr, past `logging_level`), that restarting such an actor
+    would fail if they were lost: the driver holds them for the whole run, so it does not apply here. Ray's one
+    setting that hides it (RAY_BACKEND_LOG_LEVEL) hides every error of its core; instead the notice is spent
+    on a throwaway actor while stderr points at /dev/null (Ray's driver log file still has it)."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        unused = ray.remote(num_cpus=0, max_restarts=1)(_Unused).remote(ray.put(None))
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+    ray.kill(unused)
+
+
 class RayCluster:
     """The Ray instance of one run: a local one started for it (and stopped at the end) without an address, or a
     cluster joined (and left running)."""
@@ -103,6 +126,7 @@ class RayCluster:
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError... for the same cause
             where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
             raise ConfigError(f"cannot start or reach {where}: {_first_line(exc)}") from None
+        _spend_restart_notice(self.ray)
         context = self.ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the run's own progress line says what matters
         context.print_on_execution_start = False
