@@ -5,9 +5,11 @@ Started by gpu_suite.sh, which installs what is missing first.
 Steps, in order: the 24 GB config under a 22 GiB cap; the throughput reference (quanto) and torchao fp8 with
 regional compile in one run (filling a kept compile cache); a second process on that warm cache (time to first
 image); the 16 GB config under 15 GiB and the 12 GB one under 11; the inpaint, fill and kontext 24 GB configs
-under 22 (each task's own pipeline and items); the 24 GB config without VAE tiling/slicing (is tiling needed?);
-bf16; fp8 with regional compile and the speed options, then with cuDNN attention, autotuned kernels, CUDA graphs;
-torchao fp8 with whole-model compile (a long cold compile: last).
+under 22 (each task's own pipeline and items); schnell at 4 steps under 22; the 80 GB bf16 config under 78; the
+24 GB config without VAE tiling/slicing (is tiling needed?); bf16; fp8 with regional compile and the speed options,
+then with cuDNN attention, autotuned kernels, CUDA graphs; the Hopper config as shipped (whole-model compile at
+batch auto, a long cold compile) and torchao fp8 with whole-model compile at batch 1: last. Steps the budget
+leaves out run on their own later: `--only name,...`.
 
 The memory steps of the 24, 16 and 12 GB configs also measure each phase's transient (--phases).
 
@@ -75,6 +77,13 @@ def steps(results: Path, cache: Path) -> list[Step]:
         *(Step(f"memory-{task}-24gb", ("--config", config(name), "--memory-cap-gib", "22", *memory), 150,
                f"the 24 GB {task} config under a 22 GiB cap ({what})")
           for task, name, what in TASK_CONFIGS),
+        Step("memory-schnell", ("--config", config("flux1-schnell.yaml"), "--memory-cap-gib", "22", "--steps", "4",
+                                "--guidance", "0", *memory), 120,
+             "the schnell config under 22 GiB at its 4 steps (on FLUX.1-dev's architecture: schnell's lacks only "
+             "the small guidance embedder)"),
+        Step("memory-80gb-bf16", ("--config", config("flux1-dev-80gb-bf16.yaml"), "--memory-cap-gib", "78",
+                                  *memory), 150,
+             "the 80 GB bf16 config under 78 GiB (batch auto)"),
         Step("memory-24gb-untiled",
              ("--config", config("flux1-dev-24gb.yaml"), "--set", "vae_tiling=false", "--set", "vae_slicing=false",
               "--memory-cap-gib", "22", *phases), 120,
@@ -96,6 +105,9 @@ def steps(results: Path, cache: Path) -> list[Step]:
         Step("tuned-regional-cudagraphs", (*tuned, "--set", "compile_mode=reduce-overhead",
               "--compile-cache-dir", str(cache), *memory), 240,
              "tuned-regional with CUDA graphs (each transformer call's block graphs replayed)"),
+        Step("memory-hopper-fast", ("--config", config("flux1-dev-hopper-fast.yaml"), "--memory-cap-gib", "78",
+                                    "--compile-cache-dir", str(cache), *memory), 480,
+             "the Hopper config as shipped (whole-transformer compile, batch auto) under 78 GiB: a long cold compile"),
         Step("throughput-compile", ("--configs", "torchao+compile:1", "--calls", "3", "--out", throughput("-compile")),
              480, "torchao fp8 + whole-transformer compile (cold compile)"),
     ]  # fmt: skip

@@ -156,7 +156,7 @@ def test_the_suite_measures_each_task_config_under_22_gib(tmp_path):
     names = [step.name for step in steps]
     tasks = ["memory-inpaint-24gb", "memory-fill-24gb", "memory-kontext-24gb"]
     at = names.index("memory-12gb")
-    assert names[at + 1 : at + 4] == tasks and names[at + 4] == "memory-24gb-untiled"
+    assert names[at + 1 : at + 4] == tasks
     for step, (task, config) in zip(steps[at + 1 : at + 4], TASK_CONFIGS.items()):
         assert step.name == f"memory-{task}-24gb" and step.timeout_s <= 150
         args = step.args
@@ -164,6 +164,19 @@ def test_the_suite_measures_each_task_config_under_22_gib(tmp_path):
         assert args[args.index("--memory-cap-gib") + 1] == "22" and args[args.index("--calls") + 1] == "2"
         reduced = gpu_suite.reduced_args(args)
         assert "--memory-cap-gib" not in reduced and reduced[reduced.index("--config") + 1] == str(config)
+
+
+def test_every_shipped_config_gets_its_row_from_a_suite_step_run_as_shipped(tmp_path):
+    """Each (config, cap) row of the memory table is written by a step running that config unchanged (no --set:
+    an override is another row) under that cap."""
+    import gpu_suite
+
+    measured = set()
+    for step in gpu_suite.steps(tmp_path, tmp_path):
+        args = step.args
+        if "--config" in args and "--memory-cap-gib" in args and "--set" not in args:
+            measured.add((Path(args[args.index("--config") + 1]).name, float(args[args.index("--memory-cap-gib") + 1])))
+    assert measured == set(memory.SHIPPED_CAPS.items())
 
 
 # --- reduced runs through the real runner ------------------------------------------------------------------------
