@@ -294,12 +294,17 @@ def assert_consistent(root: Path) -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_stops_the_driver_records_what_came_back_and_stops_ray(spread, signum, status):
+@pytest.mark.parametrize("group", [False, True], ids=["driver", "process-group"])
+def test_a_signal_stops_the_driver_records_what_came_back_and_stops_ray(spread, signum, status, group):
+    """`group`: the signal reaches every process of the run, Ray's included, as Ctrl-C in a terminal does."""
     command, root = spread
-    process = batch_edit_process(*command, "--ray", "--workers", "2")
+    process = batch_edit_process(*command, "--ray", "--workers", "2", start_new_session=group)
     wait_for(lambda: recorded(root) >= 1, process)
     started = descendants(process.pid)
-    process.send_signal(signum)
+    if group:
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == status, stderr
     assert "run the same command again to resume" in stderr
