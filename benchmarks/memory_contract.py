@@ -109,7 +109,7 @@ def status_of(row_status: str) -> str:
 
 def cells(row, cap_gib: float | None, gpu: str, commit: str, work: str = "n/a") -> dict[str, str]:
     """A measured row's cells; `work`: what each item asked (task, size, steps, strength, guidance, masks)."""
-    from gpu_throughput import _num  # beside this script
+    from throughput_report import _num  # beside this script; imported here: it imports this module
 
     return dict(zip(COLUMNS, [
         row.backend, "none" if cap_gib is None else f"{cap_gib:g}", status_of(row.status).replace("|", "/"),

@@ -29,6 +29,8 @@ def load_benchmark():
 
 
 bench = load_benchmark()
+import throughput_report as report  # noqa: E402  (beside gpu_throughput.py, on the path it set)
+import throughput_timing as timing  # noqa: E402
 
 
 def table_rows(text: str) -> tuple[list[str], list[dict[str, str]]]:
@@ -58,7 +60,7 @@ def test_reduced_form_measures_every_configuration_through_the_runner(tmp_path):
     text = out.read_text()
     assert "REDUCED CPU FORM" in text and "NOT GPU figures" in text
     header, rows = table_rows(text)
-    assert header == bench.COLUMNS
+    assert header == report.COLUMNS
     assert sorted((row["backend"], int(row["batch"])) for row in rows) == sorted(
         (backend, size) for backend in backends for size in (1, 2)
     )
@@ -111,10 +113,10 @@ def test_full_size_model_is_flux1_dev():
 
 
 def test_utilisation_counts_the_gaps_between_calls():
-    calls = [bench.Call(0.0, 1.0, 2), bench.Call(1.5, 2.5, 2), bench.Call(3.0, 5.0, 2)]
+    calls = [timing.Call(0.0, 1.0, 2), timing.Call(1.5, 2.5, 2), timing.Call(3.0, 5.0, 2)]
     result = SimpleNamespace(failed=0, jobs=[SimpleNamespace(errors={})], interrupted_by=None)
     row = bench.Row("none", 2)
-    bench.summarise(row, calls, bench.UtilisationSampler("cpu"), result)
+    timing.summarise(row, calls, timing.UtilisationSampler("cpu"), result)
     assert row.status == "ok" and row.calls == 3
     assert row.warmup_s == pytest.approx(1.0)
     assert row.s_per_image == pytest.approx(0.75)  # median of 1.0/2 and 2.0/2
@@ -123,10 +125,10 @@ def test_utilisation_counts_the_gaps_between_calls():
 
 
 def test_an_out_of_memory_batch_is_reported_not_hidden():
-    calls = [bench.Call(0.0, 1.0, 4), bench.Call(1.0, 1.2, 4, "OutOfMemory"), bench.Call(1.2, 2.0, 2)]
+    calls = [timing.Call(0.0, 1.0, 4), timing.Call(1.0, 1.2, 4, "OutOfMemory"), timing.Call(1.2, 2.0, 2)]
     result = SimpleNamespace(failed=0, jobs=[SimpleNamespace(errors={})], interrupted_by=None)
     row = bench.Row("none", 4)
-    bench.summarise(row, calls, bench.UtilisationSampler("cpu"), result)
+    timing.summarise(row, calls, timing.UtilisationSampler("cpu"), result)
     assert "OutOfMemory on a batch of 4" in row.status
 
 
@@ -147,8 +149,8 @@ def test_the_full_form_refuses_without_a_gpu_and_writes_nothing(tmp_path, capsys
 def test_committed_gpu_table_is_real_gpu_figures_or_says_not_measured():
     text = COMMITTED.read_text()
     header, rows = table_rows(text)
-    assert header == bench.COLUMNS, "the committed table's columns are the ones a run writes"
-    if bench.NOT_MEASURED in text:
+    assert header == report.COLUMNS, "the committed table's columns are the ones a run writes"
+    if report.NOT_MEASURED in text:
         assert rows == [], "a 'not yet measured' table must hold no figures"
         return
     device = next(line for line in text.splitlines() if line.startswith("Device: "))

@@ -361,6 +361,8 @@ def test_the_benchmark_refuses_a_cap_it_cannot_apply(contract, tmp_path, capsys)
 
 
 def test_an_out_of_memory_becomes_a_row_not_a_crash(contract, tmp_path, monkeypatch):
+    from .test_benchmarks import timing
+
     bench, memory = contract
 
     def out_of_memory(*args, **kwargs):
@@ -374,7 +376,7 @@ def test_an_out_of_memory_becomes_a_row_not_a_crash(contract, tmp_path, monkeypa
     # an out-of-memory inside a pipeline call (the runner records it; the row says so)
     inside = bench.Row("flux1-dev-16gb.yaml", 1)
     result = type("Result", (), {"failed": 1, "jobs": [], "interrupted_by": None})()
-    bench.summarise(inside, [bench.Call(0.0, 1.0, 1, "OutOfMemory")], bench.UtilisationSampler("cpu"), result)
+    timing.summarise(inside, [timing.Call(0.0, 1.0, 1, "OutOfMemory")], timing.UtilisationSampler("cpu"), result)
     assert memory.status_of(inside.status).startswith("out-of-memory")
 
     table = tmp_path / "gpu_memory.md"
