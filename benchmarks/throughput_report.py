@@ -1,5 +1,4 @@
-"""The GPU throughput benchmark's table: a row per configuration, the environment it ran in, how to read it, and
-the committed placeholder written before any GPU run."""
+"""The GPU throughput benchmark's table: a row per configuration, the environment it ran in, and how to read it."""
 
 from __future__ import annotations
 
@@ -14,11 +13,6 @@ import phase_memory  # beside this script
 from flux_architecture import MODELS
 from machine_load import cpu_model
 from throughput_settings import PROMPTS, REPO, Settings
-
-NOT_MEASURED = (
-    "Not yet measured: no CUDA GPU was available when this was written. "
-    "Run `python benchmarks/gpu_throughput.py` on a CUDA machine to fill this table."
-)
 
 COLUMNS = [
     "backend", "batch", "weights", "status", "load s", "warm-up s (first call)", "s/image (steady median)",
@@ -150,26 +144,5 @@ def render(settings: Settings, rows: list[Row], command: str) -> str:
         "",
         *NOTES,
         *phase_memory.sections(rows),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def render_placeholder() -> str:
-    """The committed table before any GPU run: says so plainly, with the columns a run will fill."""
-    lines = [
-        "# GPU throughput benchmark: FLUX.1-dev architecture",
-        "",
-        f"**{NOT_MEASURED}**",
-        "",
-        "This file holds no estimates: its table stays empty until a run on a CUDA GPU writes it, naming the GPU. "
-        "The reduced CPU form that the tests run (`--reduced`) writes elsewhere; its figures are not GPU figures.",
-        "",
-        "What a run will measure: the FLUX.1-dev architecture with random weights, 1024x1024, 28 steps, strength "
-        "0.9, for backends quanto (reference recipe), none (bf16), torchao, torchao+compile, none+compile, at "
-        "batch sizes 1, 2 and 4, through the real runner.",
-        "",
-        *table([]),
-        "",
-        *NOTES,
     ]
     return "\n".join(lines) + "\n"
