@@ -29,6 +29,7 @@ INSTALL = "pip install -e '.[ray]'"
 # Source-loading tasks reserve no CPU: they are light next to generating, and the workers take every CPU
 # (a reserved share would cost a 2-core machine a whole torch thread per worker: Ray takes only whole CPUs above one)
 PREPARE_CPUS = 0
+FEEDER_STOP_S = 10  # how long a stopped run waits for the dataset's executor to stop before shutting Ray down
 MAX_RESTARTS = 3  # a killed worker comes back this often (its unfinished items run again), then the run ends
 
 
@@ -50,6 +51,9 @@ class GpuNode:
 
 
 def import_ray():
+    # Without this, a Ray call made after the run's shutdown (Ray Data's executor thread winding down) would start a
+    # new local Ray instance, and the process would wait on it past the end of the run.
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
     try:
         import ray
         import ray.data  # the extra installs it with ray
@@ -193,8 +197,21 @@ class RayExecution:
 
     def run(self, tasks: list[Task], pipeline: dict, record, stop: StopOnSignal) -> None:
         results: queue.Queue = queue.Queue(maxsize=64)  # bounded: Ray's backpressure reaches the workers
-        feeder = threading.Thread(target=self._stream, args=(self._dataset(tasks, pipeline), results), daemon=True)
+        stopping = threading.Event()
+        feeder = threading.Thread(
+            target=self._stream, args=(self._dataset(tasks, pipeline), results, stopping), daemon=True
+        )
         feeder.start()
+        try:
+            self._receive(results, record, stop)
+        finally:
+            stopping.set()
+            # The feeder closes the dataset's iterator, which stops its executor, before Ray shuts down; it may be
+            # waiting on workers that died with the signal, hence the bound.
+            feeder.join(timeout=FEEDER_STOP_S)
+
+    @staticmethod
+    def _receive(results: queue.Queue, record, stop: StopOnSignal) -> None:
         while stop.signal is None:
             try:
                 kind, value = results.get(timeout=0.2)  # a signal is noticed at once, not after the next result
@@ -213,13 +230,18 @@ class RayExecution:
             if kind == "result":
                 record(value)
 
-    def _stream(self, dataset, results: queue.Queue) -> None:
+    @staticmethod
+    def _stream(dataset, results: queue.Queue, stopping: threading.Event) -> None:
+        rows = iter(dataset.iter_rows())
         try:
-            for row in dataset.iter_rows():
-                results.put(("result", pickle.loads(row["result"])))
-            results.put(("end", None))
+            for row in rows:
+                if not _offer(results, ("result", pickle.loads(row["result"])), stopping):
+                    return
+            _offer(results, ("end", None), stopping)
         except Exception as exc:  # handed to the driver's thread, which ends the run with it
-            results.put(("error", _lost(exc)))
+            _offer(results, ("error", _lost(exc)), stopping)
+        finally:
+            rows.close()  # stops the dataset's executor (and its workers) when the driver stopped first
 
     def _dataset(self, tasks: list[Task], pipeline: dict):
         rows = [{"task": pickle.dumps(task)} for task in tasks]
@@ -249,6 +271,17 @@ class RayExecution:
                 max_task_retries=MAX_RESTARTS,
                 **self.resources,
             )
+
+
+def _offer(results: queue.Queue, message: tuple, stopping: threading.Event) -> bool:
+    """Put `message` for the driver unless it has stopped taking them; False once it has."""
+    while not stopping.is_set():
+        try:
+            results.put(message, timeout=0.2)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 def _prepare_rows(batch: dict, fetch: FetchOptions) -> dict:
