@@ -173,6 +173,8 @@ class RayCluster:
 class RayExecution:
     """`runner.Execution` on Ray Data: tasks in, results streamed back to the driver's thread."""
 
+    on_stop = "recording the results already back, then stopping (batches still on the workers run again on resume)"
+
     def __init__(self, ray, fetch: FetchOptions, workers: int, resources: dict, threads: int):
         self.ray, self.fetch, self.workers, self.resources, self.threads = ray, fetch, workers, resources, threads
         self.config: PipelineConfig | None = None

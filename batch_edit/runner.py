@@ -68,6 +68,8 @@ class SourcesMissing(BatchEditError):
 class Execution(Protocol):
     """Where items run: `InProcess` (this process's one engine) or `ray_run.RayExecution` (Ray workers)."""
 
+    on_stop: str  # what a first SIGINT/SIGTERM does to the work in progress, in the warning's words
+
     def check(self, config: PipelineConfig) -> None:
         """Refusals that need no weights, before anything is written."""
 
@@ -119,8 +121,8 @@ def drive(
         used = _lock_and_load(stack, [outputs[s.name] for s in active], recount, config, execution.load)
         # 3. Every pending item, job after job, sorted by the batch key (strength, steps, guidance) so compatible
         #    items share a pipeline call; each result is recorded as it comes back. The first SIGINT/SIGTERM
-        #    stops the run once what is in progress is back.
-        stop = stack.enter_context(StopOnSignal())
+        #    stops the run as the execution says (in process: once the batch in progress is back).
+        stop = stack.enter_context(StopOnSignal(execution.on_stop))
         progress = stack.enter_context(Progress(sum(len(pending[s.name]) for s in active)))
         tasks = [
             Task(item, plans_by_name[s.name].keep_sources)
@@ -294,6 +296,8 @@ class _JobRecord:
 class InProcess:
     """The run in this process: sources prepared two batches ahead in one thread, batches generated in this one,
     results encoded and recorded in a third while the next batch runs."""
+
+    on_stop = "finishing the batch in progress, then stopping"
 
     def __init__(self, load_engine, check_engine, fetch: FetchOptions):
         self.load_engine, self.check, self.fetch = load_engine, check_engine, fetch

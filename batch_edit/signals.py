@@ -46,14 +46,15 @@ class InterruptibleLoad(_SignalScope):
 
 
 class StopOnSignal(_SignalScope):
-    """First SIGINT/SIGTERM: finish the batch in progress, record it, stop. Second: exit at once, which is
-    safe because every record is flushed as it is written and every image is renamed into place whole."""
+    """First SIGINT/SIGTERM: say what happens to the work in progress (`doing`: the execution's words), record
+    what comes back, stop. Second: exit at once, which is safe because every record is flushed as it is written
+    and every image is renamed into place whole."""
+
+    def __init__(self, doing: str):
+        self.doing = doing
 
     def _handle(self, signum: int, frame) -> None:
         if self.signal is not None:
             os._exit(128 + signum)
         self.signal = signum
-        log.warning(
-            "%s received: finishing the batch in progress, then stopping (send it again to stop at once)",
-            signal.Signals(signum).name,
-        )
+        log.warning("%s received: %s (send it again to stop at once)", signal.Signals(signum).name, self.doing)

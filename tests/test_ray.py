@@ -307,6 +307,7 @@ def test_a_signal_stops_the_driver_records_what_came_back_and_stops_ray(spread, 
         process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == status, stdout + stderr
+    assert "received: recording the results already back, then stopping (batches still on the workers" in stderr
     assert "run the same command again to resume" in stderr
     assert 0 < assert_consistent(root) < 67
     assert not alive(started), "the local Ray instance outlived its run"

@@ -125,6 +125,7 @@ def test_a_signal_stops_cleanly_and_a_rerun_completes(night, signum, status):
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == status, stderr
+    assert "received: finishing the batch in progress, then stopping" in stderr
     assert "run the same command again to resume" in stderr
     metadata = assert_consistent(folder)
     assert len(metadata) == len(results(folder)) == ok_records(folder) < 48
