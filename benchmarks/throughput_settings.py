@@ -75,7 +75,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     default_backends = ["quanto", "none", "torchao"] if args.reduced else list(BACKENDS)
     backends = args.backends.split(",") if args.backends else default_backends
     batch_sizes = [int(size) for size in (args.batch_sizes or ("1,2" if args.reduced else "1,2,4")).split(",")]
-    task = "img2img"  # the backends' pipeline; a config's own task otherwise
+    task, config = "img2img", None  # the backends' pipeline; a config's own task otherwise
     if args.config:
         if args.configs or args.backends or args.batch_sizes:
             raise ValueError("--config runs one pipeline config: drop --configs/--backends/--batch-sizes")
@@ -100,7 +100,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     unknown = [name for name in backends if name not in BACKENDS]
     if unknown:
         raise ValueError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
-    check_phase_options(args, device, backends, configurations)
+    check_phase_options(args, device, backends, configurations, config)
     if device == "cpu" and not args.reduced and not args.out:
         raise ValueError("the GPU table takes GPU figures only: a full-size run on the CPU needs --out")
     skipped = tuple(name for name in backends if name.startswith("torchao") and not _has_torchao())
@@ -145,16 +145,15 @@ def item_parameters(args: argparse.Namespace, task: str) -> tuple[int, float | N
     )
 
 
-def check_phase_options(args: argparse.Namespace, device: str, backends: list[str], configurations: list) -> None:
+def check_phase_options(args: argparse.Namespace, device: str, backends: list[str], configurations: list,
+                        config=None) -> None:  # fmt: skip
     """--phases hooks the transformer: inside a compiled graph its hooks would break the graph (and measure
-    another program). --memory-history reads the CUDA allocator, for one configuration."""
+    another program). --memory-history reads the CUDA allocator, for one configuration. `config`: --config's, as
+    shipped (the reduced form runs it without compile, but refuses what the full form would)."""
     if args.phases:
         compiled = [name for name in backends if BACKENDS[name][1]]
-        if args.config:
-            with tempfile.TemporaryDirectory() as scratch:
-                config = memory_contract.run_config(args.config, tuple(args.set or ()), reduced=False,
-                                                    scratch=Path(scratch), cache=None)  # fmt: skip
-            compiled += [f"{args.config.name} (compile: {str(config.compile).lower()})"] if config.compile else []
+        if config is not None and config.compile:
+            compiled.append(f"{args.config.name} (compile: {str(config.compile).lower()})")
         if compiled:
             raise ValueError(f"--phases cannot measure a compiled transformer (hooks break its graph): "
                              f"{', '.join(compiled)}; measure phases without compile")  # fmt: skip
@@ -165,9 +164,10 @@ def check_phase_options(args: argparse.Namespace, device: str, backends: list[st
 
 
 def _run_config(args: argparse.Namespace, overrides: tuple[str, ...]):
+    """--config with its overrides as shipped: its task, batch size and compile (the reduced form changes only
+    where and how it runs: device, dtype, offload, compile)."""
     with tempfile.TemporaryDirectory() as scratch:
-        return memory_contract.run_config(args.config, overrides, reduced=args.reduced, scratch=Path(scratch),
-                                          cache=None)  # fmt: skip
+        return memory_contract.run_config(args.config, overrides, reduced=False, scratch=Path(scratch), cache=None)
 
 
 def config_batch_size(args: argparse.Namespace, config) -> int:
