@@ -16,6 +16,7 @@ import socket
 import sys
 import threading
 import warnings
+from contextlib import closing
 from dataclasses import dataclass
 
 from .errors import BatchEditError, ConfigError, PipelineLoadError
@@ -234,16 +235,15 @@ class RayExecution:
 
     @staticmethod
     def _stream(dataset, results: queue.Queue, stopping: threading.Event) -> None:
-        rows = iter(dataset.iter_rows())
         try:
-            for row in rows:
-                if not _offer(results, ("result", pickle.loads(row["result"])), stopping):
-                    return
+            # closed on every way out: that stops the dataset's executor (and its workers) when the driver stopped first
+            with closing(iter(dataset.iter_rows())) as rows:
+                for row in rows:
+                    if not _offer(results, ("result", pickle.loads(row["result"])), stopping):
+                        return
             _offer(results, ("end", None), stopping)
         except Exception as exc:  # handed to the driver's thread, which ends the run with it
             _offer(results, ("error", _lost(exc)), stopping)
-        finally:
-            rows.close()  # stops the dataset's executor (and its workers) when the driver stopped first
 
     def _dataset(self, tasks: list[Task], pipeline: dict):
         rows = [{"task": pickle.dumps(task)} for task in tasks]
