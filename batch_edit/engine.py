@@ -150,12 +150,15 @@ class Engine:
             # One prompt per call: batched encoding rounds differently with the batch's size and company, so a
             # prompt's embedding (and every image made from it) would depend on which other prompts were missing
             # from the cache at the time: a resumed run or `reproduce` would not give the same image.
-            embeds, pooled, _ = self.pipe.encode_prompt(
-                prompt=[prompt],
-                prompt_2=None,
-                device=self._device(self.pipe.text_encoder_2),
-                max_sequence_length=self.config.max_sequence_length,
-            )
+            # Under no_grad, as inside a pipeline call: with autograd on, each cached embedding would hold its
+            # encoders' whole graph (every layer's saved activations) and attention would take other kernels.
+            with torch.no_grad():
+                embeds, pooled, _ = self.pipe.encode_prompt(
+                    prompt=[prompt],
+                    prompt_2=None,
+                    device=self._device(self.pipe.text_encoder_2),
+                    max_sequence_length=self.config.max_sequence_length,
+                )
             self._prompts[prompt] = (embeds, pooled)
         for prompt in prompts:
             self._prompts.move_to_end(prompt)

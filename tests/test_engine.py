@@ -90,7 +90,18 @@ def test_a_gated_model_gets_an_actionable_message():
     assert "is gated" in message and "HF_TOKEN" in message and "black-forest-labs/FLUX.1-dev" in message
 
 
-def test_cached_prompt_encodings_give_what_the_prompt_gives(tmp_path, tiny_model):
+@pytest.fixture(params=["one thread", "default threads"])
+def cpu_threads(request):
+    """Some differences show only single-threaded (one thread takes other CPU kernels): run both ways."""
+    import torch
+
+    default = torch.get_num_threads()
+    torch.set_num_threads(1 if request.param == "one thread" else default)
+    yield
+    torch.set_num_threads(default)
+
+
+def test_cached_prompt_encodings_give_what_the_prompt_gives(tmp_path, tiny_model, cpu_threads):
     """The engine encodes each prompt once and passes embeddings: the image must not change for it."""
     import torch
 
@@ -107,6 +118,19 @@ def test_cached_prompt_encodings_give_what_the_prompt_gives(tmp_path, tiny_model
         generator=torch.Generator("cpu").manual_seed(item.seed),
     ).images[0]  # fmt: skip
     assert np.array_equal(np.asarray(cached), np.asarray(direct))
+
+
+def test_cached_prompt_encodings_hold_no_autograd_graph(tmp_path, tiny_model):
+    """A cached embedding made with autograd on keeps every encoder layer's saved activations alive for as long as
+    it stays in the cache (gigabytes per prompt with T5-XXL)."""
+    config = load_pipeline_config(
+        write_pipeline_config(tmp_path / "p.yaml", tiny_model, quantization="{backend: none}")
+    )
+    engine = Engine.load(config)
+    assert any(p.requires_grad for p in engine.pipe.text_encoder_2.parameters())  # else this test shows nothing
+    engine.encode_prompts(["a tiger, photo", "another prompt"])
+    held = [tensor for pair in engine._prompts.values() for tensor in pair]
+    assert len(held) == 4 and not any(t.requires_grad or t.grad_fn is not None for t in held)
 
 
 def test_each_prompt_is_encoded_alone_so_its_embedding_never_depends_on_the_others(tmp_path, tiny_model):
