@@ -9,6 +9,8 @@ masked source's latents and the mask. The text encoders, VAE and scheduler are F
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 # FLUX.1-dev's published component configs (black-forest-labs/FLUX.1-dev, */config.json).
 FLUX_DEV_TRANSFORMER = dict(
     patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
@@ -58,9 +60,31 @@ def build_flux_dev_pipeline(device: str, dtype, seed: int = 0, task: str = "img2
     import diffusers
     import torch
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     from batch_edit.pipeline_config import PIPELINE_CLASSES
+
+    torch.manual_seed(seed)
+    with default_dtype(dtype, torch), torch.device(device):  # default init runs where the weights live
+        transformer = FluxTransformer2DModel(**transformer_config(task))
+        vae = AutoencoderKL(**FLUX_VAE)
+    (text_encoder, clip_tokenizer), (text_encoder_2, t5_tokenizer) = build_text_encoders(device, dtype)
+    return getattr(diffusers, PIPELINE_CLASSES[task])(
+        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_DEV_SCHEDULER),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=clip_tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=t5_tokenizer,
+        transformer=transformer.eval(),
+    )
+
+
+def build_text_encoders(device: str, dtype):
+    """((CLIP-L, its tokenizer), (T5 v1.1 XXL's encoder, its tokenizer)): FLUX.1's text encoders at full size with
+    random weights on `device` in `dtype`, and the project's offline tokenizers."""
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
     from batch_edit.tiny_model import _clip_tokenizer, _t5_tokenizer
 
     clip_tokenizer, t5_tokenizer = _clip_tokenizer(), _t5_tokenizer()
@@ -70,23 +94,18 @@ def build_flux_dev_pipeline(device: str, dtype, seed: int = 0, task: str = "img2
         eos_token_id=clip_tokenizer.eos_token_id,
         pad_token_id=clip_tokenizer.pad_token_id,
     )
-    torch.manual_seed(seed)
+    with default_dtype(dtype, torch), torch.device(device):
+        text_encoder = CLIPTextModel(CLIPTextConfig(**CLIP_L_TEXT, **clip_ids))
+        text_encoder_2 = T5EncoderModel(T5Config(**T5_V1_1_XXL))
+    return (text_encoder.eval(), clip_tokenizer), (text_encoder_2.eval(), t5_tokenizer)
+
+
+@contextmanager
+def default_dtype(dtype, torch):
+    """Modules built inside are created in `dtype` (a 12B transformer must never exist in float32)."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        with torch.device(device):  # default init runs where the weights live: seconds on a GPU
-            transformer = FluxTransformer2DModel(**transformer_config(task))
-            text_encoder = CLIPTextModel(CLIPTextConfig(**CLIP_L_TEXT, **clip_ids))
-            text_encoder_2 = T5EncoderModel(T5Config(**T5_V1_1_XXL))
-            vae = AutoencoderKL(**FLUX_VAE)
+        yield
     finally:
         torch.set_default_dtype(previous)
-    return getattr(diffusers, PIPELINE_CLASSES[task])(
-        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_DEV_SCHEDULER),
-        vae=vae,
-        text_encoder=text_encoder.eval(),
-        tokenizer=clip_tokenizer,
-        text_encoder_2=text_encoder_2.eval(),
-        tokenizer_2=t5_tokenizer,
-        transformer=transformer.eval(),
-    )
