@@ -5,32 +5,65 @@ from __future__ import annotations
 
 import re
 import string
+import typing
 
-from .parameters import axes, labels
+from .parameters import SEED_MAX, axes, labels
 from .sources import SourceRef
+from .validation import printable
 
 _PARAMETER_FIELDS = {p.file_field: p.name for p in axes() if p.file_field}  # placeholder -> WorkItem field
 FILE_NAME_FIELDS = ("stem", "job", *_PARAMETER_FIELDS, "index", "id", "variation")
+# The type each placeholder's value has; format specs are checked against values of it.
+_VALUE_TYPES = {
+    "stem": str, "job": str, "index": int, "id": str, "variation": int,
+    **{p.file_field: typing.get_args(p.value)[0] for p in axes() if p.file_field},
+}  # fmt: skip
+_KINDS = {str: "text", int: "a whole number", float: "a decimal number"}
+_SAMPLES = {str: ("cat",), int: (0, SEED_MAX), float: (0.75,)}
 DEFAULT_FILE_NAME = "{stem}-{id}"
 MAX_NAME_CHARS = 150  # with the extension and a temporary prefix, well under the usual 255-byte limit
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def template_problems(template: str) -> list[str]:
-    """What is wrong with a template (unknown or malformed placeholders), as messages; empty when it is fine."""
+    """What is wrong with a template (unknown or malformed placeholders, a format spec that does not suit the
+    placeholder's value), as messages; empty when it is fine."""
     allowed = ", ".join(f"{{{name}}}" for name in FILE_NAME_FIELDS)
     try:
-        fields = [(field, conversion) for _, field, _, conversion in string.Formatter().parse(template)]
+        parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         return [f"malformed placeholder ({exc}); allowed are {allowed}"]
-    for field, conversion in fields:
-        if field is not None and (field not in FILE_NAME_FIELDS or conversion):
-            return [f"unknown placeholder {{{field}}}; allowed are {allowed}"]
-    try:  # a format spec that does not suit the value, such as {stem:d}
-        template.format_map({**{name: 1 for name in FILE_NAME_FIELDS}, "stem": "x", "job": "x", "id": "x"})
-    except (ValueError, TypeError) as exc:
-        return [f"{template!r} cannot be filled in: {exc}"]
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        written = printable(placeholder_as_written(field, spec, conversion))
+        if field not in FILE_NAME_FIELDS:
+            return [f"unknown placeholder {{{printable(field)}}}; allowed are {allowed}"]
+        if conversion:
+            hint = "format specs are, such as {index:04d}"
+            return [f"{written}: a conversion '!{printable(conversion)}' is not supported in a file name; {hint}"]
+        if "{" in spec:
+            return [f"{written}: a placeholder inside a format spec is not supported; write the spec out"]
+        if problem := _spec_problem(field, spec):
+            return [f"{written} cannot be filled in: {problem}"]
     return []
+
+
+def placeholder_as_written(field: str, spec: str, conversion: str | None) -> str:
+    """A placeholder as the template wrote it, from string.Formatter().parse's pieces."""
+    return "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+
+
+def _spec_problem(field: str, spec: str) -> str | None:
+    """Why `spec` cannot format every value the placeholder may have, or None: checked with the smallest and
+    largest (an int's ':c' fails only for large values), so no item fails to be named after planning starts."""
+    kind = _KINDS[_VALUE_TYPES[field]]
+    for value in _SAMPLES[_VALUE_TYPES[field]]:
+        try:
+            format(value, spec)
+        except (ValueError, TypeError, OverflowError) as exc:
+            return f"{{{field}}} is {kind} (such as {value!r}) and the format spec {spec!r} does not suit it ({exc})"
+    return None
 
 
 def default_name(ref: SourceRef, item_id: str) -> str:
@@ -84,5 +117,9 @@ def _describe(item) -> str:
     """The item as its contact-sheet labels would show it: "(row 2, cat, strength 0.5, seed 1, ...)"."""
     where = f"row {item.row}, " if item.row is not None else ""
     shown = sorted(labels("sheet").items(), key=lambda entry: entry[1][0])
-    values = ", ".join(f"{label} {'x'.join(str(getattr(item, p.name)) for p in ps)}" for label, (_, ps) in shown)
+    values = ", ".join(
+        f"{label} {'x'.join(str(getattr(item, p.name)) for p in ps)}"
+        for label, (_, ps) in shown
+        if all(p.needs is None or getattr(item, p.needs) is not None for p in ps)  # mask blur: only with a mask
+    )
     return f"({where}{item.source.stem}, {values})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import string
 
+from .file_names import placeholder_as_written
 from .sources import SourceRef
 from .validation import printable
 
@@ -15,7 +16,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def template_fields(template: str) -> set[str]:
-    """Placeholders a prompt uses; only {caption} and {stem}, without format specs ('{{' is a literal brace)."""
+    """Placeholders a prompt uses: only {caption} and {stem}, without format specs or conversions ('{{' is a
+    literal brace)."""
     fields = set()
     try:
         parsed = list(string.Formatter().parse(template))
@@ -24,8 +26,12 @@ def template_fields(template: str) -> set[str]:
     for _, field, spec, conversion in parsed:
         if field is None:
             continue
-        if field not in TEMPLATE_FIELDS or spec or conversion:
+        if field not in TEMPLATE_FIELDS:
             raise ValueError(f"unknown placeholder {{{printable(field)}}}: allowed are {{caption}} and {{stem}}")
+        if spec or conversion:  # the text goes in as it is: a prompt has no use for padding or repr()
+            written = printable(placeholder_as_written(field, spec, conversion))
+            what = f"conversion '!{printable(conversion)}'" if conversion else f"format spec ':{printable(spec)}'"
+            raise ValueError(f"{written}: a {what} is not supported in a prompt; write {{{field}}}")
         fields.add(field)
     return fields
 

@@ -238,6 +238,8 @@ def test_denoising_steps_matches_diffusers():
 def test_template_fields():
     assert template_fields("{caption}, {stem} {{literal}}") == {"caption", "stem"}
     with pytest.raises(ValueError, match="unknown placeholder"):
+        template_fields("{style}")
+    with pytest.raises(ValueError, match="conversion '!r' is not supported"):
         template_fields("{caption!r}")
     with pytest.raises(ValueError, match="malformed"):
         template_fields("a {caption")
