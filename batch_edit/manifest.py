@@ -20,9 +20,9 @@ from .file_names import template_problems
 from .formats import DEFAULT_QUALITY, OutputOptions
 from .manifest_models import CsvRow, Grid, JobDefaults, JobModel, JobSpec, Manifest, ManifestModel
 from .masks import pair_masks, parameter_problems
-from .parameters import DEFAULT_TASK, PARAMETERS, SEED_MAX, axis_names, named
+from .parameters import DEFAULT_TASK, PARAMETERS, SEED_MAX, axes, axis_names, named
 from .prompts import prompt_problem, render_prompt, template_fields
-from .sources import SourceRef, SourceSpecError, expand_source, source_ref
+from .sources import SourceRef, SourceSpecError, expand_source, row_source_ref
 from .validation import MAX_FILE_BYTES, describe_validation_error, printable, read_text_file, read_yaml_file, shown_path
 
 # CSV cells: where a semicolon or tab delimits, "0,75" is a decimal comma.
@@ -61,7 +61,7 @@ def load_manifests(paths: list[Path], output_root: Path | None = None, task: str
     total = sum(job_size(job) for manifest in manifests for job in manifest.jobs)
     if total > MAX_ITEMS_PER_RUN and not problems:
         problems.append(
-            f"the manifests expand to {total:,} items; one run takes at most {MAX_ITEMS_PER_RUN:,}: "
+            f"the manifests expand to {total:,} items; the limit is {MAX_ITEMS_PER_RUN:,} per run: "
             "split the jobs over several runs"
         )
     if problems:
@@ -162,12 +162,7 @@ def _job_from_model(
         variations=_param(model, "variations", task),
     )
     if grid_size(grid) > MAX_ITEMS_PER_RUN:  # before the checks below, which walk the grid's axes
-        axes = " x ".join(f"{len(getattr(grid, axis))} {axis}" for axis in ("sources", "prompts", *axis_names()))
-        axes += f" x {grid.variations} variations" if grid.variations > 1 else ""
-        problems.append(
-            f"{where}: the grid expands to {grid_size(grid):,} items ({axes}); "
-            f"one run takes at most {MAX_ITEMS_PER_RUN:,}: split it into several jobs or runs"
-        )
+        problems.append(f"{where}: {_too_large(grid, model.masks is not None)}")
         return None
     if model.masks is not None:
         try:
@@ -184,6 +179,18 @@ def _job_from_model(
     loras = tuple(lora.resolved_against(base) for lora in model.loras or ())
     return JobSpec(
         model.name, where, (grid,), keep_sources=model.keep_sources, loras=loras, file_name=model.file_name
+    )
+
+
+def _too_large(grid: Grid, masked: bool) -> str:
+    """The limit counts every job of a run together, so only fewer values per run (the rest in other manifests,
+    run one after another) helps; mask parameters are counted only where a job has masks or sweeps them."""
+    shown = [p.name for p in axes() if p.needs is None or masked or len(getattr(grid, p.name)) > 1]
+    counts = " x ".join(f"{len(getattr(grid, axis))} {axis}" for axis in ("sources", "prompts", *shown))
+    counts += f" x {grid.variations} variations" if grid.variations > 1 else ""
+    return (
+        f"the grid expands to {grid_size(grid):,} items ({counts}); the limit is {MAX_ITEMS_PER_RUN:,} items per "
+        "run, every job counted: split the job's values over several manifests and run each separately"
     )
 
 
@@ -364,16 +371,17 @@ def _grid_from_row(
         problems.extend(describe_validation_error(exc, where, CsvRow))
         return None, ""
     try:
-        ref = source_ref(model.source, path.parent)
+        ref = row_source_ref(model.source, path.parent)
     except SourceSpecError as exc:
         problems.append(f"{where}: field 'source': {exc}")
         return None, ""
     if model.caption is not None:
         ref = replace(ref, caption=model.caption)
     try:
-        masks = () if model.mask is None else (source_ref(model.mask, path.parent),)
+        masks = () if model.mask is None else (row_source_ref(model.mask, path.parent),)
     except SourceSpecError as exc:
-        problems.append(f"{where}: field 'mask': {str(exc).replace('source ', 'mask ', 1)}")
+        message = str(exc).replace("source ", "mask ", 1).replace("'sources:'", "'masks:'")
+        problems.append(f"{where}: field 'mask': {message}")
         return None, ""
     grid = Grid(
         sources=(ref,),

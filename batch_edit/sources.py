@@ -86,6 +86,18 @@ def source_ref(path_or_url: str, base_dir: Path) -> SourceRef:
     return _file_ref(path)
 
 
+def row_source_ref(path_or_url: str, base_dir: Path) -> SourceRef:
+    """A CSV cell's source: one file or URL. A folder, or a glob that no file is literally named, is refused
+    here rather than becoming one item whose file is never found."""
+    path = None if _SCHEME.match(path_or_url) else _local_path(path_or_url, base_dir)
+    if path is not None and (path.is_dir() or (_GLOB_CHARS & set(path_or_url) and not os.path.lexists(path))):
+        raise SourceSpecError(
+            f"source {path_or_url!r} is {'a folder' if path.is_dir() else 'a glob'}; a CSV row names one image "
+            "file or URL (folders and globs go in a YAML manifest's 'sources:')"
+        )
+    return source_ref(path_or_url, base_dir)
+
+
 def _url_ref(url: str, scheme: str) -> SourceRef:
     if scheme.lower() not in ("http", "https"):
         raise SourceSpecError(f"source {url!r}: scheme {scheme}:// is not supported (use http://, https:// or a path)")
