@@ -14,7 +14,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from .parameters import labels
+from .parameters import MAX_VARIATIONS, labels
+from .plan import derive_seed
 
 # Parameters sharing a sheet label (width and height: "size") are one axis: label -> their metadata columns.
 _JOINED = {label: tuple(p.name for p in shown) for label, (_, shown) in labels("sheet").items() if len(shown) > 1}
@@ -108,8 +109,10 @@ def find_axes(rows: list[dict]) -> tuple[list[Axis], list[Axis]]:
 
 
 def number_variations(rows: list[dict]) -> list[dict]:
-    """Rows that no axis tells apart (derived seeds of several variations of one grid point) get a `variation`
-    1, 2, ... by seed, so each keeps a cell of its own; rows that already carry a variation keep it."""
+    """Rows that no axis tells apart (derived seeds of several variations of one grid point) get a `variation`,
+    so each keeps a cell of its own: the one its seed was derived for, numbered from 0 like the {variation}
+    placeholder, else (a seed not derived by this version) their order by seed from 0; rows that already carry
+    a variation keep it."""
     if any(row.get("variation") for row in rows):
         return rows
     columns = [column for column, _ in AXES if column != "variation"]
@@ -118,12 +121,32 @@ def number_variations(rows: list[dict]) -> list[dict]:
         alike.setdefault(tuple(axis_value(row, c) for c in columns), []).append(index)
     if all(len(indexes) == 1 for indexes in alike.values()):
         return rows
-    numbered = list(rows)
+    numbered, derived = list(rows), _DerivedVariations()
     for indexes in alike.values():
         ordered = sorted(indexes, key=lambda i: (natural_key(str(rows[i].get("seed") or "")), i))
-        for rank, index in enumerate(ordered, 1):
-            numbered[index] = {**rows[index], "variation": str(rank)}
+        found = [derived.of(rows[i]) for i in ordered]
+        for rank, (index, variation) in enumerate(zip(ordered, found)):
+            shown = variation if None not in found and len(set(found)) == len(found) else rank
+            numbered[index] = {**rows[index], "variation": str(shown)}
     return numbered
+
+
+class _DerivedVariations:
+    """The variation a row's derived seed was made for (plan.derive_seed), per source and prompt: derived only as
+    far as the seeds asked for, up to MAX_VARIATIONS."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str], tuple[dict[int, int], list[int]]] = {}  # seed -> variation, next one
+
+    def of(self, row: dict) -> int | None:
+        seed, source, prompt = str(row.get("seed") or ""), str(row.get("source") or ""), str(row.get("prompt") or "")
+        if not seed.isdigit():
+            return None
+        variations, next_one = self._known.setdefault((source, prompt), ({}, [0]))
+        while int(seed) not in variations and next_one[0] < MAX_VARIATIONS:
+            variations.setdefault(derive_seed(source, prompt, next_one[0]), next_one[0])
+            next_one[0] += 1
+        return variations.get(int(seed))
 
 
 def covarying_groups(rows: list[dict], swept: list[Axis]) -> list[AxisGroup]:

@@ -136,7 +136,7 @@ def test_variations_of_one_grid_point_each_get_a_cell(tmp_path):
     lay, sheet = page.layout, Image.open(path).convert("RGB")
     assert (lay.cols, lay.rows) == (2, 2)
     assert sorted(c for c in shown(sheet, page) if c) == sorted(colour(i) for i in range(4))
-    assert_label(sheet, lay.row_label_box(0, 0, 1), "variation 2", lay.font_size)
+    assert_label(sheet, lay.row_label_box(0, 0, 1), "variation 1", lay.font_size)
 
 
 def test_one_long_axis_wraps_onto_a_labelled_grid(tmp_path):
