@@ -107,20 +107,19 @@ def _load_yaml(path: Path, output_root: Path | None = None, task: str = DEFAULT_
     data = read_yaml_file(path, lambda message: ManifestError([message]))
     if not isinstance(data, dict):
         raise ManifestError([f"{shown_path(path)}: a manifest must be a mapping with a 'jobs:' list"])
-    try:
-        top = ManifestModel.model_validate(data, strict=True)
-    except ValidationError as exc:
-        raise ManifestError(describe_validation_error(exc, shown_path(path), ManifestModel)) from None
-    problems: list[str] = []
+    top, problems = _top_level(data, path)
     where = f"{shown_path(path)}: defaults"
     defaults = _validated(JobDefaults, _without_untaken(top.defaults, task, where, problems), where, problems)
     base = path.parent
     own_root = (base / top.output_root).resolve() if top.output_root else None
     exclude = output_root or own_root or DEFAULT_OUTPUT_ROOT  # the run's output root, as the CLI picks it
-    jobs = []
+    jobs, named = [], {}  # named: job name -> where it was first given, checked before a job's own problems
     for index, raw in enumerate(top.jobs):
         name = f" ('{printable(raw['name'])}')" if isinstance(raw.get("name"), str) else ""
         where = f"{shown_path(path)}: jobs[{index}]{name}"
+        if name and raw["name"] in named:
+            problems.append(f"{where}: job name {name[2:-1]} is used twice (also in {named[raw['name']]})")
+        named.setdefault(raw.get("name") if name else None, where)
         merged = {**(defaults.model_dump(exclude_unset=True) if defaults else {}), **raw}
         merged = _without_random_seed(_without_untaken(merged, task, where, problems), where, problems)
         model = _validated(JobModel, merged, where, problems)
@@ -134,6 +133,18 @@ def _load_yaml(path: Path, output_root: Path | None = None, task: str = DEFAULT_
         output_root=own_root,
         pipeline=(base / top.pipeline).resolve() if top.pipeline else None,
     )
+
+
+def _top_level(data: dict, path: Path) -> tuple[ManifestModel, list[str]]:
+    """The manifest's top-level keys. Unknown ones are reported with the jobs' problems, not instead of them."""
+    try:
+        return ManifestModel.model_validate(data, strict=True), []
+    except ValidationError as exc:
+        problems = describe_validation_error(exc, shown_path(path), ManifestModel)
+        if any(error["type"] != "extra_forbidden" for error in exc.errors()):
+            raise ManifestError(problems) from None
+    known = {key: value for key, value in data.items() if key in ManifestModel.model_fields}
+    return ManifestModel.model_validate(known, strict=True), problems
 
 
 def _validated(model: type[BaseModel], data: dict, where: str, problems: list[str]):

@@ -147,3 +147,25 @@ def test_sheet_labels_number_variations_as_the_file_names_do():
     grid, _ = arrange(rows)
     by_label = dict(zip(grid.row_labels or grid.headers, (cell["name"] for _, cell in sorted(grid.cells.items()))))
     assert by_label == {"variation 0": "v0", "variation 1": "v1", "variation 2": "v2"}
+
+
+def test_a_name_used_twice_is_reported_with_the_other_jobs_problems(tmp_path, tiny_config):
+    result = plan(tmp_path, tiny_config, f"""
+        jobs:
+          - {{name: a, sources: {CAT}, prompts: p}}
+          - {{name: a, sources: {CAT}, prompts: q, strength: 5}}
+    """)  # fmt: skip
+    assert result.returncode == 2
+    assert "jobs[1] ('a'): job name 'a' is used twice (also in" in result.stderr
+    assert "jobs[1] ('a'): field 'strength'" in result.stderr
+
+
+def test_an_unknown_top_level_key_is_reported_with_the_jobs_problems(tmp_path, tiny_config):
+    result = plan(tmp_path, tiny_config, f"""
+        jobs:
+          - {{name: a, sources: {CAT}, prompts: p, strength: 5}}
+        foo: 1
+    """)  # fmt: skip
+    assert result.returncode == 2
+    assert "unknown key 'foo'" in result.stderr and "jobs[0] ('a'): field 'strength'" in result.stderr
+    assert not (tmp_path / "out").exists()
