@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import errno
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ from .errors import OutputBusyError, OutputError
 from .formats import caption_name
 from .parameters import metadata_columns
 from .plan import WorkItem
-from .records import SOURCES_DIR, STATE_DIR, JobRecords, supersede_key
+from .records import SOURCES_DIR, STATE_DIR, JobRecords
 from .result_files import PARAMETER_COLUMNS, SOURCE_IMAGE_COLUMN, EncodedResult, Failure, encode_result, item_fields
 from .result_files import now as _now
 from .sheets import write_contact_sheets
@@ -125,7 +126,13 @@ class JobOutput(JobRecords):
         if not config.exists():
             job_files.write_whole(config, pipeline_yaml.encode("utf-8"))
 
-    def _acquire_lock(self) -> None:
+    def refuse_if_busy(self) -> None:
+        """Refuse (OutputBusyError) while a run holds the folder, writing nothing: for a dry run."""
+        self.check()
+        self._acquire_lock(write_owner=False)
+        self.close()
+
+    def _acquire_lock(self, write_owner: bool = True) -> None:
         lock = FileLock(self.state / "lock")
         try:
             lock.acquire(timeout=0)
@@ -139,7 +146,8 @@ class JobOutput(JobRecords):
                 "wait for it to finish, or give this run another --output-root"
             ) from None
         self._lock = lock
-        job_files.write_whole(self.state / "owner", str(os.getpid()).encode())
+        if write_owner:
+            job_files.write_whole(self.state / "owner", str(os.getpid()).encode())
 
     def finish(self) -> None:
         """Close the record (the lock stays until close())."""
@@ -220,9 +228,10 @@ class JobOutput(JobRecords):
         """Append a later status for a recorded item ("pruned", "rejected"): the log stays the whole history."""
         self._append({**record, "status": status, **fields, f"{status}_at": _now()})
 
-    def move_to_pruned(self, file_name: str) -> str | None:
-        """Move a result and its caption file into .batch-edit/pruned/ under a name not taken there yet (an item
-        pruned twice keeps both copies); returns the new path relative to the job folder, None if nothing moved."""
+    def move_to_pruned(self, file_name: str, with_caption: bool = True) -> str | None:
+        """Move a result and (`with_caption`) its caption file into .batch-edit/pruned/ under a name not taken
+        there yet (an item pruned twice keeps both copies); returns the new path relative to the job folder, None
+        if nothing moved. A caption that a result staying here shares (same stem, another format) must stay."""
         image = self.folder / file_name
         if not image.is_file():
             return None
@@ -235,7 +244,7 @@ class JobOutput(JobRecords):
         try:
             job_files.make_folder(pruned)  # never a link: the moved files stay inside the job folder
             caption = self.folder / caption_name(file_name)
-            if caption.is_file():
+            if with_caption and caption.is_file():
                 os.replace(caption, target.with_suffix(".txt"))
             os.replace(image, target)
             _fsync_folder(pruned)
@@ -267,36 +276,28 @@ class JobOutput(JobRecords):
             raise OutputError(f"cannot append to {self.records_path}: {exc.strerror or exc}") from exc
 
     def refresh(self) -> None:
-        """Finish what an earlier run left (CSVs older than the record, contact sheets older than the CSVs, a
-        temporary file), unless another run holds the folder. Nothing here loads a model."""
-        metadata, stamp = _lstat(self.folder / "metadata.csv"), _lstat(self.state / SHEETS_STAMP)
-        records = _lstat(self.records_path)
-        if records is None:
-            return
-        csvs_stale = metadata is None or metadata.st_mtime_ns < records.st_mtime_ns
-        sheets_stale = csvs_stale or stamp is None or stamp.st_mtime_ns < metadata.st_mtime_ns
-        if not (csvs_stale or sheets_stale or self._temporaries_left()):
+        """Finish what an earlier run left (CSVs that differ from what the records and the current plan give,
+        contact sheets older than the CSVs, a temporary file), unless another run holds the folder. The CSVs
+        are rebuilt even when no record is newer: a source back to earlier content lists another row, though
+        nothing runs. Nothing here loads a model."""
+        if _lstat(self.records_path) is None:
             return
         self.check()  # before the lock: its file must not be a link either
         lock = FileLock(self.state / "lock")
         try:
             lock.acquire(timeout=0)
-        except Timeout:
+        except (Timeout, OSError):  # another run holds it, or a read-only folder: left as it is, records intact
             return
         try:
             job_files.sweep_temporaries(self.folder)
-            if csvs_stale:
-                self.rebuild_csvs()
-            if sheets_stale:
+            self.rebuild_csvs()  # a CSV is replaced only where it changes, which leaves the sheets' stamp newer
+            metadata, stamp = _lstat(self.folder / "metadata.csv"), _lstat(self.state / SHEETS_STAMP)
+            if metadata is None or stamp is None or stamp.st_mtime_ns < metadata.st_mtime_ns:
                 self.write_sheets()
         except OSError as exc:
             raise OutputError(f"cannot write to the output folder {self.folder}: {exc.strerror or exc}") from exc
         finally:
             lock.release()
-
-    def _temporaries_left(self) -> bool:
-        with os.scandir(self.folder) as entries:
-            return any(entry.name.startswith(".") and entry.name.endswith(".tmp") for entry in entries)
 
     def write_sheets(self) -> None:
         """Contact sheets from metadata.csv, then the stamp that says they are complete (a run killed while
@@ -308,15 +309,10 @@ class JobOutput(JobRecords):
             raise OutputError(f"cannot write {self.state / SHEETS_STAMP}: {exc.strerror or exc}") from exc
 
     def rebuild_csvs(self) -> tuple[int, int]:
-        """Rewrite metadata.csv and failures.csv from the records; returns (images, failures). For each item
-        (apart from its source's content: see SUPERSEDE_FIELDS), only its latest record counts: a result made
-        from changed content replaces the old row, and a failure followed by a success is no longer listed."""
+        """Rewrite metadata.csv and failures.csv from the records; returns (images, failures). Records of the
+        same item apart from its source's content list one row (`listed_ids`), the current plan's first."""
         records = self.read_records()
-        latest: dict[str, str] = {}
-        for item_id in sorted(records, key=self._lines.__getitem__):
-            record = records[item_id]
-            latest[supersede_key(record)] = item_id
-        current = set(latest.values())
+        current = self.listed_ids(records, {item.item_id for item in self._plan})
         ordered = self._placed(sorted((r for i, r in records.items() if i in current), key=_manifest_order))
         # "none", not an empty cell: datasets would type an all-empty loras column as float64
         done = [{**r, "loras": r.get("loras") or "none"} for r in ordered if self._intact(r)]
@@ -344,12 +340,19 @@ class JobOutput(JobRecords):
         return placed + list(by_id.values())
 
     def _write_csv(self, name: str, columns: list[str], rows: list[dict]) -> None:
+        """Replace the CSV atomically, unless it already holds these rows: its mtime then still says the contact
+        sheets drawn from it are current."""
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        data = text.getvalue().encode("utf-8")
+        if _same_bytes(self.folder / name, data):
+            return
         temporary = job_files.temporary_name(self.folder / name)
         try:
-            with job_files.open_new(temporary, text=True) as handle:
-                writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(rows)
+            with job_files.open_new(temporary) as handle:
+                handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, self.folder / name)
@@ -362,6 +365,16 @@ def _manifest_order(record: dict) -> tuple:
     """Plan order (CSV row, then grid order); records written before items carried an index keep theirs, last."""
     index = record.get("index")
     return (index is None, index or 0)
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    found = _lstat(path)
+    if found is None or not stat.S_ISREG(found.st_mode) or found.st_size != len(data):
+        return False
+    try:
+        return job_files.read_bytes(path) == data
+    except OSError:
+        return False
 
 
 def _lstat(path: Path) -> os.stat_result | None:

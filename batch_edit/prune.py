@@ -1,11 +1,12 @@
 """`batch-edit prune`: make a job folder hold exactly what the manifests plan now, deleting nothing.
 
 Results of items the plan no longer has, and results written in a format the job no longer uses, move to
-`.batch-edit/pruned/` with their caption files; each such item gets a "pruned" record, so the append-only log
-stays the whole history and `metadata.csv` / `failures.csv`, rebuilt from it, list only the plan's items. With
-`reject_missing`, planned items whose image the user deleted get a "rejected" record: runs skip them unless
-overwriting. A pruned item that comes back into the plan is no longer done, so the next run makes it again (its
-earlier copy stays in `pruned/`).
+`.batch-edit/pruned/` with their caption files (not one that a result staying here shares: same stem); each such
+item gets a "pruned" record, so the append-only log stays the whole history and `metadata.csv` / `failures.csv`,
+rebuilt from it, list only the plan's items (a "pruned" record never supersedes another of the same item: see
+`JobRecords.listed_ids`). With `reject_missing`, planned items whose image the user deleted get a "rejected"
+record: runs skip them unless overwriting. A pruned item that comes back into the plan is no longer done, so the
+next run makes it again (its earlier copy stays in `pruned/`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .formats import caption_name
 from .outputs import JobOutput
 from .plan import JobPlan
 
@@ -35,6 +37,7 @@ class _Changes:
     prune: list[tuple[dict, str]] = field(default_factory=list)  # (latest record, why): moved out, marked pruned
     superseded: list[str] = field(default_factory=list)  # older files of items that have a newer record
     reject: list[dict] = field(default_factory=list)  # latest records of planned items whose image is gone
+    staying_captions: set[str] = field(default_factory=set)  # caption files of the results that stay
     kept: int = 0
     deleted: int = 0  # images gone but not rejected
 
@@ -42,12 +45,17 @@ class _Changes:
 def prune_job(plan: JobPlan, output_root: Path, dry_run: bool = False, reject_missing: bool = False) -> PruneResult:
     output = JobOutput(output_root, plan.name)
     result = PruneResult(output.folder)
-    if not output.records_path.exists():
-        return result  # never run here: nothing to prune
+    if not output.state.is_dir():
+        return result  # never run here, and no run holds it (a run makes .batch-edit/ before it locks): nothing made
+    # The lock, also where nothing is recorded yet: a run loading its model holds a folder it has no record in.
     if dry_run:
-        return _describe(_decide(output, plan, reject_missing), result)
-    output.open(None)  # the folder's lock: refused while a run (or another prune) writes here
+        output.refuse_if_busy()  # refused like a prune, without writing the owner file
+        return _describe(output, _decide(output, plan, reject_missing), result)
+    output.lock()  # refused while a run (or another prune) writes here
     try:
+        if not output.records_path.exists():
+            return result  # nothing recorded: nothing to prune (and no record file is made)
+        output.start(None, "")  # no pipeline config to keep: pruning renders nothing
         changes = _decide(output, plan, reject_missing)  # under the lock: nothing changes underneath
         _apply(output, changes, result)
         output.follow_plan(plan.items)
@@ -76,20 +84,30 @@ def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool) -> _Changes:
         elif record["file_name"] != item.output_name:
             changes.prune.append((record, f"the job now writes {item.output_name}"))
     current = {record["file_name"] for record in records.values() if record["status"] == "ok"}
-    changes.superseded = sorted(
-        name for name in output.recorded_files() - current if (output.folder / name).is_file()
-    )
+    changes.superseded = sorted(name for name in output.recorded_files() - current if (output.folder / name).is_file())
+    # A result in the format the job now writes has the same stem, so the same caption file, as the result of
+    # the format it wrote before: that caption stays with the result that stays.
+    staying = current - {record.get("file_name") for record, _ in changes.prune}  # a failure names no file
+    changes.staying_captions = {caption_name(name) for name in staying}
     return changes
+
+
+def _caption_moves(output: JobOutput, changes: _Changes, file_name: str) -> bool:
+    caption = caption_name(file_name)
+    return caption not in changes.staying_captions and (output.folder / caption).is_file()
 
 
 def _apply(output: JobOutput, changes: _Changes, result: PruneResult) -> None:
     # Each file moves before its record says so: a crash in between leaves an item that simply runs again.
+    def move(name: str) -> str | None:
+        return output.move_to_pruned(name, with_caption=_caption_moves(output, changes, name))
+
     for record, _ in changes.prune:
-        moved_to = output.move_to_pruned(record["file_name"]) if record["status"] == "ok" else None
+        moved_to = move(record["file_name"]) if record["status"] == "ok" else None
         output.mark(record, "pruned", pruned_to=moved_to)
         result.moved += [record["file_name"]] if moved_to else []
     for name in changes.superseded:
-        if output.move_to_pruned(name):
+        if move(name):
             result.moved.append(name)
     for record in changes.reject:
         output.mark(record, "rejected")
@@ -97,16 +115,26 @@ def _apply(output: JobOutput, changes: _Changes, result: PruneResult) -> None:
     result.kept, result.deleted = changes.kept, changes.deleted
 
 
-def _describe(changes: _Changes, result: PruneResult) -> PruneResult:
+def _describe(output: JobOutput, changes: _Changes, result: PruneResult) -> PruneResult:
+    captions: set[str] = set()  # listed once: a caption goes with the first result moved that has it
+
+    def would_move(name: str, why: str) -> None:
+        if not (output.folder / name).is_file():
+            return  # a file already gone moves nowhere: not counted by a prune either
+        result.moved.append(name)
+        caption = caption_name(name)
+        moves = _caption_moves(output, changes, name) and caption not in captions
+        if moves:
+            captions.add(caption)
+        result.listing.append(f"would move {name}{f' and its caption {caption}' if moves else ''} ({why})")
+
     for record, why in changes.prune:
         if record["status"] == "ok":
-            result.moved.append(record["file_name"])
-            result.listing.append(f"would move {record['file_name']} ({why})")
+            would_move(record["file_name"], why)
         else:
             result.listing.append(f"would drop the failure of item {record['item_id']} from failures.csv ({why})")
     for name in changes.superseded:
-        result.moved.append(name)
-        result.listing.append(f"would move {name} (an older result of an item that has a newer one)")
+        would_move(name, "an older result of an item that has a newer one")
     for record in changes.reject:
         result.rejected.append(record["item_id"])
         result.listing.append(f"would reject item {record['item_id']} ({record['file_name']} was deleted)")

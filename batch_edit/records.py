@@ -1,5 +1,6 @@
 """Reading a job folder's records: what a valid record is, which file names it may name, which records describe
-the same item (a newer one supersedes the older), and what the records say is done. Nothing here writes."""
+the same item (the current plan's, else the newer, supersedes the other), and what the records say is done.
+Nothing here writes."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from .parameters import axes
 STATE_DIR = ".batch-edit"
 SOURCES_DIR = "sources"
 _NOT_IN_NAMES = re.compile(r"[/\\\x00]")  # a folder part (either separator) or a NUL, which ends a C path
-# What makes two records the same item apart from the source's content: a newer one supersedes the older. The
+# What makes two records the same item apart from the source's content: one supersedes the other (`listed_ids`). The
 # pipeline by its recorded identity fields, not `pipeline_config`, which records of older versions lack.
 SUPERSEDE_FIELDS = (
     "source", "mask", "prompt", *(p.column for p in axes()),
@@ -151,6 +152,20 @@ class JobRecords:
         """Items whose deleted result `prune --rejected` recorded as unwanted: runs skip them unless overwriting."""
         records = self.read_records() if records is None else records
         return {item_id for item_id, record in records.items() if record["status"] == "rejected"}
+
+    def listed_ids(self, records: dict[str, dict], planned: set[str]) -> set[str]:
+        """The item the CSVs list per supersede key (`records` as the last read_records() gave them): one the
+        plan has (`planned`) first, so a source back to content made earlier lists that content's result, not
+        the one recorded since; then the latest record, so a result made from changed content replaces the old
+        row and a success after a failure is no longer a failure. A "pruned" record never supersedes: its result
+        left the folder (and the old content's "pruned" mark, appended after the current item's result, must not
+        hide it). A "rejected" one does: the user deleted that item's result, and no other result of the key is
+        to stand in for it."""
+        listed: dict[tuple, str] = {}
+        candidates = (item_id for item_id, record in records.items() if record["status"] != "pruned")
+        for item_id in sorted(candidates, key=lambda item_id: (item_id in planned, self._lines[item_id])):
+            listed[supersede_key(records[item_id])] = item_id  # the last one sorted wins
+        return set(listed.values())
 
     def _intact(self, record: dict) -> bool:
         if record["status"] != "ok":
