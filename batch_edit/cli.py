@@ -97,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = add("run", help="run every item of the manifests (finished items are skipped)")
     _add_plan_arguments(run)
+    _add_limit(run)
     run.add_argument(
         "--overwrite",
         action="store_true",
@@ -141,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
 
     plan = add("plan", help="validate and expand the manifests without loading a model")
     _add_plan_arguments(plan)
+    _add_limit(plan)
     plan.set_defaults(handler=_plan)
 
     again = add("reproduce", help="re-render one recorded item and compare it with its stored image")
@@ -207,6 +209,10 @@ def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where job folders go (default: the manifest's 'output_root:', else ./outputs)",
     )
+
+
+def _add_limit(parser: argparse.ArgumentParser) -> None:
+    """`run` and `plan` only: prune acts on the whole plan, so a limit would mean nothing there."""
     parser.add_argument(
         "--limit",
         type=_count,
@@ -322,14 +328,14 @@ def _prune(args) -> int:
     _, output_root, plans, _ = prepare(args, for_run=True)  # the same ids as `run`, or refused
     for plan in plans:
         result = prune_job(plan, output_root, dry_run=args.dry_run, reject_missing=args.rejected)
-        for line in result.listing:
-            print(f"  {escaped(line)}")
         verb = "would move" if args.dry_run else "moved"
         deleted = f", {result.deleted} deleted (the next run makes them again; --rejected marks them unwanted)"
         print(
             f"job {plan.name}: {verb} {len(result.moved)}, {'would reject' if args.dry_run else 'rejected'} "
             f"{len(result.rejected)}, kept {result.kept}{deleted if result.deleted else ''} -> {escaped(result.folder)}"
         )
+        for line in result.listing:  # under their job's line, as `plan` lists a job's details
+            print(f"  {escaped(line)}")
     return EXIT_OK
 
 

@@ -154,3 +154,21 @@ def test_prune_is_refused_while_a_run_holds_a_folder_it_has_recorded_nothing_in(
             assert result.returncode == 2 and f"pid {os.getpid()}" in result.stderr, result.stdout
     assert sorted(p.name for p in state.iterdir()) == ["lock", "owner"]
     assert _command(tmp_path, tiny_config, "prune").returncode == 0  # the run is gone: nothing to prune
+
+
+def test_prune_prints_each_jobs_line_before_its_file_lines(tmp_path, tiny_config):
+    cat, rocket = PHOTOS / "cat.jpg", PHOTOS / "rocket.jpg"
+    both = _manifest(name="first", source=str(cat)) + _manifest(name="second", source=str(rocket))
+    _ran(_command(tmp_path, tiny_config, "run", jobs=both))
+    seeds = "    seed: 2\n"
+    changed = _manifest(seeds, name="first", source=str(cat)) + _manifest(seeds, name="second", source=str(rocket))
+    changed = changed.replace("    seed: 1\n", "")
+    lines = _command(tmp_path, tiny_config, "prune", "--dry-run", jobs=changed).stdout.splitlines()
+    assert [line.split()[0] + " " + line.split()[1] for line in lines] == [
+        "job first:", "would move", "job second:", "would move"
+    ]  # fmt: skip
+
+
+def test_prune_takes_no_limit(tmp_path, tiny_config):
+    result = _command(tmp_path, tiny_config, "prune", "--limit", "1")
+    assert result.returncode == 2 and "unrecognized arguments: --limit" in result.stderr
