@@ -71,8 +71,8 @@ SINGLE_FILE_SUFFIXES = (".safetensors", ".gguf")  # a FLUX.1 transformer alone, 
 
 class LoraConfig(StrictModel):
     """A LoRA adapter, fused into the weights when the pipeline loads (before quantization: PEFT cannot attach
-    to quanto layers). `path`: a local .safetensors file or folder (`./x`, `../x`, `/x`, `~/x` or any path
-    ending in `.safetensors`; relative to the config file), or a hub id."""
+    to quanto layers). `path`: a local .safetensors file or folder (`./x`, `../x`, `/x`, `~/x`, any path
+    ending in `.safetensors`, or any path that exists relative to the config file), or a hub id."""
 
     path: str = Field(min_length=1)
     scale: float = Field(default=1.0, ge=-4, le=4)
@@ -113,9 +113,23 @@ class LoraConfig(StrictModel):
         return self.path.startswith(LOCAL_PREFIXES) or self.path.endswith(".safetensors")
 
     def resolved_against(self, folder: Path) -> "LoraConfig":
-        if not self.is_local:
+        """The path made absolute against the config's (or manifest's) folder when it is local there: a bare
+        `lora3` folder beside the config is local wherever the run starts, not a hub id diffusers would look for
+        in the current directory."""
+        beside = folder / Path(self.path).expanduser()
+        if not (self.is_local or beside.exists()):
             return self
-        return self.model_copy(update={"path": (folder / Path(self.path).expanduser()).resolve().as_posix()})
+        return self.model_copy(update={"path": beside.resolve().as_posix()})
+
+    def loaded_file(self) -> Path:
+        """The local file the adapter loads: the path itself, or a folder's `weight_name` (else its one file)."""
+        path = Path(self.path).expanduser()
+        if not path.is_dir():
+            return path
+        if self.weight_name:
+            return path / self.weight_name
+        found = sorted(path.glob("*.safetensors"))
+        return found[0] if len(found) == 1 else path  # several: refused when the pipeline loads
 
     def tag(self) -> str:
         return f"<lora:{self.name}:{self.scale:g}>"
@@ -123,7 +137,9 @@ class LoraConfig(StrictModel):
     def identity(self) -> dict:
         # the name only labels the adapter: renaming it does not change an image
         picked = {"weight_name": self.weight_name} if self.weight_name else {}
-        return {"path": self.path, "scale": self.scale, **picked}
+        # a local file is retrained in place: its size and mtime (as a checkpoint's) make new items then
+        stamp = {"lora_file": file_stamp(self.loaded_file())} if self.is_local else {}
+        return {"path": self.path, "scale": self.scale, **picked, **stamp}
 
 
 # diffusers' attention backends that compute exact attention (its `sage` ones quantize it: lossy, not offered;
@@ -330,12 +346,16 @@ def compile_mode_problems(config: PipelineConfig) -> list[str]:
 def single_file_identity(config: PipelineConfig) -> dict:
     """A checkpoint file is named by path, size and modification time (hashing 12-24 GB on every plan would
     take longer than some runs): a replaced or touched file gives new ids; the base supplies VAE and encoders."""
+    return {"model_file": file_stamp(Path(config.model)), "base_model": config.base_model}
+
+
+def file_stamp(path: Path) -> str:
+    """A file's size and modification time, `missing` where it cannot be read (refused when the pipeline loads)."""
     try:
-        found = os.stat(config.model)
-        seen = f"{found.st_size}-{found.st_mtime_ns}"
+        found = os.stat(path)
     except OSError:
-        seen = "missing"
-    return {"model_file": seen, "base_model": config.base_model}
+        return "missing"
+    return f"{found.st_size}-{found.st_mtime_ns}"
 
 
 def load_pipeline_config(path: Path | None) -> PipelineConfig:

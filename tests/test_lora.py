@@ -131,7 +131,9 @@ def test_identity_without_loras_is_unchanged_and_loras_are_part_of_it(tmp_path, 
     with_lora = PipelineConfig(loras=[{"path": str(tiny_lora), "scale": 0.8}])
     rescaled = PipelineConfig(loras=[{"path": str(tiny_lora), "scale": 0.9}])
     renamed = PipelineConfig(loras=[{"path": str(tiny_lora), "scale": 0.8, "name": "other"}])
-    assert with_lora.identity() == {**plain.identity(), "loras": [{"path": str(tiny_lora), "scale": 0.8}]}
+    stamp = f"{tiny_lora.stat().st_size}-{tiny_lora.stat().st_mtime_ns}"  # a local file: its size and mtime too
+    expected = {**plain.identity(), "loras": [{"path": str(tiny_lora), "scale": 0.8, "lora_file": stamp}]}
+    assert with_lora.identity() == expected
     assert rescaled.identity() != with_lora.identity()
     assert renamed.identity() == with_lora.identity()  # the name only labels the adapter
     assert with_lora.lora_tags() == "<lora:tiny-style_v1:0.8>"
