@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import gc
 import logging
+import math
 import os
 import signal
 import sys
@@ -112,8 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--max-download-mb",
-        type=_positive,
-        default=50.0,
+        type=_megabytes,
+        dest="max_download_bytes",
+        default=50 * 1024 * 1024,
         metavar="MB",
         help="largest URL download or local source file accepted (default: 50)",
     )
@@ -182,7 +184,22 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    if not math.isfinite(value):  # inf seconds or megabytes is no deadline or cap at all
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value
+
+
+MAX_DOWNLOAD_MB = 1024 * 1024  # 1 TiB: far past any image, and its byte count stays an exact int
+
+
+def _megabytes(text: str) -> int:
+    """A size in MB (decimals allowed), as bytes."""
+    value = _positive(text)
+    if value > MAX_DOWNLOAD_MB:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_DOWNLOAD_MB}, got {text}")
+    if int(value * 1024 * 1024) < 1:
+        raise argparse.ArgumentTypeError(f"must be at least one byte (1/1048576), got {text}")
+    return int(value * 1024 * 1024)
 
 
 def _count(text: str) -> int:
@@ -239,7 +256,7 @@ def _run(args) -> int:
     _raise_open_file_limit()
     fetch = FetchOptions(
         timeout_s=args.fetch_timeout,
-        max_bytes=int(args.max_download_mb * 1024 * 1024),
+        max_bytes=args.max_download_bytes,
         allow_private=args.allow_private_urls,
     )
     options = RunOptions(fetch=fetch, overwrite=args.overwrite, limit=args.limit)
@@ -261,6 +278,8 @@ def _run(args) -> int:
     for job in result.jobs:
         reasons = "; ".join(f"{escaped(reason)}: {count}" for reason, count in sorted(job.errors.items()))
         later = f", {job.held_back} left for later (--limit)" if job.held_back else ""
+        if job.held_back and args.overwrite:  # nothing marks an item as redone: a repeat redoes the same first N
+            later = f", {job.held_back} not redone (--overwrite --limit {args.limit} redoes the first {args.limit} each time)"
         print(
             f"job {job.name}: {job.done} written, {job.already_done} already done, "
             f"{f'{job.rejected} rejected, ' if job.rejected else ''}{job.failed} failed{later}"

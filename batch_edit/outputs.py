@@ -30,16 +30,24 @@ from .formats import caption_name
 from .parameters import metadata_columns
 from .plan import WorkItem
 from .records import SOURCES_DIR, STATE_DIR, JobRecords
-from .result_files import PARAMETER_COLUMNS, SOURCE_IMAGE_COLUMN, EncodedResult, Failure, encode_result, item_fields
+from .result_files import (
+    PARAMETER_COLUMNS,
+    SOURCE_IMAGE_COLUMN,
+    EncodedResult,
+    Failure,
+    encode_result,
+    item_fields,
+    mask_cells,
+)
 from .result_files import now as _now
 from .sheets import write_contact_sheets
 
 PRUNED_DIR = f"{STATE_DIR}/pruned"
 PIPELINES_DIR = "pipelines"  # .batch-edit/pipelines/<hash>.yaml: each pipeline config records were made with
 SHEETS_STAMP = "sheets"  # .batch-edit/sheets: touched once every contact sheet of the current metadata.csv is written
-# A masked job's columns: the mask parameters, and the mask image (imagefolder's `mask` column): the fitted mask
-# under sources/ with keep_sources, else the mask file as given. failures.csv names the mask as given.
-MASK_COLUMNS = [*metadata_columns("mask"), "mask_file_name"]
+# A masked job's columns: the mask parameters, then the mask's (`mask_cells`: the fitted mask kept under sources/,
+# else `mask`, the mask file as given, as failures.csv names it).
+MASK_COLUMNS = metadata_columns("mask")
 ITEM_COLUMNS = ["item_id", "job", "index", "source", "prompt", *PARAMETER_COLUMNS]
 PIPELINE_COLUMNS = ["model", "revision", "dtype", "quantization", "loras", "device", "pipeline_config"]
 METADATA_COLUMNS = ["file_name", *ITEM_COLUMNS, *PIPELINE_COLUMNS, "batch_size", "seconds", "finished_at"]
@@ -230,10 +238,13 @@ class JobOutput(JobRecords):
 
     def move_to_pruned(self, file_name: str, with_caption: bool = True) -> str | None:
         """Move a result and (`with_caption`) its caption file into .batch-edit/pruned/ under a name not taken
-        there yet (an item pruned twice keeps both copies); returns the new path relative to the job folder, None
-        if nothing moved. A caption that a result staying here shares (same stem, another format) must stay."""
-        image = self.folder / file_name
-        if not image.is_file():
+        there yet (an item pruned twice keeps both copies); returns the result's new path relative to the job
+        folder, None if it was not there (the caption of a deleted result moves all the same: a dataset folder
+        must not keep a caption without its image). A caption that a result staying here shares (same stem,
+        another format) must stay."""
+        image, caption = self.folder / file_name, self.folder / caption_name(file_name)
+        moving = [path for path, moves in ((caption, with_caption), (image, True)) if moves and path.is_file()]
+        if not moving:
             return None
         pruned = self.folder / PRUNED_DIR
         stem, suffix = Path(file_name).stem, Path(file_name).suffix
@@ -243,15 +254,13 @@ class JobOutput(JobRecords):
             target = pruned / f"{stem}~{number}{suffix}"
         try:
             job_files.make_folder(pruned)  # never a link: the moved files stay inside the job folder
-            caption = self.folder / caption_name(file_name)
-            if with_caption and caption.is_file():
-                os.replace(caption, target.with_suffix(".txt"))
-            os.replace(image, target)
+            for path in moving:  # the caption first: a result never stays here without it
+                os.replace(path, target.with_suffix(".txt") if path == caption else target)
             _fsync_folder(pruned)
             _fsync_folder(self.folder)
         except OSError as exc:
-            raise OutputError(f"cannot move {image} to {pruned}: {exc.strerror or exc}") from exc
-        return str(target.relative_to(self.folder))
+            raise OutputError(f"cannot move {moving[-1]} to {pruned}: {exc.strerror or exc}") from exc
+        return str(target.relative_to(self.folder)) if image in moving else None
 
     def record_failure(self, item: WorkItem, stage: str, error: BaseException, pipeline: dict | None = None) -> None:
         self.record_failed(item, Failure.of(stage, error), pipeline)
@@ -320,11 +329,12 @@ class JobOutput(JobRecords):
         # Only a job that kept its sources gets the column: an empty *_file_name would break imagefolder.
         paired = any(SOURCE_IMAGE_COLUMN in r for r in done)
         rows = ["row"] * any("row" in r for r in ordered)  # CSV jobs: the manifest row each result came from
-        masked = MASK_COLUMNS * any("mask_file_name" in r for r in done)
+        done, mask = mask_cells(done)
+        masked = [*MASK_COLUMNS, mask] if mask else []
         task = ["task"] * any(r.get("task") for r in done)  # the pipeline task, where it is not img2img
         columns = METADATA_COLUMNS + rows + task + [SOURCE_IMAGE_COLUMN] * paired + masked
         self._write_csv("metadata.csv", columns, done)
-        failed_masks = [*MASK_COLUMNS[:-1], "mask"] * any("mask" in r for r in failed)
+        failed_masks = [*MASK_COLUMNS, "mask"] * any("mask" in r for r in failed)
         self._write_csv("failures.csv", FAILURE_COLUMNS + rows + failed_masks, failed)
         return len(done), len(failed)
 

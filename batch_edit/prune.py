@@ -5,7 +5,7 @@ Results of items the plan no longer has, and results written in a format the job
 item gets a "pruned" record, so the append-only log stays the whole history and `metadata.csv` / `failures.csv`,
 rebuilt from it, list only the plan's items (a "pruned" record never supersedes another of the same item: see
 `JobRecords.listed_ids`). With `reject_missing`, planned items whose image the user deleted get a "rejected"
-record: runs skip them unless overwriting. A pruned item that comes back into the plan is no longer done, so the
+record (runs skip them unless overwriting) and their caption files move to `pruned/` too. A pruned item that comes back into the plan is no longer done, so the
 next run makes it again (its earlier copy stays in `pruned/`).
 """
 
@@ -87,7 +87,9 @@ def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool) -> _Changes:
     changes.superseded = sorted(name for name in output.recorded_files() - current if (output.folder / name).is_file())
     # A result in the format the job now writes has the same stem, so the same caption file, as the result of
     # the format it wrote before: that caption stays with the result that stays.
-    staying = current - {record.get("file_name") for record, _ in changes.prune}  # a failure names no file
+    # A rejected item's result is gone: its caption goes too, unless a result that stays shares it.
+    leaving = {record.get("file_name") for record, _ in changes.prune} | {r["file_name"] for r in changes.reject}
+    staying = current - leaving  # a failure names no file
     changes.staying_captions = {caption_name(name) for name in staying}
     return changes
 
@@ -110,6 +112,8 @@ def _apply(output: JobOutput, changes: _Changes, result: PruneResult) -> None:
         if move(name):
             result.moved.append(name)
     for record in changes.reject:
+        if _caption_moves(output, changes, record["file_name"]):
+            move(record["file_name"])  # only its caption is left to move
         output.mark(record, "rejected")
         result.rejected.append(record["item_id"])
     result.kept, result.deleted = changes.kept, changes.deleted
@@ -119,13 +123,14 @@ def _describe(output: JobOutput, changes: _Changes, result: PruneResult) -> Prun
     captions: set[str] = set()  # listed once: a caption goes with the first result moved that has it
 
     def would_move(name: str, why: str) -> None:
-        if not (output.folder / name).is_file():
-            return  # a file already gone moves nowhere: not counted by a prune either
-        result.moved.append(name)
         caption = caption_name(name)
         moves = _caption_moves(output, changes, name) and caption not in captions
         if moves:
             captions.add(caption)
+        if not (output.folder / name).is_file():  # a file already gone moves nowhere: not counted by a prune either
+            result.listing += [f"would move the caption {caption} of the deleted {name} ({why})"] if moves else []
+            return
+        result.moved.append(name)
         result.listing.append(f"would move {name}{f' and its caption {caption}' if moves else ''} ({why})")
 
     for record, why in changes.prune:
@@ -137,6 +142,10 @@ def _describe(output: JobOutput, changes: _Changes, result: PruneResult) -> Prun
         would_move(name, "an older result of an item that has a newer one")
     for record in changes.reject:
         result.rejected.append(record["item_id"])
-        result.listing.append(f"would reject item {record['item_id']} ({record['file_name']} was deleted)")
+        caption = caption_name(record["file_name"])
+        moves = _caption_moves(output, changes, record["file_name"]) and caption not in captions
+        captions.add(caption)
+        also = f" and move its caption {caption}" if moves else ""
+        result.listing.append(f"would reject item {record['item_id']} ({record['file_name']} was deleted){also}")
     result.kept, result.deleted = changes.kept, changes.deleted
     return result

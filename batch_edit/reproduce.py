@@ -92,8 +92,8 @@ def reproduce(
 
 def _fitted_mask(folder: Path, row: dict, item: WorkItem, source_size: tuple, fetch: FetchOptions):
     """The mask the item was made through (None without one): the fitted mask kept under sources/ (keep_sources),
-    else the mask file as given, fitted again as the run fitted it."""
-    name = row.get("mask_file_name") or ""
+    else the mask file as given (`mask`; older rows name it as mask_file_name), fitted again as the run fitted it."""
+    name = row.get("mask_file_name") or row.get("mask") or ""
     if not name:
         return None
     kept = name.split("/", 1)

@@ -22,6 +22,9 @@ from .records import SOURCES_DIR
 
 # Not `source_file_name`: imagefolder would name that image column `source`, which the source path already is.
 SOURCE_IMAGE_COLUMN = "source_image_file_name"
+# The fitted mask kept under sources/ (imagefolder's `mask` image column); only then: imagefolder refuses a
+# *_file_name that is not a file of the folder, so a mask file as given is the `mask` string column instead.
+KEPT_MASK_COLUMN = "mask_file_name"
 PARAMETER_COLUMNS = metadata_columns()
 FITTED = tuple(p.name for p in axes() if p.fitted)  # (width, height): a result's size, as PIL gives it
 
@@ -47,6 +50,23 @@ def item_fields(item: WorkItem, size: tuple[int, int] | None = None) -> dict:
         **({"row": item.row} if item.row is not None else {}),
         **mask_fields(item),
     }
+
+
+def mask_cells(done: list[dict]) -> tuple[list[dict], str | None]:
+    """metadata.csv's rows with their mask cells, and the column that names the mask (None: no masks): the kept
+    fitted mask where every masked row has one, else the mask file as given for all. Records written before the
+    `mask` column was listed give that path as mask_file_name, which imagefolder refuses (not a file here)."""
+    masked = ["mask" in r or KEPT_MASK_COLUMN in r for r in done]
+    if not any(masked):
+        return done, None
+    if all(str(r.get(KEPT_MASK_COLUMN, "")).startswith(f"{SOURCES_DIR}/") for r, m in zip(done, masked) if m):
+        return done, KEPT_MASK_COLUMN
+    rows = [
+        {**{k: v for k, v in r.items() if k != KEPT_MASK_COLUMN}, "mask": r.get("mask") or r.get(KEPT_MASK_COLUMN)}
+        if m else r
+        for r, m in zip(done, masked)
+    ]  # fmt: skip
+    return rows, "mask"
 
 
 def now() -> str:
@@ -88,18 +108,16 @@ def encode_result(
     item: WorkItem, image: Image.Image, extra: dict, source: Image.Image | None = None, mask: Image.Image | None = None
 ) -> EncodedResult:
     """The result file's bytes (A1111 text and the record in its metadata), and the fitted source and mask as PNG
-    for before/after pairs (without them, the mask is named as given)."""
+    for before/after pairs."""
     row = {"file_name": item.output_name, **item_fields(item, image.size), **extra, "finished_at": now()}
     row.update(format=item.output.format, quality=item.output.quality)
     kept = []
     if source is not None:
         row[SOURCE_IMAGE_COLUMN] = source_file_name(item, source.size)
         kept.append((row[SOURCE_IMAGE_COLUMN], _png(source)))
-    if item.mask is not None and mask is not None:
-        row["mask_file_name"] = source_file_name(item, mask.size, item.mask)
-        kept.append((row["mask_file_name"], _png(mask)))
-    elif item.mask is not None:
-        row["mask_file_name"] = item.mask.key
+    if item.mask is not None and mask is not None:  # without it, the row's `mask` names the mask file as given
+        row[KEPT_MASK_COLUMN] = source_file_name(item, mask.size, item.mask)
+        kept.append((row[KEPT_MASK_COLUMN], _png(mask)))
     buffer = io.BytesIO()
     save_image(buffer, image, item.output, a1111_parameters(row), row)
     return EncodedResult(row, buffer.getvalue(), tuple(kept))

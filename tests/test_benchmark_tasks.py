@@ -202,7 +202,7 @@ def test_the_fill_config_runs_through_the_runner_with_masks(tmp_path):
     assert len(records) == 2
     for record in records:
         assert (record["task"], record["guidance_scale"], record["strength"]) == ("fill", 30.0, "")
-        assert Path(record["mask_file_name"]).name == f"{Path(record['source']).stem}.png"
+        assert Path(record["mask"]).name == f"{Path(record['source']).stem}.png"
 
 
 @pytest.mark.slow  # each reduced run takes about 9 s on 2 cores
@@ -212,9 +212,9 @@ def test_the_inpaint_and_kontext_configs_run_through_the_runner(tmp_path, task):
     assert {record["task"] for record in records} == {task} and len(records) == 2
     if task == "inpaint":
         assert {record["strength"] for record in records} == {0.9}
-        assert all(Path(r["mask_file_name"]).name == f"{Path(r['source']).stem}.png" for r in records)
+        assert all(Path(r["mask"]).name == f"{Path(r['source']).stem}.png" for r in records)
     else:
-        assert {record["strength"] for record in records} == {""} and "mask_file_name" not in records[0]
+        assert {record["strength"] for record in records} == {""} and "mask" not in records[0]
 
 
 @pytest.mark.slow  # a reduced run through the suite's driver: about 10 s

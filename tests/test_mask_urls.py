@@ -63,7 +63,7 @@ def test_a_url_mask_repaints_as_the_same_mask_file_does(tmp_path, tiny_task_conf
     by_file, expected = result_pixels(tmp_path / "out" / "by-file")
     for name in ("by-url", "rows"):
         row, pixels = result_pixels(tmp_path / "out" / name)
-        assert row["mask_file_name"] == url and row["seed"] == by_file["seed"]
+        assert row["mask"] == url and row["seed"] == by_file["seed"]
         assert np.array_equal(pixels, expected), f"{name}: not the image the same mask as a file gives"
     assert server.hits["/ok.png"] >= 1
 
@@ -77,7 +77,7 @@ def test_a_url_mask_that_cannot_be_fetched_fails_its_item_only_with_the_reason(t
     assert result.returncode == 1, result.stderr
     folder = tmp_path / "out" / "rows"
     done = pd.read_csv(folder / "metadata.csv")
-    assert list(done["mask_file_name"]) == [server.url("/ok.png")]
+    assert list(done["mask"]) == [server.url("/ok.png")]
     failures = pd.read_csv(folder / "failures.csv").set_index("mask")
     assert set(failures["stage"]) == {"load"}
     assert failures.loc[server.url("/404"), "error"].startswith("mask: HTTP 404")

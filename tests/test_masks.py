@@ -445,7 +445,7 @@ jobs:
     assert batch_edit("run", "m.yaml", "--pipeline", config, "--output-root", "o", cwd=tmp_path).returncode == 0
     metadata = tmp_path / "o" / "plain" / "metadata.csv"
     row = pd.read_csv(metadata).iloc[0]
-    assert row["mask_file_name"] == str(tmp_path / "masks" / "cat.png")
+    assert row["mask"] == str(tmp_path / "masks" / "cat.png")
     again = batch_edit("reproduce", str(metadata), "--item", row["item_id"])
     assert again.returncode == 0 and "identical" in again.stdout, again.stdout + again.stderr
     image(tmp_path / "masks" / "cat.png", (640, 427), mode="L", box=(0, 0, 640, 100))  # the mask redrawn since
