@@ -49,12 +49,16 @@ def _item_ids(tmp_path) -> list[str]:
     return list(JobOutput(tmp_path / "out", "job").read_records())
 
 
+def _run_then_change_the_source(tmp_path, config) -> list[str]:
+    """Run with one content of the source, then with another: the two items' ids, oldest first."""
+    for photo in ("cat.jpg", "rocket.jpg"):
+        _source(tmp_path, photo)
+        _ran(_command(tmp_path, config, "run"))
+    return _item_ids(tmp_path)
+
+
 def test_pruning_the_result_of_a_sources_old_content_keeps_the_current_row(tmp_path, tiny_config):
-    _source(tmp_path, "cat.jpg")
-    _ran(_command(tmp_path, tiny_config, "run"))
-    _source(tmp_path, "rocket.jpg")
-    _ran(_command(tmp_path, tiny_config, "run"))
-    _, current = _item_ids(tmp_path)
+    _, current = _run_then_change_the_source(tmp_path, tiny_config)
     assert _listed(tmp_path) == [current]
     result = _command(tmp_path, tiny_config, "prune")
     _ran(result)
@@ -67,11 +71,7 @@ def test_pruning_the_result_of_a_sources_old_content_keeps_the_current_row(tmp_p
 
 
 def test_a_source_back_to_earlier_content_lists_the_planned_items_row(tmp_path, tiny_config):
-    _source(tmp_path, "cat.jpg")
-    _ran(_command(tmp_path, tiny_config, "run"))
-    _source(tmp_path, "rocket.jpg")
-    _ran(_command(tmp_path, tiny_config, "run"))
-    first, _ = _item_ids(tmp_path)
+    first, _ = _run_then_change_the_source(tmp_path, tiny_config)
     _source(tmp_path, "cat.jpg")  # the first content again: its item is done, its image intact
     again = _command(tmp_path, tiny_config, "run")
     assert "nothing to do" in again.stdout
