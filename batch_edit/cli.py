@@ -279,7 +279,8 @@ def _run(args) -> int:
         reasons = "; ".join(f"{escaped(reason)}: {count}" for reason, count in sorted(job.errors.items()))
         later = f", {job.held_back} left for later (--limit)" if job.held_back else ""
         if job.held_back and args.overwrite:  # nothing marks an item as redone: a repeat redoes the same first N
-            later = f", {job.held_back} not redone (--overwrite --limit {args.limit} redoes the first {args.limit} each time)"
+            limit = args.limit
+            later = f", {job.held_back} not redone (--overwrite --limit {limit} redoes the first {limit} each time)"
         print(
             f"job {job.name}: {job.done} written, {job.already_done} already done, "
             f"{f'{job.rejected} rejected, ' if job.rejected else ''}{job.failed} failed{later}"

@@ -5,8 +5,8 @@ Results of items the plan no longer has, and results written in a format the job
 item gets a "pruned" record, so the append-only log stays the whole history and `metadata.csv` / `failures.csv`,
 rebuilt from it, list only the plan's items (a "pruned" record never supersedes another of the same item: see
 `JobRecords.listed_ids`). With `reject_missing`, planned items whose image the user deleted get a "rejected"
-record (runs skip them unless overwriting) and their caption files move to `pruned/` too. A pruned item that comes back into the plan is no longer done, so the
-next run makes it again (its earlier copy stays in `pruned/`).
+record (runs skip them unless overwriting) and their caption files move to `pruned/` too. A pruned item that
+comes back into the plan is no longer done, so the next run makes it again (its earlier copy stays in `pruned/`).
 """
 
 from __future__ import annotations
