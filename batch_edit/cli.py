@@ -339,6 +339,8 @@ def _reproduce(args) -> int:
             f"different: item {result.item_id} differs from {escaped(result.stored)} by up to {result.max_difference}/255 "
             f"in {result.differing_fraction:.1%} of pixels"
         )
+    if result.source_changed:
+        print("  the source's content has changed since the run (its sha256 is not the one recorded)")
     return EXIT_ITEMS_FAILED
 
 

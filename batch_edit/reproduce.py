@@ -22,7 +22,8 @@ from .outputs import PIPELINES_DIR, SOURCES_DIR, STATE_DIR
 from .parameters import axes, needing
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import WorkItem
-from .records import is_bare_name
+from .records import JobRecords, is_bare_name
+from .source_identity import file_identity
 from .sources import FetchOptions, SourceError, fit_image, load_image, source_ref
 from .validation import describe_validation_error
 
@@ -40,6 +41,7 @@ class Comparison:
     max_difference: int  # largest per-channel difference, out of 255
     differing_fraction: float  # share of pixels with any difference
     size_matches: bool
+    source_changed: bool = False  # the local source's bytes are not those the run hashed (its records say)
 
     @property
     def identical(self) -> bool:
@@ -87,7 +89,20 @@ def reproduce(
     # Same batch size as the original call (`copies`): on a GPU, results repeat bitwise only at that batch size.
     masks = {"masks": [mask] * copies} if mask is not None else {}
     (image, *_) = engine.generate([item] * copies, [source] * copies, **masks)
-    return compare(composited(item, image, source, mask), folder / row["file_name"], item_id)
+    result = compare(composited(item, image, source, mask), folder / row["file_name"], item_id)
+    return replace(result, source_changed=not result.identical and _source_changed(folder, item))
+
+
+def _source_changed(folder: Path, item: WorkItem) -> bool:
+    """Whether the local source's content differs from what the item's record hashed when it ran (False where
+    that is not known: a URL, no record of the hash)."""
+    if item.source.is_url:
+        return False
+    try:
+        recorded = JobRecords(folder.parent, folder.name).read_records().get(item.item_id, {}).get("source_sha256")
+    except BatchEditError:
+        return False
+    return isinstance(recorded, str) and file_identity(item.source.key)[1] not in ("", recorded)
 
 
 def _fitted_mask(folder: Path, row: dict, item: WorkItem, source_size: tuple, fetch: FetchOptions):

@@ -39,6 +39,20 @@ def test_reproduce_says_identical_then_notices_a_replaced_image(tmp_path, tiny_c
     changed = batch_edit("reproduce", str(metadata), "--item", first.item_id, "--pipeline", str(tiny_config))
     assert changed.returncode == 1, changed.stderr
     assert changed.stdout.startswith("different") and "/255" in changed.stdout
+    assert "content has changed" not in changed.stdout  # the image was replaced, not the source
 
     missing = batch_edit("reproduce", str(metadata), "--item", first.item_id[:-1] + "x")
     assert missing.returncode == 2 and "no item" in missing.stderr and "did you mean" in missing.stderr
+
+
+def test_reproduce_says_when_the_sources_content_changed_since_the_run(tmp_path, tiny_config):
+    shutil.copy(PHOTOS / "cat.jpg", tmp_path / "photo.jpg")
+    (tmp_path / "job.yaml").write_text(MANIFEST.replace(str(PHOTOS / "cat.jpg"), "photo.jpg"))
+    run = batch_edit("run", "job.yaml", "--pipeline", str(tiny_config), "--output-root", "out", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    metadata = tmp_path / "out" / "sweep" / "metadata.csv"
+    item = pd.read_csv(metadata).iloc[0].item_id
+    shutil.copy(PHOTOS / "coffee.jpg", tmp_path / "photo.jpg")
+    changed = batch_edit("reproduce", str(metadata), "--item", item)
+    assert changed.returncode == 1, changed.stdout + changed.stderr
+    assert changed.stdout.startswith("different") and "the source's content has changed since the run" in changed.stdout
