@@ -91,8 +91,9 @@ class JobOutput(JobRecords):
         self.lock()
         self.start(pipeline_yaml, pipeline_hash or hashlib.sha256((pipeline_yaml or "").encode()).hexdigest()[:16])
 
-    def lock(self) -> None:
-        """Create the folder if needed, lock it and clean what a crash left; nothing else is written yet."""
+    def lock(self, by: str = "run") -> None:
+        """Create the folder if needed, lock it and clean what a crash left; nothing else is written yet. `by`:
+        the command taking it ("run" or "prune"), for what a refusal advises."""
         try:
             self.check()
             for folder in (self.folder.parent, self.folder, self.state):
@@ -100,7 +101,7 @@ class JobOutput(JobRecords):
                     folder.mkdir(parents=True, exist_ok=True)
                     self._created.append(folder)
             job_files.refuse_unsafe(self.state, folder=True)  # checked again: it may have appeared meanwhile
-            self._acquire_lock()
+            self._acquire_lock(by=by)
             job_files.sweep_temporaries(self.folder)
             job_files.sweep_temporaries(self.folder / SOURCES_DIR)
         except OSError as exc:
@@ -137,10 +138,10 @@ class JobOutput(JobRecords):
     def refuse_if_busy(self) -> None:
         """Refuse (OutputBusyError) while a run holds the folder, writing nothing: for a dry run."""
         self.check()
-        self._acquire_lock(write_owner=False)
+        self._acquire_lock(write_owner=False, by="prune")
         self.close()
 
-    def _acquire_lock(self, write_owner: bool = True) -> None:
+    def _acquire_lock(self, write_owner: bool = True, by: str = "run") -> None:
         lock = FileLock(self.state / "lock")
         try:
             lock.acquire(timeout=0)
@@ -150,8 +151,8 @@ class JobOutput(JobRecords):
             except OSError:
                 owner = "?"
             raise OutputBusyError(
-                f"another batch-edit run (pid {owner}) is writing to {self.folder}; "
-                "wait for it to finish, or give this run another --output-root"
+                f"another batch-edit run (pid {owner}) is writing to {self.folder}; wait for it to finish"
+                + (", or give this run another --output-root" if by == "run" else f", then {by} again")
             ) from None
         self._lock = lock
         if write_owner:

@@ -51,7 +51,7 @@ def prune_job(plan: JobPlan, output_root: Path, dry_run: bool = False, reject_mi
     if dry_run:
         output.refuse_if_busy()  # refused like a prune, without writing the owner file
         return _describe(output, _decide(output, plan, reject_missing), result)
-    output.lock()  # refused while a run (or another prune) writes here
+    output.lock(by="prune")  # refused while a run (or another prune) writes here
     try:
         if not output.records_path.exists():
             return result  # nothing recorded: nothing to prune (and no record file is made)

@@ -152,6 +152,7 @@ def test_prune_is_refused_while_a_run_holds_a_folder_it_has_recorded_nothing_in(
         for flags in ((), ("--dry-run",)):
             result = _command(tmp_path, tiny_config, "prune", *flags)
             assert result.returncode == 2 and f"pid {os.getpid()}" in result.stderr, result.stdout
+            assert "then prune again" in result.stderr and "--output-root" not in result.stderr
     assert sorted(p.name for p in state.iterdir()) == ["lock", "owner"]
     assert _command(tmp_path, tiny_config, "prune").returncode == 0  # the run is gone: nothing to prune
 
