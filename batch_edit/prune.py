@@ -112,8 +112,7 @@ def _apply(output: JobOutput, changes: _Changes, result: PruneResult) -> None:
         if move(name):
             result.moved.append(name)
     for record in changes.reject:
-        if _caption_moves(output, changes, record["file_name"]):
-            move(record["file_name"])  # only its caption is left to move
+        move(record["file_name"])  # its image is gone: only its caption moves, if it goes
         output.mark(record, "rejected")
         result.rejected.append(record["item_id"])
     result.kept, result.deleted = changes.kept, changes.deleted
@@ -122,16 +121,19 @@ def _apply(output: JobOutput, changes: _Changes, result: PruneResult) -> None:
 def _describe(output: JobOutput, changes: _Changes, result: PruneResult) -> PruneResult:
     captions: set[str] = set()  # listed once: a caption goes with the first result moved that has it
 
-    def would_move(name: str, why: str) -> None:
+    def moving_caption(name: str) -> str | None:
         caption = caption_name(name)
         moves = _caption_moves(output, changes, name) and caption not in captions
-        if moves:
-            captions.add(caption)
+        captions.add(caption)
+        return caption if moves else None
+
+    def would_move(name: str, why: str) -> None:
+        caption = moving_caption(name)
         if not (output.folder / name).is_file():  # a file already gone moves nowhere: not counted by a prune either
-            result.listing += [f"would move the caption {caption} of the deleted {name} ({why})"] if moves else []
+            result.listing += [f"would move the caption {caption} of the deleted {name} ({why})"] if caption else []
             return
         result.moved.append(name)
-        result.listing.append(f"would move {name}{f' and its caption {caption}' if moves else ''} ({why})")
+        result.listing.append(f"would move {name}{f' and its caption {caption}' if caption else ''} ({why})")
 
     for record, why in changes.prune:
         if record["status"] == "ok":
@@ -142,10 +144,8 @@ def _describe(output: JobOutput, changes: _Changes, result: PruneResult) -> Prun
         would_move(name, "an older result of an item that has a newer one")
     for record in changes.reject:
         result.rejected.append(record["item_id"])
-        caption = caption_name(record["file_name"])
-        moves = _caption_moves(output, changes, record["file_name"]) and caption not in captions
-        captions.add(caption)
-        also = f" and move its caption {caption}" if moves else ""
+        caption = moving_caption(record["file_name"])
+        also = f" and move its caption {caption}" if caption else ""
         result.listing.append(f"would reject item {record['item_id']} ({record['file_name']} was deleted){also}")
     result.kept, result.deleted = changes.kept, changes.deleted
     return result
