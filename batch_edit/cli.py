@@ -329,16 +329,22 @@ def _reproduce(args) -> int:
     from .reproduce import reproduce
 
     result = reproduce(args.metadata, args.item, args.pipeline, Engine.load)
+    # which image it started from, where the source as given could not stand in for the run's
+    kept = f" (from the kept source copy {escaped(result.kept_source)})" if result.kept_source else ""
+    item = f"item {result.item_id}{kept}"
     if result.identical:
-        print(f"identical: item {result.item_id} re-rendered pixel for pixel as {escaped(result.stored)}")
-        return EXIT_OK
-    if not result.size_matches:
-        print(f"different: item {result.item_id} re-rendered at another size than {escaped(result.stored)}")
+        print(f"identical: {item} re-rendered pixel for pixel as {escaped(result.stored)}")
+    elif not result.size_matches:
+        print(f"different: {item} re-rendered at another size than {escaped(result.stored)}")
     else:
         print(
-            f"different: item {result.item_id} differs from {escaped(result.stored)} by up to {result.max_difference}/255 "
+            f"different: {item} differs from {escaped(result.stored)} by up to {result.max_difference}/255 "
             f"in {result.differing_fraction:.1%} of pixels"
         )
+    if result.kept_source:
+        print(f"  {escaped(result.kept_because)}")
+    if result.identical:
+        return EXIT_OK
     if result.source_changed:
         print("  the source's content has changed since the run (its sha256 is not the one recorded)")
     return EXIT_ITEMS_FAILED

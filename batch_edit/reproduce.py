@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Callable
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from pydantic import BeforeValidator, Field, ValidationError, create_model
 
 from . import job_files
@@ -23,6 +23,7 @@ from .parameters import axes, needing
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import WorkItem
 from .records import JobRecords, is_bare_name
+from .result_files import KEPT_MASK_COLUMN, SOURCE_IMAGE_COLUMN
 from .source_identity import file_identity
 from .sources import FetchOptions, SourceError, fit_image, load_image, source_ref
 from .validation import describe_validation_error
@@ -42,10 +43,23 @@ class Comparison:
     differing_fraction: float  # share of pixels with any difference
     size_matches: bool
     source_changed: bool = False  # the local source's bytes are not those the run hashed (its records say)
+    kept_source: str = ""  # the kept fitted source (keep_sources) re-rendered from, in the source's place
+    kept_because: str = ""  # why the source as given could not stand in
 
     @property
     def identical(self) -> bool:
         return self.size_matches and self.max_difference == 0
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The fitted image the pipeline is given, the original's size (None: only the kept fitted copy is known) and
+    the kept copy used in the source's place, with why."""
+
+    fitted: Image.Image
+    original_size: tuple[int, int] | None
+    kept: str = ""
+    because: str = ""
 
 
 def reproduce(
@@ -79,44 +93,93 @@ def reproduce(
             f"{metadata_csv}: item {item_id}: column(s) {', '.join(unlike)} do not fit the {config.task} task of "
             "the pipeline config (blank where it takes the parameter, or set where it takes none)"
         )
-    try:
-        original = load_image(item.source, fetch)
-    except SourceError as exc:
-        raise ReproduceError(f"cannot load the source {item.source.key}: {exc}") from None
-    source = fit_image(original, item.width, item.height, item.resize)
-    mask = _fitted_mask(folder, row, item, original.size, fetch)
+    record = _record(folder, item_id)
+    source = _pipeline_source(folder, row, record, item, fetch)
+    mask = _fitted_mask(folder, row, record, item, source, fetch)
     engine = load_engine(config)
     # Same batch size as the original call (`copies`): on a GPU, results repeat bitwise only at that batch size.
     masks = {"masks": [mask] * copies} if mask is not None else {}
-    (image, *_) = engine.generate([item] * copies, [source] * copies, **masks)
-    result = compare(composited(item, image, source, mask), folder / row["file_name"], item_id)
-    return replace(result, source_changed=not result.identical and _source_changed(folder, item))
+    (image, *_) = engine.generate([item] * copies, [source.fitted] * copies, **masks)
+    result = compare(composited(item, image, source.fitted, mask), folder / row["file_name"], item_id)
+    if source.kept:
+        return replace(result, kept_source=source.kept, kept_because=source.because)
+    return replace(result, source_changed=not result.identical and _source_changed(record, item))
 
 
-def _source_changed(folder: Path, item: WorkItem) -> bool:
+def _record(folder: Path, item_id: str) -> dict:
+    """The item's latest record ({} where the folder has none readable): its source's hash and kept copies."""
+    try:
+        return JobRecords(folder.parent, folder.name).read_records().get(item_id, {})
+    except BatchEditError:
+        return {}
+
+
+def _pipeline_source(folder: Path, row: dict, record: dict, item: WorkItem, fetch: FetchOptions) -> _Source:
+    """The source as given, fitted again as the run fitted it (so the fitting is checked too), while it is the
+    run's; where it is gone (a deleted file, a URL that no longer serves) or its content changed, the fitted copy
+    the job kept (keep_sources): a PNG of the very RGB pixels the pipeline was given, so nothing is lost."""
+    kept = _kept_name(row, record, SOURCE_IMAGE_COLUMN)
+    try:
+        original = load_image(item.source, fetch)
+    except SourceError as exc:
+        if not kept:
+            hint = " (the job kept no copy of it: keep_sources: true keeps one)"
+            raise ReproduceError(f"cannot load the source {item.source.key}: {exc}{hint}") from None
+        return _Source(_read_kept(folder, kept, "RGB"), None, kept, f"the source cannot be loaded: {exc}")
+    if kept and _source_changed(record, item):
+        because = "the source's content has changed since the run (its sha256 is not the one recorded)"
+        return _Source(_read_kept(folder, kept, "RGB"), None, kept, because)
+    return _Source(fit_image(original, item.width, item.height, item.resize), original.size)
+
+
+def _source_changed(record: dict, item: WorkItem) -> bool:
     """Whether the local source's content differs from what the item's record hashed when it ran (False where
     that is not known: a URL, no record of the hash)."""
-    if item.source.is_url:
+    recorded = record.get("source_sha256")
+    if item.source.is_url or not isinstance(recorded, str) or not recorded:
         return False
+    return file_identity(item.source.key)[1] not in ("", recorded)
+
+
+def _kept_name(row: dict, record: dict, column: str) -> str:
+    """The copy under sources/ that the row (else the item's record) names in `column`; "" where none is kept.
+    The record as well: metadata.csv names masks as given for all rows where some have no kept mask."""
+    for name in (row.get(column), record.get(column)):
+        folder, _, bare = name.partition("/") if isinstance(name, str) else ("", "", "")
+        if folder == SOURCES_DIR and is_bare_name(bare):
+            return name
+    return ""
+
+
+def _read_kept(folder: Path, name: str, mode: str) -> Image.Image:
+    """A kept fitted copy as the run wrote it: a PNG of the mode the pipeline was given. Anything else (a lossy
+    format, another mode) is not bit for bit the image the run used, so it cannot stand in for it."""
     try:
-        recorded = JobRecords(folder.parent, folder.name).read_records().get(item.item_id, {}).get("source_sha256")
-    except BatchEditError:
-        return False
-    return isinstance(recorded, str) and file_identity(item.source.key)[1] not in ("", recorded)
+        with open(open_regular(folder / name), "rb") as handle, Image.open(handle, formats=["PNG"]) as stored:
+            if stored.mode != mode:
+                raise ValueError(f"its mode is {stored.mode}, not the {mode} of the copy the run kept")
+            stored.load()
+            return stored.copy()
+    except UnidentifiedImageError:
+        problem = "it is not a PNG, so not the lossless copy of the image the run was given"
+    except (OSError, ValueError) as exc:
+        problem = str(exc)
+    raise ReproduceError(f"cannot use the kept copy {folder / name}: {problem}")
 
 
-def _fitted_mask(folder: Path, row: dict, item: WorkItem, source_size: tuple, fetch: FetchOptions):
+def _fitted_mask(folder: Path, row: dict, record: dict, item: WorkItem, source: _Source, fetch: FetchOptions):
     """The mask the item was made through (None without one): the fitted mask kept under sources/ (keep_sources),
     else the mask file as given (`mask`; older rows name it as mask_file_name), fitted again as the run fitted it."""
-    name = row.get("mask_file_name") or row.get("mask") or ""
+    kept = _kept_name(row, record, KEPT_MASK_COLUMN)
+    if kept:
+        return _read_kept(folder, kept, "L")
+    name = row.get(KEPT_MASK_COLUMN) or row.get("mask") or ""
     if not name:
         return None
-    kept = name.split("/", 1)
+    if source.original_size is None:  # fitted with the original's geometry, which the kept source no longer tells
+        raise ReproduceError(f"cannot fit the mask {name}: {source.because}, and the job kept no fitted mask")
     try:
-        if len(kept) == 2 and kept[0] == SOURCES_DIR and is_bare_name(kept[1]):
-            with open(open_regular(folder / name), "rb") as handle, Image.open(handle) as stored:
-                return stored.convert("L")
-        return MaskLoader(fetch).fitted(replace(item, mask=source_ref(name, Path("/"))), source_size)
+        return MaskLoader(fetch).fitted(replace(item, mask=source_ref(name, Path("/"))), source.original_size)
     except (OSError, SourceError) as exc:
         raise ReproduceError(f"cannot load the mask {name}: {exc}") from None
 
