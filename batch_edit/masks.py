@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageFilter
 
 from .fetch import FetchOptions
-from .parameters import needing
+from .parameters import named, needing
 from .pipeline_config import MASKED_TASKS
 from .sources import (
     SourceError,
@@ -89,14 +89,37 @@ def is_missing(mask: SourceRef) -> bool:
 
 
 def parameter_problems(grid, where: str) -> list[str]:
-    """Mask parameters set (off their default) in a job or row without masks: they would change nothing."""
+    """Mask parameters that would change nothing, so items differing only in them would be one image under
+    several ids: any set (off its default) without masks; mask_blur off its default with composite false."""
     if grid.masks:
-        return []
+        return _blur_problems(grid, where)
     return [
         f"{where}: field '{p.name}': applies only to masked items (give the job 'masks:', or the row a 'mask')"
         for p in needing("mask")
         if any(value != p.default_for() for value in getattr(grid, p.name))
     ]
+
+
+def _blur_problems(grid, where: str) -> list[str]:
+    """mask_blur only feathers the composite (and the check that a mask is wider than it): with composite false
+    the pipeline's raw output is the result, whatever the blur."""
+    default = named("mask_blur").default_for()
+    if False not in grid.composite or all(blur == default for blur in grid.mask_blur):
+        return []
+    if len(grid.composite) > 1:  # a sweep: name the combination, as the grid gives it
+        values = ", ".join(map(str, grid.mask_blur))
+        problem = (
+            f"the grid crosses composite [true, false] with mask_blur [{values}], but mask_blur has no effect with "
+            "composite false (it only feathers the composite), so those items would be one image under several "
+            "ids: give composite false its own job, without mask_blur"
+        )
+        return [f"{where}: field 'mask_blur': {problem}"]
+    values = ", ".join(str(blur) for blur in grid.mask_blur if blur != default)
+    problem = (
+        f"{values} has no effect with composite false (it only feathers the composite), so the image would be the "
+        f"one mask_blur {default} makes, under another id: leave mask_blur out"
+    )
+    return [f"{where}: field 'mask_blur': {problem}"]
 
 
 def task_problems(jobs, task: str) -> list[str]:

@@ -124,3 +124,48 @@ def test_a_kept_source_takes_the_mask_its_record_kept_where_the_csv_names_masks_
     again = batch_edit("reproduce", str(metadata), "--item", item)
     assert again.returncode == 0 and again.stdout.startswith("identical"), again.stdout + again.stderr
 
+
+# ---------------------------------------------------------------- mask_blur with composite false
+
+
+def blur_manifest(tmp_path, text: str, name: str = "m.yaml"):
+    (tmp_path / "masks").mkdir(exist_ok=True)
+    Image.new("L", (64, 48), 255).save(tmp_path / "masks" / "cat.png")
+    (tmp_path / name).write_text(text)
+    return batch_edit("plan", name, "--pipeline", str(tmp_path / "inpaint.yaml"), cwd=tmp_path)
+
+
+def blur_job(fields: str) -> str:
+    return f"jobs: [{{name: raw, sources: {PHOTOS / 'cat.jpg'}, masks: masks, prompts: x, {fields}}}]"
+
+
+def test_mask_blur_with_composite_false_is_refused_before_anything_runs(tmp_path, tiny_task_config):
+    shutil.copy(tiny_task_config("inpaint"), tmp_path / "inpaint.yaml")
+    refused = blur_manifest(tmp_path, blur_job("composite: false, mask_blur: 8"))
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    (line,) = refused.stderr.strip().splitlines()  # one line: the job, the field, why
+    assert "m.yaml: jobs[0] ('raw'): field 'mask_blur': 8 has no effect with composite false" in line
+    assert "the one mask_blur 4 makes" in line
+
+    swept = blur_manifest(tmp_path, blur_job("composite: [true, false], mask_blur: [0, 8]"))
+    assert (
+        swept.returncode == 2
+        and "('raw'): field 'mask_blur': the grid crosses composite [true, false] with "
+        "mask_blur [0, 8], but mask_blur has no effect with composite false"
+        in swept.stderr
+    ), swept.stderr
+
+    rows = f"source,mask,prompt,composite,mask_blur\n{PHOTOS / 'cat.jpg'},masks/cat.png,x,false,0\n"
+    (tmp_path / "rows.csv").write_text(rows)
+    csv = batch_edit("plan", "rows.csv", "--pipeline", str(tmp_path / "inpaint.yaml"), cwd=tmp_path)
+    assert (
+        csv.returncode == 2 and "row 1 (line 2): field 'mask_blur': 0 has no effect with composite false" in csv.stderr
+    )
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_composite_false_at_the_default_blur_and_blur_sweeps_that_composite_still_plan(tmp_path, tiny_task_config):
+    shutil.copy(tiny_task_config("inpaint"), tmp_path / "inpaint.yaml")
+    for fields in ("composite: false", "composite: [true, false], mask_blur: 4", "mask_blur: [0, 8]"):
+        planned = blur_manifest(tmp_path, blur_job(fields))
+        assert planned.returncode == 0, fields + planned.stdout + planned.stderr
