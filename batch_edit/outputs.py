@@ -38,6 +38,7 @@ from .result_files import (
     encode_result,
     item_fields,
     mask_cells,
+    variation_columns,
 )
 from .result_files import now as _now
 from .sheets import write_contact_sheets
@@ -330,6 +331,7 @@ class JobOutput(JobRecords):
         # Only a job that kept its sources gets the column: an empty *_file_name would break imagefolder.
         paired = any(SOURCE_IMAGE_COLUMN in r for r in done)
         rows = ["row"] * any("row" in r for r in ordered)  # CSV jobs: the manifest row each result came from
+        rows += variation_columns(ordered)  # jobs with `variations`: which one each item is
         done, mask = mask_cells(done)
         masked = [*MASK_COLUMNS, mask] if mask else []
         task = ["task"] * any(r.get("task") for r in done)  # the pipeline task, where it is not img2img
@@ -347,7 +349,9 @@ class JobOutput(JobRecords):
         for item in self._plan:
             record = by_id.pop(item.item_id, None)
             if record is not None:
-                placed.append({**record, "index": item.index, **({} if item.row is None else {"row": item.row})})
+                row = {} if item.row is None else {"row": item.row}
+                # the plan's variation: records made before it was recorded lack it
+                placed.append({**record, "index": item.index, "variation": item.variation, **row})
         return placed + list(by_id.values())
 
     def _write_csv(self, name: str, columns: list[str], rows: list[dict]) -> None:

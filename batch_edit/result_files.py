@@ -25,6 +25,9 @@ SOURCE_IMAGE_COLUMN = "source_image_file_name"
 # The fitted mask kept under sources/ (imagefolder's `mask` image column); only then: imagefolder refuses a
 # *_file_name that is not a file of the folder, so a mask file as given is the `mask` string column instead.
 KEPT_MASK_COLUMN = "mask_file_name"
+# Which of its grid point's `variations` an item is, numbered from 0 as `{variation}` numbers it. Recorded for every
+# item; a CSV column only where a row is past the first (a job of one variation keeps the columns it always had).
+VARIATION_COLUMN = "variation"
 PARAMETER_COLUMNS = metadata_columns()
 FITTED = tuple(p.name for p in axes() if p.fitted)  # (width, height): a result's size, as PIL gives it
 
@@ -47,9 +50,15 @@ def item_fields(item: WorkItem, size: tuple[int, int] | None = None) -> dict:
         "source_sha256": item.source.fingerprint if len(item.source.fingerprint) == 64 else "",
         "prompt": item.prompt,
         **{column: values[column] for column in PARAMETER_COLUMNS},
+        VARIATION_COLUMN: item.variation,
         **({"row": item.row} if item.row is not None else {}),
         **mask_fields(item),
     }
+
+
+def variation_columns(rows: list[dict]) -> list[str]:
+    """["variation"] where some row is a variation past the first, else none."""
+    return [VARIATION_COLUMN] * any(isinstance(r.get(VARIATION_COLUMN), int) and r[VARIATION_COLUMN] > 0 for r in rows)
 
 
 def mask_cells(done: list[dict]) -> tuple[list[dict], str | None]:

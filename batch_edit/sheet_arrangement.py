@@ -110,25 +110,29 @@ def find_axes(rows: list[dict]) -> tuple[list[Axis], list[Axis]]:
 
 def number_variations(rows: list[dict]) -> list[dict]:
     """Rows that no axis tells apart (derived seeds of several variations of one grid point) get a `variation`,
-    so each keeps a cell of its own: the one its seed was derived for, numbered from 0 like the {variation}
-    placeholder, else (a seed not derived by this version) their order by seed from 0; rows that already carry
-    a variation keep it."""
-    if any(row.get("variation") for row in rows):
-        return rows
+    so each keeps a cell of its own: the one metadata.csv gives, else the one its seed was derived for, numbered
+    from 0 like the {variation} placeholder, else (a seed not derived by this version) their order by seed from
+    0. Rows that an axis tells apart (explicit seeds s, s+1, ...) show no variation: their seed says it."""
     columns = [column for column, _ in AXES if column != "variation"]
     alike: dict[tuple, list[int]] = {}
     for index, row in enumerate(rows):
         alike.setdefault(tuple(axis_value(row, c) for c in columns), []).append(index)
-    if all(len(indexes) == 1 for indexes in alike.values()):
-        return rows
-    numbered, derived = list(rows), _DerivedVariations()
-    for indexes in alike.values():
+    numbered = [{**row, "variation": ""} if row.get("variation") else row for row in rows]
+    derived = _DerivedVariations()
+    for indexes in (indexes for indexes in alike.values() if len(indexes) > 1):
         ordered = sorted(indexes, key=lambda i: (natural_key(str(rows[i].get("seed") or "")), i))
-        found = [derived.of(rows[i]) for i in ordered]
+        found = [_listed_variation(rows[i]) for i in ordered]
+        if None in found or len(set(found)) < len(found):
+            found = [derived.of(rows[i]) for i in ordered]
         for rank, (index, variation) in enumerate(zip(ordered, found)):
             shown = variation if None not in found and len(set(found)) == len(found) else rank
             numbered[index] = {**rows[index], "variation": str(shown)}
     return numbered
+
+
+def _listed_variation(row: dict) -> int | None:
+    cell = str(row.get("variation") or "")
+    return int(cell) if cell.isdigit() else None
 
 
 class _DerivedVariations:

@@ -91,7 +91,8 @@ def test_records_a1111_text_and_sheet_axes_are_laid_out_as_before():
         "item_id", "job", "index", "source", "prompt", "seed", "seed_derived", "strength", "num_inference_steps",
         "guidance_scale", "width", "height", "requested_width", "requested_height", "resize",
     ]  # fmt: skip
-    assert list(row) == [*item_columns[:4], "source_stat", "source_sha256", *item_columns[4:]]
+    # the variation: recorded after the columns, a metadata.csv column only in jobs with variations
+    assert list(row) == [*item_columns[:4], "source_stat", "source_sha256", *item_columns[4:], "variation"]
     assert METADATA_COLUMNS == ["file_name", *item_columns, "model", "revision", "dtype", "quantization", "loras",
                                 "device", "pipeline_config", "batch_size", "seconds", "finished_at"]  # fmt: skip
     assert FAILURE_COLUMNS == [*item_columns, "stage", "error_type", "error", "failed_at"]
