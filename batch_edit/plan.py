@@ -6,7 +6,9 @@ import gc
 import hashlib
 import itertools
 import json
+from collections import Counter
 from dataclasses import dataclass, field, make_dataclass
+from pathlib import PurePosixPath
 
 from .errors import ManifestError
 from .file_names import DEFAULT_FILE_NAME, default_name, name_clash, namer
@@ -201,9 +203,30 @@ def grid_axes(job: JobSpec) -> dict[str, list]:
     """The swept axes of a job (those with more than one value) and their values, for `batch-edit plan`."""
     axes: dict[str, list] = {"sources": [], "prompts": [], **{name: [] for name in axis_names()}}
     for grid in job.grids:
-        axes["sources"].extend(ref.stem for ref in grid.sources)
+        axes["sources"].extend(grid.sources)
         axes["prompts"].extend(grid.prompts)
         for name in axis_names():
             axes[name].extend(getattr(grid, name))
+    axes["sources"] = source_names(axes["sources"])
     distinct = {name: list(dict.fromkeys(values)) for name, values in axes.items()}
     return {name: values for name, values in distinct.items() if len(values) > 1}
+
+
+def source_names(refs: list[SourceRef]) -> list[str]:
+    """Each source once, by its stem; sources sharing a stem (cat.jpg and cat.png, a/cat.jpg and b/cat.jpg) by
+    the shortest end of their path that tells them apart (a URL whole)."""
+    refs = list({ref.key: ref for ref in refs}.values())
+    stems = Counter(ref.stem for ref in refs)
+    names = {ref.key: ref.stem for ref in refs}
+    shared, depth = [ref for ref in refs if stems[ref.stem] > 1], 1
+    while shared:  # each pass names those whose path's last `depth` parts are theirs alone; a whole key always is
+        tails = {ref.key: _path_end(ref, depth) for ref in shared}
+        taken = Counter(tails.values())
+        names.update((key, tail) for key, tail in tails.items() if taken[tail] == 1)
+        shared, depth = [ref for ref in shared if taken[tails[ref.key]] > 1], depth + 1
+    return [names[ref.key] for ref in refs]
+
+
+def _path_end(ref: SourceRef, depth: int) -> str:
+    parts = PurePosixPath(ref.key).parts
+    return ref.key if ref.is_url or depth >= len(parts) else str(PurePosixPath(*parts[-depth:]))

@@ -52,8 +52,10 @@ def report(args) -> int:
                 printable(json.dumps(v, ensure_ascii=False) if axis == "prompts" else "derived" if v is None else v)
                 for v in values[:8]
             ]
-            shown = ", ".join(texts) + (f", ... ({len(values)} in all)" if len(values) > 8 else "")
-            print(f"  {axis}: {shown}")
+            print(f"  {axis}: {_listed(texts, len(values))}")
+        variations = list(dict.fromkeys(grid.variations for grid in job.grids))
+        if max(variations, default=1) > 1:  # not an axis, but it multiplies the items as one does
+            print(f"  variations: {_listed([str(n) for n in variations[:8]], len(variations))} per grid point")
         seconds = output.mean_seconds(config.recorded_fields(), records)
         if left and seconds is not None:
             print(
@@ -71,3 +73,8 @@ def report(args) -> int:
     if missing_total or unmasked_total:
         return EXIT_ITEMS_FAILED
     return EXIT_OK
+
+
+def _listed(texts: list[str], count: int) -> str:
+    """The first values, and how many there are in all where not all are shown."""
+    return ", ".join(texts) + (f", ... ({count} in all)" if count > len(texts) else "")
