@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import os
 import re
+import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -72,14 +73,76 @@ def fit_thumbnail(image: Image.Image, thumb: int) -> Image.Image:
     return cell
 
 
-@functools.lru_cache(maxsize=16)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)  # scalable since Pillow 10.1; nothing to ship or find
+# Fonts with broad coverage where systems put them (Debian/Ubuntu, Fedora, Arch, macOS), tried after Pillow's own
+# (Aileron: Latin letters without accents) for a label it cannot draw; fc-match's sans-serif is tried last.
+FONT_FILES = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu-sans-fonts/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf",
+    "/usr/share/fonts/google-noto/NotoSans-Regular.ttf",
+    "/usr/share/fonts/noto/NotoSans-Regular.ttf",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/google-noto-cjk/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc",
+    "/System/Library/Fonts/Supplemental/Arial Unicode.ttf",
+)
+_NO_GLYPH = "\uffff"  # a noncharacter: every font draws its "missing glyph" box for it
+
+
+@functools.lru_cache(maxsize=1)
+def _font_files() -> tuple[str | None, ...]:
+    """None (Pillow's default), then the installed fonts of FONT_FILES and fc-match's sans-serif, each once."""
+    found = [path for path in FONT_FILES if os.path.isfile(path)]
+    try:
+        command = ["fc-match", "-f", "%{file}", "sans-serif"]
+        matched = subprocess.run(command, check=False, capture_output=True, text=True, timeout=5)
+        found += [matched.stdout] if matched.returncode == 0 and os.path.isfile(matched.stdout) else []
+    except (OSError, subprocess.SubprocessError):
+        pass  # no fontconfig: the known places only
+    return (None, *dict.fromkeys(found))
+
+
+@functools.lru_cache(maxsize=64)
+def _loaded(path: str | None, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont | None:
+    try:
+        return ImageFont.load_default(size=size) if path is None else ImageFont.truetype(path, size)
+    except OSError:
+        return None  # unreadable font file: the next one
+
+
+@functools.lru_cache(maxsize=16384)
+def _has_glyph(path: str | None, char: str) -> bool:
+    """Whether the font draws `char` as something other than its missing-glyph box (whitespace always counts)."""
+    return _loaded(path, 24) is not None and (char.isspace() or _glyph(path, char) != _glyph(path, _NO_GLYPH))
+
+
+@functools.lru_cache(maxsize=64)
+def _glyph(path: str | None, char: str) -> tuple:
+    font = _loaded(path, 24)
+    box = font.getbbox(char)
+    image = Image.new("L", (max(1, box[2]), max(1, box[3])))
+    ImageDraw.Draw(image).text((0, 0), char, font=font, fill=255)
+    return box, image.tobytes()
+
+
+def _font(size: int, text: str = "") -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """The first font that draws every character of `text` (and the ellipsis a cut line ends with), else the one
+    that draws the most: Latin labels keep Pillow's default font on every machine."""
+    chars = set(text + "…")
+    best, best_count = None, -1
+    for path in _font_files():
+        count = sum(_has_glyph(path, char) for char in chars)
+        if count == len(chars):
+            return _loaded(path, size)
+        if count > best_count and _loaded(path, size) is not None:
+            best, best_count = path, count
+    return _loaded(best, size)
 
 
 def draw_label(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: str, font_size: int, fill=TEXT) -> None:
     """Text wrapped into as many lines as the box holds, the last cut with an ellipsis if it does not fit."""
-    font, line_h, inset = _font(font_size), font_size * 3 // 2, max(2, font_size // 4)
+    font, line_h, inset = _font(font_size, text), font_size * 3 // 2, max(2, font_size // 4)
     x0, y0, x1, y1 = box
     if not text or x1 - x0 <= 2 * inset:
         return  # no axis there (or no room): nothing to say
