@@ -331,7 +331,7 @@ class JobOutput(JobRecords):
         # Only a job that kept its sources gets the column: an empty *_file_name would break imagefolder.
         paired = any(SOURCE_IMAGE_COLUMN in r for r in done)
         rows = ["row"] * any("row" in r for r in ordered)  # CSV jobs: the manifest row each result came from
-        rows += variation_columns(ordered)  # jobs with `variations`: which one each item is
+        rows += variation_columns(ordered, self._plan)  # jobs with `variations`: which one each item is
         done, mask = mask_cells(done)
         masked = [*MASK_COLUMNS, mask] if mask else []
         task = ["task"] * any(r.get("task") for r in done)  # the pipeline task, where it is not img2img

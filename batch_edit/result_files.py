@@ -26,7 +26,7 @@ SOURCE_IMAGE_COLUMN = "source_image_file_name"
 # *_file_name that is not a file of the folder, so a mask file as given is the `mask` string column instead.
 KEPT_MASK_COLUMN = "mask_file_name"
 # Which of its grid point's `variations` an item is, numbered from 0 as `{variation}` numbers it. Recorded for every
-# item; a CSV column only where a row is past the first (a job of one variation keeps the columns it always had).
+# item; a CSV column only in jobs that make several (a job of one variation keeps the columns it always had).
 VARIATION_COLUMN = "variation"
 PARAMETER_COLUMNS = metadata_columns()
 FITTED = tuple(p.name for p in axes() if p.fitted)  # (width, height): a result's size, as PIL gives it
@@ -56,9 +56,12 @@ def item_fields(item: WorkItem, size: tuple[int, int] | None = None) -> dict:
     }
 
 
-def variation_columns(rows: list[dict]) -> list[str]:
-    """["variation"] where some row is a variation past the first, else none."""
-    return [VARIATION_COLUMN] * any(isinstance(r.get(VARIATION_COLUMN), int) and r[VARIATION_COLUMN] > 0 for r in rows)
+def variation_columns(rows: list[dict], planned: tuple[WorkItem, ...]) -> list[str]:
+    """["variation"] where the job plans (or some row is) a variation past the first, else none: the manifest
+    decides, so the columns do not change as the run gets further (`--limit`)."""
+    past_first = any(item.variation > 0 for item in planned)
+    past_first = past_first or any(isinstance(r.get(VARIATION_COLUMN), int) and r[VARIATION_COLUMN] > 0 for r in rows)
+    return [VARIATION_COLUMN] * past_first
 
 
 def mask_cells(done: list[dict]) -> tuple[list[dict], str | None]:

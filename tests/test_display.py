@@ -79,6 +79,17 @@ def test_variation_column_in_jobs_with_variations_rebuilt_for_folders_recorded_w
     assert (out / "varied" / "metadata.csv").read_bytes() == listed
 
 
+def test_variation_column_is_there_from_the_first_result_of_a_job_with_variations(tmp_path, tiny_config):
+    """The manifest decides the columns, not how far the run got: a sample (`--limit 1`) of a job of two
+    variations already lists the column its full run will have."""
+    same_stem_photos(tmp_path)
+    (tmp_path / "varied.yaml").write_text("jobs:" + VARIED)
+    run = ("run", "varied.yaml", "--pipeline", str(tiny_config), "--output-root", "out")
+    assert batch_edit(*run, "--limit", "1", cwd=tmp_path).returncode == 0
+    columns, rows = read_rows(tmp_path / "out" / "varied" / "metadata.csv")
+    assert columns == [*METADATA_COLUMNS, "variation"] and [row["variation"] for row in rows] == ["0"]
+
+
 def test_sheet_of_explicit_seeds_with_variations_shows_the_seed_axis_alone():
     """Explicit seeds s, s+1, ... tell the variations apart already: the metadata's variation column does not
     join them as "seed / variation"."""
