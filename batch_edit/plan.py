@@ -13,8 +13,9 @@ from pathlib import PurePosixPath
 from .errors import ManifestError
 from .file_names import DEFAULT_FILE_NAME, default_name, name_clash, namer
 from .formats import OutputOptions, with_extension
-from .manifest import JobSpec, render_prompt
+from .manifest import JobSpec
 from .parameters import axes, axis_names, hashed_axes
+from .prompts import render_prompt
 from .sources import SourceRef
 
 ID_CHARS = 16  # 64 bits of sha256: collisions are out of reach for any realistic run

@@ -9,7 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from .manifest import JobSpec, denoising_steps
+from .grid_checks import denoising_steps
+from .manifest import JobSpec
 from .masks import is_missing
 from .pipeline_config import PipelineConfig
 

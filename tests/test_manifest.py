@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from batch_edit.errors import ManifestError
-from batch_edit.manifest import denoising_steps, load_manifest, load_manifests, template_fields
+from batch_edit.grid_checks import denoising_steps
+from batch_edit.manifest import load_manifest, load_manifests
+from batch_edit.prompts import template_fields
 
 from .conftest import PHOTOS
 

@@ -6,9 +6,10 @@ import itertools
 import json
 from dataclasses import replace
 
-from batch_edit.manifest import Grid, JobSpec, render_prompt
+from batch_edit.manifest import Grid, JobSpec
 from batch_edit.parameters import axis_names
 from batch_edit.plan import make_item, plan_jobs
+from batch_edit.prompts import render_prompt
 from batch_edit.sources import SourceRef
 
 PIPELINE = {"model": "m", "revision": "main", "dtype": "bfloat16", "quantization": "none"}

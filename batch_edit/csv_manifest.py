@@ -1,0 +1,126 @@
+"""CSV manifests: one row per item (a `job` column groups rows into jobs), read with the same checks as YAML
+grids; a column only YAML can express is refused with what to write instead."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from .csv_table import CsvRecord, CsvTable, CsvTableError, read_csv_table
+from .errors import ManifestError
+from .grid_checks import check_grid, check_job_name, output_options, param, without_random_seed, without_untaken
+from .manifest_models import CsvRow, Grid, JobModel, JobSpec, Manifest, ManifestModel
+from .parameters import DEFAULT_TASK, PARAMETERS, axis_names
+from .sources import SourceSpecError, row_source_ref
+from .validation import MAX_FILE_BYTES, describe_validation_error, read_text_file
+
+# CSV cells: where a semicolon or tab delimits, "0,75" is a decimal comma.
+DECIMAL_COMMA = re.compile(r"\s*[0-9]+,[0-9]+\s*")
+# Keys a CSV row cannot express.
+YAML_ONLY_HINTS = {
+    "name": " (a CSV names jobs in a 'job' column)",
+    "sources": " (a CSV row has one 'source')",
+    "prompts": " (a CSV row has one 'prompt')",
+    "defaults": " (empty CSV cells take the defaults)",
+}
+
+
+def load_csv(path: Path, task: str = DEFAULT_TASK) -> Manifest:
+    text = read_text_file(path, lambda message: ManifestError([message]))
+    try:
+        table = read_csv_table(text.lstrip("\ufeff"), max_field=MAX_FILE_BYTES)
+    except CsvTableError as exc:
+        raise ManifestError([f"{path}: {exc}"]) from None
+    problems = _check_csv_header(path, table.header)
+    if problems:
+        raise ManifestError(problems)
+    grids: dict[str, list[Grid]] = {}
+    origins: dict[str, str] = {}
+    for number, record in enumerate(table.rows, start=1):
+        where = f"{path}: row {number} (line {record.line})"
+        row = _csv_values(table, record, where, problems)
+        grid, job = _grid_from_row(row, path, where, problems, task) if row is not None else (None, "")
+        if grid is not None:
+            grids.setdefault(job, []).append(replace(grid, row=number))
+            origins.setdefault(job, f"{path}: job '{job}'")
+    if not grids and not problems:
+        problems.append(f"{path}: the CSV has a header but no rows")
+    for job in grids:
+        check_job_name(job, origins[job], problems)
+    if problems:
+        raise ManifestError(problems)
+    jobs = tuple(JobSpec(name=name, origin=origins[name], grids=tuple(rows)) for name, rows in grids.items())
+    return Manifest(path=path, jobs=jobs)
+
+
+def _check_csv_header(path: Path, header: tuple[str, ...]) -> list[str]:
+    """Header names are already stripped and lower-cased; a column without a name is allowed (left blank)."""
+    allowed = list(CsvRow.model_fields)
+    yaml_only = [key for key in (*JobModel.model_fields, *ManifestModel.model_fields) if key not in allowed]
+    problems = [
+        f"{path}: the header lacks the required column '{name}' (header read: {', '.join(filter(None, header))})"
+        for name in ("source", "prompt")
+        if name not in header
+    ]
+    for column, count in Counter(filter(None, header)).items():
+        if count > 1:
+            problems.append(f"{path}: column '{column}' appears {count} times in the header")
+        if column in yaml_only:
+            hint = YAML_ONLY_HINTS.get(column, "")
+            problems.append(f"{path}: column '{column}': only YAML manifests support '{column}'{hint}")
+        elif column not in allowed:
+            close = [c for c in allowed if c.startswith(column[:4])]
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(f"{path}: unknown column '{column}'{hint}; allowed columns: {', '.join(allowed)}")
+    return problems
+
+
+def _csv_values(table: CsvTable, record: CsvRecord, where: str, problems: list[str]) -> dict | None:
+    try:
+        values = table.values(record)
+    except CsvTableError as exc:
+        problems.append(f"{where}: {exc}")
+        return None
+    if table.delimiter != ",":  # spreadsheets that write ';' or tabs often write decimal commas: 0,75
+        for name in (p.name for p in PARAMETERS if p.decimal_comma):
+            if DECIMAL_COMMA.fullmatch(values.get(name, "")):
+                values[name] = values[name].replace(",", ".")
+    return values
+
+
+def _grid_from_row(
+    row: dict, path: Path, where: str, problems: list[str], task: str = DEFAULT_TASK
+) -> tuple[Grid | None, str]:
+    row = without_random_seed(without_untaken(row, task, where, problems), where, problems)
+    try:
+        model = CsvRow.model_validate(row)
+    except ValidationError as exc:
+        problems.extend(describe_validation_error(exc, where, CsvRow))
+        return None, ""
+    try:
+        ref = row_source_ref(model.source, path.parent)
+    except SourceSpecError as exc:
+        problems.append(f"{where}: field 'source': {exc}")
+        return None, ""
+    if model.caption is not None:
+        ref = replace(ref, caption=model.caption)
+    try:
+        masks = () if model.mask is None else (row_source_ref(model.mask, path.parent),)
+    except SourceSpecError as exc:
+        message = str(exc).replace("source ", "mask ", 1).replace("'sources:'", "'masks:'")
+        problems.append(f"{where}: field 'mask': {message}")
+        return None, ""
+    grid = Grid(
+        sources=(ref,),
+        masks=masks,
+        prompts=(model.prompt,),
+        **{name: (param(model, name, task),) for name in axis_names()},
+        output=output_options(model, where, problems, task),
+        variations=param(model, "variations", task),
+    )
+    check_grid(grid, where, problems)
+    return grid, model.job or path.stem

@@ -1,0 +1,118 @@
+"""Checks a job's values get wherever they were written (YAML grid or CSV row): its name, the task's parameters,
+seeds, strength against steps, prompt templates and the prompts they make; each problem names where it is."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel
+
+from .formats import DEFAULT_QUALITY, OutputOptions
+from .manifest_models import Grid
+from .masks import parameter_problems
+from .parameters import DEFAULT_TASK, PARAMETERS, SEED_MAX, named
+from .prompts import prompt_problem, render_prompt, template_fields
+from .sources import SourceRef
+from .validation import printable
+
+JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def without_random_seed(data: dict, where: str, problems: list[str]) -> dict:
+    """`seed: -1` means "random" in AUTOMATIC1111; here it gets an explanation rather than a range error."""
+    seeds = data.get("seed")
+    if not any(str(seed).strip() == "-1" for seed in (seeds if isinstance(seeds, list) else [seeds])):
+        return data
+    problems.append(
+        f"{where}: field 'seed': -1 (random) is not supported: leave 'seed' out for seeds derived from each "
+        "item (the same on every run), add 'variations: N' for N different seeds per item, or list explicit seeds"
+    )
+    return {key: value for key, value in data.items() if key != "seed"}
+
+
+def without_untaken(data: dict, task: str, where: str, problems: list[str]) -> dict:
+    """A parameter the task does not take (`strength` for fill and kontext) is refused by name, then left out so
+    that nothing else complains about it."""
+    untaken = [p.name for p in PARAMETERS if not p.taken_by(task) and data.get(p.name) is not None]
+    problems.extend(f"{where}: field '{name}': the {task} task takes no {name}" for name in untaken)
+    return {key: value for key, value in data.items() if key not in untaken}
+
+
+def output_options(model: BaseModel, where: str, problems: list[str], task: str = DEFAULT_TASK) -> OutputOptions:
+    """png is lossless: a quality for it is refused rather than silently ignored."""
+    format = param(model, "format", task)
+    if format == "png" and model.quality is not None:
+        problems.append(f"{where}: field 'quality': applies to format jpeg or webp only (png is lossless)")
+    quality = None if format == "png" else param(model, "quality", task) or DEFAULT_QUALITY
+    return OutputOptions(format, quality, param(model, "captions", task))
+
+
+def param(model: BaseModel, name: str, task: str = DEFAULT_TASK):
+    """The value given, else the task's default; None for a parameter the task does not take."""
+    value, declared = getattr(model, name), named(name)
+    if value is None and declared.taken_by(task):
+        return declared.default_for(task)
+    return value
+
+
+def check_job_name(name: str, where: str, problems: list[str]) -> None:
+    if not JOB_NAME.fullmatch(name) or ".." in name:
+        problems.append(
+            f"{where}: field 'name': '{printable(name)}' is not allowed: it names the output folder, so use 1-100 letters, "
+            "digits, '.', '_' or '-', starting with a letter or digit, with no '..'"
+        )
+
+
+def check_grid(grid: Grid, where: str, problems: list[str]) -> None:
+    problems.extend(parameter_problems(grid, where))
+    largest = max((seed for seed in grid.seed if seed is not None), default=0)
+    if largest + grid.variations - 1 > SEED_MAX:
+        problems.append(f"{where}: seed {largest} with {grid.variations} variations passes the largest seed {SEED_MAX}")
+    strengths = sorted(strength for strength in set(grid.strength) if strength is not None)  # none: not taken
+    for steps in set(grid.num_inference_steps):
+        for strength in strengths:  # passes grow with strength: the first that works ends it
+            if denoising_steps(steps, strength) >= 1:
+                break
+            problems.append(
+                f"{where}: strength {strength} with {steps} steps leaves no denoising step "
+                "(the pipeline runs steps - int(steps - steps * strength) passes): use a larger strength"
+            )
+    for prompt in grid.prompts:
+        try:
+            fields = template_fields(prompt)
+        except ValueError as exc:
+            problems.append(f"{where}: prompt '{printable(prompt)}': {exc}")
+            continue
+        missing = [ref.key for ref in grid.sources if ref.caption is None] if "caption" in fields else []
+        if missing:
+            problems.append(
+                f"{where}: prompt '{printable(prompt)}' uses {{caption}} but no caption was found for {_few(missing)}"
+            )
+        elif fields:
+            _check_final_prompts(prompt, grid.sources, where, problems)
+        elif problem := prompt_problem(prompt):
+            problems.append(f"{where}: prompt '{printable(prompt)}' {problem}")
+
+
+def _check_final_prompts(template: str, sources: tuple[SourceRef, ...], where: str, problems: list[str]) -> None:
+    """Limits hold for the prompt the model gets: a long or odd caption makes a bad prompt of a good template."""
+    bad = [(ref, problem) for ref in sources if (problem := prompt_problem(render_prompt(template, ref)))]
+    if bad:
+        ref, problem = bad[0]
+        more = f" (and {len(bad) - 1} more source(s))" if len(bad) > 1 else ""
+        problems.append(
+            f"{where}: prompt '{printable(template)}' for source '{printable(ref.key, limit=1000)}' {problem} "
+            f"once {{caption}} and {{stem}} are filled in{more}"
+        )
+
+
+def _few(values: list[str]) -> str:
+    shown = ", ".join(printable(value, limit=1000) for value in values[:3])
+    return shown + (f" and {len(values) - 3} more" if len(values) > 3 else "")
+
+
+def denoising_steps(steps: int, strength: float) -> int:
+    """Transformer passes the img2img pipeline runs (diffusers' get_timesteps, computed the same way)."""
+    init_timestep = min(steps * strength, steps)
+    t_start = int(max(steps - init_timestep, 0))
+    return steps - t_start
