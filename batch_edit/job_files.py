@@ -93,6 +93,14 @@ def write_whole(path: Path, data: bytes) -> None:
         raise
 
 
+def lstat(path: Path) -> os.stat_result | None:
+    """What is at `path` itself (a link is not followed), None where nothing can be found."""
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
+
+
 def temporary_name(path: Path) -> Path:
     """`.NAME.PID.tmp` beside `path`: hidden, and swept by `sweep_temporaries` after a crash."""
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")

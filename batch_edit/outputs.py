@@ -1,4 +1,4 @@
-"""The only module that writes under the output root.
+"""The only module that writes under the output root (with `job_listing`, whose CSVs `JobOutput` inherits).
 
 Per job folder: the images and their caption files (written to a temporary name, then renamed into place),
 moves into `.batch-edit/pruned/` (nothing is deleted), an append-only record of every finished or failed item
@@ -9,10 +9,8 @@ the contact sheets. Every file is opened through `job_files`: no link is followe
 
 from __future__ import annotations
 
-import csv
 import errno
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -27,35 +25,19 @@ from PIL import Image
 from . import job_files
 from .errors import OutputBusyError, OutputError
 from .formats import caption_name
-from .parameters import metadata_columns
+from .job_listing import JobListing
 from .plan import WorkItem
-from .records import SOURCES_DIR, STATE_DIR, JobRecords
-from .result_files import (
-    PARAMETER_COLUMNS,
-    SOURCE_IMAGE_COLUMN,
-    EncodedResult,
-    Failure,
-    encode_result,
-    item_fields,
-    mask_cells,
-    variation_columns,
-)
+from .records import SOURCES_DIR, STATE_DIR
+from .result_files import EncodedResult, Failure, encode_result, item_fields
 from .result_files import now as _now
 from .sheets import write_contact_sheets
 
 PRUNED_DIR = f"{STATE_DIR}/pruned"
 PIPELINES_DIR = "pipelines"  # .batch-edit/pipelines/<hash>.yaml: each pipeline config records were made with
 SHEETS_STAMP = "sheets"  # .batch-edit/sheets: touched once every contact sheet of the current metadata.csv is written
-# A masked job's columns: the mask parameters, then the mask's (`mask_cells`: the fitted mask kept under sources/,
-# else `mask`, the mask file as given, as failures.csv names it).
-MASK_COLUMNS = metadata_columns("mask")
-ITEM_COLUMNS = ["item_id", "job", "index", "source", "prompt", *PARAMETER_COLUMNS]
-PIPELINE_COLUMNS = ["model", "revision", "dtype", "quantization", "loras", "device", "pipeline_config"]
-METADATA_COLUMNS = ["file_name", *ITEM_COLUMNS, *PIPELINE_COLUMNS, "batch_size", "seconds", "finished_at"]
-FAILURE_COLUMNS = [*ITEM_COLUMNS, "stage", "error_type", "error", "failed_at"]
 
 
-class JobOutput(JobRecords):
+class JobOutput(JobListing):
     """One job folder. A run `lock()`s it before the pipeline loads (refusing early if another run holds it),
     `start()`s it when the job begins (its pipeline config written, the record opened) and `finish()`es it when
     the job ends, so a run of thousands of jobs holds one open record at a time."""
@@ -66,12 +48,6 @@ class JobOutput(JobRecords):
         self._lock: FileLock | None = None
         self._created: list[Path] = []
         self._append_lock = threading.Lock()  # the writer thread appends successes, the main thread failures
-        self._plan: tuple[WorkItem, ...] = ()  # the current plan, whose positions metadata.csv shows
-
-    def follow_plan(self, items: tuple[WorkItem, ...]) -> None:
-        """List results at their position in the manifest as it is now (`index`, CSV `row`), not as recorded
-        when each was made: a row inserted in a CSV renumbers the results below it."""
-        self._plan = items
 
     def check(self) -> None:
         """Refuse (UnsafeOutputError) a link or an odd file where this folder's own files go."""
@@ -215,7 +191,7 @@ class JobOutput(JobRecords):
             job_files.make_folder(self.folder / SOURCES_DIR)
         except OSError as exc:
             raise OutputError(f"cannot write {self.folder / SOURCES_DIR}: {exc.strerror or exc}") from exc
-        found = _lstat(self.folder / name)
+        found = job_files.lstat(self.folder / name)
         if found is None or not stat.S_ISREG(found.st_mode):
             self._write_file(self.folder / name, lambda handle: handle.write(png))
 
@@ -291,7 +267,7 @@ class JobOutput(JobRecords):
         contact sheets older than the CSVs, a temporary file), unless another run holds the folder. The CSVs
         are rebuilt even when no record is newer: a source back to earlier content lists another row, though
         nothing runs. Nothing here loads a model."""
-        if _lstat(self.records_path) is None:
+        if job_files.lstat(self.records_path) is None:
             return
         self.check()  # before the lock: its file must not be a link either
         lock = FileLock(self.state / "lock")
@@ -302,7 +278,7 @@ class JobOutput(JobRecords):
         try:
             job_files.sweep_temporaries(self.folder)
             self.rebuild_csvs()  # a CSV is replaced only where it changes, which leaves the sheets' stamp newer
-            metadata, stamp = _lstat(self.folder / "metadata.csv"), _lstat(self.state / SHEETS_STAMP)
+            metadata, stamp = job_files.lstat(self.folder / "metadata.csv"), job_files.lstat(self.state / SHEETS_STAMP)
             if metadata is None or stamp is None or stamp.st_mtime_ns < metadata.st_mtime_ns:
                 self.write_sheets()
         except OSError as exc:
@@ -318,85 +294,6 @@ class JobOutput(JobRecords):
             job_files.write_whole(self.state / SHEETS_STAMP, b"")
         except OSError as exc:
             raise OutputError(f"cannot write {self.state / SHEETS_STAMP}: {exc.strerror or exc}") from exc
-
-    def rebuild_csvs(self) -> tuple[int, int]:
-        """Rewrite metadata.csv and failures.csv from the records; returns (images, failures). Records of the
-        same item apart from its source's content list one row (`listed_ids`), the current plan's first."""
-        records = self.read_records()
-        current = self.listed_ids(records, {item.item_id for item in self._plan})
-        ordered = self._placed(sorted((r for i, r in records.items() if i in current), key=_manifest_order))
-        # "none", not an empty cell: datasets would type an all-empty loras column as float64
-        done = [{**r, "loras": r.get("loras") or "none"} for r in ordered if self._intact(r)]
-        failed = [r for r in ordered if r["status"] == "failed"]
-        # Only a job that kept its sources gets the column: an empty *_file_name would break imagefolder.
-        paired = any(SOURCE_IMAGE_COLUMN in r for r in done)
-        rows = ["row"] * any("row" in r for r in ordered)  # CSV jobs: the manifest row each result came from
-        rows += variation_columns(ordered, self._plan)  # jobs with `variations`: which one each item is
-        done, mask = mask_cells(done)
-        masked = [*MASK_COLUMNS, mask] if mask else []
-        task = ["task"] * any(r.get("task") for r in done)  # the pipeline task, where it is not img2img
-        columns = METADATA_COLUMNS + rows + task + [SOURCE_IMAGE_COLUMN] * paired + masked
-        self._write_csv("metadata.csv", columns, done)
-        failed_masks = [*MASK_COLUMNS, "mask"] * any("mask" in r for r in failed)
-        self._write_csv("failures.csv", FAILURE_COLUMNS + rows + failed_masks, failed)
-        return len(done), len(failed)
-
-    def _placed(self, ordered: list[dict]) -> list[dict]:
-        """The records of planned items in plan order with their current positions; the others (not planned
-        any more, until `prune` moves them out) after them, as recorded."""
-        by_id = {record["item_id"]: record for record in ordered}
-        placed = []
-        for item in self._plan:
-            record = by_id.pop(item.item_id, None)
-            if record is not None:
-                row = {} if item.row is None else {"row": item.row}
-                # the plan's variation: records made before it was recorded lack it
-                placed.append({**record, "index": item.index, "variation": item.variation, **row})
-        return placed + list(by_id.values())
-
-    def _write_csv(self, name: str, columns: list[str], rows: list[dict]) -> None:
-        """Replace the CSV atomically, unless it already holds these rows: its mtime then still says the contact
-        sheets drawn from it are current."""
-        text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        data = text.getvalue().encode("utf-8")
-        if _same_bytes(self.folder / name, data):
-            return
-        temporary = job_files.temporary_name(self.folder / name)
-        try:
-            with job_files.open_new(temporary) as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.folder / name)
-        except OSError as exc:
-            job_files.remove_file(temporary)
-            raise OutputError(f"cannot write {self.folder / name}: {exc.strerror or exc}") from exc
-
-
-def _manifest_order(record: dict) -> tuple:
-    """Plan order (CSV row, then grid order); records written before items carried an index keep theirs, last."""
-    index = record.get("index")
-    return (index is None, index or 0)
-
-
-def _same_bytes(path: Path, data: bytes) -> bool:
-    found = _lstat(path)
-    if found is None or not stat.S_ISREG(found.st_mode) or found.st_size != len(data):
-        return False
-    try:
-        return job_files.read_bytes(path) == data
-    except OSError:
-        return False
-
-
-def _lstat(path: Path) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except OSError:
-        return None
 
 
 def _ends_with_newline(descriptor: int) -> bool:

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from batch_edit.errors import OutputError
-from batch_edit.outputs import FAILURE_COLUMNS, METADATA_COLUMNS, STATE_DIR, JobOutput
+from batch_edit.job_listing import FAILURE_COLUMNS, METADATA_COLUMNS
+from batch_edit.outputs import STATE_DIR, JobOutput
 from batch_edit.plan import make_item
 from batch_edit.sources import SourceRef
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from batch_edit import __version__
 from batch_edit.infotext import a1111_parameters
+from batch_edit.job_listing import FAILURE_COLUMNS, METADATA_COLUMNS
 from batch_edit.manifest import load_manifest
-from batch_edit.outputs import FAILURE_COLUMNS, METADATA_COLUMNS, item_fields
+from batch_edit.outputs import item_fields
 from batch_edit.plan import make_item, plan_jobs
 from batch_edit.sheet_arrangement import AXES
 from batch_edit.sources import SourceRef
@@ -126,7 +127,8 @@ parameters.PARAMETERS += (
 from batch_edit.errors import ManifestError
 from batch_edit.infotext import a1111_parameters
 from batch_edit.manifest import load_manifest
-from batch_edit.outputs import ITEM_COLUMNS, item_fields
+from batch_edit.job_listing import ITEM_COLUMNS
+from batch_edit.outputs import item_fields
 from batch_edit.plan import grid_axes, plan_jobs
 from batch_edit.reproduce import item_from_row
 from batch_edit.sheet_arrangement import AXES, arrange

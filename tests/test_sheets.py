@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageStat
 
-from batch_edit.outputs import METADATA_COLUMNS
+from batch_edit.job_listing import METADATA_COLUMNS
 from batch_edit.sheets import (
     BACKGROUND,
     EMPTY,

@@ -77,7 +77,7 @@ def test_reproduce_given_the_input_csv_says_it_is_not_a_metadata_csv(photos, tin
 
 
 def test_readme_lists_every_metadata_column(tmp_path):
-    from batch_edit.outputs import METADATA_COLUMNS
+    from batch_edit.job_listing import METADATA_COLUMNS
 
     readme = (PHOTOS.parent.parent / "README.md").read_text()
     outputs = readme[readme.index("## Outputs") :]

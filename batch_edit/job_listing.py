@@ -1,0 +1,111 @@
+"""`metadata.csv` and `failures.csv`: their columns, and their rows rebuilt from the record listed per item (in
+the current plan's order and positions), each CSV replaced atomically and only where it changes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import stat
+from pathlib import Path
+
+from . import job_files
+from .errors import OutputError
+from .parameters import metadata_columns
+from .plan import WorkItem
+from .records import JobRecords
+from .result_files import PARAMETER_COLUMNS, SOURCE_IMAGE_COLUMN, mask_cells, variation_columns
+
+# A masked job's columns: the mask parameters, then the mask's (`mask_cells`: the fitted mask kept under sources/,
+# else `mask`, the mask file as given, as failures.csv names it).
+MASK_COLUMNS = metadata_columns("mask")
+ITEM_COLUMNS = ["item_id", "job", "index", "source", "prompt", *PARAMETER_COLUMNS]
+PIPELINE_COLUMNS = ["model", "revision", "dtype", "quantization", "loras", "device", "pipeline_config"]
+METADATA_COLUMNS = ["file_name", *ITEM_COLUMNS, *PIPELINE_COLUMNS, "batch_size", "seconds", "finished_at"]
+FAILURE_COLUMNS = [*ITEM_COLUMNS, "stage", "error_type", "error", "failed_at"]
+
+
+class JobListing(JobRecords):
+    """A job folder's CSVs, listing its results at their place in the current plan."""
+
+    def __init__(self, root: Path, job: str):
+        super().__init__(root, job)
+        self._plan: tuple[WorkItem, ...] = ()  # the current plan, whose positions metadata.csv shows
+
+    def follow_plan(self, items: tuple[WorkItem, ...]) -> None:
+        """List results at their position in the manifest as it is now (`index`, CSV `row`), not as recorded
+        when each was made: a row inserted in a CSV renumbers the results below it."""
+        self._plan = items
+
+    def rebuild_csvs(self) -> tuple[int, int]:
+        """Rewrite metadata.csv and failures.csv from the records; returns (images, failures). Records of the
+        same item apart from its source's content list one row (`listed_ids`), the current plan's first."""
+        records = self.read_records()
+        current = self.listed_ids(records, {item.item_id for item in self._plan})
+        ordered = self._placed(sorted((r for i, r in records.items() if i in current), key=_manifest_order))
+        # "none", not an empty cell: datasets would type an all-empty loras column as float64
+        done = [{**r, "loras": r.get("loras") or "none"} for r in ordered if self._intact(r)]
+        failed = [r for r in ordered if r["status"] == "failed"]
+        # Only a job that kept its sources gets the column: an empty *_file_name would break imagefolder.
+        paired = any(SOURCE_IMAGE_COLUMN in r for r in done)
+        rows = ["row"] * any("row" in r for r in ordered)  # CSV jobs: the manifest row each result came from
+        rows += variation_columns(ordered, self._plan)  # jobs with `variations`: which one each item is
+        done, mask = mask_cells(done)
+        masked = [*MASK_COLUMNS, mask] if mask else []
+        task = ["task"] * any(r.get("task") for r in done)  # the pipeline task, where it is not img2img
+        columns = METADATA_COLUMNS + rows + task + [SOURCE_IMAGE_COLUMN] * paired + masked
+        self._write_csv("metadata.csv", columns, done)
+        failed_masks = [*MASK_COLUMNS, "mask"] * any("mask" in r for r in failed)
+        self._write_csv("failures.csv", FAILURE_COLUMNS + rows + failed_masks, failed)
+        return len(done), len(failed)
+
+    def _placed(self, ordered: list[dict]) -> list[dict]:
+        """The records of planned items in plan order with their current positions; the others (not planned
+        any more, until `prune` moves them out) after them, as recorded."""
+        by_id = {record["item_id"]: record for record in ordered}
+        placed = []
+        for item in self._plan:
+            record = by_id.pop(item.item_id, None)
+            if record is not None:
+                row = {} if item.row is None else {"row": item.row}
+                # the plan's variation: records made before it was recorded lack it
+                placed.append({**record, "index": item.index, "variation": item.variation, **row})
+        return placed + list(by_id.values())
+
+    def _write_csv(self, name: str, columns: list[str], rows: list[dict]) -> None:
+        """Replace the CSV atomically, unless it already holds these rows: its mtime then still says the contact
+        sheets drawn from it are current."""
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        data = text.getvalue().encode("utf-8")
+        if _same_bytes(self.folder / name, data):
+            return
+        temporary = job_files.temporary_name(self.folder / name)
+        try:
+            with job_files.open_new(temporary) as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.folder / name)
+        except OSError as exc:
+            job_files.remove_file(temporary)
+            raise OutputError(f"cannot write {self.folder / name}: {exc.strerror or exc}") from exc
+
+
+def _manifest_order(record: dict) -> tuple:
+    """Plan order (CSV row, then grid order); records written before items carried an index keep theirs, last."""
+    index = record.get("index")
+    return (index is None, index or 0)
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    found = job_files.lstat(path)
+    if found is None or not stat.S_ISREG(found.st_mode) or found.st_size != len(data):
+        return False
+    try:
+        return job_files.read_bytes(path) == data
+    except OSError:
+        return False
+
