@@ -32,7 +32,7 @@ jobs:
     prompts: ["a tiger", "a watercolor"]
     strength: [0.5, 0.6, 0.7]
     seed: [1, 2, 3, 4]
-    num_inference_steps: 8
+    num_inference_steps: 4
     width: 64
     height: 64
 """
@@ -139,7 +139,7 @@ def test_a_signal_stops_cleanly_and_a_rerun_completes(night, signum, status):
 def test_two_runs_on_one_folder_refuse_each_other(tmp_path, night):
     command, folder = night
     slow = tmp_path / "slow.yaml"  # big enough that the first run is still going when the second starts
-    slow.write_text(MANIFEST.replace("width: 64", "width: 256").replace("height: 64", "height: 256"))
+    slow.write_text(MANIFEST.replace("width: 64", "width: 128").replace("height: 64", "height: 128"))
     command = ["run", str(slow), *command[2:]]
     first = batch_edit_process(*command)
     try:
