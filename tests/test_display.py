@@ -10,7 +10,7 @@ import shutil
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from batch_edit.outputs import FAILURE_COLUMNS, METADATA_COLUMNS
+from batch_edit.job_listing import FAILURE_COLUMNS, METADATA_COLUMNS
 from batch_edit.sheet_arrangement import arrange
 from batch_edit.sheets import BACKGROUND, _font, draw_label
 
