@@ -108,4 +108,3 @@ def _same_bytes(path: Path, data: bytes) -> bool:
         return job_files.read_bytes(path) == data
     except OSError:
         return False
-
