@@ -144,7 +144,7 @@ class _DerivedVariations:
 
     def of(self, row: dict) -> int | None:
         seed, source, prompt = str(row.get("seed") or ""), str(row.get("source") or ""), str(row.get("prompt") or "")
-        if not seed.isdigit():
+        if not seed.isdigit() or axis_value(row, "seed") != "derived":  # an explicit seed was derived for none
             return None
         variations, next_one = self._known.setdefault((source, prompt), ({}, [0]))
         while int(seed) not in variations and next_one[0] < MAX_VARIATIONS:
