@@ -104,26 +104,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="redo every item, replacing finished images (default: skip items already done, retry failed ones)",
     )
-    run.add_argument(
-        "--fetch-timeout",
-        type=_positive,
-        default=30.0,
-        metavar="SECONDS",
-        help="deadline for downloading one URL (default: 30)",
-    )
-    run.add_argument(
-        "--max-download-mb",
-        type=_megabytes,
-        dest="max_download_bytes",
-        default=50 * 1024 * 1024,
-        metavar="MB",
-        help="largest URL download or local source file accepted (default: 50)",
-    )
-    run.add_argument(
-        "--allow-private-urls",
-        action="store_true",
-        help="let URLs reach loopback, private and link-local addresses (refused by default)",
-    )
+    _add_fetch_arguments(run)
     run.add_argument(
         "--ray",
         action="store_true",
@@ -153,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     again.add_argument(
         "--pipeline", type=Path, metavar="CONFIG", help="pipeline config (default: the one the run recorded)"
     )
+    _add_fetch_arguments(again)  # a URL source or mask is fetched again, as the run fetched it
     again.set_defaults(handler=_reproduce)
 
     prune = add(
@@ -228,6 +210,36 @@ def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
+    """`run` and `reproduce`: how URL sources and masks are fetched (and local files capped)."""
+    parser.add_argument(
+        "--fetch-timeout",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="deadline for downloading one URL (default: 30)",
+    )
+    parser.add_argument(
+        "--max-download-mb",
+        type=_megabytes,
+        dest="max_download_bytes",
+        default=50 * 1024 * 1024,
+        metavar="MB",
+        help="largest URL download or local source file accepted (default: 50)",
+    )
+    parser.add_argument(
+        "--allow-private-urls",
+        action="store_true",
+        help="let URLs reach loopback, private and link-local addresses (refused by default)",
+    )
+
+
+def _fetch_options(args) -> FetchOptions:
+    return FetchOptions(
+        timeout_s=args.fetch_timeout, max_bytes=args.max_download_bytes, allow_private=args.allow_private_urls
+    )
+
+
 def _add_limit(parser: argparse.ArgumentParser) -> None:
     """`run` and `plan` only: prune acts on the whole plan, so a limit would mean nothing there."""
     parser.add_argument(
@@ -254,11 +266,7 @@ def _run(args) -> int:
         print(f"error: {'--ray-address' if args.ray_address else '--workers'} needs --ray", file=sys.stderr)
         return EXIT_REFUSED
     _raise_open_file_limit()
-    fetch = FetchOptions(
-        timeout_s=args.fetch_timeout,
-        max_bytes=args.max_download_bytes,
-        allow_private=args.allow_private_urls,
-    )
+    fetch = _fetch_options(args)
     options = RunOptions(fetch=fetch, overwrite=args.overwrite, limit=args.limit)
     try:
         with _cluster(args) as cluster:  # a local Ray instance stops with the run; a joined cluster stays
@@ -328,7 +336,7 @@ def _reproduce(args) -> int:
     from .engine import Engine
     from .reproduce import reproduce
 
-    result = reproduce(args.metadata, args.item, args.pipeline, Engine.load)
+    result = reproduce(args.metadata, args.item, args.pipeline, Engine.load, _fetch_options(args))
     # which image it started from, where the source as given could not stand in for the run's
     kept = f" (from the kept source copy {escaped(result.kept_source)})" if result.kept_source else ""
     item = f"item {result.item_id}{kept}"
@@ -341,13 +349,9 @@ def _reproduce(args) -> int:
             f"different: {item} differs from {escaped(result.stored)} by up to {result.max_difference}/255 "
             f"in {result.differing_fraction:.1%} of pixels"
         )
-    if result.kept_source:
-        print(f"  {escaped(result.kept_because)}")
-    if result.identical:
-        return EXIT_OK
-    if result.source_changed:
-        print("  the source's content has changed since the run (its sha256 is not the one recorded)")
-    return EXIT_ITEMS_FAILED
+    for note in ([result.kept_because] if result.kept_source else []) + list(result.notes):
+        print(f"  {escaped(note)}")
+    return EXIT_OK if result.identical else EXIT_ITEMS_FAILED
 
 
 def _prune(args) -> int:

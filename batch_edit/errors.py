@@ -39,5 +39,9 @@ class OutputBusyError(BatchEditError):
     """Another run holds the job folder's lock."""
 
 
+class ReproduceError(BatchEditError):
+    """`reproduce`: the item, its image, its source, its mask or its pipeline config cannot be found or used."""
+
+
 class OutOfMemory(Exception):
     """The accelerator ran out of memory on one batch (memory already freed); the runner splits the batch."""

@@ -14,25 +14,20 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BeforeValidator, Field, ValidationError, create_model
 
 from . import job_files
-from .errors import BatchEditError, UnsafeOutputError
+from .errors import BatchEditError, ReproduceError, UnsafeOutputError
 from .formats import as_stored
 from .local_files import open_regular
-from .masks import MaskLoader, composited
-from .outputs import PIPELINES_DIR, SOURCES_DIR, STATE_DIR
+from .masks import composited
+from .outputs import PIPELINES_DIR, STATE_DIR
 from .parameters import axes, needing
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import WorkItem
 from .records import JobRecords, is_bare_name
-from .result_files import KEPT_MASK_COLUMN, SOURCE_IMAGE_COLUMN
-from .source_identity import file_identity
-from .sources import FetchOptions, SourceError, fit_image, load_image, source_ref
+from .reproduce_inputs import changed_since_the_run, fitted_mask, pipeline_source
+from .sources import FetchOptions, source_ref
 from .validation import describe_validation_error
 
 CONFIG_HASH = re.compile(r"[0-9a-f]{16}")
-
-
-class ReproduceError(BatchEditError):
-    """The item, its image, its source or its pipeline config cannot be found."""
 
 
 @dataclass(frozen=True)
@@ -42,24 +37,15 @@ class Comparison:
     max_difference: int  # largest per-channel difference, out of 255
     differing_fraction: float  # share of pixels with any difference
     size_matches: bool
-    source_changed: bool = False  # the local source's bytes are not those the run hashed (its records say)
     kept_source: str = ""  # the kept fitted source (keep_sources) re-rendered from, in the source's place
     kept_because: str = ""  # why the source as given could not stand in
+    # lines under the verdict: what stood in for a missing kept copy, and (when different) what the records show
+    # changed since the run (the source's or the mask's content, a LoRA or checkpoint file)
+    notes: tuple[str, ...] = ()
 
     @property
     def identical(self) -> bool:
         return self.size_matches and self.max_difference == 0
-
-
-@dataclass(frozen=True)
-class _Source:
-    """The fitted image the pipeline is given, the original's size (None: only the kept fitted copy is known) and
-    the kept copy used in the source's place, with why."""
-
-    fitted: Image.Image
-    original_size: tuple[int, int] | None
-    kept: str = ""
-    because: str = ""
 
 
 def reproduce(
@@ -94,16 +80,20 @@ def reproduce(
             "the pipeline config (blank where it takes the parameter, or set where it takes none)"
         )
     record = _record(folder, item_id)
-    source = _pipeline_source(folder, row, record, item, fetch)
-    mask = _fitted_mask(folder, row, record, item, source, fetch)
+    stored = read_stored(folder / row["file_name"])  # before the model loads, which takes minutes on a GPU
+    source = pipeline_source(folder, row, record, item, fetch)
+    mask = fitted_mask(folder, row, record, item, source, fetch)
     engine = load_engine(config)
     # Same batch size as the original call (`copies`): on a GPU, results repeat bitwise only at that batch size.
-    masks = {"masks": [mask] * copies} if mask is not None else {}
+    masks = {"masks": [mask.image] * copies} if mask.image is not None else {}
     (image, *_) = engine.generate([item] * copies, [source.fitted] * copies, **masks)
-    result = compare(composited(item, image, source.fitted, mask), folder / row["file_name"], item_id)
-    if source.kept:
-        return replace(result, kept_source=source.kept, kept_because=source.because)
-    return replace(result, source_changed=not result.identical and _source_changed(record, item))
+    result = compare(composited(item, image, source.fitted, mask.image), stored, item_id)
+    notes = tuple(note for note in (source.note, mask.note) if note)
+    if not result.identical:
+        notes += changed_since_the_run(
+            record, row, item, source.kept, mask.as_given, config if not config_path else None
+        )
+    return replace(result, kept_source=source.kept, kept_because=source.because, notes=notes)
 
 
 def _record(folder: Path, item_id: str) -> dict:
@@ -112,76 +102,6 @@ def _record(folder: Path, item_id: str) -> dict:
         return JobRecords(folder.parent, folder.name).read_records().get(item_id, {})
     except BatchEditError:
         return {}
-
-
-def _pipeline_source(folder: Path, row: dict, record: dict, item: WorkItem, fetch: FetchOptions) -> _Source:
-    """The source as given, fitted again as the run fitted it (so the fitting is checked too), while it is the
-    run's; where it is gone (a deleted file, a URL that no longer serves) or its content changed, the fitted copy
-    the job kept (keep_sources): a PNG of the very RGB pixels the pipeline was given, so nothing is lost."""
-    kept = _kept_name(row, record, SOURCE_IMAGE_COLUMN)
-    try:
-        original = load_image(item.source, fetch)
-    except SourceError as exc:
-        if not kept:
-            hint = " (the job kept no copy of it: keep_sources: true keeps one)"
-            raise ReproduceError(f"cannot load the source {item.source.key}: {exc}{hint}") from None
-        return _Source(_read_kept(folder, kept, "RGB"), None, kept, f"the source cannot be loaded: {exc}")
-    if kept and _source_changed(record, item):
-        because = "the source's content has changed since the run (its sha256 is not the one recorded)"
-        return _Source(_read_kept(folder, kept, "RGB"), None, kept, because)
-    return _Source(fit_image(original, item.width, item.height, item.resize), original.size)
-
-
-def _source_changed(record: dict, item: WorkItem) -> bool:
-    """Whether the local source's content differs from what the item's record hashed when it ran (False where
-    that is not known: a URL, no record of the hash)."""
-    recorded = record.get("source_sha256")
-    if item.source.is_url or not isinstance(recorded, str) or not recorded:
-        return False
-    return file_identity(item.source.key)[1] not in ("", recorded)
-
-
-def _kept_name(row: dict, record: dict, column: str) -> str:
-    """The copy under sources/ that the row (else the item's record) names in `column`; "" where none is kept.
-    The record as well: metadata.csv names masks as given for all rows where some have no kept mask."""
-    for name in (row.get(column), record.get(column)):
-        folder, _, bare = name.partition("/") if isinstance(name, str) else ("", "", "")
-        if folder == SOURCES_DIR and is_bare_name(bare):
-            return name
-    return ""
-
-
-def _read_kept(folder: Path, name: str, mode: str) -> Image.Image:
-    """A kept fitted copy as the run wrote it: a PNG of the mode the pipeline was given. Anything else (a lossy
-    format, another mode) is not bit for bit the image the run used, so it cannot stand in for it."""
-    try:
-        with open(open_regular(folder / name), "rb") as handle, Image.open(handle, formats=["PNG"]) as stored:
-            if stored.mode != mode:
-                raise ValueError(f"its mode is {stored.mode}, not the {mode} of the copy the run kept")
-            stored.load()
-            return stored.copy()
-    except UnidentifiedImageError:
-        problem = "it is not a PNG, so not the lossless copy of the image the run was given"
-    except (OSError, ValueError) as exc:
-        problem = str(exc)
-    raise ReproduceError(f"cannot use the kept copy {folder / name}: {problem}")
-
-
-def _fitted_mask(folder: Path, row: dict, record: dict, item: WorkItem, source: _Source, fetch: FetchOptions):
-    """The mask the item was made through (None without one): the fitted mask kept under sources/ (keep_sources),
-    else the mask file as given (`mask`; older rows name it as mask_file_name), fitted again as the run fitted it."""
-    kept = _kept_name(row, record, KEPT_MASK_COLUMN)
-    if kept:
-        return _read_kept(folder, kept, "L")
-    name = row.get(KEPT_MASK_COLUMN) or row.get("mask") or ""
-    if not name:
-        return None
-    if source.original_size is None:  # fitted with the original's geometry, which the kept source no longer tells
-        raise ReproduceError(f"cannot fit the mask {name}: {source.because}, and the job kept no fitted mask")
-    try:
-        return MaskLoader(fetch).fitted(replace(item, mask=source_ref(name, Path("/"))), source.original_size)
-    except (OSError, SourceError) as exc:
-        raise ReproduceError(f"cannot load the mask {name}: {exc}") from None
 
 
 # The columns of every row (a mask parameter's are in masked jobs only)
@@ -228,9 +148,35 @@ def find_row(metadata_csv: Path, item_id: str) -> dict:
     for row in rows:
         if row.get("item_id") == item_id:
             return row
+    outcome = _latest_outcome(metadata_csv.parent, item_id)
+    if outcome:
+        raise ReproduceError(f"{metadata_csv}: item {item_id} {outcome}, so there is no image to compare")
     close = difflib.get_close_matches(item_id, [row.get("item_id", "") for row in rows], n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     raise ReproduceError(f"{metadata_csv}: no item {item_id!r}{hint}")
+
+
+def _latest_outcome(folder: Path, item_id: str) -> str:
+    """Why an item of the job is not in its metadata.csv, from its latest record (else failures.csv, all a copied
+    folder may keep): it failed, was rejected or pruned; "" where neither knows the item."""
+    record = _record(folder, item_id)
+    status = record.get("status")
+    if status == "failed":
+        return f"failed in its latest run ({_failure_text(record)}; failures.csv lists it)"
+    if status in ("rejected", "pruned"):
+        where = " into .batch-edit/pruned/" if status == "pruned" else " (its image was deleted)"
+        return f"was {status}{where}"
+    try:
+        with open(open_regular(folder / "failures.csv"), encoding="utf-8", newline="") as handle:
+            failed = [row for row in csv.DictReader(handle) if row.get("item_id") == item_id]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return ""
+    return f"failed in its latest run ({_failure_text(failed[-1])}; from failures.csv)" if failed else ""
+
+
+def _failure_text(failure: dict) -> str:
+    stage, kind, error = (str(failure.get(key) or "") for key in ("stage", "error_type", "error"))
+    return f"{stage + ': ' if stage else ''}{kind + ': ' if kind else ''}{error or 'no error recorded'}"
 
 
 def item_from_row(row: dict) -> WorkItem:
@@ -252,13 +198,30 @@ def _cell_value(row: dict, p):
     return p.parse(row[p.column]) if row[p.column] != "" else None  # blank: a parameter its task does not take
 
 
-def compare(image: Image.Image, stored_path: Path, item_id: str) -> Comparison:
+@dataclass(frozen=True)
+class StoredImage:
+    path: Path
+    pixels: np.ndarray  # RGB, as int16 so differences do not wrap
+    image: Image.Image  # decoded, with the format (and record) a re-render is encoded like
+
+
+def read_stored(path: Path) -> StoredImage:
     try:
-        with open(open_regular(stored_path), "rb") as handle, Image.open(handle) as stored:  # a FIFO never blocks
-            stored_pixels = np.asarray(stored.convert("RGB"), dtype=np.int16)
-            image = as_stored(image, stored)  # jpeg/webp: compared after the same lossy encoding
-    except (FileNotFoundError, OSError) as exc:
-        raise ReproduceError(f"cannot read the stored image {stored_path}: {exc}") from None
+        with open(open_regular(path), "rb") as handle, Image.open(handle) as stored:  # a FIFO never blocks
+            stored.load()
+            return StoredImage(path, np.asarray(stored.convert("RGB"), dtype=np.int16), stored)
+    except FileNotFoundError:
+        problem = "file not found"
+    except UnidentifiedImageError:
+        problem = "not an image Pillow can read"
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+    raise ReproduceError(f"cannot read the stored image {path}: {problem}")
+
+
+def compare(image: Image.Image, stored: StoredImage, item_id: str) -> Comparison:
+    stored_path, stored_pixels = stored.path, stored.pixels
+    image = as_stored(image, stored.image)  # jpeg/webp: compared after the same lossy encoding
     pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
     if pixels.shape != stored_pixels.shape:
         return Comparison(item_id, stored_path, 255, 1.0, size_matches=False)

@@ -15,7 +15,7 @@ from PIL import Image, PngImagePlugin
 
 from batch_edit.formats import embedded_record
 from batch_edit.records import JobRecords
-from batch_edit.reproduce import REQUIRED_COLUMNS, ReproduceError, compare
+from batch_edit.reproduce import REQUIRED_COLUMNS, ReproduceError, read_stored
 
 from .conftest import PHOTOS, _command, batch_edit, batch_edit_subprocess, write_pipeline_config
 
@@ -136,7 +136,7 @@ def test_reproduce_refuses_a_fifo_or_device_as_the_metadata_csv_at_once(tmp_path
 def test_reproduce_does_not_block_on_a_stored_image_that_is_a_fifo(tmp_path):
     os.mkfifo(tmp_path / "x.png")
     with pytest.raises(ReproduceError, match="not a regular file"):
-        compare(Image.new("RGB", (4, 4)), tmp_path / "x.png", "abc")
+        read_stored(tmp_path / "x.png")
 
 
 # --------------------------------------------------------------------------- open-file limit, output root

@@ -1,0 +1,168 @@
+"""The source and mask a re-render starts from: the files as given, fitted again as the run fitted them, or the
+fitted copies the job kept under sources/ (keep_sources) where those are gone or changed; and what the records
+show changed since the run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ReproduceError
+from .local_files import open_regular
+from .masks import MaskLoader
+from .outputs import SOURCES_DIR
+from .pipeline_config import PipelineConfig
+from .plan import WorkItem
+from .records import config_hash, is_bare_name
+from .result_files import KEPT_MASK_COLUMN, SOURCE_IMAGE_COLUMN
+from .source_identity import file_identity
+from .sources import FetchOptions, SourceError, SourceRef, fit_image, load_image, source_ref
+
+
+@dataclass(frozen=True)
+class Source:
+    """The fitted image the pipeline is given, the original's size (None: only the kept fitted copy is known) and
+    the kept copy used in the source's place, with why."""
+
+    fitted: Image.Image
+    original_size: tuple[int, int] | None
+    kept: str = ""
+    because: str = ""
+    note: str = ""  # the kept copy is missing, so the source as given stood in for it
+
+
+def pipeline_source(folder: Path, row: dict, record: dict, item: WorkItem, fetch: FetchOptions) -> Source:
+    """The source as given, fitted again as the run fitted it (so the fitting is checked too), while it is the
+    run's; where it is gone (a deleted file, a URL that no longer serves) or its content changed, the fitted copy
+    the job kept (keep_sources): a PNG of the very RGB pixels the pipeline was given, so nothing is lost."""
+    kept = _kept_name(row, record, SOURCE_IMAGE_COLUMN)
+    try:
+        original = load_image(item.source, fetch)
+    except SourceError as exc:
+        copy = _read_kept(folder, kept, "RGB", KEPT_SOURCE) if kept else None
+        if copy is None:
+            hint = f", and its kept copy {folder / kept} is missing" if kept else NO_KEPT_COPY
+            raise ReproduceError(f"cannot load the source {item.source.key}: {exc}{hint}") from None
+        return Source(copy, None, kept, f"the source cannot be loaded: {exc}")
+    fitted = fit_image(original, item.width, item.height, item.resize)
+    if kept and _source_changed(record, item):
+        copy = _read_kept(folder, kept, "RGB", KEPT_SOURCE)
+        if copy is not None:
+            return Source(copy, None, kept, SOURCE_CHANGED)
+        # the changed source is all there is: re-rendered from it, and said (with the change, if it differs)
+        return Source(
+            fitted,
+            original.size,
+            note=f"the kept source copy {folder / kept} is missing: re-rendered from the source as given",
+        )
+    return Source(fitted, original.size)
+
+
+KEPT_SOURCE, KEPT_MASK = "the fitted source the run used", "the fitted mask the run used"
+NO_KEPT_COPY = " (the job kept no copy of it: keep_sources: true keeps one)"
+SOURCE_CHANGED = "the source's content has changed since the run (its sha256 is not the one recorded)"
+
+
+def _source_changed(record: dict, item: WorkItem) -> bool:
+    return _content_changed(record, "source", item.source)
+
+
+def _content_changed(record: dict, kind: str, ref: SourceRef) -> bool:
+    """Whether a local source's (or mask's) content differs from what the item's record hashed when it ran
+    (False where that is not known: a URL, no record of the hash)."""
+    recorded = record.get(f"{kind}_sha256")
+    if ref.is_url or not isinstance(recorded, str) or not recorded:
+        return False
+    return file_identity(ref.key)[1] not in ("", recorded)
+
+
+def _kept_name(row: dict, record: dict, column: str) -> str:
+    """The copy under sources/ that the row (else the item's record) names in `column`; "" where none is kept.
+    The record as well: metadata.csv names masks as given for all rows where some have no kept mask."""
+    for name in (row.get(column), record.get(column)):
+        folder, _, bare = name.partition("/") if isinstance(name, str) else ("", "", "")
+        if folder == SOURCES_DIR and is_bare_name(bare):
+            return name
+    return ""
+
+
+def _read_kept(folder: Path, name: str, mode: str, what: str) -> Image.Image | None:
+    """A kept fitted copy as the run wrote it: a PNG of the mode the pipeline was given; None where it is gone
+    (the caller falls back or says what is missing). Anything else (a lossy format, another mode) is not bit for
+    bit the image the run used, so it cannot stand in for it."""
+    try:
+        with open(open_regular(folder / name), "rb") as handle, Image.open(handle, formats=["PNG"]) as stored:
+            if stored.mode != mode:
+                raise ValueError(f"its mode is {stored.mode}, not the {mode} of the copy the run kept")
+            stored.load()
+            return stored.copy()
+    except FileNotFoundError:
+        return None
+    except UnidentifiedImageError:
+        problem = "it is not a PNG, so not the lossless copy of the image the run was given"
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+    except ValueError as exc:
+        problem = str(exc)
+    raise ReproduceError(f"cannot use the kept copy {folder / name} ({what}): {problem}")
+
+
+@dataclass(frozen=True)
+class Mask:
+    """The fitted mask the pipeline is given (None: the item has none), the mask file as given when it was read
+    (its content may have changed since the run), and what stood in for a missing kept mask."""
+
+    image: Image.Image | None = None
+    as_given: SourceRef | None = None
+    note: str = ""
+
+
+def fitted_mask(folder: Path, row: dict, record: dict, item: WorkItem, source: Source, fetch: FetchOptions):
+    """The mask the item was made through: the fitted mask kept under sources/ (keep_sources), else the mask file
+    as given (`mask`; older rows name it as mask_file_name, newer records as `mask`), fitted again as the run
+    fitted it."""
+    kept = _kept_name(row, record, KEPT_MASK_COLUMN)
+    if kept and (copy := _read_kept(folder, kept, "L", KEPT_MASK)) is not None:
+        return Mask(copy)
+    name = row.get("mask") or record.get("mask") or ("" if kept else row.get(KEPT_MASK_COLUMN)) or ""
+    missing = f"the kept mask {folder / kept} is missing" if kept else ""
+    if not name:
+        if kept:
+            raise ReproduceError(f"cannot use the mask: {missing}, and the records name no mask file as given")
+        return Mask()
+    if source.original_size is None:  # fitted with the original's geometry, which the kept source no longer tells
+        because = missing or "the job kept no fitted mask"
+        raise ReproduceError(f"cannot fit the mask {name}: {source.because}, and {because}")
+    ref = source_ref(name, Path("/"))
+    try:
+        image = MaskLoader(fetch).fitted(replace(item, mask=ref), source.original_size)
+    except (OSError, SourceError) as exc:
+        raise ReproduceError(f"cannot load the mask {name}: {exc}{f' ({missing})' if missing else ''}") from None
+    return Mask(image, ref, f"{missing}, so the mask file as given was fitted again" if missing else "")
+
+
+def changed_since_the_run(record: dict, row: dict, item: WorkItem, kept_source: str, mask, recorded) -> tuple:
+    """What the records show changed since the run, where a re-render differs: the content of the source or of
+    the mask as given (their sha256), or a local LoRA or checkpoint file (the size and modification time in the
+    pipeline's identity, which the row's config hash covers; only with the config the run recorded, since
+    another config differs from it by design)."""
+    notes = []
+    if not kept_source and _source_changed(record, item):
+        notes.append(SOURCE_CHANGED)
+    if mask is not None and _content_changed(record, "mask", mask):
+        notes.append("the mask's content has changed since the run (its sha256 is not the one recorded)")
+    files = _stamped_files(recorded) if recorded is not None else []
+    if files and row.get("pipeline_config") not in ("", None, config_hash(recorded.identity())):
+        notes.append(
+            f"a LoRA or model file was replaced or touched since the run (its size or modification time is not the "
+            f"one the run's pipeline_config {row['pipeline_config']} hashed): {', '.join(files)}"
+        )
+    return tuple(notes)
+
+
+def _stamped_files(config: PipelineConfig) -> list[str]:
+    """The local files the pipeline's identity names by size and modification time."""
+    files = [str(lora.loaded_file()) for lora in config.loras if lora.is_local]
+    return [config.model, *files] if config.is_single_file else files
