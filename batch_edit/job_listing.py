@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import stat
 from pathlib import Path
@@ -14,7 +15,16 @@ from .errors import OutputError
 from .parameters import metadata_columns
 from .plan import WorkItem
 from .records import JobRecords
-from .result_files import PARAMETER_COLUMNS, SOURCE_IMAGE_COLUMN, mask_cells, variation_columns
+from .result_files import (
+    KEPT_MASK_COLUMN,
+    PARAMETER_COLUMNS,
+    SOURCE_IMAGE_COLUMN,
+    VARIATION_COLUMN,
+    mask_cells,
+    variation_columns,
+)
+
+log = logging.getLogger(__name__)
 
 # A masked job's columns: the mask parameters, then the mask's (`mask_cells`: the fitted mask kept under sources/,
 # else `mask`, the mask file as given, as failures.csv names it).
@@ -23,6 +33,10 @@ ITEM_COLUMNS = ["item_id", "job", "index", "source", "prompt", *PARAMETER_COLUMN
 PIPELINE_COLUMNS = ["model", "revision", "dtype", "quantization", "loras", "device", "pipeline_config"]
 METADATA_COLUMNS = ["file_name", *ITEM_COLUMNS, *PIPELINE_COLUMNS, "batch_size", "seconds", "finished_at"]
 FAILURE_COLUMNS = [*ITEM_COLUMNS, "stage", "error_type", "error", "failed_at"]
+# Every column metadata.csv may have, in one job or another: a column outside them was added by hand.
+WRITTEN_COLUMNS = {*METADATA_COLUMNS, "row", VARIATION_COLUMN, "task", SOURCE_IMAGE_COLUMN, *MASK_COLUMNS, "mask"}
+WRITTEN_COLUMNS.add(KEPT_MASK_COLUMN)
+EDITED_METADATA = "metadata-edited"  # metadata-edited.csv: not a name the datasets loaders read as metadata
 
 
 class JobListing(JobRecords):
@@ -30,7 +44,7 @@ class JobListing(JobRecords):
 
     def __init__(self, root: Path, job: str):
         super().__init__(root, job)
-        self._plan: tuple[WorkItem, ...] = ()  # the current plan, whose positions metadata.csv shows
+        self._plan: tuple[WorkItem, ...] | None = None  # the current plan, whose positions metadata.csv shows
 
     def follow_plan(self, items: tuple[WorkItem, ...]) -> None:
         """List results at their position in the manifest as it is now (`index`, CSV `row`), not as recorded
@@ -39,17 +53,20 @@ class JobListing(JobRecords):
 
     def rebuild_csvs(self) -> tuple[int, int]:
         """Rewrite metadata.csv and failures.csv from the records; returns (images, failures). Records of the
-        same item apart from its source's content list one row (`listed_ids`), the current plan's first."""
+        same item apart from its source's content list one row (`listed_ids`), the current plan's first.
+        Following a plan, failures.csv lists only the plan's items: a failure of an item no longer planned (its
+        source deleted, its row removed) is in no run's count any more; its record stays."""
         records = self.read_records()
-        current = self.listed_ids(records, {item.item_id for item in self._plan})
+        planned = {item.item_id for item in self._plan or ()}
+        current = self.listed_ids(records, planned)
         ordered = self._placed(sorted((r for i, r in records.items() if i in current), key=_manifest_order))
         # "none", not an empty cell: datasets would type an all-empty loras column as float64
         done = [{**r, "loras": r.get("loras") or "none"} for r in ordered if self._intact(r)]
-        failed = [r for r in ordered if r["status"] == "failed"]
+        failed = [r for r in ordered if r["status"] == "failed" and (self._plan is None or r["item_id"] in planned)]
         # Only a job that kept its sources gets the column: an empty *_file_name would break imagefolder.
         paired = any(SOURCE_IMAGE_COLUMN in r for r in done)
         rows = ["row"] * any("row" in r for r in ordered)  # CSV jobs: the manifest row each result came from
-        rows += variation_columns(ordered, self._plan)  # jobs with `variations`: which one each item is
+        rows += variation_columns(ordered, self._plan or ())  # jobs with `variations`: which one each item is
         done, mask = mask_cells(done)
         masked = [*MASK_COLUMNS, mask] if mask else []
         task = ["task"] * any(r.get("task") for r in done)  # the pipeline task, where it is not img2img
@@ -64,7 +81,7 @@ class JobListing(JobRecords):
         any more, until `prune` moves them out) after them, as recorded."""
         by_id = {record["item_id"]: record for record in ordered}
         placed = []
-        for item in self._plan:
+        for item in self._plan or ():
             record = by_id.pop(item.item_id, None)
             if record is not None:
                 row = {} if item.row is None else {"row": item.row}
@@ -82,6 +99,8 @@ class JobListing(JobRecords):
         data = text.getvalue().encode("utf-8")
         if _same_bytes(self.folder / name, data):
             return
+        if name == "metadata.csv":
+            self._keep_edited_metadata()
         temporary = job_files.temporary_name(self.folder / name)
         try:
             with job_files.open_new(temporary) as handle:
@@ -92,6 +111,38 @@ class JobListing(JobRecords):
         except OSError as exc:
             job_files.remove_file(temporary)
             raise OutputError(f"cannot write {self.folder / name}: {exc.strerror or exc}") from exc
+
+    def _keep_edited_metadata(self) -> None:
+        """metadata.csv is rebuilt from the records: a copy of one with columns added by hand (ratings, notes)
+        is kept as metadata-edited.csv (then ~2, ~3...) before it is replaced, and the log says so once."""
+        path = self.folder / "metadata.csv"
+        if job_files.lstat(path) is None:
+            return
+        try:
+            data = job_files.read_bytes(path)
+        except OSError as exc:
+            raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        header = next(csv.reader([data.decode("utf-8-sig", "replace").partition("\n")[0]]), [])
+        added = [column for column in header if column.strip() not in WRITTEN_COLUMNS]
+        if not added:
+            return
+        kept = self.folder / f"{EDITED_METADATA}.csv"
+        number = 1
+        while job_files.lstat(kept) is not None:
+            number += 1
+            kept = self.folder / f"{EDITED_METADATA}~{number}.csv"
+        try:
+            with job_files.open_new(kept) as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise OutputError(f"cannot write {kept}: {exc.strerror or exc}") from exc
+        shown = ", ".join(added[:3]) + (f" and {len(added) - 3} more" if len(added) > 3 else "")
+        log.warning(
+            "%s has columns batch-edit does not write (%s): kept as %s; metadata.csv is rebuilt from the records",
+            path, shown, kept.name,
+        )  # fmt: skip
 
 
 def _manifest_order(record: dict) -> tuple:
