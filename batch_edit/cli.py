@@ -2,8 +2,9 @@
 
 Exit status: 0 every item succeeded; 1 the run finished but some items failed, or its Ray workers were lost (what
 finished is recorded); 2 a manifest, config or command line was refused, another run holds the output folder, or
-the pipeline could not be loaded; 3 the run stopped early because its output folder could not be written (records
-so far are intact); 130/143 stopped by SIGINT/SIGTERM (records intact; re-run to resume).
+the pipeline could not be loaded; 3 the run stopped early because its output folder could not be written, or could
+not write a job's final CSVs or contact sheets (records so far are intact); 130/143 stopped by SIGINT/SIGTERM
+(records intact; re-run to resume).
 """
 
 from __future__ import annotations
@@ -283,30 +284,51 @@ def _run(args) -> int:
     except WorkersLost as exc:  # the run ended early: what finished is recorded, the rest runs next time
         print(f"error: {escaped(exc)}", file=sys.stderr)
         return EXIT_ITEMS_FAILED
+    stopped_by = signal.Signals(result.interrupted_by).name if result.interrupted_by is not None else None
     for job in result.jobs:
         reasons = "; ".join(f"{escaped(reason)}: {count}" for reason, count in sorted(job.errors.items()))
-        later = f", {job.held_back} left for later (--limit)" if job.held_back else ""
-        if job.held_back and args.overwrite:  # nothing marks an item as redone: a repeat redoes the same first N
-            limit = args.limit
-            later = f", {job.held_back} not redone (--overwrite --limit {limit} redoes the first {limit} each time)"
         print(
             f"job {job.name}: {job.done} written, {job.already_done} already done, "
-            f"{f'{job.rejected} rejected, ' if job.rejected else ''}{job.failed} failed{later}"
+            f"{f'{job.rejected} rejected, ' if job.rejected else ''}{job.failed} failed{_left(job, stopped_by, args)}"
             f"{' (' + reasons + ')' if reasons else ''} in {job.seconds:.1f} s -> {escaped(job.folder)}"
         )
+    left = sum(job.held_back + job.not_run for job in result.jobs)
     if not result.loaded_model:
         rejected = " or rejected" if any(job.rejected for job in result.jobs) else ""
         print(f"nothing to do: every item is already done{rejected}")
     else:  # the same clock and format as the progress line's last "elapsed"
         written, failed = sum(job.done for job in result.jobs), result.failed
-        print(f"total: {written} written, {failed} failed, elapsed {format_duration(result.seconds)}")
-    if result.interrupted_by is not None:
-        name = signal.Signals(result.interrupted_by).name
+        later = f", {left} {'not redone' if args.overwrite else 'left for later'}" if left else ""
+        print(f"total: {written} written, {failed} failed{later}, elapsed {format_duration(result.seconds)}")
+    if stopped_by is not None:
         print(
-            f"stopped by {name}: every finished item is recorded; run the same command again to resume", file=sys.stderr
+            f"stopped by {stopped_by}: every finished item is recorded; run the same command again to resume",
+            file=sys.stderr,
         )
+    if result.unwritten:  # a full disk at the end: exit 3 as anywhere else, even after a signal
+        for problem in result.unwritten:
+            print(f"error: {escaped(problem)}", file=sys.stderr)
+        print(
+            "The run could not write the file(s) above; every finished item is recorded. Fix the problem and "
+            "re-run the same command: it writes them without redoing any item.",
+            file=sys.stderr,
+        )
+        return EXIT_STOPPED
+    if stopped_by is not None:
         return 128 + result.interrupted_by
     return EXIT_ITEMS_FAILED if result.failed else EXIT_OK
+
+
+def _left(job, stopped_by: str | None, args) -> str:
+    """The ", N left for later (why)" of a job a stop or --limit left items of."""
+    if not job.held_back and not job.not_run:
+        return ""
+    why = [f"stopped by {stopped_by or 'an error'}"] if job.not_run else []
+    if job.held_back and args.overwrite:  # nothing marks an item as redone: a repeat redoes the same first N
+        why.append(f"--overwrite --limit {args.limit} redoes the first {args.limit} each time")
+    elif job.held_back:
+        why.append("--limit")
+    return f", {job.held_back + job.not_run} {'not redone' if args.overwrite else 'left for later'} ({'; '.join(why)})"
 
 
 def _cluster(args):

@@ -278,13 +278,22 @@ class JobOutput(JobListing):
         try:
             job_files.sweep_temporaries(self.folder)
             self.rebuild_csvs()  # a CSV is replaced only where it changes, which leaves the sheets' stamp newer
-            metadata, stamp = job_files.lstat(self.folder / "metadata.csv"), job_files.lstat(self.state / SHEETS_STAMP)
-            if metadata is None or stamp is None or stamp.st_mtime_ns < metadata.st_mtime_ns:
-                self.write_sheets()
+            self.write_sheets_if_stale()
         except OSError as exc:
             raise OutputError(f"cannot write to the output folder {self.folder}: {exc.strerror or exc}") from exc
         finally:
             lock.release()
+
+    def sheets_current(self) -> bool:
+        """The contact sheets were all written from metadata.csv as it is (the stamp is not older)."""
+        metadata, stamp = job_files.lstat(self.folder / "metadata.csv"), job_files.lstat(self.state / SHEETS_STAMP)
+        return metadata is not None and stamp is not None and stamp.st_mtime_ns >= metadata.st_mtime_ns
+
+    def write_sheets_if_stale(self) -> None:
+        """Contact sheets only where metadata.csv changed since they were drawn: a job whose run only failed
+        again, or a run with nothing to do, draws none."""
+        if not self.sheets_current():
+            self.write_sheets()
 
     def write_sheets(self) -> None:
         """Contact sheets from metadata.csv, then the stamp that says they are complete (a run killed while

@@ -39,6 +39,8 @@ class JobSummary:
     seconds: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
     held_back: int = 0  # pending items left for a later run by --limit
+    not_run: int = 0  # pending items the run stopped before (a signal)
+    unwritten: list[str] = field(default_factory=list)  # final CSVs or contact sheets that could not be written
 
 
 @dataclass
@@ -51,6 +53,10 @@ class RunResult:
     @property
     def failed(self) -> int:
         return sum(job.failed for job in self.jobs)
+
+    @property
+    def unwritten(self) -> list[str]:
+        return [problem for job in self.jobs for problem in job.unwritten]
 
 
 @dataclass(frozen=True)
@@ -107,8 +113,8 @@ def drive(
         pending = _pending(summaries, plans_by_name, outputs, options)
     active = [summary for summary in summaries if pending[summary.name]]
     if not active:
-        for output in outputs.values():
-            output.refresh()  # a run killed after its last item but before its CSVs or contact sheets were written
+        for summary in summaries:  # a run killed after its last item but before its CSVs or contact sheets
+            _finishing(summary, outputs[summary.name].refresh)
         return RunResult(summaries, loaded_model=False)
     _check_sources_exist([item for items in pending.values() for item in items])
     execution.check(config)  # refusals that need no weights come before anything is written
@@ -130,7 +136,7 @@ def drive(
             for item in sorted(pending[s.name], key=lambda item: item.batch_key)
         ]
         recorder = _Recorder(
-            [(s, outputs[s.name], pending[s.name]) for s in active], _PipelineRecord(used), progress, options
+            [(s, outputs[s.name], pending[s.name]) for s in active], _PipelineRecord(used), progress, stop, options
         )
         try:
             execution.run(tasks, recorder.pipeline.fields, recorder.record, stop)
@@ -138,8 +144,15 @@ def drive(
             recorder.close()
             _discard_unused([outputs[s.name] for s in active])
             raise
+        except BaseException:  # an error stops the run: what it could not write at the end goes to the log
+            recorder.close()
+            for problem in (problem for s in active for problem in s.unwritten):
+                log.error("%s (the next run writes it)", problem)
+            raise
         finally:
             recorder.close()
+    for summary in active:
+        summary.not_run = len(pending[summary.name]) - summary.done - summary.failed
     return RunResult(summaries, loaded_model=True, interrupted_by=stop.signal, seconds=progress.elapsed)
 
 
@@ -215,6 +228,16 @@ class _PipelineRecord:
         self.fields = {**used.recorded_fields(), "device": used.device, "pipeline_config": self.hash}
 
 
+def _finishing(summary: JobSummary, write: Callable[[], None]) -> None:
+    """A job's final CSVs and contact sheets: a file that cannot be written (a full disk) is named in the
+    summary and makes the run end with exit 3, after the other jobs' final writes; the records are intact and
+    the next run writes it."""
+    try:
+        write()
+    except OutputError as exc:
+        summary.unwritten.append(str(exc))
+
+
 @contextmanager
 def _refused_before_running():
     """An output folder that cannot be used, found before anything ran: a refusal (exit 2), not a stop."""
@@ -227,10 +250,12 @@ def _refused_before_running():
 class _Recorder:
     """Records each result as it comes back (the first one per item: a retried worker task may send one again).
     A job's record opens with its first result; the job is finished (CSVs, contact sheets, record closed) when its
-    last pending item is back, and every job still open when the run ends."""
+    last pending item is back, and every job still open when the run ends. After a stop by signal no contact sheet
+    is drawn (seconds per thousand results, past a container's grace period): the next run draws them."""
 
-    def __init__(self, jobs: list[tuple], pipeline: _PipelineRecord, progress: Progress, options: RunOptions):
-        self.pipeline, self.progress, self.options = pipeline, progress, options
+    def __init__(self, jobs: list[tuple], pipeline, progress: Progress, stop: StopOnSignal, options: RunOptions):
+        self.pipeline, self.progress, self.stop, self.options = pipeline, progress, stop, options
+        self.sheets_left = 0  # jobs whose contact sheets a stop left for the next run
         self.jobs = {summary.name: _JobRecord(summary, output, items) for summary, output, items in jobs}
         self.items = {(item.job, item.item_id): item for _, _, items in jobs for item in items}
         self.recorded: set[tuple[str, str]] = set()
@@ -266,18 +291,27 @@ class _Recorder:
         for job in self.jobs.values():
             if job.started is not None and not job.finished:
                 self._finish(job)
+        if self.sheets_left:
+            log.warning(
+                "contact sheets of %d job(s) not drawn, to stop sooner: the next run draws them", self.sheets_left
+            )
+            self.sheets_left = 0
 
     def _finish(self, job: _JobRecord) -> None:
         job.finished = True
         self.clock = time.monotonic()
         job.summary.seconds = self.clock - job.started
         try:
-            job.output.rebuild_csvs()
-            job.output.write_sheets()
-        except OutputError as exc:  # the disk that stopped the run may refuse this too; the records are intact
-            log.error("%s (the next run rebuilds it)", exc)
+            _finishing(job.summary, lambda: self._final_files(job.output))
         finally:
             job.output.finish()  # one open record per job whose results are coming back
+
+    def _final_files(self, output: JobOutput) -> None:
+        output.rebuild_csvs()
+        if self.stop.signal is None:
+            output.write_sheets_if_stale()
+        elif not output.sheets_current():  # the stamp stays older than metadata.csv: the next run draws them
+            self.sheets_left += 1
 
 
 @dataclass
