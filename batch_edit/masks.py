@@ -2,8 +2,9 @@
 a result over its source through it, so that pixels outside the mask are the source's, exactly.
 
 A mask is an image of any mode, read as luminance (or as its alpha channel where it has transparency, as
-AUTOMATIC1111 reads one): white is repainted, black kept, grey blended. It is fitted as its source is (same
-resize mode, crop box, padding and size) with nearest-neighbour resampling, so its edge stays where it was drawn.
+AUTOMATIC1111 reads one). The pipelines repaint where it is at least mid-grey and keep the rest; the composite
+then blends result and source by its level. It is fitted as its source is (same resize mode, crop box, padding
+and size) with nearest-neighbour resampling, so its edge stays where it was drawn.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from .sources import (
 )
 
 _GLOB_CHARS = frozenset("*?[")
+# FluxInpaintPipeline and FluxFillPipeline binarize the mask at 0.5 (diffusers' VaeImageProcessor, do_binarize):
+# a pixel at or above 128 is repainted, any darker one kept, so a mask with none repaints nothing.
+REPAINT_LEVEL = 128
 _NOT_FOUND = ".*"  # the key of a mask no file was found for: "<folder>/<stem>.*", what was looked for
 
 
@@ -184,9 +188,11 @@ class MaskLoader:
         if item.mask is None:
             return None
         mask = fit_mask(self._loaded(item.mask), source_size, item.width, item.height, item.resize)
-        if not mask.getbbox():
+        repaints = repainted(mask)
+        if not repaints.getbbox():
             raise SourceError("mask: its white part lies outside the fitted image (the crop leaves nothing to repaint)")
-        if item.composite and not feathered(mask, item.mask_blur).getbbox():  # the result would be the source
+        # With the composite, a pixel changes only where the pipeline repaints AND the feathered alpha is above 0.
+        if item.composite and not ImageChops.darker(feathered(mask, item.mask_blur), repaints).getbbox():
             raise SourceError(f"mask: narrower everywhere than mask_blur {item.mask_blur}, nothing would be repainted")
         return mask
 
@@ -209,9 +215,18 @@ def _load(ref: SourceRef, fetch: FetchOptions) -> Image.Image | SourceError:
         mask = load_image(ref, fetch, convert=to_mask)
     except SourceError as exc:
         return SourceError(f"mask: {exc}")
-    if not mask.getbbox():
+    brightest = mask.getextrema()[1]
+    if brightest == 0:
         return SourceError(f"mask: all black, nothing to repaint ({ref.key})")
+    if brightest < REPAINT_LEVEL:
+        return SourceError(f"mask: no pixel at or above mid-grey (brightest {brightest}/255): nothing to repaint "
+                           f"({ref.key})")  # fmt: skip
     return mask
+
+
+def repainted(mask: Image.Image) -> Image.Image:
+    """Where the pipeline repaints: the mask binarized as the pipelines do it (white at or above REPAINT_LEVEL)."""
+    return mask.point(lambda level: 255 if level >= REPAINT_LEVEL else 0)
 
 
 # ---------------------------------------------------------------- compositing

@@ -313,8 +313,11 @@ def _deep_to_rgb(img: Image.Image) -> Image.Image:
         arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
         # Floats in 0..1 are the common convention (linear/normalized data); anything else is taken as 0..255.
         scaled = arr * 255.0 if arr.size and arr.min() >= 0.0 and arr.max() <= 1.0 else arr
-    else:
-        # I;16* are 16-bit by definition; "I" comes from 16-bit PNG/TIFF in practice, so the same range.
+    elif img.mode == "I" and arr.size and arr.max() <= 255:
+        # 32-bit "I" says nothing of the range (Pillow opens 16-bit PNGs as I;16): values that fit 0..255 are
+        # 8-bit data (a TIFF written from an int32 array of 0/255), which scaling as 16-bit would turn black.
+        scaled = arr.astype(np.float64)
+    else:  # I;16* are 16-bit by definition; an "I" image beyond 255 is taken as 16-bit, above 65535 white
         scaled = np.clip(arr.astype(np.float64), 0, 65535) / 257.0
     gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     return Image.fromarray(gray).convert("RGB")
