@@ -146,11 +146,14 @@ def _validated(model: type[BaseModel], data: dict, where: str, problems: list[st
 def _job_from_model(
     model: JobModel, base: Path, where: str, problems: list[str], exclude: Path | None = None, task: str = DEFAULT_TASK
 ) -> JobSpec | None:
+    named = len(problems)
     check_job_name(model.name, where, problems)
+    # The job's own results are never its sources; a name refused above names no folder.
+    own = exclude / model.name if exclude is not None and len(problems) == named else None
     sources: list[SourceRef] = []
     for index, spec in enumerate(_as_list(model.sources)):
         try:
-            sources.extend(expand_source(spec, base, recursive=model.recursive, exclude=exclude))
+            sources.extend(expand_source(spec, base, recursive=model.recursive, exclude=exclude, job_folder=own))
         except SourceSpecError as exc:
             problems.append(f"{where}: field 'sources[{index}]': {exc}")
     grid = Grid(

@@ -6,9 +6,7 @@ per item (`SourceError`, whose text goes straight into the item's record), so on
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import itertools
 import math
 import os
 import re
@@ -22,15 +20,14 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .fetch import FetchError, FetchOptions, fetch_url, human_bytes
-from .local_files import NotRegularFile, TooLarge, decode_text, read_capped, recursive_glob, walk_files
+from .local_files import NotRegularFile, TooLarge, decode_text, read_capped
+from .source_folders import GLOB_CHARS, IMAGE_SUFFIXES, OwnResults, folder_images, glob_images
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 RESIZE_MODES = ("center-crop", "pad", "stretch", "fit")
 # Only decoders for the suffixes above: fewer parsers exposed to whatever a URL hands us.
 DECODER_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 MIN_SIDE, MAX_SIDE, SIDE_STEP = 16, 4096, 16
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_GLOB_CHARS = frozenset("*?[")
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 MAX_CAPTION_BYTES = 1024 * 1024  # far above any prompt; a bigger .txt is not a caption
 
@@ -56,21 +53,25 @@ class SourceRef:
 # ---------------------------------------------------------------- specs -> refs
 
 
-def expand_source(spec: str, base_dir: Path, recursive: bool = False, exclude: Path | None = None) -> list[SourceRef]:
+def expand_source(
+    spec: str, base_dir: Path, recursive: bool = False, exclude: Path | None = None, job_folder: Path | None = None
+) -> list[SourceRef]:
     """A URL, a folder, a glob or one file, as refs sorted by path string.
 
-    `exclude` (the run's output root) is never walked into by a folder or glob, so a run cannot feed on its
-    own results; a folder or glob that starts inside it (edit an earlier job's results) is read as given."""
+    A folder or glob never walks into `exclude` (the run's output root) unless it starts there (edit earlier
+    results), nor into `job_folder` (the job's own results); one that starts inside `job_folder` is refused.
+    Another job's folder gives its results only (source_folders)."""
     if _SCHEME.match(spec):
         return [source_ref(spec, base_dir)]
     path = _local_path(spec, base_dir)
-    if path.is_dir():
-        outside = _Outside(exclude, path)
-        return _refs_or_error(spec, outside.keep(_folder_images(path, recursive, outside.is_excluded)))
-    # A literal name like "shot [1].jpg" that exists wins over reading it as a glob.
-    if _GLOB_CHARS & set(spec) and not path.exists():
-        outside = _Outside(exclude, _glob_root(spec, base_dir))
-        return _refs_or_error(spec, outside.keep(_glob_images(spec, base_dir, recursive, outside.is_excluded)))
+    try:
+        if path.is_dir():
+            return _refs_or_error(spec, folder_images(path, recursive, exclude, job_folder))
+        # A literal name like "shot [1].jpg" that exists wins over reading it as a glob.
+        if GLOB_CHARS & set(spec) and not path.exists():
+            return _refs_or_error(spec, glob_images(spec, base_dir, recursive, exclude, job_folder))
+    except OwnResults as exc:
+        raise SourceSpecError(f"source {spec!r} {exc}") from None
     # A missing file is kept: loading it later records "file not found" against that one item.
     return [source_ref(spec, base_dir)]
 
@@ -146,61 +147,6 @@ def _caption(path: Path) -> str | None:
     except OSError:  # absent or unreadable: no caption
         return None
     return text or None
-
-
-def _is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def _folder_images(folder: Path, recursive: bool, skip) -> list[Path]:
-    # Hidden files and folders are skipped; linked folders are followed, each folder entered once.
-    return [p for p in walk_files(folder, recursive, skip=skip) if _is_image_name(p) and p.is_file()]
-
-
-def _glob_images(spec: str, base_dir: Path, recursive: bool, skip) -> list[Path]:
-    # root_dir, not base_dir/spec: brackets or stars in the manifest's own folder name must stay literal.
-    # glob itself skips dot-names unless the pattern spells the dot out (then the user asked for them).
-    root = Path(os.path.abspath(Path(base_dir).expanduser()))
-    pattern = os.path.expanduser(spec)
-    if recursive and "**" in pattern:  # glob.glob would follow folder links round a loop, and never end
-        matches = recursive_glob(pattern, root, skip=skip)
-    else:  # one folder level per pattern part: a link loop cannot make this unbounded
-        matches = glob.glob(pattern, root_dir=root)
-    paths = [Path(os.path.abspath(root / m)) for m in matches]  # an absolute m replaces root in the join
-    return [p for p in paths if _is_image_name(p) and p.is_file()]
-
-
-def _glob_root(spec: str, base_dir: Path) -> Path:
-    """The folder a glob starts from: its literal leading folders."""
-    parts = Path(os.path.expanduser(spec)).parts
-    literal = list(itertools.takewhile(lambda part: not _GLOB_CHARS & set(part), parts[:-1]))
-    return Path(os.path.abspath(Path(base_dir).expanduser().joinpath(*literal)))
-
-
-class _Outside:
-    """Which walked paths lie inside the excluded folder (the output root), by resolved path.
-
-    Nothing is excluded when the walk itself starts inside that folder: it was named on purpose."""
-
-    def __init__(self, exclude: Path | None, top: Path):
-        self.excluded = os.path.realpath(exclude) if exclude is not None else None
-        if self.excluded is not None and _within(os.path.realpath(top), self.excluded):
-            self.excluded = None
-        self._parents: dict[Path, bool] = {}
-
-    def is_excluded(self, folder: Path) -> bool:
-        return self.excluded is not None and _within(os.path.realpath(folder), self.excluded)
-
-    def keep(self, paths: list[Path]) -> list[Path]:
-        if self.excluded is None:
-            return paths
-        for parent in {path.parent for path in paths} - self._parents.keys():
-            self._parents[parent] = self.is_excluded(parent)
-        return [path for path in paths if not self._parents[path.parent]]
-
-
-def _within(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _refs_or_error(spec: str, paths: list[Path]) -> list[SourceRef]:

@@ -1,0 +1,120 @@
+"""Folder and glob sources -> the image files they name.
+
+A walk never enters the run's output root, nor the job's own folder (a run would feed on its own results), and a
+folder or glob that starts inside the job's own folder is refused. Another job's folder (one with `.batch-edit/`)
+may be named on purpose, to edit its earlier results: it gives those results only, never its contact sheets,
+its kept `sources/` or anything under `.batch-edit/` (records, pruned results).
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+from pathlib import Path
+
+from .local_files import recursive_glob, walk_files
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+GLOB_CHARS = frozenset("*?[")
+# A job folder's own files, as records.py and sheets.py name them (records imports this package's parameters,
+# which import sources: the names are spelled here rather than imported).
+JOB_STATE_DIR, JOB_SOURCES_DIR, SHEET_PREFIX = ".batch-edit", "sources", "contact-sheet-"
+
+
+class OwnResults(ValueError):
+    """A folder or glob that starts inside the job's own output folder; str() says why that cannot work."""
+
+
+def folder_images(folder: Path, recursive: bool, output_root: Path | None, job_folder: Path | None) -> list[Path]:
+    walk = _Walk(folder, output_root, job_folder)
+    # Hidden files and folders are skipped; linked folders are followed, each folder entered once.
+    found = [p for p in walk_files(folder, recursive, skip=walk.is_excluded) if is_image_name(p) and p.is_file()]
+    return walk.results(found)
+
+
+def glob_images(spec: str, base_dir: Path, recursive: bool, output_root: Path | None, job_folder: Path | None):
+    # root_dir, not base_dir/spec: brackets or stars in the manifest's own folder name must stay literal.
+    # glob itself skips dot-names unless the pattern spells the dot out (then the user asked for them).
+    walk = _Walk(_glob_root(spec, base_dir), output_root, job_folder)
+    root = Path(os.path.abspath(Path(base_dir).expanduser()))
+    pattern = os.path.expanduser(spec)
+    if recursive and "**" in pattern:  # glob.glob would follow folder links round a loop, and never end
+        matches = recursive_glob(pattern, root, skip=walk.is_excluded)
+    else:  # one folder level per pattern part: a link loop cannot make this unbounded
+        matches = glob.glob(pattern, root_dir=root)
+    paths = [Path(os.path.abspath(root / m)) for m in matches]  # an absolute m replaces root in the join
+    return walk.results([p for p in paths if is_image_name(p) and p.is_file()])
+
+
+def is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _glob_root(spec: str, base_dir: Path) -> Path:
+    """The folder a glob starts from: its literal leading folders."""
+    parts = Path(os.path.expanduser(spec)).parts
+    literal = list(itertools.takewhile(lambda part: not GLOB_CHARS & set(part), parts[:-1]))
+    return Path(os.path.abspath(Path(base_dir).expanduser().joinpath(*literal)))
+
+
+class _Walk:
+    """One folder or glob walk from `top`: which folders it keeps out of (by resolved path), and which of the
+    files it found are results rather than a job folder's own files.
+
+    The output root is kept out unless the walk starts inside it (earlier results named on purpose); the job's
+    own folder always, and a walk starting inside it is refused (OwnResults)."""
+
+    def __init__(self, top: Path, output_root: Path | None, job_folder: Path | None):
+        self.top, real_top = top, os.path.realpath(top)
+        own = os.path.realpath(job_folder) if job_folder is not None else None
+        if own is not None and _within(real_top, own):
+            raise OwnResults(
+                f"{'is' if real_top == own else 'lies inside'} this job's own output folder "
+                f"({Path(job_folder).as_posix()}), so every run would take its own results as new sources: name "
+                "another folder (another job's folder of earlier results is fine)"
+            )
+        root = os.path.realpath(output_root) if output_root is not None else None
+        self.excluded = [folder for folder in (root, own) if folder is not None and not _within(real_top, folder)]
+        self._excluded_parents: dict[Path, bool] = {}
+        self._job_folders: dict[Path, bool] = {}
+
+    def is_excluded(self, folder: Path) -> bool:
+        real = os.path.realpath(folder)
+        return any(_within(real, excluded) for excluded in self.excluded)
+
+    def results(self, paths: list[Path]) -> list[Path]:
+        return [path for path in paths if not self._in_excluded(path.parent) and not self._job_file(path)]
+
+    def _in_excluded(self, folder: Path) -> bool:
+        if folder not in self._excluded_parents:
+            self._excluded_parents[folder] = self.is_excluded(folder)
+        return self._excluded_parents[folder]
+
+    def _job_file(self, path: Path) -> bool:
+        """A job folder's contact sheet, or a file in its `sources/` or `.batch-edit/`, reached from `top`."""
+        try:
+            parts = path.relative_to(self.top).parts
+        except ValueError:  # not named through top (an absolute glob elsewhere): judge its own folder only
+            top, parts = path.parent, (path.name,)
+        else:
+            top = self.top
+        folder = top
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            if self._is_job_folder(folder) and (
+                (last and part.startswith(SHEET_PREFIX) and part.endswith(".png"))
+                or (not last and part in (JOB_STATE_DIR, JOB_SOURCES_DIR))
+            ):
+                return True
+            folder = folder / part
+        return False
+
+    def _is_job_folder(self, folder: Path) -> bool:
+        if folder not in self._job_folders:
+            self._job_folders[folder] = os.path.isdir(folder / JOB_STATE_DIR)
+        return self._job_folders[folder]
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
