@@ -7,7 +7,8 @@ from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic_core import PydanticCustomError
 
 from .file_names import DEFAULT_FILE_NAME
 from .formats import OutputOptions
@@ -19,6 +20,19 @@ from .sources import SourceRef
 Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
 FileName = Annotated[str, Field(min_length=1, max_length=200)]
 SourceText = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+def _one_mask_spec(value):
+    """`masks` is one spec that pairs a mask with each source, never a list: say what it takes."""
+    if value is None or isinstance(value, str):
+        return value
+    takes = "takes one folder, glob, {stem} template, file or URL"
+    if isinstance(value, list):
+        takes += ", not a list: one glob can span folders (masks/*/*.png), or give each mask folder its own job"
+    raise PydanticCustomError("mask_spec", takes)
+
+
+MaskSpec = Annotated[SourceText, BeforeValidator(_one_mask_spec)]
 
 
 def _one_or_many(kind):
@@ -47,7 +61,7 @@ JobDefaults = create_model(
     prompts=(_one_or_many(Prompt) | None, None),
     recursive=(bool, False),
     keep_sources=(bool, False),  # save each fitted source (and mask) beside the results (before/after pairs)
-    masks=(SourceText | None, None),  # each source's mask, by stem: a template (`masks/{stem}.png`), folder or glob
+    masks=(MaskSpec | None, None),  # each source's mask, by stem: a template (`masks/{stem}.png`), folder or glob
     loras=(list[LoraConfig] | None, None),  # fused into the run's one pipeline: every job of a run must agree
     file_name=(FileName, DEFAULT_FILE_NAME),  # the images' names, without the extension
     **_parameter_fields(csv=False),
