@@ -89,14 +89,23 @@ def source_ref(path_or_url: str, base_dir: Path) -> SourceRef:
 
 def row_source_ref(path_or_url: str, base_dir: Path) -> SourceRef:
     """A CSV cell's source: one file or URL. A folder, or a glob that no file is literally named, is refused
-    here rather than becoming one item whose file is never found."""
+    here rather than becoming one item whose file is never found. Spaces around the cell are dropped
+    (spreadsheets keep them after a delimiter), unless a file is named with them."""
+    path_or_url = _trimmed_cell(path_or_url, base_dir)
     path = None if _SCHEME.match(path_or_url) else _local_path(path_or_url, base_dir)
-    if path is not None and (path.is_dir() or (_GLOB_CHARS & set(path_or_url) and not os.path.lexists(path))):
+    if path is not None and (path.is_dir() or (GLOB_CHARS & set(path_or_url) and not os.path.lexists(path))):
         raise SourceSpecError(
             f"source {path_or_url!r} is {'a folder' if path.is_dir() else 'a glob'}; a CSV row names one image "
             "file or URL (folders and globs go in a YAML manifest's 'sources:')"
         )
     return source_ref(path_or_url, base_dir)
+
+
+def _trimmed_cell(cell: str, base_dir: Path) -> str:
+    trimmed = cell.strip()
+    if trimmed == cell or not trimmed or os.path.lexists(_local_path(cell, base_dir)):
+        return cell  # a cell without spaces around it keeps its key, and with it its items' ids
+    return trimmed
 
 
 def _url_ref(url: str, scheme: str) -> SourceRef:
