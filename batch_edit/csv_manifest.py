@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .csv_table import CsvRecord, CsvTable, CsvTableError, read_csv_table
+from .csv_table import CsvRecord, CsvTable, CsvTableError, decode_csv, read_csv_table
 from .errors import ManifestError
 from .grid_checks import check_grid, check_job_name, output_options, param, without_random_seed, without_untaken
 from .manifest_models import CsvRow, Grid, JobModel, JobSpec, Manifest, ManifestModel
@@ -30,9 +30,9 @@ YAML_ONLY_HINTS = {
 
 
 def load_csv(path: Path, task: str = DEFAULT_TASK) -> Manifest:
-    text = read_text_file(path, lambda message: ManifestError([message]))
+    text = read_text_file(path, lambda message: ManifestError([message]), decode=decode_csv)
     try:
-        table = read_csv_table(text.lstrip("\ufeff"), max_field=MAX_FILE_BYTES)
+        table = read_csv_table(text, max_field=MAX_FILE_BYTES)
     except CsvTableError as exc:
         raise ManifestError([f"{path}: {exc}"]) from None
     problems = _check_csv_header(path, table.header)

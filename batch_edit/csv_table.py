@@ -1,12 +1,15 @@
-"""CSV text as spreadsheets write it -> a header and rows with their line numbers.
+"""CSV files as spreadsheets save them -> a header and rows with their line numbers.
 
-Knows nothing of manifests: the delimiter (comma, semicolon or tab, from the header line), header names matched
-ignoring case and surrounding spaces, fully empty rows skipped, and malformed quoting refused with the line it
-starts on instead of silently merging the rows that follow into one cell.
+Knows nothing of manifests: the encoding (UTF-8, or UTF-16 with its byte-order mark; anything else refused at
+its line and column, saying how to save the file), the delimiter (comma, semicolon or tab: from Excel's
+`sep=` line, else from the header line), header names matched ignoring case and surrounding spaces, fully empty
+rows skipped, and malformed quoting refused with the line it starts on instead of silently merging the rows that
+follow into one cell.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import io
@@ -18,6 +21,10 @@ DELIMITERS = ",;\t"
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
 # A line that starts with an image file or URL and then a delimiter: the start of a row, not prompt text.
 _IMAGE_LIKE = re.compile(r"\.(jpe?g|png|webp|bmp|tiff?|gif)$|^[A-Za-z][A-Za-z0-9+.-]*://", re.IGNORECASE)
+# Excel's delimiter hint on the first line ("sep=;"); a spreadsheet that saves it again may quote it and pad it
+# with delimiters.
+_SEP_LINE = re.compile(r'"?sep=(.)"?[,;\t ]*', re.IGNORECASE)
+SAVE_AS_UTF8 = 'save the file as "CSV UTF-8" in Excel (or choose the UTF-8 encoding elsewhere)'
 
 
 class CsvTableError(ValueError):
@@ -54,9 +61,42 @@ class CsvTable:
         return values
 
 
+def decode_csv(data: bytes) -> str:
+    """The file's text with universal newlines: UTF-8 (a byte-order mark dropped), or UTF-16 where a byte-order mark
+    says so (Excel's "Unicode Text"). Anything else is refused where it stops being UTF-8: Excel's plain "CSV"
+    saves in the computer's code page (Windows-1252 in Western Europe), which no reader can tell apart for sure."""
+    encoding = "utf-16" if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        if encoding == "utf-16":
+            raise CsvTableError(f"not valid UTF-16 text ({exc.reason} at byte {exc.start}); {SAVE_AS_UTF8}") from None
+        raise CsvTableError(_not_utf8(data, exc.start)) from None
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\x00" in text:  # UTF-16 without its byte-order mark reads as UTF-8 with a NUL in every other byte
+        where = _position(text[: text.index("\x00")])
+        raise CsvTableError(f"{where}: a NUL character (UTF-16 text without a byte-order mark?); {SAVE_AS_UTF8}")
+    return text
+
+
+def _not_utf8(data: bytes, start: int) -> str:
+    before = data[:start].replace(b"\r\n", b"\n").replace(b"\r", b"\n").decode("utf-8-sig")  # the first error
+    byte = data[start]
+    guess = bytes([byte]).decode("cp1252", errors="ignore")
+    meaning = f", '{guess}' in Windows-1252, the encoding of Excel's plain \"CSV\"" if guess.isprintable() and guess else ""
+    return f"{_position(before)}: not UTF-8 text (byte 0x{byte:02x}{meaning}); {SAVE_AS_UTF8}"
+
+
+def _position(before: str) -> str:
+    """'line L, column C' of the character that follows `before`."""
+    lines = before.split("\n")
+    return f"line {len(lines)}, column {len(lines[-1]) + 1}"
+
+
 def read_csv_table(text: str, max_field: int) -> CsvTable:
     """Parse all of `text`. `max_field` bounds one cell (the caller's file-size cap, so no real cell trips it)."""
-    delimiter = sniff_delimiter(text)
+    delimiter, text = _declared_delimiter(text)
+    delimiter = delimiter or sniff_delimiter(text)
     with _field_size_limit(max_field):  # parsing happens while iterating: keep it all inside
         records = list(_records(text, delimiter))
     filled = [record for record in records if any(cell.strip() for cell in record.cells)]
@@ -65,6 +105,19 @@ def read_csv_table(text: str, max_field: int) -> CsvTable:
     header, *rows = filled
     names = tuple(name.strip().lower() for name in header.cells)
     return CsvTable(delimiter, names, tuple(rows))
+
+
+def _declared_delimiter(text: str) -> tuple[str | None, str]:
+    """The delimiter a first line `sep=X` declares, and the text with that line left empty (so line numbers stay
+    the file's); (None, text) without one."""
+    first = text.split("\n", 1)[0]
+    declared = _SEP_LINE.fullmatch(first.strip(" "))
+    if declared is None:
+        return None, text
+    delimiter = declared.group(1)
+    if delimiter not in DELIMITERS:
+        raise CsvTableError(f"line 1: 'sep=' declares the delimiter {delimiter!r}; only comma, semicolon and tab are read")
+    return delimiter, text[len(first) :]
 
 
 def sniff_delimiter(text: str) -> str:

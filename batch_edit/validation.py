@@ -4,6 +4,7 @@ that name the field."""
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -90,12 +91,13 @@ def read_yaml_file(path: Path, error: type[Exception]):
     return data
 
 
-def read_text_file(path: Path, error: type[Exception]) -> str:
+def read_text_file(path: Path, error: type[Exception], decode: Callable[[bytes], str] = decode_text) -> str:
     """A manifest or config as text: a regular file (symlinks followed) of at most MAX_FILE_BYTES, counted
-    while reading, so a link to /dev/zero or a FIFO is refused instead of read forever."""
+    while reading, so a link to /dev/zero or a FIFO is refused instead of read forever. `decode` may refuse
+    the bytes with a ValueError whose message says where and why."""
     where = shown_path(path)
     try:
-        return decode_text(read_capped(path, MAX_FILE_BYTES))
+        return decode(read_capped(path, MAX_FILE_BYTES))
     except FileNotFoundError:
         raise error(f"{where}: file not found") from None
     except NotRegularFile as exc:
@@ -106,6 +108,8 @@ def read_text_file(path: Path, error: type[Exception]) -> str:
         raise error(f"{where}: could not read: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise error(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except ValueError as exc:
+        raise error(f"{where}: {exc}") from None
 
 
 def _measure(data) -> tuple[int, int]:
