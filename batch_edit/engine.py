@@ -23,6 +23,7 @@ from .checkpoints import check_single_file, load_single_file_pipeline
 from .errors import OutOfMemory, PipelineLoadError
 from .pipeline_config import MASKED_TASKS, PipelineConfig
 from .plan import WorkItem
+from .prompt_tokens import LongPrompts
 from .validation import shown_path
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class Engine:
         self.pipe = pipe
         self.batch_size: int = config.batch_size
         self._prompts: OrderedDict[str, tuple] = OrderedDict()  # prompt -> (prompt_embeds, pooled_prompt_embeds)
+        self._long_prompts = LongPrompts(self._t5_tokens, config.max_sequence_length)
 
     @staticmethod
     def check(config: PipelineConfig) -> None:
@@ -121,6 +123,8 @@ class Engine:
             padding = self.batch_size - count
             items, images = items + [items[-1]] * padding, images + [images[-1]] * padding
             masks = masks + [masks[-1]] * padding if masks is not None else None
+        for warning in self._long_prompts.warnings((item.job, item.prompt) for item in items):
+            log.warning("%s", warning)  # T5 drops the rest without a word (diffusers says so only with -v)
         embeds, pooled = self._embeddings([item.prompt for item in items])
         first = items[0]
         # The FLUX image-to-image pipelines (unlike FluxPipeline) name no cache context; step caching hooks need one.
@@ -167,6 +171,10 @@ class Engine:
             self._prompts.popitem(last=False)
         device = self._device(self.pipe.transformer)
         return torch.cat([e for e, _ in chosen]).to(device), torch.cat([p for _, p in chosen]).to(device)
+
+    def _t5_tokens(self, prompt: str) -> int:
+        """The prompt's length as the pipeline's T5 tokenizer counts it, untruncated, its end-of-text token included."""
+        return len(self.pipe.tokenizer_2(prompt).input_ids)
 
     def _device(self, module):
         """Where `module` computes: under offload hooks its weights rest on the CPU but run on the GPU."""

@@ -16,6 +16,7 @@ from .validation import escaped, printable
 def report(args) -> int:
     from .plan_checks import missing_sources, plan_warnings, resolved_folders, sources_without_mask
     from .progress import format_duration
+    from .prompt_tokens import planned_long_prompts
 
     read: dict = {}
     config, output_root, plans, jobs = prepare(args, for_run=False, read=read)
@@ -24,7 +25,7 @@ def report(args) -> int:
     print(f"pipeline: {escaped(config.model)} ({settings})")
     for manifest, folder in resolved_folders(args.manifests):
         print(f"manifest {escaped(manifest)}: relative paths resolve against {escaped(folder)}")
-    for warning in plan_warnings(config, jobs):
+    for warning in [*plan_warnings(config, jobs), *planned_long_prompts(config, plans)]:
         print(f"warning: {escaped(warning)}", file=sys.stderr)
     missing_total, unmasked_total, pending_total = 0, 0, 0
     for plan, job in zip(plans, jobs):

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import codecs
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from batch_edit.errors import ManifestError
 from batch_edit.manifest import load_manifest, load_manifests
+from batch_edit.pipeline_config import PipelineConfig
+from batch_edit.prompt_tokens import MOST_LISTED, LongPrompts, planned_long_prompts
+from batch_edit.plan import JobPlan, plan_jobs
 
-from .conftest import PHOTOS, batch_edit
+from .conftest import PHOTOS, batch_edit, write_pipeline_config
 
 
 @pytest.fixture
@@ -88,3 +93,77 @@ def test_a_sep_line_naming_another_delimiter_is_refused(folder):
     assert refusal(path) == (
         f"{path}: line 1: 'sep=' declares the delimiter '|'; only comma, semicolon and tab are read"
     )
+
+
+# ---------------------------------------------------------------- prompts longer than T5 reads
+
+SHORT = "a cat"
+# The tiny model's T5 tokenizer makes a token of about every character: far over a limit of 16.
+LONG_A = "a tiger with stripes, in the snow, at dusk, version one"
+LONG_B = "a tiger with stripes, in the snow, at dusk, version two"
+
+
+def long_prompt_run(folder: Path, tiny_model: Path, command: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    config = write_pipeline_config(folder / "t5-16.yaml", tiny_model, max_sequence_length=16)
+    manifest = folder / "long.yaml"
+    manifest.write_text(
+        "jobs:\n  - {name: long, sources: photos/cat.jpg, width: 16, height: 16, num_inference_steps: 2,\n"
+        f"     strength: 0.5, seed: [1, 2], prompts: ['{SHORT}', '{LONG_A}', '{LONG_B}']}}\n"
+    )
+    result = batch_edit(command, str(manifest), "--pipeline", str(config), "--output-root", str(folder / "out"))
+    assert result.returncode == 0, result.stderr
+    return result, [line for line in result.stderr.splitlines() if "T5 tokens" in line]
+
+
+def tokens_in(line: str) -> int:
+    return int(re.search(r"has ([0-9,]+) T5 tokens", line).group(1).replace(",", ""))
+
+
+def test_run_warns_once_per_prompt_that_t5_reads_only_in_part(folder, tiny_model):
+    _, warnings = long_prompt_run(folder, tiny_model, "run")
+    assert len(warnings) == 2  # each long prompt once, though two items (seeds) use it; the short one not at all
+    for warning, prompt in zip(warnings, (LONG_A, LONG_B)):
+        assert warning.startswith(f"WARNING job long: prompt '{prompt[:40]}… ({len(prompt)} characters)' has ")
+        assert tokens_in(warning) > 16
+        assert "the pipeline reads the first 16 (max_sequence_length; CLIP reads 77): the rest of the prompt is " in warning
+
+
+def test_plan_counts_the_same_tokens_with_the_models_tokenizer_and_no_weights(folder, tiny_model):
+    _, warnings = long_prompt_run(folder, tiny_model, "plan")
+    assert [line.split("'")[1] for line in warnings] == [f"{p[:40]}… ({len(p)} characters)" for p in (LONG_A, LONG_B)]
+    assert all(line.startswith("warning: job long: prompt ") for line in warnings)
+    _, ran = long_prompt_run(folder, tiny_model, "run")
+    assert list(map(tokens_in, warnings)) == list(map(tokens_in, ran))  # the run's pipeline counts the same
+
+
+def test_past_ten_long_prompts_one_line_says_more_are_not_listed():
+    long_prompts = LongPrompts(len, limit=3)
+    uses = [("j", f"prompt {n}") for n in range(MOST_LISTED + 5)] + [("j", "abc")]
+    warnings = long_prompts.warnings(uses)
+    assert len(warnings) == MOST_LISTED + 1
+    assert warnings[-1] == "job j: more prompts are over 3 T5 tokens (not listed one by one)"
+    assert long_prompts.warnings(uses) == []  # each prompt is checked once
+
+
+def test_plan_reads_a_hub_models_tokenizer_from_the_cache_and_skips_one_not_there(tmp_path, tiny_model, monkeypatch):
+    from huggingface_hub import constants
+
+    snapshot = tmp_path / "hub" / "models--example--tiny" / "snapshots" / "0123abcd"
+    shutil.copytree(tiny_model / "tokenizer_2", snapshot / "tokenizer_2")
+    (tmp_path / "hub" / "models--example--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--example--tiny" / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    plans = [_one_item_plan(LONG_A)]
+    cached = PipelineConfig.model_validate({"model": "example/tiny", "max_sequence_length": 16})
+    assert planned_long_prompts(cached, plans)[0].startswith("job j: prompt 'a tiger with")
+    assert planned_long_prompts(cached.model_copy(update={"model": "example/elsewhere"}), plans) == []
+
+
+def _one_item_plan(prompt: str) -> JobPlan:
+    from batch_edit.manifest import Grid, JobSpec
+    from batch_edit.sources import SourceRef
+
+    ref = SourceRef(key="/data/cat.jpg", is_url=False, stem="cat", fingerprint="", caption=None)
+    grid = Grid(sources=(ref,), prompts=(prompt,), strength=(0.5,), num_inference_steps=(4,), guidance_scale=(3.5,),
+                seed=(1,), width=(16,), height=(16,), resize=("center-crop",))  # fmt: skip
+    return plan_jobs([JobSpec(name="j", origin="test", grids=(grid,))], {"model": "m"})[0]
