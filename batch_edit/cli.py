@@ -271,7 +271,9 @@ def _run(args) -> int:
     options = RunOptions(fetch=fetch, overwrite=args.overwrite, limit=args.limit)
     try:
         with _cluster(args) as cluster:  # a local Ray instance stops with the run; a joined cluster stays
-            config, output_root, plans, _ = prepare(args, for_run=True, resolve=cluster and cluster.resolve)
+            read: dict = {}
+            config, output_root, plans, _ = prepare(args, for_run=True, read=read, resolve=cluster and cluster.resolve)
+            _note_moved_sources(plans, read)
             execution = cluster.execution(config, fetch) if cluster else InProcess(Engine.load, Engine.check, fetch)
             result = drive(plans, config, output_root, execution, options)
     except LoadInterrupted as stopped:  # nothing generated yet, and the job folders this run made are gone
@@ -329,6 +331,15 @@ def _left(job, stopped_by: str | None, args) -> str:
     elif job.held_back:
         why.append("--limit")
     return f", {job.held_back + job.not_run} {'not redone' if args.overwrite else 'left for later'} ({'; '.join(why)})"
+
+
+def _note_moved_sources(plans, read: dict) -> None:
+    """Before a run makes them again: items whose sources moved since their results were made."""
+    from .source_identity import moved_sources_note
+
+    for plan in plans:
+        if note := moved_sources_note(plan.items, read[plan.name][1]):
+            print(f"note: job {plan.name}: {escaped(note)}", file=sys.stderr)
 
 
 def _cluster(args):

@@ -17,6 +17,7 @@ def report(args) -> int:
     from .plan_checks import missing_sources, plan_warnings, resolved_folders, sources_without_mask
     from .progress import format_duration
     from .prompt_tokens import planned_long_prompts
+    from .source_identity import moved_sources_note
 
     read: dict = {}
     config, output_root, plans, jobs = prepare(args, for_run=False, read=read)
@@ -38,6 +39,8 @@ def report(args) -> int:
         extra += f", {len(rejected)} rejected (skipped; --overwrite remakes them)" if rejected else ""
         extra += f", {output.invalid_lines} invalid record line(s) ignored" if output.invalid_lines else ""
         print(f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {escaped(output.folder)}")
+        if note := moved_sources_note(plan.items, records):
+            print(f"  note: {escaped(note)}")
         missing, sources = missing_sources(job)
         if missing:
             missing_total += len(missing)

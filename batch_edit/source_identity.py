@@ -3,7 +3,8 @@
 Hashing every source on every plan would read a whole dataset each time, so the records keep, per source,
 the cheap `stat` (size and mtime) seen when it was hashed: a source whose path and stat match a record reuses
 that hash, and anything else is read and hashed again. `touch` on an unchanged file thus costs one read and
-changes no id; changed content always gets new ids.
+changes no id; changed content always gets new ids. An id hashes the source's path as well: moved sources make
+new items (`moved_sources_note` says so where the records show it).
 """
 
 from __future__ import annotations
@@ -63,3 +64,22 @@ def file_identity(path: str) -> tuple[str, str]:
         except OSError:
             return "", ""
     return f"{found.st_size}-{found.st_mtime_ns}", sha
+
+
+def moved_sources_note(items, records: dict[str, dict]) -> str | None:
+    """Where results were recorded from the content of planned items not recorded yet, at a path the plan no
+    longer has (the sources moved, or their folder did): one line saying why those items run again."""
+    paths = {item.source.key for item in items}
+    waiting = {item.source.fingerprint for item in items if item.item_id not in records}
+    waiting.discard("")  # a URL's content is not known before it is downloaded
+    moved = [
+        record["source"]
+        for record in records.values()
+        if record["status"] == "ok" and record.get("source_sha256") in waiting and record.get("source") not in paths
+    ]
+    if not moved:
+        return None
+    return (
+        f"{len(moved)} result(s) were made from the same images at another path (e.g. {moved[0]}): items are "
+        "identified by their source's path too, so they will run again (`prune` then moves the old results out)"
+    )

@@ -167,3 +167,45 @@ def _one_item_plan(prompt: str) -> JobPlan:
     grid = Grid(sources=(ref,), prompts=(prompt,), strength=(0.5,), num_inference_steps=(4,), guidance_scale=(3.5,),
                 seed=(1,), width=(16,), height=(16,), resize=("center-crop",))  # fmt: skip
     return plan_jobs([JobSpec(name="j", origin="test", grids=(grid,))], {"model": "m"})[0]
+
+
+# ---------------------------------------------------------------- sources that moved
+
+
+def test_plan_and_run_say_that_results_of_moved_sources_run_again(tmp_path, tiny_config):
+    project = tmp_path / "project"
+    (project / "photos").mkdir(parents=True)
+    for name in ("cat.jpg", "coffee.jpg"):
+        shutil.copy(PHOTOS / name, project / "photos" / name)
+    (project / "m.yaml").write_text(
+        "output_root: out\njobs:\n  - {name: j, sources: photos/, prompts: a tiger, width: 16, height: 16,\n"
+        "     num_inference_steps: 2, strength: 0.5, seed: 7}\n"
+    )
+    assert batch_edit("run", str(project / "m.yaml"), "--pipeline", str(tiny_config)).returncode == 0
+    moved = project.rename(tmp_path / "moved")
+    planned = batch_edit("plan", str(moved / "m.yaml"), "--pipeline", str(tiny_config))
+    note = (
+        f"2 result(s) were made from the same images at another path (e.g. {project}/photos/cat.jpg): items are "
+        "identified by their source's path too, so they will run again (`prune` then moves the old results out)"
+    )
+    assert f"job j: 2 item(s), 0 already done -> {moved}/out/j\n  note: {note}\n" in planned.stdout
+    ran = batch_edit("run", str(moved / "m.yaml"), "--pipeline", str(tiny_config))
+    assert ran.returncode == 0 and f"note: job j: {note}\n" in ran.stderr
+    again = batch_edit("plan", str(moved / "m.yaml"), "--pipeline", str(tiny_config))
+    assert "2 already done" in again.stdout and "note:" not in again.stdout  # the items ran again: nothing to say
+
+
+def test_no_moved_sources_note_for_urls_or_for_the_same_content_at_two_planned_paths():
+    from dataclasses import replace
+
+    from batch_edit.source_identity import moved_sources_note
+
+    item = _one_item_plan(SHORT).items[0]
+    other = {"status": "ok", "source": "/elsewhere/cat.jpg"}
+    url = replace(item, source=replace(item.source, key="https://example.com/cat.jpg", is_url=True))
+    assert moved_sources_note([url], {"x": {**other, "source_sha256": ""}}) is None  # nothing known of a URL
+    sha = "a" * 64
+    local = replace(item, source=replace(item.source, fingerprint=sha))
+    assert moved_sources_note([local], {"x": {**other, "source_sha256": sha}}).startswith("1 result(s) were made")
+    twin = replace(item, source=replace(item.source, key="/elsewhere/cat.jpg", fingerprint=sha))
+    assert moved_sources_note([local, twin], {"x": {**other, "source_sha256": sha}}) is None  # both still planned
