@@ -83,7 +83,9 @@ def _not_utf8(data: bytes, start: int) -> str:
     before = data[:start].replace(b"\r\n", b"\n").replace(b"\r", b"\n").decode("utf-8-sig")  # the first error
     byte = data[start]
     guess = bytes([byte]).decode("cp1252", errors="ignore")
-    meaning = f", '{guess}' in Windows-1252, the encoding of Excel's plain \"CSV\"" if guess.isprintable() and guess else ""
+    meaning = (
+        f", '{guess}' in Windows-1252, the encoding of Excel's plain \"CSV\"" if guess.isprintable() and guess else ""
+    )
     return f"{_position(before)}: not UTF-8 text (byte 0x{byte:02x}{meaning}); {SAVE_AS_UTF8}"
 
 
@@ -116,7 +118,9 @@ def _declared_delimiter(text: str) -> tuple[str | None, str]:
         return None, text
     delimiter = declared.group(1)
     if delimiter not in DELIMITERS:
-        raise CsvTableError(f"line 1: 'sep=' declares the delimiter {delimiter!r}; only comma, semicolon and tab are read")
+        raise CsvTableError(
+            f"line 1: 'sep=' declares the delimiter {delimiter!r}; only comma, semicolon and tab are read"
+        )
     return delimiter, text[len(first) :]
 
 

@@ -80,6 +80,6 @@ def _tokenizer_counter(config: PipelineConfig) -> Callable[[str], int] | None:
 
     try:
         tokenizer = Tokenizer.from_file(str(file))
-    except Exception:  # a file the tokenizers library cannot read: the run's pipeline will say more
+    except Exception:  # noqa: BLE001 - the library raises a bare Exception for a file it cannot parse
         return None
     return lambda prompt: len(tokenizer.encode(prompt).ids)

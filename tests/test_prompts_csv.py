@@ -13,8 +13,8 @@ import pytest
 from batch_edit.errors import ManifestError
 from batch_edit.manifest import load_manifest, load_manifests
 from batch_edit.pipeline_config import PipelineConfig
-from batch_edit.prompt_tokens import MOST_LISTED, LongPrompts, planned_long_prompts
 from batch_edit.plan import JobPlan, plan_jobs
+from batch_edit.prompt_tokens import MOST_LISTED, LongPrompts, planned_long_prompts
 
 from .conftest import PHOTOS, batch_edit, write_pipeline_config
 
@@ -33,7 +33,9 @@ def refusal(path: Path) -> str:
 
 
 def rows(path: Path) -> list[tuple[str, str, int | None]]:
-    return [(Path(g.sources[0].key).name, g.prompts[0], g.seed[0]) for job in load_manifest(path).jobs for g in job.grids]
+    return [
+        (Path(g.sources[0].key).name, g.prompts[0], g.seed[0]) for job in load_manifest(path).jobs for g in job.grids
+    ]
 
 
 # ---------------------------------------------------------------- CSV encodings and Excel's sep= line
@@ -125,7 +127,10 @@ def test_run_warns_once_per_prompt_that_t5_reads_only_in_part(folder, tiny_model
     for warning, prompt in zip(warnings, (LONG_A, LONG_B)):
         assert warning.startswith(f"WARNING job long: prompt '{prompt[:40]}… ({len(prompt)} characters)' has ")
         assert tokens_in(warning) > 16
-        assert "the pipeline reads the first 16 (max_sequence_length; CLIP reads 77): the rest of the prompt is " in warning
+        assert (
+            "the pipeline reads the first 16 (max_sequence_length; CLIP reads 77): the rest of the prompt is "
+            in warning
+        )
 
 
 def test_plan_counts_the_same_tokens_with_the_models_tokenizer_and_no_weights(folder, tiny_model):
