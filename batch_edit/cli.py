@@ -259,7 +259,7 @@ def _plan(args) -> int:
 
 def _run(args) -> int:
     from .engine import Engine
-    from .progress import format_duration
+    from .run_summary import print_summary
     from .runner import InProcess, RunOptions, drive
     from .signals import LoadInterrupted
 
@@ -287,21 +287,7 @@ def _run(args) -> int:
         print(f"error: {escaped(exc)}", file=sys.stderr)
         return EXIT_ITEMS_FAILED
     stopped_by = signal.Signals(result.interrupted_by).name if result.interrupted_by is not None else None
-    for job in result.jobs:
-        reasons = "; ".join(f"{escaped(reason)}: {count}" for reason, count in sorted(job.errors.items()))
-        print(
-            f"job {job.name}: {job.done} written, {job.already_done} already done, "
-            f"{f'{job.rejected} rejected, ' if job.rejected else ''}{job.failed} failed{_left(job, stopped_by, args)}"
-            f"{' (' + reasons + ')' if reasons else ''} in {job.seconds:.1f} s -> {escaped(job.folder)}"
-        )
-    left = sum(job.held_back + job.not_run for job in result.jobs)
-    if not result.loaded_model:
-        rejected = " or rejected" if any(job.rejected for job in result.jobs) else ""
-        print(f"nothing to do: every item is already done{rejected}")
-    else:  # the same clock and format as the progress line's last "elapsed"
-        written, failed = sum(job.done for job in result.jobs), result.failed
-        later = f", {left} {'not redone' if args.overwrite else 'left for later'}" if left else ""
-        print(f"total: {written} written, {failed} failed{later}, elapsed {format_duration(result.seconds)}")
+    print_summary(result, stopped_by, args.overwrite, args.limit)
     if stopped_by is not None:
         print(
             f"stopped by {stopped_by}: every finished item is recorded; run the same command again to resume",
@@ -319,18 +305,6 @@ def _run(args) -> int:
     if stopped_by is not None:
         return 128 + result.interrupted_by
     return EXIT_ITEMS_FAILED if result.failed else EXIT_OK
-
-
-def _left(job, stopped_by: str | None, args) -> str:
-    """The ", N left for later (why)" of a job a stop or --limit left items of."""
-    if not job.held_back and not job.not_run:
-        return ""
-    why = [f"stopped by {stopped_by or 'an error'}"] if job.not_run else []
-    if job.held_back and args.overwrite:  # nothing marks an item as redone: a repeat redoes the same first N
-        why.append(f"--overwrite --limit {args.limit} redoes the first {args.limit} each time")
-    elif job.held_back:
-        why.append("--limit")
-    return f", {job.held_back + job.not_run} {'not redone' if args.overwrite else 'left for later'} ({'; '.join(why)})"
 
 
 def _note_moved_sources(plans, read: dict) -> None:

@@ -1,0 +1,42 @@
+"""What `run` prints when it ends: a line per job (written, already done, failed, left for later and why) and the
+run's total, on stdout, where a script reading the result finds it."""
+
+from __future__ import annotations
+
+from .progress import format_duration
+from .validation import escaped
+
+
+def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | None) -> None:
+    for job in result.jobs:
+        reasons = "; ".join(f"{escaped(reason)}: {count}" for reason, count in sorted(job.errors.items()))
+        print(
+            f"job {job.name}: {job.done} written, {job.already_done} already done, "
+            f"{f'{job.rejected} rejected, ' if job.rejected else ''}{job.failed} failed"
+            f"{_left(job, stopped_by, overwrite, limit)}"
+            f"{' (' + reasons + ')' if reasons else ''} in {job.seconds:.1f} s -> {escaped(job.folder)}"
+        )
+    left = sum(job.held_back + job.not_run for job in result.jobs)
+    if not result.loaded_model:
+        rejected = " or rejected" if any(job.rejected for job in result.jobs) else ""
+        print(f"nothing to do: every item is already done{rejected}")
+    else:  # the same clock and format as the progress line's last "elapsed"
+        written, failed = sum(job.done for job in result.jobs), result.failed
+        later = f", {left} {_left_word(overwrite)}" if left else ""
+        print(f"total: {written} written, {failed} failed{later}, elapsed {format_duration(result.seconds)}")
+
+
+def _left(job, stopped_by: str | None, overwrite: bool, limit: int | None) -> str:
+    """The ", N left for later (why)" of a job a stop or --limit left items of."""
+    if not job.held_back and not job.not_run:
+        return ""
+    why = [f"stopped by {stopped_by or 'an error'}"] if job.not_run else []
+    if job.held_back and overwrite:  # nothing marks an item as redone: a repeat redoes the same first N
+        why.append(f"--overwrite --limit {limit} redoes the first {limit} each time")
+    elif job.held_back:
+        why.append("--limit")
+    return f", {job.held_back + job.not_run} {_left_word(overwrite)} ({'; '.join(why)})"
+
+
+def _left_word(overwrite: bool) -> str:
+    return "not redone" if overwrite else "left for later"
