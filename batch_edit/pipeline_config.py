@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .lora_config import LOCAL_PREFIXES, LoraConfig, file_stamp
@@ -33,6 +33,9 @@ TASK_MODELS = {  # the default `model` of each task
 }
 MASKED_TASKS = ("inpaint", "fill")  # their items need a mask (white: repainted)
 TorchaoType = Literal["auto", "float8_dynamic_row", "int8_weight_only"]
+# The quantization keys each backend reads: any other it would silently ignore, so a config setting one is refused.
+BACKEND_KEYS = {"quanto": ("transformer", "text_encoder", "text_encoder_2", "exclude"), "torchao": ("torchao_type",),
+                "none": ()}  # fmt: skip
 
 
 class StrictModel(BaseModel):
@@ -62,6 +65,11 @@ class QuantizationConfig(StrictModel):
             if getattr(self, name)
         ]
         return f"quanto({','.join(parts)})"
+
+    def unused_keys(self) -> list[str]:
+        """The keys the config file sets (not those left at their defaults) that its backend ignores."""
+        used = ("backend", *BACKEND_KEYS[self.backend])
+        return [key for key in type(self).model_fields if key in self.model_fields_set and key not in used]
 
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".gguf")  # a FLUX.1 transformer alone, as ComfyUI/Forge users hold it
@@ -112,6 +120,8 @@ class PipelineConfig(StrictModel):
     attention_backend: AttentionBackend | None = None
     vae_channels_last: bool = False
     loras: list[LoraConfig] = []  # fused into the weights in this order, before quantization
+    # the file it was read from, for messages that name its keys (not a setting: in no identity or dump)
+    _origin: str = PrivateAttr(default="the pipeline config")
 
     @model_validator(mode="before")
     @classmethod
@@ -163,6 +173,18 @@ class PipelineConfig(StrictModel):
     @property
     def is_local_base(self) -> bool:
         return self.base_model is not None and self.base_model.startswith(LOCAL_PREFIXES)
+
+    def missing_paths(self) -> list[str]:
+        """The local model file or folders this config names that are not there, each by its file and key (a hub
+        id is not looked for: it may be downloaded, or be in the cache)."""
+        missing = []
+        if self.is_single_file and not Path(self.model).is_file():
+            missing.append(f"{self._origin}: field 'model': file not found: {self.model}")
+        elif self.is_local_model and not self.is_single_file and not Path(self.model).is_dir():
+            missing.append(f"{self._origin}: field 'model': folder not found: {self.model}")
+        if self.is_local_base and not Path(self.base_model).is_dir():
+            missing.append(f"{self._origin}: field 'base_model': folder not found: {self.base_model}")
+        return missing
 
     def identity(self) -> dict:
         """What about the pipeline determines an image: part of every item's id. Offload and VAE slicing change
@@ -274,8 +296,9 @@ def single_file_identity(config: PipelineConfig) -> dict:
     return {"model_file": file_stamp(Path(config.model)), "base_model": config.base_model}
 
 
-def load_pipeline_config(path: Path | None) -> PipelineConfig:
-    """Read a config file; relative local `model` and LoRA paths resolve against the config's folder."""
+def load_pipeline_config(path: Path | None, recorded: bool = False) -> PipelineConfig:
+    """Read a config file; relative local `model` and LoRA paths resolve against the config's folder. `recorded`:
+    a config a run kept (`.batch-edit/pipelines/`); those of earlier versions list every quantization key."""
     if path is None:
         return PipelineConfig()
     data = read_yaml_file(path, ConfigError)
@@ -285,6 +308,11 @@ def load_pipeline_config(path: Path | None) -> PipelineConfig:
         config = PipelineConfig.model_validate(data, strict=True)
     except ValidationError as exc:
         raise ConfigError("\n".join(describe_validation_error(exc, str(path), PipelineConfig))) from None
+    if not recorded and (unused := config.quantization.unused_keys()):
+        backend, users = config.quantization.backend, {key: name for name, keys in BACKEND_KEYS.items() for key in keys}
+        reads = f"it reads {', '.join(BACKEND_KEYS[backend])}" if BACKEND_KEYS[backend] else "it quantizes nothing"
+        raise ConfigError("\n".join(f"{path}: field 'quantization.{key}': backend {backend} does not use it ({reads}): "
+                                    f"remove it, or set backend: {users[key]}" for key in unused))  # fmt: skip
     if config.is_local_model:
         model = (path.parent / Path(config.model).expanduser()).resolve()
         config = config.model_copy(update={"model": model.as_posix()})
@@ -293,8 +321,13 @@ def load_pipeline_config(path: Path | None) -> PipelineConfig:
         config = config.model_copy(update={"base_model": base.as_posix()})
     if config.loras:
         config = config.model_copy(update={"loras": [lora.resolved_against(path.parent) for lora in config.loras]})
+    config._origin = str(path)
     return config
 
 
 def dump_pipeline_config(config: PipelineConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    """The config as a file `load_pipeline_config` reads back: quantization keys its backend ignores left out."""
+    data = config.model_dump(mode="json")
+    used = ("backend", *BACKEND_KEYS[config.quantization.backend])
+    data["quantization"] = {key: value for key, value in data["quantization"].items() if key in used}
+    return yaml.safe_dump(data, sort_keys=False)

@@ -63,7 +63,8 @@ def reproduce(
     missing = ", ".join(name for name in REQUIRED_COLUMNS if name not in row)
     if missing:
         raise ReproduceError(f"{metadata_csv}: not a batch-edit metadata.csv: it lacks the column(s) {missing}")
-    config = load_pipeline_config(config_path or _recorded_config(folder, row.get("pipeline_config") or ""))
+    given = config_path or _recorded_config(folder, row.get("pipeline_config") or "")
+    config = load_pipeline_config(given, recorded=config_path is None)  # recorded: as its version wrote it
     try:
         copies = _RowValues.model_validate(row).batch_size
         item = item_from_row(row)
