@@ -43,10 +43,10 @@ class Engine:
         import torch
 
         check_device(config.device, torch)
+        if missing := config.missing_paths():
+            raise PipelineLoadError(missing[0])
         if config.is_single_file:
             check_single_file(config)
-        elif config.is_local_model and not Path(config.model).is_dir():
-            raise PipelineLoadError(f"model folder not found: {config.model}")
         for lora in config.loras:
             if lora.is_local and not Path(lora.path).expanduser().exists():
                 raise PipelineLoadError(f"LoRA '{lora.name}': file not found: {lora.path}")

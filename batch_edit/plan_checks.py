@@ -1,5 +1,6 @@
 """What `batch-edit plan` checks before a long run, without loading a model: source files that are missing,
-where relative paths resolved, a pipeline config this machine cannot run, and jobs that start from pure noise."""
+where relative paths resolved, a pipeline config this machine cannot run (no GPU, no local model), and jobs that
+start from pure noise."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def plan_warnings(config: PipelineConfig, jobs: list[JobSpec]) -> list[str]:
             f"the pipeline config asks for device '{config.device}' but {cuda}: `batch-edit run` would refuse it "
             "here (use a config with 'device: cpu', or run on a machine with a CUDA GPU)"
         )
+    warnings.extend(f"{missing}: `batch-edit run` would refuse it here" for missing in config.missing_paths())
     for job in jobs:
         pairs = {
             (steps, strength)

@@ -12,7 +12,6 @@ from pydantic import ValidationError
 
 from .errors import ConfigError, ManifestError, OutputError, OutputRefusedError, PipelineLoadError
 from .manifest import DEFAULT_OUTPUT_ROOT, JobSpec, load_manifests, pipeline_settings
-from .masks import task_problems
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import JobPlan, plan_jobs
 from .source_identity import identify_sources, recorded_hashes
@@ -32,8 +31,6 @@ def prepare(
     output_root = args.output_root or _one_setting(roots, "output_root") or DEFAULT_OUTPUT_ROOT
     jobs = [job for manifest in manifests for job in manifest.jobs]
     config = (resolve or resolve_device_choices)(_with_job_loras(config, jobs), for_run)
-    if problems := task_problems(jobs, config.task):  # masks with a task that takes none, or none for inpainting
-        raise ManifestError(problems)
     jobs = identify_sources(jobs, _recorded_hashes(output_root, jobs, {} if read is None else read))
     plans = plan_jobs(jobs, config.identity())
     for job, plan in zip(jobs, plans):
@@ -93,8 +90,8 @@ def _with_job_loras(config: PipelineConfig, jobs: list[JobSpec]) -> PipelineConf
         return config
     data = config.model_dump()
     data["loras"] = [*data["loras"], *(lora.model_dump() for lora in loras)]
-    try:
-        return PipelineConfig.model_validate(data)
+    try:  # validated for the LoRAs' names; the config keeps what it was read from
+        return config.model_copy(update={"loras": PipelineConfig.model_validate(data).loras})
     except ValidationError as exc:
         raise ConfigError("\n".join(describe_validation_error(exc, "job LoRAs", PipelineConfig))) from None
 

@@ -155,7 +155,7 @@ def test_missing_gpu_is_a_clear_refusal(workspace, tiny_model):
 def test_missing_model_and_bad_config_are_clear_refusals(workspace, tmp_path):
     missing = write_pipeline_config(workspace / "missing.yaml", tmp_path / "no-such-model")
     result = batch_edit("run", "grid.yaml", "--pipeline", str(missing), "--output-root", "out", cwd=workspace)
-    assert result.returncode == 2 and "model folder not found" in result.stderr
+    assert result.returncode == 2 and "missing.yaml: field 'model': folder not found" in result.stderr
     (workspace / "hub.yaml").write_text("model: black-forest-labs/FLUX.1-dev\ndevice: cpu\ndtype: float32\n")
     result = batch_edit("run", "grid.yaml", "--pipeline", "hub.yaml", "--output-root", "out", cwd=workspace)
     assert result.returncode == 2 and "not in the local cache and could not be downloaded" in result.stderr

@@ -252,15 +252,15 @@ def test_a_gguf_transformer_runs_quantized_with_its_base(tmp_path, tiny_model, c
 
 def test_single_file_refusals_name_the_file(tmp_path, tiny_model, checkpoint_files):
     missing = run_single_file(tmp_path, tiny_model, tmp_path / "nowhere.safetensors")
-    assert missing.returncode == 2 and "model file not found" in missing.stderr
-    assert "model folder not found" not in missing.stderr
+    assert missing.returncode == 2 and "field 'model': file not found" in missing.stderr
+    assert "folder not found" not in missing.stderr
     (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
     junk = run_single_file(tmp_path, tiny_model, tmp_path / "junk.safetensors")
     assert junk.returncode != 0 and "junk.safetensors: not a FLUX.1 transformer checkpoint" in junk.stderr
     config = write_pipeline_config(
         tmp_path / "q.yaml", checkpoint_files / "tiny-flux.safetensors", base_model=tmp_path / "no-base"
     )
-    with pytest.raises(PipelineLoadError, match="base_model folder not found"):
+    with pytest.raises(PipelineLoadError, match="q.yaml: field 'base_model': folder not found"):
         Engine.check(load_pipeline_config(config))
 
 
