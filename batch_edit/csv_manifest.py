@@ -29,7 +29,8 @@ YAML_ONLY_HINTS = {
 }
 
 
-def load_csv(path: Path, task: str = DEFAULT_TASK) -> Manifest:
+def load_csv(path: Path, task: str = DEFAULT_TASK, valid: list[JobSpec] | None = None) -> Manifest:
+    """`valid`, if given, gets each job made of its rows whose own fields are valid, even where others' are not."""
     text = read_text_file(path, lambda message: ManifestError([message]), decode=decode_csv)
     try:
         table = read_csv_table(text, max_field=MAX_FILE_BYTES)
@@ -39,18 +40,24 @@ def load_csv(path: Path, task: str = DEFAULT_TASK) -> Manifest:
     if problems:
         raise ManifestError(problems)
     grids: dict[str, list[Grid]] = {}
+    valid_rows: dict[str, list[Grid]] = {}  # the task's checks need no more than valid fields
     origins: dict[str, str] = {}
     for number, record in enumerate(table.rows, start=1):
-        where = f"{path}: row {number} (line {record.line})"
+        where, before = f"{path}: row {number} (line {record.line})", len(problems)
         row = _csv_values(table, record, where, problems)
         grid, job = _grid_from_row(row, path, where, problems, task) if row is not None else (None, "")
         if grid is not None:
-            grids.setdefault(job, []).append(replace(grid, row=number))
+            grid = replace(grid, row=number)
+            grids.setdefault(job, []).append(grid)
+            if len(problems) == before:
+                valid_rows.setdefault(job, []).append(grid)
             origins.setdefault(job, f"{path}: job '{job}'")
     if not grids and not problems:
         problems.append(f"{path}: the CSV has a header but no rows")
     for job in grids:
         check_job_name(job, origins[job], problems)
+    if valid is not None:
+        valid.extend(JobSpec(name, origins[name], tuple(rows)) for name, rows in valid_rows.items())
     if problems:
         raise ManifestError(problems)
     jobs = tuple(JobSpec(name=name, origin=origins[name], grids=tuple(rows)) for name, rows in grids.items())

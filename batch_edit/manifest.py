@@ -18,7 +18,7 @@ from .errors import ManifestError
 from .file_names import template_problems
 from .grid_checks import check_grid, check_job_name, output_options, param, without_random_seed, without_untaken
 from .manifest_models import Grid, JobDefaults, JobModel, JobSpec, Manifest, ManifestModel
-from .masks import pair_masks
+from .masks import pair_masks, task_problems
 from .parameters import DEFAULT_TASK, PARAMETERS, axes, axis_names
 from .sources import SourceRef, SourceSpecError, expand_source
 from .validation import describe_validation_error, printable, read_yaml_file, shown_path
@@ -31,13 +31,16 @@ DEFAULT_OUTPUT_ROOT = Path("outputs")
 def load_manifests(paths: list[Path], output_root: Path | None = None, task: str = DEFAULT_TASK) -> list[Manifest]:
     """Load every manifest, collecting all problems; job names must be unique across the run, and the run
     at most MAX_ITEMS_PER_RUN items. `output_root` (the command line's) is kept out of folder and glob sources.
-    `task` (the pipeline config's) gives the parameters' defaults and refuses those it does not take."""
-    manifests, problems = [], []
+    `task` (the pipeline config's) gives the parameters' defaults and refuses those it does not take, and masks
+    where it takes none (or none where it needs them)."""
+    manifests, problems, valid = [], [], []
     for path in paths:
         try:
-            manifests.append(load_manifest(path, output_root, task))
+            manifests.append(load_manifest(path, output_root, task, valid))
         except ManifestError as exc:
             problems.extend(exc.problems)
+    # what the task makes of a job's masks needs only that job's fields: reported with the others' errors
+    problems.extend(task_problems(valid, task))
     seen: dict[str, str] = {}
     for manifest in manifests:
         for job in manifest.jobs:
@@ -57,11 +60,14 @@ def load_manifests(paths: list[Path], output_root: Path | None = None, task: str
     return manifests
 
 
-def load_manifest(path: Path, output_root: Path | None = None, task: str = DEFAULT_TASK) -> Manifest:
+def load_manifest(
+    path: Path, output_root: Path | None = None, task: str = DEFAULT_TASK, valid: list[JobSpec] | None = None
+) -> Manifest:
+    """`valid`, if given, gets the jobs whose own fields are valid, even where others' are not."""
     if path.suffix.lower() == ".csv":
-        return load_csv(path, task)
+        return load_csv(path, task, valid)
     if path.suffix.lower() in (".yaml", ".yml"):
-        return _load_yaml(path, output_root, task)
+        return _load_yaml(path, output_root, task, valid)
     raise ManifestError([f"{shown_path(path)}: a manifest must be a .yaml, .yml or .csv file"])
 
 
@@ -91,7 +97,9 @@ def pipeline_settings(paths: list[Path]) -> set[Path]:
     return named
 
 
-def _load_yaml(path: Path, output_root: Path | None = None, task: str = DEFAULT_TASK) -> Manifest:
+def _load_yaml(
+    path: Path, output_root: Path | None = None, task: str = DEFAULT_TASK, valid: list[JobSpec] | None = None
+) -> Manifest:
     data = read_yaml_file(path, lambda message: ManifestError([message]))
     if not isinstance(data, dict):
         raise ManifestError([f"{shown_path(path)}: a manifest must be a mapping with a 'jobs:' list"])
@@ -103,6 +111,7 @@ def _load_yaml(path: Path, output_root: Path | None = None, task: str = DEFAULT_
     exclude = output_root or own_root or DEFAULT_OUTPUT_ROOT  # the run's output root, as the CLI picks it
     jobs, named = [], {}  # named: job name -> where it was first given, checked before a job's own problems
     for index, raw in enumerate(top.jobs):
+        before = len(problems)
         name = f" ('{printable(raw['name'])}')" if isinstance(raw.get("name"), str) else ""
         where = f"{shown_path(path)}: jobs[{index}]{name}"
         if name and raw["name"] in named:
@@ -111,8 +120,11 @@ def _load_yaml(path: Path, output_root: Path | None = None, task: str = DEFAULT_
         merged = {**(defaults.model_dump(exclude_unset=True) if defaults else {}), **raw}
         merged = without_random_seed(without_untaken(merged, task, where, problems), where, problems)
         model = _validated(JobModel, merged, where, problems)
-        if model is not None:
-            jobs.append(_job_from_model(model, base, where, problems, exclude, task))
+        job = _job_from_model(model, base, where, problems, exclude, task) if model is not None else None
+        if job is not None:
+            jobs.append(job)
+        if job is not None and len(problems) == before and valid is not None:
+            valid.append(job)
     if problems:
         raise ManifestError(problems)
     return Manifest(

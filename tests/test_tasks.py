@@ -186,14 +186,14 @@ def test_a_grid_runs_end_to_end_and_records_its_task(tmp_path, tiny_task_config,
 
 
 def test_each_tasks_defaults_reach_the_items_and_records(tmp_path, tiny_task_config):
-    from batch_edit.manifest import load_manifests
+    from batch_edit.manifest import load_manifest
     from batch_edit.plan import plan_jobs
 
     manifest = write_manifest(tmp_path, f"jobs: [{{name: j, sources: {PHOTOS / 'cat.jpg'}, prompts: a}}]\n")
     expected = {"img2img": (0.9, 28, 3.5), "inpaint": (0.9, 28, 3.5), "fill": (None, 50, 30.0),
                 "kontext": (None, 28, 2.5)}  # fmt: skip
     for task, values in expected.items():
-        (job,) = load_manifests([manifest], task=task)[0].jobs
+        (job,) = load_manifest(manifest, task=task).jobs  # one file: the masks inpaint needs are checked per run
         (plan,) = plan_jobs([job], PipelineConfig(task=task).identity())
         (item,) = plan.items
         assert (item.strength, item.num_inference_steps, item.guidance_scale) == values, task
@@ -245,13 +245,13 @@ def test_a_misspelt_task_is_refused_naming_the_key(tmp_path, tiny_model):
 
 
 def test_a_tasks_items_have_ids_of_their_own_and_plan_names_the_task(tmp_path, tiny_task_config):
-    from batch_edit.manifest import load_manifests
+    from batch_edit.manifest import load_manifest
     from batch_edit.plan import plan_jobs
 
     ids = {}
     write_manifest(tmp_path, f"jobs: [{{name: j, sources: {PHOTOS / 'cat.jpg'}, prompts: [a, b]}}]\n")
     for task in ("img2img", "inpaint"):  # the same parameters (strength included), another pipeline
-        (job,) = load_manifests([tmp_path / "m.yaml"], task=task)[0].jobs
+        (job,) = load_manifest(tmp_path / "m.yaml", task=task).jobs  # one file: masks are checked per run
         config = load_pipeline_config(tiny_task_config(task))
         ids[task] = {item.item_id for item in plan_jobs([job], config.identity())[0].items}
     assert len(ids["inpaint"]) == 2 and not ids["img2img"] & ids["inpaint"]
