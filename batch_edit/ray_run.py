@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from .errors import BatchEditError, ConfigError, PipelineLoadError
 from .pipeline_config import PipelineConfig
 from .result_files import ItemResult
-from .signals import StopOnSignal
+from .signals import LoadInterrupted, StopOnSignal
 from .sources import FetchOptions
 from .worker import ErrorLog, Generated, Prepared, Task, Worker, in_batches, prepare
 
@@ -205,33 +205,43 @@ class RayExecution:
             target=self._stream, args=(self._dataset(tasks, pipeline), results, stopping), daemon=True
         )
         feeder.start()
+        received = 0
         try:
-            self._receive(results, record, stop)
+            received = self._receive(results, record, stop)
         finally:
             stopping.set()
             # The feeder closes the dataset's iterator, which stops its executor, before Ray shuts down; it may be
-            # waiting on workers that died with the signal, hence the bound.
-            feeder.join(timeout=FEEDER_STOP_S)
+            # waiting on workers that died with the signal, hence the bound. Before any result, the workers are
+            # still loading: nothing would come back to end that wait.
+            feeder.join(timeout=FEEDER_STOP_S if received else 0)
+            if feeder.is_alive():  # Ray Data would report Ray's shutdown under it as its own error, traceback and all
+                logging.getLogger("ray.data").setLevel(logging.CRITICAL + 1)
+        if stop.signal is not None and not received:  # stopped while the workers load, as a plain run's load
+            raise LoadInterrupted(stop.signal)
 
     @staticmethod
-    def _receive(results: queue.Queue, record, stop: StopOnSignal) -> None:
+    def _receive(results: queue.Queue, record, stop: StopOnSignal) -> int:
+        """Records each result as it comes back until the end or a stop; returns how many."""
+        received = 0
         while stop.signal is None:
             try:
                 kind, value = results.get(timeout=0.2)  # a signal is noticed at once, not after the next result
             except queue.Empty:
                 continue
             if kind == "end":
-                return
+                return received
             if kind == "error":
                 raise value
             record(value)
+            received += 1
         while True:  # stopped: what already came back is recorded too
             try:
                 kind, value = results.get_nowait()
             except queue.Empty:
-                return
+                return received
             if kind == "result":
                 record(value)
+                received += 1
 
     @staticmethod
     def _stream(dataset, results: queue.Queue, stopping: threading.Event) -> None:

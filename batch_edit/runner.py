@@ -20,7 +20,7 @@ from .plan import JobPlan, WorkItem
 from .progress import Progress
 from .records import config_hash
 from .result_files import ItemResult
-from .signals import InterruptibleLoad, StopOnSignal
+from .signals import InterruptibleLoad, LoadInterrupted, StopOnSignal
 from .sources import FetchOptions
 from .worker import Generated, Prepared, Task, Worker, in_batches, prepare
 
@@ -140,7 +140,8 @@ def drive(
         )
         try:
             execution.run(tasks, recorder.pipeline.fields, recorder.record, stop)
-        except PipelineLoadError:  # Ray's workers load as they start: a failed load leaves nothing, as above
+        # Ray's workers load as they start: a load that fails or is stopped there leaves nothing, as above
+        except (PipelineLoadError, LoadInterrupted):
             recorder.close()
             _discard_unused([outputs[s.name] for s in active])
             raise
