@@ -84,6 +84,17 @@ def pipeline_settings(paths: list[Path]) -> set[Path]:
     """The pipeline configs the YAML manifests name (`pipeline:`), read before the manifests are validated: the
     config's task decides their defaults and what they may set. A manifest that cannot be read names none here
     (loading it reports why)."""
+    return _path_settings(paths, "pipeline")
+
+
+def output_root_settings(paths: list[Path]) -> set[Path]:
+    """The output roots the YAML manifests name (`output_root:`), read before the manifests are validated: the
+    run's one output root (and each job's folder in it) is kept out of every manifest's folder and glob sources,
+    also of a manifest that names none."""
+    return _path_settings(paths, "output_root")
+
+
+def _path_settings(paths: list[Path], key: str) -> set[Path]:
     named = set()
     for path in paths:
         if path.suffix.lower() not in (".yaml", ".yml"):
@@ -92,8 +103,8 @@ def pipeline_settings(paths: list[Path]) -> set[Path]:
             data = read_yaml_file(path, lambda message: ManifestError([message]))
         except ManifestError:
             continue
-        if isinstance(data, dict) and isinstance(data.get("pipeline"), str) and data["pipeline"]:
-            named.add((path.parent / data["pipeline"]).resolve())
+        if isinstance(data, dict) and isinstance(data.get(key), str) and data[key]:
+            named.add((path.parent / data[key]).resolve())
     return named
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .errors import ConfigError, ManifestError, OutputError, OutputRefusedError, PipelineLoadError
-from .manifest import DEFAULT_OUTPUT_ROOT, JobSpec, load_manifests, pipeline_settings
+from .manifest import DEFAULT_OUTPUT_ROOT, JobSpec, load_manifests, output_root_settings, pipeline_settings
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import JobPlan, plan_jobs
 from .source_identity import identify_sources, recorded_hashes
@@ -26,9 +26,10 @@ def prepare(
     (ids, seeds, names). `read`, if given, gets each job's (JobOutput, records) as read here."""
     # the config first: its task decides the manifests' defaults and which parameters they may set
     config = load_pipeline_config(args.pipeline or _one_setting(pipeline_settings(args.manifests), "pipeline"))
-    manifests = load_manifests(args.manifests, output_root=args.output_root, task=config.task)  # kept out of sources
-    roots = {manifest.output_root for manifest in manifests if manifest.output_root is not None}
+    # the run's output root before any source is expanded: every manifest's folders and globs are kept out of it
+    roots = output_root_settings(args.manifests)
     output_root = args.output_root or _one_setting(roots, "output_root") or DEFAULT_OUTPUT_ROOT
+    manifests = load_manifests(args.manifests, output_root=output_root, task=config.task)
     jobs = [job for manifest in manifests for job in manifest.jobs]
     config = (resolve or resolve_device_choices)(_with_job_loras(config, jobs), for_run)
     jobs = identify_sources(jobs, _recorded_hashes(output_root, jobs, {} if read is None else read))
