@@ -162,17 +162,22 @@ def _latest_outcome(folder: Path, item_id: str) -> str:
     folder may keep): it failed, was rejected or pruned; "" where neither knows the item."""
     record = _record(folder, item_id)
     status = record.get("status")
-    if status == "failed":
-        return f"failed in its latest run ({_failure_text(record)}; failures.csv lists it)"
+    listed = _failure_rows(folder, item_id)
+    if status == "failed":  # failures.csv lists only the items the manifests planned at the last run
+        where = "failures.csv lists it" if listed else "its record says so; failures.csv lists only planned items"
+        return f"failed in its latest run ({_failure_text(record)}; {where})"
     if status in ("rejected", "pruned"):
         where = " into .batch-edit/pruned/" if status == "pruned" else " (its image was deleted)"
         return f"was {status}{where}"
+    return f"failed in its latest run ({_failure_text(listed[-1])}; from failures.csv)" if listed else ""
+
+
+def _failure_rows(folder: Path, item_id: str) -> list[dict]:
     try:
         with open(open_regular(folder / "failures.csv"), encoding="utf-8", newline="") as handle:
-            failed = [row for row in csv.DictReader(handle) if row.get("item_id") == item_id]
+            return [row for row in csv.DictReader(handle) if row.get("item_id") == item_id]
     except (OSError, UnicodeDecodeError, csv.Error):
-        return ""
-    return f"failed in its latest run ({_failure_text(failed[-1])}; from failures.csv)" if failed else ""
+        return []
 
 
 def _failure_text(failure: dict) -> str:

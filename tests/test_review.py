@@ -18,3 +18,22 @@ def test_a_manifest_without_output_root_is_judged_against_the_root_another_manif
     result = batch_edit("plan", "a.yaml", "b.yaml", "--pipeline", str(tiny_config), cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "b.yaml: jobs[0] ('photos'): field 'sources[0]': source 'ws/photos/' is this job's own output" in result.stderr
+
+
+def test_a_failed_item_no_longer_planned_is_not_said_to_be_in_failures_csv(tmp_path, tiny_config):
+    shutil.copy(PHOTOS / "cat.jpg", tmp_path / "photo.jpg")
+    (tmp_path / "broken.jpg").write_bytes(b"not an image at all")
+    job = "jobs:\n  - {{name: j, sources: {}, prompts: a tiger, num_inference_steps: 2, width: 64, height: 64}}\n"
+    (tmp_path / "job.yaml").write_text(job.format("[photo.jpg, broken.jpg]"))
+    run = ("run", "job.yaml", "--pipeline", str(tiny_config), "--output-root", "out")
+    assert batch_edit(*run, cwd=tmp_path).returncode == 1
+    folder = tmp_path / "out" / "j"
+    failed = (folder / "failures.csv").read_text().splitlines()[1].split(",")[0]
+    (tmp_path / "job.yaml").write_text(job.format("photo.jpg"))  # the broken source is planned no more
+    assert batch_edit(*run, cwd=tmp_path).returncode == 0
+    assert failed not in (folder / "failures.csv").read_text()
+    result = batch_edit("reproduce", str(folder / "metadata.csv"), "--item", failed)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"item {failed} failed in its latest run (load: " in result.stderr
+    assert "failures.csv lists it" not in result.stderr
+    assert "its record says so; failures.csv lists only planned items" in result.stderr
