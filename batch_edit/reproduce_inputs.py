@@ -18,7 +18,7 @@ from .plan import WorkItem
 from .records import config_hash, is_bare_name
 from .result_files import KEPT_MASK_COLUMN, SOURCE_IMAGE_COLUMN
 from .source_identity import file_identity
-from .sources import FetchOptions, SourceError, SourceRef, fit_image, load_image, source_ref
+from .sources import FetchOptions, SourceError, SourceRef, SourceSpecError, fit_image, load_image, source_ref
 
 
 @dataclass(frozen=True)
@@ -135,10 +135,10 @@ def fitted_mask(folder: Path, row: dict, record: dict, item: WorkItem, source: S
     if source.original_size is None:  # fitted with the original's geometry, which the kept source no longer tells
         because = missing or "the job kept no fitted mask"
         raise ReproduceError(f"cannot fit the mask {name}: {source.because}, and {because}")
-    ref = source_ref(name, Path("/"))
     try:
+        ref = source_ref(name, Path("/"))  # a folder now stands where the mask file was: refused
         image = MaskLoader(fetch).fitted(replace(item, mask=ref), source.original_size)
-    except (OSError, SourceError) as exc:
+    except (OSError, SourceError, SourceSpecError) as exc:
         raise ReproduceError(f"cannot load the mask {name}: {exc}{f' ({missing})' if missing else ''}") from None
     return Mask(image, ref, f"{missing}, so the mask file as given was fitted again" if missing else "")
 

@@ -37,3 +37,15 @@ def test_a_failed_item_no_longer_planned_is_not_said_to_be_in_failures_csv(tmp_p
     assert f"item {failed} failed in its latest run (load: " in result.stderr
     assert "failures.csv lists it" not in result.stderr
     assert "its record says so; failures.csv lists only planned items" in result.stderr
+
+
+def test_a_mask_file_replaced_by_a_folder_is_a_one_line_refusal_not_a_traceback(tmp_path, tiny_task_config):
+    from .test_repro2 import masked_run, one_line_refusal
+
+    metadata, row = masked_run(tmp_path, tiny_task_config, keep=False)
+    mask = tmp_path / "masks" / "photo.png"
+    mask.unlink()
+    mask.mkdir()
+    result = batch_edit("reproduce", str(metadata), "--item", row.item_id)
+    line = one_line_refusal(result)
+    assert f"cannot load the mask {mask}: source '{mask}' is a folder" in line
