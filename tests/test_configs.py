@@ -74,6 +74,11 @@ def test_a_recorded_config_reads_back_and_one_an_earlier_version_wrote_still_rep
     with pytest.raises(ConfigError, match="field 'quantization.transformer': backend none does not use it"):
         load_pipeline_config(tmp_path / "old.yaml")
     assert load_pipeline_config(tmp_path / "old.yaml", recorded=True).identity() == config.identity()
+    # given by hand (`run --pipeline` or `reproduce --pipeline`) from where a run kept it, it is still the run's
+    kept = tmp_path / "job" / ".batch-edit" / "pipelines" / "0123456789abcdef.yaml"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes((tmp_path / "old.yaml").read_bytes())
+    assert load_pipeline_config(kept).identity() == config.identity()
 
 
 # --- a local model that is not there -------------------------------------------------------------------------
