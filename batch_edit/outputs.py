@@ -27,7 +27,7 @@ from .errors import OutputBusyError, OutputError
 from .formats import caption_name
 from .job_listing import JobListing
 from .plan import WorkItem
-from .records import SOURCES_DIR, STATE_DIR
+from .records import SOURCES_DIR, STATE_DIR, is_bare_name
 from .result_files import EncodedResult, Failure, encode_result, item_fields
 from .result_files import now as _now
 from .sheets import write_contact_sheets
@@ -285,9 +285,16 @@ class JobOutput(JobListing):
             lock.release()
 
     def sheets_current(self) -> bool:
-        """The contact sheets were all written from metadata.csv as it is (the stamp is not older)."""
+        """The contact sheets were all written from metadata.csv as it is (the stamp is not older) and are all
+        still there (the stamp names them; one deleted by hand comes back at the next run)."""
         metadata, stamp = job_files.lstat(self.folder / "metadata.csv"), job_files.lstat(self.state / SHEETS_STAMP)
-        return metadata is not None and stamp is not None and stamp.st_mtime_ns >= metadata.st_mtime_ns
+        if metadata is None or stamp is None or stamp.st_mtime_ns < metadata.st_mtime_ns:
+            return False
+        try:
+            names = job_files.read_bytes(self.state / SHEETS_STAMP).decode("utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            return False
+        return all(is_bare_name(name) and job_files.lstat(self.folder / name) is not None for name in names)
 
     def write_sheets_if_stale(self) -> None:
         """Contact sheets only where metadata.csv changed since they were drawn: a job whose run only failed
@@ -298,9 +305,9 @@ class JobOutput(JobListing):
     def write_sheets(self) -> None:
         """Contact sheets from metadata.csv, then the stamp that says they are complete (a run killed while
         writing them leaves the stamp older than metadata.csv, so the next run writes them again)."""
-        write_contact_sheets(self.folder)
+        written = write_contact_sheets(self.folder)
         try:
-            job_files.write_whole(self.state / SHEETS_STAMP, b"")
+            job_files.write_whole(self.state / SHEETS_STAMP, "".join(f"{p.name}\n" for p in written).encode("utf-8"))
         except OSError as exc:
             raise OutputError(f"cannot write {self.state / SHEETS_STAMP}: {exc.strerror or exc}") from exc
 

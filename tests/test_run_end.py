@@ -116,6 +116,16 @@ def test_a_job_whose_retried_items_fail_again_draws_no_contact_sheet(tmp_path, t
     assert [sheet.stat().st_mtime_ns for sheet in sheets] == before
 
 
+def test_a_contact_sheet_deleted_by_hand_comes_back_at_the_next_run(tmp_path, tiny_config):
+    command = _folder_job(tmp_path, tiny_config)
+    assert batch_edit(*command).returncode == 1
+    kept, deleted = sorted((tmp_path / "out" / "f").glob("contact-sheet-*.png"))
+    before = kept.stat().st_mtime_ns
+    deleted.unlink()
+    assert batch_edit(*command).returncode == 1  # nothing new: metadata.csv is as the sheets were drawn from
+    assert deleted.is_file() and kept.stat().st_mtime_ns != before
+
+
 def test_the_summary_says_how_many_items_limit_left(tmp_path, tiny_config):
     result = batch_edit(*_two_jobs(tmp_path, tiny_config), "--limit", "1")
     assert result.returncode == 0, result.stderr
