@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = REPO / "jobs" / "images"
@@ -135,3 +136,13 @@ def batch_edit_process(*args: str, **popen_options) -> subprocess.Popen:
     return subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_options
     )
+
+
+def image_file(path: Path, size=(64, 48), mode="RGB", color=0, box=None, fill=255) -> Path:
+    """A `mode` image of `color`, with `box` (left, top, right, bottom) painted `fill`, saved at `path`."""
+    picture = Image.new(mode, size, color)
+    if box is not None:
+        picture.paste(fill, box)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path)
+    return path

@@ -27,18 +27,9 @@ from batch_edit.source_identity import identify_sources, recorded_hashes
 from batch_edit.sources import RESIZE_MODES, SourceError, SourceRef, fit_image
 
 from .conftest import PHOTOS, batch_edit
+from .conftest import image_file as image
 
 PIPELINE = {"model": "m"}
-
-
-def image(path: Path, size=(64, 48), mode="RGB", color=0, box=None, fill=255) -> Path:
-    """A `mode` image of `color`, with `box` (left, top, right, bottom) painted `fill`."""
-    picture = Image.new(mode, size, color)
-    if box is not None:
-        picture.paste(fill, box)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(path)
-    return path
 
 
 @pytest.fixture

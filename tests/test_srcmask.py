@@ -22,15 +22,7 @@ from batch_edit.plan import make_item
 from batch_edit.sources import SourceError, SourceRef, to_rgb
 
 from .conftest import PHOTOS, batch_edit
-
-
-def png(path: Path, size=(32, 24), mode="RGB", color=0, box=None, fill=255) -> Path:
-    picture = Image.new(mode, size, color)
-    if box is not None:
-        picture.paste(fill, box)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(path)
-    return path
+from .conftest import image_file as png
 
 
 def job_folder(folder: Path, results=("cat-1a2b.png",), sheets=("contact-sheet-cat.png",)) -> Path:
