@@ -8,6 +8,7 @@ import string
 import typing
 
 from .parameters import SEED_MAX, axes, labels
+from .source_folders import SHEET_PREFIX
 from .sources import SourceRef
 from .validation import printable
 
@@ -109,6 +110,26 @@ def name_clash(template: str, items) -> str | None:
             return (
                 f"{template!r} gives two items the name {item.name!r}: {_describe(other)} and {_describe(item)}; "
                 "add a placeholder that tells them apart, such as {id}"
+            )
+    return None
+
+
+def reserved_clash(template: str, items) -> str | None:
+    """The first item whose name starts as the job's contact sheets do (contact-sheet-<stem>.png, also read as
+    sheets, never results, where a job folder is a source), described; None when no name does. Case ignored, as
+    some file systems ignore it. The runner's other files cannot clash: CSVs, and folders `sources/` and
+    `.batch-edit/` (a result name has an image extension and no leading dot or separator)."""
+    stems: dict[str, bool] = {}  # per source: whether the default name starts so
+    for item in items:
+        if item.name:
+            reserved = item.name.lower().startswith(SHEET_PREFIX)
+        elif (reserved := stems.get(item.source.key)) is None:
+            reserved = stems[item.source.key] = default_name(item.source, "").lower().startswith(SHEET_PREFIX)
+        if reserved:
+            given = f"{template!r}" + (" (the default)" if template == DEFAULT_FILE_NAME else "")
+            return (
+                f"{given} gives {_describe(item)} the name {item.output_name!r}, which starts as the job's contact "
+                f"sheets are named ('{SHEET_PREFIX}<stem>.png'); choose a name that starts otherwise"
             )
     return None
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, make_dataclass
 from pathlib import PurePosixPath
 
 from .errors import ManifestError
-from .file_names import DEFAULT_FILE_NAME, default_name, name_clash, namer
+from .file_names import DEFAULT_FILE_NAME, default_name, name_clash, namer, reserved_clash
 from .formats import OutputOptions, with_extension
 from .manifest import JobSpec
 from .parameters import axes, axis_names, hashed_axes
@@ -70,7 +70,8 @@ class JobPlan:
 
 
 def plan_jobs(jobs: list[JobSpec], pipeline_identity: dict) -> list[JobPlan]:
-    """Every job's items; two items a file-name template would give one name are refused (ManifestError)."""
+    """Every job's items; two items a file-name template would give one name, or a name the job's contact sheets
+    use, are refused (ManifestError)."""
     pipeline_key = json.dumps(pipeline_identity, sort_keys=True)
     # Planning allocates hundreds of thousands of objects and frees none: the cycle collector's passes over the
     # growing plan would find nothing and cost a third of the time, so it waits until the plan is built.
@@ -81,7 +82,10 @@ def plan_jobs(jobs: list[JobSpec], pipeline_identity: dict) -> list[JobPlan]:
     finally:
         if collecting:
             gc.enable()
-    clashes = [(job, name_clash(job.file_name, plan.items)) for job, plan in zip(jobs, plans)]
+    clashes = [
+        (job, reserved_clash(job.file_name, plan.items) or name_clash(job.file_name, plan.items))
+        for job, plan in zip(jobs, plans)
+    ]
     problems = [f"{job.origin}: field 'file_name': {clash}" for job, clash in clashes if clash]
     if problems:
         raise ManifestError(problems)
