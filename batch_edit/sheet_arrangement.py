@@ -17,8 +17,12 @@ from dataclasses import dataclass
 from .parameters import MAX_VARIATIONS, labels
 from .plan import derive_seed
 
-# Parameters sharing a sheet label (width and height: "size") are one axis: label -> their metadata columns.
-_JOINED = {label: tuple(p.name for p in shown) for label, (_, shown) in labels("sheet").items() if len(shown) > 1}
+# Parameters sharing a sheet label (width and height: "size") are one axis: label -> their metadata columns, the
+# value asked for (requested_width: a `fit` result's own size follows the source, and would make no grid), else
+# the result's, in a metadata.csv older than the asked-for columns.
+_JOINED = {
+    label: tuple((p.column, p.name) for p in shown) for label, (_, shown) in labels("sheet").items() if len(shown) > 1
+}
 # (metadata column, label), by priority: the first swept axis goes across, the second down, the rest outside
 # (so a strength x seed x steps sweep reads strength across, seed down, one sub-grid per step count).
 AXES = tuple(
@@ -31,6 +35,8 @@ AXES = tuple(
 )  # fmt: skip
 MAX_EMPTY = 0.25  # the largest share of empty cells an axis layout may have
 MAX_STRIP = 12  # one axis with more values than this reads better wrapped onto a grid
+PROMPT_LINES = 2  # a cell label's lines for the prompt, under what else differs
+SINGLE_PROMPT_LINES = 4  # a sheet of one result: its prompt above it, where the banner has no room for it
 
 Position = tuple[int, int, int, int]  # outer column, outer row, column, row
 
@@ -53,8 +59,10 @@ class AxisGroup:
     def label(self) -> str:
         return " / ".join(axis.label for axis in self.axes)
 
-    def describe(self, value: tuple[str, ...], separator: str = " ") -> str:
-        return " / ".join(f"{axis.label}{separator}{distinct_part(axis, v)}" for axis, v in zip(self.axes, value))
+    def describe(self, value: tuple[str, ...]) -> str:
+        """ "strength 0.5 / seed 1"; an axis with no value there (a row with no variation among rows with one)
+        says nothing rather than "variation "."""
+        return " / ".join(f"{axis.label} {distinct_part(axis, v)}" for axis, v in zip(self.axes, value) if v)
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,7 @@ class Arrangement:
 
 def axis_value(row: dict, column: str) -> str:
     if column in _JOINED:
-        return "x".join(str(row.get(name, "")) for name in _JOINED[column])
+        return "x".join(str(row.get(asked) or row.get(name, "")) for asked, name in _JOINED[column])
     if column == "seed" and str(row.get("seed_derived", "")).strip().lower() in ("true", "1"):
         return "derived"  # follows from the other parameters: all-derived seeds are no axis of their own
     return str(row.get(column) or "")
@@ -173,6 +181,10 @@ def arrange(rows: list[dict]) -> tuple[Arrangement, list[Axis]]:
     """The arrangement of one source's rows, and the axes fixed over all of them (for the banner)."""
     rows = number_variations(rows)
     swept, fixed = find_axes(rows)
+    if len(rows) == 1 and rows[0].get("prompt"):  # its prompt labels it, so the banner leaves it out
+        at, label = (0, 0, 0, 0), f"prompt {rows[0]['prompt']}"
+        grid = Arrangement(1, 1, 1, 1, {at: rows[0]}, cell_labels={at: label}, cell_label_lines=SINGLE_PROMPT_LINES)
+        return grid, [axis for axis in fixed if axis.column != "prompt"]
     groups = covarying_groups(rows, swept)
     if len(groups) != 1 or len(groups[0].values) <= MAX_STRIP:
         grid = _axis_grid(rows, groups)
@@ -194,7 +206,7 @@ def _axis_grid(rows: list[dict], groups: list[AxisGroup]) -> Arrangement:
     for row in rows:
         p = place(row)
         cells[(index[0][p[0]], index[1][p[1]], index[2][p[2]], index[3][p[3]])] = row
-    titles = tuple(tuple(_label(slots[0] + slots[1], oc + orow, "=") for orow in coords[1]) for oc in coords[0])
+    titles = tuple(tuple(_label(slots[0] + slots[1], oc + orow) for orow in coords[1]) for oc in coords[0])
     return Arrangement(
         cols=len(coords[2]), rows=len(coords[3]), outer_cols=len(coords[0]), outer_rows=len(coords[1]),
         cells=cells, headers=tuple(_label(slots[2], v) for v in coords[2]),
@@ -211,34 +223,32 @@ def _header_lines(across: list[AxisGroup]) -> int:
     return 3 if any(a.column == "prompt" for a in across[0].axes) else 2
 
 
-def _label(groups: list[AxisGroup], values: tuple[str, ...], separator: str = " ") -> str:
+def _label(groups: list[AxisGroup], values: tuple[str, ...]) -> str:
     parts, start = [], 0
     for group in groups:
-        parts.append(group.describe(values[start : start + len(group.axes)], separator))
+        parts.append(group.describe(values[start : start + len(group.axes)]))
         start += len(group.axes)
-    return ", ".join(parts)
+    return ", ".join(filter(None, parts))
 
 
 def _labelled_grid(rows: list[dict], groups: list[AxisGroup]) -> Arrangement:
-    """The rows in their order, wrapped onto a grid, each labelled with its values of the swept axes (the prompt
-    last: it is the longest, and the one cut short when the label runs out of room)."""
+    """The rows in their order, wrapped onto a grid, each labelled with its values of the swept axes; a swept
+    prompt (with what changes along with it) on lines of its own below the rest, so prompts that start alike are
+    told apart rather than cut off at the end of the other values."""
     cols, count = grid_columns(len(rows)), len(rows)
-    ordered = sorted(groups, key=lambda g: any(a.column == "prompt" for a in g.axes))
+    prompted = [g for g in groups if any(a.column == "prompt" for a in g.axes)]
+    others = [g for g in groups if g not in prompted]
+
+    def label(row: dict, groups: list[AxisGroup]) -> str:
+        return _label(groups, tuple(axis_value(row, a.column) for g in groups for a in g.axes))
+
     positions = [(0, 0, i % cols, i // cols) for i in range(count)]
-    labels = {
-        p: ", ".join(g.describe(tuple(axis_value(row, a.column) for a in g.axes)) for g in ordered)
-        for p, row in zip(positions, rows)
-    }
+    labels = {p: "\n".join(filter(None, [label(row, others), label(row, prompted)])) for p, row in zip(positions, rows)}
+    lines = max(1, min(3, len(others)) + (PROMPT_LINES if prompted else 0))
     return Arrangement(
         cols=cols, rows=math.ceil(count / cols), outer_cols=1, outer_rows=1, cells=dict(zip(positions, rows)),
-        cell_labels=labels, cell_label_lines=_lines(groups),
+        cell_labels=labels, cell_label_lines=lines,
     )  # fmt: skip
-
-
-def _lines(groups: list[AxisGroup]) -> int:
-    """Label lines for these groups' values: a line each, one more for a prompt, at most 3."""
-    prompt = any(a.column == "prompt" for g in groups for a in g.axes)
-    return min(3, max(1, len(groups) + prompt))
 
 
 def grid_columns(count: int) -> int:
@@ -256,4 +266,3 @@ def distinct_part(axis: Axis, value: str) -> str:
         return value
     cut = os.path.commonprefix(list(axis.values)).rfind(" ") + 1  # back to a whole word
     return f"…{value[cut:]}" if cut > 12 else value
-

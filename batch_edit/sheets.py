@@ -30,6 +30,7 @@ MIN_CELL = 128  # outputs smaller than this are still enlarged to it, so a cell'
 BACKGROUND, TEXT, LETTERBOX = (255, 255, 255), (20, 20, 20), (128, 128, 128)
 EMPTY, PLACEHOLDER, FAINT = (232, 232, 232), (200, 200, 200), (120, 120, 120)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+PARAGRAPH_LINES = 2  # the lines a label's later paragraph (a prompt) keeps, however long the one before it
 
 
 # ---------------------------------------------------------------- names
@@ -141,13 +142,28 @@ def _font(size: int, text: str = "") -> ImageFont.FreeTypeFont | ImageFont.Image
 
 
 def draw_label(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: str, font_size: int, fill=TEXT) -> None:
-    """Text wrapped into as many lines as the box holds, the last cut with an ellipsis if it does not fit."""
+    """Text wrapped into as many lines as the box holds, the last cut with an ellipsis if it does not fit; each
+    line of `text` (a paragraph) starts a line of its own."""
     font, line_h, inset = _font(font_size, text), font_size * 3 // 2, max(2, font_size // 4)
     x0, y0, x1, y1 = box
     if not text or x1 - x0 <= 2 * inset:
         return  # no axis there (or no room): nothing to say
-    for i, line in enumerate(fit_lines(text, font, x1 - x0 - 2 * inset, max(1, (y1 - y0) // line_h))):
+    lines = fit_paragraphs(text.split("\n"), font, x1 - x0 - 2 * inset, max(1, (y1 - y0) // line_h))
+    for i, line in enumerate(lines):
         draw.text((x0 + inset, y0 + i * line_h + line_h // 2), line, font=font, fill=fill, anchor="lm")
+
+
+def fit_paragraphs(paragraphs: list[str], font, width: int, max_lines: int) -> list[str]:
+    """Each paragraph wrapped, leaving every later one the lines it needs up to PARAGRAPH_LINES, so a long first
+    one never crowds out the rest (a cell's parameters, then its prompt)."""
+    paragraphs = [text for text in paragraphs if text.strip()]
+    needs = [min(PARAGRAPH_LINES, len(fit_lines(text, font, width, max_lines))) for text in paragraphs]
+    lines: list[str] = []
+    for i, text in enumerate(paragraphs):
+        if len(lines) == max_lines:
+            break
+        lines += fit_lines(text, font, width, max(1, max_lines - len(lines) - sum(needs[i + 1 :])))
+    return lines
 
 
 def fit_lines(text: str, font, width: int, max_lines: int) -> list[str]:

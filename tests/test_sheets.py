@@ -11,6 +11,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageStat
 
 from batch_edit.job_listing import METADATA_COLUMNS
+from batch_edit.sheet_arrangement import SINGLE_PROMPT_LINES
 from batch_edit.sheets import (
     BACKGROUND,
     EMPTY,
@@ -130,7 +131,7 @@ def test_third_axis_makes_titled_sub_grids(tmp_path):
         col, outer = [0.5, 0.9].index(row["strength"]), steps.index(str(row["num_inference_steps"]))
         assert close(centre(sheet, lay.cell_box(outer, 0, col, row["seed"] - 1)), colour(i))
     for outer, value in enumerate(steps):
-        assert_label(sheet, lay.title_box(outer, 0), f"steps={value}", lay.font_size)
+        assert_label(sheet, lay.title_box(outer, 0), f"steps {value}", lay.font_size)
         for down, seed in enumerate([1, 2]):
             assert_label(sheet, lay.row_label_box(outer, 0, down), f"seed {seed}", lay.font_size)
         for col, strength in enumerate(["0.5", "0.9"]):
@@ -146,9 +147,9 @@ def test_fourth_axis_stacks_sub_grids_down_with_both_values_in_the_title(tmp_pat
     lay, sheet = page.layout, Image.open(path).convert("RGB")
     assert sheet.size == lay.size
     # outer columns: steps (the 3rd axis); outer rows: guidance (the 4th)
-    assert_label(sheet, lay.title_box(1, 1), "steps=20, guidance=3.5", lay.font_size)
-    assert_label(sheet, lay.title_box(0, 1), "steps=8, guidance=3.5", lay.font_size)
-    assert lay.title_box(0, 1)[1] > lay.cell_box(0, 0, 0, 1)[3]  # the guidance=3.5 row of sub-grids is below
+    assert_label(sheet, lay.title_box(1, 1), "steps 20, guidance 3.5", lay.font_size)
+    assert_label(sheet, lay.title_box(0, 1), "steps 8, guidance 3.5", lay.font_size)
+    assert lay.title_box(0, 1)[1] > lay.cell_box(0, 0, 0, 1)[3]  # the guidance 3.5 row of sub-grids is below
 
 
 def test_two_sources_give_two_sheets(tmp_path):
@@ -160,8 +161,9 @@ def test_two_sources_give_two_sheets(tmp_path):
     assert cat.size == lay.size
     assert [close(centre(cat, lay.cell_box(0, 0, c, 0)), colour(i)) for c, i in [(0, 0), (1, 2)]] == [True, True]
     coffee = Image.open(job / "contact-sheet-coffee.png").convert("RGB")
-    assert coffee.size == SheetLayout(256).size
-    assert coffee.crop(SheetLayout(256).source_box).tobytes() == load_thumbnail(Path(COFFEE), 256).tobytes()
+    one = SheetLayout(256, cell_label_lines=SINGLE_PROMPT_LINES)  # its one result has its prompt above it
+    assert coffee.size == one.size
+    assert coffee.crop(one.source_box).tobytes() == load_thumbnail(Path(COFFEE), 256).tobytes()
 
 
 def test_same_stem_in_other_folders_gets_distinct_names_and_a_placeholder_source(tmp_path):
@@ -298,12 +300,12 @@ def test_single_image_and_single_axis_sheets(tmp_path):
     job = tmp_path / "one"
     make_job(job, [{}], size=(64, 32))  # wide: letterboxed above and below
     [path] = write_contact_sheets(job, thumb=128)
-    lay = SheetLayout(128)
+    lay = SheetLayout(128, cell_label_lines=SINGLE_PROMPT_LINES)
     sheet = Image.open(path).convert("RGB")
     assert sheet.size == lay.size
     box = lay.cell_box(0, 0, 0, 0)
     assert close(centre(sheet, box), colour(0)) and sheet.getpixel((box[0] + 64, box[1] + 4)) == LETTERBOX
-    assert blank(sheet, lay.header_box(0, 0, 0))  # nothing swept: no axis label
+    assert_label(sheet, lay.cell_label_box(0, 0, 0, 0), "prompt a tiger", lay.font_size)  # nothing swept but it
     job = tmp_path / "row"
     make_job(job, sweep(guidance_scale=[3.5, 10, 2]))
     [path] = write_contact_sheets(job, thumb=128)
@@ -330,7 +332,7 @@ def test_small_outputs_get_small_cells_but_never_below_the_label_minimum(tmp_pat
 
 
 def test_axes_priority_and_derived_seeds():
-    rows = [{**DEFAULTS, "seed": 1000 + i, "seed_derived": "True", "strength": s, "width": w}
+    rows = [{**DEFAULTS, "seed": 1000 + i, "seed_derived": "True", "strength": s, "width": w, "requested_width": w}
             for i, (s, w) in enumerate(itertools.product([0.5, 0.7], [512, 1024]))]  # fmt: skip
     swept, fixed = find_axes(rows)
     assert [a.label for a in swept] == ["strength", "size"]  # derived seeds follow the parameters: no axis

@@ -69,12 +69,13 @@ def test_a_60_row_csv_gets_labelled_grids_with_every_image_and_few_empty_cells(t
         assert sheet.size == page.layout.size and max(sheet.size) < 2000
         colours = shown(sheet, page)
         assert fill(colours) >= 1 - MAX_EMPTY and len(colours) == 6  # 3 x 2: no empty cell at all
-        # in the rows' order, each labelled with what differs: strength, guidance, seed, then the prompt's end
+        # in the rows' order, each labelled with what differs: strength, guidance, then seed and the prompt's end
         for n, (i, row) in enumerate(mine):
             lay, cell = page.layout, (0, 0, n % 3, n // 3)
             assert close(centre(sheet, lay.cell_box(*cell)), colour(i))
             style = STYLES[n]
-            label = f"strength {row['strength']}, guidance {row['guidance_scale']}, seed {row['seed']} / prompt …{style}"
+            params = f"strength {row['strength']}, guidance {row['guidance_scale']}"
+            label = f"{params}\nseed {row['seed']} / prompt …{style}"  # the prompt, with what changes with it, below
             assert_label(sheet, lay.cell_label_box(*cell), label, lay.font_size)
 
 
