@@ -15,7 +15,6 @@ from .validation import escaped, printable
 
 def report(args) -> int:
     from .plan_checks import missing_sources, plan_warnings, resolved_folders, sources_without_mask
-    from .progress import format_duration
     from .prompt_tokens import planned_long_prompts
     from .source_identity import moved_sources_note
 
@@ -60,13 +59,8 @@ def report(args) -> int:
         variations = list(dict.fromkeys(grid.variations for grid in job.grids))
         if max(variations, default=1) > 1:  # not an axis, but it multiplies the items as one does
             print(f"  variations: {_listed([str(n) for n in variations[:8]], len(variations))} per grid point")
-        seconds = output.mean_seconds(config.recorded_fields(), records)
-        if left and seconds is not None:
-            print(
-                f"  estimate: {format_duration(left * seconds)} for {left} item(s) at {seconds:.2f} s each (earlier runs here)"
-            )
-        elif left:
-            print("  estimate: none yet (no earlier run with this pipeline config in this folder)")
+        timed = output.timed_records(config.recorded_fields(), records)
+        _print_estimate(config.task, timed, plan.items, done | rejected)
     print(f"total: {sum(len(plan.items) for plan in plans)} item(s) in {len(plans)} job(s)")
     if args.limit is not None:
         print(f"--limit {args.limit}: {min(args.limit, pending_total)} of {pending_total} pending item(s) would run")
@@ -77,6 +71,22 @@ def report(args) -> int:
     if missing_total or unmasked_total:
         return EXIT_ITEMS_FAILED
     return EXIT_OK
+
+
+def _print_estimate(task: str, timed: list[dict], items, skipped: set[str]) -> None:
+    from .estimate import estimate
+    from .progress import format_duration
+
+    pending = [item for item in items if item.item_id not in skipped]  # as pending_items leaves them
+    if not pending:
+        return
+    found = estimate(task, timed, pending)
+    if found is None:
+        print("  estimate: none yet (no earlier run with this pipeline config in this folder)")
+        return
+    print(f"  estimate: {format_duration(found.seconds)} for {found.describe(len(pending))}")
+    if caution := found.caution():
+        print(f"  caution: {caution}")
 
 
 def _listed(texts: list[str], count: int) -> str:

@@ -131,15 +131,15 @@ class JobRecords:
         records = self.read_records() if records is None else records
         return {item_id for item_id, record in records.items() if self._intact(record)}
 
-    def mean_seconds(self, identity: dict, records: dict[str, dict] | None = None) -> float | None:
-        """Seconds per image that earlier runs with this pipeline identity took here (None: no such run)."""
+    def timed_records(self, identity: dict, records: dict[str, dict] | None = None) -> list[dict]:
+        """The results that earlier runs with this pipeline identity made here, with their seconds: what `plan`
+        estimates from (estimate.py)."""
         records = self.read_records() if records is None else records
-        seconds = [
-            record.get("seconds", 0)
+        return [
+            record
             for record in records.values()
             if record["status"] == "ok" and all(record.get(key) == value for key, value in identity.items())
         ]
-        return sum(seconds) / len(seconds) if seconds else None
 
     def finished_ids(self, items, records: dict[str, dict] | None = None) -> set[str]:
         """Items done as planned: an intact result under the item's planned file name (one written in another

@@ -1,0 +1,80 @@
+"""`plan`'s duration estimate: the seconds earlier items took here, scaled per pending item by the work it does.
+
+An item's work is the denoising steps that run times the latent tokens they run over: a transformer step costs
+about the same per token, so a 200-step item takes far longer than the 2-step sample timed before it, and a
+1024 px one far longer than a 512 px one. Seconds per unit of work are fitted from the timed items (all their
+seconds over all their work); fixed costs (VAE, text encoders) are folded into it, so a sample far smaller than
+what is pending overstates, one far larger understates: hence the caution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TOKEN_PIXELS = 16  # FLUX: the VAE's 8x, then 2x2 patches: one latent token per 16x16 px
+STRENGTH_TASKS = ("img2img", "inpaint")  # the others run every step (Fill keeps its strength at 1.0)
+FAR_OUTSIDE = 4  # a pending item over this many times the largest timed item's work gets a caution
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float  # for all the pending items
+    timed: int  # the earlier items it is fitted from
+    scaled: bool  # by steps and size; False: a flat mean (records without steps or size)
+    far_outside: float = 0.0  # the largest pending work over the largest timed one, where above FAR_OUTSIDE
+
+    def describe(self, pending: int) -> str:
+        basis = "scaled by steps and size" if self.scaled else "a flat mean: their records lack steps or size"
+        each = self.seconds / pending
+        return f"{pending} item(s) at {each:.2f} s each (from {self.timed} timed item(s) here, {basis})"
+
+    def caution(self) -> str | None:
+        if not self.far_outside:
+            return None
+        return (
+            f"pending items do up to {self.far_outside:.0f}x the work (steps x size) of the largest timed one: "
+            "the estimate may be far off; time a --limit sample like them"
+        )
+
+
+def steps_run(task: str, steps: int, strength: float | None) -> int:
+    """The denoising steps a call runs: img2img and inpaint start part way, as diffusers' `get_timesteps` does
+    (`steps - int(steps - steps * strength)`); the other tasks run all of them."""
+    if task not in STRENGTH_TASKS or strength is None:
+        return steps
+    skipped = int(max(steps - min(steps * strength, steps), 0))
+    return max(steps - skipped, 1)
+
+
+def work(task: str, steps: int, strength: float | None, width: int, height: int) -> int:
+    """Steps that run x latent tokens."""
+    return steps_run(task, steps, strength) * max(width // TOKEN_PIXELS, 1) * max(height // TOKEN_PIXELS, 1)
+
+
+def estimate(task: str, timed: list[dict], pending: list) -> Estimate | None:
+    """The pending items' seconds from the `timed` records (those of this pipeline with their seconds); None
+    where nothing was timed. Records written without steps, strength or size give a flat mean."""
+    if not timed or not pending:
+        return None
+    seconds = [_number(r.get("seconds"), float) or 0.0 for r in timed]
+    recorded = [_record_work(task, r) for r in timed]
+    if any(w is None for w in recorded):
+        return Estimate(sum(seconds) / len(seconds) * len(pending), len(timed), scaled=False)
+    per_unit = sum(seconds) / sum(recorded)
+    works = [work(task, i.num_inference_steps, i.strength, i.width, i.height) for i in pending]
+    ratio = max(works) / max(recorded)
+    return Estimate(per_unit * sum(works), len(timed), scaled=True, far_outside=ratio if ratio > FAR_OUTSIDE else 0.0)
+
+
+def _record_work(task: str, record: dict) -> int | None:
+    steps, width, height = (_number(record.get(k), int) for k in ("num_inference_steps", "width", "height"))
+    strength = record.get("strength")
+    if not (steps and width and height) or (strength is not None and _number(strength, float) is None):
+        return None
+    return work(task, steps, strength, width, height)
+
+
+def _number(value, kind):
+    """`value` where it is a number of that kind (a record is JSON: anything may be there), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        return None
+    return value
