@@ -38,6 +38,16 @@ def without_untaken(data: dict, task: str, where: str, problems: list[str]) -> d
     return {key: value for key, value in data.items() if key not in untaken}
 
 
+def without_listed_options(data: dict, where: str, problems: list[str]) -> dict:
+    """`format`, `quality`, `captions` and `variations` are the job's, one value each (not grid axes: results of
+    two formats would share their ids and names): a list is told so by name, then left out."""
+    listed = [p.name for p in PARAMETERS if not p.axis and isinstance(data.get(p.name), list)]
+    problems.extend(
+        f"{where}: field '{name}': one value per job, not a list (write a job per value)" for name in listed
+    )
+    return {key: value for key, value in data.items() if key not in listed}
+
+
 def output_options(model: BaseModel, where: str, problems: list[str], task: str = DEFAULT_TASK) -> OutputOptions:
     """png is lossless: a quality for it is refused rather than silently ignored."""
     format = param(model, "format", task)
@@ -45,6 +55,16 @@ def output_options(model: BaseModel, where: str, problems: list[str], task: str 
         problems.append(f"{where}: field 'quality': applies to format jpeg or webp only (png is lossless)")
     quality = None if format == "png" else param(model, "quality", task) or DEFAULT_QUALITY
     return OutputOptions(format, quality, param(model, "captions", task))
+
+
+def inherited_defaults(defaults: dict, job: dict, task: str = DEFAULT_TASK) -> dict:
+    """What `defaults:` gives a job: all of it but a `quality` where the job writes png. A default applies where it
+    means something (a manifest of jpeg and png jobs sets one quality for its jpegs); a png job's own quality is
+    still refused."""
+    format = job.get("format", defaults.get("format")) or named("format").default_for(task)
+    if format == "png" and "quality" not in job:
+        return {key: value for key, value in defaults.items() if key != "quality"}
+    return defaults
 
 
 def param(model: BaseModel, name: str, task: str = DEFAULT_TASK):

@@ -16,7 +16,16 @@ from pydantic import BaseModel, ValidationError
 from .csv_manifest import load_csv
 from .errors import ManifestError
 from .file_names import template_problems
-from .grid_checks import check_grid, check_job_name, output_options, param, without_random_seed, without_untaken
+from .grid_checks import (
+    check_grid,
+    check_job_name,
+    inherited_defaults,
+    output_options,
+    param,
+    without_listed_options,
+    without_random_seed,
+    without_untaken,
+)
 from .manifest_models import Grid, JobDefaults, JobModel, JobSpec, Manifest, ManifestModel
 from .masks import pair_masks, task_problems
 from .parameters import DEFAULT_TASK, PARAMETERS, axes, axis_names
@@ -116,7 +125,8 @@ def _load_yaml(
         raise ManifestError([f"{shown_path(path)}: a manifest must be a mapping with a 'jobs:' list"])
     top, problems = _top_level(data, path)
     where = f"{shown_path(path)}: defaults"
-    defaults = _validated(JobDefaults, without_untaken(top.defaults, task, where, problems), where, problems)
+    given = without_listed_options(without_untaken(top.defaults, task, where, problems), where, problems)
+    defaults = _validated(JobDefaults, given, where, problems)
     base = path.parent
     own_root = (base / top.output_root).resolve() if top.output_root else None
     exclude = output_root or own_root or DEFAULT_OUTPUT_ROOT  # the run's output root, as the CLI picks it
@@ -128,8 +138,9 @@ def _load_yaml(
         if name and raw["name"] in named:
             problems.append(f"{where}: job name {name[2:-1]} is used twice (also in {named[raw['name']]})")
         named.setdefault(raw.get("name") if name else None, where)
-        merged = {**(defaults.model_dump(exclude_unset=True) if defaults else {}), **raw}
+        merged = {**inherited_defaults(defaults.model_dump(exclude_unset=True) if defaults else {}, raw, task), **raw}
         merged = without_random_seed(without_untaken(merged, task, where, problems), where, problems)
+        merged = without_listed_options(merged, where, problems)
         model = _validated(JobModel, merged, where, problems)
         job = _job_from_model(model, base, where, problems, exclude, task) if model is not None else None
         if job is not None:
