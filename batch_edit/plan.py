@@ -66,7 +66,9 @@ class JobPlan:
     items: tuple[WorkItem, ...]
     duplicates: int  # identical items in the manifest, run once
     keep_sources: bool = False
-    merged_rows: tuple[tuple[int, int], ...] = ()  # (first row, later row) of CSV rows giving the same item
+    # (first row, its variation, later row) of CSV rows giving the same item: the later row's seed may be the
+    # first's seed plus a variation
+    merged_rows: tuple[tuple[int, int, int], ...] = ()
 
 
 def plan_jobs(jobs: list[JobSpec], pipeline_identity: dict) -> list[JobPlan]:
@@ -96,7 +98,7 @@ def _plan_job(job: JobSpec, pipeline_key: str) -> JobPlan:
     """make_item for every grid point, with the JSON that ids hash assembled from pieces encoded once per value:
     a 100,000-item grid plans in a fraction of the time, and every id is byte-for-byte make_item's (tested)."""
     items: dict[str, WorkItem] = {}
-    merged: dict[tuple[int, int], None] = {}
+    merged: dict[tuple[int, int], int] = {}  # (first row, later row) -> the first row's variation it repeats
     total = 0
     hashed = [p.name for p in hashed_axes(True)]
     seed_at = hashed.index("seed")
@@ -126,14 +128,15 @@ def _plan_job(job: JobSpec, pipeline_key: str) -> JobPlan:
                 total += 1
                 if item_id in items:
                     if grid.row is not None and items[item_id].row != grid.row:
-                        merged[(items[item_id].row, grid.row)] = None
+                        merged.setdefault((items[item_id].row, grid.row), items[item_id].variation)
                     continue
                 item = items[item_id] = _work_item(
                     (job.name, item_id, ref, prompt, explicit is None, grid.output, mask, variation, len(items),
                      grid.row, prefix + item_id, *params), seed)  # fmt: skip
                 if name_of is not None:
                     _SET_NAME(item, name_of(item))
-    return JobPlan(job.name, tuple(items.values()), total - len(items), job.keep_sources, tuple(merged))
+    rows = tuple((first, variation, later) for (first, later), variation in merged.items())
+    return JobPlan(job.name, tuple(items.values()), total - len(items), job.keep_sources, rows)
 
 
 def _work_item(values: tuple, seed: int) -> WorkItem:

@@ -35,9 +35,10 @@ def prepare(
     jobs = identify_sources(jobs, _recorded_hashes(output_root, jobs, {} if read is None else read))
     plans = plan_jobs(jobs, config.identity())
     for job, plan in zip(jobs, plans):
-        for first, later in plan.merged_rows[:3]:
+        for first, variation, later in plan.merged_rows[:3]:
+            repeated = f"row {first}'s variation {variation}" if variation else f"row {first}"  # its seed + variation
             print(
-                f"warning: {job.origin}: row {later} gives the same item(s) as row {first} (same source, prompt, "
+                f"warning: {job.origin}: row {later} gives the same item(s) as {repeated} (same source, prompt, "
                 "parameters and seed), so they run once; for several images of one row use the 'variations' column",
                 file=sys.stderr,
             )

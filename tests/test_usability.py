@@ -101,7 +101,7 @@ def test_csv_variations_column_and_repeated_seedless_rows_are_not_merged_silentl
     """)
     (job,) = plan_jobs(list(load_manifests([photos / "rows.csv"])[0].jobs), PIPELINE)
     assert [(item.row, item.variation) for item in job.items] == [(1, 0), (1, 1), (2, 0), (2, 1)]
-    assert [item.seed for item in job.items[2:]] == [5, 6] and job.merged_rows == ((1, 3),)
+    assert [item.seed for item in job.items[2:]] == [5, 6] and job.merged_rows == ((1, 0, 3),)
     result = batch_edit("plan", "rows.csv", "--pipeline", str(tiny_config), cwd=photos)
     assert result.returncode == 0, result.stderr
     assert "row 3 gives the same item(s) as row 1" in result.stderr and "'variations' column" in result.stderr
