@@ -66,6 +66,9 @@ def decode_csv(data: bytes) -> str:
     says so (Excel's "Unicode Text"). Anything else is refused where it stops being UTF-8: Excel's plain "CSV"
     saves in the computer's code page (Windows-1252 in Western Europe), which no reader can tell apart for sure."""
     encoding = "utf-16" if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
+    if encoding != "utf-16" and (order := _utf16_order(data)):
+        # read as UTF-8 or Windows-1252 it would be refused at a byte and a position that mean nothing to the user
+        raise CsvTableError(f"the file looks like UTF-16 ({order}) text without a byte-order mark; {SAVE_AS_UTF8}")
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -77,6 +80,20 @@ def decode_csv(data: bytes) -> str:
         where = _position(text[: text.index("\x00")])
         raise CsvTableError(f"{where}: a NUL character (UTF-16 text without a byte-order mark?); {SAVE_AS_UTF8}")
     return text
+
+
+def _utf16_order(data: bytes) -> str | None:
+    """'little-endian' or 'big-endian' where the file's start looks like UTF-16, else None: text in UTF-16 has a
+    NUL in every other byte for each ASCII character (after it little-endian, before it big-endian), and a CSV in
+    UTF-8 or a code page has no NUL at all."""
+    sample = data[:512]
+    pairs = len(sample) // 2
+    if pairs == 0 or 0 not in sample:
+        return None
+    for order, parity in (("little-endian", 1), ("big-endian", 0)):
+        if sample[parity::2].count(0) * 2 >= pairs:  # half the characters ASCII or more, as a header is
+            return order
+    return None
 
 
 def _not_utf8(data: bytes, start: int) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import string
 import typing
+from pathlib import PurePosixPath
 
 from .parameters import SEED_MAX, axes, labels
 from .source_folders import SHEET_PREFIX
@@ -108,7 +109,7 @@ def name_clash(template: str, items) -> str | None:
         other = seen.setdefault(item.name.lower(), item)  # lower: case-insensitive file systems
         if other is not item:
             return (
-                f"{template!r} gives two items the name {item.name!r}: {_describe(other)} and {_describe(item)}; "
+                f"field 'file_name': {template!r} gives two items the name {item.name!r}: {_describe(other)} and {_describe(item)}; "
                 "add a placeholder that tells them apart, such as {id}"
             )
     return None
@@ -126,12 +127,24 @@ def reserved_clash(template: str, items) -> str | None:
         elif (reserved := stems.get(item.source.key)) is None:
             reserved = stems[item.source.key] = default_name(item.source, "").lower().startswith(SHEET_PREFIX)
         if reserved:
-            given = f"{template!r}" + (" (the default)" if template == DEFAULT_FILE_NAME else "")
-            return (
-                f"{given} gives {_describe(item)} the name {item.output_name!r}, which starts as the job's contact "
-                f"sheets are named ('{SHEET_PREFIX}<stem>.png'); choose a name that starts otherwise"
-            )
+            return _reserved_message(template, item)
     return None
+
+
+def _reserved_message(template: str, item) -> str:
+    """The clash as the user can fix it: a name they chose is theirs to change; a default name comes from the
+    source's file name, which is all a CSV row (no 'file_name' column) can change."""
+    sheets = f"starts as the job's contact sheets are named ('{SHEET_PREFIX}<stem>.png')"
+    if template != DEFAULT_FILE_NAME:
+        return (
+            f"field 'file_name': {template!r} gives {_describe(item)} the name {item.output_name!r}, which {sheets}; "
+            "choose a name that starts otherwise"
+        )
+    ref = item.source
+    shown = printable(ref.key if ref.is_url else PurePosixPath(ref.key).name)
+    where = f"row {item.row}: " if item.row is not None else ""
+    fix = "rename the source file" + ("" if item.row is not None else " or set a 'file_name' that starts otherwise")
+    return f"{where}source '{shown}': the default result name {item.output_name!r} {sheets}; {fix}"
 
 
 def _describe(item) -> str:

@@ -88,7 +88,7 @@ def plan_jobs(jobs: list[JobSpec], pipeline_identity: dict) -> list[JobPlan]:
         (job, reserved_clash(job.file_name, plan.items) or name_clash(job.file_name, plan.items))
         for job, plan in zip(jobs, plans)
     ]
-    problems = [f"{job.origin}: field 'file_name': {clash}" for job, clash in clashes if clash]
+    problems = [f"{job.origin}: {clash}" for job, clash in clashes if clash]
     if problems:
         raise ManifestError(problems)
     return plans

@@ -27,6 +27,25 @@ def missing_sources(job: JobSpec) -> tuple[list[str], int]:
     return [ref.key for ref in refs if not ref.is_url and not os.path.exists(ref.key)], len(refs)
 
 
+def unmade_job_folders(job: JobSpec, jobs: list[JobSpec], output_root: Path) -> dict[str, str]:
+    """The job's sources that are another job's folder of this run not made yet, each with that job's name:
+    sources are listed when the run is planned, so such a folder gives nothing to this run (its items fail)."""
+    folders = {os.path.abspath(Path(output_root) / other.name): other.name for other in jobs if other is not job}
+    refs = dict.fromkeys(ref for grid in job.grids for ref in grid.sources)
+    return {
+        ref.key: folders[os.path.abspath(ref.key)]
+        for ref in refs
+        if not ref.is_url and os.path.abspath(ref.key) in folders and not os.path.exists(ref.key)
+    }
+
+
+def unmade_folder_warning(job: str, source: str, other: str) -> str:
+    return (
+        f"job {job}: source {source} is job {other}'s folder in this run, which does not exist yet: a job reads "
+        f"another's results only once they exist, so run job {other} in an earlier run, then job {job}"
+    )
+
+
 def sources_without_mask(job: JobSpec) -> list[str]:
     """The sources of a masked job whose mask file is not there (each of their items would fail at load)."""
     pairs = dict.fromkeys(pair for grid in job.grids for pair in zip(grid.sources, grid.masks))

@@ -14,7 +14,7 @@ from .validation import escaped, printable
 
 
 def report(args) -> int:
-    from .plan_checks import missing_sources, plan_warnings, resolved_folders, sources_without_mask
+    from .plan_checks import missing_sources, plan_warnings, resolved_folders, sources_without_mask, unmade_job_folders
     from .prompt_tokens import planned_long_prompts
     from .source_identity import moved_sources_note
 
@@ -43,7 +43,11 @@ def report(args) -> int:
         missing, sources = missing_sources(job)
         if missing:
             missing_total += len(missing)
-            shown = ", ".join(map(escaped, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            unmade = unmade_job_folders(job, jobs, output_root)  # explained in a warning above
+            named = [
+                f"{path} (job {unmade[path]}'s folder, not made yet)" if path in unmade else path for path in missing
+            ]
+            shown = ", ".join(map(escaped, named[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             print(f"  missing: {len(missing)} of {sources} source file(s): {shown}")
         if unmasked := sources_without_mask(job):
             unmasked_total += len(unmasked)

@@ -11,16 +11,26 @@ from pathlib import Path
 from .pipeline_config import LOCAL_PREFIXES, PipelineConfig
 from .validation import printable
 
-SHOWN_CHARS = 40  # of a prompt, in a warning
+# A long prompt is shown by its start and its end: prompts made from one template often differ only at the end
+# (a {stem} or {caption} last), and two warnings should not read alike.
+SHOWN_HEAD, SHOWN_TAIL = 30, 20
 MOST_LISTED = 10  # prompts warned about one by one; a caption per image could be thousands of lines otherwise
 
 
 def truncation_warning(job: str, prompt: str, tokens: int, limit: int) -> str:
     return (
-        f"job {job}: prompt '{printable(prompt, SHOWN_CHARS)}' has {tokens:,} T5 tokens, of which the pipeline reads "
+        f"job {job}: prompt '{shown_prompt(prompt)}' has {tokens:,} T5 tokens, of which the pipeline reads "
         f"the first {limit} (max_sequence_length; CLIP reads 77): the rest of the prompt is ignored, so prompts "
         "that differ only there make the same image"
     )
+
+
+def shown_prompt(prompt: str) -> str:
+    """The prompt's first and last characters around " … ", with its length; whole when that is no shorter."""
+    if len(prompt) <= SHOWN_HEAD + SHOWN_TAIL + 3:
+        return printable(prompt, len(prompt))
+    head, tail = printable(prompt[:SHOWN_HEAD], SHOWN_HEAD), printable(prompt[-SHOWN_TAIL:], SHOWN_TAIL)
+    return f"{head} … {tail} ({len(prompt):,} characters)"
 
 
 class LongPrompts:

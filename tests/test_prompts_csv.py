@@ -67,7 +67,7 @@ def test_utf16_with_its_byte_order_mark_is_read(folder, codec):
 def test_utf16_without_a_byte_order_mark_is_refused_at_the_first_nul(folder):
     path = folder / "unicode.csv"
     path.write_bytes("source,prompt\n".encode("utf-16-le"))
-    assert refusal(path).startswith(f"{path}: line 1, column 2: a NUL character (UTF-16 text without a byte-order")
+    assert refusal(path).startswith(f"{path}: the file looks like UTF-16 (little-endian) text without a byte-order")
 
 
 def test_utf8_with_a_byte_order_mark_is_read(folder):
@@ -125,7 +125,7 @@ def test_run_warns_once_per_prompt_that_t5_reads_only_in_part(folder, tiny_model
     _, warnings = long_prompt_run(folder, tiny_model, "run")
     assert len(warnings) == 2  # each long prompt once, though two items (seeds) use it; the short one not at all
     for warning, prompt in zip(warnings, (LONG_A, LONG_B)):
-        assert warning.startswith(f"WARNING job long: prompt '{prompt[:40]}… ({len(prompt)} characters)' has ")
+        assert warning.startswith(f"WARNING job long: prompt '{prompt[:30]} … {prompt[-20:]} ({len(prompt)} characters)' has ")
         assert tokens_in(warning) > 16
         assert (
             "the pipeline reads the first 16 (max_sequence_length; CLIP reads 77): the rest of the prompt is "
@@ -135,7 +135,7 @@ def test_run_warns_once_per_prompt_that_t5_reads_only_in_part(folder, tiny_model
 
 def test_plan_counts_the_same_tokens_with_the_models_tokenizer_and_no_weights(folder, tiny_model):
     _, warnings = long_prompt_run(folder, tiny_model, "plan")
-    assert [line.split("'")[1] for line in warnings] == [f"{p[:40]}… ({len(p)} characters)" for p in (LONG_A, LONG_B)]
+    assert [line.split("'")[1] for line in warnings] == [f"{p[:30]} … {p[-20:]} ({len(p)} characters)" for p in (LONG_A, LONG_B)]
     assert all(line.startswith("warning: job long: prompt ") for line in warnings)
     _, ran = long_prompt_run(folder, tiny_model, "run")
     assert list(map(tokens_in, warnings)) == list(map(tokens_in, ran))  # the run's pipeline counts the same

@@ -66,8 +66,8 @@ def test_a_source_whose_stem_makes_a_default_name_of_a_contact_sheet_is_refused(
     """, "plan")  # fmt: skip
     assert code == 2
     [line] = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert "field 'file_name': '{stem}-{id}' (the default) gives (contact-sheet-old" in line
-    assert "the name 'contact-sheet-old-" in line
+    assert "source 'contact-sheet-old.jpg': the default result name 'contact-sheet-old-" in line
+    assert "rename the source file or set a 'file_name' that starts otherwise" in line
 
 
 def test_names_that_only_contain_contact_sheet_are_fine(tmp_path, tiny_config):
