@@ -20,10 +20,10 @@ from .local_files import open_regular
 from .masks import composited
 from .outputs import PIPELINES_DIR, STATE_DIR
 from .parameters import axes, needing
-from .pipeline_config import PipelineConfig, load_pipeline_config
+from .pipeline_config import MASKED_TASKS, PipelineConfig, load_pipeline_config
 from .plan import WorkItem
 from .records import JobRecords, is_bare_name
-from .reproduce_inputs import changed_since_the_run, fitted_mask, pipeline_source
+from .reproduce_inputs import changed_since_the_run, fitted_mask, names_a_mask, pipeline_source
 from .sources import FetchOptions, source_ref
 from .validation import describe_validation_error
 
@@ -81,20 +81,35 @@ def reproduce(
             "the pipeline config (blank where it takes the parameter, or set where it takes none)"
         )
     record = _record(folder, item_id)
+    _refuse_unfit_mask(metadata_csv, item_id, row, record, config.task)
     stored = read_stored(folder / row["file_name"])  # before the model loads, which takes minutes on a GPU
     source = pipeline_source(folder, row, record, item, fetch)
     mask = fitted_mask(folder, row, record, item, source, fetch)
     engine = load_engine(config)
     # Same batch size as the original call (`copies`): on a GPU, results repeat bitwise only at that batch size.
     masks = {"masks": [mask.image] * copies} if mask.image is not None else {}
-    (image, *_) = engine.generate([item] * copies, [source.fitted] * copies, **masks)
+    try:
+        (image, *_) = engine.generate([item] * copies, [source.fitted] * copies, **masks)
+    except ValueError as exc:  # the engine's own checks of what it is given: the item, not the images, is at fault
+        raise ReproduceError(f"{metadata_csv}: item {item_id}: the pipeline cannot re-render it: {exc}") from None
     result = compare(composited(item, image, source.fitted, mask.image), stored, item_id)
     notes = tuple(note for note in (source.note, mask.note) if note)
     if not result.identical:
-        notes += changed_since_the_run(
-            record, row, item, source.kept, mask.as_given, config if not config_path else None
-        )
+        notes += changed_since_the_run(record, row, source, mask.as_given, config if not config_path else None)
     return replace(result, kept_source=source.kept, kept_because=source.because, notes=notes)
+
+
+def _refuse_unfit_mask(metadata_csv: Path, item_id: str, row: dict, record: dict, task: str) -> None:
+    """A masked item needs a config of a masked task, and an item without a mask one of another task (a config
+    given with --pipeline may be of any task): refused before the model loads."""
+    masked = names_a_mask(row, record)
+    if masked != (task in MASKED_TASKS):
+        has = "has a mask" if masked else "has no mask"
+        needs = "takes no mask" if masked else "needs one"
+        raise ReproduceError(
+            f"{metadata_csv}: item {item_id} {has}, but the {task} task of the pipeline config {needs}: "
+            "pass a config of the task the item was made with"
+        )
 
 
 def _record(folder: Path, item_id: str) -> dict:

@@ -4,6 +4,7 @@ show changed since the run."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,9 +17,18 @@ from .outputs import SOURCES_DIR
 from .pipeline_config import PipelineConfig
 from .plan import WorkItem
 from .records import config_hash, is_bare_name
-from .result_files import KEPT_MASK_COLUMN, SOURCE_IMAGE_COLUMN
+from .result_files import KEPT_DIGESTS, KEPT_MASK_COLUMN, SOURCE_IMAGE_COLUMN, pixels_digest
 from .source_identity import file_identity
-from .sources import FetchOptions, SourceError, SourceRef, SourceSpecError, fit_image, load_image, source_ref
+from .sources import (
+    FetchOptions,
+    SourceError,
+    SourceRef,
+    SourceSpecError,
+    decode_image,
+    fit_image,
+    source_bytes,
+    source_ref,
+)
 
 
 @dataclass(frozen=True)
@@ -31,24 +41,27 @@ class Source:
     kept: str = ""
     because: str = ""
     note: str = ""  # the kept copy is missing, so the source as given stood in for it
+    changed: bool = False  # the source as given has other content than the run's (its sha256 is not recorded)
 
 
 def pipeline_source(folder: Path, row: dict, record: dict, item: WorkItem, fetch: FetchOptions) -> Source:
     """The source as given, fitted again as the run fitted it (so the fitting is checked too), while it is the
     run's; where it is gone (a deleted file, a URL that no longer serves) or its content changed, the fitted copy
     the job kept (keep_sources): a PNG of the very RGB pixels the pipeline was given, so nothing is lost."""
-    kept = _kept_name(row, record, SOURCE_IMAGE_COLUMN)
+    kept, expected = _kept_name(row, record, SOURCE_IMAGE_COLUMN), _expected(record, item, SOURCE_IMAGE_COLUMN)
     try:
-        original = load_image(item.source, fetch)
+        data = source_bytes(item.source, fetch)
+        original = decode_image(data)
     except SourceError as exc:
-        copy = _read_kept(folder, kept, "RGB", KEPT_SOURCE) if kept else None
+        copy = _read_kept(folder, kept, "RGB", KEPT_SOURCE, expected) if kept else None
         if copy is None:
             hint = f", and its kept copy {folder / kept} is missing" if kept else NO_KEPT_COPY
             raise ReproduceError(f"cannot load the source {item.source.key}: {exc}{hint}") from None
         return Source(copy, None, kept, f"the source cannot be loaded: {exc}")
     fitted = fit_image(original, item.width, item.height, item.resize)
-    if kept and _source_changed(record, item):
-        copy = _read_kept(folder, kept, "RGB", KEPT_SOURCE)
+    changed = _content_changed(record, "source", item.source, data)  # a URL's too, as fetched now
+    if kept and changed:
+        copy = _read_kept(folder, kept, "RGB", KEPT_SOURCE, expected)
         if copy is not None:
             return Source(copy, None, kept, SOURCE_CHANGED)
         # the changed source is all there is: re-rendered from it, and said (with the change, if it differs)
@@ -56,8 +69,9 @@ def pipeline_source(folder: Path, row: dict, record: dict, item: WorkItem, fetch
             fitted,
             original.size,
             note=f"the kept source copy {folder / kept} is missing: re-rendered from the source as given",
+            changed=True,
         )
-    return Source(fitted, original.size)
+    return Source(fitted, original.size, changed=changed)
 
 
 KEPT_SOURCE, KEPT_MASK = "the fitted source the run used", "the fitted mask the run used"
@@ -65,17 +79,16 @@ NO_KEPT_COPY = " (the job kept no copy of it: keep_sources: true keeps one)"
 SOURCE_CHANGED = "the source's content has changed since the run (its sha256 is not the one recorded)"
 
 
-def _source_changed(record: dict, item: WorkItem) -> bool:
-    return _content_changed(record, "source", item.source)
-
-
-def _content_changed(record: dict, kind: str, ref: SourceRef) -> bool:
-    """Whether a local source's (or mask's) content differs from what the item's record hashed when it ran
-    (False where that is not known: a URL, no record of the hash)."""
+def _content_changed(record: dict, kind: str, ref: SourceRef, data: bytes | None = None) -> bool:
+    """Whether a source's (or mask's) content differs from what the item's record hashed when it ran (False
+    where that is not known: no record of the hash, as for URLs in records written before they were hashed, or a
+    URL whose bytes are not at hand)."""
     recorded = record.get(f"{kind}_sha256")
-    if ref.is_url or not isinstance(recorded, str) or not recorded:
+    if not isinstance(recorded, str) or not recorded:
         return False
-    return file_identity(ref.key)[1] not in ("", recorded)
+    if data is not None:
+        return hashlib.sha256(data).hexdigest() != recorded
+    return not ref.is_url and file_identity(ref.key)[1] not in ("", recorded)
 
 
 def _kept_name(row: dict, record: dict, column: str) -> str:
@@ -88,15 +101,35 @@ def _kept_name(row: dict, record: dict, column: str) -> str:
     return ""
 
 
-def _read_kept(folder: Path, name: str, mode: str, what: str) -> Image.Image | None:
-    """A kept fitted copy as the run wrote it: a PNG of the mode the pipeline was given; None where it is gone
-    (the caller falls back or says what is missing). Anything else (a lossy format, another mode) is not bit for
-    bit the image the run used, so it cannot stand in for it."""
+@dataclass(frozen=True)
+class Expected:
+    """What the run's kept copy is known to be: its size (the item's fitted size, the result's) and, in records
+    written since it was recorded, the sha256 of its pixels ("" where the record has none)."""
+
+    size: tuple[int, int]
+    digest: str
+
+
+def _expected(record: dict, item: WorkItem, column: str) -> Expected:
+    digest = record.get(KEPT_DIGESTS[column])
+    return Expected((item.width, item.height), digest if isinstance(digest, str) else "")
+
+
+def _read_kept(folder: Path, name: str, mode: str, what: str, expected: Expected) -> Image.Image | None:
+    """A kept fitted copy as the run wrote it: a PNG of the mode and size the pipeline was given, with the pixels
+    the record hashed; None where it is gone (the caller falls back or says what is missing). Anything else (a
+    lossy format, another mode or size, an edited copy) is not bit for bit the image the run used, so it cannot
+    stand in for it."""
     try:
         with open(open_regular(folder / name), "rb") as handle, Image.open(handle, formats=["PNG"]) as stored:
             if stored.mode != mode:
                 raise ValueError(f"its mode is {stored.mode}, not the {mode} of the copy the run kept")
+            if stored.size != expected.size:
+                shown, fitted = (f"{w}x{h}" for w, h in (stored.size, expected.size))
+                raise ValueError(f"it is {shown}, not the {fitted} the item was rendered at: resized since the run")
             stored.load()
+            if expected.digest and pixels_digest(stored) != expected.digest:
+                raise ValueError("its pixels are not those the run kept (their sha256 is not the one recorded)")
             return stored.copy()
     except FileNotFoundError:
         return None
@@ -124,9 +157,10 @@ def fitted_mask(folder: Path, row: dict, record: dict, item: WorkItem, source: S
     as given (`mask`; older rows name it as mask_file_name, newer records as `mask`), fitted again as the run
     fitted it."""
     kept = _kept_name(row, record, KEPT_MASK_COLUMN)
-    if kept and (copy := _read_kept(folder, kept, "L", KEPT_MASK)) is not None:
+    name = _mask_as_given(row, record, kept)
+    expected = _expected(record, item, KEPT_MASK_COLUMN)
+    if kept and (copy := _read_kept(folder, kept, "L", KEPT_MASK, expected)) is not None:
         return Mask(copy)
-    name = row.get("mask") or record.get("mask") or ("" if kept else row.get(KEPT_MASK_COLUMN)) or ""
     missing = f"the kept mask {folder / kept} is missing" if kept else ""
     if not name:
         if kept:
@@ -143,13 +177,23 @@ def fitted_mask(folder: Path, row: dict, record: dict, item: WorkItem, source: S
     return Mask(image, ref, f"{missing}, so the mask file as given was fitted again" if missing else "")
 
 
-def changed_since_the_run(record: dict, row: dict, item: WorkItem, kept_source: str, mask, recorded) -> tuple:
+def names_a_mask(row: dict, record: dict) -> bool:
+    """Whether the item was made through a mask: its row or record names a kept fitted mask or a mask file."""
+    kept = _kept_name(row, record, KEPT_MASK_COLUMN)
+    return bool(kept or _mask_as_given(row, record, kept))
+
+
+def _mask_as_given(row: dict, record: dict, kept: str) -> str:
+    return row.get("mask") or record.get("mask") or ("" if kept else row.get(KEPT_MASK_COLUMN)) or ""
+
+
+def changed_since_the_run(record: dict, row: dict, source: Source, mask, recorded) -> tuple:
     """What the records show changed since the run, where a re-render differs: the content of the source or of
     the mask as given (their sha256), or a local LoRA or checkpoint file (the size and modification time in the
     pipeline's identity, which the row's config hash covers; only with the config the run recorded, since
     another config differs from it by design)."""
     notes = []
-    if not kept_source and _source_changed(record, item):
+    if not source.kept and source.changed:
         notes.append(SOURCE_CHANGED)
     if mask is not None and _content_changed(record, "mask", mask):
         notes.append("the mask's content has changed since the run (its sha256 is not the one recorded)")

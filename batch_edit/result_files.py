@@ -25,6 +25,8 @@ SOURCE_IMAGE_COLUMN = "source_image_file_name"
 # The fitted mask kept under sources/ (imagefolder's `mask` image column); only then: imagefolder refuses a
 # *_file_name that is not a file of the folder, so a mask file as given is the `mask` string column instead.
 KEPT_MASK_COLUMN = "mask_file_name"
+# The record's sha256 of a kept copy's pixels (not in metadata.csv): `reproduce` refuses a copy edited since
+KEPT_DIGESTS = {SOURCE_IMAGE_COLUMN: "source_image_pixels_sha256", KEPT_MASK_COLUMN: "mask_image_pixels_sha256"}
 # Which of its grid point's `variations` an item is, numbered from 0 as `{variation}` numbers it. Recorded for every
 # item; a CSV column only in jobs that make several (a job of one variation keeps the columns it always had).
 VARIATION_COLUMN = "variation"
@@ -126,9 +128,11 @@ def encode_result(
     kept = []
     if source is not None:
         row[SOURCE_IMAGE_COLUMN] = source_file_name(item, source.size)
+        row[KEPT_DIGESTS[SOURCE_IMAGE_COLUMN]] = pixels_digest(source)
         kept.append((row[SOURCE_IMAGE_COLUMN], _png(source)))
     if item.mask is not None and mask is not None:  # without it, the row's `mask` names the mask file as given
         row[KEPT_MASK_COLUMN] = source_file_name(item, mask.size, item.mask)
+        row[KEPT_DIGESTS[KEPT_MASK_COLUMN]] = pixels_digest(mask)
         kept.append((row[KEPT_MASK_COLUMN], _png(mask)))
     buffer = io.BytesIO()
     save_image(buffer, image, item.output, a1111_parameters(row), row)
@@ -143,6 +147,13 @@ def source_file_name(item: WorkItem, size: tuple[int, int], mask=None) -> str:
         key = json.dumps([key, mask.key, mask.fingerprint])
     stem = item.output_name.rsplit("-", 1)[0] + ("-mask" if mask is not None else "")
     return f"{SOURCES_DIR}/{stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.png"
+
+
+def pixels_digest(image: Image.Image) -> str:
+    """The sha256 of an image's mode, size and pixels: the same however its PNG is compressed."""
+    digest = hashlib.sha256(f"{image.mode} {image.width}x{image.height} ".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
 
 
 def _png(image: Image.Image) -> bytes:

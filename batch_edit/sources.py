@@ -170,9 +170,14 @@ def _refs_or_error(spec: str, paths: list[Path]) -> list[SourceRef]:
 
 def load_image(ref: SourceRef, fetch: FetchOptions = FetchOptions(), convert=None) -> Image.Image:
     """A fully loaded RGB image (or what `convert` makes of the decoded one), or SourceError with a reason."""
+    return decode_image(source_bytes(ref, fetch), convert or to_rgb)
+
+
+def source_bytes(ref: SourceRef, fetch: FetchOptions = FetchOptions()) -> bytes:
+    """A source's bytes, read or downloaded (a URL's content is hashed from these), or SourceError."""
     data = _download(ref.key, fetch) if ref.is_url else _read_file(Path(ref.key), fetch.max_bytes)
     _check_content(ref, data)
-    return decode_image(data, convert or to_rgb)
+    return data
 
 
 def _check_content(ref: SourceRef, data: bytes) -> None:

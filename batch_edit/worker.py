@@ -7,6 +7,7 @@ Nothing here writes a job folder: results are small picklable `ItemResult`s that
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -19,7 +20,7 @@ from .errors import OutOfMemory, OutputError
 from .masks import MaskLoader, composited
 from .plan import WorkItem
 from .result_files import Failure, ItemResult, encode_result
-from .sources import FetchOptions, SourceError, SourceRef, fit_image, load_image
+from .sources import FetchOptions, SourceError, SourceRef, decode_image, fit_image, source_bytes
 
 log = logging.getLogger("batch_edit.runner")
 
@@ -40,6 +41,7 @@ class Prepared:
     image: Image.Image | None = None
     mask: Image.Image | None = None  # fitted as the source was; None for items without one
     failure: Failure | None = None
+    fetched_sha256: str = ""  # a URL source's: the sha256 of the bytes downloaded (a local one's is its id's)
 
     @property
     def group(self) -> tuple:
@@ -94,7 +96,7 @@ def prepare(
             errors.error(exc, f"could not prepare {item.source.key}")
             yield Prepared(task, failure=Failure.of("load", exc))
             continue
-        yield Prepared(task, image, mask)
+        yield Prepared(task, image, mask, fetched_sha256=sources.digests.get(item.source, ""))
 
 
 def in_batches(prepared: Iterable[Prepared], batch_size: int) -> Iterator[Prepared | list[Prepared]]:
@@ -165,6 +167,8 @@ class Worker:
         if generated.failure is not None:
             return ItemResult(item.job, item.item_id, failure=generated.failure)
         extra = {**self.pipeline, "batch_size": generated.batch_size, "seconds": generated.seconds}
+        if prepared.fetched_sha256:  # so `reproduce` can tell a URL that now serves other content
+            extra["source_sha256"] = prepared.fetched_sha256
         kept = (prepared.image, prepared.mask) if prepared.task.keep_source else ()
         return ItemResult(item.job, item.item_id, encode_result(item, generated.image, extra, *kept))
 
@@ -180,6 +184,7 @@ class SourceCache:
         self.fetch, self.size, self.max_bytes = fetch, size, max_bytes
         self.images: OrderedDict[SourceRef, Image.Image] = OrderedDict()
         self.errors: dict[SourceRef, SourceError] = {}
+        self.digests: dict[SourceRef, str] = {}  # URLs' downloaded bytes (one hash each, however many items)
         self.bytes = 0
 
     def get(self, ref: SourceRef) -> Image.Image:
@@ -189,10 +194,13 @@ class SourceCache:
             self.images.move_to_end(ref)
             return self.images[ref]
         try:
-            image = load_image(ref, self.fetch)
+            data = source_bytes(ref, self.fetch)
+            image = decode_image(data)
         except SourceError as exc:
             self.errors[ref] = exc
             raise
+        if ref.is_url:
+            self.digests[ref] = hashlib.sha256(data).hexdigest()
         self.images[ref] = image
         self.bytes += _pixel_bytes(image)
         while len(self.images) > 1 and (len(self.images) > self.size or self.bytes > self.max_bytes):
