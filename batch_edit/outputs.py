@@ -31,6 +31,7 @@ from .records import SOURCES_DIR, STATE_DIR, is_bare_name
 from .result_files import EncodedResult, Failure, encode_result, item_fields
 from .result_files import now as _now
 from .sheets import write_contact_sheets
+from .source_folders import SHEET_PREFIX
 
 PRUNED_DIR = f"{STATE_DIR}/pruned"
 PIPELINES_DIR = "pipelines"  # .batch-edit/pipelines/<hash>.yaml: each pipeline config records were made with
@@ -57,7 +58,7 @@ class JobOutput(JobListing):
             job_files.refuse_unsafe(folder, folder=True)
         names = ["records.jsonl", "pipeline.yaml", "owner", "lock", SHEETS_STAMP]
         files = [self.folder / "metadata.csv", self.folder / "failures.csv", *(self.state / n for n in names)]
-        sheets, configs = self.folder.glob("contact-sheet-*.png"), (self.state / PIPELINES_DIR).glob("*.yaml")
+        sheets, configs = self.folder.glob(f"{SHEET_PREFIX}*.png"), (self.state / PIPELINES_DIR).glob("*.yaml")
         for path in [*files, *sheets, *configs]:
             job_files.refuse_unsafe(path)
 

@@ -24,6 +24,7 @@ from . import job_files
 from .errors import OutputError
 from .sheet_arrangement import Arrangement, arrange, find_axes  # noqa: F401 - find_axes: importable beside the drawing
 from .sheet_layout import MIN_THUMB, Page, SheetLayout, plan_pages  # noqa: F401 - so are MIN_THUMB, SheetLayout
+from .source_folders import SHEET_PREFIX
 from .sources import DECODER_FORMATS, to_rgb
 
 MIN_CELL = 128  # outputs smaller than this are still enlarged to it, so a cell's labels have room
@@ -208,9 +209,9 @@ def write_contact_sheets(job_folder: Path, *, thumb: int = 256, max_side: int = 
     for key, rows in by_source.items():
         cell = min(thumb, max(MIN_CELL, _largest_side(rows)))
         for number, page in enumerate(_render(folder, key, rows, cell, max_side), 1):
-            name = f"contact-sheet-{stems[key]}{f'-p{number}' if number > 1 else ''}.png"
+            name = f"{SHEET_PREFIX}{stems[key]}{f'-p{number}' if number > 1 else ''}.png"
             written.append(_save(page, folder / name))
-    for stale in set(folder.glob("contact-sheet-*.png")) - set(written):
+    for stale in set(folder.glob(f"{SHEET_PREFIX}*.png")) - set(written):
         try:
             stale.unlink(missing_ok=True)
         except OSError as exc:

@@ -17,8 +17,8 @@ from .local_files import recursive_glob, walk_files
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 GLOB_CHARS = frozenset("*?[")
-# A job folder's own files, as records.py and sheets.py name them (records imports this package's parameters,
-# which import sources: the names are spelled here rather than imported).
+# A job folder's own files: the contact sheets' prefix (sheets.py names them with it) and records.py's folders
+# (records imports this package's parameters, which import sources: those two are spelled here, not imported).
 JOB_STATE_DIR, JOB_SOURCES_DIR, SHEET_PREFIX = ".batch-edit", "sources", "contact-sheet-"
 
 
