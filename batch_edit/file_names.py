@@ -13,15 +13,27 @@ from .source_folders import SHEET_PREFIX
 from .sources import SourceRef
 from .validation import printable
 
+
+def _value_type(declared) -> type:
+    """The Python type of a declared parameter's values: Annotated[int, ...] -> int, Literal["a", "b"] -> str."""
+    first = typing.get_args(declared)[0]
+    return type(first) if typing.get_origin(declared) is typing.Literal else first
+
+
 _PARAMETER_FIELDS = {p.file_field: p.name for p in axes() if p.file_field}  # placeholder -> WorkItem field
 FILE_NAME_FIELDS = ("stem", "job", *_PARAMETER_FIELDS, "index", "id", "variation")
 # The type each placeholder's value has; format specs are checked against values of it.
 _VALUE_TYPES = {
     "stem": str, "job": str, "index": int, "id": str, "variation": int,
-    **{p.file_field: typing.get_args(p.value)[0] for p in axes() if p.file_field},
+    **{p.file_field: _value_type(p.value) for p in axes() if p.file_field},
 }  # fmt: skip
 _KINDS = {str: "text", int: "a whole number", float: "a decimal number"}
 _SAMPLES = {str: ("cat",), int: (0, SEED_MAX), float: (0.75,)}
+# A placeholder with a few named values (resize's modes) is checked against those.
+_FIELD_SAMPLES = {
+    p.file_field: typing.get_args(p.value)
+    for p in axes() if p.file_field and typing.get_origin(p.value) is typing.Literal
+}  # fmt: skip
 DEFAULT_FILE_NAME = "{stem}-{id}"
 MAX_NAME_CHARS = 150  # with the extension and a temporary prefix, well under the usual 255-byte limit
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -60,7 +72,7 @@ def _spec_problem(field: str, spec: str) -> str | None:
     """Why `spec` cannot format every value the placeholder may have, or None: checked with the smallest and
     largest (an int's ':c' fails only for large values), so no item fails to be named after planning starts."""
     kind = _KINDS[_VALUE_TYPES[field]]
-    for value in _SAMPLES[_VALUE_TYPES[field]]:
+    for value in _FIELD_SAMPLES.get(field) or _SAMPLES[_VALUE_TYPES[field]]:
         try:
             format(value, spec)
         except (ValueError, TypeError, OverflowError) as exc:

@@ -104,11 +104,11 @@ PARAMETERS = (
               a1111=Label("Seed", 3), sheet=Label("seed", 2), file_field="seed"),
     Parameter("variations", Variations, every_task(1), axis=False),  # seeds per grid point (A1111's batch count)
     Parameter("width", Side, every_task(1024), columns=("requested_width",), column_at=4, fitted=True,
-              parse=int, a1111=Label("Size", 4), sheet=Label("size", 6)),
+              parse=int, a1111=Label("Size", 4), sheet=Label("size", 6), file_field="width"),
     Parameter("height", Side, every_task(1024), columns=("requested_height",), column_at=5, fitted=True,
-              parse=int, a1111=Label("Size", 4), sheet=Label("size", 6)),
+              parse=int, a1111=Label("Size", 4), sheet=Label("size", 6), file_field="height"),
     Parameter("resize", Resize, every_task("center-crop"), column_at=6, a1111=Label("Resize", 8),
-              sheet=Label("resize", 7)),
+              sheet=Label("resize", 7), file_field="resize"),
     # How a result is written, not what it is: never in its id (formats.OutputOptions).
     Parameter("format", ImageFormat, every_task("png"), axis=False),
     Parameter("quality", Quality, every_task(None), axis=False),  # jpeg/webp (formats.DEFAULT_QUALITY); png: none

@@ -13,6 +13,7 @@ import time
 import pandas as pd
 import pytest
 from filelock import FileLock
+from PIL import Image
 
 from batch_edit import cli
 from batch_edit.errors import ManifestError
@@ -246,11 +247,37 @@ def test_file_name_templates_fill_sanitize_and_refuse_unknown_fields_and_clashes
     (default,) = planned(photos, "jobs: [{name: d, sources: photos/cat.jpg, prompts: a}]")
     assert default.items[0].output_name == f"cat-{default.items[0].item_id}.png"
 
-    unknown = refusal(photos, "jobs: [{name: t, sources: photos/cat.jpg, prompts: a, file_name: '{stem}-{width}'}]")
-    assert "jobs[0] ('t'): field 'file_name': unknown placeholder {width}" in unknown and "{variation}" in unknown
+    unknown = refusal(photos, "jobs: [{name: t, sources: photos/cat.jpg, prompts: a, file_name: '{stem}-{size}'}]")
+    assert "jobs[0] ('t'): field 'file_name': unknown placeholder {size}" in unknown and "{variation}" in unknown
     clash = refusal(photos, "jobs: [{name: t, sources: photos/cat.jpg, prompts: a, strength: [0.5, 0.9], file_name: '{stem}'}]")  # fmt: skip
     assert "gives two items the name 'cat'" in clash
     assert "strength 0.5" in clash and "strength 0.9" in clash
+
+
+def test_size_and_resize_placeholders_name_a_size_sweep(photos, tiny_config):
+    manifest = f"""
+        jobs:
+          - name: s
+            sources: photos/cat.jpg
+            prompts: a
+            width: [32, 48]
+            height: 32
+            resize: [center-crop, fit]
+            file_name: "{{stem}}-{{width}}x{{height:03d}}-{{resize}}"
+        defaults: {{num_inference_steps: 2}}
+    """
+    (job,) = planned(photos, manifest)
+    assert [item.name for item in job.items] == [
+        "cat-32x032-center-crop", "cat-32x032-fit", "cat-48x032-center-crop", "cat-48x032-fit"
+    ]  # fmt: skip
+    write(photos / "m.yaml", manifest)
+    assert run(photos, "run", "m.yaml", "--pipeline", str(tiny_config)).returncode == 0
+    with Image.open(photos / "out" / "s" / "cat-48x032-center-crop.png") as result:
+        assert result.size == (48, 32)
+    wrong = refusal(photos, "jobs: [{name: t, sources: photos/cat.jpg, prompts: a, file_name: '{stem}-{resize:d}'}]")
+    assert "{resize} is text (such as 'center-crop')" in wrong
+    clash = refusal(photos, "jobs: [{name: t, sources: photos/cat.jpg, prompts: a, width: [32, 48], file_name: '{stem}-{height}'}]")  # fmt: skip
+    assert "gives two items the name 'cat-1024'" in clash
 
 
 def test_a_changed_template_renders_into_the_new_names(photos, tiny_config):
