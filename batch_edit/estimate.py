@@ -2,12 +2,15 @@
 
 An item's work is the denoising steps that run times the latent tokens they run over: a transformer step costs
 about the same per token, so a 200-step item takes far longer than the 2-step sample timed before it, and a
-1024 px one far longer than a 512 px one. Seconds per unit of work are fitted from the timed items (all their
-seconds over all their work); fixed costs (VAE, text encoders) are folded into it, so a sample far smaller than
-what is pending overstates, one far larger understates: hence the caution."""
+1024 px one far longer than a 512 px one. An item's seconds are fitted from the timed items as a fixed part (the
+calls around the denoising: text encoders, VAE, writing) plus seconds per unit of work, by least squares where the
+timed items' work varies; where it does not (or the fit makes no sense: a negative part), all seconds are per unit
+of work, so a sample far smaller than what is pending may overstate it, one far larger understate: hence the
+caution."""
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 TOKEN_PIXELS = 16  # FLUX: the VAE's 8x, then 2x2 patches: one latent token per 16x16 px
@@ -59,10 +62,21 @@ def estimate(task: str, timed: list[dict], pending: list) -> Estimate | None:
     recorded = [_record_work(task, r) for r in timed]
     if any(w is None for w in recorded):
         return Estimate(sum(seconds) / len(seconds) * len(pending), len(timed), scaled=False)
-    per_unit = sum(seconds) / sum(recorded)
+    fixed, per_unit = _fit(recorded, seconds)
     works = [work(task, i.num_inference_steps, i.strength, i.width, i.height) for i in pending]
     ratio = max(works) / max(recorded)
-    return Estimate(per_unit * sum(works), len(timed), scaled=True, far_outside=ratio if ratio > FAR_OUTSIDE else 0.0)
+    total = fixed * len(works) + per_unit * sum(works)
+    return Estimate(total, len(timed), scaled=True, far_outside=ratio if ratio > FAR_OUTSIDE else 0.0)
+
+
+def _fit(works: list[int], seconds: list[float]) -> tuple[float, float]:
+    """(fixed seconds per item, seconds per unit of work): a least-squares line where the work varies and the
+    line is sensible (neither part negative), else everything per unit of work."""
+    if len(set(works)) > 1:
+        per_unit, fixed = statistics.linear_regression(works, seconds)
+        if per_unit > 0 and fixed >= 0:
+            return fixed, per_unit
+    return 0.0, sum(seconds) / sum(works)
 
 
 def _record_work(task: str, record: dict) -> int | None:

@@ -50,6 +50,16 @@ def test_pending_items_with_more_steps_or_pixels_get_proportionally_more_time():
     assert estimate("img2img", sample, [pending(8, 64)]).caution() is None  # 4x: within what was timed
 
 
+def test_a_fixed_part_per_item_is_fitted_where_the_timed_work_varies():
+    # 0.5 s per item around the denoising, 0.01 s per unit of work: items of 16 and 64 tokens, 1 step each
+    sample = [timed(2, 64, 0.5 + 0.16), timed(2, 128, 0.5 + 0.64), timed(2, 64, 0.5 + 0.16)]
+    assert estimate("img2img", sample, [pending(2, 256)] * 2).seconds == pytest.approx(2 * (0.5 + 2.56))
+    assert estimate("img2img", sample, [pending(200, 64)]).seconds == pytest.approx(0.5 + 16.0)  # 100 steps run
+    # a line with a negative part (timing noise) is not trusted: all seconds per unit of work
+    noisy = [timed(2, 64, 1.0), timed(2, 128, 0.9)]
+    assert estimate("img2img", noisy, [pending(2, 64)]).seconds == pytest.approx(1.9 / 80 * 16)
+
+
 def test_records_without_steps_or_size_give_the_flat_mean():
     old = [{"seconds": 1.0}, {**timed(2, 64, 3.0), "width": None}]
     found = estimate("img2img", old, [pending(200, 64)] * 3)
