@@ -29,7 +29,7 @@ def missing_sources(job: JobSpec) -> tuple[list[str], int]:
 
 def unmade_job_folders(job: JobSpec, jobs: list[JobSpec], output_root: Path) -> dict[str, str]:
     """The job's sources that are another job's folder of this run not made yet, each with that job's name:
-    sources are listed when the run is planned, so such a folder gives nothing to this run (its items fail)."""
+    sources are listed when the run is planned, so such a folder gives nothing to this run (its items wait)."""
     folders = {os.path.abspath(Path(output_root) / other.name): other.name for other in jobs if other is not job}
     refs = dict.fromkeys(ref for grid in job.grids for ref in grid.sources)
     return {
@@ -42,7 +42,7 @@ def unmade_job_folders(job: JobSpec, jobs: list[JobSpec], output_root: Path) -> 
 def unmade_folder_warning(job: str, source: str, other: str) -> str:
     return (
         f"job {job}: source {source} is job {other}'s folder in this run, which does not exist yet: a job reads "
-        f"another's results only once they exist, so run job {other} in an earlier run, then job {job}"
+        f"another's results only once they exist, so this run leaves job {job}'s items from it for the next run"
     )
 
 

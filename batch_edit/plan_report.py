@@ -41,13 +41,13 @@ def report(args) -> int:
         if note := moved_sources_note(plan.items, records):
             print(f"  note: {escaped(note)}")
         missing, sources = missing_sources(job)
+        unmade = unmade_job_folders(job, jobs, output_root)  # explained in a warning above
+        for path, other in unmade.items():
+            print(f"  waiting for job {other}'s results: {escaped(path)} is not made yet")
+        missing = [path for path in missing if path not in unmade]
         if missing:
             missing_total += len(missing)
-            unmade = unmade_job_folders(job, jobs, output_root)  # explained in a warning above
-            named = [
-                f"{path} (job {unmade[path]}'s folder, not made yet)" if path in unmade else path for path in missing
-            ]
-            shown = ", ".join(map(escaped, named[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            shown = ", ".join(map(escaped, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             print(f"  missing: {len(missing)} of {sources} source file(s): {shown}")
         if unmasked := sources_without_mask(job):
             unmasked_total += len(unmasked)

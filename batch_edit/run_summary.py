@@ -16,10 +16,11 @@ def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | 
             f"{_left(job, stopped_by, overwrite, limit)}"
             f"{' (' + reasons + ')' if reasons else ''} in {job.seconds:.1f} s -> {escaped(job.folder)}"
         )
-    left = sum(job.held_back + job.not_run for job in result.jobs)
+    left = sum(job.held_back + job.not_run + sum(job.waiting.values()) for job in result.jobs)
     if not result.loaded_model:
         rejected = " or rejected" if any(job.rejected for job in result.jobs) else ""
-        print(f"nothing to do: every item is already done{rejected}")
+        waiting = f"; {left} left for later" if left else ""
+        print(f"nothing to do: every item is already done{rejected}{waiting}")
     else:  # the same clock and format as the progress line's last "elapsed"
         written, failed = sum(job.done for job in result.jobs), result.failed
         later = f", {left} {_left_word(overwrite)}" if left else ""
@@ -28,14 +29,16 @@ def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | 
 
 def _left(job, stopped_by: str | None, overwrite: bool, limit: int | None) -> str:
     """The ", N left for later (why)" of a job a stop or --limit left items of."""
-    if not job.held_back and not job.not_run:
+    waiting = sum(job.waiting.values())
+    if not job.held_back and not job.not_run and not waiting:
         return ""
     why = [f"stopped by {stopped_by or 'an error'}"] if job.not_run else []
+    why.extend(f"waiting for job {other}'s results: run again" for other in sorted(job.waiting))
     if job.held_back and overwrite:  # nothing marks an item as redone: a repeat redoes the same first N
         why.append(f"--overwrite --limit {limit} redoes the first {limit} each time")
     elif job.held_back:
         why.append("--limit")
-    return f", {job.held_back + job.not_run} {_left_word(overwrite)} ({'; '.join(why)})"
+    return f", {job.held_back + job.not_run + waiting} {_left_word(overwrite)} ({'; '.join(why)})"
 
 
 def _left_word(overwrite: bool) -> str:

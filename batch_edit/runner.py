@@ -40,6 +40,7 @@ class JobSummary:
     errors: dict[str, int] = field(default_factory=dict)
     held_back: int = 0  # pending items left for a later run by --limit
     not_run: int = 0  # pending items the run stopped before (a signal)
+    waiting: dict[str, int] = field(default_factory=dict)  # items whose source is a job's folder this run makes
     unwritten: list[str] = field(default_factory=list)  # final CSVs or contact sheets that could not be written
 
 
@@ -194,17 +195,34 @@ def _pending(summaries: list[JobSummary], plans: dict, outputs: dict, options: R
     """Each job's pending items, the first `options.limit` of them across jobs; counts what is done and held back."""
     limit = options.limit
     pending = {}
+    folders = {os.path.abspath(output.folder): name for name, output in outputs.items()}
     for summary in summaries:
         plan, output = plans[summary.name], outputs[summary.name]
         records = output.read_records()
         items = pending_items(plan, output, options.overwrite, records)
-        pending[summary.name] = items[:limit] if limit is not None else items
-        limit = None if limit is None else limit - len(pending[summary.name])
         rejected = set() if options.overwrite else output.rejected_ids(records)
         summary.rejected = sum(item.item_id in rejected for item in plan.items)
         summary.already_done = summary.total - len(items) - summary.rejected
+        items = _without_waiting(summary, items, folders)
+        pending[summary.name] = items[:limit] if limit is not None else items
+        limit = None if limit is None else limit - len(pending[summary.name])
         summary.held_back = len(items) - len(pending[summary.name])
     return pending
+
+
+def _without_waiting(summary: JobSummary, items: list[WorkItem], folders: dict[str, str]) -> list[WorkItem]:
+    """The items to run: not those whose source is another job's folder of this run, which did not exist when
+    sources were listed (so it stands as one file, not as the images it will hold): they wait for a later run,
+    counted per job they wait for."""
+    summary.waiting = {}
+    kept = []
+    for item in items:
+        other = None if item.source.is_url else folders.get(os.path.abspath(item.source.key))
+        if other is None or other == summary.name:
+            kept.append(item)
+        else:
+            summary.waiting[other] = summary.waiting.get(other, 0) + 1
+    return kept
 
 
 def _check_sources_exist(items: list[WorkItem]) -> None:
