@@ -14,7 +14,7 @@ import os
 import warnings
 from pathlib import Path
 
-from .errors import PipelineLoadError
+from .errors import PipelineLoadError, first_line
 from .pipeline_config import CUDA_GRAPH_MODES, LoraConfig, PipelineConfig, QuantizationConfig
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,9 @@ def prepare_pipeline(pipe, config: PipelineConfig) -> PipelineConfig:
     """Fuse LoRAs, quantize, move, cache and compile `pipe` in place; returns the config with `auto` resolved."""
     import torch
 
+    check_machine(config)  # again here: a pipeline built in memory comes without `Engine.check`
     if config.loras:
-        fuse_loras(pipe, config.loras, config.local_files_only)
+        fuse_loras(pipe, config.loras, config.local_files_only, config.lora_field)
     if config.fuse_qkv:  # on the plain weights: quantized ones cannot be concatenated
         pipe.transformer.fuse_qkv_projections()
     quant = config.quantization
@@ -61,27 +62,60 @@ def place_pipeline(pipe, config: PipelineConfig) -> None:
         pipe.vae.enable_slicing()
 
 
+def check_machine(config: PipelineConfig) -> None:
+    """What the settings need from this machine, known without weights: peft for LoRAs, torchao and (for its
+    fp8 recipe) a GPU of compute capability 8.9, the attention kernel's package. Each named by file and key."""
+    if config.loras and importlib.util.find_spec("peft") is None:
+        raise PipelineLoadError(f"{config._origin}: field 'loras': LoRAs need the peft package: pip install peft")
+    quant = config.quantization
+    if quant.backend == "torchao" and importlib.util.find_spec("torchao") is None:
+        raise PipelineLoadError(f"{config._origin}: field 'quantization.backend': torchao needs the torchao "
+                                "package: pip install torchao")  # fmt: skip
+    if quant.backend == "torchao" and quant.torchao_type == "float8_dynamic_row" and not fp8_capable(config.device):
+        raise PipelineLoadError(
+            f"{config._origin}: field 'quantization.torchao_type': float8_dynamic_row needs a GPU of compute "
+            f"capability 8.9 or newer (device {config.device} is older): use int8_weight_only or auto"
+        )
+    if config.attention_backend:
+        _check_attention_backend(config)
+
+
+def _check_attention_backend(config: PipelineConfig) -> None:
+    from diffusers.models import attention_dispatch
+
+    try:  # diffusers' own check of the kernel's package, which it otherwise runs once the weights are loaded
+        attention_dispatch._check_attention_backend_requirements(
+            attention_dispatch.AttentionBackendName(config.attention_backend)
+        )
+    except (RuntimeError, ValueError, ImportError) as exc:
+        raise PipelineLoadError(_attention_problem(config, exc)) from exc
+
+
+def _attention_problem(config: PipelineConfig, exc: Exception) -> str:
+    return (f"{config._origin}: attention_backend '{config.attention_backend}' cannot be used here: "
+            f"{first_line(exc)}")  # fmt: skip
+
+
 def _choose_kernels(pipe, config: PipelineConfig, torch) -> None:
     """The attention kernel and the VAE's memory layout: the same computation, only faster where the GPU has them."""
     if config.attention_backend:
         try:
             pipe.transformer.set_attention_backend(config.attention_backend)
-        except (RuntimeError, ValueError, ImportError) as exc:  # a missing package, or a GPU without the kernel
-            problem = f"attention_backend '{config.attention_backend}' cannot be used here: {exc}"
-            raise PipelineLoadError(problem) from exc
+        except (RuntimeError, ValueError, ImportError) as exc:  # a GPU without the kernel
+            raise PipelineLoadError(_attention_problem(config, exc)) from exc
     if config.vae_channels_last:
         pipe.vae.to(memory_format=torch.channels_last)
 
 
-def fuse_loras(pipe, loras: list[LoraConfig], local_files_only: bool = False) -> None:
+def fuse_loras(pipe, loras: list[LoraConfig], local_files_only: bool = False, field=None) -> None:
     """Load each LoRA, fuse them all at their scales into the weights, then drop the adapters: plain Linear layers
-    remain, for any backend to quantize, and no denoising step pays for an adapter."""
-    if importlib.util.find_spec("peft") is None:
-        raise PipelineLoadError("LoRAs need the peft package: pip install peft")
+    remain, for any backend to quantize, and no denoising step pays for an adapter. `field(lora)`: where the LoRA
+    was listed (file and key), for messages."""
     with warnings.catch_warnings():  # PEFT warns whenever a second adapter joins a model: several are meant here
         warnings.filterwarnings("ignore", message="Already found a `peft_config`", category=UserWarning)
         for lora in loras:
-            _load_lora(pipe, lora, local_files_only)
+            listed = f"{field(lora)}: " if field else ""
+            _load_lora(pipe, lora, local_files_only, f"{listed}LoRA '{lora.name}' ({lora.path})")
     names = [lora.name for lora in loras]
     pipe.set_adapters(names, adapter_weights=[lora.scale for lora in loras])
     components = [component for component, adapters in pipe.get_list_adapters().items() if adapters]
@@ -90,8 +124,7 @@ def fuse_loras(pipe, loras: list[LoraConfig], local_files_only: bool = False) ->
     log.info("fused LoRAs %s into %s", ", ".join(names), ", ".join(components))
 
 
-def _load_lora(pipe, lora: LoraConfig, local_files_only: bool) -> None:
-    where = f"LoRA '{lora.name}' ({lora.path})"
+def _load_lora(pipe, lora: LoraConfig, local_files_only: bool, where: str) -> None:
     source = Path(lora.path).expanduser().as_posix() if lora.is_local else lora.path
     if lora.is_local and not Path(source).exists():
         raise PipelineLoadError(f"{where}: file not found: {source}")
@@ -121,8 +154,19 @@ def _explain_lora_failure(exc: Exception) -> str:
         return "not in the local cache and could not be downloaded (no network, or local_files_only)"
     if any(isinstance(e, EntryNotFoundError) for e in chain):
         return "no such .safetensors file there (set weight_name to the file's name)"
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    if str(exc).startswith("Incompatible keys detected"):  # diffusers lists the keys after two line breaks
+        return foreign_lora_keys(str(exc).split("\n\n", 1)[-1].strip().split(", "))
+    return first_line(exc)
+
+
+def foreign_lora_keys(keys: list[str]) -> str:
+    """A LoRA whose keys name no FLUX.1 transformer layer: a couple of them (bounded), so the model it was made for
+    shows."""
+    shown = ", ".join(key if len(key) <= 80 else key[:77] + "..." for key in keys[:2])
+    more = f" and {len(keys) - 2} more" if len(keys) > 2 else ""
+    unet = any(block in key for key in keys for block in ("down_blocks", "up_blocks", "mid_block"))
+    made_for = "a Stable Diffusion UNet (its down/up blocks)" if unet else "another model"
+    return f"its keys do not fit a FLUX.1 transformer ({shown}{more}): it is a LoRA for {made_for}"
 
 
 def _quantize_with_quanto(pipe, quant: QuantizationConfig) -> None:
@@ -148,15 +192,9 @@ def _quantize_with_torchao(pipe, quant: QuantizationConfig, device: str, torch) 
         )
     except ImportError:
         raise PipelineLoadError("the torchao backend needs torchao: pip install torchao") from None
-    kind = quant.torchao_type
-    fp8_ok = fp8_capable(device)
+    kind = quant.torchao_type  # float8_dynamic_row where this device cannot run it: refused by `check_machine`
     if kind == "auto":
-        kind = "float8_dynamic_row" if fp8_ok else "int8_weight_only"
-    if kind == "float8_dynamic_row" and not fp8_ok:
-        raise PipelineLoadError(
-            f"torchao float8_dynamic_row needs a GPU of compute capability 8.9 or newer (device: {device}); "
-            "use torchao_type: int8_weight_only or auto"
-        )
+        kind = "float8_dynamic_row" if fp8_capable(device) else "int8_weight_only"
     recipe = (
         Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
         if kind.startswith("float8")
@@ -182,8 +220,6 @@ def fp8_capable(device: str) -> bool:
 
 
 def _compile_transformer(pipe, config: PipelineConfig) -> None:
-    if config.quantization.backend == "quanto":
-        raise PipelineLoadError("compile: true does not work with quanto weights; use backend torchao or none")
     cache = Path(config.compile_cache_dir or Path.home() / ".cache" / "batch-edit" / "inductor").expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     # Kept between runs, so only the first run on a machine pays for compiling each shape.

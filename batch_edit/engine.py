@@ -14,11 +14,10 @@ import sys
 import time
 from collections import OrderedDict
 from contextlib import nullcontext
-from pathlib import Path
 
 from PIL import Image
 
-from .backends import offload_text_encoders, prepare_pipeline
+from .backends import check_machine, offload_text_encoders, prepare_pipeline
 from .checkpoints import check_single_file, load_single_file_pipeline
 from .errors import OutOfMemory, PipelineLoadError
 from .pipeline_config import MASKED_TASKS, PipelineConfig
@@ -43,13 +42,11 @@ class Engine:
         import torch
 
         check_device(config.device, torch)
-        if missing := config.missing_paths():
+        if missing := [*config.missing_paths(), *config.missing_loras()]:
             raise PipelineLoadError(missing[0])
         if config.is_single_file:
             check_single_file(config)
-        for lora in config.loras:
-            if lora.is_local and not Path(lora.path).expanduser().exists():
-                raise PipelineLoadError(f"LoRA '{lora.name}': file not found: {lora.path}")
+        check_machine(config)
 
     @classmethod
     def load(cls, config: PipelineConfig, announce: bool = True) -> "Engine":

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def first_line(exc: Exception, limit: int = 300) -> str:
+    """A library exception's first line, bounded: what follows is often advice about arguments this tool sets."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 class BatchEditError(Exception):
     """Base class: a problem the user can fix, with a message that says where it is."""
 

@@ -122,6 +122,8 @@ class PipelineConfig(StrictModel):
     loras: list[LoraConfig] = []  # fused into the weights in this order, before quantization
     # the file it was read from, for messages that name its keys (not a setting: in no identity or dump)
     _origin: str = PrivateAttr(default="the pipeline config")
+    # LoRAs a manifest's job listed (name -> that job's origin and index in its `loras`), for messages likewise
+    _job_loras: dict[str, tuple[str, int]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -185,6 +187,20 @@ class PipelineConfig(StrictModel):
         if self.is_local_base and not Path(self.base_model).is_dir():
             missing.append(f"{self._origin}: field 'base_model': folder not found: {self.base_model}")
         return missing
+
+    def lora_field(self, lora: LoraConfig, key: str = "") -> str:
+        """Where a LoRA was listed, for messages: the config file's `loras[i]`, or that of the manifest's job."""
+        where, index = self._job_loras.get(lora.name) or (
+            self._origin, next(i for i, own in enumerate(self.loras) if own.name == lora.name))  # fmt: skip
+        return f"{where}: field 'loras[{index}]{key}'"
+
+    def missing_loras(self) -> list[str]:
+        """The local LoRA files (or folders) listed that are not there, each by where it was listed."""
+        return [
+            f"{self.lora_field(lora, '.path')}: LoRA '{lora.name}': file not found: {lora.path}"
+            for lora in self.loras
+            if lora.is_local and not Path(lora.path).expanduser().exists()
+        ]
 
     def identity(self) -> dict:
         """What about the pipeline determines an image: part of every item's id. Offload and VAE slicing change
@@ -265,10 +281,29 @@ def combination_problems(config: PipelineConfig) -> list[str]:
         problems.append(f"offload: {config.offload} cannot be combined with compile (offload hooks move weights "
                         "between devices under the compiled graph): set compile: false or offload: none")  # fmt: skip
     problems.extend(compile_mode_problems(config))
+    problems.extend(backend_problems(config))
     if config.offload == "sequential" and quant.backend in ("quanto", "torchao"):
         problems.append(
             f"offload: sequential cannot move {quant.backend}-quantized weights layer by layer: use "
             "quantization.backend: none, or offload: model"
+        )
+    return problems
+
+
+def backend_problems(config: PipelineConfig) -> list[str]:
+    """What the quantization backend cannot do with the other settings: known from the config alone, so refused
+    before the minutes spent loading and quantizing the weights."""
+    quant, problems = config.quantization, []
+    if config.compile and quant.backend == "quanto":  # quanto's weight tensors break torch.compile's graph capture
+        shown = "true" if config.compile is True else config.compile
+        problems.append(
+            f"compile: {shown} does not work with quanto-quantized weights (quantization.backend: quanto, the "
+            "default): set quantization.backend: torchao or none, or compile: false"
+        )
+    if quant.backend == "torchao" and quant.torchao_type == "float8_dynamic_row" and config.device == "cpu":
+        problems.append(
+            "quantization.torchao_type: float8_dynamic_row needs a CUDA GPU of compute capability 8.9 or newer, "
+            "not device: cpu: use torchao_type: int8_weight_only or auto"
         )
     return problems
 

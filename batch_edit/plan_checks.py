@@ -52,15 +52,21 @@ def sources_without_mask(job: JobSpec) -> list[str]:
     return [source.key for source, mask in pairs if is_missing(mask)]
 
 
+# torchao_type auto waits on a GPU to resolve (fp8 or int8): without one, `plan`'s item ids cannot be those a run makes
+UNRESOLVED = "torchao_type auto stays unresolved, so items a run on a GPU has done are not counted as done"
+
+
 def plan_warnings(config: PipelineConfig, jobs: list[JobSpec]) -> list[str]:
     warnings = []
     cuda = _cuda_missing(config.device)
     if cuda:
+        unresolved = f"; {UNRESOLVED}" if config.has_device_choices else ""
         warnings.append(
             f"the pipeline config asks for device '{config.device}' but {cuda}: `batch-edit run` would refuse it "
-            "here (use a config with 'device: cpu', or run on a machine with a CUDA GPU)"
+            f"here (use a config with 'device: cpu', or run on a machine with a CUDA GPU){unresolved}"
         )
-    warnings.extend(f"{missing}: `batch-edit run` would refuse it here" for missing in config.missing_paths())
+    missing = [*config.missing_paths(), *config.missing_loras()]
+    warnings.extend(f"{problem}: `batch-edit run` would refuse it here" for problem in missing)
     for job in jobs:
         pairs = {
             (steps, strength)

@@ -14,7 +14,7 @@ from .errors import ConfigError, ManifestError, OutputError, OutputRefusedError,
 from .manifest import DEFAULT_OUTPUT_ROOT, JobSpec, load_manifests, output_root_settings, pipeline_settings
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import JobPlan, plan_jobs
-from .plan_checks import unmade_folder_warning, unmade_job_folders
+from .plan_checks import UNRESOLVED, unmade_folder_warning, unmade_job_folders
 from .source_identity import identify_sources, recorded_hashes
 from .validation import describe_validation_error, escaped
 
@@ -62,7 +62,10 @@ def resolve_device_choices(config: PipelineConfig, for_run: bool) -> PipelineCon
     except PipelineLoadError as exc:
         if for_run:
             raise
-        print(f"note: {exc}\n  (torchao_type auto stays unresolved: items done on a GPU are not counted)")
+        import torch
+
+        if torch.cuda.is_available():  # else no GPU at all: `plan`'s device warning says so, and what it leaves
+            print(f"warning: {exc}: `batch-edit run` would refuse it here; {UNRESOLVED}", file=sys.stderr)
         return config
 
 
@@ -97,9 +100,11 @@ def _with_job_loras(config: PipelineConfig, jobs: list[JobSpec]) -> PipelineConf
     data = config.model_dump()
     data["loras"] = [*data["loras"], *(lora.model_dump() for lora in loras)]
     try:  # validated for the LoRAs' names; the config keeps what it was read from
-        return config.model_copy(update={"loras": PipelineConfig.model_validate(data).loras})
+        merged = config.model_copy(update={"loras": PipelineConfig.model_validate(data).loras})
     except ValidationError as exc:
         raise ConfigError("\n".join(describe_validation_error(exc, "job LoRAs", PipelineConfig))) from None
+    merged._job_loras = {lora.name: (jobs[0].origin, index) for index, lora in enumerate(loras)}
+    return merged
 
 
 def _one_setting(values: set[Path], name: str) -> Path | None:

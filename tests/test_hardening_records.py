@@ -393,7 +393,7 @@ def test_without_the_gpu_it_names_plan_says_so_and_run_refuses(tmp_path, tiny_mo
     job = manifest(tmp_path, PHOTOS / "cat.jpg")
     config = write_pipeline_config(tmp_path / "gpu.yaml", tiny_model, device="cuda", quantization="{backend: torchao}")
     shown = plan_cli(tmp_path, job, config)
-    assert shown.returncode == 0 and "torchao_type auto stays unresolved" in shown.stdout, shown.stdout
+    assert shown.returncode == 0 and "torchao_type auto stays unresolved" in shown.stderr, shown.stderr
     refused = run_cli(tmp_path, job, config)
     assert refused.returncode == 2 and "no CUDA GPU is visible" in refused.stderr and not (tmp_path / "out").exists()
 
