@@ -83,10 +83,13 @@ def check_machine(config: PipelineConfig) -> None:
 def _check_attention_backend(config: PipelineConfig) -> None:
     from diffusers.models import attention_dispatch
 
-    try:  # diffusers' own check of the kernel's package, which it otherwise runs once the weights are loaded
-        attention_dispatch._check_attention_backend_requirements(
-            attention_dispatch.AttentionBackendName(config.attention_backend)
-        )
+    # diffusers' own check of the kernel's package, which it otherwise runs once the weights are loaded; a private
+    # function: where a diffusers version lacks it, the check waits for the load as before
+    check = getattr(attention_dispatch, "_check_attention_backend_requirements", None)
+    if check is None:
+        return
+    try:
+        check(attention_dispatch.AttentionBackendName(config.attention_backend))
     except (RuntimeError, ValueError, ImportError) as exc:
         raise PipelineLoadError(_attention_problem(config, exc)) from exc
 
