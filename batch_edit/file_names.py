@@ -82,10 +82,11 @@ def _spec_problem(field: str, spec: str) -> str | None:
 
 def default_name(ref: SourceRef, item_id: str) -> str:
     """Human-readable and collision-free: the source's stem, then the item id."""
-    return f"{_safe_stem(ref.stem)}-{item_id}"
+    return f"{safe_stem(ref.stem)}-{item_id}"
 
 
-def _safe_stem(stem: str) -> str:
+def safe_stem(stem: str) -> str:
+    """A source's stem as a file name may start: what the default result names and the kept copies begin with."""
     return _UNSAFE.sub("_", stem).strip("._-")[:48] or "image"
 
 
@@ -95,7 +96,7 @@ def namer(job_name: str, template: str):
 
     def stem(ref: SourceRef) -> str:
         if ref.key not in stems:
-            stems[ref.key] = _safe_stem(ref.stem)
+            stems[ref.key] = safe_stem(ref.stem)
         return stems[ref.key]
 
     if template == DEFAULT_FILE_NAME:

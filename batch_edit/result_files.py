@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from .file_names import safe_stem
 from .formats import save_image
 from .infotext import a1111_parameters
 from .masks import mask_fields
@@ -141,11 +142,13 @@ def encode_result(
 
 def source_file_name(item: WorkItem, size: tuple[int, int], mask=None) -> str:
     """One file per distinct fitted source (or mask: `mask` its ref), shared by every item made from it (a sweep
-    writes it once)."""
+    writes it once): named from the source alone, never from the item's result name, which a `file_name`
+    template makes distinct per item. The digest holds all a fitted copy depends on: the source's path and
+    content, the fitted size (two sizes asked that fit to one share it) and the resize mode."""
     key = json.dumps([item.source.key, item.source.fingerprint, size, item.resize])
     if mask is not None:  # fitted with its source's geometry: the same mask over two sources is two files
         key = json.dumps([key, mask.key, mask.fingerprint])
-    stem = item.output_name.rsplit("-", 1)[0] + ("-mask" if mask is not None else "")
+    stem = safe_stem(item.source.stem) + ("-mask" if mask is not None else "")
     return f"{SOURCES_DIR}/{stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.png"
 
 
