@@ -63,6 +63,11 @@ def template_problems(template: str) -> list[str]:
     return []
 
 
+def file_name_fields(template: str) -> set[str]:
+    """The placeholders a valid template uses."""
+    return {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+
+
 def placeholder_as_written(field: str, spec: str, conversion: str | None) -> str:
     """A placeholder as the template wrote it, from string.Formatter().parse's pieces."""
     return "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"

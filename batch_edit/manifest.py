@@ -29,6 +29,7 @@ from .grid_checks import (
 from .manifest_models import Grid, JobDefaults, JobModel, JobSpec, Manifest, ManifestModel
 from .masks import pair_masks, task_problems
 from .parameters import DEFAULT_TASK, PARAMETERS, axes, axis_names
+from .plan import name_problems
 from .sources import SourceRef, SourceSpecError, expand_source
 from .validation import describe_validation_error, printable, read_yaml_file, shown_path
 
@@ -58,6 +59,9 @@ def load_manifests(paths: list[Path], output_root: Path | None = None, task: str
                     f"{job.origin}: job name '{printable(job.name)}' is used twice (also in {seen[job.name]})"
                 )
             seen.setdefault(job.name, job.origin)
+    if problems and sum(map(job_size, valid)) <= MAX_ITEMS_PER_RUN:
+        # names need the job planned: done here only where other errors are reported anyway (else plan_jobs does)
+        problems.extend(name_problems(valid))
     total = sum(job_size(job) for manifest in manifests for job in manifest.jobs)
     if total > MAX_ITEMS_PER_RUN and not problems:
         problems.append(
@@ -205,7 +209,7 @@ def _job_from_model(
             grid = replace(grid, masks=pair_masks(model.masks, base, grid.sources, model.recursive))
         except SourceSpecError as exc:
             problems.append(f"{where}: field 'masks': {exc}")
-    check_grid(grid, where, problems)
+    check_grid(grid, where, problems, masks_given=model.masks is not None)
     problems.extend(f"{where}: field 'file_name': {problem}" for problem in template_problems(model.file_name))
     problems.extend(
         f"{where}: field 'file_name': the {task} task takes no {p.name}, so {{{p.file_field}}} names nothing"

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field, make_dataclass
 from pathlib import PurePosixPath
 
 from .errors import ManifestError
-from .file_names import DEFAULT_FILE_NAME, default_name, name_clash, namer, reserved_clash
+from .file_names import DEFAULT_FILE_NAME, default_name, file_name_fields, name_clash, namer, reserved_clash
 from .formats import OutputOptions, with_extension
-from .manifest import JobSpec
+from .manifest_models import JobSpec
 from .parameters import axes, axis_names, hashed_axes
 from .prompts import render_prompt
 from .sources import SourceRef
@@ -84,14 +84,26 @@ def plan_jobs(jobs: list[JobSpec], pipeline_identity: dict) -> list[JobPlan]:
     finally:
         if collecting:
             gc.enable()
-    clashes = [
-        (job, reserved_clash(job.file_name, plan.items) or name_clash(job.file_name, plan.items))
-        for job, plan in zip(jobs, plans)
-    ]
-    problems = [f"{job.origin}: {clash}" for job, clash in clashes if clash]
+    problems = [problem for job, plan in zip(jobs, plans) if (problem := _name_problem(job, plan.items, True))]
     if problems:
         raise ManifestError(problems)
     return plans
+
+
+def name_problems(jobs: list[JobSpec]) -> list[str]:
+    """The name problems of jobs whose own fields are valid, found before their sources are identified and the
+    pipeline's identity is known, so that they are reported with the other jobs' errors. Only the ids differ
+    from the run's plan (the pipeline and the sources' content are hashed alike into every id of a job, so the
+    same grid points are one item); names a template builds from an {id} are left to plan_jobs."""
+    return [problem for job in jobs if (problem := _name_problem(job, _plan_job(job, "").items, False))]
+
+
+def _name_problem(job: JobSpec, items, ids_known: bool) -> str | None:
+    """Two items the job's template gives one name, or a name its contact sheets use, with where; else None."""
+    clash = reserved_clash(job.file_name, items)
+    if clash is None and (ids_known or "id" not in file_name_fields(job.file_name)):
+        clash = name_clash(job.file_name, items)
+    return f"{job.origin}: {clash}" if clash else None
 
 
 def _plan_job(job: JobSpec, pipeline_key: str) -> JobPlan:
