@@ -83,8 +83,9 @@ def check_job_name(name: str, where: str, problems: list[str]) -> None:
         )
 
 
-def check_grid(grid: Grid, where: str, problems: list[str]) -> None:
-    problems.extend(parameter_problems(grid, where))
+def check_grid(grid: Grid, where: str, problems: list[str], masks_given: bool = False) -> None:
+    """`masks_given`: the job gives masks, paired into the grid or refused already."""
+    problems.extend(parameter_problems(grid, where, masks_given))
     largest = max((seed for seed in grid.seed if seed is not None), default=0)
     if largest + grid.variations - 1 > SEED_MAX:
         problems.append(f"{where}: seed {largest} with {grid.variations} variations passes the largest seed {SEED_MAX}")

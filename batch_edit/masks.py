@@ -92,10 +92,12 @@ def is_missing(mask: SourceRef) -> bool:
 # ---------------------------------------------------------------- manifest: what a job may ask
 
 
-def parameter_problems(grid, where: str) -> list[str]:
+def parameter_problems(grid, where: str, masks_given: bool = False) -> list[str]:
     """Mask parameters that would change nothing, so items differing only in them would be one image under
-    several ids: any set (off its default) without masks; mask_blur off its default with composite false."""
-    if grid.masks:
+    several ids: any set (off its default) without masks; mask_blur off its default with composite false.
+    `masks_given`: the job gives masks that could not be paired (their own error says why), so it is no job
+    without masks."""
+    if grid.masks or masks_given:
         return _blur_problems(grid, where)
     return [
         f"{where}: field '{p.name}': applies only to masked items (give the job 'masks:', or the row a 'mask')"
