@@ -8,12 +8,18 @@ import glob
 import itertools
 import os
 import sys
+import warnings
 from pathlib import Path
 
+from PIL import Image
+
 from .grid_checks import denoising_steps
+from .local_files import open_regular
 from .manifest import JobSpec
 from .masks import is_missing
+from .parameters import axis_names
 from .pipeline_config import PipelineConfig
+from .sources import DECODER_FORMATS, fit_size
 
 
 def resolved_folders(manifests: list[Path]) -> list[tuple[Path, Path]]:
@@ -96,3 +102,73 @@ def _cuda_missing(device: str) -> str | None:
     if not os.path.exists("/proc/driver/nvidia/version") and not glob.glob("/dev/nvidia[0-9]*"):
         return "no NVIDIA GPU driver was found"
     return None
+
+
+# What tells two items apart besides the size asked: items equal in all of these and fitted to one size are one image
+_BESIDES_SIZE = tuple(name for name in axis_names() if name not in ("width", "height"))
+_ORIENTATION, _TURNED = 0x0112, (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def fit_duplicates(job: str, items) -> str | None:
+    """One warning for a job whose `resize: fit` gives two sizes asked the same result size for a source (same
+    seed, prompt and settings: the same image twice under two ids), or None. Sources are measured from their
+    headers (nothing decoded), and only those swept over sizes; a URL's size is unknown before it is fetched."""
+    swept: dict[str, list[list[tuple[int, int]]]] = {}  # source -> the sizes asked of otherwise equal items
+    for key, sizes in _sizes_asked(items).items():
+        if len(sizes) > 1:
+            swept.setdefault(key[0], []).append(sorted(sizes))
+    found = []  # (source, the sizes asked, the size they fit to)
+    for source, groups in swept.items():
+        measured = _oriented_size(source)
+        if measured is not None and (same := _same_fit(measured, groups)):
+            found.append((source, *same))
+    if not found:
+        return None
+    source, asked, result = found[0]
+    more = f" (and {len(found) - 1} more source(s))" if len(found) > 1 else ""
+    shown = " and ".join(f"{width}x{height}" for width, height in asked)
+    return (
+        f"job {job}: resize fit makes {shown} one size, {result[0]}x{result[1]}, for {Path(source).name}{more}, "
+        "with the same seed: those items make the same image under different ids; ask for sizes of other areas, "
+        "or another resize mode"
+    )
+
+
+def _same_fit(measured: tuple[int, int], groups) -> tuple[list, tuple[int, int]] | None:
+    """The first sizes asked (of one group) that fit a source of the measured size to one size, and that size."""
+    for group in groups:
+        asked_for: dict[tuple[int, int], list] = {}
+        for size in group:
+            asked_for.setdefault(fit_size(*measured, *size, "fit"), []).append(size)
+        for result, asked in asked_for.items():
+            if len(asked) > 1:
+                return asked, result
+    return None
+
+
+def _sizes_asked(items) -> dict[tuple, set[tuple[int, int]]]:
+    """The sizes asked of each set of `fit` items that differ only in them (source, prompt, mask, output, seed...)."""
+    sizes: dict[tuple, set[tuple[int, int]]] = {}
+    for item in items:
+        if item.resize == "fit" and not item.source.is_url:
+            mask = item.mask.key if item.mask is not None else None
+            key = (item.source.key, item.prompt, mask, item.output, *(getattr(item, name) for name in _BESIDES_SIZE))
+            sizes.setdefault(key, set()).add((item.width, item.height))
+    return sizes
+
+
+def _oriented_size(path: str) -> tuple[int, int] | None:
+    """A local image's size as it is fitted (camera rotation applied), read from its header; None where it cannot
+    be read (loading the item says why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # nothing is decoded here
+            with (
+                os.fdopen(open_regular(Path(path)), "rb") as handle,
+                Image.open(handle, formats=DECODER_FORMATS) as img,
+            ):
+                width, height = img.size
+                turned = img.getexif().get(_ORIENTATION) in _TURNED
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+        return None
+    return (height, width) if turned else (width, height)

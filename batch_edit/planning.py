@@ -14,7 +14,7 @@ from .errors import ConfigError, ManifestError, OutputError, OutputRefusedError,
 from .manifest import DEFAULT_OUTPUT_ROOT, JobSpec, load_manifests, output_root_settings, pipeline_settings
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import JobPlan, plan_jobs
-from .plan_checks import UNRESOLVED, unmade_folder_warning, unmade_job_folders
+from .plan_checks import UNRESOLVED, fit_duplicates, unmade_folder_warning, unmade_job_folders
 from .source_identity import identify_sources, recorded_hashes
 from .validation import describe_validation_error, escaped
 
@@ -46,6 +46,9 @@ def prepare(
         if len(plan.merged_rows) > 3:
             more = len(plan.merged_rows) - 3
             print(f"warning: {job.origin}: ... and {more} more row(s) merged the same way", file=sys.stderr)
+    for plan in plans:
+        if duplicates := fit_duplicates(plan.name, plan.items):
+            print(f"warning: {escaped(duplicates)}", file=sys.stderr)
     for job in jobs:
         for source, other in unmade_job_folders(job, jobs, output_root).items():
             print(f"warning: {escaped(unmade_folder_warning(job.name, source, other))}", file=sys.stderr)
