@@ -114,7 +114,7 @@ def _grid_from_row(
         problems.append(f"{where}: field 'source': {exc}")
         return None, ""
     if model.caption is not None:
-        ref = replace(ref, caption=model.caption)
+        ref = replace(ref, caption=model.caption, caption_problem="")  # the row's caption, not the .txt
     try:
         masks = () if model.mask is None else (row_source_ref(model.mask, path.parent),)
     except SourceSpecError as exc:

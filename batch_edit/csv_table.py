@@ -9,13 +9,14 @@ follow into one cell.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import csv
 import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from .text_encoding import TextEncodingError, decode_text_file
 
 DELIMITERS = ",;\t"
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
@@ -25,6 +26,7 @@ _IMAGE_LIKE = re.compile(r"\.(jpe?g|png|webp|bmp|tiff?|gif)$|^[A-Za-z][A-Za-z0-9
 # with delimiters.
 _SEP_LINE = re.compile(r'"?sep=(.)"?[,;\t ]*', re.IGNORECASE)
 SAVE_AS_UTF8 = 'save the file as "CSV UTF-8" in Excel (or choose the UTF-8 encoding elsewhere)'
+_EXCEL_CODE_PAGE = ', the encoding of Excel\'s plain "CSV"'
 
 
 class CsvTableError(ValueError):
@@ -62,54 +64,12 @@ class CsvTable:
 
 
 def decode_csv(data: bytes) -> str:
-    """The file's text with universal newlines: UTF-8 (a byte-order mark dropped), or UTF-16 where a byte-order mark
-    says so (Excel's "Unicode Text"). Anything else is refused where it stops being UTF-8: Excel's plain "CSV"
-    saves in the computer's code page (Windows-1252 in Western Europe), which no reader can tell apart for sure."""
-    encoding = "utf-16" if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
-    if encoding != "utf-16" and (order := _utf16_order(data)):
-        # read as UTF-8 or Windows-1252 it would be refused at a byte and a position that mean nothing to the user
-        raise CsvTableError(f"the file looks like UTF-16 ({order}) text without a byte-order mark; {SAVE_AS_UTF8}")
+    """The file's text (text_encoding): UTF-8, or UTF-16 with a byte-order mark (Excel's "Unicode Text"); Excel's
+    plain "CSV" saves in the computer's code page, which is refused at the line and column where it shows."""
     try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError as exc:
-        if encoding == "utf-16":
-            raise CsvTableError(f"not valid UTF-16 text ({exc.reason} at byte {exc.start}); {SAVE_AS_UTF8}") from None
-        raise CsvTableError(_not_utf8(data, exc.start)) from None
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if "\x00" in text:  # UTF-16 without its byte-order mark reads as UTF-8 with a NUL in every other byte
-        where = _position(text[: text.index("\x00")])
-        raise CsvTableError(f"{where}: a NUL character (UTF-16 text without a byte-order mark?); {SAVE_AS_UTF8}")
-    return text
-
-
-def _utf16_order(data: bytes) -> str | None:
-    """'little-endian' or 'big-endian' where the file's start looks like UTF-16, else None: text in UTF-16 has a
-    NUL in every other byte for each ASCII character (after it little-endian, before it big-endian), and a CSV in
-    UTF-8 or a code page has no NUL at all."""
-    sample = data[:512]
-    pairs = len(sample) // 2
-    if pairs == 0 or 0 not in sample:
-        return None
-    for order, parity in (("little-endian", 1), ("big-endian", 0)):
-        if sample[parity::2].count(0) * 2 >= pairs:  # half the characters ASCII or more, as a header is
-            return order
-    return None
-
-
-def _not_utf8(data: bytes, start: int) -> str:
-    before = data[:start].replace(b"\r\n", b"\n").replace(b"\r", b"\n").decode("utf-8-sig")  # the first error
-    byte = data[start]
-    guess = bytes([byte]).decode("cp1252", errors="ignore")
-    meaning = (
-        f", '{guess}' in Windows-1252, the encoding of Excel's plain \"CSV\"" if guess.isprintable() and guess else ""
-    )
-    return f"{_position(before)}: not UTF-8 text (byte 0x{byte:02x}{meaning}); {SAVE_AS_UTF8}"
-
-
-def _position(before: str) -> str:
-    """'line L, column C' of the character that follows `before`."""
-    lines = before.split("\n")
-    return f"line {len(lines)}, column {len(lines[-1]) + 1}"
+        return decode_text_file(data, SAVE_AS_UTF8, code_page_note=_EXCEL_CODE_PAGE)
+    except TextEncodingError as exc:
+        raise CsvTableError(str(exc)) from None
 
 
 def read_csv_table(text: str, max_field: int) -> CsvTable:

@@ -7,6 +7,7 @@ import re
 
 from pydantic import BaseModel
 
+from .captions import missing_caption
 from .formats import DEFAULT_QUALITY, OutputOptions
 from .manifest_models import Grid
 from .masks import parameter_problems
@@ -16,6 +17,7 @@ from .sources import SourceRef
 from .validation import printable
 
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+MAX_LISTED = 20  # problems of one kind listed per job (then a count)
 
 
 def without_random_seed(data: dict, where: str, problems: list[str]) -> dict:
@@ -98,38 +100,45 @@ def check_grid(grid: Grid, where: str, problems: list[str], masks_given: bool = 
                 f"{where}: strength {strength} with {steps} steps leaves no denoising step "
                 "(the pipeline runs steps - int(steps - steps * strength) passes): use a larger strength"
             )
+    caption_checked = False
     for prompt in grid.prompts:
         try:
             fields = template_fields(prompt)
         except ValueError as exc:
             problems.append(f"{where}: prompt '{printable(prompt)}': {exc}")
             continue
-        missing = [ref.key for ref in grid.sources if ref.caption is None] if "caption" in fields else []
-        if missing:
-            problems.append(
-                f"{where}: prompt '{printable(prompt)}' uses {{caption}} but no caption was found for {_few(missing)}"
-            )
-        elif fields:
-            _check_final_prompts(prompt, grid.sources, where, problems)
+        if "caption" in fields and not caption_checked:  # the sources' captions, once for all prompts using them
+            caption_checked = True
+            problems.extend(_bounded(where, [_no_caption(prompt, ref) for ref in grid.sources if ref.caption is None]))
+        if fields:
+            _check_final_prompts(prompt, [ref for ref in grid.sources if ref.caption or "caption" not in fields],
+                                 where, problems)  # fmt: skip
         elif problem := prompt_problem(prompt):
             problems.append(f"{where}: prompt '{printable(prompt)}' {problem}")
 
 
-def _check_final_prompts(template: str, sources: tuple[SourceRef, ...], where: str, problems: list[str]) -> None:
+def _no_caption(prompt: str, ref: SourceRef) -> str:
+    reason = missing_caption(ref.key, ref.is_url, ref.caption_problem)
+    return f"prompt '{printable(prompt)}' uses {{caption}}, but source '{printable(ref.key, limit=1000)}' has none: {reason}"
+
+
+def _check_final_prompts(template: str, sources: list[SourceRef], where: str, problems: list[str]) -> None:
     """Limits hold for the prompt the model gets: a long or odd caption makes a bad prompt of a good template."""
-    bad = [(ref, problem) for ref in sources if (problem := prompt_problem(render_prompt(template, ref)))]
-    if bad:
-        ref, problem = bad[0]
-        more = f" (and {len(bad) - 1} more source(s))" if len(bad) > 1 else ""
-        problems.append(
-            f"{where}: prompt '{printable(template)}' for source '{printable(ref.key, limit=1000)}' {problem} "
-            f"once {{caption}} and {{stem}} are filled in{more}"
-        )
+    bad = [
+        f"prompt '{printable(template)}' for source '{printable(ref.key, limit=1000)}' {problem} once {{caption}} "
+        "and {stem} are filled in"
+        for ref in sources
+        if (problem := prompt_problem(render_prompt(template, ref)))
+    ]
+    problems.extend(_bounded(where, bad))
 
 
-def _few(values: list[str]) -> str:
-    shown = ", ".join(printable(value, limit=1000) for value in values[:3])
-    return shown + (f" and {len(values) - 3} more" if len(values) > 3 else "")
+def _bounded(where: str, found: list[str]) -> list[str]:
+    """Every problem of a kind up to MAX_LISTED, then a count: a folder of 10,000 uncaptioned photos is one fix."""
+    listed = [f"{where}: {problem}" for problem in found[:MAX_LISTED]]
+    if len(found) > MAX_LISTED:
+        listed.append(f"{where}: ... and {len(found) - MAX_LISTED} more source(s) with the same kind of problem")
+    return listed
 
 
 def denoising_steps(steps: int, strength: float) -> int:

@@ -10,34 +10,29 @@ import hashlib
 import math
 import os
 import re
-import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
+from .captions import CaptionFileRefused, read_caption
 from .fetch import FetchError, FetchOptions, fetch_url, human_bytes
-from .local_files import NotRegularFile, TooLarge, decode_text, read_capped
+from .local_files import NotRegularFile, TooLarge, read_capped
+from .source_decoding import DECODER_FORMATS, Decoded, SourceError, decode_image, decode_source, to_rgb  # noqa: F401
 from .source_folders import GLOB_CHARS, IMAGE_SUFFIXES, OwnResults, folder_images, glob_images
 
 RESIZE_MODES = ("center-crop", "pad", "stretch", "fit")
-# Only decoders for the suffixes above: fewer parsers exposed to whatever a URL hands us.
-DECODER_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 MIN_SIDE, MAX_SIDE, SIDE_STEP = 16, 4096, 16
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
-MAX_CAPTION_BYTES = 1024 * 1024  # far above any prompt; a bigger .txt is not a caption
+# A JPEG is decoded at 1/2, 1/4 or 1/8 scale where that still leaves this many source pixels per side for each
+# pixel of the fit: the resize that follows stays a real downscale, at a fraction of the memory and time.
+REDUCED_DECODE_MARGIN = 2
 
 
 class SourceSpecError(ValueError):
     """A source spec that can never work; the message names the spec."""
-
-
-class SourceError(Exception):
-    """One source failed to load; str() is a short reason the user can act on."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +43,7 @@ class SourceRef:
     fingerprint: str  # the sha256 of a local file's content once planning has read it (source_identity), else ""
     caption: str | None
     stat: str = ""  # f"{size}-{mtime_ns}" of an existing local file: the cheap check that its content is unchanged
+    caption_problem: str = ""  # why its caption file gives no caption (captions.py); "" where there is none
 
 
 # ---------------------------------------------------------------- specs -> refs
@@ -130,32 +126,14 @@ def _file_ref(path: Path) -> SourceRef:
         file_stat = f"{st.st_size}-{st.st_mtime_ns}" if path.is_file() else ""
     except OSError:
         file_stat = ""
-    return SourceRef(
-        key=path.as_posix(), is_url=False, stem=path.stem, fingerprint="", caption=_caption(path), stat=file_stat
-    )
-
-
-def _caption(path: Path) -> str | None:
-    """Text of the same-stem .txt beside the image; an empty one counts as absent so {caption} checks catch it.
-
-    A .txt that is a FIFO, a device or a socket, or larger than MAX_CAPTION_BYTES, refuses the manifest: it
-    is never what the user meant as a caption, and reading it could block or never end."""
-    txt = path.with_suffix(".txt")
-    if txt == path:
-        return None
     try:
-        text = decode_text(read_capped(txt, MAX_CAPTION_BYTES), errors="replace").strip()
-    except NotRegularFile as exc:
-        if exc.kind == "folder":
-            return None
-        raise SourceSpecError(f"caption {txt.as_posix()!r} is {exc}: remove it or make it a plain text file") from None
-    except TooLarge:
-        raise SourceSpecError(
-            f"caption {txt.as_posix()!r} is larger than {human_bytes(MAX_CAPTION_BYTES)} (the caption limit)"
-        ) from None
-    except OSError:  # absent or unreadable: no caption
-        return None
-    return text or None
+        caption = read_caption(path)
+    except CaptionFileRefused as exc:
+        raise SourceSpecError(str(exc)) from None
+    return SourceRef(
+        key=path.as_posix(), is_url=False, stem=path.stem, fingerprint="", caption=caption.text, stat=file_stat,
+        caption_problem=caption.problem,
+    )  # fmt: skip
 
 
 def _refs_or_error(spec: str, paths: list[Path]) -> list[SourceRef]:
@@ -212,77 +190,6 @@ def _download(url: str, fetch: FetchOptions) -> bytes:
         raise SourceError(str(exc)) from exc
 
 
-def decode_image(data: bytes, convert=None) -> Image.Image:
-    """Bytes -> fully loaded RGB image (first frame, camera rotation applied; `convert` instead of `to_rgb` picks
-    another mode), or SourceError."""
-    try:
-        img = Image.open(BytesIO(data), formats=list(DECODER_FORMATS))
-    except UnidentifiedImageError as exc:
-        raise SourceError("not an image") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning too, under -W error
-        raise SourceError(f"decompression bomb: {_peek_size(data)}") from exc
-    _refuse_bomb(img)
-    try:
-        img.load()  # open() only read the header: broken pixel data shows up here
-        img = ImageOps.exif_transpose(img)
-        return (convert or to_rgb)(img)
-    except OSError as exc:
-        reason = "truncated image" if "truncated" in str(exc) else f"corrupt image: {exc}"
-        raise SourceError(reason) from exc
-    except (SyntaxError, ValueError, EOFError, struct.error) as exc:
-        raise SourceError(f"corrupt image: {exc}") from exc
-
-
-def _refuse_bomb(img: Image.Image) -> None:
-    # Pillow raises only above 2x MAX_IMAGE_PIXELS; between 1x and 2x it merely warns and would decode it.
-    limit = Image.MAX_IMAGE_PIXELS
-    width, height = img.size
-    if limit is not None and width * height > limit:
-        raise SourceError(f"decompression bomb: {width}x{height}")
-
-
-def _peek_size(data: bytes) -> str:
-    """WxH of an image Pillow refused inside open(): ask the decoder plugins directly (no bomb check there)."""
-    Image.init()
-    for fmt in DECODER_FORMATS:
-        factory, accept = Image.OPEN[fmt]
-        try:
-            if accept is None or accept(data[:16]):
-                width, height = factory(BytesIO(data)).size
-                return f"{width}x{height}"
-        except Exception:  # noqa: BLE001 - only a nicer message is at stake
-            continue
-    return "too many pixels"
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode -> RGB; transparency is composited over white, high bit depths are scaled, not clipped."""
-    if img.mode.startswith("I") or img.mode == "F":
-        return _deep_to_rgb(img)
-    if img.mode in _ALPHA_MODES or "transparency" in img.info:
-        rgba = img.convert("RGBA")  # P/L/RGB + tRNS and premultiplied modes all land here
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return img if img.mode == "RGB" else img.convert("RGB")
-
-
-def _deep_to_rgb(img: Image.Image) -> Image.Image:
-    # convert("L") would clip 16-bit values to 255 (a white picture); scale the range instead.
-    arr = np.asarray(img)
-    if img.mode == "F":
-        arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
-        # Floats in 0..1 are the common convention (linear/normalized data); anything else is taken as 0..255.
-        scaled = arr * 255.0 if arr.size and arr.min() >= 0.0 and arr.max() <= 1.0 else arr
-    elif img.mode == "I" and arr.size and arr.max() <= 255:
-        # 32-bit "I" says nothing of the range (Pillow opens 16-bit PNGs as I;16): values that fit 0..255 are
-        # 8-bit data (a TIFF written from an int32 array of 0/255), which scaling as 16-bit would turn black.
-        scaled = arr.astype(np.float64)
-    else:  # I;16* are 16-bit by definition; an "I" image beyond 255 is taken as 16-bit, above 65535 white
-        scaled = np.clip(arr.astype(np.float64), 0, 65535) / 257.0
-    gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    return Image.fromarray(gray).convert("RGB")
-
-
 # ---------------------------------------------------------------- sizing
 
 
@@ -326,19 +233,50 @@ def fit_image(img: Image.Image, width: int, height: int, mode: str) -> Image.Ima
     return fit_geometry(to_rgb(img), width, height, mode, Image.Resampling.LANCZOS)
 
 
-def fit_geometry(img: Image.Image, width: int, height: int, mode: str, resample: Image.Resampling) -> Image.Image:
+def fit_decoded(decoded: Decoded, width: int, height: int, mode: str) -> Image.Image:
+    """fit_image of a decoded source, reduced or not: the fit is the source's own size's, mapped onto the image."""
+    return fit_geometry(decoded.image, width, height, mode, Image.Resampling.LANCZOS, decoded.size, decoded.scale)
+
+
+def reduced_scale(width: int, height: int, mode: str) -> Callable[[tuple[int, int]], int]:
+    """For decode_source: the scale (8, 4, 2, else 1) a JPEG of a given size may be decoded at for this fit, one
+    that divides both its sides (so the reduced image covers exactly the source) and leaves at least
+    REDUCED_DECODE_MARGIN source pixels per side for each fitted pixel."""
+
+    def scale_for(size: tuple[int, int]) -> int:
+        out_w, out_h = fit_size(*size, width, height, mode)
+        ratios = (size[0] / out_w, size[1] / out_h)
+        per_pixel = max(ratios) if mode == "pad" else min(ratios)  # pad fits the whole source inside
+        fitting = [s for s in (8, 4, 2) if s * REDUCED_DECODE_MARGIN <= per_pixel and not (size[0] % s or size[1] % s)]
+        return fitting[0] if fitting else 1
+
+    return scale_for
+
+
+def fit_geometry(
+    img: Image.Image,
+    width: int,
+    height: int,
+    mode: str,
+    resample: Image.Resampling,
+    size: tuple[int, int] | None = None,
+    scale: int = 1,
+) -> Image.Image:
     """`img` (any mode) resized, cropped or padded (with black) as `mode` does it: the one geometry that both
-    a source and its mask (NEAREST, so it stays sharp) go through."""
-    out_w, out_h = fit_size(img.width, img.height, width, height, mode)
+    a source and its mask (NEAREST, so it stays sharp) go through. `img` may be the source of `size` reduced to
+    1/scale: the geometry is the source's, its boxes divided by the scale."""
+    src_w, src_h = size or img.size
+    out_w, out_h = fit_size(src_w, src_h, width, height, mode)
+    whole = (0.0, 0.0, src_w / scale, src_h / scale)
     if mode == "stretch":
-        return img.resize((out_w, out_h), resample)
+        return img.resize((out_w, out_h), resample, box=whole)
     if mode == "pad":
-        new_w, new_h, x, y = pad_layout(img.width, img.height, out_w, out_h)
+        new_w, new_h, x, y = pad_layout(src_w, src_h, out_w, out_h)
         canvas = Image.new(img.mode, (out_w, out_h), 0)
-        canvas.paste(img.resize((new_w, new_h), resample), (x, y))
+        canvas.paste(img.resize((new_w, new_h), resample, box=whole), (x, y))
         return canvas
     # center-crop, and fit (whose size already has the source's aspect: the crop only absorbs the rounding)
-    box = center_crop_box(img.width, img.height, out_w, out_h)
+    box = tuple(side / scale for side in center_crop_box(src_w, src_h, out_w, out_h))
     return img.resize((out_w, out_h), resample, box=box)
 
 

@@ -1,0 +1,164 @@
+"""Source bytes -> a fully loaded image: which decoders read them, the pixel limit, a JPEG decoded at reduced scale
+where the fit needs far fewer pixels, and any Pillow mode made RGB.
+
+Whatever a decoder makes of bad bytes (Pillow raises OSError, ValueError, SyntaxError, struct.error and more,
+some while opening, some while loading) becomes a one-line SourceError: the item's failure, never a traceback.
+The pixel limit is ours, not Pillow's process-wide MAX_IMAGE_PIXELS, which would refuse a 102-megapixel camera
+photo and print a warning between one and two times its limit.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from io import BytesIO
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Only decoders for the suffixes sources read: fewer parsers exposed to whatever a URL hands us.
+DECODER_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+# A 200-megapixel phone photo or a stitched panorama decodes; decoded it takes 3 bytes a pixel (768 MB at the limit,
+# more while converting), so a source past it is refused before its pixels are read.
+MAX_SOURCE_PIXELS = 256_000_000
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
+_ORIENTATION = 0x0112
+
+
+class SourceError(Exception):
+    """One source failed to load; str() is a short reason the user can act on."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    image: Image.Image  # converted (RGB unless asked otherwise), camera rotation applied
+    size: tuple[int, int]  # the source's own size, rotation applied: what its fit is computed from
+    scale: int = 1  # `image` is the source reduced to 1/scale per side (JPEG's decoder can), else 1
+    reducible: bool = False  # a JPEG: another fit may decode it at another scale
+
+
+def decode_image(data: bytes, convert=None) -> Image.Image:
+    """Bytes -> the fully loaded image at full scale (first frame, camera rotation applied; `convert` instead of
+    `to_rgb` picks another mode), or SourceError."""
+    return decode_source(data, convert).image
+
+
+def decode_source(data: bytes, convert=None, scale_for: Callable[[tuple[int, int]], int] | None = None) -> Decoded:
+    """As decode_image; a JPEG at the scale `scale_for(size)` asks for (1, 2, 4 or 8, dividing both sides)."""
+    img = _open(data)
+    reducible = img.format == "JPEG"
+    scale = _reduce(img, scale_for) if reducible and scale_for is not None else 1
+    try:
+        img.load()  # open() only read the header: broken pixel data shows up here
+        img = ImageOps.exif_transpose(img)
+        size = (img.width * scale, img.height * scale)  # exact: `scale` divides both sides
+        return Decoded((convert or to_rgb)(img), size, scale, reducible)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # a GIF frame past the screen
+        raise SourceError(f"corrupt image: a frame larger than the image ({exc})") from None
+    except MemoryError:
+        raise SourceError("not enough memory to decode the image") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the decoder makes of bad bytes is this source's failure
+        raise SourceError(_decode_error(exc, data)) from None
+
+
+def _reduce(img: Image.Image, scale_for: Callable[[tuple[int, int]], int]) -> int:
+    """Sets a JPEG to decode at the scale `scale_for` asks for its size (rotation applied); the scale it will."""
+    scale = scale_for(_oriented_size(img))
+    if scale == 1:
+        return 1
+    stored = img.size
+    img.draft(None, (stored[0] // scale, stored[1] // scale))
+    return scale if img.size == (stored[0] // scale, stored[1] // scale) else 1  # some JPEGs cannot be reduced
+
+
+def _open(data: bytes) -> Image.ImageFile.ImageFile:
+    """The image's header read by the first decoder that takes it, as Image.open does, with our pixel limit in
+    place of Pillow's."""
+    Image.init()
+    for fmt in DECODER_FORMATS:
+        factory, accept = Image.OPEN[fmt]
+        if accept is not None and not accept(data[:16]):
+            continue
+        try:
+            img = factory(BytesIO(data), "")
+        except (SyntaxError, IndexError, TypeError, struct.error):
+            continue  # not this format after all, as Image.open sees it
+        except Exception as exc:  # noqa: BLE001 - a decoder that reads pixels while opening (WebP) fails here
+            raise SourceError(_decode_error(exc, data)) from None
+        width, height = img.size
+        if width * height > MAX_SOURCE_PIXELS:
+            raise SourceError(
+                f"too many pixels: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
+                f"{MAX_SOURCE_PIXELS // 1_000_000}-megapixel limit for a source"
+            )
+        return img
+    raise SourceError("not an image")
+
+
+def _oriented_size(img: Image.Image) -> tuple[int, int]:
+    try:
+        turned = img.getexif().get(_ORIENTATION) in _QUARTER_TURNS
+    except Exception:  # noqa: BLE001 - unreadable EXIF: exif_transpose leaves the image as stored too
+        turned = False
+    return (img.height, img.width) if turned else img.size
+
+
+def _decode_error(exc: Exception, data: bytes) -> str:
+    """One line: 'truncated image' where the file ends too early, else 'corrupt image: <the decoder's words>'."""
+    if "truncated" in str(exc) or isinstance(exc, EOFError) or _riff_cut_short(data):
+        return "truncated image"
+    words = " ".join(str(exc).split()) or type(exc).__name__
+    return f"corrupt image: {words}"
+
+
+def _riff_cut_short(data: bytes) -> bool:
+    """A WebP holds fewer bytes than its RIFF header says it has (libwebp reports only that it failed)."""
+    return data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) < 8 + int.from_bytes(data[4:8], "little")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB; transparency is composited over white, high bit depths are scaled, not clipped."""
+    if img.mode.startswith("I") or img.mode == "F":
+        return _over_white(_deep_to_rgb(img), _deep_alpha(img))
+    if img.mode in _ALPHA_MODES or "transparency" in img.info:
+        return _over_white(img.convert("RGBA"), None)  # P/L/RGB + tRNS and premultiplied modes all land here
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _over_white(img: Image.Image, alpha: Image.Image | None) -> Image.Image:
+    """`img` composited over white through its alpha (or `alpha`); RGB without either."""
+    if alpha is None and img.mode != "RGBA":
+        return img
+    rgba = img.convert("RGBA")
+    if alpha is not None:
+        rgba.putalpha(alpha)
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def _deep_alpha(img: Image.Image) -> Image.Image | None:
+    """A 16-bit grey PNG's tRNS names one grey level as transparent: its mask, compared at full depth (the 8-bit
+    grey would also hide the 256 levels around it). None without one."""
+    key = img.info.get("transparency")
+    if not isinstance(key, int) or isinstance(key, bool):
+        return None
+    return Image.fromarray(np.where(np.asarray(img) == key, 0, 255).astype(np.uint8))
+
+
+def _deep_to_rgb(img: Image.Image) -> Image.Image:
+    # convert("L") would clip 16-bit values to 255 (a white picture); scale the range instead.
+    arr = np.asarray(img)
+    if img.mode == "F":
+        arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        # Floats in 0..1 are the common convention (linear/normalized data); anything else is taken as 0..255.
+        scaled = arr * 255.0 if arr.size and arr.min() >= 0.0 and arr.max() <= 1.0 else arr
+    elif img.mode == "I" and arr.size and arr.max() <= 255:
+        # 32-bit "I" says nothing of the range (Pillow opens 16-bit PNGs as I;16): values that fit 0..255 are
+        # 8-bit data (a TIFF written from an int32 array of 0/255), which scaling as 16-bit would turn black.
+        scaled = arr.astype(np.float64)
+    else:  # I;16* are 16-bit by definition; an "I" image beyond 255 is taken as 16-bit, above 65535 white
+        scaled = np.clip(arr.astype(np.float64), 0, 65535) / 257.0
+    gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray).convert("RGB")

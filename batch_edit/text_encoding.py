@@ -1,0 +1,63 @@
+"""Text files as editors and spreadsheets save them -> str with universal newlines.
+
+UTF-8 (a byte-order mark dropped), or UTF-16 where a byte-order mark says so (Notepad's "Unicode", Excel's
+"Unicode Text"). Anything else is refused where it stops being UTF-8, at its line and column with the byte: a
+file saved in the computer's code page (Windows-1252 in Western Europe) cannot be told apart from other code
+pages for sure, so it is never guessed at. CSV manifests and caption files read their text here.
+"""
+
+from __future__ import annotations
+
+import codecs
+
+
+class TextEncodingError(ValueError):
+    """Bytes that are not text in an encoding read here; the message says where and what to do (`advice`)."""
+
+
+def decode_text_file(data: bytes, advice: str, code_page_note: str = "") -> str:
+    """The text of `data`, or TextEncodingError ending with `advice` (how to save the file as UTF-8).
+    `code_page_note` follows the Windows-1252 reading of a refused byte (which program saves in that code page)."""
+    encoding = "utf-16" if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
+    if encoding != "utf-16" and (order := _utf16_order(data)):
+        # read as UTF-8 or Windows-1252 it would be refused at a byte and a position that mean nothing to the user
+        raise TextEncodingError(f"the file looks like UTF-16 ({order}) text without a byte-order mark; {advice}")
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        if encoding == "utf-16":
+            raise TextEncodingError(f"not valid UTF-16 text ({exc.reason} at byte {exc.start}); {advice}") from None
+        raise TextEncodingError(_not_utf8(data, exc.start, advice, code_page_note)) from None
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\x00" in text:  # UTF-16 without its byte-order mark reads as UTF-8 with a NUL in every other byte
+        where = _position(text[: text.index("\x00")])
+        raise TextEncodingError(f"{where}: a NUL character (UTF-16 text without a byte-order mark?); {advice}")
+    return text
+
+
+def _utf16_order(data: bytes) -> str | None:
+    """'little-endian' or 'big-endian' where the file's start looks like UTF-16, else None: text in UTF-16 has a
+    NUL in every other byte for each ASCII character (after it little-endian, before it big-endian), and text in
+    UTF-8 or a code page has no NUL at all."""
+    sample = data[:512]
+    pairs = len(sample) // 2
+    if pairs == 0 or 0 not in sample:
+        return None
+    for order, parity in (("little-endian", 1), ("big-endian", 0)):
+        if sample[parity::2].count(0) * 2 >= pairs:  # half the characters ASCII or more, as a header is
+            return order
+    return None
+
+
+def _not_utf8(data: bytes, start: int, advice: str, code_page_note: str) -> str:
+    before = data[:start].replace(b"\r\n", b"\n").replace(b"\r", b"\n").decode("utf-8-sig")  # the first error
+    byte = data[start]
+    guess = bytes([byte]).decode("cp1252", errors="ignore")
+    meaning = f", '{guess}' in Windows-1252{code_page_note}" if guess.isprintable() and guess else ""
+    return f"{_position(before)}: not UTF-8 text (byte 0x{byte:02x}{meaning}); {advice}"
+
+
+def _position(before: str) -> str:
+    """'line L, column C' of the character that follows `before`."""
+    lines = before.split("\n")
+    return f"line {len(lines)}, column {len(lines[-1]) + 1}"
