@@ -42,7 +42,9 @@ def read_caption(image: Path) -> Caption:
             return Caption(None)
         raise CaptionFileRefused(f"{shown} is {exc}: remove it or make it a plain text file") from None
     except TooLarge:
-        raise CaptionFileRefused(f"{shown} is larger than {human_bytes(MAX_CAPTION_BYTES)} (the caption limit)") from None
+        raise CaptionFileRefused(
+            f"{shown} is larger than {human_bytes(MAX_CAPTION_BYTES)} (the caption limit)"
+        ) from None
     except FileNotFoundError:
         return Caption(None)
     except OSError as exc:

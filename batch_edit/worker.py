@@ -20,7 +20,16 @@ from .errors import OutOfMemory, OutputError
 from .masks import MaskLoader, composited
 from .plan import WorkItem
 from .result_files import Failure, ItemResult, encode_result
-from .sources import Decoded, FetchOptions, SourceError, SourceRef, decode_source, fit_decoded, reduced_scale, source_bytes
+from .sources import (
+    Decoded,
+    FetchOptions,
+    SourceError,
+    SourceRef,
+    decode_source,
+    fit_decoded,
+    reduced_scale,
+    source_bytes,
+)
 
 log = logging.getLogger("batch_edit.runner")
 

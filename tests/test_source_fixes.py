@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from batch_edit.errors import ManifestError
+from batch_edit.fetch import FetchOptions
 from batch_edit.manifest import load_manifests
 from batch_edit.sources import (
     SourceError,
@@ -25,9 +26,9 @@ from batch_edit.sources import (
     to_rgb,
 )
 from batch_edit.worker import SourceCache
-from batch_edit.fetch import FetchOptions
-from .conftest import batch_edit
 from tests.http_fixtures import png_header
+
+from .conftest import batch_edit
 
 IMAGES = Path(__file__).resolve().parents[1] / "jobs" / "images"
 
@@ -154,7 +155,9 @@ def photo_jpeg(size: tuple[int, int], orientation: int = 1) -> bytes:
 def test_a_large_jpeg_decoded_at_reduced_scale_fits_as_the_full_decode_does(mode, orientation):
     data = photo_jpeg((1808, 1200), orientation)
     decoded = decode_source(data, scale_for=reduced_scale(128, 96, mode))
-    assert decoded.scale == (8 if mode == "pad" and orientation == 6 else 4) and decoded.size == ((1200, 1808) if orientation == 6 else (1808, 1200))
+    assert decoded.scale == (8 if mode == "pad" and orientation == 6 else 4) and decoded.size == (
+        (1200, 1808) if orientation == 6 else (1808, 1200)
+    )
     reduced, full = fit_decoded(decoded, 128, 96, mode), fit_image(decode_image(data), 128, 96, mode)
     assert reduced.size == full.size
     difference = np.abs(np.asarray(reduced, dtype=int) - np.asarray(full, dtype=int))
