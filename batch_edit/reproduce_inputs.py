@@ -24,9 +24,8 @@ from .sources import (
     SourceError,
     SourceRef,
     SourceSpecError,
-    decode_source,
-    fit_decoded,
-    reduced_scale,
+    decode_image,
+    fit_image,
     source_bytes,
     source_ref,
 )
@@ -52,14 +51,14 @@ def pipeline_source(folder: Path, row: dict, record: dict, item: WorkItem, fetch
     kept, expected = _kept_name(row, record, SOURCE_IMAGE_COLUMN), _expected(record, item, SOURCE_IMAGE_COLUMN)
     try:
         data = source_bytes(item.source, fetch)
-        original = decode_source(data, scale_for=reduced_scale(item.width, item.height, item.resize))  # as the run
+        original = decode_image(data)
     except SourceError as exc:
         copy = _read_kept(folder, kept, "RGB", KEPT_SOURCE, expected) if kept else None
         if copy is None:
             hint = f", and its kept copy {folder / kept} is missing" if kept else NO_KEPT_COPY
             raise ReproduceError(f"cannot load the source {item.source.key}: {exc}{hint}") from None
         return Source(copy, None, kept, f"the source cannot be loaded: {exc}")
-    fitted = fit_decoded(original, item.width, item.height, item.resize)
+    fitted = fit_image(original, item.width, item.height, item.resize)
     changed = _content_changed(record, "source", item.source, data)  # a URL's too, as fetched now
     if kept and changed:
         copy = _read_kept(folder, kept, "RGB", KEPT_SOURCE, expected)

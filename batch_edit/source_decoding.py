@@ -1,5 +1,4 @@
-"""Source bytes -> a fully loaded image: which decoders read them, the pixel limit, a JPEG decoded at reduced scale
-where the fit needs far fewer pixels, and any Pillow mode made RGB.
+"""Source bytes -> a fully loaded image: which decoders read them, the pixel limit, and any Pillow mode made RGB.
 
 Whatever a decoder makes of bad bytes (Pillow raises OSError, ValueError, SyntaxError, struct.error and more,
 some while opening, some while loading) becomes a one-line SourceError: the item's failure, never a traceback.
@@ -10,8 +9,6 @@ photo and print a warning between one and two times its limit.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
-from dataclasses import dataclass
 from io import BytesIO
 
 import numpy as np
@@ -23,54 +20,25 @@ DECODER_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 # more while converting), so a source past it is refused before its pixels are read.
 MAX_SOURCE_PIXELS = 256_000_000
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
-_QUARTER_TURNS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
-_ORIENTATION = 0x0112
 
 
 class SourceError(Exception):
     """One source failed to load; str() is a short reason the user can act on."""
 
 
-@dataclass(frozen=True)
-class Decoded:
-    image: Image.Image  # converted (RGB unless asked otherwise), camera rotation applied
-    size: tuple[int, int]  # the source's own size, rotation applied: what its fit is computed from
-    scale: int = 1  # `image` is the source reduced to 1/scale per side (JPEG's decoder can), else 1
-    reducible: bool = False  # a JPEG: another fit may decode it at another scale
-
-
 def decode_image(data: bytes, convert=None) -> Image.Image:
-    """Bytes -> the fully loaded image at full scale (first frame, camera rotation applied; `convert` instead of
-    `to_rgb` picks another mode), or SourceError."""
-    return decode_source(data, convert).image
-
-
-def decode_source(data: bytes, convert=None, scale_for: Callable[[tuple[int, int]], int] | None = None) -> Decoded:
-    """As decode_image; a JPEG at the scale `scale_for(size)` asks for (1, 2, 4 or 8, dividing both sides)."""
+    """Bytes -> the fully loaded image (first frame, camera rotation applied; `convert` instead of `to_rgb` picks
+    another mode), or SourceError."""
     img = _open(data)
-    reducible = img.format == "JPEG"
-    scale = _reduce(img, scale_for) if reducible and scale_for is not None else 1
     try:
         img.load()  # open() only read the header: broken pixel data shows up here
-        img = ImageOps.exif_transpose(img)
-        size = (img.width * scale, img.height * scale)  # exact: `scale` divides both sides
-        return Decoded((convert or to_rgb)(img), size, scale, reducible)
+        return (convert or to_rgb)(ImageOps.exif_transpose(img))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # a GIF frame past the screen
         raise SourceError(f"corrupt image: a frame larger than the image ({exc})") from None
     except MemoryError:
         raise SourceError("not enough memory to decode the image") from None
     except Exception as exc:  # noqa: BLE001 - whatever the decoder makes of bad bytes is this source's failure
         raise SourceError(_decode_error(exc, data)) from None
-
-
-def _reduce(img: Image.Image, scale_for: Callable[[tuple[int, int]], int]) -> int:
-    """Sets a JPEG to decode at the scale `scale_for` asks for its size (rotation applied); the scale it will."""
-    scale = scale_for(_oriented_size(img))
-    if scale == 1:
-        return 1
-    stored = img.size
-    img.draft(None, (stored[0] // scale, stored[1] // scale))
-    return scale if img.size == (stored[0] // scale, stored[1] // scale) else 1  # some JPEGs cannot be reduced
 
 
 def _open(data: bytes) -> Image.ImageFile.ImageFile:
@@ -95,14 +63,6 @@ def _open(data: bytes) -> Image.ImageFile.ImageFile:
             )
         return img
     raise SourceError("not an image")
-
-
-def _oriented_size(img: Image.Image) -> tuple[int, int]:
-    try:
-        turned = img.getexif().get(_ORIENTATION) in _QUARTER_TURNS
-    except Exception:  # noqa: BLE001 - unreadable EXIF: exif_transpose leaves the image as stored too
-        turned = False
-    return (img.height, img.width) if turned else img.size
 
 
 def _decode_error(exc: Exception, data: bytes) -> str:

@@ -10,7 +10,6 @@ import hashlib
 import math
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
@@ -20,15 +19,12 @@ from PIL import Image
 from .captions import CaptionFileRefused, read_caption
 from .fetch import FetchError, FetchOptions, fetch_url, human_bytes
 from .local_files import NotRegularFile, TooLarge, read_capped
-from .source_decoding import DECODER_FORMATS, Decoded, SourceError, decode_image, decode_source, to_rgb  # noqa: F401
+from .source_decoding import DECODER_FORMATS, SourceError, decode_image, to_rgb  # noqa: F401
 from .source_folders import GLOB_CHARS, IMAGE_SUFFIXES, OwnResults, folder_images, glob_images
 
 RESIZE_MODES = ("center-crop", "pad", "stretch", "fit")
 MIN_SIDE, MAX_SIDE, SIDE_STEP = 16, 4096, 16
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-# A JPEG is decoded at 1/2, 1/4 or 1/8 scale where that still leaves this many source pixels per side for each
-# pixel of the fit: the resize that follows stays a real downscale, at a fraction of the memory and time.
-REDUCED_DECODE_MARGIN = 2
 
 
 class SourceSpecError(ValueError):
@@ -233,50 +229,19 @@ def fit_image(img: Image.Image, width: int, height: int, mode: str) -> Image.Ima
     return fit_geometry(to_rgb(img), width, height, mode, Image.Resampling.LANCZOS)
 
 
-def fit_decoded(decoded: Decoded, width: int, height: int, mode: str) -> Image.Image:
-    """fit_image of a decoded source, reduced or not: the fit is the source's own size's, mapped onto the image."""
-    return fit_geometry(decoded.image, width, height, mode, Image.Resampling.LANCZOS, decoded.size, decoded.scale)
-
-
-def reduced_scale(width: int, height: int, mode: str) -> Callable[[tuple[int, int]], int]:
-    """For decode_source: the scale (8, 4, 2, else 1) a JPEG of a given size may be decoded at for this fit, one
-    that divides both its sides (so the reduced image covers exactly the source) and leaves at least
-    REDUCED_DECODE_MARGIN source pixels per side for each fitted pixel."""
-
-    def scale_for(size: tuple[int, int]) -> int:
-        out_w, out_h = fit_size(*size, width, height, mode)
-        ratios = (size[0] / out_w, size[1] / out_h)
-        per_pixel = max(ratios) if mode == "pad" else min(ratios)  # pad fits the whole source inside
-        fitting = [s for s in (8, 4, 2) if s * REDUCED_DECODE_MARGIN <= per_pixel and not (size[0] % s or size[1] % s)]
-        return fitting[0] if fitting else 1
-
-    return scale_for
-
-
-def fit_geometry(
-    img: Image.Image,
-    width: int,
-    height: int,
-    mode: str,
-    resample: Image.Resampling,
-    size: tuple[int, int] | None = None,
-    scale: int = 1,
-) -> Image.Image:
+def fit_geometry(img: Image.Image, width: int, height: int, mode: str, resample: Image.Resampling) -> Image.Image:
     """`img` (any mode) resized, cropped or padded (with black) as `mode` does it: the one geometry that both
-    a source and its mask (NEAREST, so it stays sharp) go through. `img` may be the source of `size` reduced to
-    1/scale: the geometry is the source's, its boxes divided by the scale."""
-    src_w, src_h = size or img.size
-    out_w, out_h = fit_size(src_w, src_h, width, height, mode)
-    whole = (0.0, 0.0, src_w / scale, src_h / scale)
+    a source and its mask (NEAREST, so it stays sharp) go through."""
+    out_w, out_h = fit_size(img.width, img.height, width, height, mode)
     if mode == "stretch":
-        return img.resize((out_w, out_h), resample, box=whole)
+        return img.resize((out_w, out_h), resample)
     if mode == "pad":
-        new_w, new_h, x, y = pad_layout(src_w, src_h, out_w, out_h)
+        new_w, new_h, x, y = pad_layout(img.width, img.height, out_w, out_h)
         canvas = Image.new(img.mode, (out_w, out_h), 0)
-        canvas.paste(img.resize((new_w, new_h), resample, box=whole), (x, y))
+        canvas.paste(img.resize((new_w, new_h), resample), (x, y))
         return canvas
     # center-crop, and fit (whose size already has the source's aspect: the crop only absorbs the rounding)
-    box = tuple(side / scale for side in center_crop_box(src_w, src_h, out_w, out_h))
+    box = center_crop_box(img.width, img.height, out_w, out_h)
     return img.resize((out_w, out_h), resample, box=box)
 
 

@@ -20,16 +20,7 @@ from .errors import OutOfMemory, OutputError
 from .masks import MaskLoader, composited
 from .plan import WorkItem
 from .result_files import Failure, ItemResult, encode_result
-from .sources import (
-    Decoded,
-    FetchOptions,
-    SourceError,
-    SourceRef,
-    decode_source,
-    fit_decoded,
-    reduced_scale,
-    source_bytes,
-)
+from .sources import FetchOptions, SourceError, SourceRef, decode_image, fit_image, source_bytes
 
 log = logging.getLogger("batch_edit.runner")
 
@@ -95,8 +86,8 @@ def prepare(
             return
         item = task.item
         try:
-            original = sources.get(item.source, (item.width, item.height, item.resize))
-            image = fit_decoded(original, item.width, item.height, item.resize)
+            original = sources.get(item.source)
+            image = fit_image(original, item.width, item.height, item.resize)
             mask = masks.fitted(item, original.size)  # None without one; fitted as the source was
         except SourceError as exc:
             yield Prepared(task, failure=Failure.of("load", exc))
@@ -187,46 +178,35 @@ class SourceCache:
 
     Bounded by count and by decoded bytes: twelve 9000x9000 photos are 2.9 GB of pixels, which a run making
     small outputs must not hold. The newest image always stays, however large, so a sweep over one huge
-    source still decodes it once. A JPEG is kept per scale it was decoded at (sources.reduced_scale): which
-    scale an item's fit gets depends on the item alone, never on the items decoded before it."""
+    source still decodes it once."""
 
     def __init__(self, fetch: FetchOptions, size: int = 16, max_bytes: int = 512 * 1024 * 1024):
         self.fetch, self.size, self.max_bytes = fetch, size, max_bytes
-        self.images: OrderedDict[tuple[SourceRef, int], Decoded] = OrderedDict()
-        self.shapes: dict[SourceRef, tuple[tuple[int, int], bool]] = {}  # size and whether a fit may reduce it
+        self.images: OrderedDict[SourceRef, Image.Image] = OrderedDict()
         self.errors: dict[SourceRef, SourceError] = {}
         self.digests: dict[SourceRef, str] = {}  # URLs' downloaded bytes (one hash each, however many items)
         self.bytes = 0
 
-    def get(self, ref: SourceRef, fit: tuple[int, int, str] | None = None) -> Decoded:
-        """The source decoded for a fit (width, height, resize mode): at full scale without one."""
+    def get(self, ref: SourceRef) -> Image.Image:
         if ref in self.errors:
             raise self.errors[ref]
-        scale_for = reduced_scale(*fit) if fit is not None else None
-        size, reducible = self.shapes.get(ref, ((0, 0), True))
-        key = (ref, scale_for(size) if scale_for and reducible and size != (0, 0) else 1)
-        if key in self.images:
-            self.images.move_to_end(key)
-            return self.images[key]
+        if ref in self.images:
+            self.images.move_to_end(ref)
+            return self.images[ref]
         try:
             data = source_bytes(ref, self.fetch)
-            decoded = decode_source(data, scale_for=scale_for)
+            image = decode_image(data)
         except SourceError as exc:
             self.errors[ref] = exc
             raise
         if ref.is_url:
             self.digests[ref] = hashlib.sha256(data).hexdigest()
-        asked = scale_for(decoded.size) if scale_for and decoded.reducible else 1
-        self.shapes[ref] = (decoded.size, decoded.reducible and decoded.scale == asked)  # some JPEGs never reduce
-        return self._kept((ref, decoded.scale), decoded)
-
-    def _kept(self, key: tuple[SourceRef, int], decoded: Decoded) -> Decoded:
-        self.images[key] = decoded
-        self.bytes += _pixel_bytes(decoded.image)
+        self.images[ref] = image
+        self.bytes += _pixel_bytes(image)
         while len(self.images) > 1 and (len(self.images) > self.size or self.bytes > self.max_bytes):
             _, oldest = self.images.popitem(last=False)
-            self.bytes -= _pixel_bytes(oldest.image)
-        return decoded
+            self.bytes -= _pixel_bytes(oldest)
+        return image
 
 
 def _pixel_bytes(image: Image.Image) -> int:

@@ -1,5 +1,5 @@
-"""Source images and caption files: caption encodings, every caption problem listed, the pixel limit and JPEG's
-reduced decode, decoder errors as one-line reasons, 16-bit grey transparency."""
+"""Source images and caption files: caption encodings, every caption problem listed, the pixel limit, decoder
+errors as one-line reasons, 16-bit grey transparency."""
 
 from __future__ import annotations
 
@@ -18,14 +18,10 @@ from batch_edit.manifest import load_manifests
 from batch_edit.sources import (
     SourceError,
     decode_image,
-    decode_source,
-    fit_decoded,
     fit_image,
-    reduced_scale,
     source_ref,
     to_rgb,
 )
-from batch_edit.worker import SourceCache
 from tests.http_fixtures import png_header
 
 from .conftest import batch_edit
@@ -138,65 +134,10 @@ def test_a_32_bit_grey_image_with_a_transparent_level_is_composited_over_white()
     assert to_rgb(img).tobytes() == bytes([255, 255, 255, 12, 12, 12])
 
 
-# ---------------------------------------------------------------- JPEG decoded at reduced scale
-
-
-def photo_jpeg(size: tuple[int, int], orientation: int = 1) -> bytes:
-    photo = Image.open(IMAGES / "cat.jpg").convert("RGB").resize(size, Image.Resampling.BICUBIC)
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    buffer = io.BytesIO()
-    photo.save(buffer, "JPEG", quality=90, exif=exif.tobytes())
-    return buffer.getvalue()
-
-
-@pytest.mark.parametrize("mode", ["center-crop", "fit", "pad", "stretch"])
-@pytest.mark.parametrize("orientation", [1, 6])
-def test_a_large_jpeg_decoded_at_reduced_scale_fits_as_the_full_decode_does(mode, orientation):
-    data = photo_jpeg((1808, 1200), orientation)
-    decoded = decode_source(data, scale_for=reduced_scale(128, 96, mode))
-    assert decoded.scale == (8 if mode == "pad" and orientation == 6 else 4) and decoded.size == (
-        (1200, 1808) if orientation == 6 else (1808, 1200)
-    )
-    reduced, full = fit_decoded(decoded, 128, 96, mode), fit_image(decode_image(data), 128, 96, mode)
-    assert reduced.size == full.size
-    difference = np.abs(np.asarray(reduced, dtype=int) - np.asarray(full, dtype=int))
-    assert difference.mean() < 1.0 and difference.max() <= 8
-    again = fit_decoded(decode_source(data, scale_for=reduced_scale(128, 96, mode)), 128, 96, mode)
-    assert again.tobytes() == reduced.tobytes()  # deterministic: resume and reproduce fit it the same
-
-
-def test_reduction_only_by_a_scale_dividing_both_sides_with_the_margin_kept():
-    assert reduced_scale(128, 96, "center-crop")((1808, 1200)) == 4  # 12.5 source pixels per fitted pixel
-    assert reduced_scale(128, 96, "center-crop")((1809, 1200)) == 1  # 1809 is odd
-    assert reduced_scale(512, 512, "center-crop")((1808, 1200)) == 1  # 2.3 per pixel: under twice the margin
-
-
-def test_the_source_cache_keeps_a_jpeg_per_scale_its_fits_need(tmp_path):
-    (tmp_path / "big.jpg").write_bytes(photo_jpeg((1808, 1200)))
-    ref = source_ref("big.jpg", tmp_path)
-    cache = SourceCache(FetchOptions())
-    small, large = cache.get(ref, (128, 96, "center-crop")), cache.get(ref, (1024, 768, "center-crop"))
-    assert (small.scale, large.scale) == (4, 1) and cache.get(ref, (200, 200, "pad")) is small
-    assert cache.get(ref, (128, 96, "center-crop")) is small
-
-
-def test_a_run_from_a_reduced_jpeg_reproduces_identically(tmp_path, tiny_config):
-    (tmp_path / "big.jpg").write_bytes(photo_jpeg((1024, 768)))  # 64x48: decoded at 1/8
-    (tmp_path / "m.yaml").write_text(
-        "jobs:\n  - {name: j, sources: big.jpg, prompts: x, width: 64, height: 48, num_inference_steps: 2}\n"
-    )
-    run = batch_edit("run", "m.yaml", "--pipeline", str(tiny_config), "--output-root", "out", cwd=tmp_path)
-    assert run.returncode == 0, run.stderr
-    metadata = pd.read_csv(tmp_path / "out" / "j" / "metadata.csv")
-    same = batch_edit("reproduce", str(tmp_path / "out" / "j" / "metadata.csv"), "--item", metadata["item_id"][0])
-    assert same.returncode == 0 and same.stdout.startswith("identical"), same.stdout + same.stderr
-
-
 @pytest.mark.slow
 def test_a_102_megapixel_camera_jpeg_loads():
     buffer = io.BytesIO()
     Image.new("RGB", (11648, 8736), (120, 130, 140)).save(buffer, "JPEG", quality=90)
-    decoded = decode_source(buffer.getvalue(), scale_for=reduced_scale(1024, 1024, "center-crop"))
-    assert decoded.size == (11648, 8736) and decoded.scale == 4
-    assert fit_decoded(decoded, 1024, 1024, "center-crop").getpixel((5, 5)) == (120, 130, 140)
+    decoded = decode_image(buffer.getvalue())
+    assert decoded.size == (11648, 8736)
+    assert fit_image(decoded, 1024, 1024, "center-crop").getpixel((5, 5)) == (120, 130, 140)
