@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from .errors import PipelineLoadError, first_line
-from .pipeline_config import CUDA_GRAPH_MODES, LoraConfig, PipelineConfig, QuantizationConfig
+from .pipeline_config import CUDA_GRAPH_MODES, DEFAULT_EXCLUDE, LoraConfig, PipelineConfig, QuantizationConfig
 
 log = logging.getLogger(__name__)
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
@@ -32,6 +32,7 @@ def prepare_pipeline(pipe, config: PipelineConfig) -> PipelineConfig:
         pipe.transformer.fuse_qkv_projections()
     quant = config.quantization
     if quant.backend == "quanto":
+        check_exclude(pipe, quant, config._origin)
         _quantize_with_quanto(pipe, quant)
     if quant.backend == "torchao":
         quant = _quantize_with_torchao(pipe, quant, config.device, torch)
@@ -170,6 +171,27 @@ def foreign_lora_keys(keys: list[str]) -> str:
     unet = any(block in key for key in keys for block in ("down_blocks", "up_blocks", "mid_block"))
     made_for = "a Stable Diffusion UNet (its down/up blocks)" if unet else "another model"
     return f"its keys do not fit a FLUX.1 transformer ({shown}{more}): it is a LoRA for {made_for}"
+
+
+def check_exclude(pipe, quant: QuantizationConfig, origin: str) -> None:
+    """Each `exclude` pattern must name a module (quanto matches them against full module names, shell-style)
+    of a component it quantizes: one matching none would quietly quantize what it was meant to keep. The
+    default names the transformer's `proj_out`, left alone where only the text encoders are quantized."""
+    from fnmatch import fnmatch
+
+    quantized = [name for name in ("transformer", *TEXT_ENCODERS) if getattr(quant, name)]
+    if quant.exclude == DEFAULT_EXCLUDE or not quantized:
+        return
+    names = [name for component in quantized for name, _ in getattr(pipe, component).named_modules() if name]
+    for pattern in quant.exclude:
+        if not any(fnmatch(name, pattern) for name in names):
+            tops = [name for name, _ in getattr(pipe, quantized[0]).named_children()]
+            shown = ", ".join(tops[:8]) + (", ..." if len(tops) > 8 else "")
+            raise PipelineLoadError(
+                f"{origin}: field 'quantization.exclude': '{pattern}' matches no module of the "
+                f"{' or '.join(quantized)} (full module names, * and ? as wildcards; the {quantized[0]}'s "
+                f"top-level modules: {shown})"
+            )
 
 
 def _quantize_with_quanto(pipe, quant: QuantizationConfig) -> None:

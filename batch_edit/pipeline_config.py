@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
-from .lora_config import LOCAL_PREFIXES, LoraConfig, file_stamp
+from .lora_config import LOCAL_PREFIXES, LoraConfig, file_stamp, folder_stamp
 from .validation import describe_validation_error, read_yaml_file
 
 QuantType = Literal["qint8", "qint4", "qfloat8"]
@@ -36,6 +36,8 @@ TorchaoType = Literal["auto", "float8_dynamic_row", "int8_weight_only"]
 # The quantization keys each backend reads: any other it would silently ignore, so a config setting one is refused.
 BACKEND_KEYS = {"quanto": ("transformer", "text_encoder", "text_encoder_2", "exclude"), "torchao": ("torchao_type",),
                 "none": ()}  # fmt: skip
+DEFAULT_EXCLUDE = ["proj_out"]  # FLUX's final projection, kept in `dtype` by the reference recipe
+DEFAULT_MAX_SEQUENCE_LENGTH = 512  # T5 tokens: prompts are padded to it, so it changes every image
 
 
 class StrictModel(BaseModel):
@@ -51,7 +53,7 @@ class QuantizationConfig(StrictModel):
     transformer: QuantType | None = "qint8"
     text_encoder: QuantType | None = "qint4"
     text_encoder_2: QuantType | None = "qint4"
-    exclude: list[str] = ["proj_out"]
+    exclude: list[str] = DEFAULT_EXCLUDE
     torchao_type: TorchaoType = "auto"
 
     def describe(self) -> str:
@@ -64,6 +66,8 @@ class QuantizationConfig(StrictModel):
             for name in ("transformer", "text_encoder", "text_encoder_2")
             if getattr(self, name)
         ]
+        if parts and self.exclude != DEFAULT_EXCLUDE:  # the default is named by no part: its ids stay as they were
+            parts.append(f"exclude=[{','.join(self.exclude)}]")
         return f"quanto({','.join(parts)})"
 
     def unused_keys(self) -> list[str]:
@@ -99,7 +103,7 @@ class PipelineConfig(StrictModel):
     device: str = "cuda"
     quantization: QuantizationConfig = QuantizationConfig()
     batch_size: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
-    max_sequence_length: int = Field(default=512, ge=1, le=512)
+    max_sequence_length: int = Field(default=DEFAULT_MAX_SEQUENCE_LENGTH, ge=1, le=DEFAULT_MAX_SEQUENCE_LENGTH)
     local_files_only: bool = False
     # torch.compile the transformer (static shapes: one size per batch, last batch padded). true: the whole
     # transformer as one graph; "regional": each repeated block once, reused by all 57 (a much shorter cold compile).
@@ -176,6 +180,11 @@ class PipelineConfig(StrictModel):
     def is_local_base(self) -> bool:
         return self.base_model is not None and self.base_model.startswith(LOCAL_PREFIXES)
 
+    @property
+    def is_local_folder(self) -> bool:
+        """Whether the whole pipeline loads from a local folder (not a single file's hub base)."""
+        return self.is_local_base if self.is_single_file else self.is_local_model
+
     def missing_paths(self) -> list[str]:
         """The local model file or folders this config names that are not there, each by its file and key (a hub
         id is not looked for: it may be downloaded, or be in the cache)."""
@@ -204,18 +213,28 @@ class PipelineConfig(StrictModel):
 
     def identity(self) -> dict:
         """What about the pipeline determines an image: part of every item's id. Offload and VAE slicing change
-        where and when work runs, not the images, so they are not part of it; VAE tiling is."""
+        where and when work runs, not the images, so they are not part of it; VAE tiling is. Settings added
+        later are named only off their defaults, so the ids of configs that never set them stay the same."""
+        # a local folder's weights are retrained in place: their sizes and mtimes make new items then
+        folder = (
+            {"model_files": folder_stamp(Path(self.model))} if self.is_local_model and not self.is_single_file else {}
+        )
+        # T5's prompt embeddings are padded to it: another length gives other images
+        length = self.max_sequence_length
+        sequence = {"max_sequence_length": length} if length != DEFAULT_MAX_SEQUENCE_LENGTH else {}
         return {
             # img2img, the first task, is named by no key: ids made before tasks existed stay the same
             **({"task": self.task} if self.task != DEFAULT_TASK else {}),
             "model": self.model,
             **(single_file_identity(self) if self.is_single_file else {}),
+            **folder,
             "revision": self.revision,
             "dtype": self.dtype,
             "quantization": self.quantization.describe(),
             # lossy: it changes the images, so it is part of what an item is
             **({"first_block_cache": self.first_block_cache} if self.first_block_cache else {}),
             **({"vae_tiling": True} if self.vae_tiling else {}),  # lossy: tiles blend at their seams
+            **sequence,
             **({"loras": [lora.identity() for lora in self.loras]} if self.loras else {}),
         }
 
@@ -327,8 +346,10 @@ def compile_mode_problems(config: PipelineConfig) -> list[str]:
 
 def single_file_identity(config: PipelineConfig) -> dict:
     """A checkpoint file is named by path, size and modification time (hashing 12-24 GB on every plan would
-    take longer than some runs): a replaced or touched file gives new ids; the base supplies VAE and encoders."""
-    return {"model_file": file_stamp(Path(config.model)), "base_model": config.base_model}
+    take longer than some runs): a replaced or touched file gives new ids; the base supplies VAE and encoders
+    (a local base folder stamped as a model folder is)."""
+    base = {"base_files": folder_stamp(Path(config.base_model))} if config.is_local_base else {}
+    return {"model_file": file_stamp(Path(config.model)), "base_model": config.base_model, **base}
 
 
 def load_pipeline_config(path: Path | None, recorded: bool = False) -> PipelineConfig:
@@ -350,16 +371,43 @@ def load_pipeline_config(path: Path | None, recorded: bool = False) -> PipelineC
         reads = f"it reads {', '.join(BACKEND_KEYS[backend])}" if BACKEND_KEYS[backend] else "it quantizes nothing"
         raise ConfigError("\n".join(f"{path}: field 'quantization.{key}': backend {backend} does not use it ({reads}): "
                                     f"remove it, or set backend: {users[key]}" for key in unused))  # fmt: skip
-    if config.is_local_model:
-        model = (path.parent / Path(config.model).expanduser()).resolve()
-        config = config.model_copy(update={"model": model.as_posix()})
-    if config.is_local_base:
-        base = (path.parent / Path(config.base_model).expanduser()).resolve()
-        config = config.model_copy(update={"base_model": base.as_posix()})
+    config = config.model_copy(update={
+        "model": _model_path(config.model, "model", path),
+        "base_model": config.base_model and _model_path(config.base_model, "base_model", path),
+    })  # fmt: skip
+    if not recorded and config.revision != "main" and config.is_local_folder:
+        local = config.base_model if config.is_single_file else config.model
+        raise ConfigError(f"{path}: field 'revision': {local} is a local folder, which has no revisions (revision "
+                          f"'{config.revision}' would be ignored): remove it, or name a hub id")  # fmt: skip
     if config.loras:
         config = config.model_copy(update={"loras": [lora.resolved_against(path.parent) for lora in config.loras]})
     config._origin = str(path)
     return config
+
+
+def _model_path(value: str, key: str, path: Path) -> str:
+    """A local `model`/`base_model` resolved against the config's folder; a hub id as given. A bare relative
+    path (no ./) is local where it exists beside the config; one found only in the working directory would be
+    loaded from there by diffusers (another folder from each place a run starts, under the same ids): refused."""
+    if not value:
+        return value
+    given = Path(value).expanduser()
+    beside = path.parent / given
+    if value.startswith(LOCAL_PREFIXES) or value.lower().endswith(SINGLE_FILE_SUFFIXES) or _exists(beside):
+        return beside.resolve().as_posix()
+    if _exists(given):
+        raise ConfigError(
+            f"{path}: field '{key}': {value} is not beside this config but in the working directory ("
+            f"{Path.cwd()}): write it relative to the config file (./...) or as an absolute path"
+        )
+    return value
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name no filesystem holds: not a local path
+        return False
 
 
 def dump_pipeline_config(config: PipelineConfig) -> str:

@@ -197,8 +197,8 @@ def changed_since_the_run(record: dict, row: dict, source: Source, mask, recorde
         notes.append(SOURCE_CHANGED)
     if mask is not None and _content_changed(record, "mask", mask):
         notes.append("the mask's content has changed since the run (its sha256 is not the one recorded)")
-    files = _stamped_files(recorded) if recorded is not None else []
-    if files and row.get("pipeline_config") not in ("", None, config_hash(recorded.identity())):
+    files = _stamped_files(recorded, record) if recorded is not None else []
+    if files and row.get("pipeline_config") not in ("", None, config_hash(_identity_as_run(recorded, record))):
         notes.append(
             f"a LoRA or model file was replaced or touched since the run (its size or modification time is not the "
             f"one the run's pipeline_config {row['pipeline_config']} hashed): {', '.join(files)}"
@@ -206,7 +206,20 @@ def changed_since_the_run(record: dict, row: dict, source: Source, mask, recorde
     return tuple(notes)
 
 
-def _stamped_files(config: PipelineConfig) -> list[str]:
-    """The local files the pipeline's identity names by size and modification time."""
+FOLDER_STAMPS = {"model_files": "model", "base_files": "base_model"}  # identity key -> the folder it stamps
+
+
+def _identity_as_run(config: PipelineConfig, record: dict) -> dict:
+    """The recorded config's identity as the run hashed it: a version that stamped no model folder recorded no
+    stamp, so none is hashed for it."""
+    return {key: value for key, value in config.identity().items() if key not in FOLDER_STAMPS or key in record}
+
+
+def _stamped_files(config: PipelineConfig, record: dict) -> list[str]:
+    """The local files the pipeline's identity names by size and modification time (a model folder by its weight
+    files, named where its stamp is not the one the item's record holds)."""
     files = [str(lora.loaded_file()) for lora in config.loras if lora.is_local]
-    return [config.model, *files] if config.is_single_file else files
+    identity = config.identity()
+    folders = [getattr(config, field) for key, field in FOLDER_STAMPS.items() if record.get(key, identity.get(key))
+               != identity.get(key)]  # fmt: skip
+    return [config.model, *folders, *files] if config.is_single_file else [*folders, *files]
