@@ -3,7 +3,6 @@ about it is part of an item's identity."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -96,22 +95,3 @@ def file_stamp(path: Path) -> str:
     except OSError:
         return "missing"
     return f"{found.st_size}-{found.st_mtime_ns}"
-
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
-
-
-def folder_stamp(folder: Path) -> str:
-    """A model folder's weight files (any depth) by relative path, size and modification time, hashed into one
-    short stamp: weights replaced in place give another; nothing is read (a folder holds 12-30 GB). `missing`
-    where it is no folder (refused when the pipeline loads)."""
-    if not folder.is_dir():
-        return "missing"
-    stamps = []
-    for root, folders, files in os.walk(folder):
-        folders.sort()
-        for name in sorted(files):
-            if name.lower().endswith(WEIGHT_SUFFIXES):
-                file = Path(root) / name
-                stamps.append(f"{file.relative_to(folder).as_posix()} {file_stamp(file)}")
-    return hashlib.sha256("\n".join(stamps).encode()).hexdigest()[:16]

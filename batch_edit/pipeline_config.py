@@ -10,7 +10,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
-from .lora_config import LOCAL_PREFIXES, LoraConfig, file_stamp, folder_stamp
+from .lora_config import LOCAL_PREFIXES, LoraConfig, file_stamp
+from .model_paths import SINGLE_FILE_SUFFIXES, folder_stamp, local_model_path
 from .validation import describe_validation_error, read_yaml_file
 
 QuantType = Literal["qint8", "qint4", "qfloat8"]
@@ -74,9 +75,6 @@ class QuantizationConfig(StrictModel):
         """The keys the config file sets (not those left at their defaults) that its backend ignores."""
         used = ("backend", *BACKEND_KEYS[self.backend])
         return [key for key in type(self).model_fields if key in self.model_fields_set and key not in used]
-
-
-SINGLE_FILE_SUFFIXES = (".safetensors", ".gguf")  # a FLUX.1 transformer alone, as ComfyUI/Forge users hold it
 
 
 # diffusers' attention backends that compute exact attention (its `sage` ones quantize it: lossy, not offered;
@@ -372,8 +370,8 @@ def load_pipeline_config(path: Path | None, recorded: bool = False) -> PipelineC
         raise ConfigError("\n".join(f"{path}: field 'quantization.{key}': backend {backend} does not use it ({reads}): "
                                     f"remove it, or set backend: {users[key]}" for key in unused))  # fmt: skip
     config = config.model_copy(update={
-        "model": _model_path(config.model, "model", path),
-        "base_model": config.base_model and _model_path(config.base_model, "base_model", path),
+        "model": local_model_path(config.model, "model", path),
+        "base_model": config.base_model and local_model_path(config.base_model, "base_model", path),
     })  # fmt: skip
     if not recorded and config.revision != "main" and config.is_local_folder:
         local = config.base_model if config.is_single_file else config.model
@@ -383,31 +381,6 @@ def load_pipeline_config(path: Path | None, recorded: bool = False) -> PipelineC
         config = config.model_copy(update={"loras": [lora.resolved_against(path.parent) for lora in config.loras]})
     config._origin = str(path)
     return config
-
-
-def _model_path(value: str, key: str, path: Path) -> str:
-    """A local `model`/`base_model` resolved against the config's folder; a hub id as given. A bare relative
-    path (no ./) is local where it exists beside the config; one found only in the working directory would be
-    loaded from there by diffusers (another folder from each place a run starts, under the same ids): refused."""
-    if not value:
-        return value
-    given = Path(value).expanduser()
-    beside = path.parent / given
-    if value.startswith(LOCAL_PREFIXES) or value.lower().endswith(SINGLE_FILE_SUFFIXES) or _exists(beside):
-        return beside.resolve().as_posix()
-    if _exists(given):
-        raise ConfigError(
-            f"{path}: field '{key}': {value} is not beside this config but in the working directory ("
-            f"{Path.cwd()}): write it relative to the config file (./...) or as an absolute path"
-        )
-    return value
-
-
-def _exists(path: Path) -> bool:
-    try:
-        return path.exists()
-    except (OSError, ValueError):  # a name no filesystem holds: not a local path
-        return False
 
 
 def dump_pipeline_config(config: PipelineConfig) -> str:

@@ -1,0 +1,55 @@
+"""Where a pipeline config's local weights are and what names them in item ids: a `model`/`base_model` path
+resolved against the config's folder (never the working directory), and a model folder's stamp."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from .errors import ConfigError
+from .lora_config import LOCAL_PREFIXES, file_stamp
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".gguf")  # a FLUX.1 transformer alone, as ComfyUI/Forge users hold it
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")  # the files a model folder's stamp covers
+
+
+def folder_stamp(folder: Path) -> str:
+    """A model folder's weight files (any depth) by relative path, size and modification time, hashed into one
+    short stamp: weights replaced in place give another; nothing is read (a folder holds 12-30 GB). `missing`
+    where it is no folder (refused when the pipeline loads)."""
+    if not folder.is_dir():
+        return "missing"
+    stamps = []
+    for root, folders, files in os.walk(folder):
+        folders.sort()
+        for name in sorted(files):
+            if name.lower().endswith(WEIGHT_SUFFIXES):
+                file = Path(root) / name
+                stamps.append(f"{file.relative_to(folder).as_posix()} {file_stamp(file)}")
+    return hashlib.sha256("\n".join(stamps).encode()).hexdigest()[:16]
+
+
+def local_model_path(value: str, key: str, path: Path) -> str:
+    """A local `model`/`base_model` resolved against the config's folder; a hub id as given. A bare relative
+    path (no ./) is local where it exists beside the config; one found only in the working directory would be
+    loaded from there by diffusers (another folder from each place a run starts, under the same ids): refused."""
+    if not value:
+        return value
+    given = Path(value).expanduser()
+    beside = path.parent / given
+    if value.startswith(LOCAL_PREFIXES) or value.lower().endswith(SINGLE_FILE_SUFFIXES) or _exists(beside):
+        return beside.resolve().as_posix()
+    if _exists(given):
+        raise ConfigError(
+            f"{path}: field '{key}': {value} is not beside this config but in the working directory ("
+            f"{Path.cwd()}): write it relative to the config file (./...) or as an absolute path"
+        )
+    return value
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name no filesystem holds: not a local path
+        return False
