@@ -28,6 +28,11 @@ from .sources import FetchOptions
 from .validation import escaped
 
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_REFUSED, EXIT_STOPPED = 0, 1, 2, 3
+RUN_STOPPED = "The run stopped; every finished item is recorded. Fix the problem and re-run the same command to resume."
+FILES_UNWRITTEN = (
+    "The run could not write the file(s) above; every finished item is recorded. Fix the problem and "
+    "re-run the same command: it writes them without redoing any item."
+)
 
 
 def entry() -> int:
@@ -93,7 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details and library warnings")
     # -v after the command too (`batch-edit run -v ...`); SUPPRESS keeps a -v given before it
     verbose = argparse.ArgumentParser(add_help=False)
-    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="the same as -v before the command"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add = lambda name, **kwargs: commands.add_parser(name, parents=[verbose], **kwargs)  # noqa: E731
 
@@ -293,14 +300,10 @@ def _run(args) -> int:
             f"stopped by {stopped_by}: every finished item is recorded; run the same command again to resume",
             file=sys.stderr,
         )
-    if result.unwritten:  # a full disk at the end: exit 3 as anywhere else, even after a signal
-        for problem in result.unwritten:
+    if result.error is not None or result.unwritten:  # exit 3 as anywhere else, even after a signal
+        for problem in [result.error] * (result.error is not None) + result.unwritten:
             print(f"error: {escaped(problem)}", file=sys.stderr)
-        print(
-            "The run could not write the file(s) above; every finished item is recorded. Fix the problem and "
-            "re-run the same command: it writes them without redoing any item.",
-            file=sys.stderr,
-        )
+        print(RUN_STOPPED if result.error is not None else FILES_UNWRITTEN, file=sys.stderr)
         return EXIT_STOPPED
     if stopped_by is not None:
         return 128 + result.interrupted_by
@@ -362,11 +365,15 @@ def _reproduce(args) -> int:
 
 
 def _prune(args) -> int:
-    from .prune import prune_job
+    from .prune import PruneStopped, prune_job
 
     _, output_root, plans, _ = prepare(args, for_run=True)  # the same ids as `run`, or refused
-    for plan in plans:
-        result = prune_job(plan, output_root, dry_run=args.dry_run, reject_missing=args.rejected)
+    for number, plan in enumerate(plans):
+        try:
+            result = prune_job(plan, output_root, dry_run=args.dry_run, reject_missing=args.rejected)
+        except PruneStopped as stopped:
+            _prune_stopped(stopped, plan.name, len(plans) - number - 1)
+            return EXIT_STOPPED
         verb = "would move" if args.dry_run else "moved"
         deleted = f", {result.deleted} deleted (the next run makes them again; --rejected marks them unwanted)"
         print(
@@ -376,6 +383,23 @@ def _prune(args) -> int:
         for line in result.listing:  # under their job's line, as `plan` lists a job's details
             print(f"  {escaped(line)}")
     return EXIT_OK
+
+
+def _prune_stopped(stopped, job: str, not_reached: int) -> None:
+    """What a prune the folder refused partway did: the jobs listed above are pruned, this one in part."""
+    done = stopped.result
+    changed = (
+        f"{len(done.moved)} file(s) moved to .batch-edit/pruned/ and {len(done.rejected)} item(s) recorded as "
+        "rejected before it (nothing was deleted)"
+        if done.moved or done.rejected
+        else "nothing changed in it"
+    )
+    later = f"; {not_reached} later job(s) not pruned" if not_reached else ""
+    print(
+        f"error: {escaped(stopped)}\nprune stopped at job {escaped(job)}: {changed}{later}. "
+        "Make the output folder writable and run the same prune again to finish.",
+        file=sys.stderr,
+    )
 
 
 def _make_tiny_model(args) -> int:

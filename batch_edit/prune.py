@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import OutputError
 from .formats import caption_name
 from .outputs import JobOutput
 from .plan import JobPlan
@@ -42,11 +43,26 @@ class _Changes:
     deleted: int = 0  # images gone but not rejected
 
 
+class PruneStopped(OutputError):
+    """The job folder could not be written partway: `result` holds what was moved (and recorded) before."""
+
+    def __init__(self, message: str, result: PruneResult):
+        super().__init__(message)
+        self.result = result
+
+
 def prune_job(plan: JobPlan, output_root: Path, dry_run: bool = False, reject_missing: bool = False) -> PruneResult:
     output = JobOutput(output_root, plan.name)
     result = PruneResult(output.folder)
     if not output.state.is_dir():
         return result  # never run here, and no run holds it (a run makes .batch-edit/ before it locks): nothing made
+    try:
+        return _prune(output, plan, dry_run, reject_missing, result)
+    except OutputError as exc:  # a read-only or full disk: what moved before stays moved, each move recorded
+        raise PruneStopped(str(exc), result) from exc
+
+
+def _prune(output: JobOutput, plan: JobPlan, dry_run: bool, reject_missing: bool, result: PruneResult) -> PruneResult:
     # The lock, also where nothing is recorded yet: a run loading its model holds a folder it has no record in.
     if dry_run:
         output.refuse_if_busy()  # refused like a prune, without writing the owner file

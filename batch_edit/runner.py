@@ -49,6 +49,7 @@ class RunResult:
     jobs: list[JobSummary]
     loaded_model: bool
     interrupted_by: int | None = None  # the signal that stopped the run early
+    error: str | None = None  # the output folder could not be written: the run stopped with what came back recorded
     seconds: float = 0.0  # the progress line's elapsed time: from the first batch to the end of the last job
 
     @property
@@ -139,8 +140,11 @@ def drive(
         recorder = _Recorder(
             [(s, outputs[s.name], pending[s.name]) for s in active], _PipelineRecord(used), progress, stop, options
         )
+        error = None
         try:
             execution.run(tasks, recorder.pipeline.fields, recorder.record, stop)
+        except OutputError as exc:  # a full disk, a job folder removed: what came back is recorded, the summary
+            error = str(exc)  # tells what is left, so the run ends as any other, with exit 3
         # Ray's workers load as they start: a load that fails or is stopped there leaves nothing, as above
         except (PipelineLoadError, LoadInterrupted):
             recorder.close()
@@ -155,7 +159,7 @@ def drive(
             recorder.close()
     for summary in active:
         summary.not_run = len(pending[summary.name]) - summary.done - summary.failed
-    return RunResult(summaries, loaded_model=True, interrupted_by=stop.signal, seconds=progress.elapsed)
+    return RunResult(summaries, True, interrupted_by=stop.signal, error=error, seconds=progress.elapsed)
 
 
 def _lock_and_load(stack: ExitStack, outputs: list[JobOutput], recount, config: PipelineConfig, load):
@@ -292,7 +296,7 @@ class _Recorder:
         if result.failure is not None:
             job.output.record_failed(item, result.failure, self.pipeline.fields)
             job.summary.failed += 1
-            reason = failure_reason(result.failure.error)
+            reason = result.failure.reason
             job.summary.errors[reason] = job.summary.errors.get(reason, 0) + 1
             self.progress.update(failed=True)
         else:
@@ -379,11 +383,3 @@ class InProcess:
         finally:
             prepared.close()
             writer.drain()  # a no-op after a clean end; after an error, cancels what was pending
-
-
-def failure_reason(error: BaseException | str, most: int = 100) -> str:
-    """The reason a summary groups failures by: the error's whole first line (a reason may hold ':', as in
-    "private address ::ffff:127.0.0.1 refused"), shortened if very long."""
-    text = str(error).strip()
-    line = text.splitlines()[0] if text else type(error).__name__
-    return line if len(line) <= most else line[: most - 3] + "..."

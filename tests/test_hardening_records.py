@@ -18,12 +18,13 @@ from PIL import Image
 
 from batch_edit import outputs, source_identity
 from batch_edit.engine import Engine
-from batch_edit.errors import OutputError, OutputRefusedError, UnsafeOutputError
+from batch_edit.errors import OutputError, UnsafeOutputError
 from batch_edit.outputs import STATE_DIR, JobOutput
 from batch_edit.pipeline_config import PipelineConfig, QuantizationConfig
 from batch_edit.plan import make_item
 from batch_edit.planning import prepare
-from batch_edit.runner import RunOptions, failure_reason, run
+from batch_edit.result_files import Failure
+from batch_edit.runner import RunOptions, run
 from batch_edit.sources import SourceError, SourceRef, load_image
 
 from .conftest import PHOTOS, batch_edit, write_pipeline_config
@@ -258,9 +259,9 @@ def test_an_output_problem_after_the_model_loaded_stops_the_run_not_refuses_it(t
         records.mkdir(parents=True)  # something takes the record's place while the model loads
         return engine
 
-    with pytest.raises(OutputError) as info:
-        run(plans, config, root, load_then_break_the_folder)
-    assert not isinstance(info.value, OutputRefusedError) and str(root / JOB) in str(info.value)
+    stopped = run(plans, config, root, load_then_break_the_folder)  # a stop with its summary (exit 3), no refusal
+    assert stopped.error is not None and str(root / JOB) in stopped.error
+    assert stopped.jobs[0].not_run == 1
 
 
 # --------------------------------------------------------------------------- file descriptors
@@ -505,6 +506,10 @@ def test_prompt_text_cannot_forge_the_automatic1111_fields(tmp_path):
     assert not sampler.negative_prompts
     assert sampler.parameters["seed"] == "7" and sampler.parameters["steps"] == "4"
     assert sampler.name != "Forged"
+
+
+def failure_reason(error: BaseException) -> str:
+    return Failure.of("load", error).reason
 
 
 def test_error_summaries_keep_the_whole_reason():
