@@ -212,17 +212,17 @@ class MaskLoader:
 
 def _load(ref: SourceRef, fetch: FetchOptions) -> Image.Image | SourceError:
     if ref.key.endswith(_NOT_FOUND):
-        return SourceError(f"mask: none found for this source (looked for {ref.key})")
+        return SourceError(f"mask: none found for this source (looked for {ref.key})", "mask: none found")
     try:
         mask = load_image(ref, fetch, convert=to_mask)
     except SourceError as exc:
-        return SourceError(f"mask: {exc}")
+        return SourceError(f"mask: {exc}", f"mask: {exc.reason}")
     brightest = mask.getextrema()[1]
     if brightest == 0:
-        return SourceError(f"mask: all black, nothing to repaint ({ref.key})")
+        return SourceError(f"mask: all black, nothing to repaint ({ref.key})", "mask: all black")
     if brightest < REPAINT_LEVEL:
         return SourceError(f"mask: no pixel at or above mid-grey (brightest {brightest}/255): nothing to repaint "
-                           f"({ref.key})")  # fmt: skip
+                           f"({ref.key})", "mask: no pixel at or above mid-grey")  # fmt: skip
     return mask
 
 

@@ -90,16 +90,21 @@ def now() -> str:
 
 @dataclass(frozen=True)
 class Failure:
-    """Why an item has no result: the stage ("load", "generate") and the error's type and first line."""
+    """Why an item has no result: the stage ("load", "generate"), the error's type and first line (as failures.csv
+    lists it), and its `reason`: the same without what varies per item (a source error's path or size), which the
+    run's summary counts failures by, so 300 missing files make one "file not found: 300"."""
 
     stage: str
     error_type: str
     error: str
+    reason: str
 
     @classmethod
-    def of(cls, stage: str, error: BaseException) -> Failure:
+    def of(cls, stage: str, error: BaseException, most: int = 100) -> Failure:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return cls(stage, type(error).__name__, message)
+        reason = str(getattr(error, "reason", "") or message).strip().splitlines()[0]  # only SourceError has one
+        reason = reason if len(reason) <= most else reason[: most - 3] + "..."
+        return cls(stage, type(error).__name__, message, reason)
 
 
 @dataclass(frozen=True)

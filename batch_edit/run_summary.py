@@ -6,10 +6,12 @@ from __future__ import annotations
 from .progress import format_duration
 from .validation import escaped
 
+SHOWN_REASONS = 5  # the most frequent failure reasons a job's line names; the rest are counted together
+
 
 def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | None) -> None:
     for job in result.jobs:
-        reasons = "; ".join(f"{escaped(reason)}: {count}" for reason, count in sorted(job.errors.items()))
+        reasons = _reasons(job.errors)
         print(
             f"job {job.name}: {job.done} written, {job.already_done} already done, "
             f"{f'{job.rejected} rejected, ' if job.rejected else ''}{job.failed} failed"
@@ -25,6 +27,16 @@ def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | 
         written, failed = sum(job.done for job in result.jobs), result.failed
         later = f", {left} {_left_word(overwrite)}" if left else ""
         print(f"total: {written} written, {failed} failed{later}, elapsed {format_duration(result.seconds)}")
+
+
+def _reasons(errors: dict[str, int]) -> str:
+    """The reasons counted, the most frequent first ("file not found: 300; not an image: 2"), then "N more
+    reasons: M" (failures.csv has each item's whole error)."""
+    ranked = sorted(errors.items(), key=lambda pair: (-pair[1], pair[0]))
+    shown = [f"{escaped(reason)}: {count}" for reason, count in ranked[:SHOWN_REASONS]]
+    if rest := ranked[SHOWN_REASONS:]:
+        shown.append(f"{len(rest)} more reasons: {sum(count for _, count in rest)}")
+    return "; ".join(shown)
 
 
 def _left(job, stopped_by: str | None, overwrite: bool, limit: int | None) -> str:

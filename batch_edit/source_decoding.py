@@ -23,7 +23,12 @@ _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 
 class SourceError(Exception):
-    """One source failed to load; str() is a short reason the user can act on."""
+    """One source failed to load; str() is a short reason the user can act on, `reason` the same without what
+    varies from file to file (its path, its size, the decoder's detail): what a run's summary groups failures by."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def decode_image(data: bytes, convert=None) -> Image.Image:
@@ -34,11 +39,11 @@ def decode_image(data: bytes, convert=None) -> Image.Image:
         img.load()  # open() only read the header: broken pixel data shows up here
         return (convert or to_rgb)(ImageOps.exif_transpose(img))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # a GIF frame past the screen
-        raise SourceError(f"corrupt image: a frame larger than the image ({exc})") from None
+        raise SourceError(f"corrupt image: a frame larger than the image ({exc})", "corrupt image") from None
     except MemoryError:
         raise SourceError("not enough memory to decode the image") from None
     except Exception as exc:  # noqa: BLE001 - whatever the decoder makes of bad bytes is this source's failure
-        raise SourceError(_decode_error(exc, data)) from None
+        raise _decode_error(exc, data) from None
 
 
 def _open(data: bytes) -> Image.ImageFile.ImageFile:
@@ -54,23 +59,24 @@ def _open(data: bytes) -> Image.ImageFile.ImageFile:
         except (SyntaxError, IndexError, TypeError, struct.error):
             continue  # not this format after all, as Image.open sees it
         except Exception as exc:  # noqa: BLE001 - a decoder that reads pixels while opening (WebP) fails here
-            raise SourceError(_decode_error(exc, data)) from None
+            raise _decode_error(exc, data) from None
         width, height = img.size
         if width * height > MAX_SOURCE_PIXELS:
             raise SourceError(
                 f"too many pixels: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
-                f"{MAX_SOURCE_PIXELS // 1_000_000}-megapixel limit for a source"
+                f"{MAX_SOURCE_PIXELS // 1_000_000}-megapixel limit for a source",
+                "too many pixels",
             )
         return img
     raise SourceError("not an image")
 
 
-def _decode_error(exc: Exception, data: bytes) -> str:
+def _decode_error(exc: Exception, data: bytes) -> SourceError:
     """One line: 'truncated image' where the file ends too early, else 'corrupt image: <the decoder's words>'."""
     if "truncated" in str(exc) or isinstance(exc, EOFError) or _riff_cut_short(data):
-        return "truncated image"
+        return SourceError("truncated image")
     words = " ".join(str(exc).split()) or type(exc).__name__
-    return f"corrupt image: {words}"
+    return SourceError(f"corrupt image: {words}", "corrupt image")
 
 
 def _riff_cut_short(data: bytes) -> bool:

@@ -166,7 +166,7 @@ def _read_file(path: Path, max_bytes: int) -> bytes:
     try:
         data = read_capped(path, max_bytes)
     except FileNotFoundError:
-        raise SourceError(f"file not found: {path.as_posix()}") from None
+        raise SourceError(f"file not found: {path.as_posix()}", "file not found") from None
     except NotRegularFile as exc:
         raise SourceError("is a folder" if exc.kind == "folder" else str(exc)) from None
     except TooLarge:
@@ -183,7 +183,7 @@ def _download(url: str, fetch: FetchOptions) -> bytes:
     try:
         return fetch_url(url, fetch)
     except FetchError as exc:
-        raise SourceError(str(exc)) from exc
+        raise SourceError(str(exc), str(exc).split(": ", 1)[0]) from exc  # "could not connect: <why>"
 
 
 # ---------------------------------------------------------------- sizing
