@@ -28,6 +28,7 @@ def report(args) -> int:
     for warning in [*plan_warnings(config, jobs), *planned_long_prompts(config, plans)]:
         print(f"warning: {escaped(warning)}", file=sys.stderr)
     missing_total, unmasked_total, pending_total = 0, 0, 0
+    limit_left = args.limit  # --limit runs the first N pending items across jobs: the estimates are of those
     for plan, job in zip(plans, jobs):
         output, records = read[plan.name]
         done = output.finished_ids(plan.items, records)
@@ -64,7 +65,7 @@ def report(args) -> int:
         if max(variations, default=1) > 1:  # not an axis, but it multiplies the items as one does
             print(f"  variations: {_listed([str(n) for n in variations[:8]], len(variations))} per grid point")
         timed = output.timed_records(config.recorded_fields(), records)
-        _print_estimate(config.task, timed, plan.items, done | rejected)
+        limit_left = _print_estimate(config.task, timed, plan.items, done | rejected, args.limit, limit_left)
     print(f"total: {sum(len(plan.items) for plan in plans)} item(s) in {len(plans)} job(s)")
     if args.limit is not None:
         print(f"--limit {args.limit}: {min(args.limit, pending_total)} of {pending_total} pending item(s) would run")
@@ -77,20 +78,31 @@ def report(args) -> int:
     return EXIT_OK
 
 
-def _print_estimate(task: str, timed: list[dict], items, skipped: set[str]) -> None:
+def _print_estimate(task: str, timed: list[dict], items, skipped: set[str], limit, limit_left) -> int | None:
+    """The job's estimate: of its pending items, or with --limit of those the limit left to this job would run
+    (the first ones, in manifest order); returns what the limit leaves to the next jobs."""
     from .estimate import estimate
     from .progress import format_duration
 
     pending = [item for item in items if item.item_id not in skipped]  # as pending_items leaves them
     if not pending:
-        return
+        return limit_left
+    sample = ""
+    if limit_left is not None:
+        running = pending[:limit_left]
+        if not running:
+            print(f"  estimate: none of its {len(pending)} pending item(s) would run with --limit {limit}")
+            return 0
+        sample = f"; the first {len(running)} of {len(pending)} pending, which --limit {limit} would run"
+        pending, limit_left = running, limit_left - len(running)
     found = estimate(task, timed, pending)
     if found is None:
         print("  estimate: none yet (no earlier run with this pipeline config in this folder)")
-        return
-    print(f"  estimate: {format_duration(found.seconds)} for {found.describe(len(pending))}")
+        return limit_left
+    print(f"  estimate: {format_duration(found.seconds)} for {found.describe(len(pending))}{sample}")
     if caution := found.caution():
         print(f"  caution: {caution}")
+    return limit_left
 
 
 def _listed(texts: list[str], count: int) -> str:
