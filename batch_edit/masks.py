@@ -195,7 +195,10 @@ class MaskLoader:
             raise SourceError("mask: its white part lies outside the fitted image (the crop leaves nothing to repaint)")
         # With the composite, a pixel changes only where the pipeline repaints AND the feathered alpha is above 0.
         if item.composite and not ImageChops.darker(feathered(mask, item.mask_blur), repaints).getbbox():
-            raise SourceError(f"mask: narrower everywhere than mask_blur {item.mask_blur}, nothing would be repainted")
+            raise SourceError(
+                f"mask: narrower everywhere than mask_blur {item.mask_blur}, nothing would be repainted",
+                "mask: narrower everywhere than mask_blur",
+            )
         return mask
 
     def _loaded(self, ref: SourceRef) -> Image.Image:
