@@ -147,7 +147,7 @@ def test_the_memory_table_takes_phase_columns_and_keeps_older_rows(tmp_path):
     "args",
     [
         ["--configs", "torchao+compile:1"],
-        ["--config", str(REPO / "configs" / "flux1-dev-24gb.yaml"), "--set", "compile=regional"],
+        ["--config", str(REPO / "configs" / "flux1-dev-hopper-fast.yaml"), "--set", "compile=regional"],
     ],
 )
 def test_phases_are_refused_with_compile(args, tmp_path, capsys):
