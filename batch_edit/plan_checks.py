@@ -8,10 +8,7 @@ import glob
 import itertools
 import os
 import sys
-import warnings
 from pathlib import Path
-
-from PIL import Image
 
 from .grid_checks import denoising_steps
 from .local_files import open_regular
@@ -19,7 +16,8 @@ from .manifest import JobSpec
 from .masks import is_missing
 from .parameters import axis_names
 from .pipeline_config import PipelineConfig
-from .sources import DECODER_FORMATS, fit_size
+from .source_decoding import SourceError, open_image
+from .sources import fit_size
 
 
 def resolved_folders(manifests: list[Path]) -> list[tuple[Path, Path]]:
@@ -161,14 +159,9 @@ def _oriented_size(path: str) -> tuple[int, int] | None:
     """A local image's size as it is fitted (camera rotation applied), read from its header; None where it cannot
     be read (loading the item says why)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # nothing is decoded here
-            with (
-                os.fdopen(open_regular(Path(path)), "rb") as handle,
-                Image.open(handle, formats=DECODER_FORMATS) as img,
-            ):
-                width, height = img.size
-                turned = img.getexif().get(_ORIENTATION) in _TURNED
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+        with os.fdopen(open_regular(Path(path)), "rb") as handle, open_image(handle) as img:
+            width, height = img.size
+            turned = img.getexif().get(_ORIENTATION) in _TURNED
+    except (SourceError, OSError, ValueError, SyntaxError, EOFError):
         return None
     return (height, width) if turned else (width, height)

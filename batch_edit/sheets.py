@@ -24,8 +24,8 @@ from . import job_files
 from .errors import OutputError
 from .sheet_arrangement import Arrangement, arrange, find_axes  # noqa: F401 - find_axes: importable beside the drawing
 from .sheet_layout import MIN_THUMB, Page, SheetLayout, plan_pages  # noqa: F401 - so are MIN_THUMB, SheetLayout
+from .source_decoding import SourceError, open_image, to_rgb
 from .source_folders import SHEET_PREFIX
-from .sources import DECODER_FORMATS, to_rgb
 
 MIN_CELL = 128  # outputs smaller than this are still enlarged to it, so a cell's labels have room
 BACKGROUND, TEXT, LETTERBOX = (255, 255, 255), (20, 20, 20), (128, 128, 128)
@@ -55,13 +55,14 @@ def _stem(key: str) -> str:
 
 
 def load_thumbnail(path: Path, thumb: int) -> Image.Image | None:
-    """The image fitted inside thumb x thumb, letterboxed; None if it cannot be read."""
+    """The image fitted inside thumb x thumb, letterboxed; None if it cannot be read. Opened as sources are (their
+    decoders and pixel limit), so a source the run could use has its thumbnail."""
     try:
-        with Image.open(path, formats=list(DECODER_FORMATS)) as image:
+        with open(path, "rb") as handle, open_image(handle) as image:
             image.draft("RGB", (thumb, thumb))  # JPEG: decode at a reduced scale, far cheaper for big photos
             ImageOps.exif_transpose(image, in_place=True)  # as sources.py does: the camera's rotation applied
             return fit_thumbnail(to_rgb(image), thumb)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except (SourceError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
 
 

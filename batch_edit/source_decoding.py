@@ -3,13 +3,15 @@
 Whatever a decoder makes of bad bytes (Pillow raises OSError, ValueError, SyntaxError, struct.error and more,
 some while opening, some while loading) becomes a one-line SourceError: the item's failure, never a traceback.
 The pixel limit is ours, not Pillow's process-wide MAX_IMAGE_PIXELS, which would refuse a 102-megapixel camera
-photo and print a warning between one and two times its limit.
+photo and print a warning between one and two times its limit: `open_image` is the one way this project opens an
+image it did not make (sources for the run, the contact sheet's source, the sizes `plan` measures).
 """
 
 from __future__ import annotations
 
 import struct
 from io import BytesIO
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -34,54 +36,61 @@ class SourceError(Exception):
 def decode_image(data: bytes, convert=None) -> Image.Image:
     """Bytes -> the fully loaded image (first frame, camera rotation applied; `convert` instead of `to_rgb` picks
     another mode), or SourceError."""
-    img = _open(data)
+    img = open_image(BytesIO(data))
     try:
-        img.load()  # open() only read the header: broken pixel data shows up here
+        img.load()  # open_image only read the header: broken pixel data shows up here
         return (convert or to_rgb)(ImageOps.exif_transpose(img))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # a GIF frame past the screen
         raise SourceError(f"corrupt image: a frame larger than the image ({exc})", "corrupt image") from None
     except MemoryError:
         raise SourceError("not enough memory to decode the image") from None
     except Exception as exc:  # noqa: BLE001 - whatever the decoder makes of bad bytes is this source's failure
-        raise _decode_error(exc, data) from None
+        raise _decode_error(exc, data[:12], len(data)) from None
 
 
-def _open(data: bytes) -> Image.ImageFile.ImageFile:
-    """The image's header read by the first decoder that takes it, as Image.open does, with our pixel limit in
-    place of Pillow's."""
+def open_image(fp: BinaryIO) -> Image.ImageFile.ImageFile:
+    """The image's header read from a seekable binary file by the first decoder that takes it, as Image.open does,
+    with our pixel limit in place of Pillow's (which it neither warns nor errors about), or SourceError. Nothing
+    is decoded yet; the caller closes `fp`."""
     Image.init()
+    head = fp.read(16)
+    size = fp.seek(0, 2)
     for fmt in DECODER_FORMATS:
         factory, accept = Image.OPEN[fmt]
-        if accept is not None and not accept(data[:16]):
+        if accept is not None and not accept(head):
             continue
+        fp.seek(0)
         try:
-            img = factory(BytesIO(data), "")
+            img = factory(fp, "")
         except (SyntaxError, IndexError, TypeError, struct.error):
             continue  # not this format after all, as Image.open sees it
         except Exception as exc:  # noqa: BLE001 - a decoder that reads pixels while opening (WebP) fails here
-            raise _decode_error(exc, data) from None
-        width, height = img.size
-        if width * height > MAX_SOURCE_PIXELS:
-            raise SourceError(
-                f"too many pixels: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
-                f"{MAX_SOURCE_PIXELS // 1_000_000}-megapixel limit for a source",
-                "too many pixels",
-            )
+            raise _decode_error(exc, head, size) from None
+        _check_pixels(*img.size)
         return img
     raise SourceError("not an image")
 
 
-def _decode_error(exc: Exception, data: bytes) -> SourceError:
+def _check_pixels(width: int, height: int) -> None:
+    if width * height > MAX_SOURCE_PIXELS:
+        raise SourceError(
+            f"too many pixels: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
+            f"{MAX_SOURCE_PIXELS // 1_000_000}-megapixel limit for a source",
+            "too many pixels",
+        )
+
+
+def _decode_error(exc: Exception, head: bytes, size: int) -> SourceError:
     """One line: 'truncated image' where the file ends too early, else 'corrupt image: <the decoder's words>'."""
-    if "truncated" in str(exc) or isinstance(exc, EOFError) or _riff_cut_short(data):
+    if "truncated" in str(exc) or isinstance(exc, EOFError) or _riff_cut_short(head, size):
         return SourceError("truncated image")
     words = " ".join(str(exc).split()) or type(exc).__name__
     return SourceError(f"corrupt image: {words}", "corrupt image")
 
 
-def _riff_cut_short(data: bytes) -> bool:
+def _riff_cut_short(head: bytes, size: int) -> bool:
     """A WebP holds fewer bytes than its RIFF header says it has (libwebp reports only that it failed)."""
-    return data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) < 8 + int.from_bytes(data[4:8], "little")
+    return head[:4] == b"RIFF" and head[8:12] == b"WEBP" and size < 8 + int.from_bytes(head[4:8], "little")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
