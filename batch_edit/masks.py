@@ -19,16 +19,8 @@ from PIL import Image, ImageChops, ImageFilter
 from .fetch import FetchOptions
 from .parameters import named, needing
 from .pipeline_config import MASKED_TASKS
-from .sources import (
-    SourceError,
-    SourceRef,
-    SourceSpecError,
-    expand_source,
-    fit_geometry,
-    load_image,
-    source_ref,
-    to_rgb,
-)
+from .source_decoding import SourceError, to_rgb
+from .sources import SourceRef, SourceSpecError, expand_source, fit_geometry, load_image, source_ref
 
 _GLOB_CHARS = frozenset("*?[")
 # FluxInpaintPipeline and FluxFillPipeline binarize the mask at 0.5 (diffusers' VaeImageProcessor, do_binarize):

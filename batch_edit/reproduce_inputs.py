@@ -18,17 +18,9 @@ from .pipeline_config import PipelineConfig
 from .plan import WorkItem
 from .records import config_hash, is_bare_name
 from .result_files import KEPT_DIGESTS, KEPT_MASK_COLUMN, SOURCE_IMAGE_COLUMN, pixels_digest
+from .source_decoding import SourceError, decode_image
 from .source_identity import file_identity
-from .sources import (
-    FetchOptions,
-    SourceError,
-    SourceRef,
-    SourceSpecError,
-    decode_image,
-    fit_image,
-    source_bytes,
-    source_ref,
-)
+from .sources import FetchOptions, SourceRef, SourceSpecError, fit_image, source_bytes, source_ref
 
 
 @dataclass(frozen=True)

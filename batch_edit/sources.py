@@ -19,7 +19,7 @@ from PIL import Image
 from .captions import CaptionFileRefused, read_caption
 from .fetch import FetchError, FetchOptions, fetch_url, human_bytes
 from .local_files import NotRegularFile, TooLarge, read_capped
-from .source_decoding import DECODER_FORMATS, SourceError, decode_image, to_rgb  # noqa: F401
+from .source_decoding import SourceError, decode_image, to_rgb
 from .source_folders import GLOB_CHARS, IMAGE_SUFFIXES, OwnResults, folder_images, glob_images
 
 RESIZE_MODES = ("center-crop", "pad", "stretch", "fit")
@@ -183,7 +183,7 @@ def _download(url: str, fetch: FetchOptions) -> bytes:
     try:
         return fetch_url(url, fetch)
     except FetchError as exc:
-        raise SourceError(str(exc), str(exc).split(": ", 1)[0]) from exc  # "could not connect: <why>"
+        raise SourceError(str(exc), exc.reason) from exc
 
 
 # ---------------------------------------------------------------- sizing

@@ -20,7 +20,8 @@ from .errors import OutOfMemory, OutputError
 from .masks import MaskLoader, composited
 from .plan import WorkItem
 from .result_files import Failure, ItemResult, encode_result
-from .sources import FetchOptions, SourceError, SourceRef, decode_image, fit_image, source_bytes
+from .source_decoding import SourceError, decode_image
+from .sources import FetchOptions, SourceRef, fit_image, source_bytes
 
 log = logging.getLogger("batch_edit.runner")
 

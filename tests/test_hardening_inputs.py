@@ -18,9 +18,10 @@ from batch_edit import validation
 from batch_edit.errors import ManifestError
 from batch_edit.manifest import MAX_ITEMS_PER_RUN, Grid, grid_size, load_manifests
 from batch_edit.parameters import axis_names
-from batch_edit.worker import SourceCache as _SourceCache
-from batch_edit.sources import FetchOptions, SourceError, SourceRef, expand_source, load_image, source_ref
+from batch_edit.source_decoding import SourceError
+from batch_edit.sources import FetchOptions, SourceRef, expand_source, load_image, source_ref
 from batch_edit.validation import printable
+from batch_edit.worker import SourceCache as _SourceCache
 
 from .conftest import batch_edit
 

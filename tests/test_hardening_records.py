@@ -25,7 +25,8 @@ from batch_edit.plan import make_item
 from batch_edit.planning import prepare
 from batch_edit.result_files import Failure
 from batch_edit.runner import RunOptions, run
-from batch_edit.sources import SourceError, SourceRef, load_image
+from batch_edit.source_decoding import SourceError
+from batch_edit.sources import SourceRef, load_image
 
 from .conftest import PHOTOS, batch_edit, write_pipeline_config
 

@@ -23,8 +23,9 @@ from batch_edit.outputs import item_fields
 from batch_edit.plan import make_item, plan_jobs
 from batch_edit.plan_checks import sources_without_mask
 from batch_edit.sheet_arrangement import arrange
+from batch_edit.source_decoding import SourceError
 from batch_edit.source_identity import identify_sources, recorded_hashes
-from batch_edit.sources import RESIZE_MODES, SourceError, SourceRef, fit_image
+from batch_edit.sources import RESIZE_MODES, SourceRef, fit_image
 
 from .conftest import PHOTOS, batch_edit
 from .conftest import image_file as image

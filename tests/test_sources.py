@@ -14,22 +14,20 @@ from PIL import Image
 
 from batch_edit import fetch as fetch_module
 from batch_edit import source_decoding
+from batch_edit.source_decoding import SourceError, decode_image, to_rgb
 from batch_edit.sources import (
     IMAGE_SUFFIXES,
     RESIZE_MODES,
     FetchOptions,
-    SourceError,
     SourceRef,
     SourceSpecError,
     center_crop_box,
-    decode_image,
     expand_source,
     fit_image,
     fit_size,
     load_image,
     pad_layout,
     source_ref,
-    to_rgb,
 )
 from tests.http_fixtures import LoopbackServer, loopback_server, png_bytes, png_header, self_signed_cert  # noqa: F401 (fixture)
 

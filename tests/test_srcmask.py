@@ -19,7 +19,8 @@ from batch_edit.fetch import FetchOptions
 from batch_edit.manifest import load_manifest, load_manifests
 from batch_edit.masks import REPAINT_LEVEL, MaskLoader
 from batch_edit.plan import make_item
-from batch_edit.sources import SourceError, SourceRef, to_rgb
+from batch_edit.source_decoding import SourceError, to_rgb
+from batch_edit.sources import SourceRef
 
 from .conftest import PHOTOS, batch_edit
 from .conftest import image_file as png
