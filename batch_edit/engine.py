@@ -19,7 +19,7 @@ from PIL import Image
 
 from .backends import check_machine, offload_text_encoders, prepare_pipeline
 from .checkpoints import check_single_file, load_single_file_pipeline
-from .errors import OutOfMemory, PipelineLoadError
+from .errors import OutOfMemory, PipelineLoadError, first_line
 from .pipeline_config import MASKED_TASKS, PipelineConfig
 from .plan import WorkItem
 from .prompt_tokens import LongPrompts
@@ -279,8 +279,7 @@ def _explain_load_failure(config: PipelineConfig, exc: Exception) -> str:
         return f"{model} was not found on the Hugging Face Hub (check the name, or set HF_TOKEN for a private model)"
     if any(isinstance(e, LocalEntryNotFoundError) for e in chain) or "offline" in text.lower():
         return f"{model} is not in the local cache and could not be downloaded (no network, or local_files_only)"
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"could not load {model}: {first_line}"
+    return f"could not load {model}: {first_line(exc, None)}"
 
 
 def quiet_libraries(verbose: bool) -> None:

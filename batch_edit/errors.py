@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 
-def first_line(exc: Exception, limit: int = 300) -> str:
-    """A library exception's first line, bounded: what follows is often advice about arguments this tool sets."""
+def first_line(exc: BaseException | str, limit: int | None = 300) -> str:
+    """An exception's (or a text's) first line, cut to `limit` characters (None: whole): what follows is often
+    advice about arguments this tool sets. An exception without words gives its type's name."""
     text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    line = text.splitlines()[0] if text else "" if isinstance(exc, str) else type(exc).__name__
+    return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."
 
 
 class BatchEditError(Exception):

@@ -35,7 +35,12 @@ _CHUNK = 64 * 1024
 
 
 class FetchError(Exception):
-    """A download failed; str() is a short reason the user can act on."""
+    """A download failed; str() is a short reason the user can act on, `reason` the same without what varies from
+    URL to URL (an address, a count of bytes, the network's words): what a run's summary groups failures by."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,7 @@ class _Download:
         return max(0.001, min(stall, remaining))
 
     def timed_out(self) -> FetchError:
-        return FetchError(f"timed out after {self.options.timeout_s:g} s")
+        return FetchError(f"timed out after {self.options.timeout_s:g} s", "timed out")
 
     def admit(self, sock: socket.socket) -> None:
         """Called with each new socket, connected but before a byte is sent: refuse it or track it."""
@@ -237,10 +242,12 @@ def new_session(download: _Download) -> requests.Session:
 
 
 class _Retryable(Exception):
-    """One attempt failed in a way the next may not; str() is the reason, without the attempt count."""
+    """One attempt failed in a way the next may not; str() says why, without the attempt count; `reason` as
+    FetchError's."""
 
-    def __init__(self, reason: str, stalled: bool = False):
-        super().__init__(reason)
+    def __init__(self, message: str, reason: str | None = None, stalled: bool = False):
+        super().__init__(message)
+        self.reason = reason or message
         self.stalled = stalled
 
 
@@ -258,7 +265,7 @@ def _with_retries(url: str, download: _Download) -> bytes:
             delay = options.backoff_s * 2 ** (attempt - 1)
             if attempt > options.retries or delay >= download.remaining():
                 plural = "s" if attempt > 1 else ""
-                raise FetchError(f"{exc} ({attempt} attempt{plural})") from exc
+                raise FetchError(f"{exc} ({attempt} attempt{plural})", exc.reason) from exc
             time.sleep(delay)
 
 
@@ -266,7 +273,7 @@ def _attempt(session: requests.Session, url: str, download: _Download) -> bytes:
     try:
         return _follow(session, url, download)
     except PrivateAddressRefused as exc:
-        raise FetchError(f"private address {exc.address} refused") from exc
+        raise FetchError(f"private address {exc.address} refused", "private address refused") from exc
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         raise _classify(exc, download) from exc
 
@@ -284,8 +291,9 @@ def _follow(session: requests.Session, url: str, download: _Download) -> bytes:
         url = urljoin(url, target)
         scheme = urlsplit(url).scheme.lower()
         if scheme not in ("http", "https"):
-            raise FetchError(f"redirect to {scheme}:// refused (only http and https)")
-    raise FetchError(f"too many redirects (more than {max_redirects})")
+            refused = "redirect refused (only http and https)"
+            raise FetchError(f"redirect to {scheme}:// refused (only http and https)", refused)
+    raise FetchError(f"too many redirects (more than {max_redirects})", "too many redirects")
 
 
 def _check_status(status: int) -> None:
@@ -317,11 +325,11 @@ def _read_body(resp: requests.Response, download: _Download) -> bytes:
     except (urllib3.exceptions.TimeoutError, TimeoutError):
         raise  # a stall or the deadline: _classify tells which
     except (urllib3.exceptions.ProtocolError, http.client.HTTPException, OSError) as exc:
-        raise _Retryable(_dropped(len(body), expected)) from exc
+        raise _Retryable(_dropped(len(body), expected), "connection dropped") from exc
     if download.expired():  # the watchdog's cut can look like the end of a body (or of the headers)
         raise download.timed_out()
     if expected is not None and len(body) < expected:
-        raise _Retryable(_dropped(len(body), expected))
+        raise _Retryable(_dropped(len(body), expected), "connection dropped")
     if not body:
         raise FetchError("empty response")
     return bytes(body)
@@ -355,14 +363,14 @@ def _classify(exc: BaseException, download: _Download) -> Exception:
         return download.timed_out()
     chain = _chain(exc)
     if any(isinstance(e, _NO_CONNECTION) for e in chain):  # refused, no such host (urllib3 files them as timeouts)
-        return FetchError(f"could not connect: {reason(exc)}")
+        return FetchError(f"could not connect: {reason(exc)}", "could not connect")
     if any(isinstance(e, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)) for e in chain):
-        return _Retryable(f"timed out: no data for {download.options.stall_timeout_s:g} s", stalled=True)
+        return _Retryable(f"timed out: no data for {download.options.stall_timeout_s:g} s", "timed out", stalled=True)
     if any(isinstance(e, _DROPPED) for e in chain):
-        return _Retryable(f"connection dropped: {reason(exc)}")
+        return _Retryable(f"connection dropped: {reason(exc)}", "connection dropped")
     if isinstance(exc, requests.ConnectionError):  # a TLS failure...
-        return FetchError(f"could not connect: {reason(exc)}")
-    return FetchError(f"download failed: {reason(exc)}")
+        return FetchError(f"could not connect: {reason(exc)}", "could not connect")
+    return FetchError(f"download failed: {reason(exc)}", "download failed")
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -19,7 +19,7 @@ import warnings
 from contextlib import closing
 from dataclasses import dataclass
 
-from .errors import BatchEditError, ConfigError, PipelineLoadError
+from .errors import BatchEditError, ConfigError, PipelineLoadError, first_line
 from .pipeline_config import PipelineConfig
 from .result_files import ItemResult
 from .signals import LoadInterrupted, StopOnSignal
@@ -130,7 +130,7 @@ class RayCluster:
                 self.ray.init(address=self.address, **options)
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError... for the same cause
             where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
-            raise ConfigError(f"cannot start or reach {where}: {_first_line(exc)}") from None
+            raise ConfigError(f"cannot start or reach {where}: {first_line(exc, None)}") from None
         _spend_restart_notice(self.ray)
         context = self.ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the run's own progress line says what matters
@@ -189,7 +189,7 @@ class RayExecution:
             self.ray.get(check.remote(config))
         except self.ray.exceptions.RayError as exc:
             cause = _cause(exc)
-            raise cause if isinstance(cause, BatchEditError) else PipelineLoadError(_first_line(exc)) from None
+            raise cause if isinstance(cause, BatchEditError) else PipelineLoadError(first_line(exc, None)) from None
 
     def load(self, config: PipelineConfig) -> PipelineConfig:
         from .engine import described
@@ -372,11 +372,6 @@ def _lost(exc: Exception) -> BatchEditError:
         if found:  # the same message (and exit 2) as a load failing in a plain run; it would fail again on resume
             return PipelineLoadError(f"a Ray worker could not load the pipeline: {found.group(1).strip()}")
     return WorkersLost(
-        f"the Ray workers stopped ({_first_line(exc)}); every finished item is recorded: run the same command "
+        f"the Ray workers stopped ({first_line(exc, None)}); every finished item is recorded: run the same command "
         "again to resume"
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from .errors import first_line
 from .file_names import safe_stem
 from .formats import save_image
 from .infotext import a1111_parameters
@@ -20,6 +21,7 @@ from .masks import mask_fields
 from .parameters import axes, metadata_columns
 from .plan import WorkItem
 from .records import SOURCES_DIR
+from .source_decoding import SourceError
 
 # Not `source_file_name`: imagefolder would name that image column `source`, which the source path already is.
 SOURCE_IMAGE_COLUMN = "source_image_file_name"
@@ -101,10 +103,10 @@ class Failure:
 
     @classmethod
     def of(cls, stage: str, error: BaseException, most: int = 100) -> Failure:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        reason = str(getattr(error, "reason", "") or message).strip().splitlines()[0]  # only SourceError has one
-        reason = reason if len(reason) <= most else reason[: most - 3] + "..."
-        return cls(stage, type(error).__name__, message, reason)
+        message = first_line(error, None)
+        # a SourceError's own reason; other libraries' `.reason` (urllib's, a UnicodeError's) is not one to count by
+        reason = error.reason if isinstance(error, SourceError) else ""
+        return cls(stage, type(error).__name__, message, first_line(reason or message, most))
 
 
 @dataclass(frozen=True)

@@ -192,8 +192,9 @@ def run_configuration(settings: Settings, backend: str, batch_size: int, scratch
     except torch.OutOfMemoryError:
         row = Row(backend, batch_size, status="out of memory outside a pipeline call (loading or encoding prompts)")
     except Exception as exc:  # one configuration's failure is a row of the table, not the end of the benchmark
-        first_line = (str(exc).strip().splitlines() or [""])[0][:160]
-        row = Row(backend, batch_size, status=f"error: {type(exc).__name__}: {first_line}")
+        from batch_edit.errors import first_line
+
+        row = Row(backend, batch_size, status=f"error: {type(exc).__name__}: {first_line(exc, 160)}")
     # Outside the except blocks, so no traceback still holds the pipeline while it is freed.
     shutil.rmtree(scratch / "out", ignore_errors=True)
     torch._dynamo.reset()
