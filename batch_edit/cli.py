@@ -24,15 +24,11 @@ from .errors import BatchEditError, OutputError
 from .pipeline_config import DEFAULT_TASK, TASKS
 from .planning import prepare
 from .ray_run import WorkersLost
+from .run_summary import RUN_STOPPED
 from .sources import FetchOptions
 from .validation import escaped
 
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_REFUSED, EXIT_STOPPED = 0, 1, 2, 3
-RUN_STOPPED = "The run stopped; every finished item is recorded. Fix the problem and re-run the same command to resume."
-FILES_UNWRITTEN = (
-    "The run could not write the file(s) above; every finished item is recorded. Fix the problem and "
-    "re-run the same command: it writes them without redoing any item."
-)
 
 
 def entry() -> int:
@@ -60,10 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except OutputError as exc:
-        print(
-            f"error: {escaped(exc)}\nThe run stopped; every finished item is recorded. Fix the problem and re-run the same command to resume.",
-            file=sys.stderr,
-        )
+        print(f"error: {escaped(exc)}\n{RUN_STOPPED}", file=sys.stderr)
         return EXIT_STOPPED
     except BatchEditError as exc:
         print(f"error: {escaped(exc)}", file=sys.stderr)
@@ -266,7 +259,7 @@ def _plan(args) -> int:
 
 def _run(args) -> int:
     from .engine import Engine
-    from .run_summary import print_summary
+    from .run_summary import print_stops, print_summary
     from .runner import InProcess, RunOptions, drive
     from .signals import LoadInterrupted
 
@@ -295,15 +288,7 @@ def _run(args) -> int:
         return EXIT_ITEMS_FAILED
     stopped_by = signal.Signals(result.interrupted_by).name if result.interrupted_by is not None else None
     print_summary(result, stopped_by, args.overwrite, args.limit)
-    if stopped_by is not None:
-        print(
-            f"stopped by {stopped_by}: every finished item is recorded; run the same command again to resume",
-            file=sys.stderr,
-        )
-    if result.error is not None or result.unwritten:  # exit 3 as anywhere else, even after a signal
-        for problem in [result.error] * (result.error is not None) + result.unwritten:
-            print(f"error: {escaped(problem)}", file=sys.stderr)
-        print(RUN_STOPPED if result.error is not None else FILES_UNWRITTEN, file=sys.stderr)
+    if print_stops(result, stopped_by):  # exit 3 as anywhere else, even after a signal
         return EXIT_STOPPED
     if stopped_by is not None:
         return 128 + result.interrupted_by
@@ -372,7 +357,7 @@ def _prune(args) -> int:
         try:
             result = prune_job(plan, output_root, dry_run=args.dry_run, reject_missing=args.rejected)
         except PruneStopped as stopped:
-            _prune_stopped(stopped, plan.name, len(plans) - number - 1)
+            print(stopped.explained(plan.name, not_reached=len(plans) - number - 1), file=sys.stderr)
             return EXIT_STOPPED
         verb = "would move" if args.dry_run else "moved"
         deleted = f", {result.deleted} deleted (the next run makes them again; --rejected marks them unwanted)"
@@ -383,23 +368,6 @@ def _prune(args) -> int:
         for line in result.listing:  # under their job's line, as `plan` lists a job's details
             print(f"  {escaped(line)}")
     return EXIT_OK
-
-
-def _prune_stopped(stopped, job: str, not_reached: int) -> None:
-    """What a prune the folder refused partway did: the jobs listed above are pruned, this one in part."""
-    done = stopped.result
-    changed = (
-        f"{len(done.moved)} file(s) moved to .batch-edit/pruned/ and {len(done.rejected)} item(s) recorded as "
-        "rejected before it (nothing was deleted)"
-        if done.moved or done.rejected
-        else "nothing changed in it"
-    )
-    later = f"; {not_reached} later job(s) not pruned" if not_reached else ""
-    print(
-        f"error: {escaped(stopped)}\nprune stopped at job {escaped(job)}: {changed}{later}. "
-        "Make the output folder writable and run the same prune again to finish.",
-        file=sys.stderr,
-    )
 
 
 def _make_tiny_model(args) -> int:

@@ -19,6 +19,7 @@ from .errors import OutputError
 from .formats import caption_name
 from .outputs import JobOutput
 from .plan import JobPlan
+from .validation import escaped
 
 
 @dataclass
@@ -49,6 +50,21 @@ class PruneStopped(OutputError):
     def __init__(self, message: str, result: PruneResult):
         super().__init__(message)
         self.result = result
+
+    def explained(self, job: str, not_reached: int) -> str:
+        """The error and what the prune did before it: the jobs before `job` are pruned, `job` in part."""
+        done = self.result
+        changed = (
+            f"{len(done.moved)} file(s) moved to .batch-edit/pruned/ and {len(done.rejected)} item(s) recorded as "
+            "rejected before it (nothing was deleted)"
+            if done.moved or done.rejected
+            else "nothing changed in it"
+        )
+        later = f"; {not_reached} later job(s) not pruned" if not_reached else ""
+        return (
+            f"error: {escaped(self)}\nprune stopped at job {escaped(job)}: {changed}{later}. "
+            "Make the output folder writable and run the same prune again to finish."
+        )
 
 
 def prune_job(plan: JobPlan, output_root: Path, dry_run: bool = False, reject_missing: bool = False) -> PruneResult:

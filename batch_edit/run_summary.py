@@ -1,12 +1,19 @@
 """What `run` prints when it ends: a line per job (written, already done, failed, left for later and why) and the
-run's total, on stdout, where a script reading the result finds it."""
+run's total, on stdout, where a script reading the result finds it; then, on stderr, what stopped it early."""
 
 from __future__ import annotations
+
+import sys
 
 from .progress import format_duration
 from .validation import escaped
 
 SHOWN_REASONS = 5  # the most frequent failure reasons a job's line names; the rest are counted together
+RUN_STOPPED = "The run stopped; every finished item is recorded. Fix the problem and re-run the same command to resume."
+FILES_UNWRITTEN = (
+    "The run could not write the file(s) above; every finished item is recorded. Fix the problem and "
+    "re-run the same command: it writes them without redoing any item."
+)
 
 
 def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | None) -> None:
@@ -27,6 +34,22 @@ def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | 
         written, failed = sum(job.done for job in result.jobs), result.failed
         later = f", {left} {_left_word(overwrite)}" if left else ""
         print(f"total: {written} written, {failed} failed{later}, elapsed {format_duration(result.seconds)}")
+
+
+def print_stops(result, stopped_by: str | None) -> bool:
+    """What stopped the run, on stderr after the summary: a signal, then an output folder that could not be
+    written or the job files left unwritten. True where the latter make the run's exit 3."""
+    if stopped_by is not None:
+        print(
+            f"stopped by {stopped_by}: every finished item is recorded; run the same command again to resume",
+            file=sys.stderr,
+        )
+    if result.error is None and not result.unwritten:
+        return False
+    for problem in [result.error] * (result.error is not None) + result.unwritten:
+        print(f"error: {escaped(problem)}", file=sys.stderr)
+    print(RUN_STOPPED if result.error is not None else FILES_UNWRITTEN, file=sys.stderr)
+    return True
 
 
 def _reasons(errors: dict[str, int]) -> str:
