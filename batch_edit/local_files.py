@@ -86,11 +86,6 @@ def _raise_if_not_regular(path: Path) -> None:
         raise NotRegularFile(file_kind(mode))
 
 
-def decode_text(data: bytes, errors: str = "strict") -> str:
-    """UTF-8 with universal newlines, as Path.read_text gives it (a CR never survives into the text)."""
-    return data.decode("utf-8", errors=errors).replace("\r\n", "\n").replace("\r", "\n")
-
-
 # ---------------------------------------------------------------- walking
 
 

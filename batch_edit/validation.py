@@ -10,7 +10,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .local_files import NotRegularFile, TooLarge, decode_text, read_capped
+from .local_files import NotRegularFile, TooLarge, read_capped
+from .text_encoding import decode_text_file
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 # Aliases can make a small YAML file stand for an exponentially large tree; count nodes as they would expand.
@@ -91,7 +92,16 @@ def read_yaml_file(path: Path, error: type[Exception]):
     return data
 
 
-def read_text_file(path: Path, error: type[Exception], decode: Callable[[bytes], str] = decode_text) -> str:
+SAVE_AS_UTF8 = "save the file as UTF-8 (in the editor's Save As, choose the UTF-8 encoding)"
+
+
+def decode_yaml(data: bytes) -> str:
+    """A YAML file's text as text_encoding reads CSV manifests: UTF-8 with or without its byte-order mark, UTF-16
+    with one; a code page refused at the line and column where it shows."""
+    return decode_text_file(data, SAVE_AS_UTF8)
+
+
+def read_text_file(path: Path, error: type[Exception], decode: Callable[[bytes], str] = decode_yaml) -> str:
     """A manifest or config as text: a regular file (symlinks followed) of at most MAX_FILE_BYTES, counted
     while reading, so a link to /dev/zero or a FIFO is refused instead of read forever. `decode` may refuse
     the bytes with a ValueError whose message says where and why."""
@@ -106,9 +116,7 @@ def read_text_file(path: Path, error: type[Exception], decode: Callable[[bytes],
         raise error(f"{where}: larger than the {MAX_FILE_BYTES:,}-byte limit") from None
     except OSError as exc:
         raise error(f"{where}: could not read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise error(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except ValueError as exc:
+    except ValueError as exc:  # TextEncodingError included: its message says where in the file
         raise error(f"{where}: {exc}") from None
 
 
