@@ -181,8 +181,8 @@ def _mask_as_given(row: dict, record: dict, kept: str) -> str:
 
 def changed_since_the_run(record: dict, row: dict, source: Source, mask, recorded) -> tuple:
     """What the records show changed since the run, where a re-render differs: the content of the source or of
-    the mask as given (their sha256), or a local LoRA or checkpoint file (the size and modification time in the
-    pipeline's identity, which the row's config hash covers; only with the config the run recorded, since
+    the mask as given (their sha256), or a local LoRA, checkpoint file or model folder (the sizes and modification
+    times in the pipeline's identity, which the row's config hash covers; only with the config the run recorded, since
     another config differs from it by design)."""
     notes = []
     if not source.kept and source.changed:

@@ -3,7 +3,8 @@
 UTF-8 (a byte-order mark dropped), or UTF-16 where a byte-order mark says so (Notepad's "Unicode", Excel's
 "Unicode Text"). Anything else is refused where it stops being UTF-8, at its line and column with the byte: a
 file saved in the computer's code page (Windows-1252 in Western Europe) cannot be told apart from other code
-pages for sure, so it is never guessed at. CSV manifests and caption files read their text here.
+pages for sure, so it is never guessed at. Manifests (YAML and CSV), pipeline configs and caption files read
+their text here.
 """
 
 from __future__ import annotations
