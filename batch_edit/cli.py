@@ -352,7 +352,7 @@ def _reproduce(args) -> int:
 def _prune(args) -> int:
     from .prune import PruneStopped, prune_job
 
-    _, output_root, plans, _ = prepare(args, for_run=True)  # the same ids as `run`, or refused
+    _, output_root, plans, _ = prepare(args, for_run=True, warn=False)  # the same ids as `run`, or refused
     for number, plan in enumerate(plans):
         try:
             result = prune_job(plan, output_root, dry_run=args.dry_run, reject_missing=args.rejected)

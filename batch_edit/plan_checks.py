@@ -17,7 +17,7 @@ from .masks import is_missing
 from .parameters import axis_names
 from .pipeline_config import PipelineConfig
 from .source_decoding import SourceError, open_image
-from .sources import fit_size
+from .sources import SourceRef, fit_size
 
 
 def resolved_folders(manifests: list[Path]) -> list[tuple[Path, Path]]:
@@ -31,21 +31,58 @@ def missing_sources(job: JobSpec) -> tuple[list[str], int]:
     return [ref.key for ref in refs if not ref.is_url and not os.path.exists(ref.key)], len(refs)
 
 
+def job_folders(names: list[str], output_root: Path) -> dict[str, str]:
+    """Each job's output folder (absolute) -> its name."""
+    return {os.path.abspath(Path(output_root) / name): name for name in names}
+
+
+def waits_for(source: SourceRef, own: str, folders: dict[str, str]) -> str | None:
+    """The job of this run (`folders`: job_folders) whose results the source stands for, where it is that job's
+    folder as a whole: sources are listed when a run starts, so a job folder that did not exist then, or held no
+    results yet, stands as itself (one ref) and gives this run nothing to edit. None for any other source."""
+    if source.is_url:
+        return None
+    other = folders.get(os.path.abspath(source.key))
+    return other if other is not None and other != own and not os.path.isfile(source.key) else None
+
+
 def unmade_job_folders(job: JobSpec, jobs: list[JobSpec], output_root: Path) -> dict[str, str]:
-    """The job's sources that are another job's folder of this run not made yet, each with that job's name:
-    sources are listed when the run is planned, so such a folder gives nothing to this run (its items wait)."""
-    folders = {os.path.abspath(Path(output_root) / other.name): other.name for other in jobs if other is not job}
+    """The job's sources that are another job's folder of this run without results yet, each with that job's
+    name: their items wait for a run after the one that makes them."""
+    folders = job_folders([other.name for other in jobs], output_root)
     refs = dict.fromkeys(ref for grid in job.grids for ref in grid.sources)
-    return {
-        ref.key: folders[os.path.abspath(ref.key)]
-        for ref in refs
-        if not ref.is_url and os.path.abspath(ref.key) in folders and not os.path.exists(ref.key)
+    return {ref.key: other for ref in refs if (other := waits_for(ref, job.name, folders)) is not None}
+
+
+def later_results_warning(job: str, items, folders: dict[str, str], pending: dict[str, int]) -> str | None:
+    """Where a job edits results of another job of this run that has items left to make (`pending`: per job),
+    a warning that those new results wait for the next run (sources are listed when a run starts); else None."""
+    inside = {  # the jobs whose folders this job's sources lie in
+        other
+        for item in items
+        if not item.source.is_url
+        and (other := folders.get(os.path.dirname(os.path.abspath(item.source.key)))) not in (None, job)
     }
+    makers = sorted(other for other in inside if pending.get(other))
+    if not makers:
+        return None
+    shown = ", ".join(f"up to {pending[other]} for job {other}" for other in makers)
+    return (
+        f"job {job}: edits the results its source folders held when this run started: what this run adds to "
+        f"them ({shown}) is edited by the next run"
+    )
+
+
+def empty_job_folders(job: JobSpec, jobs: list[JobSpec], output_root: Path) -> list[str]:
+    """The job's sources that are a job folder holding no results, of no job of this run: nothing will fill it."""
+    unmade = unmade_job_folders(job, jobs, output_root)
+    refs = dict.fromkeys(ref for grid in job.grids for ref in grid.sources)
+    return [ref.key for ref in refs if not ref.is_url and ref.key not in unmade and os.path.isdir(ref.key)]
 
 
 def unmade_folder_warning(job: str, source: str, other: str) -> str:
     return (
-        f"job {job}: source {source} is job {other}'s folder in this run, which does not exist yet: a job reads "
+        f"job {job}: source {source} is job {other}'s folder in this run, which holds no results yet: a job reads "
         f"another's results only once they exist, so this run leaves job {job}'s items from it for the next run"
     )
 

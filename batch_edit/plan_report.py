@@ -14,7 +14,15 @@ from .validation import escaped, printable
 
 
 def report(args) -> int:
-    from .plan_checks import missing_sources, plan_warnings, resolved_folders, sources_without_mask, unmade_job_folders
+    from .plan_checks import (
+        job_folders,
+        missing_sources,
+        plan_warnings,
+        resolved_folders,
+        sources_without_mask,
+        unmade_job_folders,
+        waits_for,
+    )
     from .prompt_tokens import planned_long_prompts
     from .source_identity import moved_sources_note
 
@@ -29,22 +37,28 @@ def report(args) -> int:
         print(f"warning: {escaped(warning)}", file=sys.stderr)
     missing_total, unmasked_total, pending_total = 0, 0, 0
     limit_left = args.limit  # --limit runs the first N pending items across jobs: the estimates are of those
+    folders = job_folders([job.name for job in jobs], output_root)
     for plan, job in zip(plans, jobs):
         output, records = read[plan.name]
         done = output.finished_ids(plan.items, records)
         rejected = output.rejected_ids(records) & {item.item_id for item in plan.items}
-        left = len(plan.items) - len(done) - len(rejected)  # what pending_items leaves, from the sets at hand
-        pending_total += left
+        # what the run's pending items are, from the sets at hand: neither done, rejected nor waiting
+        waiting = {item.item_id for item in plan.items if waits_for(item.source, plan.name, folders)} - done - rejected
+        pending_total += len(plan.items) - len(done) - len(rejected) - len(waiting)
         extra = f", {plan.duplicates} duplicate(s) merged" if plan.duplicates else ""
         extra += f", {len(rejected)} rejected (skipped; --overwrite remakes them)" if rejected else ""
         extra += f", {output.invalid_lines} invalid record line(s) ignored" if output.invalid_lines else ""
-        print(f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {escaped(output.folder)}")
+        print(
+            f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {escaped(output.folder)}"
+        )
         if note := moved_sources_note(plan.items, records):
             print(f"  note: {escaped(note)}")
         missing, sources = missing_sources(job)
         unmade = unmade_job_folders(job, jobs, output_root)  # explained in a warning above
         for path, other in unmade.items():
-            print(f"  waiting for job {other}'s results: {escaped(path)} is not made yet")
+            print(f"  waiting for job {other}'s results: {escaped(path)} holds none yet")
+        if waiting:
+            print(f"  waiting: {len(waiting)} item(s), left for the run after the one that makes those results")
         missing = [path for path in missing if path not in unmade]
         if missing:
             missing_total += len(missing)
@@ -65,7 +79,7 @@ def report(args) -> int:
         if max(variations, default=1) > 1:  # not an axis, but it multiplies the items as one does
             print(f"  variations: {_listed([str(n) for n in variations[:8]], len(variations))} per grid point")
         timed = output.timed_records(config.recorded_fields(), records)
-        limit_left = _print_estimate(config.task, timed, plan.items, done | rejected, args.limit, limit_left)
+        limit_left = _print_estimate(config.task, timed, plan.items, done | rejected | waiting, args.limit, limit_left)
     print(f"total: {sum(len(plan.items) for plan in plans)} item(s) in {len(plans)} job(s)")
     if args.limit is not None:
         print(f"--limit {args.limit}: {min(args.limit, pending_total)} of {pending_total} pending item(s) would run")

@@ -14,17 +14,18 @@ from .errors import ConfigError, ManifestError, OutputError, OutputRefusedError,
 from .manifest import DEFAULT_OUTPUT_ROOT, JobSpec, load_manifests, output_root_settings, pipeline_settings
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import JobPlan, plan_jobs
-from .plan_checks import UNRESOLVED, fit_duplicates, unmade_folder_warning, unmade_job_folders
+from .plan_checks import UNRESOLVED, empty_job_folders, fit_duplicates, unmade_folder_warning, unmade_job_folders
 from .source_identity import identify_sources, recorded_hashes
 from .validation import describe_validation_error, escaped
 
 
 def prepare(
-    args, for_run: bool, read: dict | None = None, resolve=None
+    args, for_run: bool, read: dict | None = None, resolve=None, warn: bool = True
 ) -> tuple[PipelineConfig, Path, list[JobPlan], list[JobSpec]]:
     """The planning step `plan` and `run` share: the config with its `auto` choices resolved for this device
     (or by `resolve`: for the GPUs of a Ray cluster), each local source identified by its content, then the plans
-    (ids, seeds, names). `read`, if given, gets each job's (JobOutput, records) as read here."""
+    (ids, seeds, names). `read`, if given, gets each job's (JobOutput, records) as read here. `warn`: say what a
+    run of these plans would leave or repeat (not for `prune`)."""
     # the config first: its task decides the manifests' defaults and which parameters they may set
     config = load_pipeline_config(args.pipeline or _one_setting(pipeline_settings(args.manifests), "pipeline"))
     # the run's output root before any source is expanded: every manifest's folders and globs are kept out of it
@@ -32,6 +33,7 @@ def prepare(
     output_root = args.output_root or _one_setting(roots, "output_root") or DEFAULT_OUTPUT_ROOT
     manifests = load_manifests(args.manifests, output_root=output_root, task=config.task)
     jobs = [job for manifest in manifests for job in manifest.jobs]
+    _refuse_empty_job_folders(jobs, output_root)
     config = (resolve or resolve_device_choices)(_with_job_loras(config, jobs), for_run)
     jobs = identify_sources(jobs, _recorded_hashes(output_root, jobs, {} if read is None else read))
     plans = plan_jobs(jobs, config.identity())
@@ -46,13 +48,25 @@ def prepare(
         if len(plan.merged_rows) > 3:
             more = len(plan.merged_rows) - 3
             print(f"warning: {job.origin}: ... and {more} more row(s) merged the same way", file=sys.stderr)
-    for plan in plans:
+    for plan in plans if warn else ():
         if duplicates := fit_duplicates(plan.name, plan.items):
             print(f"warning: {escaped(duplicates)}", file=sys.stderr)
-    for job in jobs:
+    for job in jobs if warn else ():
         for source, other in unmade_job_folders(job, jobs, output_root).items():
             print(f"warning: {escaped(unmade_folder_warning(job.name, source, other))}", file=sys.stderr)
     return config, output_root, plans, jobs
+
+
+def _refuse_empty_job_folders(jobs: list[JobSpec], output_root: Path) -> None:
+    """A source that is a job folder holding no results, of no job of this run, gives nothing to edit, ever."""
+    problems = [
+        f"{job.origin}: source {escaped(folder)} is a job folder holding no results yet, and no job of this run "
+        "makes them: run that job first, or add it to this run"
+        for job in jobs
+        for folder in empty_job_folders(job, jobs, output_root)
+    ]
+    if problems:
+        raise ManifestError(problems)
 
 
 def resolve_device_choices(config: PipelineConfig, for_run: bool) -> PipelineConfig:

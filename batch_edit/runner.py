@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
@@ -17,11 +18,13 @@ from .errors import BatchEditError, OutputError, OutputRefusedError, PipelineLoa
 from .outputs import JobOutput
 from .pipeline_config import PipelineConfig, dump_pipeline_config
 from .plan import JobPlan, WorkItem
+from .plan_checks import job_folders, later_results_warning, waits_for
 from .progress import Progress
 from .records import config_hash
 from .result_files import ItemResult
 from .signals import InterruptibleLoad, LoadInterrupted, StopOnSignal
 from .sources import FetchOptions
+from .validation import escaped
 from .worker import Generated, Prepared, Task, Worker, in_batches, prepare
 
 log = logging.getLogger(__name__)
@@ -112,8 +115,10 @@ def drive(
         for plan in plans:
             outputs[plan.name].follow_plan(plan.items)
         summaries = [JobSummary(plan.name, outputs[plan.name].folder, len(plan.items)) for plan in plans]
-        pending = _pending(summaries, plans_by_name, outputs, options)
+        folders = job_folders(list(plans_by_name), output_root)  # a source that is one of them may wait
+        pending = _pending(summaries, plans_by_name, outputs, options, folders)
     active = [summary for summary in summaries if pending[summary.name]]
+    _warn_of_later_results(plans, output_root, pending)
     if not active:
         for summary in summaries:  # a run killed after its last item but before its CSVs or contact sheets
             _finishing(summary, outputs[summary.name].refresh)
@@ -124,7 +129,7 @@ def drive(
         # 2. Lock every job folder this run will write, then load the pipeline(s) for the whole run. A job
         #    another run holds refuses the whole run, and the folders this one created go again.
         def recount() -> None:  # under the locks: a run that held a folder a moment ago may have finished items
-            pending.update(_pending(active, plans_by_name, outputs, options))
+            pending.update(_pending(active, plans_by_name, outputs, options, folders))
 
         used = _lock_and_load(stack, [outputs[s.name] for s in active], recount, config, execution.load)
         # 3. Every pending item, job after job, sorted by the batch key (strength, steps, guidance) so compatible
@@ -195,11 +200,12 @@ def pending_items(plan: JobPlan, output: JobOutput, overwrite: bool, records: di
     return [item for item in plan.items if item.item_id not in skipped]
 
 
-def _pending(summaries: list[JobSummary], plans: dict, outputs: dict, options: RunOptions) -> dict[str, list]:
+def _pending(
+    summaries: list[JobSummary], plans: dict, outputs: dict, options: RunOptions, folders: dict[str, str]
+) -> dict[str, list]:
     """Each job's pending items, the first `options.limit` of them across jobs; counts what is done and held back."""
     limit = options.limit
     pending = {}
-    folders = {os.path.abspath(output.folder): name for name, output in outputs.items()}
     for summary in summaries:
         plan, output = plans[summary.name], outputs[summary.name]
         records = output.read_records()
@@ -215,18 +221,26 @@ def _pending(summaries: list[JobSummary], plans: dict, outputs: dict, options: R
 
 
 def _without_waiting(summary: JobSummary, items: list[WorkItem], folders: dict[str, str]) -> list[WorkItem]:
-    """The items to run: not those whose source is another job's folder of this run, which did not exist when
-    sources were listed (so it stands as one file, not as the images it will hold): they wait for a later run,
+    """The items to run: not those whose source is another job's folder of this run that held no results when
+    sources were listed (so it stands as itself, not as the images it will hold): they wait for a later run,
     counted per job they wait for."""
     summary.waiting = {}
     kept = []
     for item in items:
-        other = None if item.source.is_url else folders.get(os.path.abspath(item.source.key))
-        if other is None or other == summary.name:
+        other = waits_for(item.source, summary.name, folders)
+        if other is None:
             kept.append(item)
         else:
             summary.waiting[other] = summary.waiting.get(other, 0) + 1
     return kept
+
+
+def _warn_of_later_results(plans: list[JobPlan], output_root: Path, pending: dict[str, list]) -> None:
+    folders = job_folders([plan.name for plan in plans], output_root)
+    counts = {name: len(items) for name, items in pending.items()}
+    for plan in plans:
+        if warning := later_results_warning(plan.name, plan.items, folders, counts):
+            print(f"warning: {escaped(warning)}", file=sys.stderr)
 
 
 def _check_sources_exist(items: list[WorkItem]) -> None:

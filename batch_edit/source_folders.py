@@ -47,6 +47,11 @@ def glob_images(spec: str, base_dir: Path, recursive: bool, output_root: Path | 
     return walk.results([p for p in paths if is_image_name(p) and p.is_file()])
 
 
+def is_job_folder(folder: Path) -> bool:
+    """A batch-edit job's output folder: it holds `.batch-edit/`."""
+    return os.path.isdir(folder / JOB_STATE_DIR)
+
+
 def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
@@ -112,7 +117,7 @@ class _Walk:
 
     def _is_job_folder(self, folder: Path) -> bool:
         if folder not in self._job_folders:
-            self._job_folders[folder] = os.path.isdir(folder / JOB_STATE_DIR)
+            self._job_folders[folder] = is_job_folder(folder)
         return self._job_folders[folder]
 
 

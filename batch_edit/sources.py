@@ -20,7 +20,7 @@ from .captions import CaptionFileRefused, read_caption
 from .fetch import FetchError, FetchOptions, fetch_url, human_bytes
 from .local_files import NotRegularFile, TooLarge, read_capped
 from .source_decoding import SourceError, decode_image, to_rgb
-from .source_folders import GLOB_CHARS, IMAGE_SUFFIXES, OwnResults, folder_images, glob_images
+from .source_folders import GLOB_CHARS, IMAGE_SUFFIXES, OwnResults, folder_images, glob_images, is_job_folder
 
 RESIZE_MODES = ("center-crop", "pad", "stretch", "fit")
 MIN_SIDE, MAX_SIDE, SIDE_STEP = 16, 4096, 16
@@ -58,7 +58,10 @@ def expand_source(
     path = _local_path(spec, base_dir)
     try:
         if path.is_dir():
-            return _refs_or_error(spec, folder_images(path, recursive, exclude, job_folder))
+            images = folder_images(path, recursive, exclude, job_folder)
+            if not images and is_job_folder(path):  # its job may make results in this very run (planning judges)
+                return [_file_ref(path)]
+            return _refs_or_error(spec, images)
         # A literal name like "shot [1].jpg" that exists wins over reading it as a glob.
         if GLOB_CHARS & set(spec) and not path.exists():
             return _refs_or_error(spec, glob_images(spec, base_dir, recursive, exclude, job_folder))

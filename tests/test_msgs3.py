@@ -88,7 +88,7 @@ def _chained(tmp_path: Path) -> Path:
 
 def _explained(stderr: str, folder: Path) -> bool:
     return (
-        f"warning: job b: source {folder} is job a's folder in this run, which does not exist yet: a job reads "
+        f"warning: job b: source {folder} is job a's folder in this run, which holds no results yet: a job reads "
         "another's results only once they exist, so this run leaves job b's items from it for the next run"
     ) in stderr
 
@@ -98,7 +98,7 @@ def test_plan_says_a_source_is_a_job_folder_this_run_has_not_made_yet(tmp_path, 
     result = batch_edit("plan", str(manifest), "--pipeline", str(tiny_config))
     assert result.returncode == 0, result.stderr  # not a missing source: the run makes it
     assert _explained(result.stderr, tmp_path / "out" / "a")
-    assert f"waiting for job a's results: {tmp_path / 'out' / 'a'} is not made yet" in result.stdout
+    assert f"waiting for job a's results: {tmp_path / 'out' / 'a'} holds none yet" in result.stdout
     assert "missing" not in result.stdout
 
 

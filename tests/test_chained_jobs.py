@@ -1,0 +1,99 @@
+"""A job whose source is another job's folder: its items wait while that folder holds no results (made by this
+run or left empty by failures), `plan --limit` counts as `run --limit` does, a job folder nothing will fill is
+refused, and a job edits the results its source folder held when the run started (the rest next run)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from .conftest import PHOTOS, batch_edit, image_file
+
+SMALL = "defaults: {width: 16, height: 16, num_inference_steps: 2, strength: 0.5}\n"
+
+
+def chained(tmp_path: Path, a_sources: str, order: str = "ab") -> Path:
+    jobs = {
+        "a": f"  - {{name: a, sources: {a_sources}, prompts: a}}\n",
+        "b": "  - {name: b, sources: out/a, prompts: 'b {stem}'}\n",
+    }
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("output_root: out\n" + SMALL + "jobs:\n" + "".join(jobs[name] for name in order))
+    return manifest
+
+
+def run(manifest: Path, config: Path, *extra: str):
+    return batch_edit("run", str(manifest), "--pipeline", str(config), *extra)
+
+
+def test_a_job_folder_its_failures_left_empty_makes_the_next_job_wait_again_not_refused(tmp_path, tiny_config):
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    manifest = chained(tmp_path, "bad.png")
+    for _ in range(2):  # the second run retries job a: its folder exists now, with no result in it
+        result = run(manifest, tiny_config)
+        assert result.returncode == 1, result.stdout + result.stderr  # job a's item failed
+        assert "job b: 0 written, 0 already done, 0 failed, 1 left for later (waiting for job a's results" in (
+            result.stdout
+        )
+    image_file(tmp_path / "bad.png")  # fixed: job a makes its result, then job b edits it
+    assert "job a: 1 written" in run(manifest, tiny_config).stdout
+    again = run(manifest, tiny_config)
+    assert again.returncode == 0 and "job b: 1 written" in again.stdout, again.stdout + again.stderr
+
+
+def test_plan_limit_skips_waiting_items_as_run_limit_does(tmp_path, tiny_config):
+    shutil.copy(PHOTOS / "cat.jpg", tmp_path / "cat.jpg")
+    shutil.copy(PHOTOS / "coffee.jpg", tmp_path / "coffee.jpg")
+    manifest = chained(tmp_path, "[cat.jpg, coffee.jpg]", order="ba")  # b first: its item waits
+    plan = batch_edit("plan", str(manifest), "--pipeline", str(tiny_config), "--limit", "1")
+    assert plan.returncode == 0, plan.stderr
+    assert "--limit 1: 1 of 2 pending item(s) would run" in plan.stdout
+    assert "waiting: 1 item(s)" in plan.stdout
+    assert "the first 1 of 2 pending, which --limit 1 would run" in plan.stdout or "estimate: none yet" in plan.stdout
+    assert "none of its 2 pending item(s) would run" not in plan.stdout
+    result = run(manifest, tiny_config, "--limit", "1")
+    assert "job a: 1 written" in result.stdout, result.stdout + result.stderr
+
+
+def test_a_job_folder_no_job_of_the_run_fills_is_refused(tmp_path, tiny_config):
+    shutil.copy(PHOTOS / "cat.jpg", tmp_path / "cat.jpg")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    assert run(chained(tmp_path, "bad.png"), tiny_config).returncode == 1  # job a's folder: records, no result
+    alone = tmp_path / "b.yaml"
+    alone.write_text("output_root: out\n" + SMALL + "jobs:\n  - {name: b, sources: out/a, prompts: b}\n")
+    for command in ("plan", "run"):
+        result = batch_edit(command, str(alone), "--pipeline", str(tiny_config))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert (
+            f"source {tmp_path / 'out' / 'a'} is a job folder holding no results yet, and no job of this run "
+            "makes them" in result.stderr
+        )
+
+
+def test_a_job_editing_another_jobs_results_says_the_new_ones_wait(tmp_path, tiny_config):
+    shutil.copy(PHOTOS / "cat.jpg", tmp_path / "cat.jpg")
+    manifest = chained(tmp_path, "cat.jpg")
+    assert run(manifest, tiny_config).returncode == 0
+    shutil.copy(PHOTOS / "coffee.jpg", tmp_path / "coffee.jpg")
+    manifest.write_text(manifest.read_text().replace("sources: cat.jpg", "sources: [cat.jpg, coffee.jpg]"))
+    result = run(manifest, tiny_config)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "warning: job b: edits the results its source folders held when this run started: what this run adds to "
+        "them (up to 1 for job a) is edited by the next run"
+    ) in result.stderr
+    assert "job a: 1 written" in result.stdout and "job b: 1 written" in result.stdout
+    last = run(manifest, tiny_config)
+    assert "job b: 1 written" in last.stdout and "edits the results" not in last.stderr
+    assert len(pd.read_csv(tmp_path / "out" / "b" / "metadata.csv")) == 2
+
+
+def test_prune_says_nothing_of_what_a_run_would_leave_waiting(tmp_path, tiny_config):
+    shutil.copy(PHOTOS / "cat.jpg", tmp_path / "cat.jpg")
+    manifest = chained(tmp_path, "cat.jpg")
+    pruned = batch_edit("prune", str(manifest), "--pipeline", str(tiny_config), "--dry-run")
+    assert pruned.returncode == 0, pruned.stderr
+    assert not re.search(r"waiting|holds no results|next run", pruned.stderr), pruned.stderr
