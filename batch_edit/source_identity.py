@@ -16,7 +16,11 @@ import stat
 from dataclasses import replace
 
 from .manifest import JobSpec
+from .parameters import axes
 from .sources import SourceRef
+
+# The parameters a record holds as asked (the seed aside, and those of masks: a moved source keeps its mask)
+_COMPARED = tuple(p for p in axes() if p.name != "seed" and p.needs is None)
 
 
 def recorded_hashes(records) -> dict[tuple[str, str], str]:
@@ -67,19 +71,35 @@ def file_identity(path: str) -> tuple[str, str]:
 
 
 def moved_sources_note(items, records: dict[str, dict]) -> str | None:
-    """Where results were recorded from the content of planned items not recorded yet, at a path the plan no
+    """Where items to run were made before from the same images, prompt and parameters at a path the plan no
     longer has (the sources moved, or their folder did): one line saying why those items run again."""
     paths = {item.source.key for item in items}
-    waiting = {item.source.fingerprint for item in items if item.item_id not in records}
-    waiting.discard("")  # a URL's content is not known before it is downloaded
+    made: dict[tuple, str] = {}  # what a result at an unplanned path was made with -> that path
+    for record in records.values():
+        if record["status"] == "ok" and record.get("source_sha256") and record.get("source") not in paths:
+            made.setdefault(_made_with(record), record["source"])
     moved = [
-        record["source"]
-        for record in records.values()
-        if record["status"] == "ok" and record.get("source_sha256") in waiting and record.get("source") not in paths
+        made[asked]
+        for item in items
+        if item.item_id not in records and item.source.fingerprint and (asked := _asked(item)) in made
     ]
     if not moved:
         return None
     return (
-        f"{len(moved)} result(s) were made from the same images at another path (e.g. {moved[0]}): items are "
-        "identified by their source's path too, so they will run again (`prune` then moves the old results out)"
+        f"{len(moved)} item(s) to run were made before from the same images at another path (e.g. {moved[0]}): "
+        "items are identified by their source's path too, so they will run again (`prune` then moves the old "
+        "results out)"
     )
+
+
+def _asked(item) -> tuple:
+    """An item as its result's record shows it, but for the source's path (a derived seed follows the path)."""
+    values = tuple(getattr(item, p.name) for p in _COMPARED)
+    seed = "derived" if item.seed_derived else item.seed
+    return (item.source.fingerprint, item.prompt, item.variation, seed, values)
+
+
+def _made_with(record: dict) -> tuple:
+    values = tuple(record.get(p.column) for p in _COMPARED)
+    seed = "derived" if record.get("seed_derived") else record.get("seed")
+    return (record.get("source_sha256"), record.get("prompt"), record.get("variation", 0), seed, values)

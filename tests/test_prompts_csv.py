@@ -190,8 +190,9 @@ def test_plan_and_run_say_that_results_of_moved_sources_run_again(tmp_path, tiny
     moved = project.rename(tmp_path / "moved")
     planned = batch_edit("plan", str(moved / "m.yaml"), "--pipeline", str(tiny_config))
     note = (
-        f"2 result(s) were made from the same images at another path (e.g. {project}/photos/cat.jpg): items are "
-        "identified by their source's path too, so they will run again (`prune` then moves the old results out)"
+        f"2 item(s) to run were made before from the same images at another path (e.g. {project}/photos/cat.jpg): "
+        "items are identified by their source's path too, so they will run again (`prune` then moves the old "
+        "results out)"
     )
     assert f"job j: 2 item(s), 0 already done -> {moved}/out/j\n  note: {note}\n" in planned.stdout
     ran = batch_edit("run", str(moved / "m.yaml"), "--pipeline", str(tiny_config))
@@ -203,14 +204,18 @@ def test_plan_and_run_say_that_results_of_moved_sources_run_again(tmp_path, tiny
 def test_no_moved_sources_note_for_urls_or_for_the_same_content_at_two_planned_paths():
     from dataclasses import replace
 
+    from batch_edit.result_files import item_fields
     from batch_edit.source_identity import moved_sources_note
 
     item = _one_item_plan(SHORT).items[0]
-    other = {"status": "ok", "source": "/elsewhere/cat.jpg"}
+    other = {**item_fields(item), "status": "ok", "source": "/elsewhere/cat.jpg"}
     url = replace(item, source=replace(item.source, key="https://example.com/cat.jpg", is_url=True))
     assert moved_sources_note([url], {"x": {**other, "source_sha256": ""}}) is None  # nothing known of a URL
     sha = "a" * 64
     local = replace(item, source=replace(item.source, fingerprint=sha))
-    assert moved_sources_note([local], {"x": {**other, "source_sha256": sha}}).startswith("1 result(s) were made")
+    assert moved_sources_note([local], {"x": {**other, "source_sha256": sha}}).startswith("1 item(s) to run were")
+    # another prompt, or another strength, of the same image is a new item, not a moved one
+    assert moved_sources_note([local], {"x": {**other, "source_sha256": sha, "prompt": "other"}}) is None
+    assert moved_sources_note([local], {"x": {**other, "source_sha256": sha, "strength": 0.25}}) is None
     twin = replace(item, source=replace(item.source, key="/elsewhere/cat.jpg", fingerprint=sha))
     assert moved_sources_note([local, twin], {"x": {**other, "source_sha256": sha}}) is None  # both still planned
