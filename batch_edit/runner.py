@@ -123,7 +123,7 @@ def drive(
         for summary in summaries:  # a run killed after its last item but before its CSVs or contact sheets
             _finishing(summary, outputs[summary.name].refresh)
         return RunResult(summaries, loaded_model=False)
-    _check_sources_exist([item for items in pending.values() for item in items])
+    _check_sources_exist([item for plan in plans for item in plan.items])
     execution.check(config)  # refusals that need no weights come before anything is written
     with ExitStack() as stack:
         # 2. Lock every job folder this run will write, then load the pipeline(s) for the whole run. A job
@@ -245,7 +245,8 @@ def _warn_of_later_results(plans: list[JobPlan], output_root: Path, pending: dic
 
 def _check_sources_exist(items: list[WorkItem]) -> None:
     """A run with nothing it could load is a mistake in the manifest (paths, a moved folder), not a night of
-    failure rows. A partly missing set runs: each missing file is its item's recorded failure."""
+    failure rows. A partly missing set runs: each missing file is its item's recorded failure. Of the whole plan's
+    `items`: sources deleted after their items were done, or a --limit reaching only missing ones, fail items."""
     refs = list(dict.fromkeys(item.source for item in items))
     if refs and not any(ref.is_url or os.path.exists(ref.key) for ref in refs):
         shown = ", ".join(ref.key for ref in refs[:3]) + (f" and {len(refs) - 3} more" if len(refs) > 3 else "")
