@@ -57,6 +57,8 @@ class JobListing(JobRecords):
         Following a plan, failures.csv lists only the plan's items: a failure of an item no longer planned (its
         source deleted, its row removed) is in no run's count any more; its record stays."""
         records = self.read_records()
+        # a planned item's row is its finished result, also where a later record of it names another file
+        records.update(self.finished_records(self._plan or (), records))
         planned = {item.item_id for item in self._plan or ()}
         current = self.listed_ids(records, planned)
         ordered = self._placed(sorted((r for i, r in records.items() if i in current), key=_manifest_order))

@@ -41,7 +41,7 @@ def report(args) -> int:
     for plan, job in zip(plans, jobs):
         output, records = read[plan.name]
         done = output.finished_ids(plan.items, records)
-        rejected = output.rejected_ids(records) & {item.item_id for item in plan.items}
+        rejected = output.rejected_ids(plan.items, records, done)
         # what the run's pending items are, from the sets at hand: neither done, rejected nor waiting
         waiting = {item.item_id for item in plan.items if waits_for(item.source, plan.name, folders)} - done - rejected
         pending_total += len(plan.items) - len(done) - len(rejected) - len(waiting)

@@ -18,7 +18,7 @@ from pathlib import Path
 from .errors import OutputError
 from .formats import caption_name
 from .outputs import JobOutput
-from .plan import JobPlan
+from .plan import JobPlan, WorkItem
 from .validation import escaped
 
 
@@ -37,7 +37,7 @@ class _Changes:
     """What pruning a folder means, decided from its records before anything moves."""
 
     prune: list[tuple[dict, str]] = field(default_factory=list)  # (latest record, why): moved out, marked pruned
-    superseded: list[str] = field(default_factory=list)  # older files of items that have a newer record
+    superseded: list[tuple[str, str]] = field(default_factory=list)  # (file, why): files no result names now
     reject: list[dict] = field(default_factory=list)  # latest records of planned items whose image is gone
     staying_captions: set[str] = field(default_factory=set)  # caption files of the results that stay
     kept: int = 0
@@ -101,22 +101,29 @@ def _prune(output: JobOutput, plan: JobPlan, dry_run: bool, reject_missing: bool
 def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool) -> _Changes:
     records = output.read_records()
     planned = {item.item_id: item for item in plan.items}
-    changes = _Changes(kept=len(output.finished_ids(plan.items, records)))
+    finished = output.finished_records(plan.items, records)  # each its result, the latest record or an earlier one
+    changes = _Changes(kept=len(finished))
     for item_id, record in records.items():
         item = planned.get(item_id)
         if item is None and record["status"] in ("ok", "failed"):
             changes.prune.append((record, "not in the plan"))
-        elif item is None or record["status"] != "ok":
+        elif item is None or record["status"] != "ok" or record is finished.get(item_id):
             continue
-        elif not os.path.exists(os.path.join(output.folder, record["file_name"])):
+        elif item_id not in finished and not os.path.exists(os.path.join(output.folder, record["file_name"])):
+            # a result deleted, not one of a finished item's earlier names (a format changed and back)
             if reject_missing:
                 changes.reject.append(record)
             else:
                 changes.deleted += 1
         elif record["file_name"] != item.output_name:
             changes.prune.append((record, f"the job now writes {item.output_name}"))
-    current = {record["file_name"] for record in records.values() if record["status"] == "ok"}
-    changes.superseded = sorted(name for name in output.recorded_files() - current if (output.folder / name).is_file())
+    current = {record["file_name"] for record in [*records.values(), *finished.values()] if record["status"] == "ok"}
+    recorded = output.recorded_files()
+    changes.superseded = [
+        (name, _older_because(name, records.get(recorded[name], {}), planned.get(recorded[name])))
+        for name in sorted(recorded.keys() - current)
+        if (output.folder / name).is_file()
+    ]
     # A result in the format the job now writes has the same stem, so the same caption file, as the result of
     # the format it wrote before: that caption stays with the result that stays.
     # A rejected item's result is gone: its caption goes too, unless a result that stays shares it.
@@ -124,6 +131,19 @@ def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool) -> _Changes:
     staying = current - leaving  # a failure names no file
     changes.staying_captions = {caption_name(name) for name in staying}
     return changes
+
+
+def _older_because(name: str, latest: dict, item: WorkItem | None) -> str:
+    """Why a file that no item's result names moves out, from the latest record of the item it was made for:
+    that item has another result, or is planned under another name (rejected, failed or pruned since), or is
+    not planned."""
+    if latest.get("status") == "ok":
+        return "an older result of an item that has a newer one"
+    if item is None:
+        return "not in the plan"
+    if name == item.output_name:  # put back by hand, but not the file recorded (another size)
+        return "not the image recorded for its item"
+    return f"the job now writes {item.output_name}"
 
 
 def _caption_moves(output: JobOutput, changes: _Changes, file_name: str) -> bool:
@@ -140,7 +160,7 @@ def _apply(output: JobOutput, changes: _Changes, result: PruneResult) -> None:
         moved_to = move(record["file_name"]) if record["status"] == "ok" else None
         output.mark(record, "pruned", pruned_to=moved_to)
         result.moved += [record["file_name"]] if moved_to else []
-    for name in changes.superseded:
+    for name, _ in changes.superseded:
         if move(name):
             result.moved.append(name)
     for record in changes.reject:
@@ -172,8 +192,8 @@ def _describe(output: JobOutput, changes: _Changes, result: PruneResult) -> Prun
             would_move(record["file_name"], why)
         else:
             result.listing.append(f"would drop the failure of item {record['item_id']} from failures.csv ({why})")
-    for name in changes.superseded:
-        would_move(name, "an older result of an item that has a newer one")
+    for name, why in changes.superseded:
+        would_move(name, why)
     for record in changes.reject:
         result.rejected.append(record["item_id"])
         caption = moving_caption(record["file_name"])

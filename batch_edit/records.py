@@ -81,12 +81,15 @@ class JobRecords:
         self.records_path = self.state / "records.jsonl"
         self.invalid_lines = 0  # lines of the last read_records() that were cut short or of the wrong shape
         self._lines: dict[str, int] = {}  # item id -> line number of its latest record
+        # item id -> its success records that a later record of it replaced, oldest first: a format changed and
+        # changed back, or a result restored by hand after `prune --rejected`, finishes the item with one of them
+        self._earlier: dict[str, list[dict]] = {}
 
     def read_records(self) -> dict[str, dict]:
         """The latest record per item id, in first-seen order. A line cut short by a crash, or of a shape this
         module never writes, is ignored and counted in `invalid_lines`."""
         latest: dict[str, dict] = {}
-        self.invalid_lines, self._lines = 0, {}
+        self.invalid_lines, self._lines, self._earlier = 0, {}, {}
         try:
             handle = os.fdopen(job_files.open_file(self.records_path, os.O_RDONLY), "rb")
         except FileNotFoundError:
@@ -101,6 +104,9 @@ class JobRecords:
 
     def _read_lines(self, handle, latest: dict[str, dict]) -> None:
         for number, record in self._valid_records(handle):
+            replaced = latest.get(record["item_id"])
+            if replaced is not None and replaced["status"] == "ok":
+                self._earlier.setdefault(record["item_id"], []).append(replaced)
             latest[record["item_id"]] = record
             self._lines[record["item_id"]] = number
 
@@ -115,8 +121,9 @@ class JobRecords:
             else:
                 self.invalid_lines += bool(line.strip())
 
-    def recorded_files(self) -> set[str]:
-        """Every file name a success record ever gave, superseded ones included (a format change leaves some)."""
+    def recorded_files(self) -> dict[str, str]:
+        """Every file name a success record ever gave, superseded ones included (a format change leaves some),
+        with the item the latest of them was made for."""
         try:
             handle = os.fdopen(job_files.open_file(self.records_path, os.O_RDONLY), "rb")
         except FileNotFoundError:
@@ -124,7 +131,7 @@ class JobRecords:
         except OSError as exc:
             raise OutputError(f"cannot read {self.records_path}: {exc.strerror or exc}") from exc
         with handle:
-            return {record["file_name"] for _, record in self._valid_records(handle) if record["status"] == "ok"}
+            return {r["file_name"]: r["item_id"] for _, r in self._valid_records(handle) if r["status"] == "ok"}
 
     def done_ids(self, records: dict[str, dict] | None = None) -> set[str]:
         """Items with a success record whose image is still there, whole (same size as when written)."""
@@ -141,17 +148,38 @@ class JobRecords:
             if record["status"] == "ok" and all(record.get(key) == value for key, value in identity.items())
         ]
 
-    def finished_ids(self, items, records: dict[str, dict] | None = None) -> set[str]:
-        """Items done as planned: an intact result under the item's planned file name (one written in another
-        format, before the job's `format` changed, is not: the item is made again in the new format)."""
+    def finished_records(self, items, records: dict[str, dict] | None = None) -> dict[str, dict]:
+        """Items done as planned, each with the record of its result: the latest success record naming the file
+        the plan now gives the item, that file intact. A result in another format, before the job's `format`
+        changed, is not one (the item is made again in the new format); the results of a format changed back,
+        or an image restored by hand after `prune --rejected`, are, whatever was recorded since. `records` as
+        the last read_records() gave them."""
         records = self.read_records() if records is None else records
-        done = self.done_ids(records)
-        return {i.item_id for i in items if i.item_id in done and records[i.item_id]["file_name"] == i.output_name}
+        finished = {}
+        for item in items:
+            record = self._result_named(item.item_id, item.output_name, records)
+            if record is not None and self._intact(record):
+                finished[item.item_id] = record
+        return finished
 
-    def rejected_ids(self, records: dict[str, dict] | None = None) -> set[str]:
-        """Items whose deleted result `prune --rejected` recorded as unwanted: runs skip them unless overwriting."""
+    def _result_named(self, item_id: str, file_name: str, records: dict[str, dict]) -> dict | None:
+        """The item's latest success record naming `file_name`: the one that says what size that file has."""
+        latest = records.get(item_id)
+        if latest is None or (latest["status"] == "ok" and latest["file_name"] == file_name):
+            return latest  # nearly always: the latest record is the result
+        earlier = self._earlier.get(item_id, ())
+        return next((r for r in reversed(earlier) if r["file_name"] == file_name), None)
+
+    def finished_ids(self, items, records: dict[str, dict] | None = None) -> set[str]:
+        return set(self.finished_records(items, records))
+
+    def rejected_ids(self, items, records: dict[str, dict] | None = None, finished: set[str] | None = None) -> set[str]:
+        """Planned items whose deleted result `prune --rejected` recorded as unwanted (runs skip them unless
+        overwriting), less those finished again (`finished`, else found): an image put back is wanted after all."""
         records = self.read_records() if records is None else records
-        return {item_id for item_id, record in records.items() if record["status"] == "rejected"}
+        marked = [item for item in items if records.get(item.item_id, {}).get("status") == "rejected"]
+        finished = self.finished_ids(marked, records) if finished is None else finished
+        return {item.item_id for item in marked} - finished
 
     def listed_ids(self, records: dict[str, dict], planned: set[str]) -> set[str]:
         """The item the CSVs list per supersede key (`records` as the last read_records() gave them): one the

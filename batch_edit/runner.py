@@ -196,7 +196,8 @@ def pending_items(plan: JobPlan, output: JobOutput, overwrite: bool, records: di
     if overwrite:
         return list(plan.items)
     records = output.read_records() if records is None else records
-    skipped = output.finished_ids(plan.items, records) | output.rejected_ids(records)
+    finished = output.finished_ids(plan.items, records)
+    skipped = finished | output.rejected_ids(plan.items, records, finished)
     return [item for item in plan.items if item.item_id not in skipped]
 
 
@@ -210,8 +211,7 @@ def _pending(
         plan, output = plans[summary.name], outputs[summary.name]
         records = output.read_records()
         items = pending_items(plan, output, options.overwrite, records)
-        rejected = set() if options.overwrite else output.rejected_ids(records)
-        summary.rejected = sum(item.item_id in rejected for item in plan.items)
+        summary.rejected = 0 if options.overwrite else len(output.rejected_ids(plan.items, records))
         summary.already_done = summary.total - len(items) - summary.rejected
         items = _without_waiting(summary, items, folders)
         pending[summary.name] = items[:limit] if limit is not None else items

@@ -3,6 +3,8 @@ changed and changed back, an image put back after `prune --rejected`."""
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 
@@ -50,3 +52,84 @@ def test_sources_deleted_after_a_run_fail_their_items_instead_of_refusing_the_ru
     limited = batch_edit(*run, "--limit", "1", cwd=tmp_path)
     assert limited.returncode == 1 and "1 failed" in limited.stdout, limited.stdout + limited.stderr
     assert "none of the" not in limited.stderr
+
+
+# --- a format changed and changed back ----------------------------------------------------------------------
+
+
+def test_a_format_changed_back_finds_its_results_done(tmp_path, sweep):
+    folder = tmp_path / "out" / "sweep"
+    assert sweep("run").returncode == 0
+    pngs = listed(folder)
+    before = {name: (folder / name).read_bytes() for name in pngs}
+    assert "3 written" in sweep("run", "jpeg").stdout
+    assert "3 item(s), 3 already done" in sweep("plan").stdout
+    back = sweep("run")
+    assert back.returncode == 0 and "nothing to do" in back.stdout, back.stdout
+    assert listed(folder) == pngs
+    dry = sweep("prune", "png", "--dry-run")
+    moving = [line.split()[2] for line in dry.stdout.splitlines() if line.startswith("  would move ")]
+    assert len(moving) == 3 and all(name.endswith(".jpg") for name in moving), dry.stdout
+    assert all(f"(the job now writes {name})" in dry.stdout for name in pngs)
+    pruned = sweep("prune")
+    assert "moved 3, rejected 0, kept 3" in pruned.stdout, pruned.stdout
+    assert {name: (folder / name).read_bytes() for name in pngs} == before  # the planned files stay, untouched
+    assert all((folder / name).with_suffix(".txt").is_file() for name in pngs)  # and their captions
+    assert not list(folder.glob("cat-*.jpg")) and listed(folder) == pngs
+    assert "3 already done" in sweep("plan").stdout
+
+
+# --- an image put back after `prune --rejected` -------------------------------------------------------------
+
+
+def test_an_image_put_back_after_it_was_rejected_is_done_again(tmp_path, sweep):
+    folder = tmp_path / "out" / "sweep"
+    assert sweep("run").returncode == 0
+    name = listed(folder)[0]
+    shutil.move(folder / name, tmp_path / "trash.png")
+    assert "rejected 1, kept 2" in sweep("prune", "png", "--rejected").stdout
+    shutil.move(tmp_path / "trash.png", folder / name)
+    plan = sweep("plan")
+    assert "3 item(s), 3 already done ->" in plan.stdout and "rejected" not in plan.stdout
+    again = sweep("run")
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    assert name in listed(folder) and len(listed(folder)) == 3
+    dry = sweep("prune", "png", "--dry-run")
+    assert "  would move" not in dry.stdout and "would move 0, would reject 0, kept 3" in dry.stdout, dry.stdout
+
+
+def test_a_file_moved_out_by_prune_says_why_as_its_item_records_it(tmp_path, sweep):
+    """A result put back after its item was rejected, the job's format changed since: not an older result of an
+    item with a newer one (it has none), but a file of a format the job no longer writes."""
+    folder = tmp_path / "out" / "sweep"
+    assert sweep("run").returncode == 0
+    name = listed(folder)[0]
+    shutil.move(folder / name, tmp_path / "trash.png")
+    sweep("prune", "png", "--rejected")
+    shutil.move(tmp_path / "trash.png", folder / name)
+    webp = name.replace(".png", ".webp")
+    assert "2 written, 0 already done, 1 rejected" in sweep("run", "webp").stdout
+    dry = sweep("prune", "webp", "--dry-run")
+    assert f"would move {name} (the job now writes {webp})" in dry.stdout, dry.stdout
+    assert "newer one" not in dry.stdout.split(name)[1].split("\n")[0]
+
+
+def test_a_planned_file_of_another_size_than_recorded_is_not_called_an_older_result(tmp_path, sweep):
+    folder = tmp_path / "out" / "sweep"
+    assert sweep("run").returncode == 0
+    name = listed(folder)[0]
+    (folder / name).unlink()
+    sweep("prune", "png", "--rejected")
+    image_file(folder / name, size=(8, 8))  # another image put under its name
+    dry = sweep("prune", "png", "--dry-run")
+    assert f"would move {name} (not the image recorded for its item)" in dry.stdout, dry.stdout
+
+
+def test_a_planned_file_changed_since_it_was_recorded_is_made_again_after_a_format_changed_back(tmp_path, sweep):
+    folder = tmp_path / "out" / "sweep"
+    assert sweep("run").returncode == 0
+    name = listed(folder)[0]
+    sweep("run", "jpeg")
+    (folder / name).write_bytes((folder / name).read_bytes() + b"\0")  # no longer the file its record names
+    assert "3 item(s), 2 already done" in sweep("plan").stdout
+    assert "1 written, 2 already done" in sweep("run").stdout
