@@ -103,8 +103,12 @@ class Expected:
 
 
 def _expected(record: dict, item: WorkItem, column: str) -> Expected:
+    """What the kept copy must be: the fitted size the record gives (`fit` keeps the source's shape, so it is
+    not always the size asked) and the pixels' digest where recorded."""
     digest = record.get(KEPT_DIGESTS[column])
-    return Expected((item.width, item.height), digest if isinstance(digest, str) else "")
+    width, height = record.get("width"), record.get("height")
+    fitted = (width, height) if all(isinstance(side, int) and side > 0 for side in (width, height)) else None
+    return Expected(fitted or (item.width, item.height), digest if isinstance(digest, str) else "")
 
 
 def _read_kept(folder: Path, name: str, mode: str, what: str, expected: Expected) -> Image.Image | None:

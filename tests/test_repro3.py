@@ -109,3 +109,13 @@ def test_a_kept_copy_recompressed_is_still_the_run_s_image(tmp_path, tiny_config
         image.save(kept, compress_level=0)  # other bytes, the same pixels
     again = reproduced(metadata, item)
     assert again.returncode == 0 and again.stdout.startswith("identical"), again.stdout + again.stderr
+
+
+def test_a_fit_item_is_reproduced_from_its_kept_copy_at_the_fitted_size(tmp_path, tiny_config):
+    Image.new("RGB", (100, 30), (200, 40, 40)).save(tmp_path / "red.png")
+    metadata, rows = run_kept(tmp_path, tiny_config, kept_job("red.png", extra="    resize: fit\n"))
+    assert (rows.width[0], rows.height[0]) != (64, 48)  # fit kept the source's shape: another size than asked
+    (tmp_path / "red.png").unlink()
+    again = reproduced(metadata, rows.item_id[0])
+    assert again.returncode == 0 and again.stdout.startswith("identical"), again.stdout + again.stderr
+    assert "from the kept source copy" in again.stdout
