@@ -3,6 +3,7 @@ seeds, strength against steps, prompt templates and the prompts they make; each 
 
 from __future__ import annotations
 
+import os
 import re
 
 from pydantic import BaseModel
@@ -109,12 +110,19 @@ def check_grid(grid: Grid, where: str, problems: list[str], masks_given: bool = 
             continue
         if "caption" in fields and not caption_checked:  # the sources' captions, once for all prompts using them
             caption_checked = True
-            problems.extend(_bounded(where, [_no_caption(prompt, ref) for ref in grid.sources if ref.caption is None]))
+            uncaptioned = [ref for ref in grid.sources if ref.caption is None and _is_image_there(ref)]
+            problems.extend(_bounded(where, [_no_caption(prompt, ref) for ref in uncaptioned]))
         if fields:
             _check_final_prompts(prompt, [ref for ref in grid.sources if ref.caption or "caption" not in fields],
                                  where, problems)  # fmt: skip
         elif problem := prompt_problem(prompt):
             problems.append(f"{where}: prompt '{printable(prompt)}' {problem}")
+
+
+def _is_image_there(ref: SourceRef) -> bool:
+    """A URL, or a local file that exists: a missing one fails as its item's "file not found" (or, being a job
+    folder not made yet, waits for that job's results), whatever its caption."""
+    return ref.is_url or os.path.isfile(ref.key)
 
 
 def _no_caption(prompt: str, ref: SourceRef) -> str:

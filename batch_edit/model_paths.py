@@ -15,13 +15,20 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")  # the files a model folder'
 
 
 def folder_stamp(folder: Path) -> str:
-    """A model folder's weight files (any depth) by relative path, size and modification time, hashed into one
-    short stamp: weights replaced in place give another; nothing is read (a folder holds 12-30 GB). `missing`
-    where it is no folder (refused when the pipeline loads)."""
+    """A model folder's weight files (any depth, through linked folders) by relative path, size and modification
+    time (a linked file's target's), hashed into one short stamp: weights replaced in place give another;
+    nothing is read (a folder holds 12-30 GB). `missing` where it is no folder (refused when the pipeline
+    loads)."""
     if not folder.is_dir():
         return "missing"
     stamps = []
-    for root, folders, files in os.walk(folder):
+    entered = set()  # real folders: linked folders are followed (a model assembled from links), each once
+    for root, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in entered:
+            folders.clear()
+            continue
+        entered.add(real)
         folders.sort()
         for name in sorted(files):
             if name.lower().endswith(WEIGHT_SUFFIXES):

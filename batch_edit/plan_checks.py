@@ -37,21 +37,38 @@ def job_folders(names: list[str], output_root: Path) -> dict[str, str]:
 
 
 def waits_for(source: SourceRef, own: str, folders: dict[str, str]) -> str | None:
-    """The job of this run (`folders`: job_folders) whose results the source stands for, where it is that job's
-    folder as a whole: sources are listed when a run starts, so a job folder that did not exist then, or held no
-    results yet, stands as itself (one ref) and gives this run nothing to edit. None for any other source."""
-    if source.is_url:
+    """The job of this run (`folders`: job_folders) whose results the source stands for: that job's folder as a
+    whole, or a file in it, where it is no file yet. Sources are listed when a run starts, so a job folder that
+    did not exist then, or held no results yet, stands as itself (one ref) and gives this run nothing to edit.
+    None for any other source."""
+    if source.is_url or os.path.isfile(source.key):
         return None
-    other = folders.get(os.path.abspath(source.key))
-    return other if other is not None and other != own and not os.path.isfile(source.key) else None
+    path = os.path.abspath(source.key)
+    other = folders.get(path) or folders.get(os.path.dirname(path))
+    return other if other != own else None
 
 
 def unmade_job_folders(job: JobSpec, jobs: list[JobSpec], output_root: Path) -> dict[str, str]:
-    """The job's sources that are another job's folder of this run without results yet, each with that job's
-    name: their items wait for a run after the one that makes them."""
+    """The job's sources that are another job's folder of this run without results yet (or a result in it not
+    made yet), each with that job's name: their items wait for a run after the one that makes them."""
     folders = job_folders([other.name for other in jobs], output_root)
     refs = dict.fromkeys(ref for grid in job.grids for ref in grid.sources)
     return {ref.key: other for ref in refs if (other := waits_for(ref, job.name, folders)) is not None}
+
+
+def unfilled_job_folders(job: JobSpec, jobs: list[JobSpec], output_root: Path) -> list[str]:
+    """The job's sources that stand for a job folder holding no results (a folder, or a folder or glob naming
+    one under the output root that matched nothing), of no job of this run: nothing will fill it."""
+    unmade = unmade_job_folders(job, jobs, output_root)
+    root = os.path.abspath(output_root)
+    refs = dict.fromkeys(ref for grid in job.grids for ref in grid.sources)
+    return [
+        ref.key
+        for ref in refs
+        if not ref.is_url
+        and ref.key not in unmade
+        and (os.path.isdir(ref.key) or os.path.dirname(os.path.abspath(ref.key)) == root)
+    ]
 
 
 def later_results_warning(job: str, items, folders: dict[str, str], pending: dict[str, int]) -> str | None:
@@ -73,17 +90,15 @@ def later_results_warning(job: str, items, folders: dict[str, str], pending: dic
     )
 
 
-def empty_job_folders(job: JobSpec, jobs: list[JobSpec], output_root: Path) -> list[str]:
-    """The job's sources that are a job folder holding no results, of no job of this run: nothing will fill it."""
-    unmade = unmade_job_folders(job, jobs, output_root)
-    refs = dict.fromkeys(ref for grid in job.grids for ref in grid.sources)
-    return [ref.key for ref in refs if not ref.is_url and ref.key not in unmade and os.path.isdir(ref.key)]
-
-
 def unmade_folder_warning(job: str, source: str, other: str) -> str:
+    what = (
+        f"is job {other}'s folder in this run, which holds no results yet"
+        if os.path.basename(os.path.abspath(source)) == other
+        else f"is a result of job {other} in this run, not made yet"
+    )
     return (
-        f"job {job}: source {source} is job {other}'s folder in this run, which holds no results yet: a job reads "
-        f"another's results only once they exist, so this run leaves job {job}'s items from it for the next run"
+        f"job {job}: source {source} {what}: a job reads another's results only once they exist, so this run "
+        f"leaves job {job}'s items from it for the next run"
     )
 
 

@@ -36,7 +36,7 @@ def folder_images(folder: Path, recursive: bool, output_root: Path | None, job_f
 def glob_images(spec: str, base_dir: Path, recursive: bool, output_root: Path | None, job_folder: Path | None):
     # root_dir, not base_dir/spec: brackets or stars in the manifest's own folder name must stay literal.
     # glob itself skips dot-names unless the pattern spells the dot out (then the user asked for them).
-    walk = _Walk(_glob_root(spec, base_dir), output_root, job_folder)
+    walk = _Walk(glob_root(spec, base_dir), output_root, job_folder)
     root = Path(os.path.abspath(Path(base_dir).expanduser()))
     pattern = os.path.expanduser(spec)
     if recursive and "**" in pattern:  # glob.glob would follow folder links round a loop, and never end
@@ -56,7 +56,7 @@ def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _glob_root(spec: str, base_dir: Path) -> Path:
+def glob_root(spec: str, base_dir: Path) -> Path:
     """The folder a glob starts from: its literal leading folders."""
     parts = Path(os.path.expanduser(spec)).parts
     literal = list(itertools.takewhile(lambda part: not GLOB_CHARS & set(part), parts[:-1]))

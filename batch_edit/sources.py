@@ -20,7 +20,15 @@ from .captions import CaptionFileRefused, read_caption
 from .fetch import FetchError, FetchOptions, fetch_url, human_bytes
 from .local_files import NotRegularFile, TooLarge, read_capped
 from .source_decoding import SourceError, decode_image, to_rgb
-from .source_folders import GLOB_CHARS, IMAGE_SUFFIXES, OwnResults, folder_images, glob_images, is_job_folder
+from .source_folders import (
+    GLOB_CHARS,
+    IMAGE_SUFFIXES,
+    OwnResults,
+    folder_images,
+    glob_images,
+    glob_root,
+    is_job_folder,
+)
 
 RESIZE_MODES = ("center-crop", "pad", "stretch", "fit")
 MIN_SIDE, MAX_SIDE, SIDE_STEP = 16, 4096, 16
@@ -64,7 +72,11 @@ def expand_source(
             return _refs_or_error(spec, images)
         # A literal name like "shot [1].jpg" that exists wins over reading it as a glob.
         if GLOB_CHARS & set(spec) and not path.exists():
-            return _refs_or_error(spec, glob_images(spec, base_dir, recursive, exclude, job_folder))
+            images = glob_images(spec, base_dir, recursive, exclude, job_folder)
+            root = glob_root(spec, base_dir)
+            if not images and exclude is not None and root.parent == Path(os.path.abspath(exclude)):
+                return [_file_ref(root)]  # a job's folder, empty or not made yet: planning judges, as above
+            return _refs_or_error(spec, images)
     except OwnResults as exc:
         raise SourceSpecError(f"source {spec!r} {exc}") from None
     # A missing file is kept: loading it later records "file not found" against that one item.

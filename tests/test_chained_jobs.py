@@ -68,8 +68,8 @@ def test_a_job_folder_no_job_of_the_run_fills_is_refused(tmp_path, tiny_config):
         result = batch_edit(command, str(alone), "--pipeline", str(tiny_config))
         assert result.returncode == 2, result.stdout + result.stderr
         assert (
-            f"source {tmp_path / 'out' / 'a'} is a job folder holding no results yet, and no job of this run "
-            "makes them" in result.stderr
+            f"source {tmp_path / 'out' / 'a'} is a job folder holding no results (or none yet), and no job of "
+            "this run makes them" in result.stderr
         )
 
 
@@ -97,3 +97,46 @@ def test_prune_says_nothing_of_what_a_run_would_leave_waiting(tmp_path, tiny_con
     pruned = batch_edit("prune", str(manifest), "--pipeline", str(tiny_config), "--dry-run")
     assert pruned.returncode == 0, pruned.stderr
     assert not re.search(r"waiting|holds no results|next run", pruned.stderr), pruned.stderr
+
+
+def test_a_glob_or_a_file_of_another_jobs_folder_waits_as_the_folder_does(tmp_path, tiny_config):
+    shutil.copy(PHOTOS / "cat.jpg", tmp_path / "cat.jpg")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "output_root: out\n" + SMALL + "jobs:\n  - {name: a, sources: cat.jpg, prompts: a, file_name: '{stem}'}\n"
+        "  - {name: b, sources: 'out/a/*.png', prompts: b}\n  - {name: c, sources: out/a/cat.png, prompts: c}\n"
+    )
+    plan = batch_edit("plan", str(manifest), "--pipeline", str(tiny_config))
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert "missing" not in plan.stdout and plan.stdout.count("waiting: 1 item(s)") == 2
+    assert f"source {tmp_path / 'out' / 'a' / 'cat.png'} is a result of job a in this run, not made yet" in plan.stderr
+    first = run(manifest, tiny_config)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "job b: 0 written, 0 already done, 0 failed, 1 left for later (waiting for job a's results" in first.stdout
+    assert "job c: 0 written, 0 already done, 0 failed, 1 left for later (waiting for job a's results" in first.stdout
+    second = run(manifest, tiny_config)
+    assert "job b: 1 written" in second.stdout and "job c: 1 written" in second.stdout, second.stdout
+
+
+def test_a_job_reading_captions_of_a_folder_not_made_yet_waits_instead_of_refusing(tmp_path, tiny_config):
+    shutil.copy(PHOTOS / "cat.jpg", tmp_path / "cat.jpg")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "output_root: out\n" + SMALL + "jobs:\n  - {name: a, sources: cat.jpg, prompts: a tiger, captions: true}\n"
+        "  - {name: b, sources: out/a, prompts: '{caption}, then b'}\n"
+    )
+    first = run(manifest, tiny_config)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "1 left for later (waiting for job a's results" in first.stdout
+    second = run(manifest, tiny_config)
+    assert "job b: 1 written" in second.stdout, second.stdout + second.stderr
+    assert list(pd.read_csv(tmp_path / "out" / "b" / "metadata.csv")["prompt"]) == ["a tiger, then b"]
+
+
+def test_a_glob_of_a_job_folder_nothing_fills_is_refused(tmp_path, tiny_config):
+    alone = tmp_path / "b.yaml"
+    alone.write_text("output_root: out\n" + SMALL + "jobs:\n  - {name: b, sources: 'out/a/*.png', prompts: b}\n")
+    result = batch_edit("plan", str(alone), "--pipeline", str(tiny_config))
+    assert result.returncode == 2 and "holding no results (or none yet), and no job of this run makes them" in (
+        result.stderr
+    ), result.stderr

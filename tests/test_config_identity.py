@@ -165,6 +165,19 @@ def test_a_model_folder_s_weights_replaced_in_place_change_its_identity(tmp_path
     }
 
 
+def test_a_model_folder_assembled_from_linked_folders_is_stamped_through_them(tmp_path):
+    parts = weights_folder(tmp_path / "parts")
+    assembled = tmp_path / "assembled"
+    assembled.mkdir()
+    for part in parts.iterdir():
+        (assembled / part.name).symlink_to(part)
+    (assembled / "loop").symlink_to(assembled)  # entered once, not forever
+    config = load_pipeline_config(write_pipeline_config(tmp_path / "p.yaml", Path("./assembled")))
+    before = config.identity()["model_files"]
+    os.utime(parts / "transformer" / "diffusion_pytorch_model.safetensors", ns=(10**18, 10**18))
+    assert config.identity()["model_files"] != before
+
+
 def test_a_local_base_folder_of_a_single_file_is_stamped_too(tmp_path):
     folder = weights_folder(tmp_path / "base")
     (tmp_path / "flux.safetensors").write_bytes(b"transformer")
