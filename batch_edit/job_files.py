@@ -80,13 +80,16 @@ def read_bytes(path: Path) -> bytes:
         return handle.read()
 
 
-def write_whole(path: Path, data: bytes) -> None:
+def write_whole(path: Path, data: bytes, sync: bool = False) -> None:
     """Replace `path` with `data` atomically: a temporary beside it, then a rename (which replaces a link at
-    `path` itself, never its target)."""
+    `path` itself, never its target). `sync`: on disk before the rename, so a power cut leaves one or the other."""
     temporary = temporary_name(path)
     try:
         with open_new(temporary) as handle:
             handle.write(data)
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
         remove_file(temporary)

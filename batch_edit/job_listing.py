@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
-import os
 import stat
 from pathlib import Path
 
 from . import job_files
 from .errors import OutputError
+from .metadata_edits import WrittenMetadata, keep_if_edited
 from .parameters import metadata_columns
 from .plan import WorkItem
 from .records import JobRecords
@@ -24,8 +23,6 @@ from .result_files import (
     variation_columns,
 )
 
-log = logging.getLogger(__name__)
-
 # A masked job's columns: the mask parameters, then the mask's (`mask_cells`: the fitted mask kept under sources/,
 # else `mask`, the mask file as given, as failures.csv names it).
 MASK_COLUMNS = metadata_columns("mask")
@@ -36,7 +33,6 @@ FAILURE_COLUMNS = [*ITEM_COLUMNS, "stage", "error_type", "error", "failed_at"]
 # Every column metadata.csv may have, in one job or another: a column outside them was added by hand.
 WRITTEN_COLUMNS = {*METADATA_COLUMNS, "row", VARIATION_COLUMN, "task", SOURCE_IMAGE_COLUMN, *MASK_COLUMNS, "mask"}
 WRITTEN_COLUMNS.add(KEPT_MASK_COLUMN)
-EDITED_METADATA = "metadata-edited"  # metadata-edited.csv: not a name the datasets loaders read as metadata
 
 
 class JobListing(JobRecords):
@@ -93,58 +89,25 @@ class JobListing(JobRecords):
 
     def _write_csv(self, name: str, columns: list[str], rows: list[dict]) -> None:
         """Replace the CSV atomically, unless it already holds these rows: its mtime then still says the contact
-        sheets drawn from it are current."""
+        sheets drawn from it are current. metadata.csv edited by hand is kept in a copy first."""
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
         data = text.getvalue().encode("utf-8")
-        if _same_bytes(self.folder / name, data):
+        path = self.folder / name
+        written = WrittenMetadata(self.state) if name == "metadata.csv" else None
+        if _same_bytes(path, data):
+            if written is not None:
+                written.record(data)  # a folder from before digests were recorded starts being compared
             return
-        if name == "metadata.csv":
-            self._keep_edited_metadata()
-        temporary = job_files.temporary_name(self.folder / name)
+        if written is not None:
+            keep_if_edited(path, written, WRITTEN_COLUMNS)
+            written.record(data)  # before the replace: a run stopped between leaves a file either digest names
         try:
-            with job_files.open_new(temporary) as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.folder / name)
+            job_files.write_whole(path, data, sync=True)
         except OSError as exc:
-            job_files.remove_file(temporary)
-            raise OutputError(f"cannot write {self.folder / name}: {exc.strerror or exc}") from exc
-
-    def _keep_edited_metadata(self) -> None:
-        """metadata.csv is rebuilt from the records: a copy of one with columns added by hand (ratings, notes)
-        is kept as metadata-edited.csv (then ~2, ~3...) before it is replaced, and the log says so once."""
-        path = self.folder / "metadata.csv"
-        if job_files.lstat(path) is None:
-            return
-        try:
-            data = job_files.read_bytes(path)
-        except OSError as exc:
-            raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from exc
-        header = next(csv.reader([data.decode("utf-8-sig", "replace").partition("\n")[0]]), [])
-        added = [column for column in header if column.strip() not in WRITTEN_COLUMNS]
-        if not added:
-            return
-        kept = self.folder / f"{EDITED_METADATA}.csv"
-        number = 1
-        while job_files.lstat(kept) is not None:
-            number += 1
-            kept = self.folder / f"{EDITED_METADATA}~{number}.csv"
-        try:
-            with job_files.open_new(kept) as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except OSError as exc:
-            raise OutputError(f"cannot write {kept}: {exc.strerror or exc}") from exc
-        shown = ", ".join(added[:3]) + (f" and {len(added) - 3} more" if len(added) > 3 else "")
-        log.warning(
-            "%s has columns batch-edit does not write (%s): kept as %s; metadata.csv is rebuilt from the records",
-            path, shown, kept.name,
-        )  # fmt: skip
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _manifest_order(record: dict) -> tuple:

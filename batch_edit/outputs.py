@@ -26,6 +26,7 @@ from . import job_files
 from .errors import OutputBusyError, OutputError
 from .formats import caption_name
 from .job_listing import JobListing
+from .metadata_edits import WRITTEN_DIGESTS
 from .plan import WorkItem
 from .records import SOURCES_DIR, STATE_DIR, is_bare_name
 from .result_files import EncodedResult, Failure, encode_result, item_fields
@@ -56,7 +57,7 @@ class JobOutput(JobListing):
             return
         for folder in (self.state, self.state / PIPELINES_DIR, self.folder / PRUNED_DIR, self.folder / SOURCES_DIR):
             job_files.refuse_unsafe(folder, folder=True)
-        names = ["records.jsonl", "pipeline.yaml", "owner", "lock", SHEETS_STAMP]
+        names = ["records.jsonl", "pipeline.yaml", "owner", "lock", SHEETS_STAMP, WRITTEN_DIGESTS]
         files = [self.folder / "metadata.csv", self.folder / "failures.csv", *(self.state / n for n in names)]
         sheets, configs = self.folder.glob(f"{SHEET_PREFIX}*.png"), (self.state / PIPELINES_DIR).glob("*.yaml")
         for path in [*files, *sheets, *configs]:

@@ -430,4 +430,5 @@ def test_rebuild_replaces_previous_csvs(out):
     assert out.rebuild_csvs() == (1, 0)
     assert list(read_csv(out.folder / "metadata.csv")["item_id"]) == [second.item_id]
     assert sorted(p.name for p in out.folder.iterdir() if p.name.endswith(".csv")) == ["failures.csv", "metadata.csv"]
-    assert sorted(os.listdir(out.folder / STATE_DIR)) == ["lock", "owner", "pipelines", "records.jsonl"]
+    state = ["lock", "metadata-written", "owner", "pipelines", "records.jsonl"]  # metadata-written: its digests
+    assert sorted(os.listdir(out.folder / STATE_DIR)) == state
