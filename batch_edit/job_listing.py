@@ -75,17 +75,22 @@ class JobListing(JobRecords):
         return len(done), len(failed)
 
     def _placed(self, ordered: list[dict]) -> list[dict]:
-        """The records of planned items in plan order with their current positions; the others (not planned
-        any more, until `prune` moves them out) after them, as recorded."""
+        """The records of planned items in plan order with their current positions and job name (a job renamed
+        and its folder moved keeps its results); the others (not planned any more, until `prune` moves them out)
+        after them, with no position: theirs was in a manifest that no longer has them, and now names another
+        item's."""
+        if self._plan is None:
+            return ordered
         by_id = {record["item_id"]: record for record in ordered}
         placed = []
-        for item in self._plan or ():
+        for item in self._plan:
             record = by_id.pop(item.item_id, None)
             if record is not None:
                 row = {} if item.row is None else {"row": item.row}
                 # the plan's variation: records made before it was recorded lack it
-                placed.append({**record, "index": item.index, "variation": item.variation, **row})
-        return placed + list(by_id.values())
+                placed.append({**record, "job": item.job, "index": item.index, "variation": item.variation, **row})
+        unplanned = [{**r, "index": None, **({"row": None} if "row" in r else {})} for r in by_id.values()]
+        return placed + unplanned
 
     def _write_csv(self, name: str, columns: list[str], rows: list[dict]) -> None:
         """Replace the CSV atomically, unless it already holds these rows: its mtime then still says the contact

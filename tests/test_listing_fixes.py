@@ -11,6 +11,7 @@ import errno
 import io
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +22,7 @@ from batch_edit.errors import OutputError
 from batch_edit.metadata_edits import WRITTEN_DIGESTS
 from batch_edit.outputs import JobOutput
 
+from .conftest import PHOTOS, batch_edit
 from .test_outputs import EXTRA, PIPELINE_YAML, make, picture
 
 WARNING = "metadata.csv is rebuilt from the records"
@@ -161,3 +163,58 @@ def test_an_unnamed_column_is_named_after_the_columns_added_by_hand(listed, capl
     with caplog.at_level(logging.WARNING):
         listed.rebuild_csvs()
     assert "does not write (rating, an unnamed column: a pandas or spreadsheet index?): kept as" in caplog.text
+
+
+# --------------------------------------------------------------------------- rows the manifest no longer has
+
+
+def test_rows_of_items_no_longer_planned_have_no_position(tmp_path):
+    output = JobOutput(tmp_path / "out", "job")
+    output.open(PIPELINE_YAML)
+    first = tuple(dataclasses.replace(make(f"s{i}"), index=i) for i in range(3))
+    for i, item in enumerate(first):
+        output.write_image(item, picture(offset=i), EXTRA)
+    # the middle item removed from a YAML grid: the last one moves up to index 1
+    output.follow_plan((first[0], dataclasses.replace(first[2], index=1)))
+    output.rebuild_csvs()
+    rows = pd.read_csv(output.folder / "metadata.csv", dtype=str, keep_default_na=False)
+    assert list(rows["item_id"]) == [first[0].item_id, first[2].item_id, first[1].item_id]
+    assert list(rows["index"]) == ["0", "1", ""]
+    assert "row" not in rows  # a YAML job has no CSV rows to blank
+    output.close()
+
+
+def _csv_manifest(folder: Path, prompts: list[int]) -> None:
+    lines = "".join(f"{PHOTOS / 'cat.jpg'},prompt {i},{i},32,32,2,0.5\n" for i in prompts)
+    (folder / "rows.csv").write_text("source,prompt,seed,width,height,num_inference_steps,strength\n" + lines)
+
+
+def test_a_removed_csv_row_leaves_no_two_rows_claiming_one_position(tmp_path, tiny_config):
+    command = ["run", "rows.csv", "--pipeline", str(tiny_config), "--output-root", "out"]
+    _csv_manifest(tmp_path, [1, 2, 3])
+    assert batch_edit(*command, cwd=tmp_path).returncode == 0
+    _csv_manifest(tmp_path, [1, 3, 4])  # row 2 removed, one added
+    result = batch_edit(*command, cwd=tmp_path)
+    assert result.returncode == 0 and "1 written, 2 already done" in result.stdout, result.stdout + result.stderr
+    rows = pd.read_csv(tmp_path / "out" / "rows" / "metadata.csv", dtype=str, keep_default_na=False)
+    listed = list(zip(rows["row"], rows["index"], rows["prompt"]))
+    assert listed == [("1", "0", "prompt 1"), ("2", "1", "prompt 3"), ("3", "2", "prompt 4"), ("", "", "prompt 2")]
+
+
+# --------------------------------------------------------------------------- a renamed job
+
+
+def test_a_renamed_job_whose_folder_moved_lists_its_new_name_on_every_planned_row(tmp_path, tiny_config):
+    def manifest(name: str, prompts: str) -> list[str]:
+        (tmp_path / "m.yaml").write_text(
+            f"jobs:\n  - {{name: {name}, sources: {PHOTOS / 'cat.jpg'}, prompts: {prompts}, width: 32, height: 32,"
+            " num_inference_steps: 2, strength: 0.5}\n"
+        )
+        return ["run", "m.yaml", "--pipeline", str(tiny_config), "--output-root", "out"]
+
+    assert batch_edit(*manifest("old", "[x, y]"), cwd=tmp_path).returncode == 0
+    shutil.move(tmp_path / "out" / "old", tmp_path / "out" / "new")
+    result = batch_edit(*manifest("new", "[x, y, z]"), cwd=tmp_path)
+    assert result.returncode == 0 and "1 written, 2 already done" in result.stdout, result.stdout + result.stderr
+    rows = pd.read_csv(tmp_path / "out" / "new" / "metadata.csv", dtype=str, keep_default_na=False)
+    assert list(rows["prompt"]) == ["x", "y", "z"] and list(rows["job"]) == ["new", "new", "new"]
