@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -25,14 +26,24 @@ _UNNAMED = re.compile(r"\s*(Unnamed: \d+)?\s*")
 
 
 def content_digest(data: bytes) -> str:
-    """A digest of the cells: a re-save that only adds a UTF-8 BOM, turns line ends to CRLF or quotes cells
-    otherwise changes no cell, so it is not an edit."""
+    """A digest of the cells: a re-save that only adds a UTF-8 BOM, turns line ends to CRLF, quotes cells
+    otherwise or writes a number another way (pandas reads a column with blanks as floats: 0 -> 0.0) changes
+    no cell, so it is not an edit."""
     text = data.decode("utf-8-sig", "replace").replace("\r\n", "\n")
     try:
-        cells = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+        cells = [[_cell(cell) for cell in row] for row in csv.reader(io.StringIO(text, newline="")) if row]
     except csv.Error:  # a cell past the csv module's size limit: the text itself then
         cells = [[text]]
     return hashlib.sha256(json.dumps(cells, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _cell(text: str) -> str:
+    """A number as its value, whatever way it is written; any other cell as it is."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return repr(value) if math.isfinite(value) else text
 
 
 class WrittenMetadata:

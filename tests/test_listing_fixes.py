@@ -109,6 +109,18 @@ def test_cells_quoted_otherwise_are_not_an_edit(listed, caplog):
     assert "WARNING" not in caplog.text and _kept(listed) == []
 
 
+def test_numbers_written_another_way_are_not_an_edit(listed, caplog):
+    def as_floats(rows):  # what pandas writes for a column it read as floats (one with blanks)
+        header, *body = rows
+        numeric = {i for i, name in enumerate(header) if name in ("index", "seed", "num_inference_steps")}
+        return [header, *([f"{float(c)}" if i in numeric and c else c for i, c in enumerate(row)] for row in body)]
+
+    assert b".0," in _rewrite(_metadata(listed), as_floats)
+    with caplog.at_level(logging.WARNING):
+        listed.rebuild_csvs()
+    assert "WARNING" not in caplog.text and _kept(listed) == []
+
+
 def test_a_folder_from_before_digests_compares_only_columns_until_its_first_rebuild(listed, caplog):
     (listed.state / WRITTEN_DIGESTS).unlink()
     _rewrite(_metadata(listed), lambda rows: [rows[0], *reversed(rows[1:])])
