@@ -5,11 +5,14 @@ some while opening, some while loading) becomes a one-line SourceError: the item
 The pixel limit is ours, not Pillow's process-wide MAX_IMAGE_PIXELS, which would refuse a 102-megapixel camera
 photo and print a warning between one and two times its limit: `open_image` is the one way this project opens an
 image it did not make (sources for the run, the contact sheet's source, the sizes `plan` measures).
+Pillow's own warnings about what it skipped while decoding (a corrupt EXIF block, a malformed MPO) are silenced:
+the image still decodes, and on a terminal they would print two traceback-like lines in the middle of a run.
 """
 
 from __future__ import annotations
 
 import struct
+import warnings
 from io import BytesIO
 from typing import BinaryIO
 
@@ -22,6 +25,12 @@ DECODER_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 # more while converting), so a source past it is refused before its pixels are read.
 MAX_SOURCE_PIXELS = 256_000_000
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+# Once for the process, not catch_warnings around each decode: that swaps the global filter list, which is not
+# thread-safe, and the prefetch thread decodes while the main thread runs. Only the plain UserWarnings Pillow's
+# decoders and EXIF reader give (a DecompressionBombWarning is a RuntimeWarning, its deprecations are not this).
+warnings.filterwarnings(
+    "ignore", category=UserWarning, module=r"PIL\.(Image|TiffImagePlugin|JpegImagePlugin|PngImagePlugin)$"
+)
 
 
 class SourceError(Exception):
@@ -74,15 +83,25 @@ def open_image(fp: BinaryIO) -> Image.ImageFile.ImageFile:
 def _check_pixels(width: int, height: int) -> None:
     if width * height > MAX_SOURCE_PIXELS:
         raise SourceError(
-            f"too many pixels: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
+            f"too many pixels: {width}x{height} is {_megapixels(width * height)} megapixels, over the "
             f"{MAX_SOURCE_PIXELS // 1_000_000}-megapixel limit for a source",
             "too many pixels",
         )
 
 
+def _megapixels(pixels: int) -> str:
+    """Pixels over the limit in megapixels, with the fewest decimals that show them over it (256.02, not 256)."""
+    decimals = 0
+    while round(pixels / 1e6, decimals) <= MAX_SOURCE_PIXELS / 1e6 and decimals < 6:
+        decimals += 1
+    return f"{pixels / 1e6:.{decimals}f}"
+
+
 def _decode_error(exc: Exception, head: bytes, size: int) -> SourceError:
-    """One line: 'truncated image' where the file ends too early, else 'corrupt image: <the decoder's words>'."""
-    if "truncated" in str(exc) or isinstance(exc, EOFError) or _riff_cut_short(head, size):
+    """One line: 'truncated image' where the file ends too early, else 'corrupt image: <the decoder's words>'.
+    Pillow says a file ended early in several ways: "Truncated File Read" (a header cut short), "image file is
+    truncated" (pixel data), "truncated PNG file", "Truncated IHDR chunk", or an EOFError."""
+    if "truncated" in str(exc).lower() or isinstance(exc, EOFError) or _riff_cut_short(head, size):
         return SourceError("truncated image")
     words = " ".join(str(exc).split()) or type(exc).__name__
     return SourceError(f"corrupt image: {words}", "corrupt image")
