@@ -1,9 +1,9 @@
 """Caption files: the text of the same-stem .txt beside a local image, which a prompt's {caption} takes.
 
-Read as editors save text (text_encoding): UTF-8 with or without its byte-order mark, UTF-16 with one. A .txt
-that is there but cannot give a caption (empty, not UTF-8, unreadable) is a problem of that source, said with
-the file and, for the encoding, the line, column and byte; it refuses a manifest only where a prompt uses
-{caption}, so notes beside photos that no prompt reads refuse nothing.
+Read as editors save text (text_encoding): UTF-8 with or without its byte-order mark, UTF-16 or UTF-32 with
+one. A .txt that is there but cannot give a caption (empty, not UTF-8, unreadable) is a problem of that source,
+said with the file and, for the encoding, the line, column and byte; it refuses a manifest only where a prompt
+uses {caption}, so notes beside photos that no prompt reads refuse nothing.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Text files as editors and spreadsheets save them -> str with universal newlines.
 
-UTF-8 (a byte-order mark dropped), or UTF-16 where a byte-order mark says so (Notepad's "Unicode", Excel's
-"Unicode Text"). Anything else is refused where it stops being UTF-8, at its line and column with the byte: a
+UTF-8 (a byte-order mark dropped), or UTF-16 or UTF-32 where a byte-order mark says so (Notepad's "Unicode",
+Excel's "Unicode Text"; UTF-32 from a few editors and scripts). Anything else is refused where it stops being UTF-8, at its line and column with the byte: a
 file saved in the computer's code page (Windows-1252 in Western Europe) cannot be told apart from other code
 pages for sure, so it is never guessed at. Manifests (YAML and CSV), pipeline configs and caption files read
 their text here.
@@ -19,15 +19,17 @@ class TextEncodingError(ValueError):
 def decode_text_file(data: bytes, advice: str, code_page_note: str = "") -> str:
     """The text of `data`, or TextEncodingError ending with `advice` (how to save the file as UTF-8).
     `code_page_note` follows the Windows-1252 reading of a refused byte (which program saves in that code page)."""
-    encoding = "utf-16" if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
-    if encoding != "utf-16" and (order := _utf16_order(data)):
+    encoding = _bom_encoding(data)
+    if encoding == "utf-8-sig" and (unicode := _unmarked_unicode(data)):
         # read as UTF-8 or Windows-1252 it would be refused at a byte and a position that mean nothing to the user
-        raise TextEncodingError(f"the file looks like UTF-16 ({order}) text without a byte-order mark; {advice}")
+        raise TextEncodingError(f"the file looks like {unicode} text without a byte-order mark; {advice}")
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:
-        if encoding == "utf-16":
-            raise TextEncodingError(f"not valid UTF-16 text ({exc.reason} at byte {exc.start}); {advice}") from None
+        if encoding != "utf-8-sig":
+            raise TextEncodingError(
+                f"not valid {encoding.upper()} text ({exc.reason} at byte {exc.start}); {advice}"
+            ) from None
         raise TextEncodingError(_not_utf8(data, exc.start, advice, code_page_note)) from None
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if "\x00" in text:  # UTF-16 without its byte-order mark reads as UTF-8 with a NUL in every other byte
@@ -36,17 +38,31 @@ def decode_text_file(data: bytes, advice: str, code_page_note: str = "") -> str:
     return text
 
 
-def _utf16_order(data: bytes) -> str | None:
-    """'little-endian' or 'big-endian' where the file's start looks like UTF-16, else None: text in UTF-16 has a
-    NUL in every other byte for each ASCII character (after it little-endian, before it big-endian), and text in
-    UTF-8 or a code page has no NUL at all."""
+def _bom_encoding(data: bytes) -> str:
+    """The codec a byte-order mark names; UTF-32's are looked for first, as its little-endian one starts as
+    UTF-16's does (FF FE) and read as UTF-16 its text would be a NUL after every character."""
+    if data[:4] in (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE):
+        return "utf-32"
+    if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        return "utf-16"
+    return "utf-8-sig"
+
+
+def _unmarked_unicode(data: bytes) -> str | None:
+    """'UTF-16 (little-endian)', 'UTF-32 (big-endian)' and so on where the file's start looks like that text
+    without its byte-order mark, else None: each ASCII character is a byte and one NUL in UTF-16 (after it
+    little-endian, before it big-endian), a byte and three NULs in UTF-32; text in UTF-8 or a code page has no NUL
+    at all."""
     sample = data[:512]
-    pairs = len(sample) // 2
-    if pairs == 0 or 0 not in sample:
+    if len(sample) < 2 or 0 not in sample:
         return None
-    for order, parity in (("little-endian", 1), ("big-endian", 0)):
-        if sample[parity::2].count(0) * 2 >= pairs:  # half the characters ASCII or more, as a header is
-            return order
+    for width in (4, 2):  # UTF-32 first: its NULs would also pass for UTF-16's
+        units = len(sample) // width
+        for order, ascii_at in (("little-endian", 0), ("big-endian", width - 1)):
+            nul_columns = [sample[at::width][:units] for at in range(width) if at != ascii_at]
+            # half the characters ASCII or more, as a header is
+            if units and all(column.count(0) * 2 >= units for column in nul_columns):
+                return f"UTF-{8 * width} ({order})"
     return None
 
 
