@@ -8,7 +8,7 @@ import string
 import typing
 from pathlib import PurePosixPath
 
-from .parameters import SEED_MAX, axes, labels
+from .parameters import MAX_ITEMS_PER_RUN, MAX_VARIATIONS, axes, labels
 from .source_folders import SHEET_PREFIX
 from .sources import SourceRef
 from .validation import printable
@@ -20,6 +20,16 @@ def _value_type(declared) -> type:
     return type(first) if typing.get_origin(declared) is typing.Literal else first
 
 
+def _declared_samples(declared) -> tuple:
+    """Values a declared parameter may take, for checking format specs: a Literal's every value, else the
+    inclusive bounds of its range (Annotated[int, Field(ge=16, le=4096)] -> (16, 4096))."""
+    if typing.get_origin(declared) is typing.Literal:
+        return typing.get_args(declared)
+    kind, *fields = typing.get_args(declared)
+    bounds = [getattr(rule, name, None) for field in fields for rule in field.metadata for name in ("ge", "le")]
+    return tuple(kind(bound) for bound in bounds if bound is not None) or _SAMPLES[kind]
+
+
 _PARAMETER_FIELDS = {p.file_field: p.name for p in axes() if p.file_field}  # placeholder -> WorkItem field
 FILE_NAME_FIELDS = ("stem", "job", *_PARAMETER_FIELDS, "index", "id", "variation")
 # The type each placeholder's value has; format specs are checked against values of it.
@@ -28,11 +38,13 @@ _VALUE_TYPES = {
     **{p.file_field: _value_type(p.value) for p in axes() if p.file_field},
 }  # fmt: skip
 _KINDS = {str: "text", int: "a whole number", float: "a decimal number"}
-_SAMPLES = {str: ("cat",), int: (0, SEED_MAX), float: (0.75,)}
-# A placeholder with a few named values (resize's modes) is checked against those.
+_SAMPLES = {str: ("cat",), int: (0,), float: (0.75,)}
+# Values each placeholder may take, the smallest and largest where it has a range ('{x:c}' fails only for large
+# numbers), so that a spec refused is refused with a value the placeholder can have.
 _FIELD_SAMPLES = {
-    p.file_field: typing.get_args(p.value)
-    for p in axes() if p.file_field and typing.get_origin(p.value) is typing.Literal
+    "stem": ("cat",), "job": ("portraits",), "id": ("3f2a9c1d0b7e",),
+    "index": (0, MAX_ITEMS_PER_RUN - 1), "variation": (0, MAX_VARIATIONS - 1),
+    **{p.file_field: _declared_samples(p.value) for p in axes() if p.file_field},
 }  # fmt: skip
 DEFAULT_FILE_NAME = "{stem}-{id}"
 MAX_NAME_CHARS = 150  # with the extension and a temporary prefix, well under the usual 255-byte limit
@@ -77,7 +89,7 @@ def _spec_problem(field: str, spec: str) -> str | None:
     """Why `spec` cannot format every value the placeholder may have, or None: checked with the smallest and
     largest (an int's ':c' fails only for large values), so no item fails to be named after planning starts."""
     kind = _KINDS[_VALUE_TYPES[field]]
-    for value in _FIELD_SAMPLES.get(field) or _SAMPLES[_VALUE_TYPES[field]]:
+    for value in _FIELD_SAMPLES[field]:
         try:
             format(value, spec)
         except (ValueError, TypeError, OverflowError) as exc:
@@ -106,16 +118,17 @@ def namer(job_name: str, template: str):
 
     if template == DEFAULT_FILE_NAME:
         return lambda item: f"{stem(item.source)}-{item.item_id}"
+    return lambda item: _filled(template, job_name, stem(item.source), item)[:MAX_NAME_CHARS] or "image"
 
-    def name(item) -> str:
-        fields = dict(
-            stem=stem(item.source), job=job_name, index=item.index, id=item.item_id, variation=item.variation,
-            **{placeholder: getattr(item, name) for placeholder, name in _PARAMETER_FIELDS.items()},
-        )  # fmt: skip
-        # no path separators, no leading dot (a hidden file, or "..")
-        return _UNSAFE.sub("_", template.format_map(fields)).lstrip(".")[:MAX_NAME_CHARS] or "image"
 
-    return name
+def _filled(template: str, job_name: str, stem: str, item) -> str:
+    """The template filled in for the item and made safe, before the cut at MAX_NAME_CHARS."""
+    fields = dict(
+        stem=stem, job=job_name, index=item.index, id=item.item_id, variation=item.variation,
+        **{placeholder: getattr(item, name) for placeholder, name in _PARAMETER_FIELDS.items()},
+    )  # fmt: skip
+    # no path separators, no leading dot (a hidden file, or "..")
+    return _UNSAFE.sub("_", template.format_map(fields)).lstrip(".")
 
 
 def name_clash(template: str, items) -> str | None:
@@ -126,11 +139,21 @@ def name_clash(template: str, items) -> str | None:
     for item in items:
         other = seen.setdefault(item.name.lower(), item)  # lower: case-insensitive file systems
         if other is not item:
-            return (
-                f"field 'file_name': {template!r} gives two items the name {item.name!r}: {_describe(other)} and {_describe(item)}; "
-                "add a placeholder that tells them apart, such as {id}"
+            clash = (
+                f"field 'file_name': {template!r} gives two items the name {item.name!r}: "
+                f"{_describe(other)} and {_describe(item)}"
             )
+            if _cut_apart(template, other, item):
+                cut = f"names are cut at {MAX_NAME_CHARS} characters and these differ only after that"
+                return f"{clash}; {cut}: write a shorter format"
+            return f"{clash}; add a placeholder that tells them apart, such as {{id}}"
     return None
+
+
+def _cut_apart(template: str, one, other) -> bool:
+    """Whether two items given one name would have had two before names are cut at MAX_NAME_CHARS."""
+    full = [_filled(template, item.job, safe_stem(item.source.stem), item).lower() for item in (one, other)]
+    return full[0] != full[1]
 
 
 def reserved_clash(template: str, items) -> str | None:

@@ -28,13 +28,11 @@ from .grid_checks import (
 )
 from .manifest_models import Grid, JobDefaults, JobModel, JobSpec, Manifest, ManifestModel
 from .masks import pair_masks, task_problems
-from .parameters import DEFAULT_TASK, PARAMETERS, axes, axis_names
+from .parameters import DEFAULT_TASK, MAX_ITEMS_PER_RUN, PARAMETERS, axes, axis_names
 from .plan import name_problems
 from .sources import SourceRef, SourceSpecError, expand_source
 from .validation import describe_validation_error, printable, read_yaml_file, shown_path
 
-# Counted before anything is expanded: a plan holds every item in memory (about 300 MB per 1,000,000 items).
-MAX_ITEMS_PER_RUN = 10_000_000
 DEFAULT_OUTPUT_ROOT = Path("outputs")
 
 

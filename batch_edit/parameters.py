@@ -22,6 +22,8 @@ from .sources import RESIZE_MODES
 LAST = 100  # the place of a label or column declared without one: after every placed one
 SEED_MAX = 2**63 - 1
 MAX_VARIATIONS = 10000
+# Counted before anything is expanded: a plan holds every item in memory (about 300 MB per 1,000,000 items).
+MAX_ITEMS_PER_RUN = 10_000_000
 
 Strength = Annotated[float, Field(gt=0, le=1)]
 Steps = Annotated[int, Field(ge=1, le=1000)]
