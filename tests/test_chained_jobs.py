@@ -25,6 +25,14 @@ def chained(tmp_path: Path, a_sources: str, order: str = "ab") -> Path:
     return manifest
 
 
+def with_cat(tmp_path: Path, jobs: str) -> Path:
+    """cat.jpg beside a manifest of these job lines (after `jobs:`)."""
+    shutil.copy(PHOTOS / "cat.jpg", tmp_path / "cat.jpg")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("output_root: out\n" + SMALL + "jobs:\n" + jobs)
+    return manifest
+
+
 def run(manifest: Path, config: Path, *extra: str):
     return batch_edit("run", str(manifest), "--pipeline", str(config), *extra)
 
@@ -100,11 +108,10 @@ def test_prune_says_nothing_of_what_a_run_would_leave_waiting(tmp_path, tiny_con
 
 
 def test_a_glob_or_a_file_of_another_jobs_folder_waits_as_the_folder_does(tmp_path, tiny_config):
-    shutil.copy(PHOTOS / "cat.jpg", tmp_path / "cat.jpg")
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
-        "output_root: out\n" + SMALL + "jobs:\n  - {name: a, sources: cat.jpg, prompts: a, file_name: '{stem}'}\n"
-        "  - {name: b, sources: 'out/a/*.png', prompts: b}\n  - {name: c, sources: out/a/cat.png, prompts: c}\n"
+    manifest = with_cat(
+        tmp_path,
+        "  - {name: a, sources: cat.jpg, prompts: a, file_name: '{stem}'}\n"
+        "  - {name: b, sources: 'out/a/*.png', prompts: b}\n  - {name: c, sources: out/a/cat.png, prompts: c}\n",
     )
     plan = batch_edit("plan", str(manifest), "--pipeline", str(tiny_config))
     assert plan.returncode == 0, plan.stdout + plan.stderr
@@ -119,11 +126,10 @@ def test_a_glob_or_a_file_of_another_jobs_folder_waits_as_the_folder_does(tmp_pa
 
 
 def test_a_job_reading_captions_of_a_folder_not_made_yet_waits_instead_of_refusing(tmp_path, tiny_config):
-    shutil.copy(PHOTOS / "cat.jpg", tmp_path / "cat.jpg")
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
-        "output_root: out\n" + SMALL + "jobs:\n  - {name: a, sources: cat.jpg, prompts: a tiger, captions: true}\n"
-        "  - {name: b, sources: out/a, prompts: '{caption}, then b'}\n"
+    manifest = with_cat(
+        tmp_path,
+        "  - {name: a, sources: cat.jpg, prompts: a tiger, captions: true}\n"
+        "  - {name: b, sources: out/a, prompts: '{caption}, then b'}\n",
     )
     first = run(manifest, tiny_config)
     assert first.returncode == 0, first.stdout + first.stderr
