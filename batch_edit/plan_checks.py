@@ -17,7 +17,7 @@ from .masks import is_missing
 from .parameters import axis_names
 from .pipeline_config import PipelineConfig
 from .source_decoding import SourceError, open_image
-from .sources import SourceRef, fit_size
+from .sources import fit_size
 
 
 def resolved_folders(manifests: list[Path]) -> list[tuple[Path, Path]]:
@@ -29,77 +29,6 @@ def missing_sources(job: JobSpec) -> tuple[list[str], int]:
     """The local source files of a job that do not exist, and how many distinct sources the job has."""
     refs = list(dict.fromkeys(ref for grid in job.grids for ref in grid.sources))
     return [ref.key for ref in refs if not ref.is_url and not os.path.exists(ref.key)], len(refs)
-
-
-def job_folders(names: list[str], output_root: Path) -> dict[str, str]:
-    """Each job's output folder (absolute) -> its name."""
-    return {os.path.abspath(Path(output_root) / name): name for name in names}
-
-
-def waits_for(source: SourceRef, own: str, folders: dict[str, str]) -> str | None:
-    """The job of this run (`folders`: job_folders) whose results the source stands for: that job's folder as a
-    whole, or a file in it, where it is no file yet. Sources are listed when a run starts, so a job folder that
-    did not exist then, or held no results yet, stands as itself (one ref) and gives this run nothing to edit.
-    None for any other source."""
-    if source.is_url or os.path.isfile(source.key):
-        return None
-    path = os.path.abspath(source.key)
-    other = folders.get(path) or folders.get(os.path.dirname(path))
-    return other if other != own else None
-
-
-def unmade_job_folders(job: JobSpec, jobs: list[JobSpec], output_root: Path) -> dict[str, str]:
-    """The job's sources that are another job's folder of this run without results yet (or a result in it not
-    made yet), each with that job's name: their items wait for a run after the one that makes them."""
-    folders = job_folders([other.name for other in jobs], output_root)
-    refs = dict.fromkeys(ref for grid in job.grids for ref in grid.sources)
-    return {ref.key: other for ref in refs if (other := waits_for(ref, job.name, folders)) is not None}
-
-
-def unfilled_job_folders(job: JobSpec, jobs: list[JobSpec], output_root: Path) -> list[str]:
-    """The job's sources that stand for a job folder holding no results (a folder, or a folder or glob naming
-    one under the output root that matched nothing), of no job of this run: nothing will fill it."""
-    unmade = unmade_job_folders(job, jobs, output_root)
-    root = os.path.abspath(output_root)
-    refs = dict.fromkeys(ref for grid in job.grids for ref in grid.sources)
-    return [
-        ref.key
-        for ref in refs
-        if not ref.is_url
-        and ref.key not in unmade
-        and (os.path.isdir(ref.key) or os.path.dirname(os.path.abspath(ref.key)) == root)
-    ]
-
-
-def later_results_warning(job: str, items, folders: dict[str, str], pending: dict[str, int]) -> str | None:
-    """Where a job edits results of another job of this run that has items left to make (`pending`: per job),
-    a warning that those new results wait for the next run (sources are listed when a run starts); else None."""
-    inside = {  # the jobs whose folders this job's sources lie in
-        other
-        for item in items
-        if not item.source.is_url
-        and (other := folders.get(os.path.dirname(os.path.abspath(item.source.key)))) not in (None, job)
-    }
-    makers = sorted(other for other in inside if pending.get(other))
-    if not makers:
-        return None
-    shown = ", ".join(f"up to {pending[other]} for job {other}" for other in makers)
-    return (
-        f"job {job}: edits the results its source folders held when this run started: what this run adds to "
-        f"them ({shown}) is edited by the next run"
-    )
-
-
-def unmade_folder_warning(job: str, source: str, other: str) -> str:
-    what = (
-        f"is job {other}'s folder in this run, which holds no results yet"
-        if os.path.basename(os.path.abspath(source)) == other
-        else f"is a result of job {other} in this run, not made yet"
-    )
-    return (
-        f"job {job}: source {source} {what}: a job reads another's results only once they exist, so this run "
-        f"leaves job {job}'s items from it for the next run"
-    )
 
 
 def sources_without_mask(job: JobSpec) -> list[str]:

@@ -14,15 +14,8 @@ from .validation import escaped, printable
 
 
 def report(args) -> int:
-    from .plan_checks import (
-        job_folders,
-        missing_sources,
-        plan_warnings,
-        resolved_folders,
-        sources_without_mask,
-        unmade_job_folders,
-        waits_for,
-    )
+    from .job_chains import job_folders, split_waiting, waiting_warnings
+    from .plan_checks import missing_sources, plan_warnings, resolved_folders, sources_without_mask
     from .prompt_tokens import planned_long_prompts
     from .source_identity import moved_sources_note
 
@@ -33,18 +26,26 @@ def report(args) -> int:
     print(f"pipeline: {escaped(config.model)} ({settings})")
     for manifest, folder in resolved_folders(args.manifests):
         print(f"manifest {escaped(manifest)}: relative paths resolve against {escaped(folder)}")
-    for warning in [*plan_warnings(config, jobs), *planned_long_prompts(config, plans)]:
+    skipped = {}  # per job: the items done or rejected, as pending_items leaves them
+    for plan in plans:
+        output, records = read[plan.name]
+        done = output.finished_ids(plan.items, records)
+        skipped[plan.name] = (done, output.rejected_ids(plan.items, records, done))
+    pending = {
+        plan.name: [i for i in plan.items if i.item_id not in set().union(*skipped[plan.name])] for plan in plans
+    }
+    running, _, waiting_on = split_waiting(pending, job_folders([plan.name for plan in plans], output_root))
+    warnings = [*plan_warnings(config, jobs), *planned_long_prompts(config, plans), *waiting_warnings(waiting_on)]
+    for warning in warnings:
         print(f"warning: {escaped(warning)}", file=sys.stderr)
     missing_total, unmasked_total, pending_total = 0, 0, 0
     limit_left = args.limit  # --limit runs the first N pending items across jobs: the estimates are of those
-    folders = job_folders([job.name for job in jobs], output_root)
     for plan, job in zip(plans, jobs):
         output, records = read[plan.name]
-        done = output.finished_ids(plan.items, records)
-        rejected = output.rejected_ids(plan.items, records, done)
-        # what the run's pending items are, from the sets at hand: neither done, rejected nor waiting
-        waiting = {item.item_id for item in plan.items if waits_for(item.source, plan.name, folders)} - done - rejected
-        pending_total += len(plan.items) - len(done) - len(rejected) - len(waiting)
+        done, rejected = skipped[plan.name]
+        # neither done, rejected nor waiting: what a run runs
+        waiting = {item.item_id for item in pending[plan.name]} - {item.item_id for item in running[plan.name]}
+        pending_total += len(running[plan.name])
         extra = f", {plan.duplicates} duplicate(s) merged" if plan.duplicates else ""
         extra += f", {len(rejected)} rejected (skipped; --overwrite remakes them)" if rejected else ""
         extra += f", {output.invalid_lines} invalid record line(s) ignored" if output.invalid_lines else ""
@@ -54,7 +55,7 @@ def report(args) -> int:
         if note := moved_sources_note(plan.items, records):
             print(f"  note: {escaped(note)}")
         missing, sources = missing_sources(job)
-        unmade = unmade_job_folders(job, jobs, output_root)  # explained in a warning above
+        unmade = waiting_on[plan.name]  # explained in a warning above
         for path, other in unmade.items():
             print(f"  waiting for job {other}'s results: {escaped(path)} holds none yet")
         if waiting:

@@ -11,10 +11,11 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .errors import ConfigError, ManifestError, OutputError, OutputRefusedError, PipelineLoadError
+from .job_chains import unfilled_job_folders
 from .manifest import DEFAULT_OUTPUT_ROOT, JobSpec, load_manifests, output_root_settings, pipeline_settings
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import JobPlan, plan_jobs
-from .plan_checks import UNRESOLVED, fit_duplicates, unfilled_job_folders, unmade_folder_warning, unmade_job_folders
+from .plan_checks import UNRESOLVED, fit_duplicates
 from .source_identity import identify_sources, recorded_hashes
 from .validation import describe_validation_error, escaped
 
@@ -33,7 +34,7 @@ def prepare(
     output_root = args.output_root or _one_setting(roots, "output_root") or DEFAULT_OUTPUT_ROOT
     manifests = load_manifests(args.manifests, output_root=output_root, task=config.task)
     jobs = [job for manifest in manifests for job in manifest.jobs]
-    _refuse_unfilled_job_folders(jobs, output_root)
+    _refuse_unfilled_job_folders(jobs)
     config = (resolve or resolve_device_choices)(_with_job_loras(config, jobs), for_run)
     jobs = identify_sources(jobs, _recorded_hashes(output_root, jobs, {} if read is None else read))
     plans = plan_jobs(jobs, config.identity())
@@ -51,19 +52,16 @@ def prepare(
     for plan in plans if warn else ():
         if duplicates := fit_duplicates(plan.name, plan.items):
             print(f"warning: {escaped(duplicates)}", file=sys.stderr)
-    for job in jobs if warn else ():
-        for source, other in unmade_job_folders(job, jobs, output_root).items():
-            print(f"warning: {escaped(unmade_folder_warning(job.name, source, other))}", file=sys.stderr)
     return config, output_root, plans, jobs
 
 
-def _refuse_unfilled_job_folders(jobs: list[JobSpec], output_root: Path) -> None:
+def _refuse_unfilled_job_folders(jobs: list[JobSpec]) -> None:
     """A source that is a job folder holding no results, of no job of this run, gives nothing to edit, ever."""
     problems = [
         f"{job.origin}: source {escaped(folder)} is a job folder holding no results (or none yet), and no job of "
         "this run makes them: run that job first, or add it to this run"
         for job in jobs
-        for folder in unfilled_job_folders(job, jobs, output_root)
+        for folder in unfilled_job_folders(job, jobs)
     ]
     if problems:
         raise ManifestError(problems)

@@ -15,10 +15,10 @@ from typing import Protocol
 
 from .background import Prefetch, Writer
 from .errors import BatchEditError, OutputError, OutputRefusedError, PipelineLoadError
+from .job_chains import job_folders, later_results_warning, split_waiting, waiting_warnings
 from .outputs import JobOutput
 from .pipeline_config import PipelineConfig, dump_pipeline_config
 from .plan import JobPlan, WorkItem
-from .plan_checks import job_folders, later_results_warning, waits_for
 from .progress import Progress
 from .records import config_hash
 from .result_files import ItemResult
@@ -116,9 +116,9 @@ def drive(
             outputs[plan.name].follow_plan(plan.items)
         summaries = [JobSummary(plan.name, outputs[plan.name].folder, len(plan.items)) for plan in plans]
         folders = job_folders(list(plans_by_name), output_root)  # a source that is one of them may wait
-        pending = _pending(summaries, plans_by_name, outputs, options, folders)
+        pending, waiting = _pending(summaries, plans_by_name, outputs, options, folders)
     active = [summary for summary in summaries if pending[summary.name]]
-    _warn_of_later_results(plans, output_root, pending)
+    _warn_of_chains(plans, folders, pending, waiting)
     if not active:
         for summary in summaries:  # a run killed after its last item but before its CSVs or contact sheets
             _finishing(summary, outputs[summary.name].refresh)
@@ -129,7 +129,7 @@ def drive(
         # 2. Lock every job folder this run will write, then load the pipeline(s) for the whole run. A job
         #    another run holds refuses the whole run, and the folders this one created go again.
         def recount() -> None:  # under the locks: a run that held a folder a moment ago may have finished items
-            pending.update(_pending(active, plans_by_name, outputs, options, folders))
+            pending.update(_pending(active, plans_by_name, outputs, options, folders)[0])
 
         used = _lock_and_load(stack, [outputs[s.name] for s in active], recount, config, execution.load)
         # 3. Every pending item, job after job, sorted by the batch key (strength, steps, guidance) so compatible
@@ -203,44 +203,30 @@ def pending_items(plan: JobPlan, output: JobOutput, overwrite: bool, records: di
 
 def _pending(
     summaries: list[JobSummary], plans: dict, outputs: dict, options: RunOptions, folders: dict[str, str]
-) -> dict[str, list]:
+) -> tuple[dict[str, list], list[str]]:
     """Each job's pending items, the first `options.limit` of them across jobs; counts what is done and held back."""
-    limit = options.limit
-    pending = {}
+    found = {}
     for summary in summaries:
         plan, output = plans[summary.name], outputs[summary.name]
         records = output.read_records()
-        items = pending_items(plan, output, options.overwrite, records)
+        found[summary.name] = pending_items(plan, output, options.overwrite, records)
         summary.rejected = 0 if options.overwrite else len(output.rejected_ids(plan.items, records))
-        summary.already_done = summary.total - len(items) - summary.rejected
-        items = _without_waiting(summary, items, folders)
+        summary.already_done = summary.total - len(found[summary.name]) - summary.rejected
+    running, waiting, sources = split_waiting(found, folders)  # items waiting for another job's results
+    limit, pending = options.limit, {}
+    for summary in summaries:
+        items, summary.waiting = running[summary.name], waiting[summary.name]
         pending[summary.name] = items[:limit] if limit is not None else items
         limit = None if limit is None else limit - len(pending[summary.name])
         summary.held_back = len(items) - len(pending[summary.name])
-    return pending
+    return pending, sources
 
 
-def _without_waiting(summary: JobSummary, items: list[WorkItem], folders: dict[str, str]) -> list[WorkItem]:
-    """The items to run: not those whose source is another job's folder of this run that held no results when
-    sources were listed (so it stands as itself, not as the images it will hold): they wait for a later run,
-    counted per job they wait for."""
-    summary.waiting = {}
-    kept = []
-    for item in items:
-        other = waits_for(item.source, summary.name, folders)
-        if other is None:
-            kept.append(item)
-        else:
-            summary.waiting[other] = summary.waiting.get(other, 0) + 1
-    return kept
-
-
-def _warn_of_later_results(plans: list[JobPlan], output_root: Path, pending: dict[str, list]) -> None:
-    folders = job_folders([plan.name for plan in plans], output_root)
+def _warn_of_chains(plans: list[JobPlan], folders: dict[str, str], pending: dict[str, list], waiting) -> None:
     counts = {name: len(items) for name, items in pending.items()}
-    for plan in plans:
-        if warning := later_results_warning(plan.name, plan.items, folders, counts):
-            print(f"warning: {escaped(warning)}", file=sys.stderr)
+    later = (later_results_warning(plan.name, plan.items, folders, counts) for plan in plans)
+    for warning in [*waiting_warnings(waiting), *filter(None, later)]:
+        print(f"warning: {escaped(warning)}", file=sys.stderr)
 
 
 def _check_sources_exist(items: list[WorkItem]) -> None:

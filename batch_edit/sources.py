@@ -10,7 +10,7 @@ import hashlib
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
@@ -48,6 +48,9 @@ class SourceRef:
     caption: str | None
     stat: str = ""  # f"{size}-{mtime_ns}" of an existing local file: the cheap check that its content is unchanged
     caption_problem: str = ""  # why its caption file gives no caption (captions.py); "" where there is none
+    # a folder or glob naming a job's folder that held no results when listed: it stands for the results that job
+    # will make (planning: a job of the run, whose readers wait; else refused); not part of any id
+    job_folder: bool = False
 
 
 # ---------------------------------------------------------------- specs -> refs
@@ -68,14 +71,14 @@ def expand_source(
         if path.is_dir():
             images = folder_images(path, recursive, exclude, job_folder)
             if not images and is_job_folder(path):  # its job may make results in this very run (planning judges)
-                return [_file_ref(path)]
+                return [_job_folder_ref(path)]
             return _refs_or_error(spec, images)
         # A literal name like "shot [1].jpg" that exists wins over reading it as a glob.
         if GLOB_CHARS & set(spec) and not path.exists():
             images = glob_images(spec, base_dir, recursive, exclude, job_folder)
             root = glob_root(spec, base_dir)
-            if not images and exclude is not None and root.parent == Path(os.path.abspath(exclude)):
-                return [_file_ref(root)]  # a job's folder, empty or not made yet: planning judges, as above
+            if not images and _unfilled_job_folder(root, exclude, job_folder):
+                return [_job_folder_ref(root)]  # as a folder above; a glob matching none of its results is refused
             return _refs_or_error(spec, images)
     except OwnResults as exc:
         raise SourceSpecError(f"source {spec!r} {exc}") from None
@@ -145,6 +148,17 @@ def _file_ref(path: Path) -> SourceRef:
         key=path.as_posix(), is_url=False, stem=path.stem, fingerprint="", caption=caption.text, stat=file_stat,
         caption_problem=caption.problem,
     )  # fmt: skip
+
+
+def _unfilled_job_folder(folder: Path, output_root: Path | None, job_folder: Path | None) -> bool:
+    """A job's folder (one under the output root) not made yet, or holding no results."""
+    if output_root is None or folder.parent != Path(os.path.abspath(output_root)):
+        return False
+    return not folder.exists() or (is_job_folder(folder) and not folder_images(folder, False, output_root, job_folder))
+
+
+def _job_folder_ref(folder: Path) -> SourceRef:
+    return replace(_file_ref(folder), job_folder=True)
 
 
 def _refs_or_error(spec: str, paths: list[Path]) -> list[SourceRef]:

@@ -60,7 +60,6 @@ def test_plan_limit_skips_waiting_items_as_run_limit_does(tmp_path, tiny_config)
     assert plan.returncode == 0, plan.stderr
     assert "--limit 1: 1 of 2 pending item(s) would run" in plan.stdout
     assert "waiting: 1 item(s)" in plan.stdout
-    assert "the first 1 of 2 pending, which --limit 1 would run" in plan.stdout or "estimate: none yet" in plan.stdout
     assert "none of its 2 pending item(s) would run" not in plan.stdout
     result = run(manifest, tiny_config, "--limit", "1")
     assert "job a: 1 written" in result.stdout, result.stdout + result.stderr
@@ -146,3 +145,30 @@ def test_a_glob_of_a_job_folder_nothing_fills_is_refused(tmp_path, tiny_config):
     assert result.returncode == 2 and "holding no results (or none yet), and no job of this run makes them" in (
         result.stderr
     ), result.stderr
+
+
+def test_a_glob_or_file_naming_no_result_of_a_finished_job_is_no_wait(tmp_path, tiny_config):
+    manifest = with_cat(tmp_path, "  - {name: a, sources: cat.jpg, prompts: a, file_name: '{stem}'}\n")
+    assert run(manifest, tiny_config).returncode == 0  # job a is done: it makes nothing more
+    for spec, refused in (("'out/a/dog*.webp'", True), ("out/a/cat-typo.png", False)):
+        manifest.write_text(manifest.read_text() + f"  - {{name: b, sources: {spec}, prompts: b}}\n")
+        result = run(manifest, tiny_config)
+        assert "left for later" not in result.stdout, result.stdout
+        if refused:  # a glob of an existing job folder matching none of its results is a mistake, as any glob
+            assert result.returncode == 2 and "matches no image" in result.stderr, result.stderr
+        else:  # a file that is not there: its item's failure
+            assert result.returncode == 1 and "job b: 0 written, 0 already done, 1 failed (file not found: 1)" in (
+                result.stdout
+            ), result.stdout + result.stderr
+        manifest.write_text(manifest.read_text().rsplit("  - {name: b", 1)[0])
+
+
+def test_an_image_in_the_output_root_is_a_source_like_any_other(tmp_path, tiny_config):
+    (tmp_path / "out").mkdir()
+    shutil.copy(PHOTOS / "cat.jpg", tmp_path / "out" / "cat.jpg")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "output_root: out\n" + SMALL + "jobs:\n  - {name: a, sources: [out/cat.jpg, out/gone.png], prompts: a}\n"
+    )
+    plan = batch_edit("plan", str(manifest), "--pipeline", str(tiny_config))
+    assert plan.returncode == 1 and f"missing: 1 of 2 source file(s): {tmp_path / 'out' / 'gone.png'}" in plan.stdout

@@ -1,0 +1,93 @@
+"""Jobs that edit another job's results (a source naming its folder, a glob in it or a file of it): which items
+wait for results a job of this run has still to make, which folder nothing will fill, and what to say of both.
+
+Sources are listed when a run starts: a job folder that did not exist then, or held no results, stands as
+itself (a `job_folder` ref, or a path that is no file yet) and gives this run nothing to edit. Its readers'
+items wait ("left for later") while that job has items to make; the next run lists its results."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .manifest import JobSpec
+from .sources import SourceRef
+
+
+def job_folders(names: list[str], output_root: Path) -> dict[str, str]:
+    """Each job's output folder (absolute) -> its name."""
+    return {os.path.abspath(Path(output_root) / name): name for name in names}
+
+
+def waits_for(source: SourceRef, own: str, folders: dict[str, str], makers: set[str]) -> str | None:
+    """The job of this run (`folders`: job_folders) whose results the source stands for, where that job has
+    items to make (`makers`): its folder as a whole, or a file in it, that is no file yet. None for any other
+    source (a missing one fails as its item's "file not found")."""
+    if source.is_url:
+        return None
+    path = os.path.abspath(source.key)
+    other = folders.get(path) or folders.get(os.path.dirname(path))
+    if other is None or other == own or other not in makers:
+        return None
+    return None if os.path.isfile(source.key) else other
+
+
+def split_waiting(pending: dict[str, list], folders: dict[str, str]):
+    """Each job's pending items -> (per job: the items to run, the waiting ones counted per job they wait for,
+    and the waiting sources with that job)."""
+    makers = {name for name, items in pending.items() if items}
+    running, waiting, sources = {}, {}, {}
+    for name, items in pending.items():
+        running[name], waiting[name], sources[name] = [], {}, {}
+        for item in items:
+            other = waits_for(item.source, name, folders, makers)
+            if other is None:
+                running[name].append(item)
+            else:
+                waiting[name][other] = waiting[name].get(other, 0) + 1
+                sources[name].setdefault(item.source.key, other)
+    return running, waiting, sources
+
+
+def waiting_warnings(sources: dict[str, dict[str, str]]) -> list[str]:
+    """A warning per waiting source (split_waiting's)."""
+    return [_waiting_warning(job, source, other) for job, waits in sources.items() for source, other in waits.items()]
+
+
+def unfilled_job_folders(job: JobSpec, jobs: list[JobSpec]) -> list[str]:
+    """The job's sources that stand for a job folder holding no results (`job_folder` refs) of no job of this
+    run: nothing will fill them."""
+    names = {other.name for other in jobs}
+    refs = dict.fromkeys(ref for grid in job.grids for ref in grid.sources)
+    return [ref.key for ref in refs if ref.job_folder and os.path.basename(ref.key) not in names]
+
+
+def later_results_warning(job: str, items, folders: dict[str, str], pending: dict[str, int]) -> str | None:
+    """Where a job edits results of another job of this run that has items left to make (`pending`: per job),
+    a warning that those new results wait for the next run; else None."""
+    inside = {  # the jobs whose folders this job's sources lie in
+        other
+        for item in items
+        if not item.source.is_url
+        and (other := folders.get(os.path.dirname(os.path.abspath(item.source.key)))) not in (None, job)
+    }
+    makers = sorted(other for other in inside if pending.get(other))
+    if not makers:
+        return None
+    shown = ", ".join(f"up to {pending[other]} for job {other}" for other in makers)
+    return (
+        f"job {job}: edits the results its source folders held when this run started: what this run adds to "
+        f"them ({shown}) is edited by the next run"
+    )
+
+
+def _waiting_warning(job: str, source: str, other: str) -> str:
+    what = (
+        f"is job {other}'s folder in this run, which holds no results yet"
+        if os.path.basename(os.path.abspath(source)) == other
+        else f"is a result of job {other} in this run, not made yet"
+    )
+    return (
+        f"job {job}: source {source} {what}: a job reads another's results only once they exist, so this run "
+        f"leaves job {job}'s items from it for the next run"
+    )
