@@ -273,7 +273,7 @@ def _run(args) -> int:
         with _cluster(args) as cluster:  # a local Ray instance stops with the run; a joined cluster stays
             read: dict = {}
             config, output_root, plans, _ = prepare(args, for_run=True, read=read, resolve=cluster and cluster.resolve)
-            _note_moved_sources(plans, read)
+            _note_moved_sources(plans, read, config)
             execution = cluster.execution(config, fetch) if cluster else InProcess(Engine.load, Engine.check, fetch)
             result = drive(plans, config, output_root, execution, options)
     except LoadInterrupted as stopped:  # nothing generated yet, and the job folders this run made are gone
@@ -295,12 +295,13 @@ def _run(args) -> int:
     return EXIT_ITEMS_FAILED if result.failed else EXIT_OK
 
 
-def _note_moved_sources(plans, read: dict) -> None:
+def _note_moved_sources(plans, read: dict, config) -> None:
     """Before a run makes them again: items whose sources moved since their results were made."""
+    from .records import config_hash
     from .source_identity import moved_sources_note
 
     for plan in plans:
-        if note := moved_sources_note(plan.items, read[plan.name][1]):
+        if note := moved_sources_note(plan.items, read[plan.name][1], config_hash(config.identity())):
             print(f"note: job {plan.name}: {escaped(note)}", file=sys.stderr)
 
 

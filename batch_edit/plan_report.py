@@ -17,6 +17,7 @@ def report(args) -> int:
     from .job_chains import job_folders, split_waiting, waiting_warnings
     from .plan_checks import missing_sources, plan_warnings, resolved_folders, sources_without_mask
     from .prompt_tokens import planned_long_prompts
+    from .records import config_hash
     from .source_identity import moved_sources_note
 
     read: dict = {}
@@ -52,7 +53,7 @@ def report(args) -> int:
         print(
             f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {escaped(output.folder)}"
         )
-        if note := moved_sources_note(plan.items, records):
+        if note := moved_sources_note(plan.items, records, config_hash(config.identity())):
             print(f"  note: {escaped(note)}")
         missing, sources = missing_sources(job)
         unmade = waiting_on[plan.name]  # explained in a warning above

@@ -70,13 +70,20 @@ def file_identity(path: str) -> tuple[str, str]:
     return f"{found.st_size}-{found.st_mtime_ns}", sha
 
 
-def moved_sources_note(items, records: dict[str, dict]) -> str | None:
-    """Where items to run were made before from the same images, prompt and parameters at a path the plan no
-    longer has (the sources moved, or their folder did): one line saying why those items run again."""
+def moved_sources_note(items, records: dict[str, dict], pipeline: str | None = None) -> str | None:
+    """Where items to run were made before from the same images, prompt and parameters (and pipeline config,
+    `pipeline` being its hash, where given) at a path the plan no longer has (the sources moved, or their folder
+    did): one line saying why those items run again."""
     paths = {item.source.key for item in items}
     made: dict[tuple, str] = {}  # what a result at an unplanned path was made with -> that path
     for record in records.values():
-        if record["status"] == "ok" and record.get("source_sha256") and record.get("source") not in paths:
+        same_pipeline = pipeline is None or record.get("pipeline_config") == pipeline
+        if (
+            record["status"] == "ok"
+            and record.get("source_sha256")
+            and record.get("source") not in paths
+            and same_pipeline
+        ):
             made.setdefault(_made_with(record), record["source"])
     moved = [
         made[asked]

@@ -217,5 +217,8 @@ def test_no_moved_sources_note_for_urls_or_for_the_same_content_at_two_planned_p
     # another prompt, or another strength, of the same image is a new item, not a moved one
     assert moved_sources_note([local], {"x": {**other, "source_sha256": sha, "prompt": "other"}}) is None
     assert moved_sources_note([local], {"x": {**other, "source_sha256": sha, "strength": 0.25}}) is None
+    # made with another pipeline config: not the same item at another path
+    made = {"x": {**other, "source_sha256": sha, "pipeline_config": "a" * 16}}
+    assert moved_sources_note([local], made, "b" * 16) is None and moved_sources_note([local], made, "a" * 16)
     twin = replace(item, source=replace(item.source, key="/elsewhere/cat.jpg", fingerprint=sha))
     assert moved_sources_note([local, twin], {"x": {**other, "source_sha256": sha}}) is None  # both still planned
