@@ -80,16 +80,22 @@ def read_bytes(path: Path) -> bytes:
         return handle.read()
 
 
+def write_new(path: Path, data: bytes, sync: bool = False) -> None:
+    """Write `data` as the new file `path` (one already there, or a link, is refused). `sync`: on disk before
+    this returns, so what follows (a rename, a record) never reaches the disk first."""
+    with open_new(path) as handle:
+        handle.write(data)
+        if sync:
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
 def write_whole(path: Path, data: bytes, sync: bool = False) -> None:
     """Replace `path` with `data` atomically: a temporary beside it, then a rename (which replaces a link at
     `path` itself, never its target). `sync`: on disk before the rename, so a power cut leaves one or the other."""
     temporary = temporary_name(path)
     try:
-        with open_new(temporary) as handle:
-            handle.write(data)
-            if sync:
-                handle.flush()
-                os.fsync(handle.fileno())
+        write_new(temporary, data, sync)
         os.replace(temporary, path)
     except BaseException:
         remove_file(temporary)

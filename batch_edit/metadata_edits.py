@@ -10,7 +10,6 @@ import io
 import json
 import logging
 import math
-import os
 import re
 from pathlib import Path
 
@@ -28,13 +27,27 @@ _UNNAMED = re.compile(r"\s*(Unnamed: \d+)?\s*")
 def content_digest(data: bytes) -> str:
     """A digest of the cells: a re-save that only adds a UTF-8 BOM, turns line ends to CRLF, quotes cells
     otherwise or writes a number another way (pandas reads a column with blanks as floats: 0 -> 0.0) changes
-    no cell, so it is not an edit."""
+    no cell, so it is not an edit. Hashed row by row (a job of 100k rows is tens of megabytes), the same digest
+    as the JSON of the list of rows that folders written before recorded."""
     text = data.decode("utf-8-sig", "replace").replace("\r\n", "\n")
     try:
-        cells = [[_cell(cell) for cell in row] for row in csv.reader(io.StringIO(text, newline="")) if row]
+        return _rows_digest(csv.reader(io.StringIO(text, newline="")))
     except csv.Error:  # a cell past the csv module's size limit: the text itself then
-        cells = [[text]]
-    return hashlib.sha256(json.dumps(cells, ensure_ascii=False).encode("utf-8")).hexdigest()
+        return _rows_digest([[text]])
+
+
+def _rows_digest(rows) -> str:
+    digest, separator = hashlib.sha256(b"["), b""
+    for row in rows:
+        if row:
+            digest.update(separator + json.dumps([_cell(cell) for cell in row], ensure_ascii=False).encode("utf-8"))
+            separator = b", "
+    digest.update(b"]")
+    return digest.hexdigest()
+
+
+def _raw_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _cell(text: str) -> str:
@@ -48,32 +61,44 @@ def _cell(text: str) -> str:
 
 class WrittenMetadata:
     """The digests of the metadata.csv batch-edit wrote last and the one before: a run stopped between
-    recording a digest and replacing the file leaves a file that is either, and neither is a hand edit."""
+    recording a digest and replacing the file leaves a file that is either, and neither is a hand edit. Each
+    written file has a line `CELLS RAW`: the digest of its cells, and the sha256 of its bytes, compared first
+    (the file nearly always is what was written: parsing tens of megabytes every rebuild is not needed).
+    Folders written before raw digests were recorded have lines of the cells' digest alone."""
 
     def __init__(self, state: Path):
         self.path = state / WRITTEN_DIGESTS
-        self.digests = self._read()
+        self.written = self._read()  # (cells digest, raw digest or None), newest first
 
-    def _read(self) -> list[str] | None:
+    def _read(self) -> list[tuple[str, str | None]] | None:
         """None: nothing recorded (a folder written before digests were)."""
         if job_files.lstat(self.path) is None:
             return None
         try:
-            return job_files.read_bytes(self.path).decode("ascii").split()
+            lines = job_files.read_bytes(self.path).decode("ascii").splitlines()
         except (OSError, UnicodeDecodeError):
             return []  # unreadable: compared with nothing, any difference counts as an edit and is kept
+        return [(cells, raw[0] if raw else None) for cells, *raw in (line.split() for line in lines) if cells]
 
     def edited(self, data: bytes) -> bool:
-        return self.digests is not None and content_digest(data) not in self.digests
+        if self.written is None:
+            return False
+        if _raw_digest(data) in {raw for _, raw in self.written}:
+            return False
+        return content_digest(data) not in {cells for cells, _ in self.written}
 
     def record(self, data: bytes) -> None:
         """Before metadata.csv is replaced by `data` (or found to hold it already)."""
-        digest = content_digest(data)
-        if self.digests and self.digests[0] == digest:
-            return
-        kept = [digest, *(self.digests or [])[:1]]
-        _write_synced(self.path, "".join(f"{d}\n" for d in kept).encode("ascii"))
-        self.digests = kept
+        raw = _raw_digest(data)
+        newest = (self.written or [None])[0]
+        if newest is not None and newest[1] == raw:
+            return  # every rebuild that changes nothing: no parse
+        cells = content_digest(data)
+        # the same cells as the newest (its raw digest not recorded yet): that entry gains it
+        earlier = (self.written or [])[1:2] if newest is not None and newest[0] == cells else (self.written or [])[:1]
+        kept = [(cells, raw), *earlier]
+        _write_synced(self.path, "".join(f"{c} {r}\n" if r else f"{c}\n" for c, r in kept).encode("ascii"))
+        self.written = kept
 
 
 def keep_if_edited(path: Path, written: WrittenMetadata, written_columns: set[str]) -> None:
@@ -119,12 +144,6 @@ def _free_name(folder: Path) -> Path:
 def _write_synced(path: Path, data: bytes, replace: bool = True) -> None:
     """Write `path`, on disk before anything follows: atomically (`replace`), else as a new file."""
     try:
-        if replace:
-            job_files.write_whole(path, data, sync=True)
-            return
-        with job_files.open_new(path) as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        (job_files.write_whole if replace else job_files.write_new)(path, data, sync=True)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
