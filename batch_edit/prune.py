@@ -4,9 +4,11 @@ Results of items the plan no longer has, and results written in a format the job
 `.batch-edit/pruned/` with their caption files (not one that a result staying here shares: same stem); each such
 item gets a "pruned" record, so the append-only log stays the whole history and `metadata.csv` / `failures.csv`,
 rebuilt from it, list only the plan's items (a "pruned" record never supersedes another of the same item: see
-`JobRecords.listed_ids`). With `reject_missing`, planned items whose image the user deleted get a "rejected"
-record (runs skip them unless overwriting) and their caption files move to `pruned/` too. A pruned item that
-comes back into the plan is no longer done, so the next run makes it again (its earlier copy stays in `pruned/`).
+`JobRecords.listed_ids`). Where only another format's file of an item moves (its format changed back), the record
+names the result the item keeps (`kept`), which stays the item's record. With `reject_missing`, planned items
+whose image the user deleted get a "rejected" record (runs skip them unless overwriting) and their caption files
+move to `pruned/` too. A pruned item that comes back into the plan is no longer done, so the next run makes it
+again (its earlier copy stays in `pruned/`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class _Changes:
 
     prune: list[tuple[dict, str]] = field(default_factory=list)  # (latest record, why): moved out, marked pruned
     superseded: list[tuple[str, str]] = field(default_factory=list)  # (file, why): files no result names now
+    # item id -> the file of its finished result, for items whose latest record (moved out) names another file:
+    # their "pruned" record says so, and leaves the item its result (JobRecords._kept_result)
+    keeping: dict[str, str] = field(default_factory=dict)
     reject: list[dict] = field(default_factory=list)  # latest records of planned items whose image is gone
     staying_captions: set[str] = field(default_factory=set)  # caption files of the results that stay
     kept: int = 0
@@ -117,6 +122,8 @@ def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool) -> _Changes:
                 changes.deleted += 1
         elif record["file_name"] != item.output_name:
             changes.prune.append((record, f"the job now writes {item.output_name}"))
+            if item_id in finished:  # a format changed back: the file moves, the item keeps its result
+                changes.keeping[item_id] = finished[item_id]["file_name"]
     current = {record["file_name"] for record in [*records.values(), *finished.values()] if record["status"] == "ok"}
     recorded = output.recorded_files()
     changes.superseded = [
@@ -158,7 +165,8 @@ def _apply(output: JobOutput, changes: _Changes, result: PruneResult) -> None:
 
     for record, _ in changes.prune:
         moved_to = move(record["file_name"]) if record["status"] == "ok" else None
-        output.mark(record, "pruned", pruned_to=moved_to)
+        kept = changes.keeping.get(record["item_id"])
+        output.mark(record, "pruned", pruned_to=moved_to, **({"kept": kept} if kept else {}))
         result.moved += [record["file_name"]] if moved_to else []
     for name, _ in changes.superseded:
         if move(name):

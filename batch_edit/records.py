@@ -1,5 +1,6 @@
 """Reading a job folder's records: what a valid record is, which file names it may name, which records describe
-the same item (the current plan's, else the newer, supersedes the other), and what the records say is done.
+the same item (the current plan's, else the newer, supersedes the other), which record is an item's (its latest,
+but the result it keeps where prune moved another format's file out), and what the records say is done.
 Nothing here writes."""
 
 from __future__ import annotations
@@ -107,8 +108,18 @@ class JobRecords:
             replaced = latest.get(record["item_id"])
             if replaced is not None and replaced["status"] == "ok":
                 self._earlier.setdefault(record["item_id"], []).append(replaced)
-            latest[record["item_id"]] = record
+            latest[record["item_id"]] = self._kept_result(record) or record
             self._lines[record["item_id"]] = number
+
+    def _kept_result(self, record: dict) -> dict | None:
+        """For a "pruned" record of a file the item no longer names (another format's, superseded), which says
+        the result the item keeps (`kept`): that result's record, which stays the item's: the item is not pruned,
+        its result is still here. Records without `kept` (and "pruned" ones of older versions) prune the item."""
+        kept = record.get("kept")
+        if record["status"] != "pruned" or not is_bare_name(kept):
+            return None
+        results = self._earlier.get(record["item_id"], ())
+        return next((r for r in reversed(results) if r["file_name"] == kept), None)
 
     def _valid_records(self, handle):
         for number, line in enumerate(handle):
