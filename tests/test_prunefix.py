@@ -69,7 +69,7 @@ def test_the_pruned_record_of_another_formats_file_names_the_result_kept(tmp_pat
 
 # --- metadata.csv digests -----------------------------------------------------------------------------------
 
-CSV = b"file_name,item_id,seed\r\na.png,abc,0\r\n\r\nb.png,\"d,e\",7\r\n"
+CSV = b'file_name,item_id,seed\r\na.png,abc,0\r\n\r\nb.png,"d,e",7\r\n'
 
 
 def test_the_cells_digest_is_the_one_older_folders_recorded():
