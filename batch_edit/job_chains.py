@@ -50,16 +50,23 @@ def split_waiting(pending: dict[str, list], folders: dict[str, str]):
 
 
 def waiting_warnings(sources: dict[str, dict[str, str]]) -> list[str]:
-    """A warning per waiting source (split_waiting's)."""
-    return [_waiting_warning(job, source, other) for job, waits in sources.items() for source, other in waits.items()]
+    """A warning per job and job it waits for (split_waiting's sources): a CSV naming 10,000 results to come is
+    one line."""
+    warnings = []
+    for job, waits in sources.items():
+        by_maker: dict[str, list[str]] = {}
+        for source, other in waits.items():
+            by_maker.setdefault(other, []).append(source)
+        warnings.extend(_waiting_warning(job, named, other) for other, named in by_maker.items())
+    return warnings
 
 
-def unfilled_job_folders(job: JobSpec, jobs: list[JobSpec]) -> list[str]:
+def unfilled_job_folders(job: JobSpec, jobs: list[JobSpec], output_root: Path) -> list[str]:
     """The job's sources that stand for a job folder holding no results (`job_folder` refs) of no job of this
     run: nothing will fill them."""
-    names = {other.name for other in jobs}
+    folders = job_folders([other.name for other in jobs], output_root)
     refs = dict.fromkeys(ref for grid in job.grids for ref in grid.sources)
-    return [ref.key for ref in refs if ref.job_folder and os.path.basename(ref.key) not in names]
+    return [ref.key for ref in refs if ref.job_folder and os.path.abspath(ref.key) not in folders]
 
 
 def later_results_warning(job: str, items, folders: dict[str, str], pending: dict[str, int]) -> str | None:
@@ -81,13 +88,15 @@ def later_results_warning(job: str, items, folders: dict[str, str], pending: dic
     )
 
 
-def _waiting_warning(job: str, source: str, other: str) -> str:
-    what = (
-        f"is job {other}'s folder in this run, which holds no results yet"
-        if os.path.basename(os.path.abspath(source)) == other
-        else f"is a result of job {other} in this run, not made yet"
-    )
+def _waiting_warning(job: str, sources: list[str], other: str) -> str:
+    source = sources[0]
+    if len(sources) > 1:
+        what = f"sources {source} and {len(sources) - 1} more are results of job {other} in this run, not made yet"
+    elif os.path.basename(os.path.abspath(source)) == other:
+        what = f"source {source} is job {other}'s folder in this run, which holds no results yet"
+    else:
+        what = f"source {source} is a result of job {other} in this run, not made yet"
     return (
-        f"job {job}: source {source} {what}: a job reads another's results only once they exist, so this run "
-        f"leaves job {job}'s items from it for the next run"
+        f"job {job}: {what}: a job reads another's results only once they exist, so this run leaves job {job}'s "
+        "items from them for the next run"
     )

@@ -47,7 +47,7 @@ class JobListing(JobRecords):
         when each was made: a row inserted in a CSV renumbers the results below it."""
         self._plan = items
 
-    def rebuild_csvs(self) -> tuple[int, int]:
+    def rebuild_csvs(self, during_job: bool = False) -> tuple[int, int]:
         """Rewrite metadata.csv and failures.csv from the records; returns (images, failures). Records of the
         same item apart from its source's content list one row (`listed_ids`), the current plan's first.
         Following a plan, failures.csv lists only the plan's items: a failure of an item no longer planned (its
@@ -69,7 +69,7 @@ class JobListing(JobRecords):
         masked = [*MASK_COLUMNS, mask] if mask else []
         task = ["task"] * any(r.get("task") for r in done)  # the pipeline task, where it is not img2img
         columns = METADATA_COLUMNS + rows + task + [SOURCE_IMAGE_COLUMN] * paired + masked
-        self._write_csv("metadata.csv", columns, done)
+        self._write_csv("metadata.csv", columns, done, during_job)
         failed_masks = [*MASK_COLUMNS, "mask"] * any("mask" in r for r in failed)
         self._write_csv("failures.csv", FAILURE_COLUMNS + rows + failed_masks, failed)
         return len(done), len(failed)
@@ -92,7 +92,7 @@ class JobListing(JobRecords):
         unplanned = [{**r, "index": None, **({"row": None} if "row" in r else {})} for r in by_id.values()]
         return placed + unplanned
 
-    def _write_csv(self, name: str, columns: list[str], rows: list[dict]) -> None:
+    def _write_csv(self, name: str, columns: list[str], rows: list[dict], during_job: bool = False) -> None:
         """Replace the CSV atomically, unless it already holds these rows: its mtime then still says the contact
         sheets drawn from it are current. metadata.csv edited by hand is kept in a copy first."""
         text = io.StringIO(newline="")
@@ -104,11 +104,11 @@ class JobListing(JobRecords):
         written = WrittenMetadata(self.state) if name == "metadata.csv" else None
         if _same_bytes(path, data):
             if written is not None:
-                written.record(data)  # a folder from before digests were recorded starts being compared
+                written.record(data, cells=not during_job)  # a folder from before digests starts being compared
             return
         if written is not None:
             keep_if_edited(path, written, WRITTEN_COLUMNS)
-            written.record(data)  # before the replace: a run stopped between leaves a file either digest names
+            written.record(data, cells=not during_job)  # before the replace: a stop between leaves either
         try:
             job_files.write_whole(path, data, sync=True)
         except OSError as exc:

@@ -18,6 +18,7 @@ from .errors import OutputError
 
 log = logging.getLogger(__name__)
 
+UNPARSED = "-"  # in place of the cells' digest of a file written during a job
 WRITTEN_DIGESTS = "metadata-written"  # under .batch-edit/: the digests of the last two metadata.csv written
 EDITED_METADATA = "metadata-edited"  # metadata-edited.csv: not a name the datasets loaders read as metadata
 # pandas writes its index under an empty name, and reads an empty name back as "Unnamed: 0"
@@ -87,13 +88,15 @@ class WrittenMetadata:
             return False
         return content_digest(data) not in {cells for cells, _ in self.written}
 
-    def record(self, data: bytes) -> None:
-        """Before metadata.csv is replaced by `data` (or found to hold it already)."""
+    def record(self, data: bytes, cells: bool = True) -> None:
+        """Before metadata.csv is replaced by `data` (or found to hold it already). `cells`: also the digest of
+        its cells, which parses it (seconds for 100k rows): not on the rebuilds during a job, whose file a re-save
+        without a change would then count as edited (a copy kept, nothing lost), only on the job's last."""
         raw = _raw_digest(data)
         newest = (self.written or [None])[0]
-        if newest is not None and newest[1] == raw:
+        if newest is not None and newest[1] == raw and (newest[0] != UNPARSED or not cells):
             return  # every rebuild that changes nothing: no parse
-        cells = content_digest(data)
+        cells = content_digest(data) if cells else UNPARSED
         # the same cells as the newest (its raw digest not recorded yet): that entry gains it
         earlier = (self.written or [])[1:2] if newest is not None and newest[0] == cells else (self.written or [])[:1]
         kept = [(cells, raw), *earlier]

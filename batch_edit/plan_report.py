@@ -32,9 +32,7 @@ def report(args) -> int:
         output, records = read[plan.name]
         done = output.finished_ids(plan.items, records)
         skipped[plan.name] = (done, output.rejected_ids(plan.items, records, done))
-    pending = {
-        plan.name: [i for i in plan.items if i.item_id not in set().union(*skipped[plan.name])] for plan in plans
-    }
+    pending = {plan.name: _pending(plan.items, set().union(*skipped[plan.name])) for plan in plans}
     running, _, waiting_on = split_waiting(pending, job_folders([plan.name for plan in plans], output_root))
     warnings = [*plan_warnings(config, jobs), *planned_long_prompts(config, plans), *waiting_warnings(waiting_on)]
     for warning in warnings:
@@ -92,6 +90,10 @@ def report(args) -> int:
     if missing_total or unmasked_total:
         return EXIT_ITEMS_FAILED
     return EXIT_OK
+
+
+def _pending(items, skipped: set[str]) -> list:
+    return [item for item in items if item.item_id not in skipped]
 
 
 def _print_estimate(task: str, timed: list[dict], items, skipped: set[str], limit, limit_left) -> int | None:

@@ -34,7 +34,7 @@ def prepare(
     output_root = args.output_root or _one_setting(roots, "output_root") or DEFAULT_OUTPUT_ROOT
     manifests = load_manifests(args.manifests, output_root=output_root, task=config.task)
     jobs = [job for manifest in manifests for job in manifest.jobs]
-    _refuse_unfilled_job_folders(jobs)
+    _refuse_unfilled_job_folders(jobs, output_root)
     config = (resolve or resolve_device_choices)(_with_job_loras(config, jobs), for_run)
     jobs = identify_sources(jobs, _recorded_hashes(output_root, jobs, {} if read is None else read))
     plans = plan_jobs(jobs, config.identity())
@@ -55,13 +55,13 @@ def prepare(
     return config, output_root, plans, jobs
 
 
-def _refuse_unfilled_job_folders(jobs: list[JobSpec]) -> None:
+def _refuse_unfilled_job_folders(jobs: list[JobSpec], output_root: Path) -> None:
     """A source that is a job folder holding no results, of no job of this run, gives nothing to edit, ever."""
     problems = [
         f"{job.origin}: source {escaped(folder)} is a job folder holding no results (or none yet), and no job of "
         "this run makes them: run that job first, or add it to this run"
         for job in jobs
-        for folder in unfilled_job_folders(job, jobs)
+        for folder in unfilled_job_folders(job, jobs, output_root)
     ]
     if problems:
         raise ManifestError(problems)

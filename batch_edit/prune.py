@@ -87,6 +87,8 @@ def _prune(output: JobOutput, plan: JobPlan, dry_run: bool, reject_missing: bool
     # The lock, also where nothing is recorded yet: a run loading its model holds a folder it has no record in.
     if dry_run:
         output.refuse_if_busy()  # refused like a prune, without writing the owner file
+        if not output.records_path.exists():
+            return result  # nothing recorded (a run stopped while loading its model): nothing to prune
         return _describe(output, _decide(output, plan, reject_missing), result)
     output.lock(by="prune")  # refused while a run (or another prune) writes here
     try:

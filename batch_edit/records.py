@@ -138,7 +138,7 @@ class JobRecords:
         try:
             handle = os.fdopen(job_files.open_file(self.records_path, os.O_RDONLY), "rb")
         except FileNotFoundError:
-            return set()
+            return {}
         except OSError as exc:
             raise OutputError(f"cannot read {self.records_path}: {exc.strerror or exc}") from exc
         with handle:
@@ -178,6 +178,8 @@ class JobRecords:
         latest = records.get(item_id)
         if latest is None or (latest["status"] == "ok" and latest["file_name"] == file_name):
             return latest  # nearly always: the latest record is the result
+        if latest["status"] == "failed":
+            return None  # its latest outcome (an --overwrite that failed): failures.csv lists it, a run retries it
         earlier = self._earlier.get(item_id, ())
         return next((r for r in reversed(earlier) if r["file_name"] == file_name), None)
 

@@ -308,7 +308,7 @@ class _Recorder:
         if job.left == 0:
             self._finish(job)
         elif time.monotonic() - job.csvs_at > self.options.csv_every_s:
-            job.output.rebuild_csvs()
+            job.output.rebuild_csvs(during_job=True)
             job.csvs_at = time.monotonic()
 
     def close(self) -> None:

@@ -172,3 +172,23 @@ def test_an_image_in_the_output_root_is_a_source_like_any_other(tmp_path, tiny_c
     )
     plan = batch_edit("plan", str(manifest), "--pipeline", str(tiny_config))
     assert plan.returncode == 1 and f"missing: 1 of 2 source file(s): {tmp_path / 'out' / 'gone.png'}" in plan.stdout
+
+
+def test_many_sources_waiting_for_one_job_are_one_warning(tmp_path, tiny_config):
+    names = "[" + ", ".join(f"out/a/r{n}.png" for n in range(5)) + "]"
+    manifest = with_cat(
+        tmp_path,
+        "  - {name: a, sources: cat.jpg, prompts: a, file_name: '{stem}'}\n"
+        f"  - {{name: b, sources: {names}, prompts: b}}\n",
+    )
+    plan = batch_edit("plan", str(manifest), "--pipeline", str(tiny_config))
+    (line,) = [line for line in plan.stderr.splitlines() if "not made yet" in line]
+    assert f"sources {tmp_path / 'out' / 'a' / 'r0.png'} and 4 more are results of job a in this run" in line
+    assert "waiting: 5 item(s)" in plan.stdout
+
+
+def test_a_prune_dry_run_of_a_folder_a_stopped_run_left_without_records(tmp_path, tiny_config):
+    manifest = with_cat(tmp_path, "  - {name: a, sources: cat.jpg, prompts: a}\n")
+    (tmp_path / "out" / "a" / ".batch-edit").mkdir(parents=True)  # a run killed while loading leaves this
+    result = batch_edit("prune", str(manifest), "--pipeline", str(tiny_config), "--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -89,7 +89,7 @@ def _chained(tmp_path: Path) -> Path:
 def _explained(stderr: str, folder: Path) -> bool:
     return (
         f"warning: job b: source {folder} is job a's folder in this run, which holds no results yet: a job reads "
-        "another's results only once they exist, so this run leaves job b's items from it for the next run"
+        "another's results only once they exist, so this run leaves job b's items from them for the next run"
     ) in stderr
 
 

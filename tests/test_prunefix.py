@@ -94,6 +94,20 @@ def test_written_metadata_records_the_raw_bytes_and_compares_them_without_parsin
     assert reread.edited(CSV.replace(b"abc", b"abd"))
 
 
+def test_a_rebuild_during_a_job_records_the_bytes_without_parsing_and_the_last_the_cells(tmp_path, monkeypatch):
+    def parse(data):
+        raise AssertionError("parsed the whole file")
+
+    monkeypatch.setattr(metadata_edits, "content_digest", parse)
+    written = WrittenMetadata(tmp_path)
+    written.record(CSV, cells=False)  # every 30 s during a job: tens of megabytes not parsed
+    assert not written.edited(CSV)
+    monkeypatch.undo()
+    assert written.edited(CSV.replace(b"\r\n", b"\n"))  # unparsed: any other bytes count (a copy kept)
+    written.record(CSV)  # the job's last rebuild: the cells' digest too
+    assert not WrittenMetadata(tmp_path).edited(CSV.replace(b"\r\n", b"\n"))
+
+
 def test_an_older_folders_digests_of_cells_alone_are_still_read(tmp_path):
     (tmp_path / WRITTEN_DIGESTS).write_text(f"{content_digest(CSV)}\n{'0' * 64}\n")
     written = WrittenMetadata(tmp_path)

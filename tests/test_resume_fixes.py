@@ -133,3 +133,21 @@ def test_a_planned_file_changed_since_it_was_recorded_is_made_again_after_a_form
     (folder / name).write_bytes((folder / name).read_bytes() + b"\0")  # no longer the file its record names
     assert "3 item(s), 2 already done" in sweep("plan").stdout
     assert "1 written, 2 already done" in sweep("run").stdout
+
+
+def test_an_overwrite_that_fails_is_a_failure_not_the_earlier_result(tmp_path, tiny_config):
+    from .http_fixtures import LoopbackServer
+
+    manifest = tmp_path / "m.yaml"
+    common = ["--pipeline", str(tiny_config), "--output-root", str(tmp_path / "out"), "--allow-private-urls"]
+    with LoopbackServer() as server:
+        manifest.write_text(
+            f"jobs: [{{name: j, sources: '{server.url('/ok.png')}', prompts: a, seed: 1, width: 16, height: 16, "
+            "num_inference_steps: 2, strength: 0.5}]\n"
+        )
+        assert batch_edit("run", str(manifest), *common).returncode == 0
+    again = batch_edit("run", str(manifest), *common, "--overwrite", "--fetch-timeout", "2")  # the server is gone
+    assert again.returncode == 1 and "1 failed" in again.stdout, again.stdout + again.stderr
+    failures = pd.read_csv(tmp_path / "out" / "j" / "failures.csv")
+    assert len(failures) == 1  # as the summary says; the next run retries it
+    assert "0 already done" in batch_edit("plan", str(manifest), *common[:4]).stdout
