@@ -8,18 +8,15 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 
 from batch_edit.errors import ManifestError
-from batch_edit.fetch import FetchOptions
 from batch_edit.manifest import load_manifests
 from batch_edit.source_decoding import SourceError, decode_image, to_rgb
 from batch_edit.sources import fit_image, source_ref
 from tests.http_fixtures import png_header
 
-from .conftest import batch_edit
 
 IMAGES = Path(__file__).resolve().parents[1] / "jobs" / "images"
 

@@ -255,7 +255,7 @@ def test_file_name_templates_fill_sanitize_and_refuse_unknown_fields_and_clashes
 
 
 def test_size_and_resize_placeholders_name_a_size_sweep(photos, tiny_config):
-    manifest = f"""
+    manifest = """
         jobs:
           - name: s
             sources: photos/cat.jpg
@@ -263,8 +263,8 @@ def test_size_and_resize_placeholders_name_a_size_sweep(photos, tiny_config):
             width: [32, 48]
             height: 32
             resize: [center-crop, fit]
-            file_name: "{{stem}}-{{width}}x{{height:03d}}-{{resize}}"
-        defaults: {{num_inference_steps: 2}}
+            file_name: "{stem}-{width}x{height:03d}-{resize}"
+        defaults: {num_inference_steps: 2}
     """
     (job,) = planned(photos, manifest)
     assert [item.name for item in job.items] == [
