@@ -82,9 +82,10 @@ class JobRecords:
         self.records_path = self.state / "records.jsonl"
         self.invalid_lines = 0  # lines of the last read_records() that were cut short or of the wrong shape
         self._lines: dict[str, int] = {}  # item id -> line number of its latest record
-        # item id -> its success records that a later record of it replaced, oldest first: a format changed and
-        # changed back, or a result restored by hand after `prune --rejected`, finishes the item with one of them
-        self._earlier: dict[str, list[dict]] = {}
+        # item id -> file name -> the latest success record naming it that a later record of the item replaced: a
+        # format changed and changed back, or a result restored by hand after `prune --rejected`, finishes the item
+        # with one of them (one per name: --overwrite reruns do not pile up)
+        self._earlier: dict[str, dict[str, dict]] = {}
 
     def read_records(self) -> dict[str, dict]:
         """The latest record per item id, in first-seen order. A line cut short by a crash, or of a shape this
@@ -107,7 +108,7 @@ class JobRecords:
         for number, record in self._valid_records(handle):
             replaced = latest.get(record["item_id"])
             if replaced is not None and replaced["status"] == "ok":
-                self._earlier.setdefault(record["item_id"], []).append(replaced)
+                self._earlier.setdefault(record["item_id"], {})[replaced["file_name"]] = replaced
             latest[record["item_id"]] = self._kept_result(record) or record
             self._lines[record["item_id"]] = number
 
@@ -118,8 +119,7 @@ class JobRecords:
         kept = record.get("kept")
         if record["status"] != "pruned" or not is_bare_name(kept):
             return None
-        results = self._earlier.get(record["item_id"], ())
-        return next((r for r in reversed(results) if r["file_name"] == kept), None)
+        return self._earlier.get(record["item_id"], {}).get(kept)
 
     def _valid_records(self, handle):
         for number, line in enumerate(handle):
@@ -180,8 +180,7 @@ class JobRecords:
             return latest  # nearly always: the latest record is the result
         if latest["status"] == "failed":
             return None  # its latest outcome (an --overwrite that failed): failures.csv lists it, a run retries it
-        earlier = self._earlier.get(item_id, ())
-        return next((r for r in reversed(earlier) if r["file_name"] == file_name), None)
+        return self._earlier.get(item_id, {}).get(file_name)
 
     def finished_ids(self, items, records: dict[str, dict] | None = None) -> set[str]:
         return set(self.finished_records(items, records))

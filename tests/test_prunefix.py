@@ -126,3 +126,24 @@ def test_write_new_refuses_a_file_or_link_already_there(tmp_path):
     with pytest.raises((FileExistsError, UnsafeOutputError)):
         job_files.write_new(tmp_path / "link", b"other")
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_superseded_results_are_kept_one_per_file_name(tmp_path):
+    from types import SimpleNamespace
+
+    from batch_edit.records import JobRecords
+
+    records = JobRecords(tmp_path, "j")
+    records.state.mkdir(parents=True)
+    ok = {"status": "ok", "item_id": "i1", "bytes": 3, "seconds": 0.5}
+    lines = [{**ok, "file_name": "a.png", "seconds": n} for n in range(50)]  # fifty --overwrite reruns
+    lines += [{**ok, "file_name": "a.jpg"}, {**ok, "file_name": "a.png", "seconds": 99}]
+    records.records_path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    latest = records.read_records()
+    assert latest["i1"]["seconds"] == 99
+    (tmp_path / "j" / "a.jpg").write_bytes(b"abc")
+    # the format changed back to jpeg: the latest record naming a.jpg finishes the item; the earlier ones are
+    # one per file name, not fifty
+    found = records.finished_records([SimpleNamespace(item_id="i1", output_name="a.jpg")], latest)
+    assert found["i1"]["file_name"] == "a.jpg"
+    assert sum(len(named) for named in records._earlier.values()) == 2
