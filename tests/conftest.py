@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -42,6 +43,19 @@ jobs:
 """
 # In this process too: no test may reach a model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def item_ids_read_as_text(monkeypatch):
+    """Item ids are 16 hex digits: about one in 700 looks like a number (all digits, or digits around one "e"),
+    which pandas would read as a float (even inf). Tests read metadata.csv with pandas: ids stay text there."""
+    read_csv = pd.read_csv
+
+    def reading_ids_as_text(*args, **kwargs):
+        kwargs.setdefault("dtype", {"item_id": str})
+        return read_csv(*args, **kwargs)
+
+    monkeypatch.setattr(pd, "read_csv", reading_ids_as_text)
 
 
 def _command(args: tuple[str, ...]) -> tuple[list[str], dict]:
