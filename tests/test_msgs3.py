@@ -28,21 +28,23 @@ def test_a_csv_row_whose_source_is_named_as_a_contact_sheet_is_told_to_rename_th
     assert "file_name" not in result.stderr  # a key CSV manifests cannot set
 
 
-def test_a_yaml_job_with_the_default_name_may_rename_the_source_or_set_a_file_name(tmp_path, tiny_config):
-    image_file(tmp_path / "contact-sheet-1.png")
+def planned_job(tmp_path, config, source: str, extra: str = ""):
+    """`plan` of one YAML job of `source` (made as an image)."""
+    image_file(tmp_path / source)
     manifest = tmp_path / "m.yaml"
-    manifest.write_text("jobs:\n  - {name: j, sources: contact-sheet-1.png, prompts: a hat}\n")
-    result = batch_edit("plan", str(manifest), "--pipeline", str(tiny_config))
+    manifest.write_text(f"jobs:\n  - {{name: j, sources: {source}, prompts: a hat{extra}}}\n")
+    return batch_edit("plan", str(manifest), "--pipeline", str(config))
+
+
+def test_a_yaml_job_with_the_default_name_may_rename_the_source_or_set_a_file_name(tmp_path, tiny_config):
+    result = planned_job(tmp_path, tiny_config, "contact-sheet-1.png")
     assert result.returncode == 2
     assert "source 'contact-sheet-1.png': the default result name 'contact-sheet-1-" in result.stderr
     assert "rename the source file or set a 'file_name' that starts otherwise" in result.stderr
 
 
 def test_a_chosen_file_name_that_starts_as_a_contact_sheet_is_still_the_file_names_fault(tmp_path, tiny_config):
-    image_file(tmp_path / "cat.png")
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text("jobs:\n  - {name: j, sources: cat.png, prompts: a hat, file_name: 'contact-sheet-{id}'}\n")
-    result = batch_edit("plan", str(manifest), "--pipeline", str(tiny_config))
+    result = planned_job(tmp_path, tiny_config, "cat.png", ", file_name: 'contact-sheet-{id}'")
     assert result.returncode == 2
     assert "field 'file_name': 'contact-sheet-{id}' gives (cat, " in result.stderr
     assert "choose a name that starts otherwise" in result.stderr
