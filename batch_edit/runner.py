@@ -120,11 +120,11 @@ def drive(
     active = [summary for summary in summaries if pending[summary.name]]
     _warn_of_chains(plans, folders, pending, waiting)
     if not active:
-        for summary in summaries:  # a run killed after its last item but before its CSVs or contact sheets
-            _finishing(summary, outputs[summary.name].refresh)
+        _finish_idle(summaries, outputs)
         return RunResult(summaries, loaded_model=False)
     _check_sources_exist([item for plan in plans for item in plan.items])
     execution.check(config)  # refusals that need no weights come before anything is written
+    _finish_idle([summary for summary in summaries if summary not in active], outputs)
     with ExitStack() as stack:
         # 2. Lock every job folder this run will write, then load the pipeline(s) for the whole run. A job
         #    another run holds refuses the whole run, and the folders this one created go again.
@@ -165,6 +165,13 @@ def drive(
     for summary in active:
         summary.not_run = len(pending[summary.name]) - summary.done - summary.failed
     return RunResult(summaries, True, interrupted_by=stop.signal, error=error, seconds=progress.elapsed)
+
+
+def _finish_idle(summaries: list[JobSummary], outputs: dict) -> None:
+    """Jobs with nothing to run: what an earlier run left of them (killed after its last item, or stopped before
+    drawing their contact sheets) is finished, also while other jobs run."""
+    for summary in summaries:
+        _finishing(summary, outputs[summary.name].refresh)
 
 
 def _lock_and_load(stack: ExitStack, outputs: list[JobOutput], recount, config: PipelineConfig, load):

@@ -197,3 +197,19 @@ def test_a_kept_metadata_copy_is_not_read_by_the_imagefolder_loader(tmp_path, ti
     assert batch_edit(*command).returncode == 0 and (folder / "metadata-edited.csv").is_file()
     loaded = datasets.load_dataset("imagefolder", data_dir=str(folder), split="train")
     assert loaded.num_rows == 1 and "item_id" in loaded.features and "rating" not in loaded.features
+
+
+def test_a_job_with_nothing_to_run_gets_its_missing_sheets_while_another_job_runs(tmp_path, tiny_config):
+    command = _two_jobs(tmp_path, tiny_config)
+    assert batch_edit(*command).returncode == 0
+    (sheet,) = (tmp_path / "out" / "a").glob("contact-sheet-*.png")
+    sheet.unlink()  # as a stop before drawing leaves it: the next run draws it
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        manifest.read_text()
+        .replace("prompts: x}}\n", "prompts: [x, y]}}\n")
+        .replace("coffee.jpg, prompts: x}", "coffee.jpg, prompts: [x, y]}")
+    )
+    result = batch_edit(*command)
+    assert "job a: 0 written, 1 already done" in result.stdout and "job b: 1 written" in result.stdout, result.stdout
+    assert sheet.is_file()
