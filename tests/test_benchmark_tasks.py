@@ -44,6 +44,7 @@ def args_for(config: Path | None = None, **given) -> argparse.Namespace:
 # --- full-size pipelines per task ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the suite's default run stays short: `pytest -m slow` runs it
 def test_each_task_builds_its_own_pipeline_at_full_size_without_memory():
     """On the meta device: the task's diffusers class; FLUX.1-dev's transformer (11,901,408,320 parameters, as
     test_benchmarks pins) for img2img, inpaint and kontext; for fill FLUX.1-Fill-dev's, whose input layer also
@@ -197,6 +198,7 @@ def reduced_run(tmp_path: Path, task: str) -> dict[str, str]:
     return pd.read_csv(metadata, keep_default_na=False).to_dict("records")
 
 
+@pytest.mark.slow  # the suite's default run stays short: `pytest -m slow` runs it
 def test_the_fill_config_runs_through_the_runner_with_masks(tmp_path):
     records = reduced_run(tmp_path, "fill")
     assert len(records) == 2

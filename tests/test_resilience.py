@@ -117,7 +117,11 @@ def test_kill_9_at_several_points_then_resume(night):
     assert ok_records(folder) == 48
 
 
-@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "signum, status",
+    [(signal.SIGINT, 130), pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)],  # the same stop: slow suite
+    ids=["SIGINT", "SIGTERM"],
+)
 def test_a_signal_stops_cleanly_and_a_rerun_completes(night, signum, status):
     command, folder = night
     process = batch_edit_process(*command)

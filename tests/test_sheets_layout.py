@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from PIL import Image
 
 from batch_edit.sheet_arrangement import MAX_EMPTY, arrange, grid_columns
@@ -149,6 +150,7 @@ def test_one_long_axis_wraps_onto_a_labelled_grid(tmp_path):
     assert fill(shown(Image.open(path).convert("RGB"), page)) == 1
 
 
+@pytest.mark.slow  # the suite's default run stays short: `pytest -m slow` runs it
 def test_no_arrangement_is_more_than_a_quarter_empty():
     """Random mixes: parts of grids, CSV-like rows, co-varying columns, derived seeds."""
     rng = random.Random(7)
@@ -196,10 +198,14 @@ def test_a_large_labelled_grid_splits_into_pages_showing_each_item_once(tmp_path
 
 def test_a_csv_job_run_end_to_end_has_full_sheets(tmp_path, tiny_config):
     """A semicolon CSV (decimal commas) with a prompt and seed per row and strengths set row by row."""
-    cat = [("cat", f"a cat, {style}", strength, seed)
-           for seed, (style, strength) in enumerate(zip(STYLES, ["0,6", "0,9", "0,75", "0,6", "0,9", "0,75"]))]
+    cat = [
+        ("cat", f"a cat, {style}", strength, seed)
+        for seed, (style, strength) in enumerate(zip(STYLES, ["0,6", "0,9", "0,75", "0,6", "0,9", "0,75"]))
+    ]
     coffee = [("coffee", f"a cup, {style}", "0,8", seed) for seed, style in enumerate(STYLES[:3])]
-    lines = [f'{PHOTOS / name}.jpg;"{prompt}";{strength};{seed};4;64;64' for name, prompt, strength, seed in cat + coffee]
+    lines = [
+        f'{PHOTOS / name}.jpg;"{prompt}";{strength};{seed};4;64;64' for name, prompt, strength, seed in cat + coffee
+    ]
     header = "Source;Prompt;Strength;Seed;Num_Inference_Steps;Width;Height\n"
     (tmp_path / "rows.csv").write_text(header + "\n".join(lines) + "\n")
     extra = ["--pipeline", str(tiny_config), "--output-root", "out"]
