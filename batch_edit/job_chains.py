@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import ManifestError
 from .manifest import JobSpec
 from .sources import SourceRef
 
@@ -34,7 +35,8 @@ def waits_for(source: SourceRef, own: str, folders: dict[str, str], makers: set[
 
 def split_waiting(pending: dict[str, list], folders: dict[str, str]):
     """Each job's pending items -> (per job: the items to run, the waiting ones counted per job they wait for,
-    and the waiting sources with that job)."""
+    and the waiting sources with that job). A source standing for the empty folder of a job of this run that has
+    nothing left to make is refused: no run would give it anything to edit."""
     makers = {name for name, items in pending.items() if items}
     running, waiting, sources = {}, {}, {}
     for name, items in pending.items():
@@ -46,7 +48,26 @@ def split_waiting(pending: dict[str, list], folders: dict[str, str]):
             else:
                 waiting[name][other] = waiting[name].get(other, 0) + 1
                 sources[name].setdefault(item.source.key, other)
+    if problems := _idle_job_folders(running, folders):
+        raise ManifestError(problems)
     return running, waiting, sources
+
+
+def _idle_job_folders(running: dict[str, list], folders: dict[str, str]) -> list[str]:
+    """Sources to run that stand for a job folder holding no results (`job_folder` refs) of a job of this run:
+    that job has nothing left to make (what it planned is rejected), so they would fail as folders."""
+    problems = {}
+    for name, items in running.items():
+        for item in items:
+            other = folders.get(os.path.abspath(item.source.key)) if item.source.job_folder else None
+            if other is not None and other != name:
+                problems.setdefault(
+                    (name, item.source.key),
+                    f"job {name}: source {item.source.key} is job {other}'s folder, which holds no results, and job "
+                    f"{other} has nothing left to make (the items `prune --rejected` marked are made again only by "
+                    f"`run --overwrite`): nothing for job {name} to edit",
+                )
+    return list(problems.values())
 
 
 def waiting_warnings(sources: dict[str, dict[str, str]]) -> list[str]:

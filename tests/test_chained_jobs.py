@@ -192,3 +192,23 @@ def test_a_prune_dry_run_of_a_folder_a_stopped_run_left_without_records(tmp_path
     (tmp_path / "out" / "a" / ".batch-edit").mkdir(parents=True)  # a run killed while loading leaves this
     result = batch_edit("prune", str(manifest), "--pipeline", str(tiny_config), "--dry-run")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_job_folder_whose_job_has_only_rejected_items_is_refused_not_failed_as_a_folder(tmp_path, tiny_config):
+    manifest = with_cat(tmp_path, "  - {name: a, sources: cat.jpg, prompts: a}\n")
+    assert run(manifest, tiny_config).returncode == 0
+    for result in (tmp_path / "out" / "a").glob("*.png"):
+        result.unlink()
+    assert "rejected 1" in batch_edit("prune", str(manifest), "--pipeline", str(tiny_config), "--rejected").stdout
+    manifest.write_text(manifest.read_text() + "  - {name: b, sources: out/a, prompts: b}\n")
+    for command in ("plan", "run"):
+        result = batch_edit(command, str(manifest), "--pipeline", str(tiny_config))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert (
+            f"job b: source {tmp_path / 'out' / 'a'} is job a's folder, which holds no results, and job a has nothing "
+            "left to make" in result.stderr
+        )
+    assert not (tmp_path / "out" / "b").exists()
+    result = run(manifest, tiny_config, "--overwrite")  # job a makes its item again: job b waits for it
+    assert "job a: 1 written" in result.stdout and "1 not redone (waiting for job a's results" in result.stdout
+    assert "job b: 1 written" in run(manifest, tiny_config).stdout
