@@ -187,6 +187,22 @@ class JobOutput(JobListing):
         size = self._write_file(self.folder / item.output_name, lambda handle: handle.write(result.data))
         self._append({"status": "ok", "bytes": size, **result.row})
 
+    def write_missing_captions(self) -> int:
+        """A finished item of a job writing captions has its caption file: one missing (its image put back after
+        `prune --rejected` moved the caption out, deleted by hand, or `captions` turned on after the item was
+        made) is written from the item's prompt. A caption file there is never rewritten: it may be edited by
+        hand. Returns how many were written."""
+        items = [item for item in self._plan or () if item.output.captions]
+        finished = self.finished_records(items) if items else {}
+        written = 0
+        for item in (item for item in items if item.item_id in finished):
+            caption = self.folder / caption_name(item.output_name)
+            if job_files.lstat(caption) is None:
+                prompt = item.prompt.encode("utf-8")
+                self._write_file(caption, lambda handle, data=prompt: handle.write(data))
+                written += 1
+        return written
+
     def _write_source(self, name: str, png: bytes) -> None:
         """Written once: every item made from the same fitted source (or mask) names the same file."""
         try:
@@ -279,6 +295,7 @@ class JobOutput(JobListing):
             return
         try:
             job_files.sweep_temporaries(self.folder)
+            self.write_missing_captions()
             self.rebuild_csvs()  # a CSV is replaced only where it changes, which leaves the sheets' stamp newer
             self.write_sheets_if_stale()
         except OSError as exc:

@@ -338,6 +338,7 @@ class _Recorder:
             job.output.finish()  # one open record per job whose results are coming back
 
     def _final_files(self, output: JobOutput) -> None:
+        output.write_missing_captions()
         output.rebuild_csvs()
         if self.stop.signal is None:
             output.write_sheets_if_stale()

@@ -21,6 +21,7 @@ def sweep(tmp_path, tiny_config):
         (tmp_path / "m.yaml").write_text(sweep_manifest(strengths=STRENGTHS, format=format))
         return batch_edit(name, "m.yaml", "--pipeline", str(tiny_config), "--output-root", "out", *flags, cwd=tmp_path)
 
+    command.config = tiny_config
     return command
 
 
@@ -151,3 +152,36 @@ def test_an_overwrite_that_fails_is_a_failure_not_the_earlier_result(tmp_path, t
     failures = pd.read_csv(tmp_path / "out" / "j" / "failures.csv")
     assert len(failures) == 1  # as the summary says; the next run retries it
     assert "0 already done" in batch_edit("plan", str(manifest), *common[:4]).stdout
+
+
+def test_an_image_put_back_after_it_was_rejected_gets_its_caption_back(tmp_path, sweep):
+    folder = tmp_path / "out" / "sweep"
+    assert sweep("run").returncode == 0
+    name = listed(folder)[0]
+    caption = folder / name.replace(".png", ".txt")
+    shutil.move(folder / name, tmp_path / "trash.png")
+    sweep("prune", "png", "--rejected")
+    assert not caption.exists()  # a dataset keeps no caption without its image
+    shutil.move(tmp_path / "trash.png", folder / name)
+    assert "moved 0, rejected 0, kept 3" in sweep("prune", "png").stdout
+    assert caption.read_text() == "a tiger, photo"
+    caption.unlink()  # deleted by hand: the next run writes it without making the image again
+    again = sweep("run")
+    assert "nothing to do" in again.stdout and caption.read_text() == "a tiger, photo"
+
+
+def test_captions_turned_on_after_items_were_made_are_written_for_them_and_hand_edits_stay(tmp_path, sweep):
+    folder = tmp_path / "out" / "sweep"
+    manifest = sweep_manifest(strengths=STRENGTHS).replace("captions: true", "captions: false")
+    (tmp_path / "m.yaml").write_text(manifest)
+    run = ("run", "m.yaml", "--pipeline", str(sweep.config), "--output-root", "out")
+    assert batch_edit(*run, cwd=tmp_path).returncode == 0
+    assert not list(folder.glob("*.txt"))
+    (tmp_path / "m.yaml").write_text(manifest.replace("captions: false", "captions: true"))
+    first = folder / listed(folder)[0].replace(".png", ".txt")
+    result = batch_edit(*run, cwd=tmp_path)
+    assert "nothing to do" in result.stdout, result.stdout
+    assert sorted(path.name for path in folder.glob("*.txt")) == [name.replace(".png", ".txt") for name in listed(folder)]
+    first.write_text("a tiger, photo, hand-fixed caption")
+    batch_edit(*run, cwd=tmp_path)
+    assert first.read_text() == "a tiger, photo, hand-fixed caption"
