@@ -86,10 +86,15 @@ class Engine:
             offload_text_encoders(self.pipe)
 
     def generate(
-        self, items: list[WorkItem], images: list[Image.Image], masks: list[Image.Image] | None = None
+        self,
+        items: list[WorkItem],
+        images: list[Image.Image],
+        masks: list[Image.Image] | None = None,
+        pad: bool = True,
     ) -> list[Image.Image]:
         """`masks`: for inpaint and fill, one "L" image per item at its image's size, white where it is repainted;
-        refused for the other tasks."""
+        refused for the other tasks. `pad`: under compile, a short batch is padded to the batch size (static
+        shapes); a retry after an out-of-memory is not, or it would be as large as the call that failed."""
         import torch
 
         first = items[0]
@@ -98,26 +103,33 @@ class Engine:
             raise ValueError("a batch must share size, steps, strength and guidance")
         check_masks(self.config.task, images, masks)
         if _cropped(self.config.task, first) and len(items) > 1:  # diffusers crops around one mask per call
-            return [self.generate([i], [im], [m])[0] for i, im, m in zip(items, images, masks)]
+            return [self.generate([i], [im], [m], pad)[0] for i, im, m in zip(items, images, masks)]
+        # A compiled transformer keeps static shapes: pad with copies (own generators, results dropped).
+        padding = self.batch_size - len(items) if pad and self.config.compile and not _cropped(self.config.task, first) else 0
         try:
-            return self._call(items, images, masks, width, height)
+            return self._call(items, images, masks, width, height, max(0, padding))
         except torch.OutOfMemoryError:
             pass  # freed below, outside the except block, once its traceback no longer holds the batch's tensors
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        raise OutOfMemory(f"out of memory on a batch of {len(items)} at {width}x{height}")
+        padded = f" (padded to {self.batch_size} for compile)" if padding > 0 else ""
+        raise OutOfMemory(f"out of memory on a batch of {len(items)}{padded} at {width}x{height}")
 
     def _call(
-        self, items: list[WorkItem], images: list[Image.Image], masks: list[Image.Image] | None, width: int, height: int
+        self,
+        items: list[WorkItem],
+        images: list[Image.Image],
+        masks: list[Image.Image] | None,
+        width: int,
+        height: int,
+        padding: int,
     ) -> list[Image.Image]:
         import torch
 
         count = len(items)
         cropped = _cropped(self.config.task, items[0])  # one item, passed as single images
-        if self.config.compile and count < self.batch_size and not cropped:
-            # A compiled transformer keeps static shapes: pad with copies (own generators, results dropped).
-            padding = self.batch_size - count
+        if padding:
             items, images = items + [items[-1]] * padding, images + [images[-1]] * padding
             masks = masks + [masks[-1]] * padding if masks is not None else None
         for warning in self._long_prompts.warnings((item.job, item.prompt) for item in items):

@@ -140,19 +140,21 @@ class Worker:
         """generate() then encode(): a batch's results, as a remote worker sends them back."""
         return [self.encode(generated) for generated in self.generate(batch)]
 
-    def generate(self, batch: list[Prepared]) -> list[Generated]:
+    def generate(self, batch: list[Prepared], retry: bool = False) -> list[Generated]:
+        """The batch's images; after an out-of-memory, each half on its own (`retry`: never padded back up to
+        the batch size under compile)."""
         started = time.monotonic()
         items, sources, masks = [p.task.item for p in batch], [p.image for p in batch], [p.mask for p in batch]
         try:
             masked = {"masks": masks} if any(mask is not None for mask in masks) else {}
-            images = self.engine.generate(items, sources, **masked)
+            images = self.engine.generate(items, sources, **masked, pad=not retry)
             images = [composited(*made) for made in zip(items, images, sources, masks)]
         except OutOfMemory as exc:
             if len(batch) == 1:
                 return [Generated(batch[0], failure=Failure.of("generate", exc))]
             half = len(batch) // 2
             log.warning("%s: retrying as batches of %d and %d", exc, half, len(batch) - half)
-            return self.generate(batch[:half]) + self.generate(batch[half:])
+            return self.generate(batch[:half], retry=True) + self.generate(batch[half:], retry=True)
         except OutputError:
             raise
         except Exception as exc:  # one bad batch must not end an overnight run: its items fail, the run goes on

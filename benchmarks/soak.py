@@ -35,8 +35,8 @@ class MeasuredEngine:
     def __init__(self, engine):
         self.engine, self.samples, self.started = engine, [], time.monotonic()
 
-    def generate(self, items, images):
-        results = self.engine.generate(items, images)
+    def generate(self, items, images, **options):
+        results = self.engine.generate(items, images, **options)
         gpu = None
         if self.engine.config.device.startswith("cuda"):
             import torch

@@ -225,3 +225,34 @@ def test_compiled_transformer_pads_the_last_batch_and_matches_eager(tmp_path, ti
     for got, want in zip(pair + single, eager.generate(items[:2], images[:2]) + eager.generate(items[2:], images[2:])):
         difference = np.abs(np.asarray(got, dtype=int) - np.asarray(want, dtype=int))
         assert difference.max() <= 2, f"compile={value}: up to {difference.max()}/255 from eager"
+
+
+def test_under_compile_an_out_of_memory_retries_halves_at_their_own_size_not_padded_back(tiny_config):
+    """A card that fits two images per call (the out-of-memory simulated on the tiny pipeline): under compile a
+    short batch is padded to the batch size, but the halves of a batch that ran out of memory are not, or every
+    retry would be as large as the call that failed and every item would fail."""
+    import torch
+
+    from batch_edit.worker import Prepared, Task, Worker
+
+    eager = Engine.load(load_pipeline_config(tiny_config))
+    engine = Engine(eager.config.model_copy(update={"compile": True, "batch_size": 4}), eager.pipe)
+    calls, call = [], engine.pipe.__class__.__call__
+
+    class TwoAtATime(engine.pipe.__class__):
+        def __call__(self, *args, generator, **kwargs):
+            calls.append(len(generator))
+            if len(generator) > 2:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return call(self, *args, generator=generator, **kwargs)
+
+    engine.pipe.__class__ = TwoAtATime
+    items, images = items_and_images([("a tiger", 1), ("a lion", 2), ("a cat", 3), ("a dog", 4)])
+    generated = Worker(engine, {}).generate([Prepared(Task(item), image) for item, image in zip(items, images)])
+    assert calls == [4, 2, 2] and [g.failure for g in generated] == [None] * 4
+    assert [g.batch_size for g in generated] == [2] * 4  # what each image was really made at
+    calls.clear()
+    odd = Worker(engine, {}).generate([Prepared(Task(items[0]), images[0])] * 3)  # 3 padded to 4, then 1 and 2
+    assert calls == [4, 1, 2] and [g.failure for g in odd] == [None] * 3
+    with pytest.raises(Exception, match=r"out of memory on a batch of 3 \(padded to 4 for compile\) at 64x64"):
+        engine.generate(items[:3], images[:3])

@@ -226,7 +226,7 @@ class FaultyEngine:
     def encode_prompts(self, prompts):
         pass
 
-    def generate(self, items, images):
+    def generate(self, items, images, pad=True):
         self.calls.append(len(items))
         if len(items) > self.fits or any(item.prompt == "huge" for item in items):
             raise OutOfMemory(f"out of memory on a batch of {len(items)} at {images[0].size[0]}x{images[0].size[1]}")
