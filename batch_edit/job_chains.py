@@ -20,17 +20,20 @@ def job_folders(names: list[str], output_root: Path) -> dict[str, str]:
     return {os.path.abspath(Path(output_root) / name): name for name in names}
 
 
-def waits_for(source: SourceRef, own: str, folders: dict[str, str], makers: set[str]) -> str | None:
+def waits_for(
+    source: SourceRef, own: str, folders: dict[str, str], makers: set[str], coming: frozenset[str] = frozenset()
+) -> str | None:
     """The job of this run (`folders`: job_folders) whose results the source stands for, where that job has
-    items to make (`makers`): its folder as a whole, or a file in it, that is no file yet. None for any other
-    source (a missing one fails as its item's "file not found")."""
+    items to make (`makers`): its folder as a whole, or a file in it that is no file yet or that one of its
+    pending items writes again (`coming`: their absolute paths; `--overwrite`, a damaged result), which would
+    change under the reading item. None for any other source (a missing one fails as its "file not found")."""
     if source.is_url:
         return None
     path = os.path.abspath(source.key)
     other = folders.get(path) or folders.get(os.path.dirname(path))
     if other is None or other == own or other not in makers:
         return None
-    return None if os.path.isfile(source.key) else other
+    return None if os.path.isfile(source.key) and path not in coming else other
 
 
 def split_waiting(pending: dict[str, list], folders: dict[str, str]):
@@ -38,11 +41,15 @@ def split_waiting(pending: dict[str, list], folders: dict[str, str]):
     and the waiting sources with that job). A source standing for the empty folder of a job of this run that has
     nothing left to make is refused: no run would give it anything to edit."""
     makers = {name for name, items in pending.items() if items}
+    named = {name: folder for folder, name in folders.items()}
+    coming = frozenset(
+        os.path.join(named[name], item.output_name) for name in makers if name in named for item in pending[name]
+    )
     running, waiting, sources = {}, {}, {}
     for name, items in pending.items():
         running[name], waiting[name], sources[name] = [], {}, {}
         for item in items:
-            other = waits_for(item.source, name, folders, makers)
+            other = waits_for(item.source, name, folders, makers, coming)
             if other is None:
                 running[name].append(item)
             else:
@@ -113,8 +120,11 @@ def _waiting_warning(job: str, sources: list[str], other: str) -> str:
     source = sources[0]
     if len(sources) > 1:
         what = f"sources {source} and {len(sources) - 1} more are results of job {other} in this run, not made yet"
+        what += " (or made again)" if any(os.path.isfile(path) for path in sources) else ""
     elif os.path.basename(os.path.abspath(source)) == other:
         what = f"source {source} is job {other}'s folder in this run, which holds no results yet"
+    elif os.path.isfile(source):
+        what = f"source {source} is a result job {other} makes again in this run"
     else:
         what = f"source {source} is a result of job {other} in this run, not made yet"
     return (

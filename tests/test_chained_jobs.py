@@ -212,3 +212,16 @@ def test_a_job_folder_whose_job_has_only_rejected_items_is_refused_not_failed_as
     result = run(manifest, tiny_config, "--overwrite")  # job a makes its item again: job b waits for it
     assert "job a: 1 written" in result.stdout and "1 not redone (waiting for job a's results" in result.stdout
     assert "job b: 1 written" in run(manifest, tiny_config).stdout
+
+
+def test_results_the_first_job_makes_again_are_waited_for_not_failed_as_changed(tmp_path, tiny_config):
+    manifest = with_cat(tmp_path, "  - {name: a, sources: cat.jpg, prompts: a}\n  - {name: b, sources: out/a, prompts: b}\n")
+    run(manifest, tiny_config)
+    assert "job b: 1 written" in run(manifest, tiny_config).stdout  # edits job a's result
+    again = run(manifest, tiny_config, "--overwrite")  # job a makes its result again: job b waits for the new one
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "job b: 0 written, 0 already done, 0 failed, 1 not redone (waiting for job a's results" in again.stdout
+    assert "is a result job a makes again in this run" in again.stderr
+    assert len(pd.read_csv(tmp_path / "out" / "b" / "metadata.csv")) == 1  # its earlier result still listed
+    after = run(manifest, tiny_config)
+    assert after.returncode == 0 and "job b: 1 written" in after.stdout, after.stdout + after.stderr
