@@ -141,7 +141,7 @@ def name_clash(template: str, items) -> str | None:
         if other is not item:
             clash = (
                 f"field 'file_name': {template!r} gives two items the name {item.name!r}: "
-                f"{_describe(other)} and {_describe(item)}"
+                f"{_describe(other, item)} and {_describe(item, other)}"
             )
             if _cut_apart(template, other, item):
                 cut = f"names are cut at {MAX_NAME_CHARS} characters and these differ only after that"
@@ -188,13 +188,18 @@ def _reserved_message(template: str, item) -> str:
     return f"{where}source '{shown}': the default result name {item.output_name!r} {sheets}; {fix}"
 
 
-def _describe(item) -> str:
-    """The item as its contact-sheet labels would show it: "(row 2, cat, strength 0.5, seed 1, ...)"."""
+def _describe(item, other=None) -> str:
+    """The item as its contact-sheet labels would show it: "(row 2, cat, strength 0.5, seed 1, ...)"; its source
+    by file name, or path, where `other`'s has the same stem (a.png and a.jpg; x/a.png and y/a.png)."""
     where = f"row {item.row}, " if item.row is not None else ""
+    source = item.source.stem
+    if other is not None and other.source.stem == source and other.source.key != item.source.key:
+        name, others = PurePosixPath(item.source.key).name, PurePosixPath(other.source.key).name
+        source = name if name != others else item.source.key
     shown = sorted(labels("sheet").items(), key=lambda entry: entry[1][0])
     values = ", ".join(
         f"{label} {'x'.join(str(getattr(item, p.name)) for p in ps)}"
         for label, (_, ps) in shown
         if all(p.needs is None or getattr(item, p.needs) is not None for p in ps)  # mask blur: only with a mask
     )
-    return f"({where}{item.source.stem}, {values})"
+    return f"({where}{source}, {values})"
