@@ -42,10 +42,13 @@ def load_csv(path: Path, task: str = DEFAULT_TASK, valid: list[JobSpec] | None =
     grids: dict[str, list[Grid]] = {}
     valid_rows: dict[str, list[Grid]] = {}  # the task's checks need no more than valid fields
     origins: dict[str, str] = {}
+    named: set[str] = set()  # jobs a row's `job` cell names (the others are named after the file)
     for number, record in enumerate(table.rows, start=1):
         where, before = f"{path}: row {number} (line {record.line})", len(problems)
         row = _csv_values(table, record, where, problems)
         grid, job = _grid_from_row(row, path, where, problems, task) if row is not None else (None, "")
+        if row is not None and row.get("job", "").strip():
+            named.add(job)
         if grid is not None:
             grid = replace(grid, row=number)
             grids.setdefault(job, []).append(grid)
@@ -55,7 +58,11 @@ def load_csv(path: Path, task: str = DEFAULT_TASK, valid: list[JobSpec] | None =
     if not grids and not problems:
         problems.append(f"{path}: the CSV has a header but no rows")
     for job in grids:
-        check_job_name(job, origins[job], problems)
+        if job not in named:  # no row names it: the file's stem
+            fix = ": add a 'job' column naming the job, or rename the file"
+            check_job_name(job, origins[job], problems, "the job is named after the CSV file", fix)
+        else:
+            check_job_name(job, origins[job], problems, "column 'job'")
     if valid is not None:
         valid.extend(JobSpec(name, origins[name], tuple(rows)) for name, rows in valid_rows.items())
     if problems:

@@ -78,11 +78,13 @@ def param(model: BaseModel, name: str, task: str = DEFAULT_TASK):
     return value
 
 
-def check_job_name(name: str, where: str, problems: list[str]) -> None:
+def check_job_name(name: str, where: str, problems: list[str], field: str = "field 'name'", fix: str = "") -> None:
+    """`field`: where the name was given (a YAML job's `name`, a CSV's `job` column or its file name); `fix`: what
+    to do instead, where that is not to write another name there."""
     if not JOB_NAME.fullmatch(name) or ".." in name:
         problems.append(
-            f"{where}: field 'name': '{printable(name)}' is not allowed: it names the output folder, so use 1-100 letters, "
-            "digits, '.', '_' or '-', starting with a letter or digit, with no '..'"
+            f"{where}: {field}: '{printable(name)}' is not allowed: it names the output folder, so use 1-100 letters, "
+            f"digits, '.', '_' or '-', starting with a letter or digit, with no '..'{fix}"
         )
 
 

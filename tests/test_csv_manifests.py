@@ -156,3 +156,19 @@ def test_a_quote_closed_mid_cell_is_refused_but_a_closed_multi_line_prompt_is_on
     text = 'source,prompt,seed\nphotos/cat.jpg,"a tiger,\non a sofa; ""quoted""",1\nphotos/coffee.jpg,tea,2\n'
     assert [prompt for _, prompt, *_ in items(write(folder, text))] == ['a tiger,\non a sofa; "quoted"', "tea"]
     assert "row 2 (line 4)" in refusal(write(folder, text.replace(",tea,2", ",tea,x")))
+
+
+def test_a_job_name_refused_says_whether_the_job_column_or_the_file_name_gave_it(folder):
+    (folder / "my jobs.csv").write_text("source,prompt\ncat.jpg,x\n")
+    with pytest.raises(ManifestError) as refused:
+        load_manifest(folder / "my jobs.csv")
+    (problem,) = refused.value.problems
+    assert problem.startswith(f"{folder / 'my jobs.csv'}: job 'my jobs': the job is named after the CSV file: ")
+    assert problem.endswith(": add a 'job' column naming the job, or rename the file") and "field 'name'" not in problem
+    (folder / "jobs.csv").write_text("job,source,prompt\nbad job,cat.jpg,x\n")
+    with pytest.raises(ManifestError) as refused:
+        load_manifest(folder / "jobs.csv")
+    assert refused.value.problems == [
+        f"{folder / 'jobs.csv'}: job 'bad job': column 'job': 'bad job' is not allowed: it names the output folder, "
+        "so use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit, with no '..'"
+    ]
