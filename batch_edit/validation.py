@@ -140,7 +140,8 @@ def describe_validation_error(exc: ValidationError, where: str, model: type[Base
         loc = [str(part) for part in err["loc"]]
         field = _field_path(err["loc"])
         if err["type"] == "extra_forbidden":
-            lines.append(f"{where}: unknown key '{printable(loc[-1])}'{_suggestion(loc[-1], model, err['loc'])}")
+            key = printable(field or loc[-1])  # its section's path too: 'quantization.transformr', 'loras[0].scal'
+            lines.append(f"{where}: unknown key '{key}'{_suggestion(loc[-1], model, err['loc'])}")
             continue
         got = err.get("input")
         shown = f" (got {printable(repr(got))})" if not isinstance(got, (dict, list)) else ""

@@ -104,3 +104,12 @@ def test_plan_says_once_that_a_torchao_cuda_config_has_no_gpu_here(tmp_path, tin
     said = planned.stdout + planned.stderr
     assert planned.returncode == 0 and "note:" not in said and said.count("asks for device 'cuda'") == 1, said
     assert "torchao_type auto stays unresolved" in planned.stderr
+
+
+def test_an_unknown_key_inside_a_section_is_named_with_its_section(tmp_path):
+    from batch_edit.errors import ConfigError
+
+    config = tmp_path / "c.yaml"
+    config.write_text("device: cpu\nquantization: {backend: quanto, transformr: qint8}\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: unknown key 'quantization.transformr' \(did you mean 'transformer'\?\)"):
+        load_pipeline_config(config)

@@ -158,7 +158,7 @@ def test_config_file_paths_resolve_and_survive_the_recorded_copy(tmp_path):
 @pytest.mark.parametrize(
     ("entry", "expected"),
     [
-        ("{path: a.safetensors, sclae: 0.5}", "unknown key 'sclae' (did you mean 'scale'?)"),
+        ("{path: a.safetensors, sclae: 0.5}", "unknown key 'loras[0].sclae' (did you mean 'scale'?)"),
         ("{path: a.safetensors, scale: 5}", "field 'loras[0].scale'"),
         ("{path: a.ckpt}", ".safetensors files only"),
         ("{path: a.safetensors, name: 'a:b'}", "field 'loras[0].name'"),
