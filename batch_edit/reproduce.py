@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BeforeValidator, Field, ValidationError, create_model
 
 from . import job_files
-from .errors import BatchEditError, ReproduceError, UnsafeOutputError
+from .errors import BatchEditError, PipelineLoadError, ReproduceError, UnsafeOutputError
 from .formats import as_stored
 from .local_files import open_regular
 from .masks import composited
@@ -85,7 +85,15 @@ def reproduce(
     stored = read_stored(folder / row["file_name"])  # before the model loads, which takes minutes on a GPU
     source = pipeline_source(folder, row, record, item, fetch)
     mask = fitted_mask(folder, row, record, item, source, fetch)
-    engine = load_engine(config)
+    try:
+        engine = load_engine(config)
+    except PipelineLoadError as exc:
+        if config_path is not None:
+            raise
+        raise PipelineLoadError(
+            f"{exc} (in the config the run recorded, {given}: pass --pipeline CONFIG to re-render with another, "
+            "such as the model's new place)"
+        ) from None
     # Same batch size as the original call (`copies`): on a GPU, results repeat bitwise only at that batch size.
     masks = {"masks": [mask.image] * copies} if mask.image is not None else {}
     try:

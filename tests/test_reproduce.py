@@ -56,3 +56,21 @@ def test_reproduce_says_when_the_sources_content_changed_since_the_run(tmp_path,
     changed = batch_edit("reproduce", str(metadata), "--item", item)
     assert changed.returncode == 1, changed.stdout + changed.stderr
     assert changed.stdout.startswith("different") and "the source's content has changed since the run" in changed.stdout
+
+
+def test_a_recorded_config_whose_model_moved_says_to_pass_another(tmp_path, tiny_model):
+    from .conftest import write_pipeline_config
+
+    shutil.copytree(tiny_model, tmp_path / "model")
+    config = write_pipeline_config(tmp_path / "c.yaml", tmp_path / "model")
+    (tmp_path / "sweep.yaml").write_text(MANIFEST.replace("[0.5, 0.7]", "0.5").replace("[1, 2]", "1"))
+    assert batch_edit("run", "sweep.yaml", "--pipeline", str(config), "--output-root", "out", cwd=tmp_path).returncode == 0
+    metadata = tmp_path / "out" / "sweep" / "metadata.csv"
+    item = pd.read_csv(metadata, dtype={"item_id": str}).item_id[0]
+    (tmp_path / "model").rename(tmp_path / "moved")
+    recorded = batch_edit("reproduce", str(metadata), "--item", item)
+    assert recorded.returncode == 2 and f"folder not found: {tmp_path / 'model'}" in recorded.stderr
+    assert "in the config the run recorded" in recorded.stderr and "pass --pipeline CONFIG" in recorded.stderr
+    moved = write_pipeline_config(tmp_path / "moved.yaml", tmp_path / "moved")
+    again = batch_edit("reproduce", str(metadata), "--item", item, "--pipeline", str(moved))
+    assert again.returncode == 0 and again.stdout.startswith("identical"), again.stdout + again.stderr
