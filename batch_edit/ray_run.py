@@ -191,7 +191,8 @@ class RayExecution:
             cause = _cause(exc)
             raise cause if isinstance(cause, BatchEditError) else PipelineLoadError(first_line(exc, None)) from None
 
-    def load(self, config: PipelineConfig) -> PipelineConfig:
+    def load(self, config: PipelineConfig, prompts: list[str]) -> PipelineConfig:
+        """Each worker encodes the prompts of its tasks as it starts (part of its load)."""
         from .engine import described
 
         self.config = config  # resolved for the cluster before ids were made; each worker loads it when it starts

@@ -25,7 +25,7 @@ from .result_files import ItemResult
 from .signals import InterruptibleLoad, LoadInterrupted, StopOnSignal
 from .sources import FetchOptions
 from .validation import escaped
-from .worker import Generated, Prepared, Task, Worker, in_batches, prepare
+from .worker import Generated, Prepared, Task, Worker, encode_upfront, in_batches, prepare
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,9 @@ class Execution(Protocol):
     def check(self, config: PipelineConfig) -> None:
         """Refusals that need no weights, before anything is written."""
 
-    def load(self, config: PipelineConfig) -> PipelineConfig:
-        """Make ready (under the job folders' locks); returns the config with `auto` choices resolved."""
+    def load(self, config: PipelineConfig, prompts: list[str]) -> PipelineConfig:
+        """Make ready (under the job folders' locks; `prompts`: the pending items'); returns the config with
+        `auto` choices resolved."""
 
     def run(self, tasks: list[Task], pipeline: dict, record: Callable[[ItemResult], None], stop: StopOnSignal) -> None:
         """Every task's result to `record` (a result may come twice: the driver keeps the first); stop early once
@@ -131,7 +132,10 @@ def drive(
         def recount() -> None:  # under the locks: a run that held a folder a moment ago may have finished items
             pending.update(_pending(active, plans_by_name, outputs, options, folders)[0])
 
-        used = _lock_and_load(stack, [outputs[s.name] for s in active], recount, config, execution.load)
+        def load(config: PipelineConfig) -> PipelineConfig:  # after the recount: the prompts of what is left
+            return execution.load(config, [item.prompt for s in active for item in pending[s.name]])
+
+        used = _lock_and_load(stack, [outputs[s.name] for s in active], recount, config, load)
         # 3. Every pending item, job after job, sorted by the batch key (strength, steps, guidance) so compatible
         #    items share a pipeline call; each result is recorded as it comes back. The first SIGINT/SIGTERM
         #    stops the run as the execution says (in process: once the batch in progress is back).
@@ -369,17 +373,20 @@ class InProcess:
         self.load_engine, self.check, self.fetch = load_engine, check_engine, fetch
         self.engine = None
 
-    def load(self, config: PipelineConfig) -> PipelineConfig:
+    def load(self, config: PipelineConfig, prompts: list[str]) -> PipelineConfig:
         self.engine = self.load_engine(config)
+        encode_upfront(self.engine, prompts)  # part of the load: a stop here stops at once and leaves no folder
         return self.engine.config  # `auto` choices resolved by the engine
 
     def run(self, tasks: list[Task], pipeline: dict, record, stop: StopOnSignal) -> None:
-        worker = Worker(self.engine, pipeline, [task.item.prompt for task in tasks])
+        worker = Worker(self.engine, pipeline)
         stopped = lambda: stop.signal is not None
         prepared = Prefetch(in_batches(prepare(tasks, self.fetch, worker.errors, stopped), worker.batch_size), depth=2)
         writer = Writer(lambda _: None, depth=2 * worker.batch_size)
         try:
             for ready in prepared:
+                if stopped():  # a stop while sources were loading: no new batch starts
+                    break
                 if isinstance(ready, Prepared):  # its source could not be used
                     generated = [Generated(ready, failure=ready.failure)]
                 else:

@@ -120,6 +120,14 @@ def in_batches(prepared: Iterable[Prepared], batch_size: int) -> Iterator[Prepar
     yield from open_batches.values()
 
 
+def encode_upfront(engine, prompts: list[str]) -> None:
+    """Every distinct prompt encoded before the first batch when they all fit the cache (then the text encoders
+    can go)."""
+    prompts = list(dict.fromkeys(prompts))
+    if prompts and len(prompts) <= engine.config.prompt_cache:
+        engine.encode_prompts(prompts)
+
+
 class Worker:
     """One resident engine: generates batches and encodes results. `pipeline` holds the pipeline fields every
     result's record carries (model, dtype, ... and the config's hash)."""
@@ -127,10 +135,7 @@ class Worker:
     def __init__(self, engine, pipeline: dict, prompts: list[str] = ()):
         self.engine, self.pipeline = engine, pipeline
         self.errors = ErrorLog()
-        # Every distinct prompt encoded up front when they all fit the cache (then the text encoders can go).
-        prompts = list(dict.fromkeys(prompts))
-        if prompts and len(prompts) <= engine.config.prompt_cache:
-            engine.encode_prompts(prompts)
+        encode_upfront(engine, prompts)
 
     @property
     def batch_size(self) -> int:
