@@ -105,7 +105,9 @@ class Engine:
         if _cropped(self.config.task, first) and len(items) > 1:  # diffusers crops around one mask per call
             return [self.generate([i], [im], [m], pad)[0] for i, im, m in zip(items, images, masks)]
         # A compiled transformer keeps static shapes: pad with copies (own generators, results dropped).
-        padding = self.batch_size - len(items) if pad and self.config.compile and not _cropped(self.config.task, first) else 0
+        padding = (
+            self.batch_size - len(items) if pad and self.config.compile and not _cropped(self.config.task, first) else 0
+        )
         try:
             return self._call(items, images, masks, width, height, max(0, padding))
         except torch.OutOfMemoryError:

@@ -215,7 +215,9 @@ def test_a_job_folder_whose_job_has_only_rejected_items_is_refused_not_failed_as
 
 
 def test_results_the_first_job_makes_again_are_waited_for_not_failed_as_changed(tmp_path, tiny_config):
-    manifest = with_cat(tmp_path, "  - {name: a, sources: cat.jpg, prompts: a}\n  - {name: b, sources: out/a, prompts: b}\n")
+    manifest = with_cat(
+        tmp_path, "  - {name: a, sources: cat.jpg, prompts: a}\n  - {name: b, sources: out/a, prompts: b}\n"
+    )
     run(manifest, tiny_config)
     assert "job b: 1 written" in run(manifest, tiny_config).stdout  # edits job a's result
     again = run(manifest, tiny_config, "--overwrite")  # job a makes its result again: job b waits for the new one

@@ -111,5 +111,7 @@ def test_an_unknown_key_inside_a_section_is_named_with_its_section(tmp_path):
 
     config = tmp_path / "c.yaml"
     config.write_text("device: cpu\nquantization: {backend: quanto, transformr: qint8}\n")
-    with pytest.raises(ConfigError, match=r"c.yaml: unknown key 'quantization.transformr' \(did you mean 'transformer'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"c.yaml: unknown key 'quantization.transformr' \(did you mean 'transformer'\?\)"
+    ):
         load_pipeline_config(config)

@@ -181,9 +181,14 @@ def test_fit_duplicates_measure_the_source_as_rotated(tmp_path):
 def test_a_clash_of_sources_sharing_a_stem_names_their_files(tmp_path, tiny_config):
     for name in ("a.png", "a.jpg", "x/b.png", "y/b.png"):
         image_file(tmp_path / name)
-    for sources, shown in (("[a.png, a.jpg]", ("(a.png,", "(a.jpg,")), ("[x/b.png, y/b.png]", ("x/b.png,", "y/b.png,"))):
+    for sources, shown in (
+        ("[a.png, a.jpg]", ("(a.png,", "(a.jpg,")),
+        ("[x/b.png, y/b.png]", ("x/b.png,", "y/b.png,")),
+    ):
         text = f"jobs:\n  - {{name: a, sources: {sources}, prompts: x, file_name: '{{stem}}'}}\n"
         result = _plan(tmp_path, tiny_config, text)
         assert result.returncode == 2 and all(part in result.stderr for part in shown), result.stderr
-    result = _plan(tmp_path, tiny_config, f"jobs:\n  - {{name: a, sources: {CAT}, prompts: x, seed: [1, 2], file_name: x}}\n")
+    result = _plan(
+        tmp_path, tiny_config, f"jobs:\n  - {{name: a, sources: {CAT}, prompts: x, seed: [1, 2], file_name: x}}\n"
+    )
     assert "(cat, " in result.stderr  # one source: its stem, as the contact sheets label it

@@ -64,7 +64,9 @@ def test_a_recorded_config_whose_model_moved_says_to_pass_another(tmp_path, tiny
     shutil.copytree(tiny_model, tmp_path / "model")
     config = write_pipeline_config(tmp_path / "c.yaml", tmp_path / "model")
     (tmp_path / "sweep.yaml").write_text(MANIFEST.replace("[0.5, 0.7]", "0.5").replace("[1, 2]", "1"))
-    assert batch_edit("run", "sweep.yaml", "--pipeline", str(config), "--output-root", "out", cwd=tmp_path).returncode == 0
+    assert (
+        batch_edit("run", "sweep.yaml", "--pipeline", str(config), "--output-root", "out", cwd=tmp_path).returncode == 0
+    )
     metadata = tmp_path / "out" / "sweep" / "metadata.csv"
     item = pd.read_csv(metadata, dtype={"item_id": str}).item_id[0]
     (tmp_path / "model").rename(tmp_path / "moved")

@@ -181,7 +181,9 @@ def test_captions_turned_on_after_items_were_made_are_written_for_them_and_hand_
     first = folder / listed(folder)[0].replace(".png", ".txt")
     result = batch_edit(*run, cwd=tmp_path)
     assert "nothing to do" in result.stdout, result.stdout
-    assert sorted(path.name for path in folder.glob("*.txt")) == [name.replace(".png", ".txt") for name in listed(folder)]
+    assert sorted(path.name for path in folder.glob("*.txt")) == [
+        name.replace(".png", ".txt") for name in listed(folder)
+    ]
     first.write_text("a tiger, photo, hand-fixed caption")
     batch_edit(*run, cwd=tmp_path)
     assert first.read_text() == "a tiger, photo, hand-fixed caption"
