@@ -41,11 +41,13 @@ class JobListing(JobRecords):
     def __init__(self, root: Path, job: str):
         super().__init__(root, job)
         self._plan: tuple[WorkItem, ...] | None = None  # the current plan, whose positions metadata.csv shows
+        self._keep_sources = False  # the job keeps its fitted sources (and masks) under sources/
 
-    def follow_plan(self, items: tuple[WorkItem, ...]) -> None:
+    def follow_plan(self, items: tuple[WorkItem, ...], keep_sources: bool = False) -> None:
         """List results at their position in the manifest as it is now (`index`, CSV `row`), not as recorded
-        when each was made: a row inserted in a CSV renumbers the results below it."""
-        self._plan = items
+        when each was made: a row inserted in a CSV renumbers the results below it. The job's own settings
+        (masks, `keep_sources`) decide the columns, whatever its items' outcomes."""
+        self._plan, self._keep_sources = items, keep_sources
 
     def rebuild_csvs(self, during_job: bool = False) -> tuple[int, int]:
         """Rewrite metadata.csv and failures.csv from the records; returns (images, failures). Records of the
@@ -61,16 +63,23 @@ class JobListing(JobRecords):
         # "none", not an empty cell: datasets would type an all-empty loras column as float64
         done = [{**r, "loras": r.get("loras") or "none"} for r in ordered if self._intact(r)]
         failed = [r for r in ordered if r["status"] == "failed" and (self._plan is None or r["item_id"] in planned)]
-        # Only a job that kept its sources gets the column: an empty *_file_name would break imagefolder.
-        paired = any(SOURCE_IMAGE_COLUMN in r for r in done)
+        # Columns follow the job, not which of its items happen to have rows: a script reading a masked job's
+        # failures.csv["mask"] or metadata.csv["task"] must not break because nothing failed, or nothing succeeded.
+        masked_job = any(item.mask is not None for item in self._plan or ())
+        # Only a job that keeps its sources gets the column, and only where no row would leave it empty (that
+        # would break imagefolder): a result has a copy, or there is no result yet.
+        paired = any(SOURCE_IMAGE_COLUMN in r for r in done) or (self._keep_sources and not done)
         rows = ["row"] * any("row" in r for r in ordered)  # CSV jobs: the manifest row each result came from
         rows += variation_columns(ordered, self._plan or ())  # jobs with `variations`: which one each item is
         done, mask = mask_cells(done)
+        if mask is None and masked_job:  # no result yet: the column its results will have
+            mask = KEPT_MASK_COLUMN if self._keep_sources and not done else "mask"
         masked = [*MASK_COLUMNS, mask] if mask else []
-        task = ["task"] * any(r.get("task") for r in done)  # the pipeline task, where it is not img2img
+        # the pipeline task, where it is not img2img (every record of a run carries it, failures too)
+        task = ["task"] * (masked_job or any(r.get("task") for r in ordered))
         columns = METADATA_COLUMNS + rows + task + [SOURCE_IMAGE_COLUMN] * paired + masked
         self._write_csv("metadata.csv", columns, done, during_job)
-        failed_masks = [*MASK_COLUMNS, "mask"] * any("mask" in r for r in failed)
+        failed_masks = [*MASK_COLUMNS, "mask"] * (masked_job or any("mask" in r for r in failed))
         self._write_csv("failures.csv", FAILURE_COLUMNS + rows + failed_masks, failed)
         return len(done), len(failed)
 

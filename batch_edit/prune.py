@@ -97,7 +97,7 @@ def _prune(output: JobOutput, plan: JobPlan, dry_run: bool, reject_missing: bool
         output.start(None, "")  # no pipeline config to keep: pruning renders nothing
         changes = _decide(output, plan, reject_missing)  # under the lock: nothing changes underneath
         _apply(output, changes, result)
-        output.follow_plan(plan.items)
+        output.follow_plan(plan.items, plan.keep_sources)
         output.write_missing_captions()  # an image put back after an earlier prune moved its caption out
         output.rebuild_csvs()
         output.write_sheets()
