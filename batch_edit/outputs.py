@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import stat
@@ -26,13 +27,17 @@ from . import job_files
 from .errors import OutputBusyError, OutputError
 from .formats import caption_name
 from .job_listing import JobListing
+from .kept_sources import FittedCopies, lacks_copies
 from .metadata_edits import WRITTEN_DIGESTS
 from .plan import WorkItem
 from .records import SOURCES_DIR, STATE_DIR, is_bare_name
 from .result_files import EncodedResult, Failure, encode_result, item_fields
 from .result_files import now as _now
 from .sheets import write_contact_sheets
+from .source_decoding import SourceError
 from .source_folders import SHEET_PREFIX
+
+log = logging.getLogger(__name__)
 
 PRUNED_DIR = f"{STATE_DIR}/pruned"
 PIPELINES_DIR = "pipelines"  # .batch-edit/pipelines/<hash>.yaml: each pipeline config records were made with
@@ -203,6 +208,46 @@ class JobOutput(JobListing):
                 written += 1
         return written
 
+    def write_missing_sources(self) -> int:
+        """A finished item of a job keeping its sources has its fitted source (and mask) under sources/: one made
+        before `keep_sources` was turned on, or whose copy was deleted, gets it without rendering again
+        (`kept_sources`), and a record naming it as a new result's would (appended: the same result, now with
+        its copies). Items whose source is gone or changed keep none: one warning per job says how many.
+        Returns how many items got their copies."""
+        if not self._keep_sources:
+            return 0
+        finished = self.finished_records(self._plan or ())
+        exists = lambda name: job_files.lstat(self.folder / name) is not None  # noqa: E731
+        lacking = [(i, finished[i.item_id]) for i in self._plan or () if i.item_id in finished]
+        lacking = [(item, record) for item, record in lacking if lacks_copies(item, record, exists)]
+        if not lacking:
+            return 0
+        fitted, unmade = FittedCopies(), []
+        opened = self._records is None
+        if opened:
+            self.start(None, "")  # the record only: `refresh` writes nothing else that a config names
+        try:
+            for item, record in lacking:
+                try:
+                    fields, files = fitted.copies(item, record)
+                except SourceError as exc:
+                    unmade.append(f"{item.source.key}: {exc}")
+                    continue
+                for name, png in files:
+                    self._write_source(name, png)
+                if any(record.get(name) != value for name, value in fields.items()):
+                    self._append({**record, **fields, "sources_kept_at": _now()})
+        finally:
+            if opened:
+                self.finish()
+        if unmade:
+            log.warning(
+                "job '%s': %d finished item(s) have no fitted copy under sources/ and cannot get one from their "
+                "source (first: %s); `run --overwrite` makes them again with their copies",
+                self.folder.name, len(unmade), unmade[0],
+            )  # fmt: skip
+        return len(lacking) - len(unmade)
+
     def _write_source(self, name: str, png: bytes) -> None:
         """Written once: every item made from the same fitted source (or mask) names the same file."""
         try:
@@ -296,6 +341,7 @@ class JobOutput(JobListing):
         try:
             job_files.sweep_temporaries(self.folder)
             self.write_missing_captions()
+            self.write_missing_sources()
             self.rebuild_csvs()  # a CSV is replaced only where it changes, which leaves the sheets' stamp newer
             self.write_sheets_if_stale()
         except OSError as exc:

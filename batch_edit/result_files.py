@@ -133,18 +133,28 @@ def encode_result(
     for before/after pairs."""
     row = {"file_name": item.output_name, **item_fields(item, image.size), **extra, "finished_at": now()}
     row.update(format=item.output.format, quality=item.output.quality)
-    kept = []
-    if source is not None:
-        row[SOURCE_IMAGE_COLUMN] = source_file_name(item, source.size)
-        row[KEPT_DIGESTS[SOURCE_IMAGE_COLUMN]] = pixels_digest(source)
-        kept.append((row[SOURCE_IMAGE_COLUMN], _png(source)))
-    if item.mask is not None and mask is not None:  # without it, the row's `mask` names the mask file as given
-        row[KEPT_MASK_COLUMN] = source_file_name(item, mask.size, item.mask)
-        row[KEPT_DIGESTS[KEPT_MASK_COLUMN]] = pixels_digest(mask)
-        kept.append((row[KEPT_MASK_COLUMN], _png(mask)))
+    fields, kept = kept_copies(item, source, mask)
+    row.update(fields)
     buffer = io.BytesIO()
     save_image(buffer, image, item.output, a1111_parameters(row), row)
-    return EncodedResult(row, buffer.getvalue(), tuple(kept))
+    return EncodedResult(row, buffer.getvalue(), kept)
+
+
+def kept_copies(
+    item: WorkItem, source: Image.Image | None, mask: Image.Image | None
+) -> tuple[dict, tuple[tuple[str, bytes], ...]]:
+    """The record fields naming the fitted source and mask kept for before/after pairs (and their pixels'
+    sha256), and the (name, PNG) of each; made once for a new result, or later for a finished one."""
+    fields, kept = {}, []
+    if source is not None:
+        fields[SOURCE_IMAGE_COLUMN] = source_file_name(item, source.size)
+        fields[KEPT_DIGESTS[SOURCE_IMAGE_COLUMN]] = pixels_digest(source)
+        kept.append((fields[SOURCE_IMAGE_COLUMN], _png(source)))
+    if item.mask is not None and mask is not None:  # without it, the row's `mask` names the mask file as given
+        fields[KEPT_MASK_COLUMN] = source_file_name(item, mask.size, item.mask)
+        fields[KEPT_DIGESTS[KEPT_MASK_COLUMN]] = pixels_digest(mask)
+        kept.append((fields[KEPT_MASK_COLUMN], _png(mask)))
+    return fields, tuple(kept)
 
 
 def source_file_name(item: WorkItem, size: tuple[int, int], mask=None) -> str:

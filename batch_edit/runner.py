@@ -114,7 +114,7 @@ def drive(
     with _refused_before_running():
         outputs = {plan.name: JobOutput(output_root, plan.name) for plan in plans}
         for plan in plans:
-            outputs[plan.name].follow_plan(plan.items)
+            outputs[plan.name].follow_plan(plan.items, plan.keep_sources)
         summaries = [JobSummary(plan.name, outputs[plan.name].folder, len(plan.items)) for plan in plans]
         folders = job_folders(list(plans_by_name), output_root)  # a source that is one of them may wait
         pending, waiting = _pending(summaries, plans_by_name, outputs, options, folders)
@@ -343,6 +343,8 @@ class _Recorder:
 
     def _final_files(self, output: JobOutput) -> None:
         output.write_missing_captions()
+        if self.stop.signal is None:  # sources loaded again: a stopped run leaves that to the next
+            output.write_missing_sources()
         output.rebuild_csvs()
         if self.stop.signal is None:
             output.write_sheets_if_stale()

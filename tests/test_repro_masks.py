@@ -109,19 +109,19 @@ def test_a_masked_item_whose_source_is_gone_is_reproduced_from_the_kept_source_a
 
 
 def test_a_kept_source_takes_the_mask_its_record_kept_where_the_csv_names_masks_as_given(tmp_path, tiny_task_config):
-    """An item made before keep_sources was turned on has no kept mask, so metadata.csv names every row's mask
-    as given; the kept one is in the later item's record."""
-    shutil.copy(PHOTOS / "cat.jpg", tmp_path / "photo.jpg")
+    """An item made from a URL before keep_sources was turned on gets no kept mask later (the URL is not
+    downloaded again for it), so metadata.csv names every row's mask as given; the kept one is in the later
+    item's record."""
     masks_folder(tmp_path)
     config = tiny_task_config("inpaint")
-    run_kept(tmp_path, config, kept_job("photo.jpg", keep=False, extra="    masks: masks\n"))
-    metadata, rows = run_kept(
-        tmp_path, config, kept_job("photo.jpg", prompts="[a tiger, a lion]", extra="    masks: masks\n")
-    )
+    masks = "    masks: masks/photo.png\n"
+    with LoopbackServer(image=(PHOTOS / "cat.jpg").read_bytes()) as server:
+        url, allow = server.url("/ok.png"), "--allow-private-urls"
+        run_kept(tmp_path, config, kept_job(url, keep=False, extra=masks), allow)
+        metadata, rows = run_kept(tmp_path, config, kept_job(url, prompts="[a tiger, a lion]", extra=masks), allow)
     assert "mask_file_name" not in rows and rows.source_image_file_name.notna().sum() == 1
     item = rows.item_id[rows.source_image_file_name.notna()].iloc[0]
-    (tmp_path / "photo.jpg").unlink()
-    again = batch_edit("reproduce", str(metadata), "--item", item)
+    again = batch_edit("reproduce", str(metadata), "--item", item)  # the URL no longer serves
     assert again.returncode == 0 and again.stdout.startswith("identical"), again.stdout + again.stderr
 
 
