@@ -217,7 +217,7 @@ class JobOutput(JobListing):
         if not self._keep_sources:
             return 0
         finished = self.finished_records(self._plan or ())
-        exists = lambda name: job_files.lstat(self.folder / name) is not None  # noqa: E731
+        exists = lambda name: job_files.lstat(self.folder / name) is not None
         lacking = [(i, finished[i.item_id]) for i in self._plan or () if i.item_id in finished]
         lacking = [(item, record) for item, record in lacking if lacks_copies(item, record, exists)]
         if not lacking:

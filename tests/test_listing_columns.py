@@ -56,11 +56,15 @@ def records(folder: Path) -> list[dict]:
 
 def test_a_masked_job_has_its_mask_and_task_columns_whatever_succeeded_or_failed(tmp_path, tiny_task_config):
     sources(tmp_path)
-    run(tmp_path, tiny_task_config("inpaint"), """jobs:
+    run(
+        tmp_path,
+        tiny_task_config("inpaint"),
+        """jobs:
   - {name: ok, sources: src/a.png, masks: masks/a.png, prompts: x}
   - {name: allfail, sources: src/a.png, masks: masks/black.png, prompts: x}
   - {name: kept, sources: src/a.png, masks: masks/black.png, prompts: x, keep_sources: true}
-""")
+""",
+    )
     out = tmp_path / "out"
     masked = ["task", *MASK_COLUMNS, "mask"]
     assert header(out / "ok" / "metadata.csv") == [*METADATA_COLUMNS, *masked]
