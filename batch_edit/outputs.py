@@ -186,11 +186,24 @@ class JobOutput(JobListing):
         """Write an encoded result (made here or by a worker elsewhere), then append the row it carries."""
         for name, png in result.kept:
             self._write_source(name, png)
+        self._move_other_result(item)  # before the caption: the one beside another item's result goes with it
         if item.output.captions:  # before the image: a finished item always has its caption
             caption = item.prompt.encode("utf-8")
             self._write_file(self.folder / caption_name(item.output_name), lambda handle: handle.write(caption))
         size = self._write_file(self.folder / item.output_name, lambda handle: handle.write(result.data))
         self._append({"status": "ok", "bytes": size, **result.row})
+
+    def _move_other_result(self, item: WorkItem) -> None:
+        """Never write over another item's result: a file name template without {id} gives a new item the name
+        of one no longer planned (or planned under another name now). That file moves into .batch-edit/pruned/
+        first, as `prune` moves it, with the same "pruned" record where it is still that item's result. The
+        item's own earlier file (a retry, --overwrite, a damaged image) is written over."""
+        record, current = self.result_of(item.output_name)
+        if record is None or record["item_id"] == item.item_id:
+            return
+        moved = self.move_to_pruned(item.output_name)
+        if current:  # also where the file is gone: the record must not name this item's result as its own
+            self.mark(record, "pruned", pruned_to=moved, replaced_by=item.item_id)
 
     def write_missing_captions(self) -> int:
         """A finished item of a job writing captions has its caption file: one missing (its image put back after
@@ -277,6 +290,10 @@ class JobOutput(JobListing):
         """Append a later status for a recorded item ("pruned", "rejected"): the log stays the whole history."""
         self._append({**record, "status": status, **fields, f"{status}_at": _now()})
 
+    def restore(self, record: dict) -> None:
+        """Append an item's success record again, as its latest: its image was put back by hand after a prune."""
+        self._append({**record, "restored_at": _now()})
+
     def move_to_pruned(self, file_name: str, with_caption: bool = True) -> str | None:
         """Move a result and (`with_caption`) its caption file into .batch-edit/pruned/ under a name not taken
         there yet (an item pruned twice keeps both copies); returns the result's new path relative to the job
@@ -316,6 +333,7 @@ class JobOutput(JobListing):
         line = memoryview((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
         with self._append_lock:
             self._write_line(line)
+            self.note(record)
 
     def _write_line(self, line: memoryview) -> None:
         try:

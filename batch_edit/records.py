@@ -86,12 +86,16 @@ class JobRecords:
         # format changed and changed back, or a result restored by hand after `prune --rejected`, finishes the item
         # with one of them (one per name: --overwrite reruns do not pile up)
         self._earlier: dict[str, dict[str, dict]] = {}
+        # Whose result each file name is, as of the last read_records() and what was appended since (`note`): a
+        # run never writes a result over another item's (JobOutput.write_result). None: nothing read yet.
+        self._named: dict[str, dict] | None = None  # file name -> the latest success record naming it
+        self._results: dict[str, str | None] = {}  # item id -> the file its latest record keeps (None: none)
 
     def read_records(self) -> dict[str, dict]:
         """The latest record per item id, in first-seen order. A line cut short by a crash, or of a shape this
         module never writes, is ignored and counted in `invalid_lines`."""
         latest: dict[str, dict] = {}
-        self.invalid_lines, self._lines, self._earlier = 0, {}, {}
+        self.invalid_lines, self._lines, self._earlier, self._named, self._results = 0, {}, {}, {}, {}
         try:
             handle = os.fdopen(job_files.open_file(self.records_path, os.O_RDONLY), "rb")
         except FileNotFoundError:
@@ -102,6 +106,7 @@ class JobRecords:
             raise OutputError(f"cannot read {self.records_path}: {exc.strerror or exc}") from exc
         with handle:
             self._read_lines(handle, latest)
+        self._results = {item_id: r["file_name"] if r["status"] == "ok" else None for item_id, r in latest.items()}
         return latest
 
     def _read_lines(self, handle, latest: dict[str, dict]) -> None:
@@ -111,6 +116,27 @@ class JobRecords:
                 self._earlier.setdefault(record["item_id"], {})[replaced["file_name"]] = replaced
             latest[record["item_id"]] = self._kept_result(record) or record
             self._lines[record["item_id"]] = number
+            if record["status"] == "ok":
+                self._named[record["file_name"]] = record
+
+    def note(self, record: dict) -> None:
+        """A record just appended, taken as read_records() would take it into whose result each file is."""
+        if self._named is None:
+            return
+        status = record["status"]
+        if status == "ok":
+            self._named[record["file_name"]] = record
+        kept = record.get("kept") if status == "pruned" else None  # prune moved another format's file only
+        self._results[record["item_id"]] = record["file_name"] if status == "ok" else kept
+
+    def result_of(self, file_name: str) -> tuple[dict | None, bool]:
+        """The latest success record naming `file_name` (None: none ever did), and whether that file is still
+        its item's result (not one the item has replaced since, or one pruned or rejected). Reads the records
+        once if nothing was read yet."""
+        if self._named is None:
+            self.read_records()
+        record = self._named.get(file_name)
+        return record, record is not None and self._results.get(record["item_id"]) == file_name
 
     def _kept_result(self, record: dict) -> dict | None:
         """For a "pruned" record of a file the item no longer names (another format's, superseded), which says
