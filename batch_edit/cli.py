@@ -148,6 +148,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="record planned items whose images were deleted as rejected: later runs skip them unless --overwrite",
     )
+    prune.add_argument(
+        "--config-changed",
+        action="store_true",
+        help="move out the results of a job all made with another pipeline config (refused without: a forgotten "
+        "--pipeline would move every result)",
+    )
     prune.set_defaults(handler=_prune)
 
     tiny = add("make-tiny-model", help="write a tiny random FLUX pipeline of a task for offline smoke tests")
@@ -351,9 +357,12 @@ def _reproduce(args) -> int:
 
 
 def _prune(args) -> int:
-    from .prune import PruneStopped, prune_job
+    from .prune import PruneStopped, prune_job, refuse_other_configs
 
-    _, output_root, plans, _ = prepare(args, for_run=True, warn=False)  # the same ids as `run`, or refused
+    read: dict = {}
+    config, output_root, plans, _ = prepare(args, for_run=True, read=read, warn=False)  # the same ids as `run`
+    if not args.config_changed:
+        refuse_other_configs(plans, read, config)
     for number, plan in enumerate(plans):
         try:
             result = prune_job(plan, output_root, dry_run=args.dry_run, reject_missing=args.rejected)
@@ -362,9 +371,12 @@ def _prune(args) -> int:
             return EXIT_STOPPED
         verb = "would move" if args.dry_run else "moved"
         deleted = f", {result.deleted} deleted (the next run makes them again; --rejected marks them unwanted)"
+        pruned = "would be pruned" if args.dry_run else "pruned"
+        replaced = f", {len(result.replaced)} {pruned} without moving (their files hold planned results now)"
         print(
             f"job {plan.name}: {verb} {len(result.moved)}, {'would reject' if args.dry_run else 'rejected'} "
-            f"{len(result.rejected)}, kept {result.kept}{deleted if result.deleted else ''} -> {escaped(result.folder)}"
+            f"{len(result.rejected)}, kept {result.kept}{deleted if result.deleted else ''}"
+            f"{replaced if result.replaced else ''} -> {escaped(result.folder)}"
         )
         for line in result.listing:  # under their job's line, as `plan` lists a job's details
             print(f"  {escaped(line)}")

@@ -8,20 +8,28 @@ rebuilt from it, list only the plan's items (a "pruned" record never supersedes 
 names the result the item keeps (`kept`), which stays the item's record. With `reject_missing`, planned items
 whose image the user deleted get a "rejected" record (runs skip them unless overwriting) and their caption files
 move to `pruned/` too. A pruned item that comes back into the plan is no longer done, so the next run makes it
-again (its earlier copy stays in `pruned/`).
+again (its earlier copy stays in `pruned/`); one whose image was put back is done, and gets its result's record
+again, so a later deletion is one like any other. A planned item's finished result never moves: an item whose file
+it replaced is recorded as pruned, nothing moved. A job folder whose every result would move, none made with the
+pipeline config planned with (a forgotten --pipeline), is refused unless the config changed on purpose.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import OutputError
+from .errors import BatchEditError, ConfigError, OutputError
 from .formats import caption_name
-from .outputs import JobOutput
+from .outputs import PIPELINES_DIR, JobOutput
+from .pipeline_config import PipelineConfig
 from .plan import JobPlan, WorkItem
-from .validation import escaped
+from .records import config_hash
+from .validation import escaped, read_yaml_file
+
+_HASH = re.compile(r"[0-9a-f]{16}\Z")  # records.config_hash
 
 
 @dataclass
@@ -29,6 +37,7 @@ class PruneResult:
     folder: Path
     moved: list[str] = field(default_factory=list)  # file names moved out (or that would be, in a dry run)
     rejected: list[str] = field(default_factory=list)  # item ids recorded as rejected (or that would be)
+    replaced: list[str] = field(default_factory=list)  # files recorded as pruned, not moved: planned results now
     kept: int = 0  # the plan's finished items: the rows of metadata.csv
     deleted: int = 0  # without reject_missing: planned items whose image is gone, which the next run makes again
     listing: list[str] = field(default_factory=list)  # a dry run's one line per change
@@ -39,6 +48,10 @@ class _Changes:
     """What pruning a folder means, decided from its records before anything moves."""
 
     prune: list[tuple[dict, str]] = field(default_factory=list)  # (latest record, why): moved out, marked pruned
+    # (latest record, the planned item whose finished result its file is now): marked pruned, nothing moved (a run
+    # wrote over it before runs moved such files out first)
+    replaced: list[tuple[dict, str]] = field(default_factory=list)
+    restore: list[dict] = field(default_factory=list)  # results put back by hand: their item's record again
     superseded: list[tuple[str, str]] = field(default_factory=list)  # (file, why): files no result names now
     # item id -> the file of its finished result, for items whose latest record (moved out) names another file:
     # their "pruned" record says so, and leaves the item its result (JobRecords._kept_result)
@@ -70,6 +83,42 @@ class PruneStopped(OutputError):
             f"error: {escaped(self)}\nprune stopped at job {escaped(job)}: {changed}{later}. "
             "Make the output folder writable and run the same prune again to finish."
         )
+
+
+class OtherConfigResults(BatchEditError):
+    """Every result of a job folder would move out, and none was made with the pipeline config this prune plans
+    with: most likely the run's --pipeline was not given (item ids include the config)."""
+
+
+def refuse_other_configs(plans: list[JobPlan], read: dict, config: PipelineConfig) -> None:
+    """Refuse (before anything moves, in any job) to empty a job folder whose results were all made with other
+    pipeline configs than `config`. `read`: each job's (JobOutput, records) as planning read them."""
+    used = config_hash(config.identity())
+    problems = []
+    for plan in plans:
+        output, records = read[plan.name]
+        results = [record for record in records.values() if record["status"] == "ok"]
+        planned = {item.item_id for item in plan.items}
+        if not results or any(r["item_id"] in planned or r.get("pipeline_config") == used for r in results):
+            continue
+        configs = sorted({str(r.get("pipeline_config")) for r in results})
+        made_with = ", ".join(f"{name} (model {_model_of(output, name, results)})" for name in configs)
+        problems.append(
+            f"job {plan.name}: prune would move all {len(results)} result(s) out of {output.folder}: none is "
+            f"planned, and all were made with another pipeline config ({made_with}) than this one (model "
+            f"{config.model}); pass the run's --pipeline, or --config-changed to move them out all the same"
+        )
+    if problems:
+        raise OtherConfigResults("\n".join(problems))
+
+
+def _model_of(output: JobOutput, name: str, results: list[dict]) -> str:
+    """The model of a config the records name: from the copy kept beside them, else as the records say."""
+    try:  # a hash, never a path: the name comes from a record
+        kept = read_yaml_file(output.state / PIPELINES_DIR / f"{name}.yaml", ConfigError) if _HASH.match(name) else {}
+        return str(kept["model"])
+    except (ConfigError, TypeError, KeyError):
+        return next((str(r["model"]) for r in results if r.get("pipeline_config") == name and "model" in r), "?")
 
 
 def prune_job(plan: JobPlan, output_root: Path, dry_run: bool = False, reject_missing: bool = False) -> PruneResult:
@@ -110,12 +159,24 @@ def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool) -> _Changes:
     records = output.read_records()
     planned = {item.item_id: item for item in plan.items}
     finished = output.finished_records(plan.items, records)  # each its result, the latest record or an earlier one
+    taken = {record["file_name"]: item_id for item_id, record in finished.items()}  # planned results: never moved
     changes = _Changes(kept=len(finished))
     for item_id, record in records.items():
         item = planned.get(item_id)
-        if item is None and record["status"] in ("ok", "failed"):
+        holder = taken.get(record["file_name"], item_id) if record["status"] == "ok" else item_id
+        if item_id in finished and record["status"] != "ok":
+            # an image put back by hand after a prune (or a rejection): done again, so its result is the item's
+            # record again, and a later deletion is one like any other (rejected with --rejected)
+            changes.restore.append(finished[item_id])
+        elif record is finished.get(item_id) or (item is not None and record["status"] != "ok"):
+            continue
+        elif holder != item_id:  # its file holds another item's result now: that stays, this item is pruned
+            changes.replaced.append((record, holder))
+            if item_id in finished:
+                changes.keeping[item_id] = finished[item_id]["file_name"]
+        elif item is None and record["status"] in ("ok", "failed"):
             changes.prune.append((record, "not in the plan"))
-        elif item is None or record["status"] != "ok" or record is finished.get(item_id):
+        elif item is None:
             continue
         elif item_id not in finished and not os.path.exists(os.path.join(output.folder, record["file_name"])):
             # a result deleted, not one of a finished item's earlier names (a format changed and back)
@@ -171,6 +232,12 @@ def _apply(output: JobOutput, changes: _Changes, result: PruneResult) -> None:
         kept = changes.keeping.get(record["item_id"])
         output.mark(record, "pruned", pruned_to=moved_to, **({"kept": kept} if kept else {}))
         result.moved += [record["file_name"]] if moved_to else []
+    for record, holder in changes.replaced:
+        kept = changes.keeping.get(record["item_id"])
+        output.mark(record, "pruned", pruned_to=None, replaced_by=holder, **({"kept": kept} if kept else {}))
+        result.replaced.append(record["file_name"])
+    for record in changes.restore:
+        output.restore(record)
     for name, _ in changes.superseded:
         if move(name):
             result.moved.append(name)
@@ -203,6 +270,12 @@ def _describe(output: JobOutput, changes: _Changes, result: PruneResult) -> Prun
             would_move(record["file_name"], why)
         else:
             result.listing.append(f"would drop the failure of item {record['item_id']} from failures.csv ({why})")
+    for record, holder in changes.replaced:
+        result.replaced.append(record["file_name"])
+        result.listing.append(
+            f"would record item {record['item_id']} as pruned without moving {record['file_name']}: that file is "
+            f"item {holder}'s result now (the item's own image was written over)"
+        )
     for name, why in changes.superseded:
         would_move(name, why)
     for record in changes.reject:
