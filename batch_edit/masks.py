@@ -10,6 +10,7 @@ and size) with nearest-neighbour resampling, so its edge stays where it was draw
 from __future__ import annotations
 
 import os
+import re
 from collections import OrderedDict
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from .source_decoding import SourceError, to_rgb
 from .sources import SourceRef, SourceSpecError, expand_source, fit_geometry, load_image, source_ref
 
 _GLOB_CHARS = frozenset("*?[")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # a URL (source_ref refuses any but http and https)
 # FluxInpaintPipeline and FluxFillPipeline binarize the mask at 0.5 (diffusers' VaeImageProcessor, do_binarize):
 # a pixel at or above 128 is repainted, any darker one kept, so a mask with none repaints nothing.
 REPAINT_LEVEL = 128
@@ -39,8 +41,9 @@ def pair_masks(spec: str, base: Path, sources: tuple[SourceRef, ...], recursive:
     if "{" in spec:
         return tuple(source_ref(_rendered(spec, ref.stem), base) for ref in sources)
     folder = _looked_in(spec, base)
-    if not _GLOB_CHARS & set(spec) and not os.path.isdir(folder):  # one file or URL: the same mask for all
-        return (source_ref(spec, base),) * len(sources)
+    one = _SCHEME.match(spec) or os.path.isfile(Path(base).expanduser() / os.path.expanduser(spec))
+    if one or (not _GLOB_CHARS & set(spec) and not os.path.isdir(folder)):  # one file or URL: the mask of all
+        return (source_ref(spec, base),) * len(sources)  # a URL's query or a file name may hold '?' or '[
     try:
         refs = expand_source(spec, base, recursive=recursive)
     except SourceSpecError as exc:
@@ -56,7 +59,7 @@ def pair_masks(spec: str, base: Path, sources: tuple[SourceRef, ...], recursive:
 def _rendered(template: str, stem: str) -> str:
     try:
         return template.format(stem=stem)
-    except (KeyError, IndexError, ValueError) as exc:
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:  # {x}, {0}, {stem.x}, {stem[x]}
         raise SourceSpecError(f"mask template {template!r}: only the placeholder {{stem}} is allowed ({exc})") from None
 
 

@@ -71,6 +71,15 @@ def test_one_mask_file_serves_every_source_and_a_csv_row_names_its_own(folder):
     assert rows[0].masks[0].key == (folder / "masks" / "dog.png").as_posix() and rows[1].masks == ()
 
 
+@pytest.mark.parametrize("spec", ["https://example.com/masks/cat.png?token=a*b", "masks/cat [1].png", "masks/c?t.png"])
+def test_one_mask_url_with_a_query_or_file_with_glob_characters_serves_every_source(folder, spec):
+    (folder / "masks" / "cat.png").rename(folder / "masks" / "cat [1].png")  # a file name as cameras and copies give
+    (folder / "masks" / "dog.png").rename(folder / "masks" / "c?t.png")
+    paired = masks_of(job(folder, f"jobs: [{{name: a, sources: photos, prompts: x, masks: '{spec}'}}]"))
+    expected = spec if spec.startswith("https:") else (folder / spec).as_posix()
+    assert paired == {"cat": expected, "dog": expected, "owl": expected}
+
+
 def test_mask_specs_that_cannot_work_are_refused_naming_the_job_and_field(folder):
     image(folder / "masks" / "cat.jpg", mode="L")
     with pytest.raises(ManifestError) as refused:
@@ -81,6 +90,9 @@ def test_mask_specs_that_cannot_work_are_refused_naming_the_job_and_field(folder
         job(folder, "jobs: [{name: a, sources: photos, prompts: x, masks: empty}]")
     with pytest.raises(ManifestError, match=r"field 'masks': .*only the placeholder \{stem\}"):
         job(folder, "jobs: [{name: a, sources: photos, prompts: x, masks: 'masks/{name}.png'}]")
+    for template in ("masks/{stem.name}.png", "masks/{stem[x]}.png"):  # no traceback either
+        with pytest.raises(ManifestError, match=r"field 'masks': .*only the placeholder \{stem\}"):
+            job(folder, f"jobs: [{{name: a, sources: photos, prompts: x, masks: '{template}'}}]")
 
 
 def test_mask_parameters_without_masks_are_refused(folder):
