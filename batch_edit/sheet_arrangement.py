@@ -28,7 +28,7 @@ _JOINED = {
 AXES = tuple(
     (column, label)
     for _, column, label in sorted(
-        [(0, "prompt", "prompt"), (3, "variation", "variation"),  # no parameters: what the plan adds
+        [(0, "prompt", "prompt"), (3, "variation", "variation"), (8, "mask", "mask"),  # what the plan adds
          *((at, label if label in _JOINED else shown[0].name, label) for label, (at, shown) in labels("sheet").items())],
         key=lambda entry: entry[0],
     )
@@ -89,6 +89,8 @@ class Arrangement:
 def axis_value(row: dict, column: str) -> str:
     if column in _JOINED:
         return "x".join(str(row.get(asked) or row.get(name, "")) for asked, name in _JOINED[column])
+    if column == "mask":  # the mask as given, or the fitted copy a job keeping its sources lists instead
+        return str(row.get("mask") or row.get("mask_file_name") or "")
     if column == "seed" and str(row.get("seed_derived", "")).strip().lower() in ("true", "1"):
         return "derived"  # follows from the other parameters: all-derived seeds are no axis of their own
     return str(row.get(column) or "")
@@ -261,7 +263,12 @@ def grid_columns(count: int) -> int:
 
 
 def distinct_part(axis: Axis, value: str) -> str:
-    """Prompts swept over one source often share a long start (its caption): label them by what differs."""
+    """Prompts swept over one source often share a long start (its caption): label them by what differs. Masks
+    by their file name, where no other mask of the axis has it."""
+    if axis.column == "mask":
+        names = [value.rstrip("/").rsplit("/", 1)[-1] for value in axis.values]
+        name = value.rstrip("/").rsplit("/", 1)[-1]
+        return name if names.count(name) == 1 else value
     if axis.column != "prompt" or len(axis.values) < 2:
         return value
     cut = os.path.commonprefix(list(axis.values)).rfind(" ") + 1  # back to a whole word

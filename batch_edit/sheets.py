@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from . import job_files
 from .errors import OutputError
-from .sheet_arrangement import Arrangement, arrange, find_axes  # noqa: F401 - find_axes: importable beside the drawing
+from .sheet_arrangement import Arrangement, arrange, distinct_part, find_axes  # noqa: F401 - find_axes: importable beside the drawing
 from .sheet_layout import MIN_THUMB, Page, SheetLayout, plan_pages  # noqa: F401 - so are MIN_THUMB, SheetLayout
 from .source_decoding import SourceError, open_image, to_rgb
 from .source_folders import SHEET_PREFIX
@@ -251,7 +251,7 @@ def _render(folder: Path, key: str, rows: list[dict], thumb: int, max_side: int)
     is_url = bool(_URL.match(key))
     source = None if is_url or not Path(key).is_file() else load_thumbnail(Path(key), pages[0].layout.thumb)
     name = key if is_url else "/".join(PurePosixPath(key).parts[-2:]).lstrip("/")  # its folder tells same stems apart
-    params = ", ".join(f"{a.label} {a.values[0]}" for a in fixed if a.column != "prompt")
+    params = ", ".join(f"{a.label} {distinct_part(a, a.values[0])}" for a in fixed if a.column != "prompt")
     prompt = "".join(f"prompt: {a.values[0]}" for a in fixed if a.column == "prompt")  # last: the longest
     for number, page in enumerate(pages, 1):
         where = f"{name} (page {number} of {len(pages)})" if len(pages) > 1 else name

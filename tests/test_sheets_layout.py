@@ -220,3 +220,14 @@ def test_a_csv_job_run_end_to_end_has_full_sheets(tmp_path, tiny_config):
         sheet = Image.open(folder / f"contact-sheet-{stem}.png").convert("RGB")
         assert sheet.size == page.layout.size
         assert sum(c is not None for c in shown(sheet, page)) == count == len(mine)
+
+
+def test_items_that_differ_only_by_mask_are_a_mask_axis_not_numbered_variations():
+    base = {"source": "/p/cat.png", "prompt": "a tiger", "strength": "0.5", "seed": "7", "seed_derived": "True"}
+    rows = [{**base, "mask": f"/p/masks/{side}.png", "file_name": f"{side}.png"} for side in ("left", "right")]
+    grid, fixed = arrange(rows)
+    assert grid.headers == ("mask left.png", "mask right.png") and "variation" not in " ".join(grid.headers)
+    kept = [{**base, "mask_file_name": f"sources/cat-mask-{h}.png", "file_name": f"{h}.png"} for h in ("a1", "b2")]
+    assert arrange(kept)[0].headers == ("mask cat-mask-a1.png", "mask cat-mask-b2.png")
+    same_name = [{**base, "mask": f"/p/{folder}/m.png", "file_name": f"{folder}.png"} for folder in ("x", "y")]
+    assert arrange(same_name)[0].headers == ("mask /p/x/m.png", "mask /p/y/m.png")  # the name alone tells none apart
