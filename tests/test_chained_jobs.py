@@ -37,6 +37,12 @@ def run(manifest: Path, config: Path, *extra: str):
     return batch_edit("run", str(manifest), "--pipeline", str(config), *extra)
 
 
+def refused_by_plan_and_run(manifest: Path, config: Path, message: str) -> None:
+    for command in ("plan", "run"):
+        result = batch_edit(command, str(manifest), "--pipeline", str(config))
+        assert result.returncode == 2 and message in result.stderr, result.stdout + result.stderr
+
+
 def test_a_job_folder_its_failures_left_empty_makes_the_next_job_wait_again_not_refused(tmp_path, tiny_config):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     manifest = chained(tmp_path, "bad.png")
@@ -71,13 +77,12 @@ def test_a_job_folder_no_job_of_the_run_fills_is_refused(tmp_path, tiny_config):
     assert run(chained(tmp_path, "bad.png"), tiny_config).returncode == 1  # job a's folder: records, no result
     alone = tmp_path / "b.yaml"
     alone.write_text("output_root: out\n" + SMALL + "jobs:\n  - {name: b, sources: out/a, prompts: b}\n")
-    for command in ("plan", "run"):
-        result = batch_edit(command, str(alone), "--pipeline", str(tiny_config))
-        assert result.returncode == 2, result.stdout + result.stderr
-        assert (
-            f"source {tmp_path / 'out' / 'a'} is a job folder holding no results (or none yet), and no job of "
-            "this run makes them" in result.stderr
-        )
+    refused_by_plan_and_run(
+        alone,
+        tiny_config,
+        f"source {tmp_path / 'out' / 'a'} is a job folder holding no results (or none yet), and no job of "
+        "this run makes them",
+    )
 
 
 def test_a_job_editing_another_jobs_results_says_the_new_ones_wait(tmp_path, tiny_config):
@@ -201,13 +206,12 @@ def test_a_job_folder_whose_job_has_only_rejected_items_is_refused_not_failed_as
         result.unlink()
     assert "rejected 1" in batch_edit("prune", str(manifest), "--pipeline", str(tiny_config), "--rejected").stdout
     manifest.write_text(manifest.read_text() + "  - {name: b, sources: out/a, prompts: b}\n")
-    for command in ("plan", "run"):
-        result = batch_edit(command, str(manifest), "--pipeline", str(tiny_config))
-        assert result.returncode == 2, result.stdout + result.stderr
-        assert (
-            f"job b: source {tmp_path / 'out' / 'a'} is job a's folder, which holds no results, and job a has nothing "
-            "left to make" in result.stderr
-        )
+    refused_by_plan_and_run(
+        manifest,
+        tiny_config,
+        f"job b: source {tmp_path / 'out' / 'a'} is job a's folder, which holds no results, and job a has nothing "
+        "left to make",
+    )
     assert not (tmp_path / "out" / "b").exists()
     result = run(manifest, tiny_config, "--overwrite")  # job a makes its item again: job b waits for it
     assert "job a: 1 written" in result.stdout and "1 not redone (waiting for job a's results" in result.stdout
