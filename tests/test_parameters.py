@@ -106,6 +106,7 @@ def test_records_a1111_text_and_sheet_axes_are_laid_out_as_before():
     assert AXES == (
         ("prompt", "prompt"), ("strength", "strength"), ("seed", "seed"), ("variation", "variation"),
         ("num_inference_steps", "steps"), ("guidance_scale", "guidance"), ("size", "size"), ("resize", "resize"),
+        ("mask", "mask"),  # the mask itself: items differing only by it are no variations
         ("mask_blur", "mask blur"), ("mask_padding", "mask padding"), ("composite", "composite"),  # masked jobs only
     )  # fmt: skip
 
