@@ -55,9 +55,11 @@ def apply_memory_cap(cap_gib: float, device: str, torch) -> float:
     while loading does not count. Returns the fraction set."""
     if not device.startswith("cuda") or not torch.cuda.is_available():
         raise CapError(f"--memory-cap-gib needs a CUDA GPU (device {device}, torch {torch.__version__})")
-    fraction = memory_fraction(cap_gib, torch.cuda.get_device_properties(device).total_memory)
+    index = torch.device(device).index  # set_per_process_memory_fraction wants an index: "cuda" has none
+    index = torch.cuda.current_device() if index is None else index
+    fraction = memory_fraction(cap_gib, torch.cuda.get_device_properties(index).total_memory)
     torch.cuda.empty_cache()
-    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    torch.cuda.set_per_process_memory_fraction(fraction, index)
     return fraction
 
 

@@ -315,13 +315,17 @@ def test_the_cap_is_the_right_share_of_the_card(contract):
 
 
 class FakeCuda:
-    """Stands in for torch.cuda where no GPU exists: reports a card and records the cap asked for."""
+    """Stands in for torch.cuda where no GPU exists: reports a card and records the cap asked for. Like torch,
+    the cap wants a device index: "cuda" without one is refused."""
 
     def __init__(self, available: bool, total_gib: float = 80):
         self.available, self.total, self.calls = available, int(total_gib * 2**30), []
 
     def is_available(self):
         return self.available
+
+    def current_device(self):
+        return 0
 
     def get_device_properties(self, device):
         return type("Props", (), {"total_memory": self.total})()
@@ -330,15 +334,22 @@ class FakeCuda:
         self.calls.append("empty_cache")
 
     def set_per_process_memory_fraction(self, fraction, device):
+        if not isinstance(device, int):
+            raise ValueError(f"Expected a torch.device with a specified index or an integer, but got:{device}")
         self.calls.append((fraction, device))
 
 
 def test_the_cap_is_set_on_the_device_and_refused_without_cuda(contract):
+    import torch
+
     _, memory = contract
-    fake = type("Torch", (), {"__version__": "x"})()
+    fake = type("Torch", (), {"__version__": "x", "device": torch.device})()
     fake.cuda = FakeCuda(available=True)
-    assert memory.apply_memory_cap(22, "cuda:0", fake) == pytest.approx(22 / 80)
-    assert fake.cuda.calls == ["empty_cache", (pytest.approx(22 / 80), "cuda:0")]
+    assert memory.apply_memory_cap(22, "cuda:1", fake) == pytest.approx(22 / 80)
+    assert fake.cuda.calls == ["empty_cache", (pytest.approx(22 / 80), 1)]
+    fake.cuda = FakeCuda(available=True)  # the configs' plain "cuda": the current device's index
+    assert memory.apply_memory_cap(22, "cuda", fake) == pytest.approx(22 / 80)
+    assert fake.cuda.calls == ["empty_cache", (pytest.approx(22 / 80), 0)]
     fake.cuda = FakeCuda(available=False)
     with pytest.raises(memory.CapError, match="needs a CUDA GPU"):
         memory.apply_memory_cap(22, "cuda", fake)
