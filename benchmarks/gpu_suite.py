@@ -2,14 +2,18 @@
 under a time budget; every step's rows are written as soon as measured (a cut-off run keeps what it measured).
 Started by gpu_suite.sh, which installs what is missing first.
 
-Steps, in order: the 24 GB config under a 22 GiB cap; the throughput reference (quanto) and torchao fp8 with
-regional compile in one run (filling a kept compile cache); a second process on that warm cache (time to first
-image); the 16 GB config under 15 GiB and the 12 GB one under 11; the inpaint, fill and kontext 24 GB configs
-under 22 (each task's own pipeline and items); schnell at 4 steps under 22; the 80 GB bf16 config under 78; the
-24 GB config without VAE tiling/slicing (is tiling needed?); bf16; fp8 with regional compile and the speed options,
-then with cuDNN attention, autotuned kernels, CUDA graphs; the Hopper config as shipped (whole-model compile at
-batch auto, a long cold compile) and torchao fp8 with whole-model compile at batch 1: last. Steps the budget
-leaves out run on their own later: `--only name,...`.
+Steps, in order: the memory contract first (each shipped config under its card's cap): the 24 GB config under
+22 GiB, the 16 GB one under 15 and the 12 GB one under 11; the inpaint, fill and kontext 24 GB configs under 22
+(each task's own pipeline and items); schnell at 4 steps under 22; the 80 GB bf16 config under 78; the 24 GB
+config without VAE tiling/slicing (is tiling needed?). Then speed: the throughput reference (quanto) and torchao
+fp8 with regional compile in one run (filling a kept compile cache); a second process on that warm cache (time to
+first image); bf16; fp8 with regional compile and the speed options, then with cuDNN attention, autotuned
+kernels, CUDA graphs; the Hopper config as shipped (whole-model compile at batch auto, a long cold compile) and
+torchao fp8 with whole-model compile at batch 1: last. Steps the budget leaves out run on their own later:
+`--only name,...` (a lent machine's 15 minutes hold about one full call: pass the steps still unmeasured).
+
+A step cut off at its limit is sent SIGUSR1 first: the benchmark writes every thread's stack into the log, and
+its timestamped stage lines (weights built, pipeline prepared, each call's seconds) show where the time went.
 
 The memory steps of the 24, 16 and 12 GB configs also measure each phase's transient (--phases).
 
@@ -25,6 +29,7 @@ import argparse
 import datetime
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +38,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARK = REPO / "benchmarks" / "gpu_throughput.py"
+STACK_DUMP_S = 3  # a timed-out step's time to write its stacks before it is killed
 
 
 # The shipped configs of the other tasks, each its own pipeline: a memory row apiece.
@@ -62,15 +68,7 @@ def steps(results: Path, cache: Path) -> list[Step]:
     return [
         Step("memory-24gb", ("--config", config("flux1-dev-24gb.yaml"), "--memory-cap-gib", "22", *phases), 150,
              "the 24 GB config under a 22 GiB cap"),
-        Step("throughput-reference-regional",
-             ("--configs", "quanto:1,torchao+regional:1", "--calls", "3", "--compile-cache-dir", str(cache),
-              "--out", throughput("")), 240,
-             "quanto reference and torchao fp8 + regional compile, same run (fills the compile cache)"),
-        Step("cold-start-regional",
-             ("--config", config("flux1-dev-hopper-fast.yaml"), "--set", "compile=regional", "--set", "batch_size=1",
-              "--compile-cache-dir", str(cache), *memory), 150,
-             "a second process on the warm compile cache: time to first image"),
-        Step("memory-16gb", ("--config", config("flux1-dev-16gb.yaml"), "--memory-cap-gib", "15", *phases), 150,
+        Step("memory-16gb", ("--config", config("flux1-dev-16gb.yaml"), "--memory-cap-gib", "15", *phases), 240,
              "the 16 GB config under a 15 GiB cap"),
         Step("memory-12gb", ("--config", config("flux1-dev-12gb.yaml"), "--memory-cap-gib", "11", *phases), 240,
              "the 12 GB config under an 11 GiB cap"),
@@ -88,6 +86,14 @@ def steps(results: Path, cache: Path) -> list[Step]:
              ("--config", config("flux1-dev-24gb.yaml"), "--set", "vae_tiling=false", "--set", "vae_slicing=false",
               "--memory-cap-gib", "22", *phases), 120,
              "the 24 GB config without VAE tiling or slicing under 22 GiB"),
+        Step("throughput-reference-regional",
+             ("--configs", "quanto:1,torchao+regional:1", "--calls", "3", "--compile-cache-dir", str(cache),
+              "--out", throughput("")), 420,
+             "quanto reference and torchao fp8 + regional compile, same run (fills the compile cache)"),
+        Step("cold-start-regional",
+             ("--config", config("flux1-dev-hopper-fast.yaml"), "--set", "compile=regional", "--set", "batch_size=1",
+              "--compile-cache-dir", str(cache), *memory), 150,
+             "a second process on the warm compile cache: time to first image"),
         Step("throughput-bf16", ("--configs", "none:1", "--calls", "3", "--out", throughput("-bf16")), 90, "bf16"),
         Step("tuned-regional",
              ("--config", config("flux1-dev-hopper-fast.yaml"), "--set", "compile=regional", "--set", "batch_size=1",
@@ -168,8 +174,14 @@ def run_step(step: Step, args: tuple[str, ...], timeout_s: float, log: StepLog) 
         try:
             code = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGUSR1)  # the benchmark writes every thread's stack into the log
+            try:
+                process.wait(timeout=STACK_DUMP_S)
+            except subprocess.TimeoutExpired:
+                pass
             os.killpg(process.pid, 9)  # the benchmark and any compile workers it started
             process.wait()
+            output.write(f"\n===== {step.name}: killed at its {timeout_s:.0f} s limit (stacks above)\n")
             return f"timed out after {timeout_s:.0f} s", time.monotonic() - started
     status = "ok" if code == 0 else f"exit {code} (a row says why)" if code == 1 else f"failed (exit {code})"
     return status, time.monotonic() - started

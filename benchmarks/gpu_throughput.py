@@ -45,14 +45,20 @@ import tempfile
 import time
 from pathlib import Path
 
-PROCESS_START = time.perf_counter()  # "first image" is counted from here: imports and loading included
-
+# First: the "first image" clock starts when throughput_timing is imported (imports and loading counted).
+from throughput_timing import (  # noqa: E402, I001
+    PROCESS_START,
+    TimedEngine,
+    UtilisationSampler,
+    dump_stacks_on_signal,
+    stage,
+    summarise,
+)
 import memory_contract  # noqa: E402  (beside this script)
 import phase_memory  # noqa: E402
 from flux_architecture import build_flux_dev_pipeline  # noqa: E402  (beside this script)
 from throughput_report import Row, _commit, render  # noqa: E402
 from throughput_settings import BACKENDS, PROMPTS, REPO, Settings, settings_from  # noqa: E402
-from throughput_timing import TimedEngine, UtilisationSampler, summarise  # noqa: E402
 
 sys.path.insert(0, str(REPO))  # this checkout's batch_edit, installed or not
 PHOTOS = REPO / "jobs" / "images"
@@ -145,16 +151,20 @@ def measure(settings: Settings, backend: str, batch_size: int, scratch: Path) ->
 
         pipe = build_tiny_pipeline(settings.task).to(getattr(torch, settings.dtype))
     else:
+        stage(f"building random weights on {settings.device}")
         pipe = build_flux_dev_pipeline(settings.device, getattr(torch, settings.dtype), task=settings.task)
+    stage("preparing the pipeline (LoRA, quantization, move or offload, compile set-up)")
     engine = Engine.from_pipeline(config, pipe)
     del pipe
     if settings.memory_cap_gib is not None:
         memory_contract.apply_memory_cap(settings.memory_cap_gib, settings.device, torch)
+        stage(f"capped at {settings.memory_cap_gib:g} GiB")
     if cuda:
         torch.cuda.synchronize(settings.device)
         row.resident_gib = torch.cuda.memory_allocated(settings.device) / 2**30
         torch.cuda.reset_peak_memory_stats(settings.device)
     row.load_s = time.perf_counter() - started
+    stage(f"loaded in {row.load_s:.1f} s; running {len(plans)} plan(s) through the runner")
     row.weights = engine.config.quantization.describe() + (f" ({settings.dtype})" if backend.startswith("none") else "")
     sampler = UtilisationSampler(settings.device)
 
@@ -251,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
               "without it. `--reduced` runs the CPU form.", file=sys.stderr)  # fmt: skip
         return 2
     _quiet_libraries()
+    dump_stacks_on_signal()
     command = "python benchmarks/gpu_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
     configurations = settings.configurations
     rows: list[Row] = []

@@ -3,14 +3,31 @@ the GPU's own utilisation counter sampled beside it, and a row's figures summari
 
 from __future__ import annotations
 
+import faulthandler
 import shutil
+import signal
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
 
 from throughput_report import Row  # beside this script
+
+PROCESS_START = time.perf_counter()  # imported first thing by gpu_throughput.py: "first image" counts from here
+
+
+def stage(message: str) -> None:
+    """A timestamped progress line on stderr (the suite's log): where a step's time went, even when it is cut off."""
+    print(f"[{time.perf_counter() - PROCESS_START:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def dump_stacks_on_signal() -> None:
+    """SIGUSR1 writes every thread's stack to stderr: the suite sends it to a step it is about to kill for its
+    time limit, so the log says where the step was stuck."""
+    if hasattr(signal, "SIGUSR1") and sys.__stderr__ is not None:  # not on Windows, nor without a stderr
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
 
 
 @dataclass
@@ -44,6 +61,7 @@ class TimedEngine:
             raise
         self._sync()
         self.calls.append(Call(start, time.perf_counter(), len(items)))
+        stage(f"pipeline call {len(self.calls)} ({len(items)} item(s)): {self.calls[-1].end - start:.2f} s")
         if len(self.calls) == 1:
             self._on_first_call()
         return results

@@ -228,3 +228,26 @@ def test_the_suite_step_of_the_fill_config_gives_its_row(tmp_path):
     assert "| memory-fill-24gb | ok |" in (results / "gpu_suite.md").read_text()
     (row,) = memory.read_rows(results / "gpu_memory.md")
     assert (row["config"], row["status"], row["GPU"]) == ("flux1-fill-dev-24gb.yaml", "ok", "CPU")
+
+
+def test_a_step_cut_off_at_its_limit_leaves_its_stacks_in_the_log(tmp_path, monkeypatch):
+    """A step that outlives its limit is asked for every thread's stack (SIGUSR1, which the benchmark hands to
+    faulthandler) before it is killed: the log says where the time went, even on a machine already given back."""
+    import gpu_suite
+
+    stuck = tmp_path / "stuck.py"
+    stuck.write_text(
+        f"import sys, time\nsys.path.insert(0, {str(REPO / 'benchmarks')!r})\n"
+        "from throughput_timing import dump_stacks_on_signal, stage\n"
+        "def waiting_for_the_gpu():\n    time.sleep(60)\n"
+        "dump_stacks_on_signal()\nstage('loaded')\nwaiting_for_the_gpu()\n"
+    )
+    monkeypatch.setattr(gpu_suite, "BENCHMARK", stuck)
+    log = gpu_suite.StepLog(tmp_path, reduced=True)
+    step = gpu_suite.Step("stuck", (), 4, "a step that never ends")
+    status, wall = gpu_suite.run_step(step, (), step.timeout_s, log)
+    text = log.log.read_text()
+    assert status == "timed out after 4 s" and wall < 30
+    assert "] loaded" in text  # the stage line, timestamped
+    assert "most recent call first" in text and "waiting_for_the_gpu" in text
+    assert text.rstrip().endswith("===== stuck: killed at its 4 s limit (stacks above)")
