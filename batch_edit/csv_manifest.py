@@ -4,6 +4,7 @@ grids; a column only YAML can express is refused with what to write instead."""
 from __future__ import annotations
 
 import re
+import typing
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -16,10 +17,14 @@ from .grid_checks import check_grid, check_job_name, output_options, param, with
 from .manifest_models import CsvRow, Grid, JobModel, JobSpec, Manifest, ManifestModel
 from .parameters import DEFAULT_TASK, PARAMETERS, axis_names
 from .sources import SourceSpecError, row_source_ref
-from .validation import MAX_FILE_BYTES, describe_validation_error, read_text_file
+from .validation import MAX_FILE_BYTES, describe_validation_error, printable, read_text_file
 
 # CSV cells: where a semicolon or tab delimits, "0,75" is a decimal comma.
 DECIMAL_COMMA = re.compile(r"\s*[0-9]+,[0-9]+\s*")
+# A whole-number cell is digits (a sign only for the range check to explain): "42.0", "+7" or "1_000" would be read
+# as a number by pydantic, where YAML refuses 42.0 and the same manifest must mean the same in both.
+WHOLE_NUMBER = re.compile(r"\s*-?[0-9]+\s*")
+WHOLE_NUMBER_COLUMNS = tuple(p.name for p in PARAMETERS if p.csv and typing.get_args(p.value)[:1] == (int,))
 # Keys a CSV row cannot express.
 YAML_ONLY_HINTS = {
     "name": " (a CSV names jobs in a 'job' column)",
@@ -103,6 +108,10 @@ def _csv_values(table: CsvTable, record: CsvRecord, where: str, problems: list[s
         for name in (p.name for p in PARAMETERS if p.decimal_comma):
             if DECIMAL_COMMA.fullmatch(values.get(name, "")):
                 values[name] = values[name].replace(",", ".")
+    for name in WHOLE_NUMBER_COLUMNS:
+        if name in values and not WHOLE_NUMBER.fullmatch(values[name]):
+            cell = printable(values.pop(name))  # left out: one message for the cell, not a range error too
+            problems.append(f"{where}: field '{name}': input should be a whole number in digits (got '{cell}')")
     return values
 
 
