@@ -2,15 +2,19 @@
 
 Whatever a decoder makes of bad bytes (Pillow raises OSError, ValueError, SyntaxError, struct.error and more,
 some while opening, some while loading) becomes a one-line SourceError: the item's failure, never a traceback.
-The pixel limit is ours, not Pillow's process-wide MAX_IMAGE_PIXELS, which would refuse a 102-megapixel camera
+The pixel limit is ours, not Pillow's process-wide MAX_IMAGE_PIXELS, which would refuse a 180-megapixel camera
 photo and print a warning between one and two times its limit: `open_image` is the one way this project opens an
-image it did not make (sources for the run, the contact sheet's source, the sizes `plan` measures).
+image it did not make (sources for the run, the contact sheet's source, the sizes `plan` measures). Pillow's
+limit still applies inside its decoders (a TIFF's pixel buffer, a WebP's canvas, a GIF frame past the screen), so
+it is set to refuse exactly what ours refuses, and its refusals are given our message.
+A file that starts like an image but ends before its header does is a truncated image, not "not an image".
 Pillow's own warnings about what it skipped while decoding (a corrupt EXIF block, a malformed MPO) are silenced:
 the image still decodes, and on a terminal they would print two traceback-like lines in the middle of a run.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 import warnings
 from io import BytesIO
@@ -24,6 +28,11 @@ DECODER_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 # A 200-megapixel phone photo or a stitched panorama decodes; decoded it takes 3 bytes a pixel (768 MB at the limit,
 # more while converting), so a source past it is refused before its pixels are read.
 MAX_SOURCE_PIXELS = 256_000_000
+# What each decoder's signature starts with: a file shorter than its signature is not yet taken by the decoder
+# (which needs all of it), yet it is an image cut short. "?" stands for any byte (a RIFF chunk's size).
+_SIGNATURES = {"PNG": (b"\x89PNG\r\n\x1a\n",), "JPEG": (b"\xff\xd8\xff",), "GIF": (b"GIF87a", b"GIF89a"),
+               "WEBP": (b"RIFF????WEBPVP8?",), "TIFF": (b"II*\x00", b"MM\x00*")}  # fmt: skip
+_PILLOW_BOMB = re.compile(r"Image size \((\d+) pixels\)")
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 # Once for the process, not catch_warnings around each decode: that swaps the global filter list, which is not
 # thread-safe, and the prefetch thread decodes while the main thread runs. Only the plain UserWarnings Pillow's
@@ -31,6 +40,8 @@ _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 warnings.filterwarnings(
     "ignore", category=UserWarning, module=r"PIL\.(Image|TiffImagePlugin|JpegImagePlugin|PngImagePlugin)$"
 )
+# Pillow warns between one and two times its limit: with its limit half of ours, that is below our limit.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class SourceError(Exception):
@@ -49,8 +60,8 @@ def decode_image(data: bytes, convert=None) -> Image.Image:
     try:
         img.load()  # open_image only read the header: broken pixel data shows up here
         return (convert or to_rgb)(ImageOps.exif_transpose(img))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # a GIF frame past the screen
-        raise SourceError(f"corrupt image: a frame larger than the image ({exc})", "corrupt image") from None
+    except Image.DecompressionBombError as exc:  # a TIFF's pixels or a GIF frame past the screen: over our limit
+        raise _too_many_pixels(exc) from None
     except MemoryError:
         raise SourceError("not enough memory to decode the image") from None
     except Exception as exc:  # noqa: BLE001 - whatever the decoder makes of bad bytes is this source's failure
@@ -62,31 +73,68 @@ def open_image(fp: BinaryIO) -> Image.ImageFile.ImageFile:
     with our pixel limit in place of Pillow's (which it neither warns nor errors about), or SourceError. Nothing
     is decoded yet; the caller closes `fp`."""
     Image.init()
+    # Pillow refuses above twice its limit (and only warns below): the same pixels as ours. Set on each opening,
+    # always to the same value, so that the limit a caller sets is the one both apply.
+    Image.MAX_IMAGE_PIXELS = (MAX_SOURCE_PIXELS + 1) // 2
     head = fp.read(16)
     size = fp.seek(0, 2)
+    taken_by = None  # the first decoder whose signature the file starts with
     for fmt in DECODER_FORMATS:
         factory, accept = Image.OPEN[fmt]
         if accept is not None and not accept(head):
             continue
+        taken_by = taken_by or fmt
         fp.seek(0)
         try:
             img = factory(fp, "")
-        except (SyntaxError, IndexError, TypeError, struct.error):
+        except (SyntaxError, IndexError, TypeError, struct.error) as exc:
+            if fp.tell() >= size:  # it read to the end of the file: a header cut short, whatever it says
+                raise _truncated_header(fmt, size) from None
+            error = exc
             continue  # not this format after all, as Image.open sees it
+        except Image.DecompressionBombError as exc:  # a WebP's canvas, checked before it is made
+            raise _too_many_pixels(exc) from None
         except Exception as exc:  # noqa: BLE001 - a decoder that reads pixels while opening (WebP) fails here
             raise _decode_error(exc, head, size) from None
         _check_pixels(*img.size)
         return img
+    if taken_by is not None:
+        words = " ".join(str(error).split()) or type(error).__name__
+        raise SourceError(f"corrupt image: a {taken_by} file whose header cannot be read ({words})", "corrupt image")
+    if cut := next((fmt for fmt, starts in _SIGNATURES.items() if any(_starts(head, s) for s in starts)), None):
+        raise _truncated_header(cut, size)
     raise SourceError("not an image")
+
+
+def _starts(head: bytes, signature: bytes) -> bool:
+    """Whether `head`, shorter than `signature` (and two bytes at least), is its beginning."""
+    if not 2 <= len(head) < len(signature):
+        return False
+    return all(want in (got, ord("?")) for got, want in zip(head, signature))
+
+
+def _truncated_header(fmt: str, size: int) -> SourceError:
+    noun = "byte" if size == 1 else "bytes"
+    return SourceError(f"truncated image: a {fmt} file that ends within its header ({size} {noun})", "truncated image")
 
 
 def _check_pixels(width: int, height: int) -> None:
     if width * height > MAX_SOURCE_PIXELS:
         raise SourceError(
             f"too many pixels: {width}x{height} is {_megapixels(width * height)} megapixels, over the "
-            f"{MAX_SOURCE_PIXELS // 1_000_000}-megapixel limit for a source",
+            f"{MAX_SOURCE_PIXELS / 1e6:g}-megapixel limit for a source",
             "too many pixels",
         )
+
+
+def _too_many_pixels(exc: Image.DecompressionBombError) -> SourceError:
+    """Pillow's refusal from inside a decoder (no width and height known here), in our words."""
+    found = _PILLOW_BOMB.search(str(exc))
+    pixels = f"{_megapixels(int(found.group(1)))} megapixels" if found else "the image's size"
+    return SourceError(
+        f"too many pixels: {pixels}, over the {MAX_SOURCE_PIXELS / 1e6:g}-megapixel limit for a source",
+        "too many pixels",
+    )
 
 
 def _megapixels(pixels: int) -> str:
