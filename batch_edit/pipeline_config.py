@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from .errors import ConfigError
 from .lora_config import LOCAL_PREFIXES, LoraConfig, file_stamp
-from .model_paths import SINGLE_FILE_SUFFIXES, folder_stamp, local_model_path
+from .model_paths import SINGLE_FILE_SUFFIXES, folder_stamp, gguf_problem, local_model_path
 from .validation import describe_validation_error, read_yaml_file
 
 QuantType = Literal["qint8", "qint4", "qfloat8"]
@@ -311,11 +311,13 @@ def backend_problems(config: PipelineConfig) -> list[str]:
     """What the quantization backend cannot do with the other settings: known from the config alone, so refused
     before the minutes spent loading and quantizing the weights."""
     quant, problems = config.quantization, []
-    if config.compile and quant.backend == "quanto":  # quanto's weight tensors break torch.compile's graph capture
+    # quanto's weight tensors break torch.compile's graph capture; text encoders it quantizes are not compiled
+    if config.compile and quant.backend == "quanto" and quant.transformer:
         shown = "true" if config.compile is True else config.compile
         problems.append(
             f"compile: {shown} does not work with quanto-quantized weights (quantization.backend: quanto, the "
-            "default): set quantization.backend: torchao or none, or compile: false"
+            f"default, with transformer: {quant.transformer}): set quantization.transformer: null (the text "
+            "encoders may stay quantized), quantization.backend: torchao or none, or compile: false"
         )
     if quant.backend == "torchao" and quant.torchao_type == "float8_dynamic_row" and config.device == "cpu":
         problems.append(
@@ -377,6 +379,8 @@ def load_pipeline_config(path: Path | None, recorded: bool = False) -> PipelineC
         local = config.base_model if config.is_single_file else config.model
         raise ConfigError(f"{path}: field 'revision': {local} is a local folder, which has no revisions (revision "
                           f"'{config.revision}' would be ignored): remove it, or name a hub id")  # fmt: skip
+    if config.is_gguf and (problem := gguf_problem(Path(config.model))):
+        raise ConfigError(f"{path}: field 'model': {config.model}: {problem}")
     if config.loras:
         config = config.model_copy(update={"loras": [lora.resolved_against(path.parent) for lora in config.loras]})
     config._origin = str(path)
