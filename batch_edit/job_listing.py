@@ -49,19 +49,23 @@ class JobListing(JobRecords):
         (masks, `keep_sources`) decide the columns, whatever its items' outcomes."""
         self._plan, self._keep_sources = items, keep_sources
 
-    def rebuild_csvs(self, during_job: bool = False) -> tuple[int, int]:
+    def rebuild_csvs(self, during_job: bool = False, read: tuple[dict, dict] | None = None) -> tuple[int, int]:
         """Rewrite metadata.csv and failures.csv from the records; returns (images, failures). Records of the
         same item apart from its source's content list one row (`listed_ids`), the current plan's first.
         Following a plan, failures.csv lists only the plan's items: a failure of an item no longer planned (its
-        source deleted, its row removed) is in no run's count any more; its record stays."""
-        records = self.read_records()
+        source deleted, its row removed) is in no run's count any more; its record stays. `read`: the records
+        and the plan's finished ones, as the last read_records() and finished_records() gave them."""
+        records, finished = read or (self.read_records(), None)
         # a planned item's row is its finished result, also where a later record of it names another file
-        records.update(self.finished_records(self._plan or (), records))
+        finished = self.finished_records(self._plan or (), records) if finished is None else finished
+        records = {**records, **finished}
         planned = {item.item_id for item in self._plan or ()}
         current = self.listed_ids(records, planned)
         ordered = self._placed(sorted((r for i, r in records.items() if i in current), key=_manifest_order))
-        # "none", not an empty cell: datasets would type an all-empty loras column as float64
-        done = [{**r, "loras": r.get("loras") or "none"} for r in ordered if self._intact(r)]
+        # "none", not an empty cell: datasets would type an all-empty loras column as float64; a finished result
+        # was found intact a moment ago, its file is not checked again
+        intact = [r for r in ordered if r["item_id"] in finished or self._intact(r)]
+        done = [{**r, "loras": r.get("loras") or "none"} for r in intact]
         failed = [r for r in ordered if r["status"] == "failed" and (self._plan is None or r["item_id"] in planned)]
         # Columns follow the job, not which of its items happen to have rows: a script reading a masked job's
         # failures.csv["mask"] or metadata.csv["task"] must not break because nothing failed, or nothing succeeded.

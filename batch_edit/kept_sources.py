@@ -8,7 +8,9 @@ downloaded again for this) gives no copy."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from PIL import Image
 
@@ -26,6 +28,22 @@ def lacks_copies(item: WorkItem, record: dict, exists: Callable[[str], bool]) ->
     record names none, or the file it names is gone."""
     columns = [SOURCE_IMAGE_COLUMN] + [KEPT_MASK_COLUMN] * (item.mask is not None)
     return not all(_kept_name(record.get(column)) and exists(record[column]) for column in columns)
+
+
+def kept_listing(folder: Path) -> set[str]:
+    """The names ("sources/NAME") of what a job's `sources/` holds, from one listing of it: thousands of kept
+    copies are checked without a stat each. A hidden name (a write in progress) is none."""
+    try:
+        names = os.listdir(folder)
+    except OSError:  # none yet (or not a folder: JobOutput.check refuses that before anything is written)
+        return set()
+    return {f"{SOURCES_DIR}/{name}" for name in names if not name.startswith(".")}
+
+
+def copies_named(records: Iterable[dict]) -> set[str]:
+    """The kept copies ("sources/NAME") these records name."""
+    columns = (SOURCE_IMAGE_COLUMN, KEPT_MASK_COLUMN)
+    return {record[column] for record in records for column in columns if _kept_name(record.get(column))}
 
 
 class FittedCopies:

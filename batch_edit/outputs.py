@@ -12,11 +12,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import logging
 import os
 import shutil
 import stat
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -25,19 +25,16 @@ from PIL import Image
 
 from . import job_files
 from .errors import OutputBusyError, OutputError
+from .finish_pass import UNCOPIED, finish_files
 from .formats import caption_name
 from .job_listing import JobListing
-from .kept_sources import FittedCopies, lacks_copies
 from .metadata_edits import WRITTEN_DIGESTS
 from .plan import WorkItem
 from .records import SOURCES_DIR, STATE_DIR, is_bare_name
 from .result_files import EncodedResult, Failure, encode_result, item_fields
 from .result_files import now as _now
 from .sheets import write_contact_sheets
-from .source_decoding import SourceError
 from .source_folders import SHEET_PREFIX
-
-log = logging.getLogger(__name__)
 
 PRUNED_DIR = f"{STATE_DIR}/pruned"
 PIPELINES_DIR = "pipelines"  # .batch-edit/pipelines/<hash>.yaml: each pipeline config records were made with
@@ -62,7 +59,7 @@ class JobOutput(JobListing):
             return
         for folder in (self.state, self.state / PIPELINES_DIR, self.folder / PRUNED_DIR, self.folder / SOURCES_DIR):
             job_files.refuse_unsafe(folder, folder=True)
-        names = ["records.jsonl", "pipeline.yaml", "owner", "lock", SHEETS_STAMP, WRITTEN_DIGESTS]
+        names = ["records.jsonl", "pipeline.yaml", "owner", "lock", SHEETS_STAMP, WRITTEN_DIGESTS, UNCOPIED]
         files = [self.folder / "metadata.csv", self.folder / "failures.csv", *(self.state / n for n in names)]
         sheets, configs = self.folder.glob(f"{SHEET_PREFIX}*.png"), (self.state / PIPELINES_DIR).glob("*.yaml")
         for path in [*files, *sheets, *configs]:
@@ -205,61 +202,36 @@ class JobOutput(JobListing):
         if current:  # also where the file is gone: the record must not name this item's result as its own
             self.mark(record, "pruned", pruned_to=moved, replaced_by=item.item_id)
 
-    def write_missing_captions(self) -> int:
-        """A finished item of a job writing captions has its caption file: one missing (its image put back after
-        `prune --rejected` moved the caption out, deleted by hand, or `captions` turned on after the item was
-        made) is written from the item's prompt. A caption file there is never rewritten: it may be edited by
-        hand. Returns how many were written."""
-        items = [item for item in self._plan or () if item.output.captions]
-        finished = self.finished_records(items) if items else {}
-        written = 0
-        for item in (item for item in items if item.item_id in finished):
-            caption = self.folder / caption_name(item.output_name)
-            if job_files.lstat(caption) is None:
-                prompt = item.prompt.encode("utf-8")
-                self._write_file(caption, lambda handle, data=prompt: handle.write(data))
-                written += 1
-        return written
+    def finish_files(self, copies: bool = True) -> None:
+        """The job's finishing pass (`finish_pass`): finished items' missing caption files and (`copies`, in a job
+        keeping its sources) kept copies, then the CSVs, all from one read of the records."""
+        finish_files(self, self._plan or (), copies and self._keep_sources)
 
-    def write_missing_sources(self) -> int:
-        """A finished item of a job keeping its sources has its fitted source (and mask) under sources/: one made
-        before `keep_sources` was turned on, or whose copy was deleted, gets it without rendering again
-        (`kept_sources`), and a record naming it as a new result's would (appended: the same result, now with
-        its copies). Items whose source is gone or changed keep none: one warning per job says how many.
-        Returns how many items got their copies."""
-        if not self._keep_sources:
-            return 0
-        finished = self.finished_records(self._plan or ())
-        exists = lambda name: job_files.lstat(self.folder / name) is not None
-        lacking = [(i, finished[i.item_id]) for i in self._plan or () if i.item_id in finished]
-        lacking = [(item, record) for item, record in lacking if lacks_copies(item, record, exists)]
-        if not lacking:
-            return 0
-        fitted, unmade = FittedCopies(), []
+    def write_caption(self, item: WorkItem) -> None:
+        prompt = item.prompt.encode("utf-8")
+        self._write_file(self.folder / caption_name(item.output_name), lambda handle: handle.write(prompt))
+
+    @contextmanager
+    def appending(self):
+        """The record open for appending within, also where no run opened it (`refresh`): it closes again after."""
         opened = self._records is None
         if opened:
-            self.start(None, "")  # the record only: `refresh` writes nothing else that a config names
+            self.start(None, "")  # the record only: nothing else written here names a config
         try:
-            for item, record in lacking:
-                try:
-                    fields, files = fitted.copies(item, record)
-                except SourceError as exc:
-                    unmade.append(f"{item.source.key}: {exc}")
-                    continue
-                for name, png in files:
-                    self._write_source(name, png)
-                if any(record.get(name) != value for name, value in fields.items()):
-                    self._append({**record, **fields, "sources_kept_at": _now()})
+            yield
         finally:
             if opened:
                 self.finish()
-        if unmade:
-            log.warning(
-                "job '%s': %d finished item(s) have no fitted copy under sources/ and cannot get one from their "
-                "source (first: %s); `run --overwrite` makes them again with their copies",
-                self.folder.name, len(unmade), unmade[0],
-            )  # fmt: skip
-        return len(lacking) - len(unmade)
+
+    def keep_copies(self, record: dict, fields: dict, files: tuple[tuple[str, bytes], ...]) -> bool:
+        """A finished item's kept copies written, and a record naming them appended where its record did not (the
+        same result, now with its copies): True if one was."""
+        for name, png in files:
+            self._write_source(name, png)
+        if all(record.get(name) == value for name, value in fields.items()):
+            return False
+        self._append({**record, **fields, "sources_kept_at": _now()})
+        return True
 
     def _write_source(self, name: str, png: bytes) -> None:
         """Written once: every item made from the same fitted source (or mask) names the same file."""
@@ -299,23 +271,20 @@ class JobOutput(JobListing):
         there yet (an item pruned twice keeps both copies); returns the result's new path relative to the job
         folder, None if it was not there (the caption of a deleted result moves all the same: a dataset folder
         must not keep a caption without its image). A caption that a result staying here shares (same stem,
-        another format) must stay."""
+        another format) must stay. A kept copy ("sources/NAME", with_caption False) moves into pruned/sources/."""
         image, caption = self.folder / file_name, self.folder / caption_name(file_name)
         moving = [path for path, moves in ((caption, with_caption), (image, True)) if moves and path.is_file()]
         if not moving:
             return None
         pruned = self.folder / PRUNED_DIR
-        stem, suffix = Path(file_name).stem, Path(file_name).suffix
-        target, number = pruned / file_name, 1
-        while target.exists() or target.with_suffix(".txt").exists():
-            number += 1
-            target = pruned / f"{stem}~{number}{suffix}"
+        target = _unused_name(pruned, file_name)
         try:
-            job_files.make_folder(pruned)  # never a link: the moved files stay inside the job folder
+            for folder in dict.fromkeys((pruned, target.parent)):  # never a link: moved files stay in the job folder
+                job_files.make_folder(folder)
             for path in moving:  # the caption first: a result never stays here without it
                 os.replace(path, target.with_suffix(".txt") if path == caption else target)
-            _fsync_folder(pruned)
-            _fsync_folder(self.folder)
+            _fsync_folder(target.parent)
+            _fsync_folder(image.parent)
         except OSError as exc:
             raise OutputError(f"cannot move {moving[-1]} to {pruned}: {exc.strerror or exc}") from exc
         return str(target.relative_to(self.folder)) if image in moving else None
@@ -358,9 +327,7 @@ class JobOutput(JobListing):
             return
         try:
             job_files.sweep_temporaries(self.folder)
-            self.write_missing_captions()
-            self.write_missing_sources()
-            self.rebuild_csvs()  # a CSV is replaced only where it changes, which leaves the sheets' stamp newer
+            self.finish_files()  # a CSV is replaced only where it changes, which leaves the sheets' stamp newer
             self.write_sheets_if_stale()
         except OSError as exc:
             raise OutputError(f"cannot write to the output folder {self.folder}: {exc.strerror or exc}") from exc
@@ -397,6 +364,15 @@ class JobOutput(JobListing):
 
 def _ends_with_newline(descriptor: int) -> bool:
     return os.pread(descriptor, 1, os.fstat(descriptor).st_size - 1) == b"\n"
+
+
+def _unused_name(folder: Path, file_name: str) -> Path:
+    """`file_name` in `folder`, numbered (`NAME~2.png`) where it or its caption's name is taken there."""
+    target, number, name = folder / file_name, 1, Path(file_name)
+    while target.exists() or target.with_suffix(".txt").exists():
+        number += 1
+        target = target.with_name(f"{name.stem}~{number}{name.suffix}")
+    return target
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -11,7 +11,9 @@ move to `pruned/` too. A pruned item that comes back into the plan is no longer 
 again (its earlier copy stays in `pruned/`); one whose image was put back is done, and gets its result's record
 again, so a later deletion is one like any other. A planned item's finished result never moves: an item whose file
 it replaced is recorded as pruned, nothing moved. A job folder whose every result would move, none made with the
-pipeline config planned with (a forgotten --pipeline), is refused unless the config changed on purpose.
+pipeline config planned with (a forgotten --pipeline), is refused unless the config changed on purpose. Kept copies
+(`sources/`) that no item staying names move to `pruned/sources/` with them; a finished item's missing caption
+file and kept copies are written again, as at the end of a run.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from pathlib import Path
 
 from .errors import BatchEditError, ConfigError, OutputError
 from .formats import caption_name
+from .kept_sources import copies_named, kept_listing
 from .outputs import PIPELINES_DIR, JobOutput
 from .pipeline_config import PipelineConfig
 from .plan import JobPlan, WorkItem
-from .records import config_hash
+from .records import SOURCES_DIR, config_hash
 from .validation import escaped, read_yaml_file
 
 _HASH = re.compile(r"[0-9a-f]{16}\Z")  # records.config_hash
@@ -35,7 +38,7 @@ _HASH = re.compile(r"[0-9a-f]{16}\Z")  # records.config_hash
 @dataclass
 class PruneResult:
     folder: Path
-    moved: list[str] = field(default_factory=list)  # file names moved out (or that would be, in a dry run)
+    moved: list[str] = field(default_factory=list)  # files moved out, kept copies too (or that would be: a dry run)
     rejected: list[str] = field(default_factory=list)  # item ids recorded as rejected (or that would be)
     replaced: list[str] = field(default_factory=list)  # files recorded as pruned, not moved: planned results now
     kept: int = 0  # the plan's finished items: the rows of metadata.csv
@@ -58,6 +61,7 @@ class _Changes:
     keeping: dict[str, str] = field(default_factory=dict)
     reject: list[dict] = field(default_factory=list)  # latest records of planned items whose image is gone
     staying_captions: set[str] = field(default_factory=set)  # caption files of the results that stay
+    orphan_copies: list[str] = field(default_factory=list)  # kept copies ("sources/NAME") no item staying names
     kept: int = 0
     deleted: int = 0  # images gone but not rejected
 
@@ -147,8 +151,8 @@ def _prune(output: JobOutput, plan: JobPlan, dry_run: bool, reject_missing: bool
         changes = _decide(output, plan, reject_missing)  # under the lock: nothing changes underneath
         _apply(output, changes, result)
         output.follow_plan(plan.items, plan.keep_sources)
-        output.write_missing_captions()  # an image put back after an earlier prune moved its caption out
-        output.rebuild_csvs()
+        # an image put back after an earlier prune moved its caption out; a kept copy deleted; the CSVs
+        output.finish_files()
         output.write_sheets()
     finally:
         output.close()
@@ -201,7 +205,20 @@ def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool) -> _Changes:
     leaving = {record.get("file_name") for record, _ in changes.prune} | {r["file_name"] for r in changes.reject}
     staying = current - leaving  # a failure names no file
     changes.staying_captions = {caption_name(name) for name in staying}
+    changes.orphan_copies = _orphan_copies(
+        output, records, finished, planned.keys() - {r["item_id"] for r in changes.reject}
+    )
     return changes
+
+
+def _orphan_copies(
+    output: JobOutput, records: dict[str, dict], finished: dict[str, dict], staying: set[str]
+) -> list[str]:
+    """The kept copies under sources/ that no item staying names: its result listed, or one the next run makes
+    (a deleted image, another format) with the same copy. A sweep's items share one: it goes with the last."""
+    named = copies_named([*finished.values(), *(r for item_id, r in records.items() if item_id in staying)])
+    present = kept_listing(output.folder / SOURCES_DIR) - named
+    return sorted(name for name in present if (output.folder / name).is_file())
 
 
 def _older_because(name: str, latest: dict, item: WorkItem | None) -> str:
@@ -245,6 +262,10 @@ def _apply(output: JobOutput, changes: _Changes, result: PruneResult) -> None:
         move(record["file_name"])  # its image is gone: only its caption moves, if it goes
         output.mark(record, "rejected")
         result.rejected.append(record["item_id"])
+    # after the results: a stop in between leaves a copy to move, never a result without its copy
+    for name in changes.orphan_copies:
+        if output.move_to_pruned(name, with_caption=False):
+            result.moved.append(name)
     result.kept, result.deleted = changes.kept, changes.deleted
 
 
@@ -283,5 +304,8 @@ def _describe(output: JobOutput, changes: _Changes, result: PruneResult) -> Prun
         caption = moving_caption(record["file_name"])
         also = f" and move its caption {caption}" if caption else ""
         result.listing.append(f"would reject item {record['item_id']} ({record['file_name']} was deleted){also}")
+    for name in changes.orphan_copies:
+        result.moved.append(name)
+        result.listing.append(f"would move the kept copy {name} (no result staying names it)")
     result.kept, result.deleted = changes.kept, changes.deleted
     return result

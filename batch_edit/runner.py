@@ -342,10 +342,7 @@ class _Recorder:
             job.output.finish()  # one open record per job whose results are coming back
 
     def _final_files(self, output: JobOutput) -> None:
-        output.write_missing_captions()
-        if self.stop.signal is None:  # sources loaded again: a stopped run leaves that to the next
-            output.write_missing_sources()
-        output.rebuild_csvs()
+        output.finish_files(copies=self.stop.signal is None)  # kept copies load sources: a stopped run leaves them
         if self.stop.signal is None:
             output.write_sheets_if_stale()
         elif not output.sheets_current():  # the stamp stays older than metadata.csv: the next run draws them
