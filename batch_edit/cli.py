@@ -281,7 +281,7 @@ def _run(args) -> int:
             config, output_root, plans, _ = prepare(args, for_run=True, read=read, resolve=cluster and cluster.resolve)
             _note_moved_sources(plans, read, config)
             execution = cluster.execution(config, fetch) if cluster else InProcess(Engine.load, Engine.check, fetch)
-            result = drive(plans, config, output_root, execution, options)
+            result = drive(plans, config, output_root, execution, options, _replanner(args, config, cluster))
     except LoadInterrupted as stopped:  # nothing generated yet, and the job folders this run made are gone
         name = signal.Signals(stopped.signum).name
         print(f"stopped by {name} while loading the pipeline; nothing was generated", file=sys.stderr)
@@ -299,6 +299,21 @@ def _run(args) -> int:
     if stopped_by is not None:
         return 128 + result.interrupted_by
     return EXIT_ITEMS_FAILED if result.failed else EXIT_OK
+
+
+def _replanner(args, config, cluster):
+    """The named jobs planned again, for the jobs reading results the run made: their sources listed again. A
+    pipeline config changed meanwhile would give other ids: then nothing is planned again."""
+    from .errors import ConfigError
+    from .records import config_hash
+
+    def replan(names: set[str]) -> list:
+        again, _, plans, _ = prepare(args, for_run=True, resolve=cluster and cluster.resolve, warn=False, echo=False)
+        if config_hash(again.identity()) != config_hash(config.identity()):
+            raise ConfigError("the pipeline config changed during the run")
+        return [plan for plan in plans if plan.name in names]
+
+    return replan
 
 
 def _note_moved_sources(plans, read: dict, config) -> None:

@@ -2,8 +2,9 @@
 wait for results a job of this run has still to make, which folder nothing will fill, and what to say of both.
 
 Sources are listed when a run starts: a job folder that did not exist then, or held no results, stands as
-itself (a `job_folder` ref, or a path that is no file yet) and gives this run nothing to edit. Its readers'
-items wait ("left for later") while that job has items to make; the next run lists its results."""
+itself (a `job_folder` ref, or a path that is no file yet). Its readers' items wait while that job has items to
+make; once they are made, the run lists its readers' sources again and runs what they add (`readers`). What a
+failed producer leaves unmade stays waiting ("left for later") for the next run."""
 
 from __future__ import annotations
 
@@ -36,14 +37,18 @@ def waits_for(
     return None if os.path.isfile(source.key) and path not in coming else other
 
 
-def split_waiting(pending: dict[str, list], folders: dict[str, str]):
+def split_waiting(pending: dict[str, list], folders: dict[str, str], ran: frozenset[str] = frozenset()):
     """Each job's pending items -> (per job: the items to run, the waiting ones counted per job they wait for,
     and the waiting sources with that job). A source standing for the empty folder of a job of this run that has
-    nothing left to make is refused: no run would give it anything to edit."""
-    makers = {name for name, items in pending.items() if items}
+    nothing left to make is refused: no run would give it anything to edit. `ran`: jobs whose items this run
+    already tried; what they did not make (their items failed) is waited for, for the next run to retry."""
+    makers = {name for name, items in pending.items() if items} | set(ran)
     named = {name: folder for folder, name in folders.items()}
     coming = frozenset(
-        os.path.join(named[name], item.output_name) for name in makers if name in named for item in pending[name]
+        os.path.join(named[name], item.output_name)
+        for name in makers
+        if name in named
+        for item in pending.get(name, ())
     )
     running, waiting, sources = {}, {}, {}
     for name, items in pending.items():
@@ -97,23 +102,26 @@ def unfilled_job_folders(job: JobSpec, jobs: list[JobSpec], output_root: Path) -
     return [ref.key for ref in refs if ref.job_folder and os.path.abspath(ref.key) not in folders]
 
 
-def later_results_warning(job: str, items, folders: dict[str, str], pending: dict[str, int]) -> str | None:
-    """Where a job edits results of another job of this run that has items left to make (`pending`: per job),
-    a warning that those new results wait for the next run; else None."""
-    inside = {  # the jobs whose folders this job's sources lie in
-        other
-        for item in items
-        if not item.source.is_url
-        and (other := folders.get(os.path.dirname(os.path.abspath(item.source.key)))) not in (None, job)
-    }
-    makers = sorted(other for other in inside if pending.get(other))
-    if not makers:
-        return None
-    shown = ", ".join(f"up to {pending[other]} for job {other}" for other in makers)
-    return (
-        f"job {job}: edits the results its source folders held when this run started: what this run adds to "
-        f"them ({shown}) is edited by the next run"
-    )
+def readers(plans, folders: dict[str, str], makers: set[str]) -> set[str]:
+    """The jobs (of `plans`) whose sources are results of the `makers` (their folder, a glob in it, a file of it):
+    what those make is theirs to edit, so they are listed again once it is made."""
+    found = set()
+    for plan in plans:
+        for key in {item.source.key for item in plan.items if not item.source.is_url}:
+            path = os.path.abspath(key)
+            other = folders.get(path) or folders.get(os.path.dirname(path))
+            if other in makers and other != plan.name:
+                found.add(plan.name)
+                break
+    return found
+
+
+def chained_after(plans, folders: dict[str, str], makers: set[str]) -> set[str]:
+    """The jobs reading the `makers`' results, directly or through another job's."""
+    found = set(makers)
+    while new := readers(plans, folders, found) - found:
+        found |= new
+    return found - set(makers)
 
 
 def _waiting_warning(job: str, sources: list[str], other: str) -> str:
@@ -128,6 +136,6 @@ def _waiting_warning(job: str, sources: list[str], other: str) -> str:
     else:
         what = f"source {source} is a result of job {other} in this run, not made yet"
     return (
-        f"job {job}: {what}: a job reads another's results only once they exist, so this run leaves job {job}'s "
-        "items from them for the next run"
+        f"job {job}: {what}: a job reads another's results only once they exist, so job {job}'s items from them "
+        f"run after job {other}'s"
     )

@@ -21,12 +21,13 @@ from .validation import describe_validation_error, escaped
 
 
 def prepare(
-    args, for_run: bool, read: dict | None = None, resolve=None, warn: bool = True
+    args, for_run: bool, read: dict | None = None, resolve=None, warn: bool = True, echo: bool = True
 ) -> tuple[PipelineConfig, Path, list[JobPlan], list[JobSpec]]:
     """The planning step `plan` and `run` share: the config with its `auto` choices resolved for this device
     (or by `resolve`: for the GPUs of a Ray cluster), each local source identified by its content, then the plans
     (ids, seeds, names). `read`, if given, gets each job's (JobOutput, records) as read here. `warn`: say what a
-    run of these plans would leave or repeat (not for `prune`)."""
+    run of these plans would leave or repeat (not for `prune`). `echo`: say which manifest rows merge (not when a
+    run plans its jobs again)."""
     # the config first: its task decides the manifests' defaults and which parameters they may set
     config = load_pipeline_config(args.pipeline or _one_setting(pipeline_settings(args.manifests), "pipeline"))
     # the run's output root before any source is expanded: every manifest's folders and globs are kept out of it
@@ -38,7 +39,7 @@ def prepare(
     config = (resolve or resolve_device_choices)(_with_job_loras(config, jobs), for_run)
     jobs = identify_sources(jobs, _recorded_hashes(output_root, jobs, {} if read is None else read))
     plans = plan_jobs(jobs, config.identity())
-    for job, plan in zip(jobs, plans):
+    for job, plan in zip(jobs, plans) if echo else ():
         for first, variation, later in plan.merged_rows[:3]:
             repeated = f"row {first}'s variation {variation}" if variation else f"row {first}"  # its seed + variation
             print(

@@ -35,6 +35,13 @@ class Progress:
             self.logged_at = time.monotonic()
             print(self.line(), file=self.stream, flush=True)
 
+    def grow(self, items: int) -> None:
+        """More items to come: a job reading another's results, listed again once those are made."""
+        self.total += items
+        if self.bar is not None:
+            self.bar.total = self.total
+            self.bar.refresh()
+
     @property
     def elapsed(self) -> float:
         """Seconds since the start; frozen at close, so the last line and the run's summary give the same time."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -15,12 +14,12 @@ from typing import Protocol
 
 from .background import Prefetch, Writer
 from .errors import BatchEditError, OutputError, OutputRefusedError, PipelineLoadError
-from .job_chains import job_folders, later_results_warning, split_waiting, waiting_warnings
+from .job_chains import chained_after, job_folders, readers, split_waiting, waiting_warnings
 from .outputs import JobOutput
-from .pipeline_config import PipelineConfig, dump_pipeline_config
+from .pipeline_config import PipelineConfig
 from .plan import JobPlan, WorkItem
 from .progress import Progress
-from .records import config_hash
+from .recording import PipelineRecord, Recorder, finishing
 from .result_files import ItemResult
 from .signals import InterruptibleLoad, LoadInterrupted, StopOnSignal
 from .sources import FetchOptions
@@ -106,68 +105,67 @@ def run(
 
 
 def drive(
-    plans: list[JobPlan], config: PipelineConfig, output_root: Path, execution: Execution, options: RunOptions
+    plans: list[JobPlan],
+    config: PipelineConfig,
+    output_root: Path,
+    execution: Execution,
+    options: RunOptions,
+    replan: Callable[[set[str]], list[JobPlan]] | None = None,
 ) -> RunResult:
+    """`replan`: the named jobs planned again (their sources listed again), for the jobs reading another's
+    results once that one's items are made; without it, those wait for the next run."""
     # 1. What is left to do: finished items (a record and an intact image under the planned name) are skipped
-    #    unless overwriting; --limit keeps the first N.
-    plans_by_name = {plan.name: plan for plan in plans}
+    #    unless overwriting; --limit keeps the first N. Items reading results a job of this run makes wait.
+    chain = _Chain({plan.name: plan for plan in plans}, job_folders([plan.name for plan in plans], output_root))
     with _refused_before_running():
         outputs = {plan.name: JobOutput(output_root, plan.name) for plan in plans}
         for plan in plans:
             outputs[plan.name].follow_plan(plan.items, plan.keep_sources)
         summaries = [JobSummary(plan.name, outputs[plan.name].folder, len(plan.items)) for plan in plans]
-        folders = job_folders(list(plans_by_name), output_root)  # a source that is one of them may wait
-        pending, waiting = _pending(summaries, plans_by_name, outputs, options, folders)
+        pending, waiting = _pending(summaries, chain, outputs, options, options.limit)
     active = [summary for summary in summaries if pending[summary.name]]
-    _warn_of_chains(plans, folders, pending, waiting)
+    _warn_of_chains(waiting)
     if not active:
         _finish_idle(summaries, outputs)
         return RunResult(summaries, loaded_model=False)
     _check_sources_exist([item for plan in plans for item in plan.items])
     execution.check(config)  # refusals that need no weights come before anything is written
-    _finish_idle([summary for summary in summaries if summary not in active], outputs)
+    later = chain.readers_of({s.name for s in active}, closure=True) if replan else set()
+    involved = [summary for summary in summaries if summary in active or summary.name in later]
+    _finish_idle([summary for summary in summaries if summary not in involved], outputs)
     with ExitStack() as stack:
-        # 2. Lock every job folder this run will write, then load the pipeline(s) for the whole run. A job
-        #    another run holds refuses the whole run, and the folders this one created go again.
+        # 2. Lock every job folder this run may write (the readers of its results too), then load the pipeline(s)
+        #    for the whole run. A job another run holds refuses the whole run, and the folders this one created go.
         def recount() -> None:  # under the locks: a run that held a folder a moment ago may have finished items
-            pending.update(_pending(active, plans_by_name, outputs, options, folders)[0])
+            pending.update(_pending(active, chain, outputs, options, options.limit)[0])
 
         def load(config: PipelineConfig) -> PipelineConfig:  # after the recount: the prompts of what is left
             return execution.load(config, [item.prompt for s in active for item in pending[s.name]])
 
-        used = _lock_and_load(stack, [outputs[s.name] for s in active], recount, config, load)
+        used = _lock_and_load(stack, [outputs[s.name] for s in involved], recount, config, load)
         # 3. Every pending item, job after job, sorted by the batch key (strength, steps, guidance) so compatible
         #    items share a pipeline call; each result is recorded as it comes back. The first SIGINT/SIGTERM
         #    stops the run as the execution says (in process: once the batch in progress is back).
         stop = stack.enter_context(StopOnSignal(execution.on_stop))
         progress = stack.enter_context(Progress(sum(len(pending[s.name]) for s in active)))
-        tasks = [
-            Task(item, plans_by_name[s.name].keep_sources)
-            for s in active
-            for item in sorted(pending[s.name], key=lambda item: item.batch_key)
-        ]
-        recorder = _Recorder(
-            [(s, outputs[s.name], pending[s.name]) for s in active], _PipelineRecord(used), progress, stop, options
-        )
-        error = None
+        pipeline, limit, jobs = PipelineRecord(used), options.limit, len(plans)
         try:
-            execution.run(tasks, recorder.pipeline.fields, recorder.record, stop)
-        except OutputError as exc:  # a full disk, a job folder removed: what came back is recorded, the summary
-            error = str(exc)  # tells what is left, so the run ends as any other, with exit 3
-        # Ray's workers load as they start: a load that fails or is stopped there leaves nothing, as above
-        except (PipelineLoadError, LoadInterrupted):
-            recorder.close()
-            _discard_unused([outputs[s.name] for s in active])
+            while True:  # a chain of n jobs settles in n rounds; jobs reading each other's results stop there
+                error = _run_round(execution, chain, [(s, outputs[s.name], pending[s.name]) for s in active],
+                                   pipeline, progress, stop, options)  # fmt: skip
+                limit = None if limit is None else limit - sum(len(pending[s.name]) for s in active)
+                jobs -= 1
+                if error is not None or stop.signal is not None or not later or not jobs:
+                    break
+                # 4. The jobs reading what this round made: listed again, and what they add run next
+                active, pending = chain.next_round(active, involved, outputs, options, limit, replan)
+                if not active:
+                    break
+                progress.grow(sum(len(pending[s.name]) for s in active))
+        except (PipelineLoadError, LoadInterrupted):  # Ray's workers load as they start: a load that fails or
+            _discard_unused([outputs[s.name] for s in involved])  # is stopped there leaves nothing, as above
             raise
-        except BaseException:  # an error stops the run: what it could not write at the end goes to the log
-            recorder.close()
-            for problem in (problem for s in active for problem in s.unwritten):
-                log.error("%s (the next run writes it)", problem)
-            raise
-        finally:
-            recorder.close()
-    for summary in active:
-        summary.not_run = len(pending[summary.name]) - summary.done - summary.failed
+    _discard_untouched(involved, outputs, chain)
     return RunResult(summaries, True, interrupted_by=stop.signal, error=error, seconds=progress.elapsed)
 
 
@@ -175,7 +173,7 @@ def _finish_idle(summaries: list[JobSummary], outputs: dict) -> None:
     """Jobs with nothing to run: what an earlier run left of them (killed after its last item, or stopped before
     drawing their contact sheets) is finished, also while other jobs run."""
     for summary in summaries:
-        _finishing(summary, outputs[summary.name].refresh)
+        finishing(summary, outputs[summary.name].refresh)
 
 
 def _lock_and_load(stack: ExitStack, outputs: list[JobOutput], recount, config: PipelineConfig, load):
@@ -213,18 +211,22 @@ def pending_items(plan: JobPlan, output: JobOutput, overwrite: bool, records: di
 
 
 def _pending(
-    summaries: list[JobSummary], plans: dict, outputs: dict, options: RunOptions, folders: dict[str, str]
-) -> tuple[dict[str, list], list[str]]:
-    """Each job's pending items, the first `options.limit` of them across jobs; counts what is done and held back."""
+    summaries: list[JobSummary], chain: _Chain, outputs: dict, options: RunOptions, limit: int | None
+) -> tuple[dict[str, list], dict]:
+    """Each job's pending items (not those this run tried already), the first `limit` of them across jobs; counts
+    what is done and held back."""
     found = {}
     for summary in summaries:
-        plan, output = plans[summary.name], outputs[summary.name]
+        plan, output, tried = chain.plans[summary.name], outputs[summary.name], chain.made.get(summary.name, set())
         records = output.read_records()
-        found[summary.name] = pending_items(plan, output, options.overwrite, records)
+        items = pending_items(plan, output, options.overwrite, records)
+        found[summary.name] = [item for item in items if item.item_id not in tried]
+        summary.total = len(plan.items)
         summary.rejected = 0 if options.overwrite else len(output.rejected_ids(plan.items, records))
-        summary.already_done = summary.total - len(found[summary.name]) - summary.rejected
-    running, waiting, sources = split_waiting(found, folders)  # items waiting for another job's results
-    limit, pending = options.limit, {}
+        untried = sum(item.item_id not in tried for item in plan.items)
+        summary.already_done = untried - len(found[summary.name]) - summary.rejected
+    running, waiting, sources = split_waiting(found, chain.folders, frozenset(chain.made))
+    pending = {}
     for summary in summaries:
         items, summary.waiting = running[summary.name], waiting[summary.name]
         pending[summary.name] = items[:limit] if limit is not None else items
@@ -233,11 +235,77 @@ def _pending(
     return pending, sources
 
 
-def _warn_of_chains(plans: list[JobPlan], folders: dict[str, str], pending: dict[str, list], waiting) -> None:
-    counts = {name: len(items) for name, items in pending.items()}
-    later = (later_results_warning(plan.name, plan.items, folders, counts) for plan in plans)
-    for warning in [*waiting_warnings(waiting), *filter(None, later)]:
+def _warn_of_chains(waiting) -> None:
+    for warning in waiting_warnings(waiting):
         print(f"warning: {escaped(warning)}", file=sys.stderr)
+
+
+def _run_round(execution: Execution, chain: _Chain, jobs: list[tuple], pipeline, progress, stop, options) -> str | None:
+    """One round's items (`jobs`: summary, output, items) run and recorded; returns why the output folder stopped
+    the run, if it did."""
+    tasks = [
+        Task(item, chain.plans[summary.name].keep_sources)
+        for summary, _, items in jobs
+        for item in sorted(items, key=lambda item: item.batch_key)
+    ]
+    returned = {summary.name: summary.done + summary.failed for summary, _, _ in jobs}
+    recorder = Recorder(jobs, pipeline, progress, stop, options.csv_every_s)
+    error = None
+    try:
+        execution.run(tasks, pipeline.fields, recorder.record, stop)
+    except OutputError as exc:  # a full disk, a job folder removed: what came back is recorded, the summary
+        error = str(exc)  # tells what is left, so the run ends as any other, with exit 3
+    except (PipelineLoadError, LoadInterrupted):
+        raise
+    except BaseException:  # an error stops the run: what it could not write at the end goes to the log
+        recorder.close()
+        for problem in (problem for summary, _, _ in jobs for problem in summary.unwritten):
+            log.error("%s (the next run writes it)", problem)
+        raise
+    finally:
+        recorder.close()
+    for summary, _, items in jobs:
+        summary.not_run += len(items) - (summary.done + summary.failed - returned[summary.name])
+        chain.made.setdefault(summary.name, set()).update(item.item_id for item in items)
+    return error
+
+
+class _Chain:
+    """The plans of a run whose jobs may read each other's results: the items each job tried in this run
+    (`made`), and the rounds after the first, where the jobs reading what a round made are planned again."""
+
+    def __init__(self, plans: dict[str, JobPlan], folders: dict[str, str]):
+        self.plans, self.folders = plans, folders
+        self.made: dict[str, set[str]] = {}
+
+    def readers_of(self, makers: set[str], closure: bool = False) -> set[str]:
+        find = chained_after if closure else readers
+        return find(list(self.plans.values()), self.folders, makers)
+
+    def next_round(self, ran: list, involved: list, outputs: dict, options: RunOptions, limit, replan):
+        """The jobs (of `involved`: locked) reading results of the jobs that `ran`, planned again: those with
+        items left to run, and those items."""
+        names = self.readers_of({summary.name for summary in ran}) & {summary.name for summary in involved}
+        try:
+            plans = replan(names) if names else []
+        except BatchEditError as exc:  # a manifest changed meanwhile: those items wait for the next run
+            print(f"warning: {escaped(exc)}: jobs {', '.join(sorted(names))} not planned again", file=sys.stderr)
+            plans = []
+        for plan in plans:
+            self.plans[plan.name] = plan
+            outputs[plan.name].follow_plan(plan.items, plan.keep_sources)
+        summaries = [summary for summary in involved if summary.name in {plan.name for plan in plans}]
+        pending = _pending(summaries, self, outputs, options, limit)[0]
+        return [summary for summary in summaries if pending[summary.name]], pending
+
+
+def _discard_untouched(involved: list[JobSummary], outputs: dict, chain: _Chain) -> None:
+    """Readers locked for a later round that never came (their producer's items failed): a folder the lock
+    made goes again, and what an earlier run left of them is finished."""
+    untouched = [summary for summary in involved if summary.name not in chain.made]
+    for summary in untouched:
+        outputs[summary.name].discard_if_unused()
+    _finish_idle(untouched, outputs)
 
 
 def _check_sources_exist(items: list[WorkItem]) -> None:
@@ -253,26 +321,6 @@ def _check_sources_exist(items: list[WorkItem]) -> None:
         )
 
 
-class _PipelineRecord:
-    """The resolved config a run's records are made with: kept as `.batch-edit/pipelines/<hash>.yaml`, named by
-    `pipeline_config: <hash>` in every record."""
-
-    def __init__(self, used: PipelineConfig):
-        self.hash = config_hash(used.identity())
-        self.yaml = dump_pipeline_config(used)
-        self.fields = {**used.recorded_fields(), "device": used.device, "pipeline_config": self.hash}
-
-
-def _finishing(summary: JobSummary, write: Callable[[], None]) -> None:
-    """A job's final CSVs and contact sheets: a file that cannot be written (a full disk) is named in the
-    summary and makes the run end with exit 3, after the other jobs' final writes; the records are intact and
-    the next run writes it."""
-    try:
-        write()
-    except OutputError as exc:
-        summary.unwritten.append(str(exc))
-
-
 @contextmanager
 def _refused_before_running():
     """An output folder that cannot be used, found before anything ran: a refusal (exit 2), not a stop."""
@@ -280,86 +328,6 @@ def _refused_before_running():
         yield
     except OutputError as exc:
         raise OutputRefusedError(str(exc)) from exc
-
-
-class _Recorder:
-    """Records each result as it comes back (the first one per item: a retried worker task may send one again).
-    A job's record opens with its first result; the job is finished (CSVs, contact sheets, record closed) when its
-    last pending item is back, and every job still open when the run ends. After a stop by signal no contact sheet
-    is drawn (seconds per thousand results, past a container's grace period): the next run draws them."""
-
-    def __init__(self, jobs: list[tuple], pipeline, progress: Progress, stop: StopOnSignal, options: RunOptions):
-        self.pipeline, self.progress, self.stop, self.options = pipeline, progress, stop, options
-        self.sheets_left = 0  # jobs whose contact sheets a stop left for the next run
-        self.jobs = {summary.name: _JobRecord(summary, output, items) for summary, output, items in jobs}
-        self.items = {(item.job, item.item_id): item for _, _, items in jobs for item in items}
-        self.recorded: set[tuple[str, str]] = set()
-        self.clock = time.monotonic()  # a job's time runs from the end of the one before it
-
-    def record(self, result: ItemResult) -> None:
-        key = (result.job, result.item_id)
-        if key in self.recorded or key not in self.items:
-            return
-        item, job = self.items[key], self.jobs[result.job]
-        if job.started is None:
-            job.output.start(self.pipeline.yaml, self.pipeline.hash)  # the config kept once items come back
-            job.started = self.clock
-        self.recorded.add(key)
-        if result.failure is not None:
-            job.output.record_failed(item, result.failure, self.pipeline.fields)
-            job.summary.failed += 1
-            reason = result.failure.reason
-            job.summary.errors[reason] = job.summary.errors.get(reason, 0) + 1
-            self.progress.update(failed=True)
-        else:
-            job.output.write_result(item, result.encoded)
-            job.summary.done += 1
-            self.progress.update()
-        job.left -= 1
-        if job.left == 0:
-            self._finish(job)
-        elif time.monotonic() - job.csvs_at > self.options.csv_every_s:
-            job.output.rebuild_csvs(during_job=True)
-            job.csvs_at = time.monotonic()
-
-    def close(self) -> None:
-        for job in self.jobs.values():
-            if job.started is not None and not job.finished:
-                self._finish(job)
-        if self.sheets_left:
-            log.warning(
-                "contact sheets of %d job(s) not drawn, to stop sooner: the next run draws them", self.sheets_left
-            )
-            self.sheets_left = 0
-
-    def _finish(self, job: _JobRecord) -> None:
-        job.finished = True
-        self.clock = time.monotonic()
-        job.summary.seconds = self.clock - job.started
-        try:
-            _finishing(job.summary, lambda: self._final_files(job.output))
-        finally:
-            job.output.finish()  # one open record per job whose results are coming back
-
-    def _final_files(self, output: JobOutput) -> None:
-        output.finish_files(copies=self.stop.signal is None)  # kept copies load sources: a stopped run leaves them
-        if self.stop.signal is None:
-            output.write_sheets_if_stale()
-        elif not output.sheets_current():  # the stamp stays older than metadata.csv: the next run draws them
-            self.sheets_left += 1
-
-
-@dataclass
-class _JobRecord:
-    summary: JobSummary
-    output: JobOutput
-    items: list[WorkItem]
-    started: float | None = None
-    finished: bool = False
-    csvs_at: float = field(default_factory=time.monotonic)
-
-    def __post_init__(self):
-        self.left = len(self.items)
 
 
 class InProcess:

@@ -1,0 +1,84 @@
+"""A job reading another job's results in the same run: one run makes the producer's items, then the reader's
+from what the producer made (lists its folder again), with or without --overwrite; and one `prune` settles it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from .conftest import PHOTOS, batch_edit
+
+SMALL = "defaults: {width: 16, height: 16, num_inference_steps: 2, strength: 0.5}\n"
+
+
+def manifest_of(tmp_path: Path, a_sources: str, a_prompt: str = "a") -> Path:
+    for name in ("cat.jpg", "coffee.jpg"):
+        shutil.copy(PHOTOS / name, tmp_path / name)
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "output_root: out\n" + SMALL + "jobs:\n"
+        f"  - {{name: a, sources: {a_sources}, prompts: {a_prompt}}}\n"
+        "  - {name: b, sources: out/a, prompts: 'b {stem}'}\n"
+    )
+    return manifest
+
+
+def run(manifest: Path, config: Path, *extra: str):
+    result = batch_edit("run", str(manifest), "--pipeline", str(config), *extra)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def sources_of_b(tmp_path: Path) -> list[str]:
+    return sorted(pd.read_csv(tmp_path / "out" / "b" / "metadata.csv")["source"].map(lambda s: Path(s).name))
+
+
+def test_one_run_makes_the_producers_items_then_the_readers(tmp_path, tiny_config):
+    manifest = manifest_of(tmp_path, "[cat.jpg, coffee.jpg]")
+    first = run(manifest, tiny_config)
+    assert "job a: 2 written" in first.stdout and "job b: 2 written" in first.stdout, first.stdout + first.stderr
+    assert "left for later" not in first.stdout
+    again = run(manifest, tiny_config)  # settled: a plain run redoes nothing
+    assert "job a: 0 written, 2 already done" in again.stdout and "job b: 0 written, 2 already done" in again.stdout
+
+
+def test_overwrite_remakes_the_producer_then_the_reader_from_its_new_results(tmp_path, tiny_config):
+    manifest = manifest_of(tmp_path, "[cat.jpg, coffee.jpg]")
+    run(manifest, tiny_config)
+    for _ in range(2):  # every --overwrite run settles the chain, not only the first
+        result = run(manifest, tiny_config, "--overwrite")
+        assert "job a: 2 written" in result.stdout and "job b: 2 written" in result.stdout, result.stdout
+        assert "total: 4 written, 0 failed, elapsed" in result.stdout, result.stdout
+        plain = run(manifest, tiny_config)
+        assert "job a: 0 written" in plain.stdout and "job b: 0 written" in plain.stdout, plain.stdout
+
+
+def b_source_hashes(tmp_path: Path) -> dict[str, str]:
+    """Job b's records: the sha256 of the source each current result was made from, per source file."""
+    rows = [json.loads(line) for line in (tmp_path / "out" / "b" / ".batch-edit" / "records.jsonl").open()]
+    return {Path(row["source"]).name: row["source_sha256"] for row in rows if row.get("status") == "ok"}
+
+
+def a_hashes(tmp_path: Path) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in (tmp_path / "out" / "a").glob("*.png")
+            if not path.name.startswith("contact-sheet")}  # fmt: skip
+
+
+def test_the_reader_edits_what_the_producer_made_in_this_run_not_what_it_replaced(tmp_path, tiny_config):
+    manifest = manifest_of(tmp_path, "cat.jpg", a_prompt="'{stem}-a'")
+    manifest.write_text(manifest.read_text().replace("prompts: '{stem}-a'", "prompts: '{stem}-a', file_name: '{stem}'"))
+    run(manifest, tiny_config)
+    first = a_hashes(tmp_path)
+    assert b_source_hashes(tmp_path) == first
+    manifest.write_text(manifest.read_text().replace("'{stem}-a'", "'{stem} in the rain'"))  # a new result, same name
+    changed = run(manifest, tiny_config)
+    assert "job a: 1 written" in changed.stdout and "job b: 1 written" in changed.stdout, changed.stdout
+    assert a_hashes(tmp_path) != first and b_source_hashes(tmp_path)["cat.png"] == a_hashes(tmp_path)["cat.png"]
+    overwritten = run(manifest, tiny_config, "--overwrite")
+    assert "job a: 1 written" in overwritten.stdout and "job b: 1 written" in overwritten.stdout, overwritten.stdout
+    assert b_source_hashes(tmp_path)["cat.png"] == a_hashes(tmp_path)["cat.png"]
+    assert "job b: 0 written, 1 already done" in run(manifest, tiny_config).stdout
