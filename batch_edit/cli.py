@@ -372,15 +372,20 @@ def _reproduce(args) -> int:
 
 
 def _prune(args) -> int:
+    from .job_chains import job_folders, producers_first, without_moved_sources
     from .prune import PruneStopped, prune_job, refuse_other_configs
 
     read: dict = {}
     config, output_root, plans, _ = prepare(args, for_run=True, read=read, warn=False)  # the same ids as `run`
     if not args.config_changed:
         refuse_other_configs(plans, read, config)
+    folders = job_folders([plan.name for plan in plans], output_root)
+    plans, moved = producers_first(plans, folders), {}  # a job's results moved out before those edited from them
     for number, plan in enumerate(plans):
         try:
+            plan = without_moved_sources(plan, folders, moved)
             result = prune_job(plan, output_root, dry_run=args.dry_run, reject_missing=args.rejected)
+            moved[plan.name] = result.moved
         except PruneStopped as stopped:
             print(stopped.explained(plan.name, not_reached=len(plans) - number - 1), file=sys.stderr)
             return EXIT_STOPPED

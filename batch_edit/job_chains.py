@@ -9,6 +9,7 @@ failed producer leaves unmade stays waiting ("left for later") for the next run.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import ManifestError
@@ -102,18 +103,38 @@ def unfilled_job_folders(job: JobSpec, jobs: list[JobSpec], output_root: Path) -
     return [ref.key for ref in refs if ref.job_folder and os.path.abspath(ref.key) not in folders]
 
 
-def readers(plans, folders: dict[str, str], makers: set[str]) -> set[str]:
-    """The jobs (of `plans`) whose sources are results of the `makers` (their folder, a glob in it, a file of it):
-    what those make is theirs to edit, so they are listed again once it is made."""
+def read_jobs(plan, folders: dict[str, str]) -> set[str]:
+    """The other jobs whose results (their folder, a glob in it, a file of it) the plan's sources are."""
     found = set()
-    for plan in plans:
-        for key in {item.source.key for item in plan.items if not item.source.is_url}:
-            path = os.path.abspath(key)
-            other = folders.get(path) or folders.get(os.path.dirname(path))
-            if other in makers and other != plan.name:
-                found.add(plan.name)
-                break
-    return found
+    for key in {item.source.key for item in plan.items if not item.source.is_url}:
+        path = os.path.abspath(key)
+        found.add(folders.get(path) or folders.get(os.path.dirname(path)))
+    return found - {None, plan.name}
+
+
+def readers(plans, folders: dict[str, str], makers: set[str]) -> set[str]:
+    """The jobs (of `plans`) whose sources are results of the `makers`: what those make is theirs to edit, so
+    they are listed again once it is made."""
+    return {plan.name for plan in plans if read_jobs(plan, folders) & makers}
+
+
+def producers_first(plans: list, folders: dict[str, str]) -> list:
+    """The plans, each after the jobs whose results it reads (jobs reading each other: in their own order)."""
+    ordered, left = [], list(plans)
+    while left:
+        waiting = {plan.name for plan in left}
+        ready = [plan for plan in left if not read_jobs(plan, folders) & waiting] or left[:1]
+        ordered += ready
+        left = [plan for plan in left if plan not in ready]
+    return ordered
+
+
+def without_moved_sources(plan, folders: dict[str, str], moved: dict[str, list[str]]):
+    """The plan without its items whose sources are results another job's prune moves out (`moved`: file names
+    per job): a plan made after those moves no longer has them, so one prune moves their results too."""
+    gone = {os.path.join(folder, name) for folder, job in folders.items() for name in moved.get(job, ())}
+    items = tuple(item for item in plan.items if item.source.is_url or os.path.abspath(item.source.key) not in gone)
+    return plan if len(items) == len(plan.items) else replace(plan, items=items)
 
 
 def chained_after(plans, folders: dict[str, str], makers: set[str]) -> set[str]:

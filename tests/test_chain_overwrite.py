@@ -82,3 +82,21 @@ def test_the_reader_edits_what_the_producer_made_in_this_run_not_what_it_replace
     assert "job a: 1 written" in overwritten.stdout and "job b: 1 written" in overwritten.stdout, overwritten.stdout
     assert b_source_hashes(tmp_path)["cat.png"] == a_hashes(tmp_path)["cat.png"]
     assert "job b: 0 written, 1 already done" in run(manifest, tiny_config).stdout
+
+
+def test_one_prune_settles_a_reader_of_results_it_moves_out(tmp_path, tiny_config):
+    manifest = manifest_of(tmp_path, "cat.jpg")
+    jobs = manifest.read_text().split("jobs:\n")
+    manifest.write_text(jobs[0] + "jobs:\n" + "".join(reversed(jobs[1].splitlines(keepends=True))))  # b first
+    run(manifest, tiny_config)
+    manifest.write_text(manifest.read_text().replace("prompts: a}", "prompts: a cat}"))  # a new result of job a
+    assert "job b: 1 written, 1 already done" in run(manifest, tiny_config).stdout  # b edits both of a's
+    prune = ("prune", str(manifest), "--pipeline", str(tiny_config))
+    dry = batch_edit(*prune, "--dry-run")
+    assert "job a: would move 1" in dry.stdout and "job b: would move 1" in dry.stdout, dry.stdout + dry.stderr
+    first = batch_edit(*prune)
+    assert "job a: moved 1" in first.stdout and "job b: moved 1, rejected 0, kept 1" in first.stdout, first.stdout
+    second = batch_edit(*prune)
+    assert "job a: moved 0" in second.stdout and "job b: moved 0" in second.stdout, second.stdout
+    assert sources_of_b(tmp_path) == sorted(p.name for p in (tmp_path / "out" / "a").glob("cat-*.png"))
+    assert "nothing to do" in run(manifest, tiny_config).stdout
