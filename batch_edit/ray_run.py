@@ -118,8 +118,17 @@ class RayCluster:
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.workers = workers
         self.ray = import_ray()
+        self.started = False
 
     def __enter__(self) -> RayCluster:
+        return self
+
+    def _start(self) -> None:
+        """Ray starts (or is joined) when first needed: a manifest or config refused while planning costs no Ray
+        start-up and prints none of its lines."""
+        if self.started:
+            return
+        self.started = True
         # Ray's own notices (token authentication on a local instance...) are not the user's business; its errors are
         options = {"include_dashboard": False, "logging_level": logging.ERROR}
         try:
@@ -138,10 +147,12 @@ class RayCluster:
         context.enable_auto_log_stats = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # no line per dataset started and finished
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # nor that bars are off
-        return self
+        # A job of fewer batches than workers leaves some idle: Ray Data warns, with advice for its own API
+        warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
 
     def __exit__(self, *exc_info) -> None:
-        self.ray.shutdown()  # a local instance stops; a joined cluster only loses this driver
+        if self.started:
+            self.ray.shutdown()  # a local instance stops; a joined cluster only loses this driver
 
     def resolve(self, config: PipelineConfig, for_run: bool = True) -> PipelineConfig:
         return resolve_for_cluster(config, [] if config.device == "cpu" else self.gpus())
@@ -150,12 +161,14 @@ class RayCluster:
         """One probe per GPU node (its GPUs are taken to be alike), on that node."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        self._start()
         nodes = [n for n in self.ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("GPU", 0) > 0]
         probe = self.ray.remote(num_gpus=1, num_cpus=0)(_probe_gpu)
         placed = [NodeAffinitySchedulingStrategy(node["NodeID"], soft=False) for node in nodes]
         return self.ray.get([probe.options(scheduling_strategy=where).remote() for where in placed], timeout=600)
 
     def execution(self, config: PipelineConfig, fetch: FetchOptions) -> RayExecution:
+        self._start()
         resources = self.ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), resources.get("CPU", 0)
         if config.device != "cpu":

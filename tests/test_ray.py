@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import ray  # noqa: F401 (a missing Ray fails this file instead of skipping it)
+import ray  # a missing Ray fails this file instead of skipping it
 from PIL import Image
 
 from batch_edit.errors import ConfigError, PipelineLoadError
@@ -348,8 +348,6 @@ def test_a_driver_killed_with_sigkill_resumes_on_the_next_ray_run(spread):
     assert already == done
 
 
-
-
 @pytest.mark.slow
 def test_workers_that_keep_dying_end_the_run_with_exit_1_and_say_so(spread):
     command, root = spread
@@ -421,3 +419,36 @@ def test_a_pipeline_that_fails_to_load_on_the_workers_is_a_load_error(tmp_path, 
     assert last.startswith("error: a Ray worker could not load the pipeline: could not load model"), last
     assert "model_index.json" in last and "resume" not in last
     assert not (tmp_path / "o").exists()  # as when the load fails in a plain run: no folder left behind
+
+
+def test_a_manifest_refused_while_planning_is_refused_before_ray_is_reached(tmp_path, tiny_config):
+    """Ray starts (or is joined) once the run needs it: a typo in a manifest is the error, at once, even with a
+    cluster address that does not answer, and no Ray instance is started for it."""
+    (tmp_path / "m.yaml").write_text(f"jobs: [{{name: b, sources: {PHOTOS / 'cat.jpg'}, prompts: x, steps: 2}}]\n")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"
+        result = batch_edit(
+            "run", str(tmp_path / "m.yaml"), "--pipeline", str(tiny_config), "--ray", "--ray-address", address
+        )
+    assert result.returncode == 2
+    assert "unknown key 'steps'" in result.stderr and "Ray" not in result.stderr, result.stderr
+    assert not ray.is_initialized()
+
+
+@pytest.mark.slow  # two rounds on Ray, each loading its workers: a minute and more on 2 cores (`pytest -m slow`)
+def test_a_chained_job_runs_after_its_producer_in_the_same_ray_run(tmp_path, tiny_config):
+    (tmp_path / "m.yaml").write_text(
+        f"jobs:\n  - {{name: a, sources: [{PHOTOS / 'cat.jpg'}, {PHOTOS / 'coffee.jpg'}], prompts: x, width: 64, "
+        "height: 64, num_inference_steps: 2}\n"
+        "  - {name: b, sources: [o/a], prompts: y, width: 64, height: 64, num_inference_steps: 2}\n"
+    )  # fmt: skip
+    result = batch_edit_subprocess(
+        "run", "m.yaml", "--pipeline", str(tiny_config), "--ray", "--workers", "2", "--output-root", "o", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "job b: 2 written" in result.stdout + result.stderr
+    assert "concurrent actors" not in result.stderr  # Ray Data's advice when a job has fewer batches than workers
+    made = pd.read_csv(tmp_path / "o" / "a" / "metadata.csv")["file_name"]
+    read = pd.read_csv(tmp_path / "o" / "b" / "metadata.csv")["source"]
+    assert sorted(read) == sorted(str(tmp_path / "o" / "a" / name) for name in made) and len(made) == 2
