@@ -52,6 +52,7 @@ class JobOutput(JobListing):
         self._lock: FileLock | None = None
         self._created: list[Path] = []
         self._append_lock = threading.Lock()  # the writer thread appends successes, the main thread failures
+        self.moved_aside: list[tuple[str, str]] = []  # (file, its name in pruned/): files the run did not make
 
     def check(self) -> None:
         """Refuse (UnsafeOutputError) a link or an odd file where this folder's own files go."""
@@ -184,8 +185,9 @@ class JobOutput(JobListing):
         for name, png in result.kept:
             self._write_source(name, png)
         self._move_other_result(item)  # before the caption: the one beside another item's result goes with it
-        if item.output.captions:  # before the image: a finished item always has its caption
-            caption = item.prompt.encode("utf-8")
+        caption = item.prompt.encode("utf-8") if item.output.captions else None
+        self._move_not_made_here(item.output_name, result.data, caption)
+        if caption is not None:  # before the image: a finished item always has its caption
             self._write_file(self.folder / caption_name(item.output_name), lambda handle: handle.write(caption))
         size = self._write_file(self.folder / item.output_name, lambda handle: handle.write(result.data))
         self._append({"status": "ok", "bytes": size, **result.row})
@@ -201,6 +203,17 @@ class JobOutput(JobListing):
         moved = self.move_to_pruned(item.output_name)
         if current:  # also where the file is gone: the record must not name this item's result as its own
             self.mark(record, "pruned", pruned_to=moved, replaced_by=item.item_id)
+
+    def _move_not_made_here(self, file_name: str, data: bytes, caption: bytes | None) -> None:
+        """Never write over a file this job did not make (a user's own, another tool's, a result edited since):
+        it moves into .batch-edit/pruned/ first (`in_the_way`), each listed in `moved_aside`. A caption file of
+        its stem this job did not write goes with it; alone, it moves only where this caption is written."""
+        image, theirs = self.in_the_way(file_name, data, caption)
+        if image or (theirs and caption is not None):
+            text = caption_name(file_name)
+            moved = self.move_to_pruned(file_name if image else text, with_caption=image and theirs)
+            names = [file_name] * image + [text] * theirs
+            self.moved_aside += [(name, Path(moved).with_suffix(Path(name).suffix).name) for name in names]
 
     def finish_files(self, copies: bool = True) -> None:
         """The job's finishing pass (`finish_pass`): finished items' missing caption files and (`copies`, in a job

@@ -94,6 +94,7 @@ class Recorder:
         job.finished = True
         self.clock = time.monotonic()
         job.summary.seconds += self.clock - job.started  # a job may run in several rounds
+        job.summary.moved_aside = job.output.moved_aside  # the same output in every round
         try:
             finishing(job.summary, lambda: self._final_files(job.output))
         finally:

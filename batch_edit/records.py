@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import job_files
 from .errors import OutputError
+from .formats import EXTENSIONS, caption_name, with_extension
 from .parameters import axes
 
 STATE_DIR = ".batch-edit"
@@ -137,6 +138,30 @@ class JobRecords:
             self.read_records()
         record = self._named.get(file_name)
         return record, record is not None and self._results.get(record["item_id"]) == file_name
+
+    def in_the_way(self, file_name: str, data: bytes, caption: bytes | None) -> tuple[bool, bool]:
+        """Whether writing a result (`data`) at `file_name`, and its caption (None: none written), would destroy
+        a file this job did not make, at the result's name and at its caption's. A run moves such a file aside
+        (its caption with it: a pair stays a pair). Not made here: a result no record names, or not the size its
+        record gives (edited or replaced since); a caption whose text is no prompt of a result recorded under its
+        stem. A file that holds the very bytes to be written loses nothing."""
+        text, stem = caption_name(file_name), Path(file_name).stem
+        results = [self.result_of(with_extension(stem, format))[0] for format in EXTENSIONS]
+        made = {str(record["prompt"]).encode("utf-8") for record in results if record is not None}
+        image = self._unlike(file_name, {data}) and self._not_recorded(file_name)
+        return image, self._unlike(text, made | {caption} if caption is not None else made)
+
+    def _not_recorded(self, file_name: str) -> bool:
+        record, _ = self.result_of(file_name)
+        return record is None or os.lstat(self.folder / file_name).st_size != record["bytes"]
+
+    def _unlike(self, file_name: str, contents: set[bytes]) -> bool:
+        """A regular file is at `file_name` (a link is replaced, its target untouched) holding none of `contents`."""
+        found = job_files.lstat(self.folder / file_name)
+        if found is None or not stat.S_ISREG(found.st_mode):
+            return False
+        sizes = {len(content) for content in contents}
+        return found.st_size not in sizes or job_files.read_bytes(self.folder / file_name) not in contents
 
     def _kept_result(self, record: dict) -> dict | None:
         """For a "pruned" record of a file the item no longer names (another format's, superseded), which says

@@ -25,6 +25,8 @@ def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | 
             f"{_left(job, stopped_by, overwrite, limit)}"
             f"{' (' + reasons + ')' if reasons else ''} in {job.seconds:.1f} s -> {escaped(job.folder)}"
         )
+        if job.moved_aside:
+            print(_moved_aside(job))
     left = sum(job.held_back + job.not_run + sum(job.waiting.values()) for job in result.jobs)
     if not result.loaded_model:
         rejected = " or rejected" if any(job.rejected for job in result.jobs) else ""
@@ -50,6 +52,16 @@ def print_stops(result, stopped_by: str | None) -> bool:
         print(f"error: {escaped(problem)}", file=sys.stderr)
     print(RUN_STOPPED if result.error is not None else FILES_UNWRITTEN, file=sys.stderr)
     return True
+
+
+def _moved_aside(job, shown: int = 5) -> str:
+    """The files a job's results were written in place of, none of them its own as recorded: where they went."""
+    names = [escaped(n) + ("" if n == to else f" (as {escaped(to)})") for n, to in job.moved_aside[:shown]]
+    more = f" and {len(job.moved_aside) - shown} more" if len(job.moved_aside) > shown else ""
+    return (
+        f"job {job.name}: moved {len(job.moved_aside)} file(s) it did not make (or changed since it made them) to "
+        f".batch-edit/pruned/ before writing under their names: {', '.join(names)}{more}"
+    )
 
 
 def _reasons(errors: dict[str, int]) -> str:
