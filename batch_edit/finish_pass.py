@@ -1,5 +1,6 @@
 """The pass that finishes a job folder (at the end of its run, in a rerun with nothing left to do, after `prune`):
-one read of the records and one check of each result give the finished items; each gets its missing caption file
+one read of the records and one check of each result give the finished items; one put back by hand gets its
+record again; each gets its missing caption file
 and, in a job keeping its sources, its missing kept copies; metadata.csv and failures.csv are rebuilt from the
 same read.
 
@@ -38,11 +39,25 @@ def finish_files(output: JobOutput, plan: tuple[WorkItem, ...], copies: bool) ->
     records = output.read_records()
     finished = output.finished_records(plan, records)
     done = [(item, finished[item.item_id]) for item in plan if item.item_id in finished]
+    appended = record_put_back(output, records, finished)
     write_missing_captions(output, done)
-    appended = write_missing_copies(output, done) if copies else 0
+    appended += write_missing_copies(output, done) if copies else 0
     # A record appended since the read is the item's latest line now, which decides the CSV rows of records that
-    # supersede each other: read again then (only where copies were just written, once per item).
+    # supersede each other: read again then (only where copies were written or an image put back, once per item).
     output.rebuild_csvs(read=None if appended else (records, finished))
+
+
+def record_put_back(output: JobOutput, records: dict[str, dict], finished: dict[str, dict]) -> int:
+    """An image put back by hand from `.batch-edit/pruned/` finishes its item though its latest record prunes or
+    rejects it: the result's record is appended again, as `prune` appends it, so deleting the image later is a
+    deletion like any other (rejected by `prune --rejected`), also where no prune ran in between. Returns how
+    many."""
+    back = [record for item_id, record in finished.items() if records[item_id]["status"] != "ok"]
+    if back:
+        with output.appending():
+            for record in back:
+                output.restore(record)
+    return len(back)
 
 
 def write_missing_captions(output: JobOutput, done: list[tuple[WorkItem, dict]]) -> int:
