@@ -1,8 +1,7 @@
 """The pass that finishes a job folder (at the end of its run, in a rerun with nothing left to do, after `prune`):
 one read of the records and one check of each result give the finished items; one put back by hand gets its
-record again; each gets its missing caption file
-and, in a job keeping its sources, its missing kept copies; metadata.csv and failures.csv are rebuilt from the
-same read.
+record again; each gets its missing caption file and, in a job keeping its sources, its missing kept copies;
+metadata.csv and failures.csv are rebuilt from the same read.
 
 The kept-copy repair stays cheap on a job of thousands of finished items run again: one listing of `sources/`
 says which copies are there (no stat per copy), and the items that could not get one (a URL, a source changed or
