@@ -44,6 +44,7 @@ class JobSummary:
     not_run: int = 0  # pending items the run stopped before (a signal)
     waiting: dict[str, int] = field(default_factory=dict)  # items whose source is a job's folder this run makes
     unwritten: list[str] = field(default_factory=list)  # final CSVs or contact sheets that could not be written
+    moved_aside: list[tuple[str, str]] = field(default_factory=list)  # files it did not make: (name, in pruned/)
 
 
 @dataclass
