@@ -284,3 +284,11 @@ def offload_text_encoders(pipe) -> None:
             encoder.to("cpu")
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def restore_text_encoders(pipe, device: str) -> None:
+    """The offloaded encoders back on `device`, for prompts that come after they left (a move each way)."""
+    for name in TEXT_ENCODERS:
+        encoder = getattr(pipe, name)
+        if encoder.device.type == "cpu":
+            encoder.to(device)

@@ -17,7 +17,7 @@ from contextlib import nullcontext
 
 from PIL import Image
 
-from .backends import check_machine, offload_text_encoders, prepare_pipeline
+from .backends import check_machine, offload_text_encoders, prepare_pipeline, restore_text_encoders
 from .checkpoints import check_single_file, load_single_file_pipeline
 from .errors import OutOfMemory, PipelineLoadError, first_line
 from .pipeline_config import MASKED_TASKS, PipelineConfig
@@ -35,6 +35,7 @@ class Engine:
         self.batch_size: int = config.batch_size
         self._prompts: OrderedDict[str, tuple] = OrderedDict()  # prompt -> (prompt_embeds, pooled_prompt_embeds)
         self._long_prompts = LongPrompts(self._t5_tokens, config.max_sequence_length)
+        self._encoders_away = False  # moved to the CPU by offload_text_encoders, once every prompt was encoded
 
     @staticmethod
     def check(config: PipelineConfig) -> None:
@@ -82,8 +83,9 @@ class Engine:
         """Encode each prompt once; with `offload_text_encoders`, free the encoders once all are cached."""
         self._embeddings(list(dict.fromkeys(prompts)))
         offloading = self.config.offload_text_encoders and self.config.offload == "none"  # else hooks do it
-        if offloading and len(self._prompts) >= len(set(prompts)):
+        if offloading and len(self._prompts) >= len(set(prompts)) and not self._encoders_away:
             offload_text_encoders(self.pipe)
+            self._encoders_away = self.config.device != "cpu"
 
     def generate(
         self,
@@ -161,7 +163,13 @@ class Engine:
         """Batch embeddings for `prompts`, encoding only those not cached (least recently used ones go)."""
         import torch
 
-        for prompt in [p for p in dict.fromkeys(prompts) if p not in self._prompts]:
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._prompts]
+        # Prompts that come after the encoders left the GPU (a chained job's, run after its producer's items):
+        # encoded on the GPU again, not on the CPU, then the encoders leave again.
+        returning = bool(missing) and self._encoders_away
+        if returning:
+            restore_text_encoders(self.pipe, self.config.device)
+        for prompt in missing:
             # One prompt per call: batched encoding rounds differently with the batch's size and company, so a
             # prompt's embedding (and every image made from it) would depend on which other prompts were missing
             # from the cache at the time: a resumed run or `reproduce` would not give the same image.
@@ -175,6 +183,8 @@ class Engine:
                     max_sequence_length=self.config.max_sequence_length,
                 )
             self._prompts[prompt] = (embeds, pooled)
+        if returning:
+            offload_text_encoders(self.pipe)
         for prompt in prompts:
             self._prompts.move_to_end(prompt)
         chosen = [self._prompts[prompt] for prompt in prompts]

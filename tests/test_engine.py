@@ -208,7 +208,9 @@ def test_compile_accepts_only_true_false_or_regional(tmp_path, tiny_model):
     with pytest.raises(ConfigError) as refused:
         load_pipeline_config(path)
     # one line for both branches of the union, naming the file, the field and what is allowed
-    assert str(refused.value) == f"{path}: field 'compile': input should be a valid boolean or 'regional' (got 'blocks')"
+    assert (
+        str(refused.value) == f"{path}: field 'compile': input should be a valid boolean or 'regional' (got 'blocks')"
+    )
 
 
 @pytest.mark.slow
@@ -256,3 +258,25 @@ def test_under_compile_an_out_of_memory_retries_halves_at_their_own_size_not_pad
     assert calls == [4, 1, 2] and [g.failure for g in odd] == [None] * 3
     with pytest.raises(Exception, match=r"out of memory on a batch of 3 \(padded to 4 for compile\) at 64x64"):
         engine.generate(items[:3], images[:3])
+
+
+def test_prompts_that_come_after_the_encoders_left_the_gpu_bring_them_back_then_send_them_away(
+    tmp_path, tiny_model, monkeypatch
+):
+    """A chained job's prompts come in a later round, once the encoders went to the CPU: they are encoded with
+    the encoders back on the GPU (not on the CPU, minutes for T5-XXL), which then leave again. The moves are
+    recorded here: a CPU has no GPU to move to; the encoding itself is real."""
+    import batch_edit.engine as engine_module
+
+    config = load_pipeline_config(write_pipeline_config(tmp_path / "p.yaml", tiny_model, offload_text_encoders="true"))
+    engine = Engine.load(config)
+    moves = []
+    monkeypatch.setattr(engine_module, "offload_text_encoders", lambda pipe: moves.append("to the CPU"))
+    monkeypatch.setattr(engine_module, "restore_text_encoders", lambda pipe, device: moves.append(f"back to {device}"))
+    engine.config = engine.config.model_copy(update={"device": "cuda"})  # as on a GPU, which the encoders leave
+    engine.encode_prompts(["a tiger"])
+    engine.encode_prompts(["a tiger"])  # all cached: nothing moves
+    assert moves == ["to the CPU"]
+    engine.encode_prompts(["a tiger", "a lion"])
+    assert moves == ["to the CPU", "back to cuda", "to the CPU"]
+    assert set(engine._prompts) == {"a tiger", "a lion"}
