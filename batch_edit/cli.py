@@ -10,7 +10,6 @@ not write a job's final CSVs or contact sheets (records so far are intact); 130/
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import logging
 import math
@@ -23,7 +22,6 @@ from . import __version__
 from .errors import BatchEditError, OutputError
 from .pipeline_config import DEFAULT_TASK, TASKS
 from .planning import prepare
-from .ray_run import WorkersLost
 from .run_summary import RUN_STOPPED
 from .sources import FetchOptions
 from .validation import escaped
@@ -264,89 +262,9 @@ def _plan(args) -> int:
 
 
 def _run(args) -> int:
-    from .engine import Engine
-    from .run_summary import print_stops, print_summary
-    from .runner import InProcess, RunOptions, drive
-    from .signals import LoadInterrupted
+    from .run_command import run
 
-    if not args.ray and (args.ray_address or args.workers):
-        print(f"error: {'--ray-address' if args.ray_address else '--workers'} needs --ray", file=sys.stderr)
-        return EXIT_REFUSED
-    _raise_open_file_limit()
-    fetch = _fetch_options(args)
-    options = RunOptions(fetch=fetch, overwrite=args.overwrite, limit=args.limit)
-    try:
-        with _cluster(args) as cluster:  # a local Ray instance stops with the run; a joined cluster stays
-            read: dict = {}
-            config, output_root, plans, _ = prepare(args, for_run=True, read=read, resolve=cluster and cluster.resolve)
-            _note_moved_sources(plans, read, config)
-            execution = cluster.execution(config, fetch) if cluster else InProcess(Engine.load, Engine.check, fetch)
-            result = drive(plans, config, output_root, execution, options, _replanner(args, config, cluster))
-    except LoadInterrupted as stopped:  # nothing generated yet, and the job folders this run made are gone
-        name = signal.Signals(stopped.signum).name
-        print(f"stopped by {name} while loading the pipeline; nothing was generated", file=sys.stderr)
-        return 128 + stopped.signum
-    except KeyboardInterrupt:  # outside the load and the batches (their own handlers): records are intact
-        print("interrupted: every finished item is recorded; run the same command again to resume", file=sys.stderr)
-        return 128 + signal.SIGINT
-    except WorkersLost as exc:  # the run ended early: what finished is recorded, the rest runs next time
-        print(f"error: {escaped(exc)}", file=sys.stderr)
-        return EXIT_ITEMS_FAILED
-    stopped_by = signal.Signals(result.interrupted_by).name if result.interrupted_by is not None else None
-    print_summary(result, stopped_by, args.overwrite, args.limit)
-    if print_stops(result, stopped_by):  # exit 3 as anywhere else, even after a signal
-        return EXIT_STOPPED
-    if stopped_by is not None:
-        return 128 + result.interrupted_by
-    return EXIT_ITEMS_FAILED if result.failed else EXIT_OK
-
-
-def _replanner(args, config, cluster):
-    """The named jobs planned again, for the jobs reading results the run made: their sources listed again. A
-    pipeline config changed meanwhile would give other ids: then nothing is planned again."""
-    from .errors import ConfigError
-    from .records import config_hash
-
-    def replan(names: set[str]) -> list:
-        again, _, plans, _ = prepare(args, for_run=True, resolve=cluster and cluster.resolve, warn=False, echo=False)
-        if config_hash(again.identity()) != config_hash(config.identity()):
-            raise ConfigError("the pipeline config changed during the run")
-        return [plan for plan in plans if plan.name in names]
-
-    return replan
-
-
-def _note_moved_sources(plans, read: dict, config) -> None:
-    """Before a run makes them again: items whose sources moved since their results were made."""
-    from .records import config_hash
-    from .source_identity import moved_sources_note
-
-    for plan in plans:
-        if note := moved_sources_note(plan.items, read[plan.name][1], config_hash(config.identity())):
-            print(f"note: job {plan.name}: {escaped(note)}", file=sys.stderr)
-
-
-def _cluster(args):
-    if not args.ray:
-        return contextlib.nullcontext()
-    from .ray_run import RayCluster
-
-    return RayCluster(args.ray_address, args.workers)
-
-
-def _raise_open_file_limit() -> None:
-    """A run holds each job folder's lock from start to end: thousands of jobs need more than the usual soft
-    limit of 1024 open files. The hard limit is the user's to set; the soft one may rise to it."""
-    try:
-        import resource
-    except ImportError:  # not on Windows
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):  # some systems cap it below an "unlimited" hard limit
-            pass
+    return run(args, _fetch_options(args))
 
 
 def _reproduce(args) -> int:
