@@ -138,11 +138,12 @@ def without_moved_sources(plan, folders: dict[str, str], moved: dict[str, list[s
 
 
 def chained_after(plans, folders: dict[str, str], makers: set[str]) -> set[str]:
-    """The jobs reading the `makers`' results, directly or through another job's."""
-    found = set(makers)
-    while new := readers(plans, folders, found) - found:
+    """The jobs reading the `makers`' results, directly or through another job's: a maker too, where it reads
+    another maker's (its items from what that one makes come after it)."""
+    found: set[str] = set()
+    while new := readers(plans, folders, found | set(makers)) - found:
         found |= new
-    return found - set(makers)
+    return found
 
 
 def _waiting_warning(job: str, sources: list[str], other: str) -> str:

@@ -119,6 +119,7 @@ class RayCluster:
         self.workers = workers
         self.ray = import_ray()
         self.started = False
+        self._gpus: list[GpuNode] | None = None
 
     def __enter__(self) -> RayCluster:
         return self
@@ -161,11 +162,14 @@ class RayCluster:
         """One probe per GPU node (its GPUs are taken to be alike), on that node."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        if self._gpus is not None:  # probed once a run: a chained job's later planning asks again
+            return self._gpus
         self._start()
         nodes = [n for n in self.ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("GPU", 0) > 0]
         probe = self.ray.remote(num_gpus=1, num_cpus=0)(_probe_gpu)
         placed = [NodeAffinitySchedulingStrategy(node["NodeID"], soft=False) for node in nodes]
-        return self.ray.get([probe.options(scheduling_strategy=where).remote() for where in placed], timeout=600)
+        self._gpus = self.ray.get([probe.options(scheduling_strategy=where).remote() for where in placed], timeout=600)
+        return self._gpus
 
     def execution(self, config: PipelineConfig, fetch: FetchOptions) -> RayExecution:
         self._start()

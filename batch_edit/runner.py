@@ -153,13 +153,17 @@ def drive(
         try:
             while True:  # a chain of n jobs settles in n rounds; jobs reading each other's results stop there
                 error = _run_round(execution, chain, [(s, outputs[s.name], pending[s.name]) for s in active],
-                                   pipeline, progress, stop, options)  # fmt: skip
+                                   pipeline, progress, stop, options, first=jobs == len(plans))  # fmt: skip
                 limit = None if limit is None else limit - sum(len(pending[s.name]) for s in active)
                 jobs -= 1
                 if error is not None or stop.signal is not None or not later or not jobs:
                     break
                 # 4. The jobs reading what this round made: listed again, and what they add run next
                 active, pending = chain.next_round(active, involved, outputs, options, limit, replan)
+                if stop.signal is not None:  # a stop while they were planned: nothing more starts
+                    for summary in active:
+                        summary.not_run += len(pending[summary.name])
+                    break
                 if not active:
                     break
                 progress.grow(sum(len(pending[s.name]) for s in active))
@@ -241,9 +245,12 @@ def _warn_of_chains(waiting) -> None:
         print(f"warning: {escaped(warning)}", file=sys.stderr)
 
 
-def _run_round(execution: Execution, chain: _Chain, jobs: list[tuple], pipeline, progress, stop, options) -> str | None:
+def _run_round(
+    execution: Execution, chain: _Chain, jobs: list[tuple], pipeline, progress, stop, options, first: bool = True
+) -> str | None:
     """One round's items (`jobs`: summary, output, items) run and recorded; returns why the output folder stopped
-    the run, if it did."""
+    the run, if it did. A stop while Ray's workers load again for a later round stops the run as any stop does
+    (what earlier rounds made is recorded and summed up); in the first round, it is a stop while loading."""
     tasks = [
         Task(item, chain.plans[summary.name].keep_sources)
         for summary, _, items in jobs
@@ -256,7 +263,11 @@ def _run_round(execution: Execution, chain: _Chain, jobs: list[tuple], pipeline,
         execution.run(tasks, pipeline.fields, recorder.record, stop)
     except OutputError as exc:  # a full disk, a job folder removed: what came back is recorded, the summary
         error = str(exc)  # tells what is left, so the run ends as any other, with exit 3
-    except (PipelineLoadError, LoadInterrupted):
+    except LoadInterrupted as stopped:
+        if first:
+            raise
+        stop.signal = stopped.signum if stop.signal is None else stop.signal
+    except PipelineLoadError:
         raise
     except BaseException:  # an error stops the run: what it could not write at the end goes to the log
         recorder.close()

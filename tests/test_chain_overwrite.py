@@ -100,3 +100,50 @@ def test_one_prune_settles_a_reader_of_results_it_moves_out(tmp_path, tiny_confi
     assert "job a: moved 0" in second.stdout and "job b: moved 0" in second.stdout, second.stdout
     assert sources_of_b(tmp_path) == sorted(p.name for p in (tmp_path / "out" / "a").glob("cat-*.png"))
     assert "nothing to do" in run(manifest, tiny_config).stdout
+
+
+def test_a_reader_with_items_of_its_own_in_the_first_round_gets_the_new_ones_in_the_same_run(tmp_path, tiny_config):
+    """The reader has items to run from the producer's earlier results (and a --limit left both jobs half done):
+    what the producer adds in this run is still the reader's to edit in this run, not silently the next's."""
+    manifest = manifest_of(tmp_path, "[cat.jpg]")
+    run(manifest, tiny_config)
+    manifest.write_text(manifest.read_text().replace("sources: [cat.jpg]", "sources: [cat.jpg, coffee.jpg]")
+                        .replace("prompts: 'b {stem}'", "prompts: ['b {stem}', 'c {stem}']"))  # fmt: skip
+    grown = run(manifest, tiny_config)  # a: coffee's result; b: cat's second prompt, then coffee's two
+    assert "job a: 1 written, 1 already done" in grown.stdout, grown.stdout
+    assert "job b: 3 written, 1 already done" in grown.stdout and "left for later" not in grown.stdout, grown.stdout
+    assert [name.split("-")[0] for name in sources_of_b(tmp_path)] == ["cat", "cat", "coffee", "coffee"]
+    assert "0 written" in run(manifest, tiny_config).stdout.split("job b:")[1]
+
+
+def test_a_stop_while_the_readers_are_planned_again_ends_the_run_with_its_summary(tmp_path, tiny_config):
+    """A signal that comes between rounds: nothing more starts, what the producer made is recorded and summed up,
+    the reader's items are left for later, and the next run makes them."""
+    import os
+    import signal as signals
+
+    from batch_edit import run_command
+
+    manifest = manifest_of(tmp_path, "[cat.jpg, coffee.jpg]")
+    planned_again = run_command._replanner
+
+    def stopping(args, config, cluster):
+        replan = planned_again(args, config, cluster)
+
+        def then_stop(names):
+            plans = replan(names)
+            os.kill(os.getpid(), signals.SIGINT)  # a Ctrl-C while job b's sources are listed again
+            return plans
+
+        return then_stop
+
+    run_command._replanner = stopping
+    try:
+        stopped = batch_edit("run", str(manifest), "--pipeline", str(tiny_config))
+    finally:
+        run_command._replanner = planned_again
+    assert stopped.returncode == 130, stopped.stdout + stopped.stderr
+    assert "job a: 2 written" in stopped.stdout and "job b: 0 written" in stopped.stdout, stopped.stdout
+    assert "2 left for later (stopped by SIGINT)" in stopped.stdout, stopped.stdout
+    again = run(manifest, tiny_config)
+    assert "job a: 0 written, 2 already done" in again.stdout and "job b: 2 written" in again.stdout, again.stdout
