@@ -93,6 +93,10 @@ def open_image(fp: BinaryIO) -> Image.ImageFile.ImageFile:
             error = exc
             continue  # not this format after all, as Image.open sees it
         except Image.DecompressionBombError as exc:  # a WebP's canvas, checked before it is made
+            fp.seek(0)
+            canvas = _webp_canvas(fp.read(30))
+            if canvas:
+                _check_pixels(*canvas)
             raise _too_many_pixels(exc) from None
         except Exception as exc:  # noqa: BLE001 - a decoder that reads pixels while opening (WebP) fails here
             raise _decode_error(exc, head, size) from None
@@ -135,6 +139,23 @@ def _too_many_pixels(exc: Image.DecompressionBombError) -> SourceError:
         f"too many pixels: {pixels}, over the {MAX_SOURCE_PIXELS / 1e6:g}-megapixel limit for a source",
         "too many pixels",
     )
+
+
+def _webp_canvas(head: bytes) -> tuple[int, int] | None:
+    """A WebP's width and height from its first chunk (Pillow refuses an over-limit canvas without them): VP8X's
+    canvas (24-bit sides less one), a lossless VP8L's (14-bit sides less one after its 0x2f signature), a lossy
+    VP8's key frame (14-bit sides after its start code). None for anything else."""
+    if len(head) < 30 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return None
+    chunk = head[12:16]
+    if chunk == b"VP8X":
+        return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+    if chunk == b"VP8L" and head[20] == 0x2F:
+        bits = int.from_bytes(head[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+        return int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
+    return None
 
 
 def _megapixels(pixels: int) -> str:

@@ -4,6 +4,7 @@ that name the field."""
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -73,6 +74,63 @@ class _StrictLoader(yaml.SafeLoader):
         return node
 
 
+# YAML 1.1, which PyYAML reads, takes 010 for octal 8, 1:30 for 90 (base 60), and 0x10, 0b10, +7 and 1_000 for
+# numbers; YAML 1.2 readers and CSV cells read most of these otherwise. Only plain decimal digits (a minus sign
+# allowed) are read as a whole number: any other spelling stays the text written, which a number field refuses
+# saying why (`number_spelling`) and a text field (a prompt, a job name, a revision) keeps as written.
+PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+
+
+def _base60(text: str) -> int:
+    sign, digits = (-1, text[1:]) if text.startswith("-") else (1, text.removeprefix("+"))
+    value = 0
+    for part in digits.replace("_", "").split(":"):
+        value = value * 60 + int(part)
+    return sign * value
+
+
+def _octal(text: str) -> int:
+    return int(text.replace("_", ""), 8)
+
+
+_SPELLINGS = (  # (spelling, what it is, how YAML 1.1 reads it)
+    (re.compile(r"[-+]?0x[0-9a-fA-F_]+"), "is hexadecimal", lambda text: int(text.replace("_", ""), 16)),
+    (re.compile(r"[-+]?0b[01_]+"), "is binary", lambda text: int(text.replace("_", ""), 2)),
+    (re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+"), "is base 60 to YAML 1.1 readers", _base60),
+    (re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*"), "is base 60 to YAML 1.1 readers", None),
+    (re.compile(r"[-+]?0[0-7_]+"), "has a leading zero, octal to YAML 1.1 readers", _octal),
+    (re.compile(r"[-+]?0[0-9_]+"), "has a leading zero", None),
+    (re.compile(r"\+[0-9]+"), "has a '+' sign", None),
+    (re.compile(r"[-+]?[0-9][0-9_]*"), "has '_' separators", None),
+)
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode):
+    text = loader.construct_scalar(node)
+    return int(text) if PLAIN_INT.fullmatch(text) else text
+
+
+def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode):
+    text = loader.construct_scalar(node)  # 1:30.5, base 60 to YAML 1.1, is text; 0.5, 1.0e-3, .inf stay floats
+    return text if ":" in text else loader.construct_yaml_float(node)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_StrictLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+
+
+def number_spelling(value: object) -> str | None:
+    """Why text a number field got is no number where it looks like one (YAML 1.1 would read 010 as 8): what it
+    is and how to write it; None for other values (a quoted plain number, words)."""
+    if not isinstance(value, str) or PLAIN_INT.fullmatch(value):
+        return None
+    for spelling, what, yaml_reads in _SPELLINGS:
+        if spelling.fullmatch(value):
+            read = f" ({value} is {yaml_reads(value.removeprefix('+'))})" if yaml_reads else ""
+            return f"'{printable(value)}' {what}{read}: write the number in plain decimal digits"
+    return None
+
+
 def read_yaml_file(path: Path, error: type[Exception]):
     """Load a YAML file safely (no tags that run code), with size, nesting, duplicate-key and alias-expansion
     limits."""
@@ -133,6 +191,9 @@ def _measure(data) -> tuple[int, int]:
     return count, deepest
 
 
+NUMBER_TYPES = ("int_type", "float_type")  # a strict number field given text
+
+
 def describe_validation_error(exc: ValidationError, where: str, model: type[BaseModel] | None = None) -> list[str]:
     """One line per problem: where, which field, what is wrong, and what is allowed."""
     lines = []
@@ -144,6 +205,9 @@ def describe_validation_error(exc: ValidationError, where: str, model: type[Base
             lines.append(f"{where}: unknown key '{key}'{_suggestion(loc[-1], model, err['loc'])}")
             continue
         got = err.get("input")
+        if err["type"] in NUMBER_TYPES and (spelling := number_spelling(got)):
+            lines.append(f"{where}: field '{field}': {spelling}")
+            continue
         shown = f" (got {printable(repr(got))})" if not isinstance(got, (dict, list)) else ""
         if not field and err["type"] == "value_error":  # a check across fields: its message names the keys
             lines.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")

@@ -1,0 +1,123 @@
+"""Numbers as written: a YAML manifest or pipeline config reads a whole number only from plain decimal digits (YAML 1.1
+would read 010 as 8, 1:30 as 90), text fields keep number-like text as written, and a refused WebP's size is
+given as its width and height."""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from batch_edit.errors import ConfigError, ManifestError
+from batch_edit.manifest import load_manifest
+from batch_edit.pipeline_config import load_pipeline_config
+from batch_edit.source_decoding import SourceError, decode_image
+
+from .conftest import PHOTOS, batch_edit, write_pipeline_config
+
+CAT = (PHOTOS / "cat.jpg").as_posix()
+
+
+def manifest(tmp_path: Path, job: str) -> Path:
+    path = tmp_path / "m.yaml"
+    path.write_text(f"jobs:\n  - {{name: j, sources: {CAT}, prompts: a, {job}}}\n")
+    return path
+
+
+def refusal(path: Path) -> str:
+    with pytest.raises(ManifestError) as refused:
+        load_manifest(path)
+    return str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "written, problem",
+    [
+        ("010", "'010' has a leading zero, octal to YAML 1.1 readers (010 is 8)"),
+        ("0100", "'0100' has a leading zero, octal to YAML 1.1 readers (0100 is 64)"),
+        ("09", "'09' has a leading zero"),
+        ("1:30", "'1:30' is base 60 to YAML 1.1 readers (1:30 is 90)"),
+        ("0x10", "'0x10' is hexadecimal (0x10 is 16)"),
+        ("0b11", "'0b11' is binary (0b11 is 3)"),
+        ("+7", "'+7' has a '+' sign"),
+        ("1_000", "'1_000' has '_' separators"),
+    ],
+)
+def test_a_whole_number_in_another_spelling_is_refused_naming_file_job_and_field(tmp_path, written, problem):
+    path = manifest(tmp_path, f"seed: [1, {written}]")
+    expected = f"{path}: jobs[0] ('j'): field 'seed[1]': {problem}: write the number in plain decimal digits"
+    assert refusal(path) == expected
+
+
+def test_every_number_field_refuses_them_one_line_each(tmp_path):
+    path = manifest(tmp_path, "width: 0100, num_inference_steps: +7, strength: 1:30.5, variations: 0x2")
+    lines = refusal(path).splitlines()
+    where = f"{path}: jobs[0] ('j'): field"
+    assert sorted(lines) == sorted([
+        (f"{where} 'width': '0100' has a leading zero, octal to YAML 1.1 readers (0100 is 64): write the number "
+         "in plain decimal digits"),
+        f"{where} 'num_inference_steps': '+7' has a '+' sign: write the number in plain decimal digits",
+        f"{where} 'strength': '1:30.5' is base 60 to YAML 1.1 readers: write the number in plain decimal digits",
+        f"{where} 'variations': '0x2' is hexadecimal (0x2 is 2): write the number in plain decimal digits",
+    ])  # fmt: skip
+
+
+def test_plain_numbers_floats_and_booleans_read_as_before(tmp_path):
+    path = manifest(tmp_path, "seed: [0, 42, 1000], strength: [0.5, +0.25, 1.0e-1], guidance_scale: 3.5, "
+                              "width: 64, keep_sources: yes")  # fmt: skip
+    job = load_manifest(path).jobs[0]
+    grid = job.grids[0]
+    assert grid.seed == (0, 42, 1000) and grid.strength == (0.5, 0.25, 0.1) and grid.guidance_scale == (3.5,)
+    assert grid.width == (64,) and job.keep_sources is True
+
+
+def test_text_fields_keep_number_like_text_as_written(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(f"jobs:\n  - {{name: 007, sources: {CAT}, prompts: [010, 1:30, 0x10]}}\n")
+    job = load_manifest(path).jobs[0]
+    assert job.name == "007" and job.grids[0].prompts == ("010", "1:30", "0x10")
+
+
+def test_a_pipeline_config_reads_numbers_the_same_way(tmp_path, tiny_model):
+    config = write_pipeline_config(tmp_path / "p.yaml", tiny_model, batch_size="010", prompt_cache="1_000")
+    with pytest.raises(ConfigError) as refused:
+        load_pipeline_config(config)
+    assert str(refused.value).splitlines() == [
+        (
+            f"{config}: field 'batch_size': '010' has a leading zero, octal to YAML 1.1 readers (010 is 8): write "
+            "the number in plain decimal digits"
+        ),
+        f"{config}: field 'prompt_cache': '1_000' has '_' separators: write the number in plain decimal digits",
+    ]
+    hub = tmp_path / "hub.yaml"
+    hub.write_text("model: black-forest-labs/FLUX.1-dev\nrevision: 0123456\n")  # a commit's digits, not octal
+    assert load_pipeline_config(hub).revision == "0123456"
+
+
+def test_plan_refuses_a_leading_zero_seed_with_exit_2(tmp_path, tiny_config):
+    path = manifest(tmp_path, "seed: 010")
+    planned = batch_edit("plan", str(path), "--pipeline", str(tiny_config), cwd=tmp_path)
+    assert planned.returncode == 2, planned.stderr
+    assert f"{path}: jobs[0] ('j'): field 'seed': '010' has a leading zero" in planned.stderr
+
+
+def webp_with_canvas(width: int, height: int) -> bytes:
+    """A small lossy WebP whose VP8X chunk declares a canvas of width x height."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buffer, "WEBP")
+    body = buffer.getvalue()[12:]
+    vp8x = b"VP8X" + struct.pack("<I", 10) + bytes(4) + (width - 1).to_bytes(3, "little")
+    vp8x += (height - 1).to_bytes(3, "little")
+    return b"RIFF" + struct.pack("<I", 4 + len(vp8x) + len(body)) + b"WEBP" + vp8x + body
+
+
+def test_a_webp_over_the_pixel_limit_is_refused_with_its_width_and_height():
+    with pytest.raises(SourceError) as refused:
+        decode_image(webp_with_canvas(16384, 16384))
+    assert str(refused.value) == (
+        "too many pixels: 16384x16384 is 268 megapixels, over the 256-megapixel limit for a source"
+    )
+    assert refused.value.reason == "too many pixels"
