@@ -14,6 +14,8 @@ from .pipeline_config import PipelineConfig
 
 def check_single_file(config: PipelineConfig) -> None:
     """Refusals that need no weights: the file is there, the base folder is there, GGUF support is installed."""
+    if Path(config.model).is_dir():
+        raise PipelineLoadError(f"{config.model}: a folder, not a model file")
     if not Path(config.model).is_file():
         raise PipelineLoadError(f"model file not found: {config.model}")
     if config.is_local_base and not Path(config.base_model).is_dir():
@@ -74,8 +76,10 @@ def safetensors_problem(config: PipelineConfig, model_class) -> str | None:
             keys = {key.removeprefix("model.diffusion_model."): key for key in weights.keys()}  # noqa: SIM118
             embedder = next((keys[k] for k in ("x_embedder.weight", "img_in.weight") if k in keys), None)
             width = weights.get_slice(embedder).get_shape()[-1] if embedder else None  # [inner, in_channels]
-    except (OSError, SafetensorError):  # not a safetensors file: the loader's own message says so
-        return None
+    except SafetensorError as exc:  # the header held together when the config loaded: say what the reader says
+        return f"cannot be read as a safetensors file: {first_line(exc)}"
+    except OSError as exc:
+        return f"could not read: {exc.strerror or exc}"
     if not any(key.startswith(TRANSFORMER_KEYS) for key in keys):
         kind = next((kind for kind, marks in OTHER_KINDS if any(m in key for key in keys for m in marks)), None)
         shown = ", ".join(sorted(keys)[:2]) or "none"

@@ -1,6 +1,5 @@
 """Where a pipeline config's local weights are and what names them in item ids: a `model`/`base_model` path
-resolved against the config's folder (never the working directory), a model folder's stamp, and whether a
-`.gguf` file is one at all."""
+resolved against the config's folder (never the working directory) and a model folder's stamp."""
 
 from __future__ import annotations
 
@@ -8,13 +7,11 @@ import hashlib
 import os
 from pathlib import Path
 
+from .checkpoint_headers import SINGLE_FILE_SUFFIXES
 from .errors import ConfigError
 from .lora_config import LOCAL_PREFIXES, file_stamp
 
-SINGLE_FILE_SUFFIXES = (".safetensors", ".gguf")  # a FLUX.1 transformer alone, as ComfyUI/Forge users hold it
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")  # the files a model folder's stamp covers
-GGUF_MAGIC = b"GGUF"
-GGUF_HEADER_BYTES = 24  # magic, version (uint32), tensor and metadata counts (uint64 each)
 
 
 def folder_stamp(folder: Path) -> str:
@@ -63,21 +60,3 @@ def _exists(path: Path) -> bool:
         return path.exists()
     except (OSError, ValueError):  # a name no filesystem holds: not a local path
         return False
-
-
-def gguf_problem(path: Path) -> str | None:
-    """What makes a `.gguf` file no GGUF file, read from its first bytes (diffusers would only say much later, while
-    loading, that it cannot load the weights): another kind of file, or one cut short. None for a file that is
-    not there (reported as missing elsewhere) or that starts as a GGUF file does."""
-    try:
-        with open(path, "rb") as file:
-            head = file.read(GGUF_HEADER_BYTES)
-    except OSError:
-        return None
-    if not head:
-        return "an empty file, not a GGUF file"
-    if not GGUF_MAGIC.startswith(head[:4]):
-        return f"not a GGUF file (it starts with {head[:4]!r}, a GGUF file with {GGUF_MAGIC!r})"
-    if len(head) < GGUF_HEADER_BYTES:
-        return f"truncated: {len(head)} bytes, fewer than the {GGUF_HEADER_BYTES} of a GGUF file's header"
-    return None

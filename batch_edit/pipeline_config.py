@@ -9,9 +9,10 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from .checkpoint_headers import SINGLE_FILE_SUFFIXES, checkpoint_problem
 from .errors import ConfigError
 from .lora_config import LOCAL_PREFIXES, LoraConfig, file_stamp
-from .model_paths import SINGLE_FILE_SUFFIXES, folder_stamp, gguf_problem, local_model_path
+from .model_paths import folder_stamp, local_model_path
 from .validation import describe_validation_error, read_yaml_file
 
 QuantType = Literal["qint8", "qint4", "qfloat8"]
@@ -187,7 +188,9 @@ class PipelineConfig(StrictModel):
         """The local model file or folders this config names that are not there, each by its file and key (a hub
         id is not looked for: it may be downloaded, or be in the cache)."""
         missing = []
-        if self.is_single_file and not Path(self.model).is_file():
+        if self.is_single_file and Path(self.model).is_dir():
+            missing.append(f"{self._origin}: field 'model': {self.model}: a folder, not a file")
+        elif self.is_single_file and not Path(self.model).is_file():
             missing.append(f"{self._origin}: field 'model': file not found: {self.model}")
         elif self.is_local_model and not self.is_single_file and not Path(self.model).is_dir():
             missing.append(f"{self._origin}: field 'model': folder not found: {self.model}")
@@ -379,7 +382,7 @@ def load_pipeline_config(path: Path | None, recorded: bool = False) -> PipelineC
         local = config.base_model if config.is_single_file else config.model
         raise ConfigError(f"{path}: field 'revision': {local} is a local folder, which has no revisions (revision "
                           f"'{config.revision}' would be ignored): remove it, or name a hub id")  # fmt: skip
-    if config.is_gguf and (problem := gguf_problem(Path(config.model))):
+    if config.is_single_file and (problem := checkpoint_problem(Path(config.model))):
         raise ConfigError(f"{path}: field 'model': {config.model}: {problem}")
     if config.loras:
         config = config.model_copy(update={"loras": [lora.resolved_against(path.parent) for lora in config.loras]})
