@@ -25,6 +25,8 @@ def checkpoint_problem(path: Path) -> str | None:
     try:
         if path.is_dir():
             return _folder_problem(path, suffix)
+        if path.exists() and not path.is_file():  # opening a FIFO would wait for a writer, forever
+            return "not a regular file (a FIFO, socket or device)"
         with open(path, "rb") as file:
             size = path.stat().st_size
             return gguf_problem(file, size, path) if suffix == ".gguf" else safetensors_problem(file, size)

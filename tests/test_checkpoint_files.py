@@ -123,3 +123,12 @@ def test_a_header_the_safetensors_reader_refuses_is_said_so_at_load(tmp_path, ti
     config = PipelineConfig(model=model.as_posix(), base_model=tiny_model.as_posix(), device="cpu")
     problem = safetensors_problem(config, FluxTransformer2DModel)
     assert problem is not None and problem.startswith("cannot be read as a safetensors file: "), problem
+
+
+@pytest.mark.parametrize("suffix", [".gguf", ".safetensors"])
+def test_a_fifo_named_as_the_model_is_refused_without_waiting_for_a_writer(tmp_path, suffix):
+    import os
+
+    fifo = tmp_path / f"model{suffix}"
+    os.mkfifo(fifo)
+    assert checkpoint_problem(fifo) == "not a regular file (a FIFO, socket or device)"
