@@ -186,8 +186,8 @@ class JobOutput(JobListing):
             self._write_source(name, png)
         self._move_other_result(item)  # before the caption: the one beside another item's result goes with it
         caption = item.prompt.encode("utf-8") if item.output.captions else None
-        self._move_not_made_here(item.output_name, result.data, caption)
-        if caption is not None:  # before the image: a finished item always has its caption
+        hand_edited = self._move_not_made_here(item.output_name, result.data, caption)  # a caption kept as it is
+        if caption is not None and not hand_edited:  # before the image: a finished item always has its caption
             self._write_file(self.folder / caption_name(item.output_name), lambda handle: handle.write(caption))
         size = self._write_file(self.folder / item.output_name, lambda handle: handle.write(result.data))
         self._append({"status": "ok", "bytes": size, **result.row})
@@ -204,16 +204,18 @@ class JobOutput(JobListing):
         if current:  # also where the file is gone: the record must not name this item's result as its own
             self.mark(record, "pruned", pruned_to=moved, replaced_by=item.item_id)
 
-    def _move_not_made_here(self, file_name: str, data: bytes, caption: bytes | None) -> None:
+    def _move_not_made_here(self, file_name: str, data: bytes, caption: bytes | None) -> bool:
         """Never write over a file this job did not make (a user's own, another tool's, a result edited since):
-        it moves into .batch-edit/pruned/ first (`in_the_way`), each listed in `moved_aside`. A caption file of
-        its stem this job did not write goes with it; alone, it moves only where this caption is written."""
+        it moves into .batch-edit/pruned/ first (`in_the_way`), each listed in `moved_aside`, with the caption
+        file of its stem where this job did not write that (a pair stays a pair). A caption edited by hand
+        beside the job's own result (or where it was) stays where it is, never rewritten: returns True then."""
         image, theirs = self.in_the_way(file_name, data, caption)
-        if image or (theirs and caption is not None):
-            text = caption_name(file_name)
-            moved = self.move_to_pruned(file_name if image else text, with_caption=image and theirs)
-            names = [file_name] * image + [text] * theirs
+        if image:
+            moved = self.move_to_pruned(file_name, with_caption=theirs)
+            names = [file_name] + [caption_name(file_name)] * theirs
             self.moved_aside += [(name, Path(moved).with_suffix(Path(name).suffix).name) for name in names]
+            return False
+        return theirs
 
     def finish_files(self, copies: bool = True) -> None:
         """The job's finishing pass (`finish_pass`): finished items' missing caption files and (`copies`, in a job

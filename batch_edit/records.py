@@ -141,10 +141,11 @@ class JobRecords:
 
     def in_the_way(self, file_name: str, data: bytes, caption: bytes | None) -> tuple[bool, bool]:
         """Whether writing a result (`data`) at `file_name`, and its caption (None: none written), would destroy
-        a file this job did not make, at the result's name and at its caption's. A run moves such a file aside
-        (its caption with it: a pair stays a pair). Not made here: a result no record names, or not the size its
-        record gives (edited or replaced since); a caption whose text is no prompt of a result recorded under its
-        stem. A file that holds the very bytes to be written loses nothing."""
+        a file this job did not make, at the result's name and at its caption's. A run moves such a result aside
+        (its caption with it: a pair stays a pair), and leaves such a caption beside its own result unwritten (a
+        caption edited by hand). Not made here: a result no record names, or not the size its record gives
+        (edited or replaced since); a caption whose text is no prompt of a result recorded under its stem. A file
+        that holds the very bytes to be written loses nothing."""
         text, stem = caption_name(file_name), Path(file_name).stem
         results = [self.result_of(with_extension(stem, format))[0] for format in EXTENSIONS]
         made = {str(record["prompt"]).encode("utf-8") for record in results if record is not None}

@@ -91,28 +91,24 @@ def test_a_result_changed_since_it_was_made_is_moved_aside_never_over_an_earlier
     assert len(list(pruned.iterdir())) == 2
 
 
-def test_a_users_caption_and_image_pair_move_together_and_a_lone_caption_where_captions_are_written(
-    tmp_path, tiny_config
-):
+def test_a_users_caption_and_image_pair_move_together_and_a_lone_caption_stays_unwritten(tmp_path, tiny_config):
     _sources(tmp_path)
     _manifest(tmp_path, captions=True)
     folder, pruned = tmp_path / "out" / "ds", tmp_path / "out" / "ds" / ".batch-edit" / "pruned"
     folder.mkdir(parents=True)
-    (folder / "photo1_edit.txt").write_text("my own caption")  # no image beside it
+    (folder / "photo1_edit.txt").write_text("my own caption")  # no image beside it: stays, never rewritten
     pair = image_file(folder / "photo2_edit.png", size=(32, 32)).read_bytes()
     (folder / "photo2_edit.txt").write_text("my caption of my image")
     output = _ok(_command(tmp_path, tiny_config, "run"))
-    assert "moved 3 file(s)" in output
-    assert (pruned / "photo1_edit.txt").read_text() == "my own caption"
+    assert "moved 2 file(s)" in output
     assert (pruned / "photo2_edit.png").read_bytes() == pair
     assert (pruned / "photo2_edit.txt").read_text() == "my caption of my image"
-    assert [(folder / f"photo{n}_edit.txt").read_text() for n in (1, 2)] == ["a fox", "a fox"]
-    # a caption the job wrote is its own: rewritten by --overwrite, nothing moved; one edited by hand is kept
+    assert [(folder / f"photo{n}_edit.txt").read_text() for n in (1, 2)] == ["my own caption", "a fox"]
+    # a caption the job wrote is its own: rewritten by --overwrite; one edited by hand stays as it is
     (folder / "photo2_edit.txt").write_text("a fox, edited")
     output = _ok(_command(tmp_path, tiny_config, "run", "--overwrite"))
-    assert "moved 1 file(s)" in output and "photo2_edit.txt (as photo2_edit~2.txt)" in output
-    assert (pruned / "photo2_edit~2.txt").read_text() == "a fox, edited"
-    assert len(list(pruned.iterdir())) == 4
+    assert "moved" not in output and (folder / "photo2_edit.txt").read_text() == "a fox, edited"
+    assert len(list(pruned.iterdir())) == 2
 
 
 @pytest.mark.parametrize("other_work", [False, True], ids=["nothing-else-to-run", "another-item-runs"])

@@ -1,0 +1,77 @@
+"""What a run keeps of what is already in a job folder: a caption edited by hand stays where it is, untouched,
+when its image is made again; a kept source copy holds the bytes its item was made from (written again where it
+was damaged); a finished item whose source went away stays done and listed, and a failure to make it again takes
+its intact result away from no listing, nor gives it to `prune`."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from .conftest import batch_edit
+
+YAML = """jobs:
+  - {{name: ds, sources: {sources}, prompts: '{prompt}', seed: 5, file_name: '{{stem}}_edit', width: 64, height: 64,
+     num_inference_steps: 2, strength: 0.5, format: {format}, {options}}}
+"""
+
+
+def _sources(folder, stems=("cat", "dog")) -> None:
+    rng = np.random.default_rng(0)
+    for stem in stems:
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / f"{stem}.png")
+
+
+def _yaml(folder, sources="[cat.png, dog.png]", prompt="a fox", format="png", options="captions: true") -> str:
+    (folder / "m.yaml").write_text(YAML.format(sources=sources, prompt=prompt, format=format, options=options))
+    return "m.yaml"
+
+
+def _run(folder, config, manifest: str, *args: str, code: int = 0) -> str:
+    result = batch_edit(*args, manifest, "--pipeline", str(config), "--output-root", "out", cwd=folder)
+    assert result.returncode == code, result.stdout + result.stderr
+    return result.stdout
+
+
+def _csv(path, name: str = "metadata.csv") -> pd.DataFrame:
+    return pd.read_csv(path / name, dtype=str)
+
+
+# ---------------------------------------------------------------- captions edited by hand
+
+
+def test_a_caption_edited_by_hand_stays_in_place_when_its_image_is_made_again(tmp_path, tiny_config):
+    _sources(tmp_path)
+    manifest = _yaml(tmp_path)
+    _run(tmp_path, tiny_config, manifest, "run")
+    folder = tmp_path / "out" / "ds"
+    caption, image = folder / "cat_edit.txt", folder / "cat_edit.png"
+    caption.write_text("a tabby cat on a mat, by hand")
+    image.unlink()  # to make it again
+    output = _run(tmp_path, tiny_config, manifest, "run")
+    assert "1 written" in output and "moved" not in output, output
+    assert caption.read_text() == "a tabby cat on a mat, by hand" and image.is_file()
+    caption.write_text("edited again")
+    output = _run(tmp_path, tiny_config, manifest, "run", "--overwrite")
+    assert "2 written" in output and "moved" not in output, output
+    assert caption.read_text() == "edited again"
+    assert (folder / "dog_edit.txt").read_text() == "a fox"  # the job's own caption, rewritten as it was
+    assert not (folder / ".batch-edit" / "pruned").exists()
+    assert _csv(folder).file_name.tolist() == ["cat_edit.png", "dog_edit.png"]
+
+
+def test_a_caption_the_job_wrote_follows_a_new_prompt_and_one_edited_by_hand_does_not(tmp_path, tiny_config):
+    _sources(tmp_path, ["cat"])
+    _run(tmp_path, tiny_config, _yaml(tmp_path, "cat.png"), "run")
+    folder = tmp_path / "out" / "ds"
+    caption = folder / "cat_edit.txt"
+    # a new prompt and format: a new item whose caption is the one the png's item wrote, holding its prompt
+    output = _run(tmp_path, tiny_config, _yaml(tmp_path, "cat.png", "a wolf", "jpeg"), "run")
+    assert "moved" not in output and caption.read_text() == "a wolf"
+    caption.write_text("my own words")
+    output = _run(tmp_path, tiny_config, _yaml(tmp_path, "cat.png", "a bird", "webp"), "run")
+    assert "1 written" in output and "moved" not in output, output
+    assert caption.read_text() == "my own words" and (folder / "cat_edit.webp").is_file()
