@@ -4,9 +4,10 @@ record again; each gets its missing caption file and, in a job keeping its sourc
 metadata.csv and failures.csv are rebuilt from the same read.
 
 The kept-copy repair stays cheap on a job of thousands of finished items run again: one listing of `sources/`
-says which copies are there (no stat per copy), and the items that could not get one (a URL, a source changed or
-gone) are remembered in `.batch-edit/uncopied.json` with their inputs' stamp as planning saw them, so a rerun
-neither loads their sources again nor warns again until one of those files changes. Said once, with where the
+with each entry's size says which copies are there (an emptied one is not; none is opened or read), and the items
+that could not get one (a URL, a source changed or gone) are remembered in `.batch-edit/uncopied.json` with their
+inputs' stamp as planning saw them, so a rerun neither loads their sources again nor warns again until one of
+those files changes. Said once, with where the
 list is: a warning repeated word for word at every run of a finished job is one users learn to skip, and with it
 the next, new one."""
 
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 from . import job_files
 from .errors import OutputError
 from .formats import caption_name
-from .kept_sources import FittedCopies, kept_listing, lacks_copies
+from .kept_sources import FittedCopies, lacks_copies, whole_copies
 from .plan import WorkItem
 from .records import SOURCES_DIR, STATE_DIR
 from .source_decoding import SourceError
@@ -74,10 +75,10 @@ def write_missing_captions(output: JobOutput, done: list[tuple[WorkItem, dict]])
 
 def write_missing_copies(output: JobOutput, done: list[tuple[WorkItem, dict]]) -> int:
     """A finished item of a job keeping its sources has its fitted source (and mask) under sources/: one made
-    before `keep_sources` was turned on, or whose copy was deleted, gets it without rendering again
+    before `keep_sources` was turned on, or whose copy was deleted or emptied, gets it without rendering again
     (`kept_sources`), and a record naming it as a new result's would (appended: the same result, now with its
     copies). Returns how many records were appended."""
-    present = kept_listing(output.folder / SOURCES_DIR)
+    present = whole_copies(output.folder / SOURCES_DIR)
     lacking = [(item, record) for item, record in done if lacks_copies(item, record, present.__contains__)]
     uncopied = Uncopied(output.state)
     retry = [(item, record) for item, record in lacking if not uncopied.known_as_is(item)]

@@ -110,6 +110,17 @@ def lstat(path: Path) -> os.stat_result | None:
         return None
 
 
+def holds(path: Path, data: bytes) -> bool:
+    """A regular file at `path` holding `data` (its size compared first: nothing is read where that differs)."""
+    found = lstat(path)
+    if found is None or not stat.S_ISREG(found.st_mode) or found.st_size != len(data):
+        return False
+    try:
+        return read_bytes(path) == data
+    except OSError:  # unreadable: not what it should hold
+        return False
+
+
 def temporary_name(path: Path) -> Path:
     """`.NAME.PID.tmp` beside `path`: hidden, and swept by `sweep_temporaries` after a crash."""
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")

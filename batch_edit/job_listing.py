@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import stat
 from pathlib import Path
 
 from . import job_files
@@ -115,7 +114,7 @@ class JobListing(JobRecords):
         data = text.getvalue().encode("utf-8")
         path = self.folder / name
         written = WrittenMetadata(self.state) if name == "metadata.csv" else None
-        if _same_bytes(path, data):
+        if job_files.holds(path, data):
             if written is not None:
                 written.record(data, cells=not during_job)  # a folder from before digests starts being compared
             return
@@ -132,13 +131,3 @@ def _manifest_order(record: dict) -> tuple:
     """Plan order (CSV row, then grid order); records written before items carried an index keep theirs, last."""
     index = record.get("index")
     return (index is None, index or 0)
-
-
-def _same_bytes(path: Path, data: bytes) -> bool:
-    found = job_files.lstat(path)
-    if found is None or not stat.S_ISREG(found.st_mode) or found.st_size != len(data):
-        return False
-    try:
-        return job_files.read_bytes(path) == data
-    except OSError:
-        return False

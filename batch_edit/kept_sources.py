@@ -1,9 +1,9 @@
 """Kept fitted copies (`keep_sources`) for results made without them: `keep_sources` turned on in a job that
-already has results, or a kept copy deleted since. Nothing is rendered again: a fitted source is a pure function of
-the source's content and the item's size and resize mode, so the copy is the one the run gave the pipeline, made
-by the same loading, checks and fitting as the run's (`worker.prepare`) and named and encoded as a new result's
-(`result_files.kept_copies`). A source (or mask) that is gone, changed since the result was made, or a URL (not
-downloaded again for this) gives no copy."""
+already has results, or a kept copy deleted or emptied since. Nothing is rendered again: a fitted source is a pure
+function of the source's content and the item's size and resize mode, so the copy is the one the run gave the
+pipeline, made by the same loading, checks and fitting as the run's (`worker.prepare`) and named and encoded as a
+new result's (`result_files.kept_copies`). A source (or mask) that is gone, changed since the result was made, or a
+URL (not downloaded again for this) gives no copy."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from .sources import SourceRef, fit_image, source_bytes
 
 def lacks_copies(item: WorkItem, record: dict, exists: Callable[[str], bool]) -> bool:
     """Whether a finished item of a job keeping its sources has no kept source (or, masked, no kept mask): its
-    record names none, or the file it names is gone."""
+    record names none, or the file it names is not there (`exists`)."""
     columns = [SOURCE_IMAGE_COLUMN] + [KEPT_MASK_COLUMN] * (item.mask is not None)
     return not all(_kept_name(record.get(column)) and exists(record[column]) for column in columns)
 
@@ -38,6 +38,26 @@ def kept_listing(folder: Path) -> set[str]:
     except OSError:  # none yet (or not a folder: JobOutput.check refuses that before anything is written)
         return set()
     return {f"{SOURCES_DIR}/{name}" for name in names if not name.startswith(".")}
+
+
+def whole_copies(folder: Path) -> set[str]:
+    """The names ("sources/NAME") of the kept copies a job's `sources/` holds that may be whole, from one listing
+    of it with each entry's size (nothing opened or read): an emptied file, a folder or a link is no copy."""
+    try:
+        with os.scandir(folder) as entries:
+            return {f"{SOURCES_DIR}/{entry.name}" for entry in entries if _filled(entry)}
+    except OSError:  # none yet (or not a folder: JobOutput.check refuses that before anything is written)
+        return set()
+
+
+def _filled(entry: os.DirEntry) -> bool:
+    """A kept copy, not empty: a hidden name (a write in progress) is none. Linux lists no sizes: one stat each."""
+    if entry.name.startswith("."):
+        return False
+    try:
+        return entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_size > 0
+    except OSError:  # gone meanwhile
+        return False
 
 
 def copies_named(records: Iterable[dict]) -> set[str]:

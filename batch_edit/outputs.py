@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +52,7 @@ class JobOutput(JobListing):
         self._created: list[Path] = []
         self._append_lock = threading.Lock()  # the writer thread appends successes, the main thread failures
         self.moved_aside: list[tuple[str, str]] = []  # (file, its name in pruned/): files the run did not make
+        self._kept_checked: set[str] = set()  # kept copies found (or written) holding what this run kept there
 
     def check(self) -> None:
         """Refuse (UnsafeOutputError) a link or an odd file where this folder's own files go."""
@@ -249,14 +249,18 @@ class JobOutput(JobListing):
         return True
 
     def _write_source(self, name: str, png: bytes) -> None:
-        """Written once: every item made from the same fitted source (or mask) names the same file."""
+        """The kept copy holds the bytes the item was made from: every item made from the same fitted source (or
+        mask) names the same file, so it is checked (its size, then its bytes) once per run and written only where
+        it is missing or differs (emptied, edited, cut short since)."""
+        if name in self._kept_checked:
+            return
         try:
             job_files.make_folder(self.folder / SOURCES_DIR)
         except OSError as exc:
             raise OutputError(f"cannot write {self.folder / SOURCES_DIR}: {exc.strerror or exc}") from exc
-        found = job_files.lstat(self.folder / name)
-        if found is None or not stat.S_ISREG(found.st_mode):
+        if not job_files.holds(self.folder / name, png):
             self._write_file(self.folder / name, lambda handle: handle.write(png))
+        self._kept_checked.add(name)
 
     def _write_file(self, final: Path, write: Callable[[BinaryIO], object]) -> int:
         temporary = job_files.temporary_name(final)

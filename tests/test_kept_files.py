@@ -75,3 +75,37 @@ def test_a_caption_the_job_wrote_follows_a_new_prompt_and_one_edited_by_hand_doe
     output = _run(tmp_path, tiny_config, _yaml(tmp_path, "cat.png", "a bird", "webp"), "run")
     assert "1 written" in output and "moved" not in output, output
     assert caption.read_text() == "my own words" and (folder / "cat_edit.webp").is_file()
+
+
+# ---------------------------------------------------------------- kept source copies
+
+
+def test_a_damaged_kept_copy_is_written_again_when_its_item_is_made_again(tmp_path, tiny_config):
+    _sources(tmp_path)
+    manifest = _yaml(tmp_path, options="keep_sources: true")
+    _run(tmp_path, tiny_config, manifest, "run")
+    folder = tmp_path / "out" / "ds"
+    rows = _csv(folder)
+    cat, dog = (folder / name for name in rows.source_image_file_name)
+    kept = {path: path.read_bytes() for path in (cat, dog)}
+    cat.write_bytes(b"")  # emptied
+    dog.write_bytes(bytes(len(kept[dog])))  # the same size, other bytes
+    _run(tmp_path, tiny_config, manifest, "run", "--overwrite")
+    assert {path: path.read_bytes() for path in (cat, dog)} == kept
+    assert _csv(folder).source_image_file_name.tolist() == rows.source_image_file_name.tolist()
+    shutil.move(tmp_path / "cat.png", tmp_path / "cat.away.png")  # reproduce needs the kept copy now
+    item = rows.item_id[0]
+    reproduced = batch_edit("reproduce", str(folder / "metadata.csv"), "--item", item, "--pipeline", str(tiny_config))
+    assert reproduced.returncode == 0 and "identical" in reproduced.stdout, reproduced.stdout + reproduced.stderr
+
+
+def test_an_emptied_kept_copy_is_written_again_by_a_rerun_with_nothing_to_do(tmp_path, tiny_config):
+    _sources(tmp_path, ["cat"])
+    manifest = _yaml(tmp_path, "cat.png", options="keep_sources: true")
+    _run(tmp_path, tiny_config, manifest, "run")
+    folder = tmp_path / "out" / "ds"
+    (copy,) = (folder / "sources").iterdir()
+    kept = copy.read_bytes()
+    copy.write_bytes(b"")
+    assert "nothing to do" in _run(tmp_path, tiny_config, manifest, "run")
+    assert copy.read_bytes() == kept
