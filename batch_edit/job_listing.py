@@ -54,18 +54,22 @@ class JobListing(JobRecords):
         Following a plan, failures.csv lists only the plan's items: a failure of an item no longer planned (its
         source deleted, its row removed) is in no run's count any more; its record stays. `read`: the records
         and the plan's finished ones, as the last read_records() and finished_records() gave them."""
-        records, finished = read or (self.read_records(), None)
+        latest, finished = read or (self.read_records(), None)
         # a planned item's row is its finished result, also where a later record of it names another file
-        finished = self.finished_records(self._plan or (), records) if finished is None else finished
-        records = {**records, **finished}
+        finished = self.finished_records(self._plan or (), latest) if finished is None else finished
+        # and where its latest outcome is a failure, the result it still has: listed with that failure
+        behind = self.results_behind_failures(self._plan or (), latest)
+        records = {**latest, **finished, **behind}
         planned = {item.item_id for item in self._plan or ()}
         current = self.listed_ids(records, planned)
         ordered = self._placed(sorted((r for i, r in records.items() if i in current), key=_manifest_order))
         # "none", not an empty cell: datasets would type an all-empty loras column as float64; a finished result
         # was found intact a moment ago, its file is not checked again
-        intact = [r for r in ordered if r["item_id"] in finished or self._intact(r)]
+        intact = [r for r in ordered if r["item_id"] in finished or r["item_id"] in behind or self._intact(r)]
         done = [{**r, "loras": r.get("loras") or "none"} for r in intact]
-        failed = [r for r in ordered if r["status"] == "failed" and (self._plan is None or r["item_id"] in planned)]
+        failures = [latest[i] for i in current if latest[i]["status"] == "failed"]
+        failures = self._placed(sorted(failures, key=_manifest_order))
+        failed = [r for r in failures if self._plan is None or r["item_id"] in planned]
         # Columns follow the job, not which of its items happen to have rows: a script reading a masked job's
         # failures.csv["mask"] or metadata.csv["task"] must not break because nothing failed, or nothing succeeded.
         masked_job = any(item.mask is not None for item in self._plan or ())

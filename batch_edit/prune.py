@@ -164,7 +164,8 @@ def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool) -> _Changes:
     planned = {item.item_id: item for item in plan.items}
     finished = output.finished_records(plan.items, records)  # each its result, the latest record or an earlier one
     taken = {record["file_name"]: item_id for item_id, record in finished.items()}  # planned results: never moved
-    changes = _Changes(kept=len(finished))
+    behind = output.results_behind_failures(plan.items, records)  # nor those a failed attempt left in place
+    changes = _Changes(kept=len(finished) + len(behind))
     for item_id, record in records.items():
         item = planned.get(item_id)
         holder = taken.get(record["file_name"], item_id) if record["status"] == "ok" else item_id
@@ -192,7 +193,8 @@ def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool) -> _Changes:
             changes.prune.append((record, f"the job now writes {item.output_name}"))
             if item_id in finished:  # a format changed back: the file moves, the item keeps its result
                 changes.keeping[item_id] = finished[item_id]["file_name"]
-    current = {record["file_name"] for record in [*records.values(), *finished.values()] if record["status"] == "ok"}
+    results = [*records.values(), *finished.values(), *behind.values()]
+    current = {record["file_name"] for record in results if record["status"] == "ok"}
     recorded = output.recorded_files()
     changes.superseded = [
         (name, _older_because(name, records.get(recorded[name], {}), planned.get(recorded[name])))
@@ -206,7 +208,7 @@ def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool) -> _Changes:
     staying = current - leaving  # a failure names no file
     changes.staying_captions = {caption_name(name) for name in staying}
     changes.orphan_copies = _orphan_copies(
-        output, records, finished, planned.keys() - {r["item_id"] for r in changes.reject}
+        output, records, {**finished, **behind}, planned.keys() - {r["item_id"] for r in changes.reject}
     )
     return changes
 

@@ -234,6 +234,18 @@ class JobRecords:
             return None  # its latest outcome (an --overwrite that failed): failures.csv lists it, a run retries it
         return self._earlier.get(item_id, {}).get(file_name)
 
+    def results_behind_failures(self, items, records: dict[str, dict]) -> dict[str, dict]:
+        """Planned items whose latest outcome is a failure (an --overwrite that failed, a source gone since) while
+        the result they had under their planned name is still there, intact: that result's record. A failed
+        attempt takes no result away: metadata.csv keeps listing it, failures.csv the failure, a run retries it."""
+        behind = {}
+        for item in items:
+            if records.get(item.item_id, {}).get("status") == "failed":
+                earlier = self._earlier.get(item.item_id, {}).get(item.output_name)
+                if earlier is not None and self._intact(earlier):
+                    behind[item.item_id] = earlier
+        return behind
+
     def finished_ids(self, items, records: dict[str, dict] | None = None) -> set[str]:
         return set(self.finished_records(items, records))
 
@@ -246,18 +258,23 @@ class JobRecords:
         return {item.item_id for item in marked} - finished
 
     def listed_ids(self, records: dict[str, dict], planned: set[str]) -> set[str]:
-        """The item the CSVs list per supersede key (`records` as the last read_records() gave them): one the
+        """The items the CSVs list per supersede key (`records` as the last read_records() gave them): one the
         plan has (`planned`) first, so a source back to content made earlier lists that content's result, not
         the one recorded since; then the latest record, so a result made from changed content replaces the old
-        row and a success after a failure is no longer a failure. A "pruned" record never supersedes: its result
-        left the folder (and the old content's "pruned" mark, appended after the current item's result, must not
-        hide it). A "rejected" one does: the user deleted that item's result, and no other result of the key is
-        to stand in for it."""
+        row and a success after a failure is no longer a failure. A failure supersedes no result: the key's
+        result stays listed beside it (a source changed into one that fails, or gone, takes no result away). A
+        "pruned" record never supersedes: its result left the folder (and the old content's "pruned" mark,
+        appended after the current item's result, must not hide it). A "rejected" one does: the user deleted
+        that item's result, and no other result of the key is to stand in for it."""
         listed: dict[tuple, str] = {}
+        results: dict[tuple, str] = {}  # the same, of records that are no failure
         candidates = (item_id for item_id, record in records.items() if record["status"] != "pruned")
         for item_id in sorted(candidates, key=lambda item_id: (item_id in planned, self._lines[item_id])):
-            listed[supersede_key(records[item_id])] = item_id  # the last one sorted wins
-        return set(listed.values())
+            key = supersede_key(records[item_id])
+            listed[key] = item_id  # the last one sorted wins
+            if records[item_id]["status"] != "failed":
+                results[key] = item_id
+        return {*listed.values(), *results.values()}
 
     def _intact(self, record: dict) -> bool:
         if record["status"] != "ok":

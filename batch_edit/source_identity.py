@@ -4,7 +4,9 @@ Hashing every source on every plan would read a whole dataset each time, so the 
 the cheap `stat` (size and mtime) seen when it was hashed: a source whose path and stat match a record reuses
 that hash, and anything else is read and hashed again. `touch` on an unchanged file thus costs one read and
 changes no id; changed content always gets new ids. An id hashes the source's path as well: moved sources make
-new items (`moved_sources_note` says so where the records show it).
+new items (`moved_sources_note` says so where the records show it). A source that is gone (deleted or archived
+once its items were done) keeps the content last recorded at its path, so its finished items keep their ids: done,
+listed and kept by `prune`, not failed again as new items.
 """
 
 from __future__ import annotations
@@ -24,13 +26,21 @@ _COMPARED = tuple(p for p in axes() if p.name != "seed" and p.needs is None)
 
 
 def recorded_hashes(records) -> dict[tuple[str, str], str]:
-    """(source path, stat) -> sha256, from the records of earlier runs."""
-    known = {}
+    """(source path, stat) -> sha256, from the records of earlier runs; and (source path, "") -> the sha256 of the
+    content last seen there (the newest mtime recorded; a record made while it was gone, with no stat, last), for
+    a source that is gone now."""
+    known, newest = {}, {}
     for record, kind in itertools.product(records, ("source", "mask")):
         key, seen, sha = record.get(kind), record.get(f"{kind}_stat"), record.get(f"{kind}_sha256")
-        if isinstance(key, str) and isinstance(seen, str) and seen and isinstance(sha, str) and len(sha) == 64:
+        if not (isinstance(key, str) and isinstance(seen, str) and isinstance(sha, str) and len(sha) == 64):
+            continue
+        if seen:
             known[(key, seen)] = sha
-    return known
+        mtime = seen.rpartition("-")[2]
+        mtime = int(mtime) if mtime.isdigit() else -1
+        if mtime >= newest.get(key, (-1, ""))[0]:
+            newest[key] = (mtime, sha)
+    return {**known, **{(key, ""): sha for key, (_, sha) in newest.items()}}
 
 
 def identify_sources(jobs: list[JobSpec], known: dict[tuple[str, str], str]) -> list[JobSpec]:
@@ -38,8 +48,11 @@ def identify_sources(jobs: list[JobSpec], known: dict[tuple[str, str], str]) -> 
     identified: dict[SourceRef, SourceRef] = {}
 
     def identify(ref: SourceRef) -> SourceRef:
-        if ref.is_url or not ref.stat:
-            return ref  # a URL's content is only known once downloaded; a missing file fails when loaded
+        if ref.is_url:
+            return ref  # a URL's content is only known once downloaded
+        if not ref.stat:  # gone (archived after its items were done): their ids, so their results stay theirs
+            gone = known.get((ref.key, ""))  # its items still fail when loaded, where they run at all
+            return replace(ref, fingerprint=gone) if gone else ref
         if ref not in identified:
             sha = known.get((ref.key, ref.stat))
             seen, sha = (ref.stat, sha) if sha else file_identity(ref.key)

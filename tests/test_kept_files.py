@@ -109,3 +109,51 @@ def test_an_emptied_kept_copy_is_written_again_by_a_rerun_with_nothing_to_do(tmp
     copy.write_bytes(b"")
     assert "nothing to do" in _run(tmp_path, tiny_config, manifest, "run")
     assert copy.read_bytes() == kept
+
+
+# ---------------------------------------------------------------- sources gone after their items were done
+
+
+def _manifests(folder) -> dict[str, str]:
+    (folder / "m.csv").write_text(
+        "source,prompt,seed,width,height,num_inference_steps,strength\n"
+        "cat.png,a,1,64,64,2,0.5\ndog.png,a,1,64,64,2,0.5\n"
+    )
+    return {"m.csv": "m", _yaml(folder, options="captions: false"): "ds"}
+
+
+def test_a_finished_item_whose_source_went_away_stays_done_listed_and_kept_by_prune(tmp_path, tiny_config):
+    _sources(tmp_path)
+    for manifest, job in _manifests(tmp_path).items():  # a CSV and a YAML job, in folders of their own
+        _run(tmp_path, tiny_config, manifest, "run")
+        folder = tmp_path / "out" / job
+        made = _csv(folder).file_name.tolist()
+        shutil.move(tmp_path / "dog.png", tmp_path / "dog.archived.png")
+        assert "nothing to do" in _run(tmp_path, tiny_config, manifest, "run")
+        assert _csv(folder).file_name.tolist() == made and _csv(folder, "failures.csv").empty
+        assert "would move 0, would reject 0, kept 2" in _run(tmp_path, tiny_config, manifest, "prune", "--dry-run")
+        dog = folder / made[1]
+        image = dog.read_bytes()
+        # made again: it fails as "file not found", and its result, still there, stays listed beside the failure
+        output = _run(tmp_path, tiny_config, manifest, "run", "--overwrite", code=1)
+        assert "1 written" in output and "1 failed (file not found: 1)" in output, output
+        assert _csv(folder).file_name.tolist() == made and dog.read_bytes() == image
+        assert _csv(folder, "failures.csv").source.str.endswith("dog.png").tolist() == [True]
+        assert "would move 0, would reject 0, kept 2" in _run(tmp_path, tiny_config, manifest, "prune", "--dry-run")
+        shutil.move(tmp_path / "dog.archived.png", tmp_path / "dog.png")
+        assert "1 written" in _run(tmp_path, tiny_config, manifest, "run")  # back: the failed item is retried
+        assert _csv(folder, "failures.csv").empty and _csv(folder).file_name.tolist() == made
+
+
+def test_a_source_changed_into_one_that_fails_leaves_its_earlier_result_listed(tmp_path, tiny_config):
+    _sources(tmp_path)
+    manifest = _yaml(tmp_path, options="captions: false")
+    _run(tmp_path, tiny_config, manifest, "run")
+    folder = tmp_path / "out" / "ds"
+    (tmp_path / "dog.png").write_bytes(b"not an image any more")  # new content: a new item, which fails
+    output = _run(tmp_path, tiny_config, manifest, "run", code=1)
+    assert "1 failed" in output, output
+    rows = _csv(folder)
+    assert rows.file_name.tolist() == ["cat_edit.png", "dog_edit.png"]  # the earlier content's result, listed last
+    assert rows["index"].isna().tolist() == [False, True]
+    assert len(_csv(folder, "failures.csv")) == 1

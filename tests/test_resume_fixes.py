@@ -40,6 +40,8 @@ def test_sources_deleted_after_a_run_fail_their_items_instead_of_refusing_the_ru
     (tmp_path / "rows.csv").write_text(rows)
     run = ("run", "rows.csv", "--pipeline", str(tiny_config), "--output-root", "out")
     assert batch_edit(*run, cwd=tmp_path).returncode == 0
+    made = pd.read_csv(tmp_path / "out" / "rows" / "metadata.csv")
+    (tmp_path / "out" / "rows" / made.file_name[1]).unlink()  # b's result deleted: its item runs again
     (tmp_path / "b.png").unlink()  # the only pending item's source: the others are done from theirs
     resumed = batch_edit(*run, cwd=tmp_path)
     assert resumed.returncode == 1, resumed.stderr
