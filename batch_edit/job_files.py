@@ -147,3 +147,16 @@ def sweep_temporaries(folder: Path) -> None:
         for entry in entries:
             if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file(follow_symlinks=False):
                 os.unlink(entry.path)
+
+
+def ends_with_newline(descriptor: int) -> bool:
+    return os.pread(descriptor, 1, os.fstat(descriptor).st_size - 1) == b"\n"
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable, so a power cut can't lose an image whose record is on disk."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

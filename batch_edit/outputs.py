@@ -104,7 +104,7 @@ class JobOutput(JobListing):
             if pipeline_yaml is not None:
                 self._keep_config(pipeline_yaml, pipeline_hash)
             self._records = job_files.open_append(self.records_path)
-            if os.fstat(self._records.fileno()).st_size and not _ends_with_newline(self._records.fileno()):
+            if os.fstat(self._records.fileno()).st_size and not job_files.ends_with_newline(self._records.fileno()):
                 self._records.write(b"\n")  # a crash cut the last line short: never glue a record onto it
         except OSError as exc:
             raise OutputError(f"cannot write to the output folder {self.folder}: {exc.strerror or exc}") from exc
@@ -271,7 +271,7 @@ class JobOutput(JobListing):
                 os.fsync(handle.fileno())
                 size = handle.tell()
             os.replace(temporary, final)  # a link at `final` is replaced, its target never written
-            _fsync_folder(final.parent)
+            job_files.fsync_folder(final.parent)
         except OSError as exc:
             job_files.remove_file(temporary)
             raise OutputError(f"cannot write {final}: {exc.strerror or exc}") from exc
@@ -302,8 +302,8 @@ class JobOutput(JobListing):
                 job_files.make_folder(folder)
             for path in moving:  # the caption first: a result never stays here without it
                 os.replace(path, target.with_suffix(".txt") if path == caption else target)
-            _fsync_folder(target.parent)
-            _fsync_folder(image.parent)
+            job_files.fsync_folder(target.parent)
+            job_files.fsync_folder(image.parent)
         except OSError as exc:
             raise OutputError(f"cannot move {moving[-1]} to {pruned}: {exc.strerror or exc}") from exc
         return str(target.relative_to(self.folder)) if image in moving else None
@@ -381,10 +381,6 @@ class JobOutput(JobListing):
             raise OutputError(f"cannot write {self.state / SHEETS_STAMP}: {exc.strerror or exc}") from exc
 
 
-def _ends_with_newline(descriptor: int) -> bool:
-    return os.pread(descriptor, 1, os.fstat(descriptor).st_size - 1) == b"\n"
-
-
 def _unused_name(folder: Path, file_name: str) -> Path:
     """`file_name` in `folder`, numbered (`NAME~2.png`) where it or its caption's name is taken there."""
     target, number, name = folder / file_name, 1, Path(file_name)
@@ -392,12 +388,3 @@ def _unused_name(folder: Path, file_name: str) -> Path:
         number += 1
         target = target.with_name(f"{name.stem}~{number}{name.suffix}")
     return target
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable, so a power cut can't lose an image whose record is on disk."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
