@@ -59,11 +59,14 @@ def report(args) -> int:
             print(f"  waiting for job {other}'s results: {escaped(path)} holds none yet")
         if waiting:
             print(f"  waiting: {len(waiting)} item(s), left for the run after the one that makes those results")
-        missing = [path for path in missing if path not in unmade]
+        needed = {item.source.key for item in pending[plan.name]}  # a run loads only the sources of these
+        gone = [path for path in missing if path not in unmade and path not in needed]
+        missing = [path for path in missing if path not in unmade and path in needed]
         if missing:
             missing_total += len(missing)
-            shown = ", ".join(map(escaped, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            print(f"  missing: {len(missing)} of {sources} source file(s): {shown}")
+            print(f"  missing: {len(missing)} of {sources} source file(s): {_shown(missing)}")
+        if gone:  # archived once done: nothing to load, and their results stay
+            print(f"  gone: {len(gone)} source file(s) of items already done (their results stay): {_shown(gone)}")
         if unmasked := sources_without_mask(job):
             unmasked_total += len(unmasked)
             more = f" and {len(unmasked) - 5} more" if len(unmasked) > 5 else ""
@@ -90,6 +93,10 @@ def report(args) -> int:
     if missing_total or unmasked_total:
         return EXIT_ITEMS_FAILED
     return EXIT_OK
+
+
+def _shown(paths: list[str]) -> str:
+    return ", ".join(map(escaped, paths[:5])) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
 
 
 def _pending(items, skipped: set[str]) -> list:

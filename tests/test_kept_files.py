@@ -131,6 +131,9 @@ def test_a_finished_item_whose_source_went_away_stays_done_listed_and_kept_by_pr
         shutil.move(tmp_path / "dog.png", tmp_path / "dog.archived.png")
         assert "nothing to do" in _run(tmp_path, tiny_config, manifest, "run")
         assert _csv(folder).file_name.tolist() == made and _csv(folder, "failures.csv").empty
+        planned = _run(tmp_path, tiny_config, manifest, "plan")  # exit 0: a run would load nothing that is gone
+        assert "gone: 1 source file(s) of items already done (their results stay)" in planned, planned
+        assert "missing:" not in planned
         assert "would move 0, would reject 0, kept 2" in _run(tmp_path, tiny_config, manifest, "prune", "--dry-run")
         dog = folder / made[1]
         image = dog.read_bytes()
