@@ -87,14 +87,19 @@ def _file_calls(monkeypatch, folder: Path) -> Counter:
     return calls
 
 
+def _first_run(tmp_path: Path, tiny_task_config) -> tuple[Path, Path]:
+    """The inpaint job run once (captions, kept copies): its pipeline config and its folder."""
+    _sources(tmp_path)
+    config = tiny_task_config("inpaint")
+    _ran(_command(tmp_path, config, "run"))
+    return config, tmp_path / "out" / "job"
+
+
 # ---------------------------------------------------------------- one pass, the same files
 
 
 def test_finishing_writes_the_captions_copies_and_csvs_a_run_writes(tmp_path, tiny_task_config):
-    _sources(tmp_path)
-    config = tiny_task_config("inpaint")
-    _ran(_command(tmp_path, config, "run"))
-    folder = tmp_path / "out" / "job"
+    config, folder = _first_run(tmp_path, tiny_task_config)
     made = _files(folder)
     assert sum(name.endswith(".txt") for name in made) == 4 and sum(n.startswith("sources/") for n in made) == 4
     records = _records(folder)
@@ -109,10 +114,7 @@ def test_finishing_writes_the_captions_copies_and_csvs_a_run_writes(tmp_path, ti
 def test_a_finished_rerun_reads_the_records_once_to_finish_and_checks_no_kept_copy(
     tmp_path, tiny_task_config, monkeypatch
 ):
-    _sources(tmp_path)
-    config = tiny_task_config("inpaint")
-    _ran(_command(tmp_path, config, "run"))
-    folder = tmp_path / "out" / "job"
+    config, folder = _first_run(tmp_path, tiny_task_config)
     results = list(pd.read_csv(folder / "metadata.csv").file_name)
     calls = _file_calls(monkeypatch, folder)
     _ran(_command(tmp_path, config, "run"))  # nothing to do: only the finishing of what is there
@@ -188,10 +190,7 @@ def test_an_item_newly_without_copies_is_said_with_the_count_of_all(tmp_path, ti
 
 
 def test_prune_writes_a_deleted_kept_copy_and_caption_again(tmp_path, tiny_task_config):
-    _sources(tmp_path)
-    config = tiny_task_config("inpaint")
-    _ran(_command(tmp_path, config, "run"))
-    folder = tmp_path / "out" / "job"
+    config, folder = _first_run(tmp_path, tiny_task_config)
     made = _files(folder)
     copy = sorted(_copies_named(folder))[0]
     caption = next(name for name in made if name.endswith(".txt"))
@@ -202,10 +201,7 @@ def test_prune_writes_a_deleted_kept_copy_and_caption_again(tmp_path, tiny_task_
 
 
 def test_prune_moves_the_kept_copies_no_item_staying_names(tmp_path, tiny_task_config):
-    _sources(tmp_path)
-    config = tiny_task_config("inpaint")
-    _ran(_command(tmp_path, config, "run"))
-    folder = tmp_path / "out" / "job"
+    config, folder = _first_run(tmp_path, tiny_task_config)
     before = _files(folder)
     copies = {name for name in before if name.startswith("sources/")}
     leaving = {name for name in copies if name.startswith("sources/b-")}  # b's source and mask copies
