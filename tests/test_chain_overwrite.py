@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -116,32 +118,33 @@ def test_a_reader_with_items_of_its_own_in_the_first_round_gets_the_new_ones_in_
     assert "0 written" in run(manifest, tiny_config).stdout.split("job b:")[1]
 
 
+# `batch-edit` with a Ctrl-C sent while the jobs reading a round's results are planned again (between rounds)
+STOP_WHILE_REPLANNING = """
+import os, signal, sys
+from batch_edit import cli, run_command
+planned_again = run_command._replanner
+def stopping(args, config, cluster):
+    replan = planned_again(args, config, cluster)
+    def then_stop(names):
+        plans = replan(names)
+        os.kill(os.getpid(), signal.SIGINT)
+        return plans
+    return then_stop
+run_command._replanner = stopping
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def stopped_between_rounds(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", STOP_WHILE_REPLANNING, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+
+
 def test_a_stop_while_the_readers_are_planned_again_ends_the_run_with_its_summary(tmp_path, tiny_config):
     """A signal that comes between rounds: nothing more starts, what the producer made is recorded and summed up,
     the reader's items are left for later, and the next run makes them."""
-    import os
-    import signal as signals
-
-    from batch_edit import run_command
-
     manifest = manifest_of(tmp_path, "[cat.jpg, coffee.jpg]")
-    planned_again = run_command._replanner
-
-    def stopping(args, config, cluster):
-        replan = planned_again(args, config, cluster)
-
-        def then_stop(names):
-            plans = replan(names)
-            os.kill(os.getpid(), signals.SIGINT)  # a Ctrl-C while job b's sources are listed again
-            return plans
-
-        return then_stop
-
-    run_command._replanner = stopping
-    try:
-        stopped = batch_edit("run", str(manifest), "--pipeline", str(tiny_config))
-    finally:
-        run_command._replanner = planned_again
+    stopped = stopped_between_rounds("run", str(manifest), "--pipeline", str(tiny_config), cwd=tmp_path)
     assert stopped.returncode == 130, stopped.stdout + stopped.stderr
     assert "job a: 2 written" in stopped.stdout and "job b: 0 written" in stopped.stdout, stopped.stdout
     assert "2 left for later (stopped by SIGINT)" in stopped.stdout, stopped.stdout

@@ -32,6 +32,7 @@ from batch_edit.ray_run import INSTALL, MAX_RESTARTS, GpuNode, resolve_for_clust
 from batch_edit.runner import InProcess, RunOptions, drive
 
 from .conftest import PHOTOS, batch_edit, batch_edit_process, batch_edit_subprocess, write_pipeline_config
+from .test_chain_overwrite import stopped_between_rounds
 
 # How an item ran, not what it is: its time, and the size of the call it was in (a retried batch may be split)
 EXECUTION = ["seconds", "finished_at", "failed_at", "batch_size"]
@@ -454,22 +455,6 @@ def test_a_chained_job_runs_after_its_producer_in_the_same_ray_run(tmp_path, tin
     assert sorted(read) == sorted(str(tmp_path / "o" / "a" / name) for name in made) and len(made) == 2
 
 
-STOP_WHILE_REPLANNING = """
-import os, signal, sys
-from batch_edit import cli, run_command
-planned_again = run_command._replanner
-def stopping(args, config, cluster):
-    replan = planned_again(args, config, cluster)
-    def then_stop(names):
-        plans = replan(names)
-        os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C while the reader's sources are listed again
-        return plans
-    return then_stop
-run_command._replanner = stopping
-sys.exit(cli.main(sys.argv[1:]))
-"""
-
-
 @pytest.mark.slow  # a Ray run (`pytest -m slow`)
 def test_a_stop_between_rounds_on_ray_ends_the_run_with_its_summary_not_as_a_load(tmp_path, tiny_config):
     """Each round's workers load again on Ray: a stop there is the run's stop (what the producer made is summed
@@ -479,9 +464,9 @@ def test_a_stop_between_rounds_on_ray_ends_the_run_with_its_summary_not_as_a_loa
         "num_inference_steps: 2}\n"
         "  - {name: b, sources: [o/a], prompts: y, width: 64, height: 64, num_inference_steps: 2}\n"
     )  # fmt: skip
-    command = [sys.executable, "-c", STOP_WHILE_REPLANNING, "run", "m.yaml", "--pipeline", str(tiny_config), "--ray",
-               "--workers", "1", "--output-root", "o"]  # fmt: skip
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    result = stopped_between_rounds(
+        "run", "m.yaml", "--pipeline", str(tiny_config), "--ray", "--workers", "1", "--output-root", "o", cwd=tmp_path
+    )
     assert result.returncode == 130, result.stderr
     assert "nothing was generated" not in result.stderr
     assert "job a: 1 written" in result.stdout and "1 left for later (stopped by SIGINT)" in result.stdout
