@@ -138,7 +138,8 @@ def drive(
         # 2. Lock every job folder this run may write (the readers of its results too), then load the pipeline(s)
         #    for the whole run. A job another run holds refuses the whole run, and the folders this one created go.
         def recount() -> None:  # under the locks: a run that held a folder a moment ago may have finished items
-            pending.update(_pending(active, chain, outputs, options, options.limit)[0])
+            # (every job, as the first count: a job whose items all wait still makes results others wait for)
+            pending.update(_pending(summaries, chain, outputs, options, options.limit)[0])
 
         def load(config: PipelineConfig) -> PipelineConfig:  # after the recount: the prompts of what is left
             return execution.load(config, [item.prompt for s in active for item in pending[s.name]])

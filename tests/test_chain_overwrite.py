@@ -150,3 +150,21 @@ def test_a_stop_while_the_readers_are_planned_again_ends_the_run_with_its_summar
     assert "2 left for later (stopped by SIGINT)" in stopped.stdout, stopped.stdout
     again = run(manifest, tiny_config)
     assert "job a: 0 written, 2 already done" in again.stdout and "job b: 2 written" in again.stdout, again.stdout
+
+
+def test_two_jobs_reading_each_other_leave_what_waits_for_later_not_failed(tmp_path, tiny_config):
+    """Job a also reads job b's folder, which holds nothing yet and whose only item waits for a's results: a's
+    item from it waits too (left for later, exit 0), never runs as a source that "is a folder"."""
+    shutil.copy(PHOTOS / "cat.jpg", tmp_path / "cat.jpg")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "output_root: out\n" + SMALL + "jobs:\n"
+        "  - {name: a, sources: [cat.jpg, out/b], prompts: a}\n"
+        "  - {name: b, sources: out/a, prompts: b}\n"
+    )
+    first = run(manifest, tiny_config)
+    assert "job a: 1 written, 0 already done, 0 failed" in first.stdout, first.stdout + first.stderr
+    assert "job b: 1 written" in first.stdout and "waiting for job b's results" in first.stdout, first.stdout
+    assert not (tmp_path / "out" / "a" / "failures.csv").exists() or pd.read_csv(
+        tmp_path / "out" / "a" / "failures.csv"
+    ).empty
