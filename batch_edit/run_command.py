@@ -49,6 +49,8 @@ def run(args, fetch: FetchOptions) -> int:
         return EXIT_STOPPED
     if stopped_by is not None:
         return 128 + result.interrupted_by
+    if result.refused:  # a job planned again once its producer's results were made: refused as a new run would
+        return EXIT_REFUSED
     return EXIT_ITEMS_FAILED if result.failed else EXIT_OK
 
 

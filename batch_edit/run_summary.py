@@ -80,7 +80,10 @@ def _left(job, stopped_by: str | None, overwrite: bool, limit: int | None) -> st
     if not job.held_back and not job.not_run and not waiting:
         return ""
     why = [f"stopped by {stopped_by or 'an error'}"] if job.not_run else []
-    why.extend(f"waiting for job {other}'s results: run again" for other in sorted(job.waiting))
+    if job.refused:  # planned again in this run, it was refused: running again would refuse it too
+        why.append("refused once its sources were listed again: see the error above")
+    else:
+        why.extend(f"waiting for job {other}'s results: run again" for other in sorted(job.waiting))
     if job.held_back and overwrite:  # nothing marks an item as redone: a repeat redoes the same first N
         why.append(f"--overwrite --limit {limit} redoes the first {limit} each time")
     elif job.held_back:

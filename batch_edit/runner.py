@@ -45,6 +45,7 @@ class JobSummary:
     waiting: dict[str, int] = field(default_factory=dict)  # items whose source is a job's folder this run makes
     unwritten: list[str] = field(default_factory=list)  # final CSVs or contact sheets that could not be written
     moved_aside: list[tuple[str, str]] = field(default_factory=list)  # files it did not make: (name, in pruned/)
+    refused: str | None = None  # planned again once its producer's results were made, it was refused: why
 
 
 @dataclass
@@ -58,6 +59,10 @@ class RunResult:
     @property
     def failed(self) -> int:
         return sum(job.failed for job in self.jobs)
+
+    @property
+    def refused(self) -> bool:
+        return any(job.refused for job in self.jobs)
 
     @property
     def unwritten(self) -> list[str]:
@@ -301,8 +306,10 @@ class _Chain:
         names = self.readers_of({summary.name for summary in ran}) & {summary.name for summary in involved}
         try:
             plans = replan(names) if names else []
-        except BatchEditError as exc:  # a manifest changed meanwhile: those items wait for the next run
-            print(f"warning: {escaped(exc)}: jobs {', '.join(sorted(names))} not planned again", file=sys.stderr)
+        except BatchEditError as exc:  # as a run starting now would refuse them (a glob matching none of the
+            for summary in involved:  # producer's results, a manifest or config changed meanwhile)
+                summary.refused = summary.refused or (str(exc) if summary.name in names else None)
+            print(f"error: job(s) {', '.join(sorted(names))} refused: {escaped(exc)}", file=sys.stderr)
             plans = []
         for plan in plans:
             self.plans[plan.name] = plan

@@ -165,6 +165,28 @@ def test_two_jobs_reading_each_other_leave_what_waits_for_later_not_failed(tmp_p
     first = run(manifest, tiny_config)
     assert "job a: 1 written, 0 already done, 0 failed" in first.stdout, first.stdout + first.stderr
     assert "job b: 1 written" in first.stdout and "waiting for job b's results" in first.stdout, first.stdout
-    assert not (tmp_path / "out" / "a" / "failures.csv").exists() or pd.read_csv(
-        tmp_path / "out" / "a" / "failures.csv"
-    ).empty
+    assert (
+        not (tmp_path / "out" / "a" / "failures.csv").exists()
+        or pd.read_csv(tmp_path / "out" / "a" / "failures.csv").empty
+    )
+
+
+def test_a_reader_glob_matching_none_of_what_its_producer_made_is_refused_in_the_same_run(tmp_path, tiny_config):
+    """Planned again once job a's results exist, job b's glob matches none of them: refused as a run starting
+    now would refuse it (exit 2, the glob named), not "left for later: run again"; a's results are kept."""
+    shutil.copy(PHOTOS / "cat.jpg", tmp_path / "cat.jpg")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "output_root: out\n" + SMALL + "jobs:\n"
+        "  - {name: a, sources: cat.jpg, prompts: a}\n"
+        "  - {name: b, sources: 'out/a/zzz*.png', prompts: b}\n"
+    )
+    result = batch_edit("run", str(manifest), "--pipeline", str(tiny_config))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "job a: 1 written" in result.stdout
+    assert "refused once its sources were listed again" in result.stdout and "run again" not in result.stdout
+    error = next(line for line in result.stderr.splitlines() if line.startswith("error: job(s) b refused: "))
+    assert "zzz*.png" in error and "matches no image" in error, error
+    assert len(pd.read_csv(tmp_path / "out" / "a" / "metadata.csv")) == 1
+    again = batch_edit("run", str(manifest), "--pipeline", str(tiny_config))
+    assert again.returncode == 2 and "matches no image" in again.stderr  # the same refusal, before anything runs
