@@ -37,7 +37,7 @@ def report(args) -> int:
     warnings = [*plan_warnings(config, jobs), *planned_long_prompts(config, plans), *waiting_warnings(waiting_on)]
     for warning in warnings:
         print(f"warning: {escaped(warning)}", file=sys.stderr)
-    missing_total, unmasked_total, pending_total = 0, 0, 0
+    missing_total, unmasked_total, pending_total, waiting_total = 0, 0, 0, 0
     limit_left = args.limit  # --limit runs the first N pending items across jobs: the estimates are of those
     for plan, job in zip(plans, jobs):
         output, records = read[plan.name]
@@ -45,6 +45,7 @@ def report(args) -> int:
         # neither done, rejected nor waiting: what a run runs
         waiting = {item.item_id for item in pending[plan.name]} - {item.item_id for item in running[plan.name]}
         pending_total += len(running[plan.name])
+        waiting_total += len(waiting)
         extra = f", {plan.duplicates} duplicate(s) merged" if plan.duplicates else ""
         extra += f", {len(rejected)} rejected (skipped; --overwrite remakes them)" if rejected else ""
         extra += f", {output.invalid_lines} invalid record line(s) ignored" if output.invalid_lines else ""
@@ -58,7 +59,8 @@ def report(args) -> int:
         for path, other in unmade.items():
             print(f"  waiting for job {other}'s results: {escaped(path)} holds none yet")
         if waiting:
-            print(f"  waiting: {len(waiting)} item(s), left for the run after the one that makes those results")
+            print(f"  waiting: {len(waiting)} item(s) for results made in the run: run once those are made, with "
+                  "what the job reads from them then")  # fmt: skip
         needed = {item.source.key for item in pending[plan.name]}  # a run loads only the sources of these
         gone = [path for path in missing if path not in unmade and path not in needed]
         missing = [path for path in missing if path not in unmade and path in needed]
@@ -85,7 +87,9 @@ def report(args) -> int:
         limit_left = _print_estimate(config.task, timed, plan.items, done | rejected | waiting, args.limit, limit_left)
     print(f"total: {sum(len(plan.items) for plan in plans)} item(s) in {len(plans)} job(s)")
     if args.limit is not None:
-        print(f"--limit {args.limit}: {min(args.limit, pending_total)} of {pending_total} pending item(s) would run")
+        chained = " (and, within the limit, what readers of results made in the run add)" if waiting_total else ""
+        print(f"--limit {args.limit}: {min(args.limit, pending_total)} of {pending_total} pending item(s) would run"
+              f"{chained}")  # fmt: skip
     if unmasked_total:
         print(f"error: {unmasked_total} source(s) without a mask (listed above)", file=sys.stderr)
     if missing_total:

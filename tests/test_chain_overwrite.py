@@ -190,3 +190,12 @@ def test_a_reader_glob_matching_none_of_what_its_producer_made_is_refused_in_the
     assert len(pd.read_csv(tmp_path / "out" / "a" / "metadata.csv")) == 1
     again = batch_edit("run", str(manifest), "--pipeline", str(tiny_config))
     assert again.returncode == 2 and "matches no image" in again.stderr  # the same refusal, before anything runs
+
+
+def test_plan_says_the_readers_items_run_in_the_same_run(tmp_path, tiny_config):
+    manifest = manifest_of(tmp_path, "[cat.jpg, coffee.jpg]")
+    planned = batch_edit("plan", str(manifest), "--pipeline", str(tiny_config), "--limit", "3")
+    assert planned.returncode == 0, planned.stderr
+    assert "waiting: 1 item(s) for results made in the run: run once those are made" in planned.stdout
+    assert "--limit 3: 2 of 2 pending item(s) would run (and, within the limit, what readers" in planned.stdout
+    assert "left for the run after" not in planned.stdout
