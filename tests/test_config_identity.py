@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 
 from batch_edit.backends import check_exclude
@@ -180,7 +181,7 @@ def test_a_model_folder_assembled_from_linked_folders_is_stamped_through_them(tm
 
 def test_a_local_base_folder_of_a_single_file_is_stamped_too(tmp_path):
     folder = weights_folder(tmp_path / "base")
-    (tmp_path / "flux.safetensors").write_bytes(b"transformer")
+    save_file({"weight": torch.zeros(2)}, tmp_path / "flux.safetensors")  # a whole file: its header is checked
     config = load_pipeline_config(write_pipeline_config(tmp_path / "p.yaml", Path("flux.safetensors"),
                                                         base_model="./base"))  # fmt: skip
     before = config.identity()["base_files"]
