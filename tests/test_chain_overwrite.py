@@ -152,16 +152,22 @@ def test_a_stop_while_the_readers_are_planned_again_ends_the_run_with_its_summar
     assert "job a: 0 written, 2 already done" in again.stdout and "job b: 2 written" in again.stdout, again.stdout
 
 
-def test_two_jobs_reading_each_other_leave_what_waits_for_later_not_failed(tmp_path, tiny_config):
-    """Job a also reads job b's folder, which holds nothing yet and whose only item waits for a's results: a's
-    item from it waits too (left for later, exit 0), never runs as a source that "is a folder"."""
+def two_jobs(tmp_path: Path, a_sources: str, b_sources: str) -> Path:
+    """Jobs a and b (prompts "a" and "b") with these sources, beside a copy of the cat photo."""
     shutil.copy(PHOTOS / "cat.jpg", tmp_path / "cat.jpg")
     manifest = tmp_path / "m.yaml"
     manifest.write_text(
         "output_root: out\n" + SMALL + "jobs:\n"
-        "  - {name: a, sources: [cat.jpg, out/b], prompts: a}\n"
-        "  - {name: b, sources: out/a, prompts: b}\n"
+        f"  - {{name: a, sources: {a_sources}, prompts: a}}\n"
+        f"  - {{name: b, sources: {b_sources}, prompts: b}}\n"
     )
+    return manifest
+
+
+def test_two_jobs_reading_each_other_leave_what_waits_for_later_not_failed(tmp_path, tiny_config):
+    """Job a also reads job b's folder, which holds nothing yet and whose only item waits for a's results: a's
+    item from it waits too (left for later, exit 0), never runs as a source that "is a folder"."""
+    manifest = two_jobs(tmp_path, "[cat.jpg, out/b]", "out/a")
     first = run(manifest, tiny_config)
     assert "job a: 1 written, 0 already done, 0 failed" in first.stdout, first.stdout + first.stderr
     assert "job b: 1 written" in first.stdout and "waiting for job b's results" in first.stdout, first.stdout
@@ -174,13 +180,7 @@ def test_two_jobs_reading_each_other_leave_what_waits_for_later_not_failed(tmp_p
 def test_a_reader_glob_matching_none_of_what_its_producer_made_is_refused_in_the_same_run(tmp_path, tiny_config):
     """Planned again once job a's results exist, job b's glob matches none of them: refused as a run starting
     now would refuse it (exit 2, the glob named), not "left for later: run again"; a's results are kept."""
-    shutil.copy(PHOTOS / "cat.jpg", tmp_path / "cat.jpg")
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
-        "output_root: out\n" + SMALL + "jobs:\n"
-        "  - {name: a, sources: cat.jpg, prompts: a}\n"
-        "  - {name: b, sources: 'out/a/zzz*.png', prompts: b}\n"
-    )
+    manifest = two_jobs(tmp_path, "cat.jpg", "'out/a/zzz*.png'")
     result = batch_edit("run", str(manifest), "--pipeline", str(tiny_config))
     assert result.returncode == 2, result.stdout + result.stderr
     assert "job a: 1 written" in result.stdout

@@ -437,13 +437,17 @@ def test_a_manifest_refused_while_planning_is_refused_before_ray_is_reached(tmp_
     assert not ray.is_initialized()
 
 
+def chain_of_two(tmp_path: Path, photos: list[str]) -> None:
+    """m.yaml: job a edits the photos, job b edits a's results (output root o)."""
+    sources = ", ".join(str(PHOTOS / name) for name in photos)
+    size = "width: 64, height: 64, num_inference_steps: 2"
+    (tmp_path / "m.yaml").write_text(f"jobs:\n  - {{name: a, sources: [{sources}], prompts: x, {size}}}\n"
+                                     f"  - {{name: b, sources: [o/a], prompts: y, {size}}}\n")  # fmt: skip
+
+
 @pytest.mark.slow  # two rounds on Ray, each loading its workers: a minute and more on 2 cores (`pytest -m slow`)
 def test_a_chained_job_runs_after_its_producer_in_the_same_ray_run(tmp_path, tiny_config):
-    (tmp_path / "m.yaml").write_text(
-        f"jobs:\n  - {{name: a, sources: [{PHOTOS / 'cat.jpg'}, {PHOTOS / 'coffee.jpg'}], prompts: x, width: 64, "
-        "height: 64, num_inference_steps: 2}\n"
-        "  - {name: b, sources: [o/a], prompts: y, width: 64, height: 64, num_inference_steps: 2}\n"
-    )  # fmt: skip
+    chain_of_two(tmp_path, ["cat.jpg", "coffee.jpg"])
     result = batch_edit_subprocess(
         "run", "m.yaml", "--pipeline", str(tiny_config), "--ray", "--workers", "2", "--output-root", "o", cwd=tmp_path
     )
@@ -459,11 +463,7 @@ def test_a_chained_job_runs_after_its_producer_in_the_same_ray_run(tmp_path, tin
 def test_a_stop_between_rounds_on_ray_ends_the_run_with_its_summary_not_as_a_load(tmp_path, tiny_config):
     """Each round's workers load again on Ray: a stop there is the run's stop (what the producer made is summed
     up, the reader's items left for later), not "stopped while loading the pipeline; nothing was generated"."""
-    (tmp_path / "m.yaml").write_text(
-        f"jobs:\n  - {{name: a, sources: [{PHOTOS / 'cat.jpg'}], prompts: x, width: 64, height: 64, "
-        "num_inference_steps: 2}\n"
-        "  - {name: b, sources: [o/a], prompts: y, width: 64, height: 64, num_inference_steps: 2}\n"
-    )  # fmt: skip
+    chain_of_two(tmp_path, ["cat.jpg"])
     result = stopped_between_rounds(
         "run", "m.yaml", "--pipeline", str(tiny_config), "--ray", "--workers", "1", "--output-root", "o", cwd=tmp_path
     )
