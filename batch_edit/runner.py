@@ -136,6 +136,7 @@ def drive(
         return RunResult(summaries, loaded_model=False)
     _check_sources_exist([item for plan in plans for item in plan.items])
     execution.check(config)  # refusals that need no weights come before anything is written
+    left = [summary for summary in summaries if summary in active or summary.waiting or summary.held_back]
     later = chain.readers_of({s.name for s in active}, closure=True) if replan else set()
     involved = [summary for summary in summaries if summary in active or summary.name in later]
     _finish_idle([summary for summary in summaries if summary not in involved], outputs)
@@ -143,8 +144,8 @@ def drive(
         # 2. Lock every job folder this run may write (the readers of its results too), then load the pipeline(s)
         #    for the whole run. A job another run holds refuses the whole run, and the folders this one created go.
         def recount() -> None:  # under the locks: a run that held a folder a moment ago may have finished items
-            # (every job, as the first count: a job whose items all wait still makes results others wait for)
-            pending.update(_pending(summaries, chain, outputs, options, options.limit)[0])
+            # (of every job that had items left, waiting ones too: it makes results others wait for)
+            pending.update(_pending(left, chain, outputs, options, options.limit)[0])
 
         def load(config: PipelineConfig) -> PipelineConfig:  # after the recount: the prompts of what is left
             return execution.load(config, [item.prompt for s in active for item in pending[s.name]])
