@@ -7,8 +7,8 @@ The kept-copy repair stays cheap on a job of thousands of finished items run aga
 with each entry's size says which copies are there (an emptied one is not; none is opened or read), and the items
 that could not get one (a URL, a source changed or gone) are remembered in `.batch-edit/uncopied.json` with their
 inputs' stamp as planning saw them, so a rerun neither loads their sources again nor warns again until one of
-those files changes. Said once, with where the list is: a warning repeated word for word at every run of a finished job is one users learn to skip, and with it
-the next, new one."""
+those files changes. Said once, with where the list is: a warning repeated word for word at every run of a
+finished job is one users learn to skip, and with it the next, new one."""
 
 from __future__ import annotations
 
