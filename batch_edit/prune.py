@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +65,8 @@ class _Changes:
     orphan_copies: list[str] = field(default_factory=list)  # kept copies ("sources/NAME") no item staying names
     kept: int = 0
     deleted: int = 0  # images gone but not rejected
+    finished: dict[str, dict] = field(default_factory=dict)  # item id -> its record: the plan's finished items
+    current: set[str] = field(default_factory=set)  # the files that results name now (of the plan's or not)
 
 
 class PruneStopped(OutputError):
@@ -159,13 +162,42 @@ def _prune(output: JobOutput, plan: JobPlan, dry_run: bool, reject_missing: bool
     return result
 
 
+def move_out(
+    output: JobOutput, plan: JobPlan, picker: Callable[[dict[str, dict]], Callable[[dict], bool]]
+) -> list[dict]:
+    """Of the results `prune` would move out as not in the plan, those that `picker(finished)` picks (`finished`:
+    the records of the plan's finished items), moved as `prune` moves them: each with its caption file (not one
+    a result staying shares) and its "pruned" record, then the kept copies that only they named. For a run
+    holding the folder's lock; returns the records of the results moved."""
+    changes = _decide(output, plan, reject_missing=False)
+    planned, picks = {item.item_id for item in plan.items}, picker(changes.finished)
+    picked, left = [], []
+    for record, why in changes.prune:
+        chosen = record["status"] == "ok" and record["item_id"] not in planned and picks(record)
+        (picked if chosen else left).append((record, why))
+    if not picked:
+        return []
+    leaving = {record["file_name"] for record, _ in picked}
+    theirs = copies_named(record for record, _ in picked) - copies_named(record for record, _ in left)
+    moving = _Changes(
+        prune=picked,
+        staying_captions={caption_name(name) for name in changes.current - leaving},
+        orphan_copies=[name for name in changes.orphan_copies if name in theirs],
+    )
+    result = PruneResult(output.folder)
+    with output.appending():
+        _apply(output, moving, result)
+    moved = set(result.moved)
+    return [record for record, _ in picked if record["file_name"] in moved]
+
+
 def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool) -> _Changes:
     records = output.read_records()
     planned = {item.item_id: item for item in plan.items}
     finished = output.finished_records(plan.items, records)  # each its result, the latest record or an earlier one
     taken = {record["file_name"]: item_id for item_id, record in finished.items()}  # planned results: never moved
     behind = output.results_behind_failures(plan.items, records)  # nor those a failed attempt left in place
-    changes = _Changes(kept=len(finished) + len(behind))
+    changes = _Changes(kept=len(finished) + len(behind), finished=finished)
     for item_id, record in records.items():
         item = planned.get(item_id)
         holder = taken.get(record["file_name"], item_id) if record["status"] == "ok" else item_id
@@ -194,7 +226,7 @@ def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool) -> _Changes:
             if item_id in finished:  # a format changed back: the file moves, the item keeps its result
                 changes.keeping[item_id] = finished[item_id]["file_name"]
     results = [*records.values(), *finished.values(), *behind.values()]
-    current = {record["file_name"] for record in results if record["status"] == "ok"}
+    current = changes.current = {record["file_name"] for record in results if record["status"] == "ok"}
     recorded = output.recorded_files()
     changes.superseded = [
         (name, _older_because(name, records.get(recorded[name], {}), planned.get(recorded[name])))
