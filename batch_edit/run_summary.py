@@ -27,6 +27,8 @@ def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | 
         )
         if job.moved_aside:
             print(_moved_aside(job))
+        if job.superseded:
+            print(_superseded(job))
     left = sum(job.held_back + job.not_run + sum(job.waiting.values()) for job in result.jobs)
     if not result.loaded_model:
         rejected = " or rejected" if any(job.rejected for job in result.jobs) else ""
@@ -61,6 +63,15 @@ def _moved_aside(job, shown: int = 5) -> str:
     return (
         f"job {job.name}: moved {len(job.moved_aside)} file(s) it did not make (or changed since it made them) to "
         f".batch-edit/pruned/ before writing under their names: {', '.join(names)}{more}"
+    )
+
+
+def _superseded(job) -> str:
+    """The job's earlier results that this run moved out: made from other jobs' results that it replaced."""
+    makers = " and ".join(f"job {escaped(name)}" for name in sorted(job.superseded))
+    return (
+        f"job {job.name}: moved {sum(job.superseded.values())} earlier result(s) to .batch-edit/pruned/: made from "
+        f"results of {makers} that this run replaced"
     )
 
 

@@ -20,6 +20,7 @@ from .pipeline_config import PipelineConfig
 from .plan import JobPlan, WorkItem
 from .progress import Progress
 from .recording import PipelineRecord, Recorder, finishing
+from .replaced_sources import ReplacedSources
 from .result_files import ItemResult
 from .signals import InterruptibleLoad, LoadInterrupted, StopOnSignal
 from .sources import FetchOptions
@@ -46,6 +47,7 @@ class JobSummary:
     unwritten: list[str] = field(default_factory=list)  # final CSVs or contact sheets that could not be written
     moved_aside: list[tuple[str, str]] = field(default_factory=list)  # files it did not make: (name, in pruned/)
     refused: str | None = None  # planned again once its producer's results were made, it was refused: why
+    superseded: dict[str, int] = field(default_factory=dict)  # results moved out: made from what a job replaced
 
 
 @dataclass
@@ -286,6 +288,11 @@ def _run_round(
     for summary, _, items in jobs:
         summary.not_run += len(items) - (summary.done + summary.failed - returned[summary.name])
         chain.made.setdefault(summary.name, set()).update(item.item_id for item in items)
+    if error is None and stop.signal is None:  # results made from what this round replaced: moved out
+        try:
+            chain.replaced.after_round(jobs, chain.plans)
+        except OutputError as exc:
+            error = str(exc)
     return error
 
 
@@ -296,6 +303,7 @@ class _Chain:
     def __init__(self, plans: dict[str, JobPlan], folders: dict[str, str]):
         self.plans, self.folders = plans, folders
         self.made: dict[str, set[str]] = {}
+        self.replaced = ReplacedSources(plans.values(), folders)
 
     def readers_of(self, makers: set[str], closure: bool = False) -> set[str]:
         find = chained_after if closure else readers
