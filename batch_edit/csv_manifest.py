@@ -17,7 +17,14 @@ from .grid_checks import check_grid, check_job_name, output_options, param, with
 from .manifest_models import CsvRow, Grid, JobModel, JobSpec, Manifest, ManifestModel
 from .parameters import DEFAULT_TASK, PARAMETERS, axis_names
 from .sources import SourceSpecError, row_source_ref
-from .validation import MAX_FILE_BYTES, describe_validation_error, printable, read_text_file
+from .validation import (
+    MAX_FILE_BYTES,
+    PLAIN_FLOAT,
+    describe_validation_error,
+    number_spelling,
+    printable,
+    read_text_file,
+)
 
 # CSV cells: where a semicolon or tab delimits, "0,75" is a decimal comma.
 DECIMAL_COMMA = re.compile(r"\s*[0-9]+,[0-9]+\s*")
@@ -25,6 +32,9 @@ DECIMAL_COMMA = re.compile(r"\s*[0-9]+,[0-9]+\s*")
 # as a number by pydantic, where YAML refuses 42.0 and the same manifest must mean the same in both.
 WHOLE_NUMBER = re.compile(r"\s*-?[0-9]+\s*")
 WHOLE_NUMBER_COLUMNS = tuple(p.name for p in PARAMETERS if p.csv and typing.get_args(p.value)[:1] == (int,))
+# A fraction cell likewise: digits with at most one point (validation.PLAIN_FLOAT), where pydantic would also read
+# "1_0.5", "+.5", "5e-1", "nan" or "inf" as a number and YAML refuses them.
+FRACTION_COLUMNS = tuple(p.name for p in PARAMETERS if p.csv and typing.get_args(p.value)[:1] == (float,))
 # Keys a CSV row cannot express.
 YAML_ONLY_HINTS = {
     "name": " (a CSV names jobs in a 'job' column)",
@@ -112,6 +122,13 @@ def _csv_values(table: CsvTable, record: CsvRecord, where: str, problems: list[s
         if name in values and not WHOLE_NUMBER.fullmatch(values[name]):
             cell = printable(values.pop(name))  # left out: one message for the cell, not a range error too
             problems.append(f"{where}: field '{name}': input should be a whole number in digits (got '{cell}')")
+    for name in FRACTION_COLUMNS:
+        if name in values and not PLAIN_FLOAT.fullmatch(values[name].strip()):
+            cell = values.pop(name)  # left out: one message for the cell, not a range error too
+            why = (
+                number_spelling(cell.strip()) or f"input should be a number in decimal digits (got '{printable(cell)}')"
+            )
+            problems.append(f"{where}: field '{name}': {why}")
     return values
 
 

@@ -13,7 +13,7 @@ from .checkpoint_headers import SINGLE_FILE_SUFFIXES, checkpoint_problem
 from .errors import ConfigError
 from .lora_config import LOCAL_PREFIXES, LoraConfig, file_stamp
 from .model_paths import folder_stamp, local_model_path
-from .validation import describe_validation_error, read_yaml_file
+from .validation import PlainNumberDumper, describe_validation_error, read_yaml_file
 
 QuantType = Literal["qint8", "qint4", "qfloat8"]
 # What the pipeline does with a source: SDEdit (img2img), masked SDEdit (inpaint), FLUX.1-Fill's masked generation
@@ -395,4 +395,4 @@ def dump_pipeline_config(config: PipelineConfig) -> str:
     data = config.model_dump(mode="json")
     used = ("backend", *BACKEND_KEYS[config.quantization.backend])
     data["quantization"] = {key: value for key, value in data["quantization"].items() if key in used}
-    return yaml.safe_dump(data, sort_keys=False)
+    return yaml.dump(data, Dumper=PlainNumberDumper, sort_keys=False)  # its floats read back (no 1e-05)

@@ -4,8 +4,10 @@ that name the field."""
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 
 import yaml
@@ -79,6 +81,11 @@ class _StrictLoader(yaml.SafeLoader):
 # allowed) are read as a whole number: any other spelling stays the text written, which a number field refuses
 # saying why (`number_spelling`) and a text field (a prompt, a job name, a revision) keeps as written.
 PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+# Fractions likewise: digits with at most one decimal point (0.5, .5, 2., 3), a minus sign allowed. YAML 1.1 also
+# reads 1_0.5 as 10.5, 1:30.0 as 90.0, .inf, .nan and 1.0e-3 (but 1e-3 is text to it), and a CSV reader takes
+# still others (+.5, 1e-3, nan, Infinity, 1_0): each stays text here, refused by a number field saying why.
+PLAIN_FLOAT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_FRACTION = r"(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)"  # digits and a point, '_' separators among them
 
 
 def _base60(text: str) -> int:
@@ -93,6 +100,28 @@ def _octal(text: str) -> int:
     return int(text.replace("_", ""), 8)
 
 
+def plain_decimal(value: float | str, limit: int = 24) -> str | None:
+    """A finite number (or its text with an exponent, 5e-1) in plain decimal digits (0.5); None where that would
+    take over `limit` characters (1e-300)."""
+    decimal = Decimal(value if isinstance(value, str) else repr(value)).normalize()
+    text = format(decimal, "f") if decimal.is_finite() else ""
+    return text if 0 < len(text) <= limit else None
+
+
+class PlainNumberDumper(yaml.SafeDumper):
+    """yaml.safe_dump's dumper writing fractions in plain decimal digits (1e-05 as 0.00001: Python's and PyYAML's
+    own spelling is one read_yaml_file refuses), so that a file it writes reads back."""
+
+    def represent_float(self, data: float) -> yaml.ScalarNode:
+        text = plain_decimal(data, limit=400) if math.isfinite(data) else None
+        if text is None:
+            return super().represent_float(data)
+        return self.represent_scalar("tag:yaml.org,2002:float", text if "." in text else f"{text}.0")
+
+
+PlainNumberDumper.add_representer(float, PlainNumberDumper.represent_float)
+
+
 _SPELLINGS = (  # (spelling, what it is, how YAML 1.1 reads it)
     (re.compile(r"[-+]?0x[0-9a-fA-F_]+"), "is hexadecimal", lambda text: int(text.replace("_", ""), 16)),
     (re.compile(r"[-+]?0b[01_]+"), "is binary", lambda text: int(text.replace("_", ""), 2)),
@@ -102,6 +131,12 @@ _SPELLINGS = (  # (spelling, what it is, how YAML 1.1 reads it)
     (re.compile(r"[-+]?0[0-9_]+"), "has a leading zero", None),
     (re.compile(r"\+[0-9]+"), "has a '+' sign", None),
     (re.compile(r"[-+]?[0-9][0-9_]*"), "has '_' separators", None),
+    # fractions
+    (re.compile(r"[-+]?\.?inf(?:inity)?", re.IGNORECASE), "is infinity", None),
+    (re.compile(r"[-+]?\.?nan", re.IGNORECASE), "is NaN, not a number", None),
+    (re.compile(rf"(?=.*_)[-+]?{_FRACTION}(?:[eE][-+]?[0-9_]+)?"), "has '_' separators", None),
+    (re.compile(rf"[-+]?{_FRACTION}[eE][-+]?[0-9]+"), "has an exponent", plain_decimal),
+    (re.compile(rf"\+{_FRACTION}"), "has a '+' sign", None),
 )
 
 
@@ -111,8 +146,8 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode):
 
 
 def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode):
-    text = loader.construct_scalar(node)  # 1:30.5, base 60 to YAML 1.1, is text; 0.5, 1.0e-3, .inf stay floats
-    return text if ":" in text else loader.construct_yaml_float(node)
+    text = loader.construct_scalar(node)
+    return float(text) if PLAIN_FLOAT.fullmatch(text) else text
 
 
 _StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
@@ -120,13 +155,14 @@ _StrictLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 
 
 def number_spelling(value: object) -> str | None:
-    """Why text a number field got is no number where it looks like one (YAML 1.1 would read 010 as 8): what it
-    is and how to write it; None for other values (a quoted plain number, words)."""
+    """Why text a number field got is no number where it looks like one (YAML 1.1 would read 010 as 8, 1_0.5 as
+    10.5): what it is and how to write it; None for other values (a quoted plain number, words)."""
     if not isinstance(value, str) or PLAIN_INT.fullmatch(value):
         return None
     for spelling, what, yaml_reads in _SPELLINGS:
         if spelling.fullmatch(value):
-            read = f" ({value} is {yaml_reads(value.removeprefix('+'))})" if yaml_reads else ""
+            read = yaml_reads(value.removeprefix("+")) if yaml_reads else None
+            read = f" ({printable(value)} is {read})" if read is not None else ""
             return f"'{printable(value)}' {what}{read}: write the number in plain decimal digits"
     return None
 

@@ -134,7 +134,7 @@ def test_csv_rows_are_items_and_jobs(tmp_path, photos):
         ),
         ("jobs: [{name: a, sources: photos/cat.jpg, prompts: x, resize: crop}]", ["resize", "center-crop", "'fit'"]),
         (
-            "jobs: [{name: a, sources: photos/cat.jpg, prompts: x, strength: 1.0e-18}]",
+            "jobs: [{name: a, sources: photos/cat.jpg, prompts: x, strength: 0.000000000000000001}]",
             ["strength 1e-18 with 28 steps leaves no denoising step"],
         ),
         ("jobs: [{name: ../escape, sources: photos/cat.jpg, prompts: x}]", ["'../escape' is not allowed", "'..'"]),

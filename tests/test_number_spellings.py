@@ -1,6 +1,7 @@
 """Numbers as written: a YAML manifest or pipeline config reads a whole number only from plain decimal digits (YAML 1.1
-would read 010 as 8, 1:30 as 90), text fields keep number-like text as written, and a refused WebP's size is
-given as its width and height."""
+would read 010 as 8, 1:30 as 90) and a fraction only from digits with a point (YAML 1.1 would read 1_0.5 as 10.5),
+CSV cells the same, text fields keep number-like text as written, and a refused WebP's size is given as its width
+and height."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from PIL import Image
 
 from batch_edit.errors import ConfigError, ManifestError
 from batch_edit.manifest import load_manifest
-from batch_edit.pipeline_config import load_pipeline_config
+from batch_edit.pipeline_config import dump_pipeline_config, load_pipeline_config
 from batch_edit.source_decoding import SourceError, decode_image
 
 from .conftest import PHOTOS, batch_edit, write_pipeline_config
@@ -65,20 +66,58 @@ def test_every_number_field_refuses_them_one_line_each(tmp_path):
     ])  # fmt: skip
 
 
-def test_plain_numbers_floats_and_booleans_read_as_before(tmp_path):
-    path = manifest(tmp_path, "seed: [0, 42, 1000], strength: [0.5, +0.25, 1.0e-1], guidance_scale: 3.5, "
+def test_plain_numbers_fractions_and_booleans_read_as_before(tmp_path):
+    path = manifest(tmp_path, "seed: [0, 42, 1000], strength: [0.5, .25, 1., 1, 0.125], guidance_scale: 3.5, "
                               "width: 64, keep_sources: yes")  # fmt: skip
     job = load_manifest(path).jobs[0]
     grid = job.grids[0]
-    assert grid.seed == (0, 42, 1000) and grid.strength == (0.5, 0.25, 0.1) and grid.guidance_scale == (3.5,)
-    assert grid.width == (64,) and job.keep_sources is True
+    assert grid.seed == (0, 42, 1000) and grid.strength == (0.5, 0.25, 1.0, 1.0, 0.125)
+    assert grid.guidance_scale == (3.5,) and grid.width == (64,) and job.keep_sources is True
+
+
+FRACTIONS_REFUSED = [
+    ("1_0.5", "'1_0.5' has '_' separators"),  # 10.5 to YAML 1.1, text to YAML 1.2
+    ("0.5_0", "'0.5_0' has '_' separators"),
+    ("+.5", "'+.5' has a '+' sign"),
+    ("+0.25", "'+0.25' has a '+' sign"),
+    ("1.0e-1", "'1.0e-1' has an exponent (1.0e-1 is 0.1)"),  # a float to YAML 1.1
+    ("5e-1", "'5e-1' has an exponent (5e-1 is 0.5)"),  # text to YAML 1.1
+    ("1:30.0", "'1:30.0' is base 60 to YAML 1.1 readers"),
+    (".inf", "'.inf' is infinity"),
+    (".nan", "'.nan' is NaN, not a number"),
+]
+
+
+@pytest.mark.parametrize("written, problem", FRACTIONS_REFUSED)
+def test_a_fraction_in_another_spelling_is_refused_naming_file_job_and_field(tmp_path, written, problem):
+    path = manifest(tmp_path, f"strength: [0.5, {written}]")
+    expected = f"{path}: jobs[0] ('j'): field 'strength[1]': {problem}: write the number in plain decimal digits"
+    assert refusal(path) == expected
+
+
+def test_a_csv_cell_takes_the_same_fractions_as_yaml(tmp_path):
+    rows = "".join(f"{CAT},a,{written}\n" for written, _ in FRACTIONS_REFUSED)
+    path = tmp_path / "rows.csv"
+    path.write_text(f"source,prompt,strength\n{rows}{CAT},a,nan\n{CAT},a,Infinity\n{CAT},a,half\n")
+    lines = refusal(path).splitlines()
+    where = [f"{path}: row {row} (line {row + 1}): field 'strength'" for row in range(1, len(FRACTIONS_REFUSED) + 4)]
+    expected = [f"{at}: {problem}: write the number in plain decimal digits" for at, (_, problem) in
+                zip(where, [*FRACTIONS_REFUSED, (0, "'nan' is NaN, not a number"), (0, "'Infinity' is infinity")])]  # fmt: skip
+    assert lines == [*expected, f"{where[-1]}: input should be a number in decimal digits (got 'half')"]
+
+
+def test_a_csv_reads_plain_fractions_and_decimal_commas(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text(f"source;prompt;strength;guidance_scale\n{CAT};a; .5 ;3\n{CAT};b;1.;0,5\n")
+    grids = load_manifest(path).jobs[0].grids
+    assert [(grid.strength, grid.guidance_scale) for grid in grids] == [((0.5,), (3.0,)), ((1.0,), (0.5,))]
 
 
 def test_text_fields_keep_number_like_text_as_written(tmp_path):
     path = tmp_path / "m.yaml"
-    path.write_text(f"jobs:\n  - {{name: 007, sources: {CAT}, prompts: [010, 1:30, 0x10]}}\n")
+    path.write_text(f"jobs:\n  - {{name: 007, sources: {CAT}, prompts: [010, 1:30, 0x10, 1_0.5, .inf, 1.0e-1]}}\n")
     job = load_manifest(path).jobs[0]
-    assert job.name == "007" and job.grids[0].prompts == ("010", "1:30", "0x10")
+    assert job.name == "007" and job.grids[0].prompts == ("010", "1:30", "0x10", "1_0.5", ".inf", "1.0e-1")
 
 
 def test_a_pipeline_config_reads_numbers_the_same_way(tmp_path, tiny_model):
@@ -92,9 +131,23 @@ def test_a_pipeline_config_reads_numbers_the_same_way(tmp_path, tiny_model):
         ),
         f"{config}: field 'prompt_cache': '1_000' has '_' separators: write the number in plain decimal digits",
     ]
+    config = write_pipeline_config(tmp_path / "p.yaml", tiny_model, first_block_cache="0.1_0")
+    with pytest.raises(ConfigError) as refused:
+        load_pipeline_config(config)
+    assert str(refused.value) == (
+        f"{config}: field 'first_block_cache': '0.1_0' has '_' separators: write the number in plain decimal digits"
+    )
     hub = tmp_path / "hub.yaml"
     hub.write_text("model: black-forest-labs/FLUX.1-dev\nrevision: 0123456\n")  # a commit's digits, not octal
     assert load_pipeline_config(hub).revision == "0123456"
+
+
+def test_a_config_a_run_keeps_reads_back_its_small_fractions(tmp_path, tiny_model):
+    config = load_pipeline_config(write_pipeline_config(tmp_path / "p.yaml", tiny_model, first_block_cache="0.00001"))
+    kept = tmp_path / "kept.yaml"
+    kept.write_text(dump_pipeline_config(config))  # Python and PyYAML write 1e-05 as 1.0e-05
+    assert "first_block_cache: 0.00001\n" in kept.read_text()
+    assert load_pipeline_config(kept).first_block_cache == 0.00001
 
 
 def test_plan_refuses_a_leading_zero_seed_with_exit_2(tmp_path, tiny_config):
