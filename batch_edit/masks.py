@@ -79,6 +79,13 @@ def _not_found(folder: str, stem: str) -> SourceRef:
                      caption=None)  # fmt: skip
 
 
+def searched_folder(mask: SourceRef) -> str | None:
+    """The folder a folder or glob spec looked in for a mask it found none for (the mask's stem, under it, is what
+    it looked for); None for a mask file or URL."""
+    folder = mask.key.removesuffix(f"/{mask.stem}{_NOT_FOUND}")
+    return folder if folder != mask.key and not mask.is_url and not mask.stat else None
+
+
 def is_missing(mask: SourceRef) -> bool:
     """A local mask file that is not there (`plan` lists their sources; each such item fails at load)."""
     return not mask.is_url and not os.path.isfile(mask.key)

@@ -31,10 +31,23 @@ def missing_sources(job: JobSpec) -> tuple[list[str], int]:
     return [ref.key for ref in refs if not ref.is_url and not os.path.exists(ref.key)], len(refs)
 
 
-def sources_without_mask(job: JobSpec) -> list[str]:
-    """The sources of a masked job whose mask file is not there (each of their items would fail at load)."""
+def sources_without_mask(job: JobSpec, needed: set[tuple[str, str]] | None = None) -> list[str]:
+    """The sources of a masked job whose mask file is not there (each of their items would fail at load); with
+    `needed`, only those of the (source, mask) pairs that items still to run need."""
+    return [
+        source.key for source, mask in _without_mask_file(job) if needed is None or (source.key, mask.key) in needed
+    ]
+
+
+def gone_masks(job: JobSpec, needed: set[tuple[str, str]]) -> list[str]:
+    """The mask files not there that no item still to run needs (archived once their items were done)."""
+    gone = (mask.key for source, mask in _without_mask_file(job) if (source.key, mask.key) not in needed)
+    return list(dict.fromkeys(gone))
+
+
+def _without_mask_file(job: JobSpec) -> list[tuple]:
     pairs = dict.fromkeys(pair for grid in job.grids for pair in zip(grid.sources, grid.masks))
-    return [source.key for source, mask in pairs if is_missing(mask)]
+    return [(source, mask) for source, mask in pairs if is_missing(mask)]
 
 
 # torchao_type auto waits on a GPU to resolve (fp8 or int8): without one, `plan`'s item ids cannot be those a run makes

@@ -15,7 +15,7 @@ from .validation import escaped, printable
 
 def report(args) -> int:
     from .job_chains import job_folders, split_waiting, waiting_warnings
-    from .plan_checks import missing_sources, plan_warnings, resolved_folders, sources_without_mask
+    from .plan_checks import gone_masks, missing_sources, plan_warnings, resolved_folders, sources_without_mask
     from .prompt_tokens import planned_long_prompts
     from .records import config_hash
     from .source_identity import moved_sources_note
@@ -69,11 +69,14 @@ def report(args) -> int:
             print(f"  missing: {len(missing)} of {sources} source file(s): {_shown(missing)}")
         if gone:  # archived once done: nothing to load, and their results stay
             print(f"  gone: {len(gone)} source file(s) of items already done (their results stay): {_shown(gone)}")
-        if unmasked := sources_without_mask(job):
+        masked = {(item.source.key, item.mask.key) for item in pending[plan.name] if item.mask is not None}
+        if unmasked := sources_without_mask(job, masked):
             unmasked_total += len(unmasked)
             more = f" and {len(unmasked) - 5} more" if len(unmasked) > 5 else ""
             shown = ", ".join(map(escaped, unmasked[:5])) + more
             print(f"  without a mask: {len(unmasked)} source(s): {shown}")
+        if gone := gone_masks(job, masked):  # as sources: archived once done, and their results stay
+            print(f"  gone: {len(gone)} mask file(s) of items already done (their results stay): {_shown(gone)}")
         for axis, values in grid_axes(job).items():
             texts = [  # an empty seed cell of a CSV row: the item's seed is derived
                 printable(json.dumps(v, ensure_ascii=False) if axis == "prompts" else "derived" if v is None else v)

@@ -6,30 +6,43 @@ that hash, and anything else is read and hashed again. `touch` on an unchanged f
 changes no id; changed content always gets new ids. An id hashes the source's path as well: moved sources make
 new items (`moved_sources_note` says so where the records show it). A source that is gone (deleted or archived
 once its items were done) keeps the content last recorded at its path, so its finished items keep their ids: done,
-listed and kept by `prune`, not failed again as new items.
+listed and kept by `prune`, not failed again as new items. So does a mask that is gone: a mask file named as such
+keeps its path; one a folder or glob paired by stem (and now finds none for its source) becomes again the mask last
+recorded with that source under that folder with that stem, its file gone too.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import os
 import stat
 from dataclasses import replace
+from pathlib import PurePosixPath
 
 from .manifest import JobSpec
+from .masks import searched_folder
 from .parameters import axes
 from .sources import SourceRef
 
 # The parameters a record holds as asked (the seed aside, and those of masks: a moved source keeps its mask)
 _COMPARED = tuple(p for p in axes() if p.name != "seed" and p.needs is None)
+# (source path, MASKED_WITH + mask path) -> sha256: a mask recorded with a source (no stat starts so)
+MASKED_WITH = "mask "
 
 
 def recorded_hashes(records) -> dict[tuple[str, str], str]:
     """(source path, stat) -> sha256, from the records of earlier runs; and (source path, "") -> the sha256 of the
     content last seen there (the newest mtime recorded; a record made while it was gone, with no stat, last), for
-    a source that is gone now."""
-    known, newest = {}, {}
+    a source that is gone now. Masks alike, and (source path, MASKED_WITH + mask path) for each mask recorded with a
+    source, the one recorded last last."""
+    known, newest, masked = {}, {}, {}
+    for record in records:
+        source, mask, sha = record.get("source"), record.get("mask"), record.get("mask_sha256")
+        if isinstance(source, str) and isinstance(mask, str) and isinstance(sha, str):
+            masked.pop((source, MASKED_WITH + mask), None)
+            masked[(source, MASKED_WITH + mask)] = sha
     for record, kind in itertools.product(records, ("source", "mask")):
         key, seen, sha = record.get(kind), record.get(f"{kind}_stat"), record.get(f"{kind}_sha256")
         if not (isinstance(key, str) and isinstance(seen, str) and isinstance(sha, str) and len(sha) == 64):
@@ -40,7 +53,7 @@ def recorded_hashes(records) -> dict[tuple[str, str], str]:
         mtime = int(mtime) if mtime.isdigit() else -1
         if mtime >= newest.get(key, (-1, ""))[0]:
             newest[key] = (mtime, sha)
-    return {**known, **{(key, ""): sha for key, (_, sha) in newest.items()}}
+    return {**known, **{(key, ""): sha for key, (_, sha) in newest.items()}, **masked}
 
 
 def identify_sources(jobs: list[JobSpec], known: dict[tuple[str, str], str]) -> list[JobSpec]:
@@ -59,10 +72,38 @@ def identify_sources(jobs: list[JobSpec], known: dict[tuple[str, str], str]) -> 
             identified[ref] = replace(ref, stat=seen, fingerprint=sha) if sha else ref
         return identified[ref]
 
+    masks_recorded = functools.cache(lambda: _masks_recorded_with(known))  # once a folder or glob finds no mask
+
+    def identify_mask(source: SourceRef, mask: SourceRef) -> SourceRef:
+        if searched_folder(mask) is not None:
+            mask = _gone_mask(mask, masks_recorded().get(source.key, []))
+        return identify(mask)
+
     def identified_grid(grid):
-        return replace(grid, sources=tuple(map(identify, grid.sources)), masks=tuple(map(identify, grid.masks)))
+        masks = tuple(identify_mask(source, mask) for source, mask in zip(grid.sources, grid.masks))
+        return replace(grid, sources=tuple(map(identify, grid.sources)), masks=masks)
 
     return [replace(job, grids=tuple(map(identified_grid, job.grids))) for job in jobs]
+
+
+def _gone_mask(mask: SourceRef, recorded: list[str]) -> SourceRef:
+    """A mask a folder or glob found none for: of the masks `recorded` with its source (the last recorded last), the
+    last that it would have paired (under the folder it looked in, with the stem it looked for) whose file is gone
+    (deleted or archived once its items were done), so the source's finished items keep their ids; else itself."""
+    folder = searched_folder(mask)
+    for path in reversed(recorded):
+        if path.startswith(f"{folder}/") and PurePosixPath(path).stem == mask.stem and not os.path.lexists(path):
+            return replace(mask, key=path)  # gone: `identify` gives it the content last recorded there
+    return mask
+
+
+def _masks_recorded_with(known: dict[tuple[str, str], str]) -> dict[str, list[str]]:
+    """Source path -> the masks recorded with it, the last recorded last."""
+    paired: dict[str, list[str]] = {}
+    for source, seen in known:
+        if seen.startswith(MASKED_WITH):
+            paired.setdefault(source, []).append(seen.removeprefix(MASKED_WITH))
+    return paired
 
 
 def file_identity(path: str) -> tuple[str, str]:
