@@ -8,7 +8,9 @@ new items (`moved_sources_note` says so where the records show it). A source tha
 once its items were done) keeps the content last recorded at its path, so its finished items keep their ids: done,
 listed and kept by `prune`, not failed again as new items. So does a mask that is gone: a mask file named as such
 keeps its path; one a folder or glob paired by stem (and now finds none for its source) becomes again the mask last
-recorded with that source under that folder with that stem, its file gone too.
+recorded with that source under that folder with that stem, its file gone too. A path is hashed as written
+(links not resolved: a link's name is its stem), but one in a folder the records reach by another path (a link to
+the folder, or the working folder's physical path) takes the path recorded, so a rerun through either is no move.
 """
 
 from __future__ import annotations
@@ -73,15 +75,18 @@ def identify_sources(jobs: list[JobSpec], known: dict[tuple[str, str], str]) -> 
         return identified[ref]
 
     masks_recorded = functools.cache(lambda: _masks_recorded_with(known))  # once a folder or glob finds no mask
+    spelled = _RecordedSpelling(known)
 
     def identify_mask(source: SourceRef, mask: SourceRef) -> SourceRef:
+        mask = spelled(mask)
         if searched_folder(mask) is not None:
             mask = _gone_mask(mask, masks_recorded().get(source.key, []))
         return identify(mask)
 
     def identified_grid(grid):
-        masks = tuple(identify_mask(source, mask) for source, mask in zip(grid.sources, grid.masks))
-        return replace(grid, sources=tuple(map(identify, grid.sources)), masks=masks)
+        sources = tuple(map(spelled, grid.sources))
+        masks = tuple(identify_mask(source, mask) for source, mask in zip(sources, grid.masks))
+        return replace(grid, sources=tuple(map(identify, sources)), masks=masks)
 
     return [replace(job, grids=tuple(map(identified_grid, job.grids))) for job in jobs]
 
@@ -104,6 +109,41 @@ def _masks_recorded_with(known: dict[tuple[str, str], str]) -> dict[str, list[st
         if seen.startswith(MASKED_WITH):
             paired.setdefault(source, []).append(seen.removeprefix(MASKED_WITH))
     return paired
+
+
+class _RecordedSpelling:
+    """A local path no record names, spelled as the records spell a file of that name in the same folder reached
+    by another path (a link to the folder, or the working folder's physical path where a relative manifest path
+    was given through a link): its items keep the ids and seeds first recorded. Only the folder is compared (its
+    device and inode): a folder of links to the same files is a folder of its own, as are the links' stems."""
+
+    def __init__(self, known: dict[tuple[str, str], str]):
+        self.known = known
+        self.recorded: dict[tuple[int, int, str], str] | None = None  # (folder's device, inode, file name) -> path
+        self.folders: dict[str, tuple[int, int] | None] = {}
+
+    def __call__(self, ref: SourceRef) -> SourceRef:
+        if ref.is_url or ref.job_folder or (ref.key, "") in self.known:
+            return ref
+        if self.recorded is None:  # once a path is not recorded: one stat per folder the records name
+            self.recorded = {}
+            for key, seen in self.known:
+                path = PurePosixPath(key)
+                if not seen and path.is_absolute() and (folder := self._folder(str(path.parent))):
+                    self.recorded.setdefault((*folder, path.name), key)
+        path = PurePosixPath(ref.key)
+        folder = self._folder(str(path.parent)) if self.recorded else None
+        recorded = self.recorded.get((*folder, path.name)) if folder else None
+        return replace(ref, key=recorded) if recorded else ref
+
+    def _folder(self, path: str) -> tuple[int, int] | None:
+        if path not in self.folders:
+            try:
+                found = os.stat(path)
+                self.folders[path] = (found.st_dev, found.st_ino)
+            except OSError:
+                self.folders[path] = None
+        return self.folders[path]
 
 
 def file_identity(path: str) -> tuple[str, str]:
