@@ -1,7 +1,8 @@
 """The pass that finishes a job folder (at the end of its run, in a rerun with nothing left to do, after `prune`):
-one read of the records and one check of each result give the finished items; one put back by hand gets its
-record again; each gets its missing caption file and, in a job keeping its sources, its missing kept copies;
-metadata.csv and failures.csv are rebuilt from the same read.
+one read of the records and one check of each result give the finished items; one put back by hand, or read and
+found unchanged under another modification time, gets its record again; each gets its missing caption file and,
+in a job keeping its sources, its missing kept copies; metadata.csv and failures.csv are rebuilt from the same
+read.
 
 The kept-copy repair stays cheap on a job of thousands of finished items run again: one listing of `sources/`
 with each entry's size says which copies are there (an emptied one is not; none is opened or read), and the items
@@ -37,26 +38,33 @@ def finish_files(output: JobOutput, plan: tuple[WorkItem, ...], copies: bool) ->
     """Captions, then (`copies`) kept copies, then the CSVs, from one read of the records."""
     records = output.read_records()
     finished = output.finished_records(plan, records)
+    appended = record_again(output, records, finished)
     done = [(item, finished[item.item_id]) for item in plan if item.item_id in finished]
-    appended = record_put_back(output, records, finished)
     write_missing_captions(output, done)
     appended += write_missing_copies(output, done) if copies else 0
     # A record appended since the read is the item's latest line now, which decides the CSV rows of records that
-    # supersede each other: read again then (only where copies were written or an image put back, once per item).
+    # supersede each other: read again then (only where copies were written or a result recorded again).
     output.rebuild_csvs(read=None if appended else (records, finished))
 
 
-def record_put_back(output: JobOutput, records: dict[str, dict], finished: dict[str, dict]) -> int:
-    """An image put back by hand from `.batch-edit/pruned/` finishes its item though its latest record prunes or
-    rejects it: the result's record is appended again, as `prune` appends it, so deleting the image later is a
-    deletion like any other (rejected by `prune --rejected`), also where no prune ran in between. Returns how
-    many."""
-    back = [record for item_id, record in finished.items() if records[item_id]["status"] != "ok"]
-    if back:
+def record_again(output: JobOutput, records: dict[str, dict], finished: dict[str, dict]) -> int:
+    """Finished items whose result's record is appended again, as their latest (`finished` then holds it): an
+    image put back by hand from `.batch-edit/pruned/` though the item's latest record prunes or rejects it
+    ("restored", as `prune` appends it), so deleting it later is a deletion like any other (rejected by `prune
+    --rejected`), also where no prune ran in between; and a result read and found unchanged under another
+    modification time ("verified": copied, touched), with the one it has now, so later runs compare that instead
+    of reading the file again. Returns how many."""
+    again = {}
+    for item_id, record in finished.items():
+        put_back = records[item_id]["status"] != "ok"
+        if put_back or output.restamped(record) is not record:
+            again[item_id] = "restored" if put_back else "verified"
+    if again:
         with output.appending():
-            for record in back:
-                output.restore(record)
-    return len(back)
+            for item_id, why in again.items():
+                output.restore(finished[item_id], why)
+                finished[item_id] = output.restamped(finished[item_id])
+    return len(again)
 
 
 def write_missing_captions(output: JobOutput, done: list[tuple[WorkItem, dict]]) -> int:

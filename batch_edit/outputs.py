@@ -29,7 +29,7 @@ from .formats import caption_name
 from .job_listing import JobListing
 from .metadata_edits import WRITTEN_DIGESTS
 from .plan import WorkItem
-from .records import SOURCES_DIR, STATE_DIR, is_bare_name
+from .records import RESULT_MTIME, RESULT_SHA256, SOURCES_DIR, STATE_DIR, is_bare_name
 from .result_files import EncodedResult, Failure, encode_result, item_fields
 from .result_files import now as _now
 from .sheets import write_contact_sheets
@@ -181,7 +181,8 @@ class JobOutput(JobListing):
         self.write_result(item, encode_result(item, image, extra, source, mask))
 
     def write_result(self, item: WorkItem, result: EncodedResult) -> None:
-        """Write an encoded result (made here or by a worker elsewhere), then append the row it carries."""
+        """Write an encoded result (made here or by a worker elsewhere), then append the row it carries with the
+        file's size, sha256 and modification time (`JobRecords._holds`)."""
         for name, png in result.kept:
             self._write_source(name, png)
         self._move_other_result(item)  # before the caption: the one beside another item's result goes with it
@@ -189,8 +190,9 @@ class JobOutput(JobListing):
         hand_edited = self._move_not_made_here(item.output_name, result.data, caption)  # a caption kept as it is
         if caption is not None and not hand_edited:  # before the image: a finished item always has its caption
             self._write_file(self.folder / caption_name(item.output_name), lambda handle: handle.write(caption))
-        size = self._write_file(self.folder / item.output_name, lambda handle: handle.write(result.data))
-        self._append({"status": "ok", "bytes": size, **result.row})
+        written = self._write_file(self.folder / item.output_name, lambda handle: handle.write(result.data))
+        stamp = {RESULT_SHA256: hashlib.sha256(result.data).hexdigest(), RESULT_MTIME: written.st_mtime_ns}
+        self._append({"status": "ok", "bytes": written.st_size, **stamp, **result.row})
 
     def _move_other_result(self, item: WorkItem) -> None:
         """Never write over another item's result: a file name template without {id} gives a new item the name
@@ -262,28 +264,30 @@ class JobOutput(JobListing):
             self._write_file(self.folder / name, lambda handle: handle.write(png))
         self._kept_checked.add(name)
 
-    def _write_file(self, final: Path, write: Callable[[BinaryIO], object]) -> int:
+    def _write_file(self, final: Path, write: Callable[[BinaryIO], object]) -> os.stat_result:
+        """`final` replaced atomically by what `write` writes; returns the file's stat as written."""
         temporary = job_files.temporary_name(final)
         try:
             with job_files.open_new(temporary) as handle:
                 write(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-                size = handle.tell()
+                written = os.fstat(handle.fileno())  # the rename keeps its size and modification time
             os.replace(temporary, final)  # a link at `final` is replaced, its target never written
             job_files.fsync_folder(final.parent)
         except OSError as exc:
             job_files.remove_file(temporary)
             raise OutputError(f"cannot write {final}: {exc.strerror or exc}") from exc
-        return size
+        return written
 
     def mark(self, record: dict, status: str, **fields) -> None:
         """Append a later status for a recorded item ("pruned", "rejected"): the log stays the whole history."""
         self._append({**record, "status": status, **fields, f"{status}_at": _now()})
 
-    def restore(self, record: dict) -> None:
-        """Append an item's success record again, as its latest: its image was put back by hand after a prune."""
-        self._append({**record, "restored_at": _now()})
+    def restore(self, record: dict, why: str = "restored") -> None:
+        """Append an item's success record again, as its latest: its image was put back by hand after a prune
+        ("restored"), or found unchanged under another modification time ("verified"): with the one it has now."""
+        self._append({**self.restamped(record), f"{why}_at": _now()})
 
     def move_to_pruned(self, file_name: str, with_caption: bool = True) -> str | None:
         """Move a result and (`with_caption`) its caption file into .batch-edit/pruned/ under a name not taken

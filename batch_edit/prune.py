@@ -263,7 +263,7 @@ def _older_because(name: str, latest: dict, item: WorkItem | None) -> str:
         return "an older result of an item that has a newer one"
     if item is None:
         return "not in the plan"
-    if name == item.output_name:  # put back by hand, but not the file recorded (another size)
+    if name == item.output_name:  # put back by hand, but not the file recorded (another size or content)
         return "not the image recorded for its item"
     return f"the job now writes {item.output_name}"
 

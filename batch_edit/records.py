@@ -1,7 +1,7 @@
 """Reading a job folder's records: what a valid record is, which file names it may name, which records describe
 the same item (the current plan's, else the newer, supersedes the other), which record is an item's (its latest,
-but the result it keeps where prune moved another format's file out), and what the records say is done.
-Nothing here writes."""
+but the result it keeps where prune moved another format's file out), what the records say is done, and whether a
+file at a result's name is the result recorded. Nothing here writes."""
 
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ SUPERSEDE_FIELDS = (
     "model", "revision", "dtype", "quantization", "loras", "first_block_cache", "vae_tiling", "base_model", "task",
 )  # fmt: skip
 _KEY_FIELDS = ("job", *SUPERSEDE_FIELDS)
+# A result file as written (records of older versions lack both: their size alone says a file is theirs): its
+# sha256, and its modification time then, the stamp compared first so that an untouched result is never read
+RESULT_SHA256, RESULT_MTIME = "file_sha256", "file_mtime_ns"
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 
 
 def supersede_key(record: dict) -> tuple:
@@ -55,6 +59,9 @@ def valid_record(record) -> bool:
         return False
     if not math.isfinite(seconds) or seconds < 0:
         return False  # an infinite or NaN duration would break the estimates
+    digest, mtime = record.get(RESULT_SHA256), record.get(RESULT_MTIME, 0)
+    if (digest is not None and not (type(digest) is str and _SHA256.match(digest))) or type(mtime) is not int:
+        return False  # a result's digest or stamp never written so: its file would be read, or taken, for nothing
     paired = record.get("source_image_file_name")
     folder, _, name = paired.partition("/") if isinstance(paired, str) else ("", "", "")
     return paired is None or (folder == SOURCES_DIR and is_bare_name(name))
@@ -91,6 +98,10 @@ class JobRecords:
         # run never writes a result over another item's (JobOutput.write_result). None: nothing read yet.
         self._named: dict[str, dict] | None = None  # file name -> the latest success record naming it
         self._results: dict[str, str | None] = {}  # item id -> the file its latest record keeps (None: none)
+        # The sha256 of each result file hashed, by the file's state (a file changed since is hashed again), and
+        # the files found by it to be their recorded result though their stamp is not the recorded one
+        self._hashed: dict[tuple, str] = {}
+        self._verified: dict[str, tuple[int, str]] = {}  # file name -> (mtime_ns, sha256) found
 
     def read_records(self) -> dict[str, dict]:
         """The latest record per item id, in first-seen order. A line cut short by a crash, or of a shape this
@@ -143,9 +154,10 @@ class JobRecords:
         """Whether writing a result (`data`) at `file_name`, and its caption (None: none written), would destroy
         a file this job did not make, at the result's name and at its caption's. A run moves such a result aside
         (its caption with it: a pair stays a pair), and leaves such a caption beside its own result unwritten (a
-        caption edited by hand). Not made here: a result no record names, or not the size its record gives
-        (edited or replaced since); a caption whose text is no prompt of a result recorded under its stem. A file
-        that holds the very bytes to be written loses nothing."""
+        caption edited by hand). Not made here: a result no record names, or not the file its record gives
+        (`_holds`: edited or replaced since); a caption whose text is no prompt of a result recorded under its
+        stem (a run writes a caption only once its result is recorded). A file that holds the very bytes to be
+        written loses nothing."""
         text, stem = caption_name(file_name), Path(file_name).stem
         results = [self.result_of(with_extension(stem, format))[0] for format in EXTENSIONS]
         made = {str(record["prompt"]).encode("utf-8") for record in results if record is not None}
@@ -154,7 +166,7 @@ class JobRecords:
 
     def _not_recorded(self, file_name: str) -> bool:
         record, _ = self.result_of(file_name)
-        return record is None or os.lstat(self.folder / file_name).st_size != record["bytes"]
+        return record is None or not self._holds(record, os.lstat(self.folder / file_name))
 
     def _unlike(self, file_name: str, contents: set[bytes]) -> bool:
         """A regular file is at `file_name` (a link is replaced, its target untouched) holding none of `contents`."""
@@ -197,7 +209,7 @@ class JobRecords:
             return {r["file_name"]: r["item_id"] for _, r in self._valid_records(handle) if r["status"] == "ok"}
 
     def done_ids(self, records: dict[str, dict] | None = None) -> set[str]:
-        """Items with a success record whose image is still there, whole (same size as when written)."""
+        """Items with a success record whose image is still there, as written (`_holds`)."""
         records = self.read_records() if records is None else records
         return {item_id for item_id, record in records.items() if self._intact(record)}
 
@@ -226,7 +238,7 @@ class JobRecords:
         return finished
 
     def _result_named(self, item_id: str, file_name: str, records: dict[str, dict]) -> dict | None:
-        """The item's latest success record naming `file_name`: the one that says what size that file has."""
+        """The item's latest success record naming `file_name`: the one that says what that file holds."""
         latest = records.get(item_id)
         if latest is None or (latest["status"] == "ok" and latest["file_name"] == file_name):
             return latest  # nearly always: the latest record is the result
@@ -283,4 +295,43 @@ class JobRecords:
             found = os.lstat(os.path.join(self.folder, record["file_name"]))
         except OSError:
             return False
-        return stat.S_ISREG(found.st_mode) and found.st_size == record["bytes"]
+        return stat.S_ISREG(found.st_mode) and self._holds(record, found)
+
+    def _holds(self, record: dict, found: os.stat_result) -> bool:
+        """Whether the file at a success record's name (`found`: its lstat) is the result recorded: its size, then
+        its sha256 where it has not the modification time recorded as it was written (edited, or copied, touched,
+        put back with a new one). A result untouched since is never read: a rerun of thousands of finished items
+        reads none of them. Records of older versions, without the sha256, go by the size alone."""
+        if found.st_size != record["bytes"]:
+            return False
+        digest = record.get(RESULT_SHA256)
+        if digest is None or found.st_mtime_ns == record.get(RESULT_MTIME):
+            return True
+        if self._sha256(record["file_name"], found) != digest:
+            return False
+        self._verified[record["file_name"]] = (found.st_mtime_ns, digest)
+        return True
+
+    def _sha256(self, file_name: str, found: os.stat_result) -> str | None:
+        """The file's sha256 (None: unreadable, or gone or no regular file meanwhile), read once per state of the
+        file (`found`: a file changed since has another modification or change time)."""
+        key = (file_name, found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
+        if key not in self._hashed:
+            digest = hashlib.sha256()
+            try:
+                with os.fdopen(job_files.open_file(self.folder / file_name, os.O_RDONLY), "rb") as handle:
+                    while chunk := handle.read(1 << 20):
+                        digest.update(chunk)
+            except (OSError, OutputError):  # OutputError: no regular file there now
+                return None
+            self._hashed[key] = digest.hexdigest()
+        return self._hashed[key]
+
+    def restamped(self, record: dict) -> dict:
+        """`record` with the modification time its result has now, where its bytes were found to be the ones
+        recorded under another (a folder copied, a file touched or put back): appended again, it spares later
+        runs reading the file (`finish_pass`). Otherwise `record` itself."""
+        mtime, digest = self._verified.get(record.get("file_name"), (None, None))
+        if mtime is None or digest != record.get(RESULT_SHA256) or mtime == record.get(RESULT_MTIME):
+            return record
+        return {**record, RESULT_MTIME: mtime}
