@@ -69,9 +69,9 @@ def record_again(output: JobOutput, records: dict[str, dict], finished: dict[str
 
 def write_missing_captions(output: JobOutput, done: list[tuple[WorkItem, dict]]) -> int:
     """A finished item of a job writing captions has its caption file: one missing (its image put back after
-    `prune --rejected` moved the caption out, deleted by hand, or `captions` turned on after the item was made)
-    is written from the item's prompt. A caption file there is never rewritten: it may be edited by hand.
-    Returns how many were written."""
+    `prune --rejected` moved the caption out, deleted by hand, `captions` turned on after the item was made, or a
+    run killed between the result's record and its caption) is written from the item's prompt. A caption file
+    there is never rewritten: it may be edited by hand. Returns how many were written."""
     written = 0
     for item, _ in done:
         if item.output.captions and job_files.lstat(output.folder / caption_name(item.output_name)) is None:

@@ -181,18 +181,21 @@ class JobOutput(JobListing):
         self.write_result(item, encode_result(item, image, extra, source, mask))
 
     def write_result(self, item: WorkItem, result: EncodedResult) -> None:
-        """Write an encoded result (made here or by a worker elsewhere), then append the row it carries with the
-        file's size, sha256 and modification time (`JobRecords._holds`)."""
+        """Write an encoded result (made here or by a worker elsewhere), append the row it carries with the file's
+        size, sha256 and modification time (`JobRecords._holds`), then write its caption. The caption comes last:
+        a run killed before the record would otherwise leave a caption no record names, taken for a hand edit
+        (never rewritten) by every later run; one killed after it leaves a finished item without its caption,
+        which the next finishing pass writes."""
         for name, png in result.kept:
             self._write_source(name, png)
         self._move_other_result(item)  # before the caption: the one beside another item's result goes with it
         caption = item.prompt.encode("utf-8") if item.output.captions else None
         hand_edited = self._move_not_made_here(item.output_name, result.data, caption)  # a caption kept as it is
-        if caption is not None and not hand_edited:  # before the image: a finished item always has its caption
-            self._write_file(self.folder / caption_name(item.output_name), lambda handle: handle.write(caption))
         written = self._write_file(self.folder / item.output_name, lambda handle: handle.write(result.data))
         stamp = {RESULT_SHA256: hashlib.sha256(result.data).hexdigest(), RESULT_MTIME: written.st_mtime_ns}
         self._append({"status": "ok", "bytes": written.st_size, **stamp, **result.row})
+        if caption is not None and not hand_edited:
+            self._write_file(self.folder / caption_name(item.output_name), lambda handle: handle.write(caption))
 
     def _move_other_result(self, item: WorkItem) -> None:
         """Never write over another item's result: a file name template without {id} gives a new item the name

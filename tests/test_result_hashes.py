@@ -1,7 +1,8 @@
 """Whether a file at a result's name is still the result the job made: its size, then (records with the result's
 sha256) its bytes, read only where its modification time is not the one recorded as it was written. A result edited
 in place under the same size is moved aside before it is written again; an untouched one is never read by a rerun;
-records of older versions keep the size rule."""
+records of older versions keep the size rule. A caption is written only once its result is recorded, so a run
+killed at any point leaves no caption that a later run takes for a hand edit."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ import json
 import os
 import shutil
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from batch_edit.formats import OutputOptions
 from batch_edit.outputs import JobOutput
 
 from .conftest import batch_edit, image_file
-from .test_outputs import JOB, PIPELINE_YAML
+from .test_outputs import EXTRA, JOB, PIPELINE_YAML, make, picture
 
 RESULTS = ("photo1_edit.png", "photo2_edit.png")
 
@@ -183,3 +186,57 @@ def test_a_record_with_a_result_digest_or_stamp_of_the_wrong_shape_is_ignored(tm
     assert reader.done_ids() == {"good"}  # another mtime than recorded: read, and found to be the result
     (output.folder / "ok.png").write_bytes(b"y" * 10)
     assert JobOutput(tmp_path / "out", JOB).done_ids() == set()
+
+
+# ---------------------------------------------------------------- a caption and a run killed while writing
+
+
+class Killed(BaseException):
+    """The process dies here: nothing after this point runs."""
+
+
+def _captioned(prompt: str):
+    return replace(make(prompt=prompt), name="photo_edit", output=OutputOptions(captions=True))
+
+
+def _killed_after(monkeypatch, steps: int) -> None:
+    """The run dies once `steps` writes (a file renamed into place, a record appended) are done."""
+    done = []
+    for method in ("_write_file", "_append"):
+        real = getattr(JobOutput, method)
+
+        def dying(self, *args, real=real):
+            value = real(self, *args)
+            done.append(args[0])
+            if len(done) == steps:
+                raise Killed
+            return value
+
+        monkeypatch.setattr(JobOutput, method, dying)
+
+
+@pytest.mark.parametrize("prompt", ["a dog", "a cat"], ids=["prompt-changed", "same-prompt"])
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_a_caption_of_a_run_killed_while_writing_is_never_taken_for_a_hand_edit(tmp_path, monkeypatch, steps, prompt):
+    first = _captioned("a cat")
+    killed = JobOutput(tmp_path / "out", JOB)
+    killed.open(PIPELINE_YAML)
+    with monkeypatch.context() as patched:
+        _killed_after(patched, steps)
+        with pytest.raises(Killed):
+            killed.write_image(first, picture(), EXTRA)
+    killed.close()  # its descriptors and lock go with the process
+
+    # the next run: the same item, or (the prompt changed) another one under the same name
+    item = _captioned(prompt)
+    output = JobOutput(tmp_path / "out", JOB)
+    output.open(PIPELINE_YAML)
+    output.follow_plan((item,))
+    if item.item_id not in output.finished_ids([item]):
+        output.write_image(item, picture(offset=1), EXTRA)
+    output.finish_files()
+    output.close()
+    caption = output.folder / "photo_edit.txt"
+    assert caption.read_text() == prompt  # the prompt of the result beside it, whatever the kill left
+    assert "photo_edit.txt" not in [name for name, _ in output.moved_aside]  # never taken for the user's
+    assert output.finished_ids([item]) == {item.item_id}
