@@ -13,18 +13,17 @@ import errno
 import hashlib
 import json
 import os
-import shutil
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from filelock import FileLock, Timeout
 from PIL import Image
 
 from . import job_files
-from .errors import OutputBusyError, OutputError
+from .errors import OutputError
 from .finish_pass import UNCOPIED, finish_files
+from .folder_lock import LOCK_NAME, OWNER_NAME, FolderLock, LockFileGone, try_lock, unlock
 from .formats import caption_name
 from .job_listing import JobListing
 from .metadata_edits import WRITTEN_DIGESTS
@@ -48,8 +47,7 @@ class JobOutput(JobListing):
     def __init__(self, root: Path, job: str):
         super().__init__(root, job)
         self._records = None
-        self._lock: FileLock | None = None
-        self._created: list[Path] = []
+        self._lock = FolderLock(self.folder, self.state)
         self._append_lock = threading.Lock()  # the writer thread appends successes, the main thread failures
         self.moved_aside: list[tuple[str, str]] = []  # (file, its name in pruned/): files the run did not make
         self._kept_checked: set[str] = set()  # kept copies found (or written) holding what this run kept there
@@ -60,7 +58,7 @@ class JobOutput(JobListing):
             return
         for folder in (self.state, self.state / PIPELINES_DIR, self.folder / PRUNED_DIR, self.folder / SOURCES_DIR):
             job_files.refuse_unsafe(folder, folder=True)
-        names = ["records.jsonl", "pipeline.yaml", "owner", "lock", SHEETS_STAMP, WRITTEN_DIGESTS, UNCOPIED]
+        names = ["records.jsonl", "pipeline.yaml", OWNER_NAME, LOCK_NAME, SHEETS_STAMP, WRITTEN_DIGESTS, UNCOPIED]
         files = [self.folder / "metadata.csv", self.folder / "failures.csv", *(self.state / n for n in names)]
         sheets, configs = self.folder.glob(f"{SHEET_PREFIX}*.png"), (self.state / PIPELINES_DIR).glob("*.yaml")
         for path in [*files, *sheets, *configs]:
@@ -78,12 +76,7 @@ class JobOutput(JobListing):
         the command taking it ("run" or "prune"), for what a refusal advises."""
         try:
             self.check()
-            for folder in (self.folder.parent, self.folder, self.state):
-                if not folder.exists():
-                    folder.mkdir(parents=True, exist_ok=True)
-                    self._created.append(folder)
-            job_files.refuse_unsafe(self.state, folder=True)  # checked again: it may have appeared meanwhile
-            self._acquire_lock(by=by)
+            self._lock.take(by)
             job_files.sweep_temporaries(self.folder)
             job_files.sweep_temporaries(self.folder / SOURCES_DIR)
         except OSError as exc:
@@ -120,25 +113,8 @@ class JobOutput(JobListing):
     def refuse_if_busy(self) -> None:
         """Refuse (OutputBusyError) while a run holds the folder, writing nothing: for a dry run."""
         self.check()
-        self._acquire_lock(write_owner=False, by="prune")
+        self._lock.try_take(by="prune", write_owner=False)
         self.close()
-
-    def _acquire_lock(self, write_owner: bool = True, by: str = "run") -> None:
-        lock = FileLock(self.state / "lock")
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            try:
-                owner = job_files.read_bytes(self.state / "owner").decode("utf-8", "replace").strip()[:20]
-            except OSError:
-                owner = "?"
-            raise OutputBusyError(
-                f"another batch-edit run (pid {owner}) is writing to {self.folder}; wait for it to finish"
-                + (", or give this run another --output-root" if by == "run" else f", then {by} again")
-            ) from None
-        self._lock = lock
-        if write_owner:
-            job_files.write_whole(self.state / "owner", str(os.getpid()).encode())
 
     def finish(self) -> None:
         """Close the record (the lock stays until close())."""
@@ -148,25 +124,14 @@ class JobOutput(JobListing):
 
     def close(self) -> None:
         self.finish()
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        self._lock.release()
 
     def discard_if_unused(self) -> None:
-        """Remove what this run created but never wrote an item to (the pipeline failed to load): a new job
-        folder, or the `.batch-edit/` this run added to an existing one."""
-        self.close()
-        try:
-            unused = not os.lstat(self.records_path).st_size
-        except FileNotFoundError:
-            unused = True
-        if not unused:
-            return
-        for folder in reversed(self._created):
-            if folder in (self.folder, self.state):
-                shutil.rmtree(folder, ignore_errors=True)
-            elif folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+        """Remove what this run created but never wrote an item to (it was refused, the pipeline failed to
+        load): a new job folder, or the `.batch-edit/` this run added to an existing one; only under the
+        folder's lock, released after (see `FolderLock.discard_unused`)."""
+        self.finish()
+        self._lock.discard_unused(self.records_path)
 
     def write_image(
         self,
@@ -346,10 +311,11 @@ class JobOutput(JobListing):
         if job_files.lstat(self.records_path) is None:
             return
         self.check()  # before the lock: its file must not be a link either
-        lock = FileLock(self.state / "lock")
         try:
-            lock.acquire(timeout=0)
-        except (Timeout, OSError):  # another run holds it, or a read-only folder: left as it is, records intact
+            descriptor = try_lock(self.state / LOCK_NAME)
+        except (LockFileGone, OSError):  # removed meanwhile, or a read-only folder: left as it is, records intact
+            return
+        if descriptor is None:  # another run holds it
             return
         try:
             job_files.sweep_temporaries(self.folder)
@@ -358,7 +324,7 @@ class JobOutput(JobListing):
         except OSError as exc:
             raise OutputError(f"cannot write to the output folder {self.folder}: {exc.strerror or exc}") from exc
         finally:
-            lock.release()
+            unlock(descriptor)
 
     def sheets_current(self) -> bool:
         """The contact sheets were all written from metadata.csv as it is (the stamp is not older) and are all

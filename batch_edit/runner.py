@@ -197,7 +197,7 @@ def _lock_and_load(stack: ExitStack, outputs: list[JobOutput], recount, config: 
             with _refused_before_running():
                 for output in outputs:
                     stack.callback(output.close)
-                    locked.append(output)  # before lock(): a refused lock still removes what it created
+                    locked.append(output)  # before lock(): what a failed lock made goes, once it can lock it
                     output.lock()
                 recount()
             return load(config)
@@ -207,10 +207,12 @@ def _lock_and_load(stack: ExitStack, outputs: list[JobOutput], recount, config: 
 
 
 def _discard_unused(outputs: list[JobOutput]) -> None:
-    for output in outputs:  # every lock released first: removing a folder needs descriptors of its own
-        output.close()
-    for output in reversed(outputs):  # the last first, so the first can remove an output root it made
-        output.discard_if_unused()
+    """Each folder this run made is removed under its own lock, then the lock released: never one another run
+    locked meanwhile. The last first, so the first can remove an output root it made; then again, for those
+    that found no descriptor free (a run refused at the open-file limit) while the others were held."""
+    for _ in range(2):
+        for output in reversed(outputs):
+            output.discard_if_unused()
 
 
 def pending_items(plan: JobPlan, output: JobOutput, overwrite: bool, records: dict | None = None) -> list[WorkItem]:
