@@ -1,9 +1,11 @@
-"""`batch-edit plan`: what a run would do, without a model: each job's items, what is done, missing sources and
-masks, the swept axes and an estimate from earlier runs here."""
+"""`batch-edit plan`: what a run would do, without a model: each job's items (and those the results a job of the
+run has still to make will add to the jobs reading them), what is done, missing sources and masks, the swept axes
+and an estimate from earlier runs here."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from .cli import EXIT_ITEMS_FAILED, EXIT_OK
@@ -33,25 +35,30 @@ def report(args) -> int:
         done = output.finished_ids(plan.items, records)
         skipped[plan.name] = (done, output.rejected_ids(plan.items, records, done))
     pending = {plan.name: _pending(plan.items, set().union(*skipped[plan.name])) for plan in plans}
-    running, _, waiting_on = split_waiting(pending, job_folders([plan.name for plan in plans], output_root))
+    folders = job_folders([plan.name for plan in plans], output_root)
+    running, _, waiting_on = split_waiting(pending, folders)
+    coming = _to_come(plans, pending, folders)
     warnings = [*plan_warnings(config, jobs), *planned_long_prompts(config, plans), *waiting_warnings(waiting_on)]
     for warning in warnings:
         print(f"warning: {escaped(warning)}", file=sys.stderr)
-    missing_total, unmasked_total, pending_total, waiting_total = 0, 0, 0, 0
-    limit_left = args.limit  # --limit runs the first N pending items across jobs: the estimates are of those
+    # what a run runs: first what it can now, then (once made) what reads results made in it; --limit runs the
+    # first N of those in that order across jobs, so the estimates are of the items it leaves each job
+    first = {plan.name: running[plan.name] for plan in plans}
+    later = {
+        plan.name: _waiting(pending[plan.name], running[plan.name], folders) + coming[plan.name][1] for plan in plans
+    }
+    runs = _limited(plans, [first, later], args.limit)
+    missing_total, unmasked_total = 0, 0
     for plan, job in zip(plans, jobs):
         output, records = read[plan.name]
         done, rejected = skipped[plan.name]
-        # neither done, rejected nor waiting: what a run runs
-        waiting = {item.item_id for item in pending[plan.name]} - {item.item_id for item in running[plan.name]}
-        pending_total += len(running[plan.name])
-        waiting_total += len(waiting)
+        waiting = _waiting(pending[plan.name], running[plan.name], folders)
         extra = f", {plan.duplicates} duplicate(s) merged" if plan.duplicates else ""
         extra += f", {len(rejected)} rejected (skipped; --overwrite remakes them)" if rejected else ""
         extra += f", {output.invalid_lines} invalid record line(s) ignored" if output.invalid_lines else ""
-        print(
-            f"job {plan.name}: {len(plan.items)} item(s), {len(done)} already done{extra} -> {escaped(output.folder)}"
-        )
+        known = sum(not _stand_in(item.source, folders) for item in plan.items)  # not those for a folder to fill
+        print(f"job {plan.name}: {known} item(s){_more(coming[plan.name])}, {len(done)} already done{extra} -> "
+              f"{escaped(output.folder)}")  # fmt: skip
         if note := moved_sources_note(plan.items, records, config_hash(config.identity())):
             print(f"  note: {escaped(note)}")
         missing, sources = missing_sources(job)
@@ -87,12 +94,20 @@ def report(args) -> int:
         if max(variations, default=1) > 1:  # not an axis, but it multiplies the items as one does
             print(f"  variations: {_listed([str(n) for n in variations[:8]], len(variations))} per grid point")
         timed = output.timed_records(config.recorded_fields(), records)
-        limit_left = _print_estimate(config.task, timed, plan.items, done | rejected | waiting, args.limit, limit_left)
-    print(f"total: {sum(len(plan.items) for plan in plans)} item(s) in {len(plans)} job(s)")
+        unknown = coming[plan.name][0] is None
+        _print_estimate(config.task, timed, first[plan.name] + later[plan.name], runs[plan.name], args.limit, unknown)
+    known = sum(not _stand_in(item.source, folders) for plan in plans for item in plan.items)
+    counts = [count for count, _, _ in coming.values()]
+    added = sum(count or 0 for count in counts)
+    more = f", {added} of them to come from results made in the run" if added else ""
+    more += ", and more to come from results made in the run" if None in counts else ""
+    print(f"total: {known + added} item(s) in {len(plans)} job(s){more}")
     if args.limit is not None:
-        chained = " (and, within the limit, what readers of results made in the run add)" if waiting_total else ""
-        print(f"--limit {args.limit}: {min(args.limit, pending_total)} of {pending_total} pending item(s) would run"
-              f"{chained}")  # fmt: skip
+        pending_total = sum(len(first[plan.name]) + len(later[plan.name]) for plan in plans)
+        would_run = sum(map(len, runs.values()))
+        more = f" ({added} of them to come from results made in the run)" if added else ""
+        more += " (and, within the limit, more that readers of results made in the run add)" if None in counts else ""
+        print(f"--limit {args.limit}: {would_run} of {pending_total} pending item(s) would run{more}")
     if unmasked_total:
         print(f"error: {unmasked_total} source(s) without a mask (listed above)", file=sys.stderr)
     if missing_total:
@@ -110,31 +125,120 @@ def _pending(items, skipped: set[str]) -> list:
     return [item for item in items if item.item_id not in skipped]
 
 
-def _print_estimate(task: str, timed: list[dict], items, skipped: set[str], limit, limit_left) -> int | None:
-    """The job's estimate: of its pending items, or with --limit of those the limit left to this job would run
-    (the first ones, in manifest order); returns what the limit leaves to the next jobs."""
+def _print_estimate(task: str, timed: list[dict], pending: list, running: list, limit, unknown: bool) -> None:
+    """The job's estimate: of its pending items (`running`: with --limit, those the limit leaves to this job)."""
     from .estimate import estimate
     from .progress import format_duration
 
-    pending = [item for item in items if item.item_id not in skipped]  # as pending_items leaves them
     if not pending:
-        return limit_left
-    sample = ""
-    if limit_left is not None:
-        running = pending[:limit_left]
+        return
+    sample = "; not counting the items to come from results made in the run" if unknown else ""
+    if limit is not None:
         if not running:
             print(f"  estimate: none of its {len(pending)} pending item(s) would run with --limit {limit}")
-            return 0
-        sample = f"; the first {len(running)} of {len(pending)} pending, which --limit {limit} would run"
-        pending, limit_left = running, limit_left - len(running)
-    found = estimate(task, timed, pending)
+            return
+        sample = f"; the first {len(running)} of {len(pending)} pending, which --limit {limit} would run{sample}"
+    found = estimate(task, timed, running)
     if found is None:
         print("  estimate: none yet (no earlier run with this pipeline config in this folder)")
-        return limit_left
-    print(f"  estimate: {format_duration(found.seconds)} for {found.describe(len(pending))}{sample}")
+        return
+    print(f"  estimate: {format_duration(found.seconds)} for {found.describe(len(running))}{sample}")
     if caution := found.caution():
         print(f"  caution: {caution}")
-    return limit_left
+
+
+def _waiting(pending: list, running: list, folders: dict[str, str]) -> list:
+    """The pending items that wait for results made in the run, but the stand-ins for a folder to fill (what
+    that folder will hold gives its own items: `_to_come`)."""
+    now = {item.item_id for item in running}
+    return [item for item in pending if item.item_id not in now and not _stand_in(item.source, folders)]
+
+
+def _stand_in(source, folders: dict[str, str]) -> bool:
+    """A source standing for a job's folder listed while it held no results (or did not exist): no image, but
+    the results that job will make there."""
+    return source.job_folder or source.key in folders  # a local key is an absolute path already
+
+
+def _limited(plans, rounds: list[dict[str, list]], limit) -> dict[str, list]:
+    """The items a run runs of each job: every round's (jobs in their order), or with --limit the first N."""
+    runs: dict[str, list] = {plan.name: [] for plan in plans}
+    for found in rounds:
+        for plan in plans:
+            items = found[plan.name] if limit is None else found[plan.name][:limit]
+            runs[plan.name] += items
+            limit = None if limit is None else limit - len(items)
+    return runs
+
+
+def _more(coming: tuple) -> str:
+    count, _, makers = coming
+    if not makers:
+        return ""
+    whose = " and ".join(f"job {name}" for name in makers)
+    return f" and {'more' if count is None else count} to come from {whose}'s results still to make"
+
+
+def _to_come(plans, pending: dict[str, list], folders: dict[str, str]) -> dict[str, tuple]:
+    """Per job: the items that results a job of the run has still to make will add to it once made, as (their
+    count, None where its sources name some of that folder's results, not known to be all of them; stand-ins for
+    the estimate: the items a source in that folder gives it, once per result to come; the jobs making them).
+    A producer's result is a new source of a job reading its whole folder (or a glob in it) from the empty one,
+    or reading every result it holds so far; files a job names one by one are its items already (waiting)."""
+    from .job_chains import producers_first, read_jobs
+
+    found = {plan.name: (0, [], []) for plan in plans}
+    if not any(read_jobs(plan, folders) for plan in plans):  # no chain: nothing to come
+        return found
+    named = {name: folder for folder, name in folders.items()}
+    new: dict[str, tuple[set[str], int | None]] = {}  # per job: its results that are no file yet, and how many more
+    for plan in producers_first(plans, folders):
+        count, standins, makers = 0, [], []
+        for maker in sorted(read_jobs(plan, folders) & set(new)):  # a job read before it is planned adds nothing
+            paths, more = new[maker]
+            keys, per_source, whole = _reads(plan, named[maker], folders)
+            if whole is False or (not paths - keys and more == 0):
+                continue
+            makers.append(maker)
+            if whole is None or more is None or count is None:
+                count = None
+                continue
+            results = len(paths - keys) + more
+            count, standins = count + results * len(per_source), standins + per_source * results
+        found[plan.name] = (count, standins, makers)
+        folder = named.get(plan.name)
+        made = {
+            os.path.join(folder, item.output_name) for item in pending[plan.name] if not _stand_in(item.source, folders)
+        }
+        new[plan.name] = ({path for path in made if not os.path.isfile(path)}, count)
+    return found
+
+
+def _reads(plan, folder: str, folders: dict[str, str]) -> tuple[set[str], list, bool | None]:
+    """What the plan reads of a job's folder: its sources' paths there, the items one of those sources gives,
+    and whether its sources take every result made there (False: only the files they name; None: not known)."""
+    from pathlib import Path
+
+    from .source_folders import folder_images
+
+    refs = {item.source.key: item.source for item in plan.items if not item.source.is_url}
+    refs = {key: ref for key, ref in refs.items() if key == folder or os.path.dirname(key) == folder}
+    stand_in = next((ref for ref in refs.values() if _stand_in(ref, folders)), None)
+    files = [ref for ref in refs.values() if not _stand_in(ref, folders) and os.path.isfile(ref.key)]
+    if any(item.row is not None for item in plan.items):  # a CSV row names one file
+        whole = False
+    elif stand_in is not None:  # a folder, or a glob in it, listed while it held no results
+        whole = True
+    elif not files:  # files named one by one, none made yet
+        whole = False
+    elif len(files) < len(refs):
+        whole = None
+    else:  # every result there so far: the folder, or a glob taking them all
+        held = {path.as_posix() for path in folder_images(Path(folder), False, None, None)}
+        whole = True if held <= set(refs) else None
+    source = stand_in or (files[0] if files else None)
+    per_source = [item for item in plan.items if source is not None and item.source.key == source.key]
+    return set(refs), per_source, whole
 
 
 def _listed(texts: list[str], count: int) -> str:

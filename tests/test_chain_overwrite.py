@@ -196,6 +196,8 @@ def test_plan_says_the_readers_items_run_in_the_same_run(tmp_path, tiny_config):
     manifest = manifest_of(tmp_path, "[cat.jpg, coffee.jpg]")
     planned = batch_edit("plan", str(manifest), "--pipeline", str(tiny_config), "--limit", "3")
     assert planned.returncode == 0, planned.stderr
-    assert "waiting: 1 item(s) for results made in the run: run once those are made" in planned.stdout
-    assert "--limit 3: 2 of 2 pending item(s) would run (and, within the limit, what readers" in planned.stdout
+    assert "job b: 0 item(s) and 2 to come from job a's results still to make" in planned.stdout
+    assert "--limit 3: 3 of 4 pending item(s) would run (2 of them to come from results made in the run)" in (
+        planned.stdout
+    )
     assert "left for the run after" not in planned.stdout

@@ -64,11 +64,15 @@ def test_plan_limit_skips_waiting_items_as_run_limit_does(tmp_path, tiny_config)
     manifest = chained(tmp_path, "[cat.jpg, coffee.jpg]", order="ba")  # b first: its item waits
     plan = batch_edit("plan", str(manifest), "--pipeline", str(tiny_config), "--limit", "1")
     assert plan.returncode == 0, plan.stderr
-    assert "--limit 1: 1 of 2 pending item(s) would run" in plan.stdout
-    assert "waiting: 1 item(s)" in plan.stdout
-    assert "none of its 2 pending item(s) would run" not in plan.stdout
+    # job b's items are those job a's two results will give: none runs with --limit 1, as in the run
+    assert "--limit 1: 1 of 4 pending item(s) would run (2 of them to come from results made in the run)" in (
+        plan.stdout
+    )
+    assert "job b: 0 item(s) and 2 to come from job a's results still to make" in plan.stdout
+    assert "estimate: none of its 2 pending item(s) would run with --limit 1" in plan.stdout
     result = run(manifest, tiny_config, "--limit", "1")
     assert "job a: 1 written" in result.stdout, result.stdout + result.stderr
+    assert "job b: 0 written" in result.stdout, result.stdout + result.stderr
 
 
 def test_a_job_folder_no_job_of_the_run_fills_is_refused(tmp_path, tiny_config):
@@ -114,7 +118,9 @@ def test_a_glob_or_a_file_of_another_jobs_folder_waits_as_the_folder_does(tmp_pa
     )
     plan = batch_edit("plan", str(manifest), "--pipeline", str(tiny_config))
     assert plan.returncode == 0, plan.stdout + plan.stderr
-    assert "missing" not in plan.stdout and plan.stdout.count("waiting: 1 item(s)") == 2
+    assert "missing" not in plan.stdout and plan.stdout.count("waiting: 1 item(s)") == 1  # job c's file
+    assert "job b: 0 item(s) and 1 to come from job a's results still to make" in plan.stdout  # the glob's
+    assert "job c: 1 item(s), 0 already done" in plan.stdout  # the file it names: nothing more to come
     assert f"source {tmp_path / 'out' / 'a' / 'cat.png'} is a result of job a in this run, not made yet" in plan.stderr
     first = run(manifest, tiny_config)  # job a's result first, then b and c edit it
     assert first.returncode == 0, first.stdout + first.stderr
@@ -217,3 +223,44 @@ def test_results_the_first_job_makes_again_are_waited_for_not_failed_as_changed(
     assert "is a result job a makes again in this run" in again.stderr
     assert "job b: 1 written" in again.stdout and "failed (" not in again.stdout, again.stdout
     assert len(pd.read_csv(tmp_path / "out" / "b" / "metadata.csv")) == 1
+
+
+def test_plan_counts_what_a_partly_filled_folder_of_a_job_still_making_results_adds_as_the_run_does(
+    tmp_path, tiny_config
+):
+    for stem in ("x", "y", "z"):
+        image_file(tmp_path / "img" / f"{stem}.png")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "output_root: out\n" + SMALL + "jobs:\n  - {name: a, sources: img/, prompts: a, strength: [0.5, 0.6]}\n"
+        "  - {name: b, sources: out/a, prompts: b}\n"
+    )
+    assert "job a: 2 written" in run(manifest, tiny_config, "--limit", "2").stdout  # 2 of its 6 results
+    plan = batch_edit("plan", str(manifest), "--pipeline", str(tiny_config))
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    # job b edits the 2 results there now, then the 4 job a makes in the run, one item each
+    assert "job b: 2 item(s) and 4 to come from job a's results still to make, 0 already done" in plan.stdout
+    assert "total: 12 item(s) in 2 job(s), 4 of them to come from results made in the run" in plan.stdout
+    limited = batch_edit("plan", str(manifest), "--pipeline", str(tiny_config), "--limit", "5")
+    assert "--limit 5: 5 of 10 pending item(s) would run" in limited.stdout, limited.stdout
+    result = run(manifest, tiny_config, "--limit", "5")  # job a's 4, then job b's first one
+    assert "job a: 4 written" in result.stdout and "job b: 1 written" in result.stdout, result.stdout
+    assert "total: 5 written, 0 failed, 5 left for later" in result.stdout, result.stdout
+    assert (
+        "job b: 6 item(s), 1 already done" in batch_edit("plan", str(manifest), "--pipeline", str(tiny_config)).stdout
+    )
+
+
+def test_plan_estimates_the_items_to_come_from_results_made_in_the_run(tmp_path, tiny_config):
+    manifest = with_cat(
+        tmp_path, "  - {name: a, sources: cat.jpg, prompts: a}\n  - {name: b, sources: out/a, prompts: b}\n"
+    )
+    assert "job b: 1 written" in run(manifest, tiny_config).stdout  # timings for job b's items
+    shutil.copy(PHOTOS / "coffee.jpg", tmp_path / "coffee.jpg")
+    manifest.write_text(manifest.read_text().replace("sources: cat.jpg", "sources: [cat.jpg, coffee.jpg]"))
+    plan = batch_edit("plan", str(manifest), "--pipeline", str(tiny_config))
+    assert "job b: 1 item(s) and 1 to come from job a's results still to make, 1 already done" in plan.stdout
+    estimates = [line for line in plan.stdout.splitlines() if line.startswith("  estimate:")]
+    assert len(estimates) == 2 and all(" for 1 item(s) at " in line for line in estimates), plan.stdout
+    result = run(manifest, tiny_config)
+    assert "job a: 1 written" in result.stdout and "job b: 1 written, 1 already done" in result.stdout
