@@ -198,6 +198,7 @@ def _job_from_model(
         **{name: tuple(_as_list(param(model, name, task))) for name in axis_names()},
         output=output_options(model, where, problems, task),
         variations=param(model, "variations", task),
+        specs=tuple((str(base), spec) for spec in _as_list(model.sources)),
     )
     if grid_size(grid) > MAX_ITEMS_PER_RUN:  # before the checks below, which walk the grid's axes
         problems.append(f"{where}: {_too_large(grid, model.masks is not None)}")

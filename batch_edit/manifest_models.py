@@ -102,6 +102,8 @@ Grid = make_dataclass(
         ("variations", int, field(default=1)),  # seeds per grid point: derived ones, or seed, seed+1, ...
         ("row", int | None, field(default=None)),  # the CSV data row (1-based) this grid came from
         ("masks", tuple[SourceRef, ...], field(default=())),  # each source's mask, in order; () without masks
+        # (folder, spec) of each YAML source as written: which results made in the run a folder or glob will add
+        ("specs", tuple[tuple[str, str], ...], field(default=(), compare=False)),
     ],
     frozen=True,
     namespace={"__module__": __name__, "__doc__": "A cartesian grid: sources x prompts x every swept parameter. "

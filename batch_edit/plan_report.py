@@ -37,7 +37,7 @@ def report(args) -> int:
     pending = {plan.name: _pending(plan.items, set().union(*skipped[plan.name])) for plan in plans}
     folders = job_folders([plan.name for plan in plans], output_root)
     running, _, waiting_on = split_waiting(pending, folders)
-    coming = _to_come(plans, pending, folders)
+    coming = _to_come(plans, jobs, pending, folders)
     warnings = [*plan_warnings(config, jobs), *planned_long_prompts(config, plans), *waiting_warnings(waiting_on)]
     for warning in warnings:
         print(f"warning: {escaped(warning)}", file=sys.stderr)
@@ -100,7 +100,7 @@ def report(args) -> int:
     counts = [count for count, _, _ in coming.values()]
     added = sum(count or 0 for count in counts)
     more = f", {added} of them to come from results made in the run" if added else ""
-    more += ", and more to come from results made in the run" if None in counts else ""
+    more += (", and more" if added else ", and more to come from results made in the run") if None in counts else ""
     print(f"total: {known + added} item(s) in {len(plans)} job(s){more}")
     if args.limit is not None:
         pending_total = sum(len(first[plan.name]) + len(later[plan.name]) for plan in plans)
@@ -179,66 +179,86 @@ def _more(coming: tuple) -> str:
     return f" and {'more' if count is None else count} to come from {whose}'s results still to make"
 
 
-def _to_come(plans, pending: dict[str, list], folders: dict[str, str]) -> dict[str, tuple]:
-    """Per job: the items that results a job of the run has still to make will add to it once made, as (their
-    count, None where its sources name some of that folder's results, not known to be all of them; stand-ins for
-    the estimate: the items a source in that folder gives it, once per result to come; the jobs making them).
-    A producer's result is a new source of a job reading its whole folder (or a glob in it) from the empty one,
-    or reading every result it holds so far; files a job names one by one are its items already (waiting)."""
+def _to_come(plans, jobs, pending: dict[str, list], folders: dict[str, str]) -> dict[str, tuple]:
+    """Per job: what the results a job of the run has still to make add to it once made, as (how many items,
+    None where its sources' globs cannot tell; stand-ins for the estimate: the items one of its sources gives, once
+    per result it takes; the jobs making them). A result is a new source of each folder or glob taking it; files
+    named one by one are items already (waiting)."""
     from .job_chains import producers_first, read_jobs
 
     found = {plan.name: (0, [], []) for plan in plans}
     if not any(read_jobs(plan, folders) for plan in plans):  # no chain: nothing to come
         return found
-    named = {name: folder for folder, name in folders.items()}
-    new: dict[str, tuple[set[str], int | None]] = {}  # per job: its results that are no file yet, and how many more
+    named, specs = {name: folder for folder, name in folders.items()}, {job.name: job for job in jobs}
+    new: dict[str, tuple] = {}  # per job: its results that are no file yet, and the suffixes of those to come
     for plan in producers_first(plans, folders):
         count, standins, makers = 0, [], []
         for maker in sorted(read_jobs(plan, folders) & set(new)):  # a job read before it is planned adds nothing
-            paths, more = new[maker]
-            keys, per_source, whole = _reads(plan, named[maker], folders)
-            if whole is False or (not paths - keys and more == 0):
-                continue
-            makers.append(maker)
-            if whole is None or more is None or count is None:
-                count = None
-                continue
-            results = len(paths - keys) + more
-            count, standins = count + results * len(per_source), standins + per_source * results
+            paths, later = new[maker]
+            for grid in specs[plan.name].grids:
+                taken = _taken(grid, named[maker], paths - {ref.key for ref in grid.sources}, later)
+                if taken == 0:
+                    continue
+                makers += [] if maker in makers else [maker]
+                if taken is None or count is None:
+                    count = None
+                    continue
+                source = grid.sources[0].key
+                per_source = [item for item in plan.items if item.source.key == source]
+                count, standins = count + taken * len(per_source), standins + per_source * taken
         found[plan.name] = (count, standins, makers)
-        folder = named.get(plan.name)
-        made = {
-            os.path.join(folder, item.output_name) for item in pending[plan.name] if not _stand_in(item.source, folders)
-        }
-        new[plan.name] = ({path for path in made if not os.path.isfile(path)}, count)
+        folder = named[plan.name]
+        made = [os.path.join(folder, item.output_name) for item in pending[plan.name]]
+        paths = {path for path, item in zip(made, pending[plan.name]) if not _stand_in(item.source, folders)}
+        later = None if count is None else [os.path.splitext(item.output_name)[1] for item in standins]
+        new[plan.name] = ({path for path in paths if not os.path.isfile(path)}, later)
     return found
 
 
-def _reads(plan, folder: str, folders: dict[str, str]) -> tuple[set[str], list, bool | None]:
-    """What the plan reads of a job's folder: its sources' paths there, the items one of those sources gives,
-    and whether its sources take every result made there (False: only the files they name; None: not known)."""
-    from pathlib import Path
+def _taken(grid, folder: str, paths: set[str], later: list[str] | None) -> int | None:
+    """How many of a job's results to come (`paths`, and `later`: the suffixes of those whose names are not known
+    yet, None: not known how many) a grid's folders and globs take; None where a glob cannot tell."""
+    from fnmatch import fnmatchcase
+    from pathlib import PurePath
 
-    from .source_folders import folder_images
+    from .source_folders import GLOB_CHARS
 
-    refs = {item.source.key: item.source for item in plan.items if not item.source.is_url}
-    refs = {key: ref for key, ref in refs.items() if key == folder or os.path.dirname(key) == folder}
-    stand_in = next((ref for ref in refs.values() if _stand_in(ref, folders)), None)
-    files = [ref for ref in refs.values() if not _stand_in(ref, folders) and os.path.isfile(ref.key)]
-    if any(item.row is not None for item in plan.items):  # a CSV row names one file
-        whole = False
-    elif stand_in is not None:  # a folder, or a glob in it, listed while it held no results
-        whole = True
-    elif not files:  # files named one by one, none made yet
-        whole = False
-    elif len(files) < len(refs):
-        whole = None
-    else:  # every result there so far: the folder, or a glob taking them all
-        held = {path.as_posix() for path in folder_images(Path(folder), False, None, None)}
-        whole = True if held <= set(refs) else None
-    source = stand_in or (files[0] if files else None)
-    per_source = [item for item in plan.items if source is not None and item.source.key == source.key]
-    return set(refs), per_source, whole
+    taken, unnamed = set(), 0
+    for base, spec in grid.specs:
+        if "://" in spec:
+            continue
+        pattern, base = os.path.normpath(os.path.expanduser(spec)), os.path.abspath(base)
+        path = os.path.abspath(os.path.join(base, pattern))
+        if path == folder:  # the folder itself: every result made there
+            taken |= paths
+            unnamed = None if later is None or unnamed is None else max(unnamed, len(later))
+            continue
+        if not GLOB_CHARS & set(spec) or os.path.exists(path):
+            continue  # one file, or a folder elsewhere
+        if "**" in pattern:
+            return None
+        parts = PurePath(pattern).parts
+        if os.path.isabs(pattern):  # matched from the root, as a relative one from its manifest's folder
+            base, parts = os.sep, parts[1:]
+        taken |= {path for path in paths if _matches(PurePath(os.path.relpath(path, base)).parts, parts)}
+        inside = PurePath(os.path.relpath(os.path.join(folder, "x"), base)).parts  # a name in that job's folder
+        if len(inside) != len(parts) or not all(map(fnmatchcase, inside[:-1], parts[:-1])) or later == []:
+            continue
+        literal = parts[-1][1:]  # the names not known yet: taken where the glob is `*` then their suffix's end
+        if later is None or not parts[-1].startswith("*") or GLOB_CHARS & set(literal):
+            return None
+        if any(literal.endswith(suffix) and not suffix.endswith(literal) for suffix in later):
+            return None  # `*-b.png`: it depends on the names
+        some = sum(suffix.endswith(literal) for suffix in later)
+        unnamed = None if unnamed is None else max(unnamed, some)
+    return None if unnamed is None else len(taken) + unnamed
+
+
+def _matches(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    """A path (its parts) that a glob (its parts, none of them `**`) takes, as `glob` matches them on Linux."""
+    from fnmatch import fnmatchcase
+
+    return len(parts) == len(pattern) and all(map(fnmatchcase, parts, pattern))
 
 
 def _listed(texts: list[str], count: int) -> str:

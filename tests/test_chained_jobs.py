@@ -264,3 +264,18 @@ def test_plan_estimates_the_items_to_come_from_results_made_in_the_run(tmp_path,
     assert len(estimates) == 2 and all(" for 1 item(s) at " in line for line in estimates), plan.stdout
     result = run(manifest, tiny_config)
     assert "job a: 1 written" in result.stdout and "job b: 1 written, 1 already done" in result.stdout
+
+
+def test_plan_counts_only_the_results_to_come_that_a_readers_glob_takes(tmp_path, tiny_config):
+    image_file(tmp_path / "x.png")
+    manifest = with_cat(
+        tmp_path, "  - {name: a, sources: [cat.jpg, coffee.jpg, x.png], prompts: a, file_name: '{stem}'}\n"
+    )
+    shutil.copy(PHOTOS / "coffee.jpg", tmp_path / "coffee.jpg")
+    assert "job a: 1 written" in run(manifest, tiny_config, "--limit", "1").stdout  # cat.png
+    manifest.write_text(manifest.read_text() + "  - {name: b, sources: 'out/a/c*.png', prompts: b}\n")
+    plan = batch_edit("plan", str(manifest), "--pipeline", str(tiny_config))
+    assert "job b: 1 item(s) and 1 to come from job a's results still to make" in plan.stdout, plan.stdout  # coffee
+    assert "total: 5 item(s) in 2 job(s), 1 of them to come from results made in the run" in plan.stdout
+    result = run(manifest, tiny_config)
+    assert "job a: 2 written" in result.stdout and "job b: 2 written" in result.stdout, result.stdout
