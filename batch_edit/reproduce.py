@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import io
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BeforeValidator, Field, ValidationError, create_model
 
 from . import job_files
+from .csv_table import CsvTableError, decode_csv
 from .errors import BatchEditError, PipelineLoadError, ReproduceError, UnsafeOutputError
 from .formats import as_stored
 from .local_files import open_regular
@@ -22,12 +24,13 @@ from .outputs import PIPELINES_DIR, STATE_DIR
 from .parameters import axes, needing
 from .pipeline_config import MASKED_TASKS, PipelineConfig, load_pipeline_config
 from .plan import WorkItem
-from .records import JobRecords, is_bare_name
+from .records import JobRecords, is_bare_name, supersede_key
 from .reproduce_inputs import changed_since_the_run, fitted_mask, names_a_mask, pipeline_source
 from .sources import FetchOptions, source_ref
 from .validation import describe_validation_error
 
 CONFIG_HASH = re.compile(r"[0-9a-f]{16}")
+NO_IMAGE = ", so there is no image to compare"
 
 
 @dataclass(frozen=True)
@@ -122,10 +125,40 @@ def _refuse_unfit_mask(metadata_csv: Path, item_id: str, row: dict, record: dict
 
 def _record(folder: Path, item_id: str) -> dict:
     """The item's latest record ({} where the folder has none readable): its source's hash and kept copies."""
+    return _records(folder).get(item_id, {})
+
+
+def _records(folder: Path) -> dict[str, dict]:
+    """The latest record per item ({} where the folder has none readable)."""
     try:
-        return JobRecords(folder.parent, folder.name).read_records().get(item_id, {})
+        return JobRecords(folder.parent, folder.name).read_records()
     except BatchEditError:
         return {}
+
+
+def _superseded(folder: Path, record: dict, records: dict[str, dict], in_csv: set) -> str:
+    """A result no longer listed because a later item of the same source path, prompt and parameters (made after
+    the source's content, its mask's or the pipeline changed) took its row: which item, as the records tell; ""
+    where none did (metadata.csv edited by hand, say)."""
+    key = supersede_key(record)
+    newer = [other for other in records.values() if other is not record and supersede_key(other) == key]
+    if not newer:
+        return ""
+    other = next((other for other in newer if other["item_id"] in in_csv), newer[-1])
+    changed = [
+        what
+        for field, what in (("source_sha256", "the source's content"), ("mask_sha256", "the mask's content"),
+                            ("pipeline_config", "the pipeline config"))
+        if record.get(field) != other.get(field)
+    ]  # fmt: skip
+    after = f" after {' and '.join(changed)} changed" if changed else ""
+    made = f"({other['file_name']})" if other["status"] == "ok" else f"(since {other['status']})"
+    still = (folder / record["file_name"]).is_file()
+    kept = f"; its image {record['file_name']} is still in the job folder" if still else ""
+    return (
+        f"was superseded by item {other['item_id']} {made}: the same source, prompt and parameters, made again{after}; metadata.csv lists "
+        f"the newer item only, so it has no row to re-render {record['item_id']} from{kept}"
+    )
 
 
 # The columns of every row (a mask parameter's are in masked jobs only)
@@ -157,50 +190,61 @@ def find_row(metadata_csv: Path, item_id: str) -> dict:
     if metadata_csv.is_dir():
         hint = " (pass its metadata.csv)" if (metadata_csv / "metadata.csv").is_file() else ""
         raise ReproduceError(f"{metadata_csv} is a folder; reproduce reads a job's metadata.csv{hint}")
-    try:  # a regular file only: a FIFO or /dev/zero given as the CSV must not hang or fill memory
-        with open(open_regular(metadata_csv), encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            # a manifest CSV, say: "no item" would send the user looking for a wrong id
-            missing = ", ".join(name for name in ("file_name", "item_id") if name not in (reader.fieldnames or ()))
-            if missing:
-                raise ReproduceError(f"{metadata_csv}: not a batch-edit metadata.csv: it lacks the column(s) {missing}")
-            rows = list(reader)
+    try:
+        columns, rows = read_listing(metadata_csv)
     except FileNotFoundError:
         raise ReproduceError(f"{metadata_csv}: file not found") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except (OSError, CsvTableError, csv.Error) as exc:
         raise ReproduceError(f"{metadata_csv}: cannot be read as a metadata CSV: {exc}") from None
+    # a manifest CSV, say: "no item" would send the user looking for a wrong id
+    missing = ", ".join(name for name in ("file_name", "item_id") if name not in columns)
+    if missing:
+        raise ReproduceError(f"{metadata_csv}: not a batch-edit metadata.csv: it lacks the column(s) {missing}")
     for row in rows:
         if row.get("item_id") == item_id:
             return row
-    outcome = _latest_outcome(metadata_csv.parent, item_id)
+    outcome = _latest_outcome(metadata_csv.parent, item_id, {row.get("item_id") for row in rows})
     if outcome:
-        raise ReproduceError(f"{metadata_csv}: item {item_id} {outcome}, so there is no image to compare")
+        raise ReproduceError(f"{metadata_csv}: item {item_id} {outcome}")
     close = difflib.get_close_matches(item_id, [row.get("item_id", "") for row in rows], n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     raise ReproduceError(f"{metadata_csv}: no item {item_id!r}{hint}")
 
 
-def _latest_outcome(folder: Path, item_id: str) -> str:
-    """Why an item of the job is not in its metadata.csv, from its latest record (else failures.csv, all a copied
-    folder may keep): it failed, was rejected or pruned; "" where neither knows the item."""
-    record = _record(folder, item_id)
+def _latest_outcome(folder: Path, item_id: str, in_csv: set) -> str:
+    """Why an item of the job is not in its metadata.csv (`in_csv`: the ids it lists), from its latest record (else
+    failures.csv, all a copied folder may keep): it failed, was rejected or pruned, or another item superseded it;
+    "" where neither knows the item."""
+    records = _records(folder)
+    record = records.get(item_id, {})
     status = record.get("status")
+    if status == "ok":
+        return _superseded(folder, record, records, in_csv)
     listed = _failure_rows(folder, item_id)
     if status == "failed":  # failures.csv lists only the items the manifests planned at the last run
         where = "failures.csv lists it" if listed else "its record says so; failures.csv lists only planned items"
-        return f"failed in its latest run ({_failure_text(record)}; {where})"
+        return f"failed in its latest run ({_failure_text(record)}; {where}){NO_IMAGE}"
     if status in ("rejected", "pruned"):
         where = " into .batch-edit/pruned/" if status == "pruned" else " (its image was deleted)"
-        return f"was {status}{where}"
-    return f"failed in its latest run ({_failure_text(listed[-1])}; from failures.csv)" if listed else ""
+        return f"was {status}{where}{NO_IMAGE}"
+    return f"failed in its latest run ({_failure_text(listed[-1])}; from failures.csv){NO_IMAGE}" if listed else ""
 
 
 def _failure_rows(folder: Path, item_id: str) -> list[dict]:
     try:
-        with open(open_regular(folder / "failures.csv"), encoding="utf-8", newline="") as handle:
-            return [row for row in csv.DictReader(handle) if row.get("item_id") == item_id]
-    except (OSError, UnicodeDecodeError, csv.Error):
+        return [row for row in read_listing(folder / "failures.csv")[1] if row.get("item_id") == item_id]
+    except (OSError, CsvTableError, csv.Error):
         return []
+
+
+def read_listing(path: Path) -> tuple[list[str], list[dict]]:
+    """A job's metadata.csv or failures.csv: its columns and rows. Its text is read as manifests are (a
+    spreadsheet's re-save may add a byte-order mark, or save UTF-16 with one: no change to its cells); a regular
+    file only, so a FIFO or /dev/zero given as the CSV cannot hang or fill memory. CsvTableError: not text."""
+    with open(open_regular(path), "rb") as handle:
+        text = decode_csv(handle.read())
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    return list(reader.fieldnames or ()), list(reader)
 
 
 def _failure_text(failure: dict) -> str:
