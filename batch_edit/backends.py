@@ -134,8 +134,10 @@ def _load_lora(pipe, lora: LoraConfig, local_files_only: bool, where: str) -> No
         raise PipelineLoadError(f"{where}: file not found: {source}")
     if lora.is_local and Path(source).is_dir() and lora.weight_name is None:
         found = sorted(file.name for file in Path(source).glob("*.safetensors"))
-        if len(found) != 1:  # diffusers would pick one of several with a mere warning
-            listed = ", ".join(found) or "none"
+        if not found:
+            raise PipelineLoadError(f"{where}: the folder holds no .safetensors file (LoRAs load from those only)")
+        if len(found) > 1:  # diffusers would pick one of several with a mere warning
+            listed = ", ".join(found)
             raise PipelineLoadError(f"{where}: set weight_name to one of the folder's .safetensors files ({listed})")
     try:
         pipe.load_lora_weights(

@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 LORA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 LOCAL_PREFIXES = ("/", "./", "../", "~")
@@ -95,3 +97,22 @@ def file_stamp(path: Path) -> str:
     except OSError:
         return "missing"
     return f"{found.st_size}-{found.st_mtime_ns}"
+
+
+def names_used_twice(loras) -> list[str]:
+    """The adapter names more than one of `loras` has, sorted."""
+    names = [lora.name for lora in loras]
+    return sorted({name for name in names if names.count(name) > 1})
+
+
+def _unique_names(loras: list[LoraConfig]) -> list[LoraConfig]:
+    twice = names_used_twice(loras)
+    if twice:
+        named = f"name {twice[0]} is" if len(twice) == 1 else f"names {', '.join(twice)} are"
+        message = f"the LoRA {named} used twice (each LoRA loads under its own name): give one a `name:`"
+        raise PydanticCustomError("lora_names", message)  # names hold no braces (LORA_NAME)
+    return loras
+
+
+# A `loras` list: each adapter loads under its name, so two of one name cannot both be fused
+LoraList = Annotated[list[LoraConfig], AfterValidator(_unique_names)]

@@ -12,6 +12,7 @@ from pydantic_core import PydanticCustomError
 
 from .file_names import DEFAULT_FILE_NAME
 from .formats import OutputOptions
+from .lora_config import LoraList
 from .parameters import PARAMETERS, axes
 from .pipeline_config import LoraConfig
 from .prompts import MAX_PROMPT_CHARS
@@ -62,7 +63,7 @@ JobDefaults = create_model(
     recursive=(bool, False),
     keep_sources=(bool, False),  # save each fitted source (and mask) beside the results (before/after pairs)
     masks=(MaskSpec | None, None),  # each source's mask, by stem: a template (`masks/{stem}.png`), folder or glob
-    loras=(list[LoraConfig] | None, None),  # fused into the run's one pipeline: every job of a run must agree
+    loras=(LoraList | None, None),  # fused into the run's one pipeline: every job of a run must agree
     file_name=(FileName, DEFAULT_FILE_NAME),  # the images' names, without the extension
     **_parameter_fields(csv=False),
 )

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from .errors import ConfigError, ManifestError, OutputError, OutputRefusedError, PipelineLoadError
 from .job_chains import unfilled_job_folders
+from .lora_config import names_used_twice
 from .manifest import DEFAULT_OUTPUT_ROOT, JobSpec, load_manifests, output_root_settings, pipeline_settings
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import JobPlan, plan_jobs
@@ -113,12 +114,18 @@ def _with_job_loras(config: PipelineConfig, jobs: list[JobSpec]) -> PipelineConf
     loras = jobs[0].loras if jobs else ()
     if not loras:
         return config
+    if twice := names_used_twice([*config.loras, *loras]):  # a job's own list is checked with its manifest
+        raise ManifestError([
+            f"{jobs[0].origin}: field 'loras': LoRA name(s) {', '.join(twice)} also used by a LoRA of "
+            f"{config._origin} (field 'loras'); the run fuses both lists, whose names must be unique: give one a `name:`"
+        ])  # fmt: skip
     data = config.model_dump()
     data["loras"] = [*data["loras"], *(lora.model_dump() for lora in loras)]
-    try:  # validated for the LoRAs' names; the config keeps what it was read from
+    try:  # validated as one config; the config keeps what it was read from
         merged = config.model_copy(update={"loras": PipelineConfig.model_validate(data).loras})
     except ValidationError as exc:
-        raise ConfigError("\n".join(describe_validation_error(exc, "job LoRAs", PipelineConfig))) from None
+        where = f"{jobs[0].origin}: its LoRAs with the pipeline config {config._origin}"
+        raise ConfigError("\n".join(describe_validation_error(exc, where, PipelineConfig))) from None
     merged._job_loras = {lora.name: (jobs[0].origin, index) for index, lora in enumerate(loras)}
     return merged
 
