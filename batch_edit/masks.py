@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from collections import OrderedDict
 from pathlib import Path
 
@@ -18,10 +19,12 @@ import numpy as np
 from PIL import Image, ImageChops, ImageFilter
 
 from .fetch import FetchOptions
+from .file_names import placeholder_as_written
 from .parameters import named, needing
 from .pipeline_config import MASKED_TASKS
 from .source_decoding import SourceError, to_rgb
 from .sources import SourceRef, SourceSpecError, expand_source, fit_geometry, load_image, source_ref
+from .validation import printable
 
 _GLOB_CHARS = frozenset("*?[")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # a URL (source_ref refuses any but http and https)
@@ -39,7 +42,8 @@ def pair_masks(spec: str, base: Path, sources: tuple[SourceRef, ...], recursive:
     file (the same mask for every source). A source without one gets a mask that fails to load, naming what
     was looked for. SourceSpecError for a spec that can never work."""
     if "{" in spec:
-        return tuple(source_ref(_rendered(spec, ref.stem), base) for ref in sources)
+        _check_template(spec)
+        return tuple(_template_mask(spec.format(stem=ref.stem), base) for ref in sources)
     folder = _looked_in(spec, base)
     one = _SCHEME.match(spec) or os.path.isfile(Path(base).expanduser() / os.path.expanduser(spec))
     if one or (not _GLOB_CHARS & set(spec) and not os.path.isdir(folder)):  # one file or URL: the mask of all
@@ -56,11 +60,34 @@ def pair_masks(spec: str, base: Path, sources: tuple[SourceRef, ...], recursive:
     return tuple(by_stem.get(ref.stem) or _not_found(folder, ref.stem) for ref in sources)
 
 
-def _rendered(template: str, stem: str) -> str:
+def _check_template(template: str) -> None:
+    """A mask template fills in {stem} as it is: no other placeholder, format spec or conversion (a spec would pad
+    or cut the stem, so the mask looked for is not the file of that name)."""
+    shown = f"mask template '{printable(template)}'"
     try:
-        return template.format(stem=stem)
-    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:  # {x}, {0}, {stem.x}, {stem[x]}
-        raise SourceSpecError(f"mask template {template!r}: only the placeholder {{stem}} is allowed ({exc})") from None
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise SourceSpecError(f"{shown}: malformed placeholder ({exc}); write '{{{{' for a literal brace") from None
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if field != "stem":  # {x}, {0}, {stem.x}, {stem[x]}
+            raise SourceSpecError(
+                f"{shown}: unknown placeholder {{{printable(field)}}}: only the placeholder {{stem}} is allowed"
+            )
+        if spec or conversion:
+            written = printable(placeholder_as_written(field, spec, conversion))
+            what = f"conversion '!{printable(conversion)}'" if conversion else f"format spec ':{printable(spec)}'"
+            raise SourceSpecError(f"{shown}: {written}: a {what} is not supported in a mask template; write {{stem}}")
+
+
+def _template_mask(rendered: str, base: Path) -> SourceRef:
+    """The mask a template names for one source. A folder there is that source's missing mask, as a file not
+    there is: its items fail at load, saying so; the job's other items run."""
+    path = Path(os.path.abspath(Path(base).expanduser() / Path(rendered).expanduser()))
+    if _SCHEME.match(rendered) or not path.is_dir():
+        return source_ref(rendered, base)
+    return SourceRef(key=path.as_posix(), is_url=False, stem=path.stem, fingerprint="", caption=None)
 
 
 def _looked_in(spec: str, base: Path) -> str:
@@ -218,6 +245,8 @@ class MaskLoader:
 def _load(ref: SourceRef, fetch: FetchOptions) -> Image.Image | SourceError:
     if ref.key.endswith(_NOT_FOUND):
         return SourceError(f"mask: none found for this source (looked for {ref.key})", "mask: none found")
+    if not ref.is_url and os.path.isdir(ref.key):  # where a template names a folder
+        return SourceError(f"mask: {ref.key} is a folder, not an image file", "mask: a folder")
     try:
         mask = load_image(ref, fetch, convert=to_mask)
     except SourceError as exc:
