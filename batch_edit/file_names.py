@@ -140,7 +140,7 @@ def name_clash(template: str, items) -> str | None:
         other = seen.setdefault(item.name.lower(), item)  # lower: case-insensitive file systems
         if other is not item:
             clash = (
-                f"field 'file_name': {template!r} gives two items the name {item.name!r}: "
+                f"field 'file_name': '{printable(template)}' gives two items the name '{printable(item.name)}': "
                 f"{_describe(other, item)} and {_describe(item, other)}"
             )
             if _cut_apart(template, other, item):
@@ -178,14 +178,15 @@ def _reserved_message(template: str, item) -> str:
     sheets = f"starts as the job's contact sheets are named ('{SHEET_PREFIX}<stem>.png')"
     if template != DEFAULT_FILE_NAME:
         return (
-            f"field 'file_name': {template!r} gives {_describe(item)} the name {item.output_name!r}, which {sheets}; "
+            f"field 'file_name': '{printable(template)}' gives {_describe(item)} the name "
+            f"'{printable(item.output_name)}', which {sheets}; "
             "choose a name that starts otherwise"
         )
     ref = item.source
     shown = printable(ref.key if ref.is_url else PurePosixPath(ref.key).name)
     where = f"row {item.row}: " if item.row is not None else ""
     fix = "rename the source file" + ("" if item.row is not None else " or set a 'file_name' that starts otherwise")
-    return f"{where}source '{shown}': the default result name {item.output_name!r} {sheets}; {fix}"
+    return f"{where}source '{shown}': the default result name '{printable(item.output_name)}' {sheets}; {fix}"
 
 
 def _describe(item, other=None) -> str:
@@ -202,4 +203,4 @@ def _describe(item, other=None) -> str:
         for label, (_, ps) in shown
         if all(p.needs is None or getattr(item, p.needs) is not None for p in ps)  # mask blur: only with a mask
     )
-    return f"({where}{source}, {values})"
+    return f"({where}{printable(source)}, {values})"
