@@ -291,12 +291,13 @@ def _reproduce(args) -> int:
 
 def _prune(args) -> int:
     from .job_chains import job_folders, producers_first, without_moved_sources
-    from .prune import PruneStopped, prune_job, refuse_other_configs
+    from .prune import PruneStopped, prune_job, refuse_busy, refuse_other_configs
 
     read: dict = {}
     config, output_root, plans, _ = prepare(args, for_run=True, read=read, warn=False)  # the same ids as `run`
     if not args.config_changed:
         refuse_other_configs(plans, read, config)
+    refuse_busy(plans, output_root)
     folders = job_folders([plan.name for plan in plans], output_root)
     plans, moved = producers_first(plans, folders), {}  # a job's results moved out before those edited from them
     for number, plan in enumerate(plans):

@@ -128,6 +128,15 @@ def _model_of(output: JobOutput, name: str, results: list[dict]) -> str:
         return next((str(r["model"]) for r in results if r.get("pipeline_config") == name and "model" in r), "?")
 
 
+def refuse_busy(plans: list[JobPlan], output_root: Path) -> None:
+    """Refuse (OutputBusyError) while a run holds any of the jobs' folders, before anything moves or a dry run
+    lists any job: a prune then does all its jobs or none. Each job's prune takes its lock again."""
+    for plan in plans:
+        output = JobOutput(output_root, plan.name)
+        if output.state.is_dir():  # never run here: nothing to prune, and no run holds it (prune_job)
+            output.refuse_if_busy()
+
+
 def prune_job(plan: JobPlan, output_root: Path, dry_run: bool = False, reject_missing: bool = False) -> PruneResult:
     output = JobOutput(output_root, plan.name)
     result = PruneResult(output.folder)

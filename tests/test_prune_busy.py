@@ -1,0 +1,35 @@
+"""`prune` where a run holds one of its jobs' folders: refused before any job is pruned or listed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from filelock import FileLock
+
+from .conftest import PHOTOS, batch_edit
+
+JOB = "{name: %s, sources: a.jpg, prompts: x, strength: %s, seed: 1, num_inference_steps: 2, width: 64, height: 64}"
+
+
+def _files(folder) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.name not in ("lock", "owner"))
+
+
+def test_prune_refuses_before_any_job_where_a_later_jobs_folder_is_held(tmp_path, tiny_config):
+    shutil.copy(PHOTOS / "cat.jpg", tmp_path / "a.jpg")
+    command = ("--pipeline", str(tiny_config), "--output-root", "out")
+    (tmp_path / "m.yaml").write_text(f"jobs: [{JOB % ('free', '[0.5, 0.6]')}, {JOB % ('held', '[0.5, 0.6]')}]\n")
+    assert batch_edit("run", "m.yaml", *command, cwd=tmp_path).returncode == 0
+    (tmp_path / "m.yaml").write_text(f"jobs: [{JOB % ('free', 0.5)}, {JOB % ('held', 0.5)}]\n")  # one result each out
+    state = tmp_path / "out" / "held" / ".batch-edit"
+    (state / "owner").write_text(str(os.getpid()))
+    before = _files(tmp_path / "out")
+    with FileLock(state / "lock").acquire(timeout=0):  # a run writing to the second job's folder
+        for flags in (("--dry-run",), ()):
+            result = batch_edit("prune", "m.yaml", *command, *flags, cwd=tmp_path)
+            assert result.returncode == 2 and f"pid {os.getpid()}" in result.stderr, result.stdout + result.stderr
+            assert "held" in result.stderr and result.stdout == ""  # no line for the free job first
+            assert _files(tmp_path / "out") == before  # nothing moved in the free job either
+    pruned = batch_edit("prune", "m.yaml", *command, cwd=tmp_path)
+    assert pruned.returncode == 0 and "job free: moved 1" in pruned.stdout and "job held: moved 1" in pruned.stdout
