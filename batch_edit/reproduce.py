@@ -137,27 +137,29 @@ def _records(folder: Path) -> dict[str, dict]:
 
 
 def _superseded(folder: Path, record: dict, records: dict[str, dict], in_csv: set) -> str:
-    """A result no longer listed because a later item of the same source path, prompt and parameters (made after
-    the source's content, its mask's or the pipeline changed) took its row: which item, as the records tell; ""
-    where none did (metadata.csv edited by hand, say)."""
+    """A result no longer listed because another item of the same source path, prompt and parameters (of another
+    content of the source or mask, or another pipeline) took its row: which item, as the records tell; "" where
+    none did (metadata.csv edited by hand, say)."""
     key = supersede_key(record)
-    newer = [other for other in records.values() if other is not record and supersede_key(other) == key]
-    if not newer:
+    # a failure or a pruning supersedes no result (JobRecords.listed_ids)
+    others = [r for r in records.values() if r is not record and r["status"] in ("ok", "rejected")]
+    same = [other for other in others if supersede_key(other) == key]
+    if not same:
         return ""
-    other = next((other for other in newer if other["item_id"] in in_csv), newer[-1])
+    other = next((other for other in same if other["item_id"] in in_csv), same[-1])
     changed = [
         what
         for field, what in (("source_sha256", "the source's content"), ("mask_sha256", "the mask's content"),
                             ("pipeline_config", "the pipeline config"))
         if record.get(field) != other.get(field)
     ]  # fmt: skip
-    after = f" after {' and '.join(changed)} changed" if changed else ""
+    differ = f" (they differ in {' and '.join(changed)})" if changed else ""
     made = f"({other['file_name']})" if other["status"] == "ok" else f"(since {other['status']})"
     still = (folder / record["file_name"]).is_file()
     kept = f"; its image {record['file_name']} is still in the job folder" if still else ""
     return (
-        f"was superseded by item {other['item_id']} {made}: the same source, prompt and parameters, made again{after}; metadata.csv lists "
-        f"the newer item only, so it has no row to re-render {record['item_id']} from{kept}"
+        f"was superseded by item {other['item_id']} {made} of the same source, prompt and parameters{differ}: "
+        f"metadata.csv lists one of them, so it has no row to re-render {record['item_id']} from{kept}"
     )
 
 

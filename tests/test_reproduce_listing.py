@@ -78,7 +78,7 @@ def test_an_item_whose_row_a_changed_source_took_is_said_superseded(tmp_path, ti
     with pytest.raises(ReproduceError) as refused:
         find_row(tmp_path / "out" / "j" / "metadata.csv", old.item_id)
     message = str(refused.value)
-    assert f"item {old.item_id} was superseded by item {new.item_id} ({new.file_name})" in message
-    assert "after the source's content changed" in message
+    assert f"item {old.item_id} was superseded by item {new.item_id} ({new.file_name}) of the same" in message
+    assert "of the same source, prompt and parameters (they differ in the source's content)" in message
     assert f"its image {old.file_name} is still in the job folder" in message
     assert "no item" not in message
