@@ -115,10 +115,11 @@ def _with_job_loras(config: PipelineConfig, jobs: list[JobSpec]) -> PipelineConf
     if not loras:
         return config
     if twice := names_used_twice([*config.loras, *loras]):  # a job's own list is checked with its manifest
-        raise ManifestError([
+        problem = (
             f"{jobs[0].origin}: field 'loras': LoRA name(s) {', '.join(twice)} also used by a LoRA of "
             f"{config._origin} (field 'loras'); the run fuses both lists, whose names must be unique: give one a `name:`"
-        ])  # fmt: skip
+        )
+        raise ManifestError([problem])
     data = config.model_dump()
     data["loras"] = [*data["loras"], *(lora.model_dump() for lora in loras)]
     try:  # validated as one config; the config keeps what it was read from
