@@ -18,6 +18,7 @@ file and kept copies are written again, as at the end of a run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Callable
@@ -133,7 +134,9 @@ def refuse_busy(plans: list[JobPlan], output_root: Path) -> None:
     lists any job: a prune then does all its jobs or none. Each job's prune takes its lock again."""
     for plan in plans:
         output = JobOutput(output_root, plan.name)
-        if output.state.is_dir():  # never run here: nothing to prune, and no run holds it (prune_job)
+        if not output.state.is_dir():  # never run here: nothing to prune, and no run holds it (prune_job)
+            continue
+        with contextlib.suppress(OutputError):  # a folder it cannot lock: that job's prune stops there, saying so
             output.refuse_if_busy()
 
 
