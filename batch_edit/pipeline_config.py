@@ -358,17 +358,18 @@ def single_file_identity(config: PipelineConfig) -> dict:
 def load_pipeline_config(path: Path | None, recorded: bool = False) -> PipelineConfig:
     """Read a config file; relative local `model` and LoRA paths resolve against the config's folder. `recorded`:
     a config a run kept (`.batch-edit/pipelines/`, also when given by hand, as `--pipeline` to `run` or
-    `reproduce`); those of earlier versions list every quantization key."""
+    `reproduce`); those of earlier versions list every quantization key and write fractions with an exponent
+    (5.0e-05)."""
     if path is None:
         return PipelineConfig()
-    data = read_yaml_file(path, ConfigError)
+    recorded = recorded or (path.parent.name, path.parent.parent.name) == ("pipelines", ".batch-edit")  # by hand
+    data = read_yaml_file(path, ConfigError, recorded=recorded)  # earlier versions wrote 1e-05 as 1.0e-05
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a pipeline config must be a mapping of settings")
     try:
         config = PipelineConfig.model_validate(data, strict=True)
     except ValidationError as exc:
         raise ConfigError("\n".join(describe_validation_error(exc, str(path), PipelineConfig))) from None
-    recorded = recorded or (path.parent.name, path.parent.parent.name) == ("pipelines", ".batch-edit")  # by hand
     if not recorded and (unused := config.quantization.unused_keys()):
         backend, users = config.quantization.backend, {key: name for name, keys in BACKEND_KEYS.items() for key in keys}
         reads = f"it reads {', '.join(BACKEND_KEYS[backend])}" if BACKEND_KEYS[backend] else "it quantizes nothing"

@@ -7,7 +7,7 @@ import difflib
 import math
 import re
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import Context, Decimal, DecimalException
 from pathlib import Path
 
 import yaml
@@ -102,10 +102,20 @@ def _octal(text: str) -> int:
 
 def plain_decimal(value: float | str, limit: int = 24) -> str | None:
     """A finite number (or its text with an exponent, 5e-1) in plain decimal digits (0.5); None where that would
-    take over `limit` characters (1e-300)."""
-    decimal = Decimal(value if isinstance(value, str) else repr(value)).normalize()
-    text = format(decimal, "f") if decimal.is_finite() else ""
-    return text if 0 < len(text) <= limit else None
+    take over `limit` characters (1e-300, 1e999999999: an exponent past Decimal's own limits included)."""
+    try:
+        decimal = Decimal(value if isinstance(value, str) else repr(value))
+    except DecimalException:  # an exponent past what Decimal holds at all
+        return None
+    if not decimal.is_finite() or (decimal and abs(decimal.adjusted()) > limit):
+        return None
+    if not decimal:  # zero, whatever its exponent
+        return "-0" if decimal.is_signed() else "0"
+    text = format(decimal.normalize(_EXACT), "f")
+    return text if len(text) <= limit else None
+
+
+_EXACT = Context(prec=1000)  # normalize() drops trailing zeros only: digits within the limit are never rounded
 
 
 class PlainNumberDumper(yaml.SafeDumper):
@@ -152,6 +162,24 @@ def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode):
 
 _StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _StrictLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+# YAML 1.1 reads .5 as a number but -.5 as text: both are plain fractions here, as in a CSV cell.
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^-\.[0-9]+$"), ["-"])
+
+
+class _RecordedLoader(_StrictLoader):
+    """For a file batch-edit wrote (a kept pipeline config): earlier versions wrote fractions as PyYAML does, with
+    an exponent where Python's repr has one (5e-05 as 5.0e-05), read back as the numbers they are."""
+
+
+KEPT_FLOAT = re.compile(r"-?[0-9]+\.[0-9]*e[-+][0-9]+")  # yaml.safe_dump's spelling of 1e-05 and 1e+16
+
+
+def _construct_kept_float(loader: yaml.SafeLoader, node: yaml.ScalarNode):
+    text = loader.construct_scalar(node)
+    return float(text) if PLAIN_FLOAT.fullmatch(text) or KEPT_FLOAT.fullmatch(text) else text
+
+
+_RecordedLoader.add_constructor("tag:yaml.org,2002:float", _construct_kept_float)
 
 
 def number_spelling(value: object) -> str | None:
@@ -167,12 +195,13 @@ def number_spelling(value: object) -> str | None:
     return None
 
 
-def read_yaml_file(path: Path, error: type[Exception]):
+def read_yaml_file(path: Path, error: type[Exception], recorded: bool = False):
     """Load a YAML file safely (no tags that run code), with size, nesting, duplicate-key and alias-expansion
-    limits."""
+    limits. `recorded`: a file an earlier version of batch-edit wrote, whose fractions may have an exponent."""
     text = read_text_file(path, error)
+    loader = _RecordedLoader if recorded else _StrictLoader
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - both are SafeLoaders
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{shown_path(path)}:{mark.line + 1}" if mark else f"{shown_path(path)}"

@@ -10,6 +10,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
 from batch_edit.errors import ConfigError, ManifestError
@@ -174,3 +175,70 @@ def test_a_webp_over_the_pixel_limit_is_refused_with_its_width_and_height():
         "too many pixels: 16384x16384 is 268 megapixels, over the 256-megapixel limit for a source"
     )
     assert refused.value.reason == "too many pixels"
+
+
+@pytest.mark.parametrize("written", ["1e999999999", "-5e99999999999", "1.0e-999999999", "1e9999999999999999999999"])
+def test_a_huge_exponent_is_refused_naming_the_field(tmp_path, written):
+    path = manifest(tmp_path, f"strength: {written}")
+    expected = f"{path}: jobs[0] ('j'): field 'strength': '{written}' has an exponent: write the number in plain "
+    assert refusal(path) == expected + "decimal digits"
+
+
+def test_a_huge_exponent_in_a_csv_cell_or_a_config_is_refused_with_exit_2(tmp_path, tiny_model, tiny_config):
+    rows = tmp_path / "rows.csv"
+    rows.write_text(f"source,prompt,strength\n{CAT},a,5e99999999999\n")
+    planned = batch_edit("plan", str(rows), "--pipeline", str(tiny_config), cwd=tmp_path)
+    assert planned.returncode == 2, planned.stderr
+    assert planned.stderr == (
+        f"error: {rows}: row 1 (line 2): field 'strength': '5e99999999999' has an exponent: write the number in "
+        "plain decimal digits\n"
+    )
+    config = write_pipeline_config(tmp_path / "p.yaml", tiny_model, first_block_cache="1e9999999")
+    with pytest.raises(ConfigError) as refused:
+        load_pipeline_config(config)
+    assert str(refused.value) == (
+        f"{config}: field 'first_block_cache': '1e9999999' has an exponent: write the number in plain decimal digits"
+    )
+
+
+SIGNED = {".5": 0.5, "-0.5": -0.5, "-3": -3.0, "-.5": -0.5}  # an optional minus, digits and at most one point
+
+
+def test_fractions_with_a_minus_and_no_leading_digit_read_in_manifests_and_configs(tmp_path, tiny_model):
+    (tmp_path / "l.safetensors").write_bytes(b"x")
+    loras = ", ".join(f"{{path: l.safetensors, name: n{i}, scale: {written}}}" for i, written in enumerate(SIGNED))
+    path = manifest(tmp_path, f"loras: [{loras}]")
+    assert [lora.scale for lora in load_manifest(path).jobs[0].loras] == list(SIGNED.values())
+    config = write_pipeline_config(tmp_path / "p.yaml", tiny_model, loras=f"[{loras}]")
+    assert [lora.scale for lora in load_pipeline_config(config).loras] == list(SIGNED.values())
+    path = manifest(tmp_path, "strength: -.5")  # read as a number: the field's range refuses it
+    assert refusal(path) == f"{path}: jobs[0] ('j'): field 'strength': input should be greater than 0 (got -0.5)"
+
+
+def test_a_csv_cell_reads_the_same_signed_fractions(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("".join(f"{CAT},a,{written}\n" for written in SIGNED).join(["source,prompt,guidance_scale\n", ""]))
+    # guidance_scale takes no negative value: the cells read as numbers, refused by the field's range
+    lines = refusal(path).splitlines()
+    assert len(lines) == 3 and all("input should be greater than or equal to 0" in line for line in lines)
+    path.write_text(f"source,prompt,strength\n{CAT},a,.5\n")
+    assert load_manifest(path).jobs[0].grids[0].strength == (0.5,)
+
+
+def test_a_config_an_earlier_version_kept_reads_back_its_exponent_fractions(tmp_path, tiny_model):
+    written = write_pipeline_config(tmp_path / "p.yaml", tiny_model, first_block_cache="0.00005")
+    data = yaml.safe_load(dump_pipeline_config(load_pipeline_config(written)))
+    data["loras"] = [{"path": str(tmp_path / "l.safetensors"), "scale": 1e-05}]
+    (tmp_path / "l.safetensors").write_bytes(b"x")
+    kept = tmp_path / "out" / "j" / ".batch-edit" / "pipelines" / "abc.yaml"
+    kept.parent.mkdir(parents=True)
+    kept.write_text(yaml.safe_dump(data, sort_keys=False))  # as earlier versions kept it
+    assert "first_block_cache: 5.0e-05\n" in kept.read_text() and "scale: 1.0e-05\n" in kept.read_text()
+    config = load_pipeline_config(kept)  # found in a job folder's kept configs
+    assert config.first_block_cache == 0.00005 and config.loras[0].scale == 0.00001
+    by_hand = tmp_path / "by-hand.yaml"
+    by_hand.write_text(kept.read_text())
+    assert load_pipeline_config(by_hand, recorded=True).first_block_cache == 0.00005  # reproduce's kept config
+    with pytest.raises(ConfigError) as refused:  # a config written by hand keeps to plain digits
+        load_pipeline_config(by_hand)
+    assert "field 'first_block_cache': '5.0e-05' has an exponent (5.0e-05 is 0.00005)" in str(refused.value)
