@@ -18,8 +18,26 @@ from .sources import SourceRef
 
 
 def job_folders(names: list[str], output_root: Path) -> dict[str, str]:
-    """Each job's output folder (absolute) -> its name."""
-    return {os.path.abspath(Path(output_root) / name): name for name in names}
+    """Each job's output folder (its real location: `real_path`) -> its name."""
+    return {real_path(Path(output_root) / name): name for name in names}
+
+
+def real_path(path: str | Path) -> str:
+    """Where a path really is, its folders' links resolved (its own name kept: a result is named by it): one job
+    folder reached through a link to the project, by the working folder's physical path or by a relative path is
+    one folder. Job folders are compared by it, whatever spelling a manifest, the records or `--output-root` use."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(os.path.realpath(folder), name)
+
+
+def folder_of_job(path: str, folders: dict[str, str]) -> str | None:
+    """The job (`folders`: job_folders) whose folder `path` is (or a link to it is)."""
+    return folders.get(real_path(path)) or folders.get(os.path.realpath(path))
+
+
+def job_of(path: str, folders: dict[str, str]) -> str | None:
+    """The job whose folder `path` is, or holds as one of its files."""
+    return folder_of_job(path, folders) or folders.get(os.path.realpath(os.path.dirname(os.path.abspath(path))))
 
 
 def waits_for(
@@ -27,15 +45,14 @@ def waits_for(
 ) -> str | None:
     """The job of this run (`folders`: job_folders) whose results the source stands for, where that job has
     items to make (`makers`): its folder as a whole, or a file in it that is no file yet or that one of its
-    pending items writes again (`coming`: their absolute paths; `--overwrite`, a damaged result), which would
+    pending items writes again (`coming`: their real paths; `--overwrite`, a damaged result), which would
     change under the reading item. None for any other source (a missing one fails as its "file not found")."""
     if source.is_url:
         return None
-    path = os.path.abspath(source.key)
-    other = folders.get(path) or folders.get(os.path.dirname(path))
+    other = job_of(source.key, folders)
     if other is None or other == own or other not in makers:
         return None
-    return None if os.path.isfile(source.key) and path not in coming else other
+    return None if os.path.isfile(source.key) and real_path(source.key) not in coming else other
 
 
 def split_waiting(pending: dict[str, list], folders: dict[str, str], ran: frozenset[str] = frozenset()):
@@ -72,7 +89,7 @@ def _idle_job_folders(running: dict[str, list], folders: dict[str, str]) -> list
     problems = {}
     for name, items in running.items():
         for item in items:
-            other = folders.get(os.path.abspath(item.source.key)) if item.source.job_folder else None
+            other = folder_of_job(item.source.key, folders) if item.source.job_folder else None
             if other is not None and other != name:
                 problems.setdefault(
                     (name, item.source.key),
@@ -100,16 +117,13 @@ def unfilled_job_folders(job: JobSpec, jobs: list[JobSpec], output_root: Path) -
     run: nothing will fill them."""
     folders = job_folders([other.name for other in jobs], output_root)
     refs = dict.fromkeys(ref for grid in job.grids for ref in grid.sources)
-    return [ref.key for ref in refs if ref.job_folder and os.path.abspath(ref.key) not in folders]
+    return [ref.key for ref in refs if ref.job_folder and folder_of_job(ref.key, folders) is None]
 
 
 def read_jobs(plan, folders: dict[str, str]) -> set[str]:
     """The other jobs whose results (their folder, a glob in it, a file of it) the plan's sources are."""
-    found = set()
-    for key in {item.source.key for item in plan.items if not item.source.is_url}:
-        path = os.path.abspath(key)
-        found.add(folders.get(path) or folders.get(os.path.dirname(path)))
-    return found - {None, plan.name}
+    keys = {item.source.key for item in plan.items if not item.source.is_url}
+    return {job_of(key, folders) for key in keys} - {None, plan.name}
 
 
 def readers(plans, folders: dict[str, str], makers: set[str]) -> set[str]:
@@ -133,7 +147,7 @@ def without_moved_sources(plan, folders: dict[str, str], moved: dict[str, list[s
     """The plan without its items whose sources are results another job's prune moves out (`moved`: file names
     per job): a plan made after those moves no longer has them, so one prune moves their results too."""
     gone = {os.path.join(folder, name) for folder, job in folders.items() for name in moved.get(job, ())}
-    items = tuple(item for item in plan.items if item.source.is_url or os.path.abspath(item.source.key) not in gone)
+    items = tuple(item for item in plan.items if item.source.is_url or real_path(item.source.key) not in gone)
     return plan if len(items) == len(plan.items) else replace(plan, items=items)
 
 

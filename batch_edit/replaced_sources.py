@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from .job_chains import real_path
 from .prune import move_out
 from .recording import finishing
 from .records import supersede_key
@@ -31,11 +32,11 @@ class ReplacedSources:
     which of them a job of the run wrote again, and which this run moved out."""
 
     def __init__(self, plans, folders: dict[str, str]):
-        self.folders = folders  # job_chains.job_folders: absolute folder -> job name
-        self.started: dict[str, str] = {}  # a job folder's file -> its sha256 as the run started
+        self.folders = folders  # job_chains.job_folders: real folder -> job name
+        self.started: dict[str, str] = {}  # a job folder's file (its real path) -> its sha256 as the run started
         for item in (item for plan in plans for item in plan.items):
             if not item.source.is_url and len(item.source.fingerprint) == 64:
-                path = os.path.abspath(item.source.key)
+                path = real_path(item.source.key)  # the reader's spelling of the folder may be a link's
                 if os.path.dirname(path) in folders:
                     self.started[path] = item.source.fingerprint
         self.written: set[str] = set()  # files the run's items were to write (a failure writes nothing new)
@@ -56,7 +57,7 @@ class ReplacedSources:
         moved = move_out(output, plan, self._picker)
         for record in moved:
             self.moved_out.add(os.path.join(folder, record["file_name"]))
-            maker = self.folders[os.path.dirname(os.path.abspath(record["source"]))]
+            maker = self.folders[os.path.dirname(real_path(record["source"]))]
             summary.superseded[maker] = summary.superseded.get(maker, 0) + 1
         if moved:  # results no longer planned are listed last until they leave: the CSVs, then the sheets
             finishing(summary, lambda: (output.rebuild_csvs(), output.write_sheets_if_stale()))
@@ -65,8 +66,7 @@ class ReplacedSources:
         """Whether the plan reads a job folder holding a source that this run wrote again or moved out."""
         changed = {os.path.dirname(path) for path in self.written | (self.moved_out & self.started.keys())}
         return bool(changed) and any(
-            not item.source.is_url and os.path.dirname(os.path.abspath(item.source.key)) in changed
-            for item in plan.items
+            not item.source.is_url and os.path.dirname(real_path(item.source.key)) in changed for item in plan.items
         )
 
     def _picker(self, finished: dict[str, dict]) -> Callable[[dict], bool]:
@@ -80,7 +80,7 @@ class ReplacedSources:
             source, made_from = record.get("source"), record.get("source_sha256")
             if not isinstance(source, str) or not made_from:
                 return False
-            path = os.path.abspath(source)
+            path = real_path(source)
             if self.started.get(path) != made_from:
                 return False
             if path in self.moved_out:

@@ -151,8 +151,9 @@ def _file_ref(path: Path) -> SourceRef:
 
 
 def _unfilled_job_folder(folder: Path, output_root: Path | None, job_folder: Path | None) -> bool:
-    """A job's folder (one under the output root) not made yet, or holding no results."""
-    if output_root is None or folder.parent != Path(os.path.abspath(output_root)):
+    """A job's folder (one under the output root, both where they really are: either may be named through a link)
+    not made yet, or holding no results."""
+    if output_root is None or os.path.realpath(folder.parent) != os.path.realpath(output_root):
         return False
     return not folder.exists() or (is_job_folder(folder) and not folder_images(folder, False, output_root, job_folder))
 

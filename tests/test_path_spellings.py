@@ -5,14 +5,19 @@ stay sources of their own."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from batch_edit.manifest import load_manifest
 from batch_edit.source_identity import identify_sources, recorded_hashes
 
-from .conftest import batch_edit
+from .conftest import PHOTOS, batch_edit
 
 YAML = """jobs:
   - {{name: ds, sources: {sources}, prompts: 'a fox', width: 64, height: 64, num_inference_steps: 2, strength: 0.5}}
@@ -81,3 +86,55 @@ def test_only_the_folder_spelling_is_matched_not_links_to_the_same_files(tmp_pat
     assert [ref.key for ref in unrecorded] == [
         (tmp_path / "link" / "photos" / name).as_posix() for name in ("cat.png", "dog.png")
     ]
+
+
+CHAIN = """output_root: out
+defaults: {{width: 16, height: 16, num_inference_steps: 2, strength: 0.5}}
+jobs:
+  - {{name: a, sources: [cat.jpg, coffee.jpg], prompts: a}}
+  - {{name: b, sources: {reads}, prompts: 'b {{stem}}'}}
+"""
+
+
+def _chain(tmp_path, reads: str = "out/a") -> None:
+    """tmp/real: a manifest whose job b edits job a's results; tmp/link: a link to that folder."""
+    (tmp_path / "real").mkdir()
+    for name in ("cat.jpg", "coffee.jpg"):
+        (tmp_path / "real" / name).write_bytes((PHOTOS / name).read_bytes())
+    (tmp_path / "real" / "m.yaml").write_text(CHAIN.format(reads=reads))
+    (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
+
+
+def _chain_run(cwd, config, manifest: str, *args: str) -> str:
+    result = batch_edit("run", manifest, "--pipeline", str(config), *args, cwd=cwd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("reads", ["out/a", "out/a/*.png"])
+def test_a_chain_run_through_a_link_makes_the_readers_items_from_the_producers_results(tmp_path, tiny_config, reads):
+    _chain(tmp_path, reads)  # job folders are where they really are (tmp/real/out), the sources spelled via tmp/link
+    ran = _chain_run(tmp_path, tiny_config, "link/m.yaml")
+    assert "job a: 2 written" in ran and "job b: 2 written, 0 already done, 0 failed" in ran, ran
+    assert "results of job a in this run, not made yet" in ran or "holds no results yet" in ran, ran
+    assert "job b: 0 written, 2 already done" in _chain_run(tmp_path, tiny_config, "link/m.yaml")
+
+
+def test_overwrite_through_another_spelling_remakes_the_reader_after_the_producer(tmp_path, tiny_config):
+    _chain(tmp_path)
+    _chain_run(tmp_path, tiny_config, "link/m.yaml")  # the reader's sources recorded as tmp/link/out/a/...
+    # in the linked folder the working folder is tmp/real: the reader's sources keep the recorded spelling
+    ran = _chain_run(tmp_path / "link", tiny_config, "m.yaml", "--overwrite")
+    assert "job b's items from them run after job a's" in ran, ran
+    assert "job b: moved 2 earlier result(s) to .batch-edit/pruned/" in ran, ran
+    folder = tmp_path / "real" / "out"
+    made = {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in (folder / "a").glob("c*-*.png")
+        if not path.name.startswith("contact-sheet")
+    }
+    listed = set(pd.read_csv(folder / "b" / "metadata.csv", dtype=str)["file_name"])
+    records = [json.loads(line) for line in (folder / "b" / ".batch-edit" / "records.jsonl").read_text().splitlines()]
+    made_from = {Path(r["source"]).name: r["source_sha256"] for r in records if r.get("file_name") in listed}
+    assert made_from == made and len(listed) == 2  # b's results are edits of job a's new results
+    assert len(list((folder / "b" / ".batch-edit" / "pruned").glob("*.png"))) == 2
