@@ -40,7 +40,10 @@ _NOT_FOUND = ".*"  # the key of a mask no file was found for: "<folder>/<stem>.*
 def pair_masks(spec: str, base: Path, sources: tuple[SourceRef, ...], recursive: bool = False) -> tuple[SourceRef, ...]:
     """Each source's mask, by file stem: `spec` is a template (`masks/{stem}.png`), a folder, a glob, or one
     file (the same mask for every source). A source without one gets a mask that fails to load, naming what
-    was looked for. SourceSpecError for a spec that can never work."""
+    was looked for: the file a glob like `masks/*.png` pairs (as its template would), else the folder and stem.
+    A folder or glob finding no mask at all is no error here: planning gives back the masks of finished items
+    deleted since, and refuses a job left with none (source_identity). SourceSpecError for a spec that can
+    never work."""
     if "{" in spec:
         _check_template(spec)
         return tuple(_template_mask(spec.format(stem=ref.stem), base) for ref in sources)
@@ -50,14 +53,27 @@ def pair_masks(spec: str, base: Path, sources: tuple[SourceRef, ...], recursive:
         return (source_ref(spec, base),) * len(sources)  # a URL's query or a file name may hold '?' or '[
     try:
         refs = expand_source(spec, base, recursive=recursive)
-    except SourceSpecError as exc:
-        raise SourceSpecError(str(exc).replace("source ", "masks ", 1)) from None
+    except SourceSpecError:  # finding no image (masks exclude no folder, so no other refusal comes from here)
+        refs = []
     by_stem: dict[str, SourceRef] = {}
     for ref in refs:
         other = by_stem.setdefault(ref.stem, ref)
         if other is not ref:
             raise SourceSpecError(f"two masks have the stem '{ref.stem}': {other.key} and {ref.key}")
-    return tuple(by_stem.get(ref.stem) or _not_found(folder, ref.stem) for ref in sources)
+    suffix = _one_suffix(spec)
+    if suffix is not None:  # `masks/*.png`: the file it would pair, as `masks/{stem}.png` names it
+        template = os.path.join(os.path.dirname(os.path.expanduser(spec)), f"{{stem}}{suffix}")
+        return tuple(by_stem.get(ref.stem) or _template_mask(template.format(stem=ref.stem), base) for ref in sources)
+    return tuple(by_stem.get(ref.stem) or unpaired_mask(folder, ref.stem) for ref in sources)
+
+
+def _one_suffix(spec: str) -> str | None:
+    """The suffix of a glob whose only wildcard is the file name's stem (`masks/*.png`: '.png'), else None."""
+    head, name = os.path.split(os.path.expanduser(spec))
+    suffix = name[1:]
+    if name.startswith("*") and suffix.startswith(".") and not _GLOB_CHARS & set(head + suffix):
+        return suffix
+    return None
 
 
 def _check_template(template: str) -> None:
@@ -101,7 +117,9 @@ def _looked_in(spec: str, base: Path) -> str:
     return os.path.abspath(Path(base).expanduser().joinpath(*literal))
 
 
-def _not_found(folder: str, stem: str) -> SourceRef:
+def unpaired_mask(folder: str, stem: str) -> SourceRef:
+    """The mask of a source that a folder (or a glob from it) has none for: loading it fails, naming what was
+    looked for."""
     return SourceRef(key=f"{Path(folder).as_posix()}/{stem}{_NOT_FOUND}", is_url=False, stem=stem, fingerprint="",
                      caption=None)  # fmt: skip
 

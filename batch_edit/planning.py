@@ -96,7 +96,7 @@ def _recorded_hashes(output_root: Path, jobs: list[JobSpec], read: dict) -> dict
             output = JobOutput(output_root, job.name)
             output.check()
             read[job.name] = (output, output.read_records())
-            known.update(recorded_hashes(read[job.name][1].values()))
+            known.update(recorded_hashes(output.in_written_order(read[job.name][1])))
     except OutputError as exc:
         raise OutputRefusedError(str(exc)) from exc
     return known

@@ -121,6 +121,10 @@ class JobRecords:
         self._results = {item_id: r["file_name"] if r["status"] == "ok" else None for item_id, r in latest.items()}
         return latest
 
+    def in_written_order(self, records: dict[str, dict]) -> list[dict]:
+        """`records` (as the last read_records() gave them) in the order their items' latest lines were written."""
+        return sorted(records.values(), key=lambda record: self._lines.get(record["item_id"], -1))
+
     def _read_lines(self, handle, latest: dict[str, dict]) -> None:
         for number, record in self._valid_records(handle):
             replaced = latest.get(record["item_id"])

@@ -7,8 +7,9 @@ changes no id; changed content always gets new ids. An id hashes the source's pa
 new items (`moved_sources_note` says so where the records show it). A source that is gone (deleted or archived
 once its items were done) keeps the content last recorded at its path, so its finished items keep their ids: done,
 listed and kept by `prune`, not failed again as new items. So does a mask that is gone: a mask file named as such
-keeps its path; one a folder or glob paired by stem (and now finds none for its source) becomes again the mask last
-recorded with that source under that folder with that stem, its file gone too. A path is hashed as written
+keeps its path; one a folder or glob paired by stem (and now finds none for its source, the folder emptied or removed
+too) becomes again the mask recorded last with that source under that folder with that stem, its file gone too. A
+job left with no mask for any source is refused: each of its items would fail. A path is hashed as written
 (links not resolved: a link's name is its stem), but one in a folder the records reach by another path (a link to
 the folder, or the working folder's physical path) takes the path recorded, so a rerun through either is no move.
 """
@@ -23,8 +24,9 @@ import stat
 from dataclasses import replace
 from pathlib import PurePosixPath
 
+from .errors import ManifestError
 from .manifest import JobSpec
-from .masks import searched_folder
+from .masks import searched_folder, unpaired_mask
 from .parameters import axes
 from .sources import SourceRef
 
@@ -35,10 +37,11 @@ MASKED_WITH = "mask "
 
 
 def recorded_hashes(records) -> dict[tuple[str, str], str]:
-    """(source path, stat) -> sha256, from the records of earlier runs; and (source path, "") -> the sha256 of the
-    content last seen there (the newest mtime recorded; a record made while it was gone, with no stat, last), for
-    a source that is gone now. Masks alike, and (source path, MASKED_WITH + mask path) for each mask recorded with a
-    source, the one recorded last last."""
+    """(source path, stat) -> sha256, from the records of earlier runs (`records` in the order they were written:
+    JobRecords.in_written_order); and (source path, "") -> the sha256 of the content last seen there (the newest
+    mtime recorded; a record made while it was gone, with no stat, last), for a source that is gone now. Masks
+    alike, and (source path, MASKED_WITH + mask path) for each mask recorded with a source, the one recorded last
+    last."""
     known, newest, masked = {}, {}, {}
     for record in records:
         source, mask, sha = record.get("source"), record.get("mask"), record.get("mask_sha256")
@@ -59,7 +62,8 @@ def recorded_hashes(records) -> dict[tuple[str, str], str]:
 
 
 def identify_sources(jobs: list[JobSpec], known: dict[tuple[str, str], str]) -> list[JobSpec]:
-    """The jobs with every existing local source's (and mask's) fingerprint set to its content hash."""
+    """The jobs with every existing local source's (and mask's) fingerprint set to its content hash. ManifestError
+    for a job none of whose sources has a mask (none there, none given back): each of its items would fail."""
     identified: dict[SourceRef, SourceRef] = {}
 
     def identify(ref: SourceRef) -> SourceRef:
@@ -85,10 +89,54 @@ def identify_sources(jobs: list[JobSpec], known: dict[tuple[str, str], str]) -> 
 
     def identified_grid(grid):
         sources = tuple(map(spelled, grid.sources))
-        masks = tuple(identify_mask(source, mask) for source, mask in zip(sources, grid.masks))
+        masks = _in_removed_folder(grid, sources, known, masks_recorded) if grid.masks else ()
+        masks = tuple(identify_mask(source, mask) for source, mask in zip(sources, masks))
         return replace(grid, sources=tuple(map(identify, sources)), masks=masks)
 
-    return [replace(job, grids=tuple(map(identified_grid, job.grids))) for job in jobs]
+    identified_jobs = [replace(job, grids=tuple(map(identified_grid, job.grids))) for job in jobs]
+    if problems := [problem for job in identified_jobs for problem in _maskless(job)]:
+        raise ManifestError(problems)
+    return identified_jobs
+
+
+def _in_removed_folder(grid, sources, known: dict, masks_recorded) -> tuple[SourceRef, ...]:
+    """A YAML job's masks as one file for every source that is not there and has no content recorded: where the
+    records show masks of these sources inside a folder at that path, the spec named that folder (removed since
+    its items were done), and each source's mask is looked for there (`_gone_mask`)."""
+    first = grid.masks[0]
+    if grid.row is not None or first.is_url or os.path.lexists(first.key) or (first.key, "") in known:
+        return grid.masks
+    inside, recorded = f"{first.key}/", masks_recorded()
+    if any(mask != first for mask in grid.masks) or not any(
+        path.startswith(inside) for source in sources for path in recorded.get(source.key, ())
+    ):
+        return grid.masks
+    return tuple(unpaired_mask(first.key, source.stem) for source in sources)
+
+
+def _maskless(job: JobSpec) -> list[str]:
+    """A YAML job's grid none of whose sources has a mask, none there and none given back (a folder or glob
+    finding none, a template or file naming none): nothing of it could be made. A grid reading a job folder with
+    no results yet is judged once they are listed."""
+    problems = []
+    for grid in job.grids:
+        if grid.row is not None or not grid.masks or any(source.job_folder for source in grid.sources):
+            continue
+        if any(_has_mask(mask) for mask in grid.masks):
+            continue
+        looked = list(dict.fromkeys(mask.key for mask in grid.masks))
+        shown = ", ".join(looked[:3]) + (f" and {len(looked) - 3} more" if len(looked) > 3 else "")
+        problems.append(
+            f"{job.origin}: field 'masks': none of its {len(grid.sources)} source(s) has a mask (looked for "
+            f"{shown}), so each of its items would fail: give the masks, or a spec that finds them (a mask "
+            "deleted once its items were done is given back for those items only)"
+        )
+    return problems
+
+
+def _has_mask(mask: SourceRef) -> bool:
+    """A URL, a file that is there, or one gone whose content the records keep (its finished items stay done)."""
+    return mask.is_url or os.path.exists(mask.key) or len(mask.fingerprint) == 64
 
 
 def _gone_mask(mask: SourceRef, recorded: list[str]) -> SourceRef:
@@ -97,9 +145,20 @@ def _gone_mask(mask: SourceRef, recorded: list[str]) -> SourceRef:
     (deleted or archived once its items were done), so the source's finished items keep their ids; else itself."""
     folder = searched_folder(mask)
     for path in reversed(recorded):
-        if path.startswith(f"{folder}/") and PurePosixPath(path).stem == mask.stem and not os.path.lexists(path):
+        if PurePosixPath(path).stem == mask.stem and _inside(path, folder) and not os.path.lexists(path):
             return replace(mask, key=path)  # gone: `identify` gives it the content last recorded there
     return mask
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether `path` is under `folder`, as spelled or where both really are (the records may spell the folder
+    through a link); a folder that is gone is compared as spelled."""
+    if path.startswith(f"{folder}/"):
+        return True
+    try:
+        return os.path.commonpath([os.path.realpath(path), os.path.realpath(folder)]) == os.path.realpath(folder)
+    except ValueError:
+        return False
 
 
 def _masks_recorded_with(known: dict[tuple[str, str], str]) -> dict[str, list[str]]:

@@ -85,9 +85,16 @@ def test_mask_specs_that_cannot_work_are_refused_naming_the_job_and_field(folder
     with pytest.raises(ManifestError) as refused:
         job(folder, "jobs: [{name: a, sources: photos, prompts: x, masks: masks}]")
     assert "jobs[0] ('a'): field 'masks': two masks have the stem 'cat'" in str(refused.value)
-    (folder / "empty").mkdir()
-    with pytest.raises(ManifestError, match=r"field 'masks': masks 'empty' matches no image"):
-        job(folder, "jobs: [{name: a, sources: photos, prompts: x, masks: empty}]")
+    (folder / "empty").mkdir()  # refused once planning finds no finished item's mask to give back
+    empty = job(folder, "jobs: [{name: a, sources: photos, prompts: x, masks: empty}]")
+    with pytest.raises(ManifestError) as refused:
+        identify_sources([empty], {})
+    looked = ", ".join(f"{(folder / 'empty').as_posix()}/{stem}.*" for stem in ("cat", "dog", "owl"))
+    assert str(refused.value) == (
+        f"{folder / 'm.yaml'}: jobs[0] ('a'): field 'masks': none of its 3 source(s) has a mask (looked for "
+        f"{looked}), so each of its items would fail: give the masks, or a spec that finds them (a mask deleted "
+        "once its items were done is given back for those items only)"
+    )
     with pytest.raises(ManifestError, match=r"field 'masks': .*only the placeholder \{stem\}"):
         job(folder, "jobs: [{name: a, sources: photos, prompts: x, masks: 'masks/{name}.png'}]")
     for template in ("masks/{stem.name}.png", "masks/{stem[x]}.png"):  # no traceback either
