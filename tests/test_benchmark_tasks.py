@@ -243,11 +243,13 @@ def test_a_step_cut_off_at_its_limit_leaves_its_stacks_in_the_log(tmp_path, monk
         "dump_stacks_on_signal()\nstage('loaded')\nwaiting_for_the_gpu()\n"
     )
     monkeypatch.setattr(gpu_suite, "BENCHMARK", stuck)
+    # The stacks are written as the signal arrives: a second's grace is plenty (the suite's own is longer)
+    monkeypatch.setattr(gpu_suite, "STACK_DUMP_S", 1)
     log = gpu_suite.StepLog(tmp_path, reduced=True)
-    step = gpu_suite.Step("stuck", (), 4, "a step that never ends")
+    step = gpu_suite.Step("stuck", (), 3, "a step that never ends")  # it reaches "loaded" in a fraction of that
     status, wall = gpu_suite.run_step(step, (), step.timeout_s, log)
     text = log.log.read_text()
-    assert status == "timed out after 4 s" and wall < 30
+    assert status == "timed out after 3 s" and wall < 30
     assert "] loaded" in text  # the stage line, timestamped
     assert "most recent call first" in text and "waiting_for_the_gpu" in text
-    assert text.rstrip().endswith("===== stuck: killed at its 4 s limit (stacks above)")
+    assert text.rstrip().endswith("===== stuck: killed at its 3 s limit (stacks above)")
