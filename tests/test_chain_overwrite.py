@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+
+from batch_edit import run_command
 
 from .conftest import PHOTOS, batch_edit
 
@@ -118,7 +122,23 @@ def test_a_reader_with_items_of_its_own_in_the_first_round_gets_the_new_ones_in_
     assert "0 written" in run(manifest, tiny_config).stdout.split("job b:")[1]
 
 
-# `batch-edit` with a Ctrl-C sent while the jobs reading a round's results are planned again (between rounds)
+def stopping_while_replanning(planned_again):
+    """A re-planner that sends this process a Ctrl-C once it has planned the readers again (between rounds)."""
+
+    def stopping(args, config, cluster):
+        replan = planned_again(args, config, cluster)
+
+        def then_stop(names):
+            plans = replan(names)
+            os.kill(os.getpid(), signal.SIGINT)
+            return plans
+
+        return then_stop
+
+    return stopping
+
+
+# `batch-edit` in its own process, with a Ctrl-C sent while the readers are planned again (for Ray's run)
 STOP_WHILE_REPLANNING = """
 import os, signal, sys
 from batch_edit import cli, run_command
@@ -140,11 +160,14 @@ def stopped_between_rounds(*args: str, cwd: Path) -> subprocess.CompletedProcess
                           text=True, timeout=600)  # fmt: skip
 
 
-def test_a_stop_while_the_readers_are_planned_again_ends_the_run_with_its_summary(tmp_path, tiny_config):
+def test_a_stop_while_the_readers_are_planned_again_ends_the_run_with_its_summary(tmp_path, tiny_config, monkeypatch):
     """A signal that comes between rounds: nothing more starts, what the producer made is recorded and summed up,
-    the reader's items are left for later, and the next run makes them."""
+    the reader's items are left for later, and the next run makes them. (In this process: the run's handlers
+    take the signal, and hand pytest's back when it ends.)"""
     manifest = manifest_of(tmp_path, "[cat.jpg, coffee.jpg]")
-    stopped = stopped_between_rounds("run", str(manifest), "--pipeline", str(tiny_config), cwd=tmp_path)
+    with monkeypatch.context() as patched:
+        patched.setattr(run_command, "_replanner", stopping_while_replanning(run_command._replanner))
+        stopped = batch_edit("run", str(manifest), "--pipeline", str(tiny_config), cwd=tmp_path)
     assert stopped.returncode == 130, stopped.stdout + stopped.stderr
     assert "job a: 2 written" in stopped.stdout and "job b: 0 written" in stopped.stdout, stopped.stdout
     assert "2 left for later (stopped by SIGINT)" in stopped.stdout, stopped.stdout
