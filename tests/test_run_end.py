@@ -3,6 +3,7 @@ sheets, what is left), hand-edited metadata.csv."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import json
@@ -13,10 +14,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from batch_edit import job_files
+from batch_edit import job_files, recording
 
-from .conftest import PHOTOS, batch_edit, batch_edit_process
-from .test_resilience import wait_for_records
+from .conftest import PHOTOS, batch_edit
 
 
 def _two_jobs(tmp_path: Path, tiny_config: Path) -> list[str]:
@@ -133,7 +133,34 @@ def test_the_summary_says_how_many_items_limit_left(tmp_path, tiny_config):
     assert "total: 1 written, 0 failed, 1 left for later, elapsed" in result.stdout
 
 
-def test_a_stop_by_signal_draws_no_contact_sheet_and_says_what_is_left(tmp_path, tiny_config):
+def terminated_after(count: int, record):
+    """Recorder.record, sending this process SIGTERM once `count` results are recorded (as `kill` would)."""
+
+    def recording_then_stopping(self, result):
+        record(self, result)
+        if len(self.recorded) == count:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return recording_then_stopping
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """While the run's own handler is not there, SIGTERM fails the test instead of ending pytest."""
+
+    def unhandled(signum, frame):
+        raise AssertionError("SIGTERM reached no handler of the run")
+
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_stop_by_signal_draws_no_contact_sheet_and_says_what_is_left(tmp_path, tiny_config, monkeypatch):
+    """The run stops itself with SIGTERM once 3 results are recorded: the run's handler takes it as a `kill`
+    from outside would reach it (test_resilience sends real signals to a run in its own process)."""
     manifest = tmp_path / "big.yaml"
     manifest.write_text(
         f"jobs: [{{name: big, sources: [{PHOTOS / 'cat.jpg'}, {PHOTOS / 'coffee.jpg'}], prompts: [a, b], "
@@ -141,11 +168,11 @@ def test_a_stop_by_signal_draws_no_contact_sheet_and_says_what_is_left(tmp_path,
     )
     command = ["run", str(manifest), "--pipeline", str(tiny_config), "--output-root", str(tmp_path / "out")]
     folder = tmp_path / "out" / "big"
-    process = batch_edit_process(*command)
-    wait_for_records(process, folder, 3)
-    process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 143, stderr
+    with monkeypatch.context() as patched, sigterm_raises():
+        patched.setattr(recording.Recorder, "record", terminated_after(3, recording.Recorder.record))
+        stopped = batch_edit(*command)
+    stdout, stderr = stopped.stdout, stopped.stderr
+    assert stopped.returncode == 143, stderr
     written = len(_rows(folder / "metadata.csv"))
     assert 3 <= written < 48
     assert "contact sheets of 1 job(s) not drawn, to stop sooner: the next run draws them" in stderr
