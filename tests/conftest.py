@@ -41,8 +41,14 @@ jobs:
     format: {format}
     captions: true
 """
+
+
 # In this process too: no test may reach a model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# One OpenMP thread per process (this one, the runs it starts, their Ray workers) unless the environment says
+# otherwise: on a 2-core machine the tiny model's small tensors gain nothing from a second thread, and torch's
+# spinning threads in several processes at once make the suite two to three times slower. Set before torch loads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -90,13 +90,14 @@ def test_a_gated_model_gets_an_actionable_message():
     assert "is gated" in message and "HF_TOKEN" in message and "black-forest-labs/FLUX.1-dev" in message
 
 
-@pytest.fixture(params=["one thread", "default threads"])
+@pytest.fixture(params=["one thread", "two threads"])
 def cpu_threads(request):
-    """Some differences show only single-threaded (one thread takes other CPU kernels): run both ways."""
+    """Some differences show only single-threaded (one thread takes other CPU kernels): run both ways (the suite
+    runs with one thread unless OMP_NUM_THREADS says otherwise, see conftest)."""
     import torch
 
     default = torch.get_num_threads()
-    torch.set_num_threads(1 if request.param == "one thread" else default)
+    torch.set_num_threads(1 if request.param == "one thread" else 2)
     yield
     torch.set_num_threads(default)
 
