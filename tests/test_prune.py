@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,18 +13,34 @@ from filelock import FileLock
 
 from batch_edit.outputs import JobOutput
 
-from .conftest import batch_edit, sweep_manifest
+from .conftest import batch_edit, sweep_manifest, write_pipeline_config
+
+
+FOUR = "[0.5, 0.6, 0.7, 0.8]"
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, tiny_model) -> Path:
+    """The output root of the four-strength sweep, run once for the tests below: each edits its own copy."""
+    folder = tmp_path_factory.mktemp("swept")
+    config = write_pipeline_config(folder / "tiny.yaml", tiny_model)
+    (folder / "m.yaml").write_text(sweep_manifest(strengths=FOUR))
+    result = batch_edit("run", "m.yaml", "--pipeline", str(config), "--output-root", "out", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder / "out"
 
 
 @pytest.fixture
-def job(tmp_path, tiny_config):
-    """A job of four strengths, run; `job(command, strengths, format)` rewrites the manifest and runs a command."""
+def job(tmp_path, tiny_config, swept):
+    """A job of four strengths, run (a copy of `swept`, its files' times kept as the run left them);
+    `job(command, strengths, format)` rewrites the manifest and runs a command."""
 
-    def command(name: str, strengths: str = "[0.5, 0.6, 0.7, 0.8]", format: str = "png", *flags: str):
+    def command(name: str, strengths: str = FOUR, format: str = "png", *flags: str):
         (tmp_path / "m.yaml").write_text(sweep_manifest(strengths=strengths, format=format))
         return batch_edit(name, "m.yaml", "--pipeline", str(tiny_config), "--output-root", "out", *flags, cwd=tmp_path)
 
-    assert command("run").returncode == 0
+    shutil.copytree(swept, tmp_path / "out")  # copy2: contents and modification times
+    assert "job sweep: 4 item(s), 4 already done" in command("plan").stdout  # the copy is as the run left it
     return command
 
 
@@ -62,7 +80,10 @@ def test_dry_run_lists_what_would_move_and_changes_nothing(tmp_path, job):
     before = snapshot(folder)
     result = job("prune", "[0.5]", "png", "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("  would move cat-") == 3 and "job sweep: would move 3, would reject 0, kept 1" in result.stdout
+    assert (
+        result.stdout.count("  would move cat-") == 3
+        and "job sweep: would move 3, would reject 0, kept 1" in result.stdout
+    )
     assert snapshot(folder) == before
 
 
