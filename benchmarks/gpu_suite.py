@@ -26,6 +26,7 @@ into a results folder that must be given: what the tests run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import shutil
@@ -179,7 +180,8 @@ def run_step(step: Step, args: tuple[str, ...], timeout_s: float, log: StepLog) 
                 process.wait(timeout=STACK_DUMP_S)
             except subprocess.TimeoutExpired:
                 pass
-            os.killpg(process.pid, 9)  # the benchmark and any compile workers it started
+            with contextlib.suppress(ProcessLookupError):  # it may have ended on its own during the grace period
+                os.killpg(process.pid, 9)  # the benchmark and any compile workers it started
             process.wait()
             output.write(f"\n===== {step.name}: killed at its {timeout_s:.0f} s limit (stacks above)\n")
             return f"timed out after {timeout_s:.0f} s", time.monotonic() - started

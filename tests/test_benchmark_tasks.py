@@ -253,3 +253,19 @@ def test_a_step_cut_off_at_its_limit_leaves_its_stacks_in_the_log(tmp_path, monk
     assert "] loaded" in text  # the stage line, timestamped
     assert "most recent call first" in text and "waiting_for_the_gpu" in text
     assert text.rstrip().endswith("===== stuck: killed at its 3 s limit (stacks above)")
+
+
+def test_a_step_ended_by_the_stack_signal_itself_is_reported_timed_out(tmp_path, monkeypatch):
+    """A step cut off before it set up its stack dump (still importing) dies of SIGUSR1 during the grace period:
+    the suite goes on to its next step (killing a process group already gone raised ProcessLookupError)."""
+    import gpu_suite
+
+    stuck = tmp_path / "importing.py"
+    stuck.write_text("import time\ntime.sleep(60)\n")  # no handler: SIGUSR1 ends it
+    monkeypatch.setattr(gpu_suite, "BENCHMARK", stuck)
+    monkeypatch.setattr(gpu_suite, "STACK_DUMP_S", 1)
+    log = gpu_suite.StepLog(tmp_path, reduced=True)
+    step = gpu_suite.Step("importing", (), 2, "a step cut off before its stack dump is set up")
+    status, wall = gpu_suite.run_step(step, (), step.timeout_s, log)
+    assert status == "timed out after 2 s" and wall < 30
+    assert log.log.read_text().rstrip().endswith("===== importing: killed at its 2 s limit (stacks above)")
