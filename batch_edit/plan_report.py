@@ -56,8 +56,10 @@ def report(args) -> int:
         extra = f", {plan.duplicates} duplicate(s) merged" if plan.duplicates else ""
         extra += f", {len(rejected)} rejected (skipped; --overwrite remakes them)" if rejected else ""
         extra += f", {output.invalid_lines} invalid record line(s) ignored" if output.invalid_lines else ""
-        known = sum(not _stand_in(item.source, folders) for item in plan.items)  # not those for a folder to fill
-        print(f"job {plan.name}: {known} item(s){_more(coming[plan.name])}, {len(done)} already done{extra} -> "
+        remade = coming[plan.name][3]  # done from results made again: counted as to come
+        known = sum(_known(item, folders, remade) for item in plan.items)  # nor those for a folder to fill
+        done_now = len(done - remade)
+        print(f"job {plan.name}: {known} item(s){_more(coming[plan.name])}, {done_now} already done{extra} -> "
               f"{escaped(output.folder)}")  # fmt: skip
         if note := moved_sources_note(plan.items, records, config_hash(config.identity())):
             print(f"  note: {escaped(note)}")
@@ -96,8 +98,8 @@ def report(args) -> int:
         timed = output.timed_records(config.recorded_fields(), records)
         unknown = coming[plan.name][0] is None
         _print_estimate(config.task, timed, first[plan.name] + later[plan.name], runs[plan.name], args.limit, unknown)
-    known = sum(not _stand_in(item.source, folders) for plan in plans for item in plan.items)
-    counts = [count for count, _, _ in coming.values()]
+    known = sum(_known(item, folders, coming[plan.name][3]) for plan in plans for item in plan.items)
+    counts = [count for count, *_ in coming.values()]
     added = sum(count or 0 for count in counts)
     more = f", {added} of them to come from results made in the run" if added else ""
     more += (", and more" if added else ", and more to come from results made in the run") if None in counts else ""
@@ -154,10 +156,17 @@ def _waiting(pending: list, running: list, folders: dict[str, str]) -> list:
     return [item for item in pending if item.item_id not in now and not _stand_in(item.source, folders)]
 
 
+def _known(item, folders: dict[str, str], remade: set[str]) -> bool:
+    """An item counted as one now: no stand-in for a folder to fill, nor done from a result made again."""
+    return not _stand_in(item.source, folders) and item.item_id not in remade
+
+
 def _stand_in(source, folders: dict[str, str]) -> bool:
     """A source standing for a job's folder listed while it held no results (or did not exist): no image, but
     the results that job will make there."""
-    return source.job_folder or source.key in folders  # a local key is an absolute path already
+    from .job_chains import folder_of_job
+
+    return source.job_folder or (not source.is_url and folder_of_job(source.key, folders) is not None)
 
 
 def _limited(plans, rounds: list[dict[str, list]], limit) -> dict[str, list]:
@@ -172,7 +181,7 @@ def _limited(plans, rounds: list[dict[str, list]], limit) -> dict[str, list]:
 
 
 def _more(coming: tuple) -> str:
-    count, _, makers = coming
+    count, _, makers, _ = coming
     if not makers:
         return ""
     whose = " and ".join(f"job {name}" for name in makers)
@@ -184,19 +193,30 @@ def _to_come(plans, jobs, pending: dict[str, list], folders: dict[str, str]) -> 
     None where its sources' globs cannot tell; stand-ins for the estimate: the items one of its sources gives, once
     per result it takes; the jobs making them). A result is a new source of each folder or glob taking it; files
     named one by one are items already (waiting)."""
-    from .job_chains import producers_first, read_jobs
+    from .job_chains import producers_first, read_jobs, real_path
 
-    found = {plan.name: (0, [], []) for plan in plans}
+    found = {plan.name: (0, [], [], set()) for plan in plans}
     if not any(read_jobs(plan, folders) for plan in plans):  # no chain: nothing to come
         return found
     named, specs = {name: folder for folder, name in folders.items()}, {job.name: job for job in jobs}
-    new: dict[str, tuple] = {}  # per job: its results that are no file yet, and the suffixes of those to come
-    for plan in producers_first(plans, folders):
-        count, standins, makers = 0, [], []
+    new: dict[str, tuple] = {}  # per job: its results that are no file yet, the suffixes of those to come, and
+    for plan in producers_first(plans, folders):  # the files its pending items write again
+        count, standins, makers, remade = 0, [], [], set()
         for maker in sorted(read_jobs(plan, folders) & set(new)):  # a job read before it is planned adds nothing
-            paths, later = new[maker]
+            paths, later, again = new[maker]
+            waiting = {item.item_id for item in pending[plan.name]}  # counted as its items already
+            redone = [
+                item
+                for item in plan.items
+                if item.item_id not in waiting and not item.source.is_url and real_path(item.source.key) in again
+            ]  # done from a file made again: made again from its new content, as an item to come
+            if redone:
+                makers += [] if maker in makers else [maker]
+                remade |= {item.item_id for item in redone}
+                count, standins = None if count is None else count + len(redone), standins + redone
             for grid in specs[plan.name].grids:
-                taken = _taken(grid, named[maker], paths - {ref.key for ref in grid.sources}, later)
+                listed = {real_path(ref.key) for ref in grid.sources if not ref.is_url}  # items already
+                taken = _taken(grid, named[maker], paths - listed, later)
                 if taken == 0:
                     continue
                 makers += [] if maker in makers else [maker]
@@ -206,13 +226,24 @@ def _to_come(plans, jobs, pending: dict[str, list], folders: dict[str, str]) -> 
                 source = grid.sources[0].key
                 per_source = [item for item in plan.items if item.source.key == source]
                 count, standins = count + taken * len(per_source), standins + per_source * taken
-        found[plan.name] = (count, standins, makers)
+        found[plan.name] = (count, standins, makers, remade)
         folder = named[plan.name]
-        made = [os.path.join(folder, item.output_name) for item in pending[plan.name]]
-        paths = {path for path, item in zip(made, pending[plan.name]) if not _stand_in(item.source, folders)}
+        made = {  # not from a stand-in, nor from a source known to be missing: those make no result
+            os.path.join(folder, item.output_name)
+            for item in pending[plan.name]
+            if not _stand_in(item.source, folders) and not _missing(item.source, folders)
+        }
         later = None if count is None else [os.path.splitext(item.output_name)[1] for item in standins]
-        new[plan.name] = ({path for path in paths if not os.path.isfile(path)}, later)
+        again = {path for path in made if os.path.isfile(path)}  # written again: what was read from it is redone
+        new[plan.name] = (made - again, later, again)
     return found
+
+
+def _missing(source, folders: dict[str, str]) -> bool:
+    """A local source not there that is no result of a job of the run either: its item fails, making nothing."""
+    from .job_chains import job_of
+
+    return not source.is_url and not os.path.exists(source.key) and job_of(source.key, folders) is None
 
 
 def _taken(grid, folder: str, paths: set[str], later: list[str] | None) -> int | None:
@@ -221,6 +252,7 @@ def _taken(grid, folder: str, paths: set[str], later: list[str] | None) -> int |
     from fnmatch import fnmatchcase
     from pathlib import PurePath
 
+    from .job_chains import real_path
     from .source_folders import GLOB_CHARS
 
     taken, unnamed = set(), 0
@@ -229,7 +261,7 @@ def _taken(grid, folder: str, paths: set[str], later: list[str] | None) -> int |
             continue
         pattern, base = os.path.normpath(os.path.expanduser(spec)), os.path.abspath(base)
         path = os.path.abspath(os.path.join(base, pattern))
-        if path == folder:  # the folder itself: every result made there
+        if real_path(path) == folder:  # the folder itself (`folder` is real: links resolved): every result
             taken |= paths
             unnamed = None if later is None or unnamed is None else max(unnamed, len(later))
             continue
@@ -240,6 +272,8 @@ def _taken(grid, folder: str, paths: set[str], later: list[str] | None) -> int |
         parts = PurePath(pattern).parts
         if os.path.isabs(pattern):  # matched from the root, as a relative one from its manifest's folder
             base, parts = os.sep, parts[1:]
+        fixed = next(n for n, part in enumerate(parts) if GLOB_CHARS & set(part))  # the folders before the glob:
+        base, parts = os.path.realpath(os.path.join(base, *parts[:fixed])), parts[fixed:]  # where they really are
         taken |= {path for path in paths if _matches(PurePath(os.path.relpath(path, base)).parts, parts)}
         inside = PurePath(os.path.relpath(os.path.join(folder, "x"), base)).parts  # a name in that job's folder
         if len(inside) != len(parts) or not all(map(fnmatchcase, inside[:-1], parts[:-1])) or later == []:

@@ -1,0 +1,64 @@
+"""`plan` counts the items a job reading another job's results gets from those still to make as `run` makes
+them: a manifest reached through a link, results made again over files already there, producer items whose source
+is missing, and `--limit` across a chain of three listed readers first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .conftest import batch_edit, image_file
+
+SMALL = "defaults: {width: 16, height: 16, num_inference_steps: 2, strength: 0.5}\n"
+
+
+def write(folder: Path, *jobs: str) -> Path:
+    manifest = folder / "m.yaml"
+    manifest.write_text("output_root: out\n" + SMALL + "jobs:\n" + "".join(f"  - {job}\n" for job in jobs))
+    return manifest
+
+
+def command(name: str, manifest: Path, config: Path, *extra: str, cwd: Path | None = None):
+    result = batch_edit(name, str(manifest), "--pipeline", str(config), *extra, cwd=cwd)
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    return result
+
+
+def test_plan_counts_the_results_to_come_through_a_link_to_the_manifests_folder(tmp_path, tiny_config):
+    real, link = tmp_path / "real", tmp_path / "link"
+    for stem in ("x", "y"):
+        image_file(real / "img" / f"{stem}.png")
+    link.symlink_to(real)
+    for spec in ("out/a", "'out/a/*.png'"):  # its folder, a glob in it
+        manifest = write(link, "{name: a, sources: img/, prompts: a}", f"{{name: b, sources: {spec}, prompts: b}}")
+        plan = command("plan", manifest, tiny_config, cwd=link)
+        assert "job b: 0 item(s) and 2 to come from job a's results still to make" in plan.stdout, plan.stdout
+        assert "total: 4 item(s) in 2 job(s), 2 of them to come" in plan.stdout, plan.stdout
+    result = command("run", manifest, tiny_config, cwd=link)
+    assert "job a: 2 written" in result.stdout and "job b: 2 written" in result.stdout, result.stdout
+
+
+def test_plan_counts_a_readers_items_from_results_made_again_over_their_files_as_to_come(tmp_path, tiny_config):
+    for stem in ("x", "y"):
+        image_file(tmp_path / "img" / f"{stem}.png")
+    reader = "{name: b, sources: out/a, prompts: b}"
+    manifest = write(tmp_path, "{name: a, sources: img/, prompts: first, file_name: '{stem}'}", reader)
+    assert "job b: 2 written" in command("run", manifest, tiny_config).stdout
+    # job a's prompt changed: its results are made again at the same names, and job b's from their new content
+    write(tmp_path, "{name: a, sources: img/, prompts: second, file_name: '{stem}'}", reader)
+    plan = command("plan", manifest, tiny_config)
+    assert "job b: 0 item(s) and 2 to come from job a's results still to make, 0 already done" in plan.stdout
+    assert "total: 4 item(s) in 2 job(s), 2 of them to come" in plan.stdout, plan.stdout
+    result = command("run", manifest, tiny_config)
+    assert "job a: 2 written" in result.stdout and "job b: 2 written, 0 already done" in result.stdout
+
+
+def test_plan_counts_no_result_to_come_from_a_producer_item_whose_source_is_missing(tmp_path, tiny_config):
+    image_file(tmp_path / "img" / "x.png")
+    manifest = write(
+        tmp_path, "{name: a, sources: [img/x.png, img/gone.png], prompts: a}", "{name: b, sources: out/a, prompts: b}"
+    )
+    plan = command("plan", manifest, tiny_config)
+    assert "missing: 1 of 2 source file(s)" in plan.stdout, plan.stdout
+    assert "job b: 0 item(s) and 1 to come from job a's results still to make" in plan.stdout, plan.stdout
+    result = command("run", manifest, tiny_config)
+    assert "job a: 1 written" in result.stdout and "job b: 1 written" in result.stdout, result.stdout
