@@ -47,7 +47,7 @@ def report(args) -> int:
     later = {
         plan.name: _waiting(pending[plan.name], running[plan.name], folders) + coming[plan.name][1] for plan in plans
     }
-    runs = _limited(plans, [first, later], args.limit)
+    runs = _limited(plans, first, _later_from(plans, pending, running, coming, folders), args.limit, folders)
     missing_total, unmasked_total = 0, 0
     for plan, job in zip(plans, jobs):
         output, records = read[plan.name]
@@ -169,19 +169,45 @@ def _stand_in(source, folders: dict[str, str]) -> bool:
     return source.job_folder or (not source.is_url and folder_of_job(source.key, folders) is not None)
 
 
-def _limited(plans, rounds: list[dict[str, list]], limit) -> dict[str, list]:
-    """The items a run runs of each job: every round's (jobs in their order), or with --limit the first N."""
+def _later_from(plans, pending: dict, running: dict, coming: dict, folders: dict[str, str]) -> dict[str, dict]:
+    """Per job: its items run once results made in the run are there, per job making those (the waiting items:
+    the job whose result their source is; those to come: the job making the results they are from)."""
+    from .job_chains import job_of
+
+    found: dict[str, dict[str, list]] = {}
+    for plan in plans:
+        found[plan.name] = {maker: list(items) for maker, items in coming[plan.name][4].items()}
+        for item in _waiting(pending[plan.name], running[plan.name], folders):
+            found[plan.name].setdefault(job_of(item.source.key, folders) or "", []).append(item)
+    return found
+
+
+def _limited(plans, first: dict[str, list], later: dict[str, dict], limit, folders: dict[str, str]) -> dict:
+    """The items a run runs of each job: every round's, or with --limit the first N, in the run's rounds: what
+    can run now (jobs in their order), then round after round the jobs reading results of the jobs that ran in
+    the round before, with what the jobs that ran so far make for them (a chain of n jobs settles in n rounds)."""
+    from .job_chains import readers
+
     runs: dict[str, list] = {plan.name: [] for plan in plans}
-    for found in rounds:
+    found, ran = first, set()
+    for _ in plans:
+        active = set()
         for plan in plans:
-            items = found[plan.name] if limit is None else found[plan.name][:limit]
+            items = found.get(plan.name, [])
+            items = items if limit is None else items[:limit]
             runs[plan.name] += items
             limit = None if limit is None else limit - len(items)
+            active |= {plan.name} if items else set()
+        ran |= active
+        found = {}
+        for name in readers(plans, folders, active):
+            ready = [maker for maker in later[name] if maker in ran]
+            found[name] = [item for maker in ready for item in later[name].pop(maker)]
     return runs
 
 
 def _more(coming: tuple) -> str:
-    count, _, makers, _ = coming
+    count, _, makers, *_ = coming
     if not makers:
         return ""
     whose = " and ".join(f"job {name}" for name in makers)
@@ -195,13 +221,13 @@ def _to_come(plans, jobs, pending: dict[str, list], folders: dict[str, str]) -> 
     named one by one are items already (waiting)."""
     from .job_chains import producers_first, read_jobs, real_path
 
-    found = {plan.name: (0, [], [], set()) for plan in plans}
+    found = {plan.name: (0, [], [], set(), {}) for plan in plans}
     if not any(read_jobs(plan, folders) for plan in plans):  # no chain: nothing to come
         return found
     named, specs = {name: folder for folder, name in folders.items()}, {job.name: job for job in jobs}
     new: dict[str, tuple] = {}  # per job: its results that are no file yet, the suffixes of those to come, and
     for plan in producers_first(plans, folders):  # the files its pending items write again
-        count, standins, makers, remade = 0, [], [], set()
+        count, standins, makers, remade, by_maker = 0, [], [], set(), {}
         for maker in sorted(read_jobs(plan, folders) & set(new)):  # a job read before it is planned adds nothing
             paths, later, again = new[maker]
             waiting = {item.item_id for item in pending[plan.name]}  # counted as its items already
@@ -213,6 +239,7 @@ def _to_come(plans, jobs, pending: dict[str, list], folders: dict[str, str]) -> 
             if redone:
                 makers += [] if maker in makers else [maker]
                 remade |= {item.item_id for item in redone}
+                by_maker[maker] = by_maker.get(maker, []) + redone
                 count, standins = None if count is None else count + len(redone), standins + redone
             for grid in specs[plan.name].grids:
                 listed = {real_path(ref.key) for ref in grid.sources if not ref.is_url}  # items already
@@ -226,7 +253,8 @@ def _to_come(plans, jobs, pending: dict[str, list], folders: dict[str, str]) -> 
                 source = grid.sources[0].key
                 per_source = [item for item in plan.items if item.source.key == source]
                 count, standins = count + taken * len(per_source), standins + per_source * taken
-        found[plan.name] = (count, standins, makers, remade)
+                by_maker[maker] = by_maker.get(maker, []) + per_source * taken
+        found[plan.name] = (count, standins, makers, remade, by_maker)
         folder = named[plan.name]
         made = {  # not from a stand-in, nor from a source known to be missing: those make no result
             os.path.join(folder, item.output_name)

@@ -62,3 +62,27 @@ def test_plan_counts_no_result_to_come_from_a_producer_item_whose_source_is_miss
     assert "job b: 0 item(s) and 1 to come from job a's results still to make" in plan.stdout, plan.stdout
     result = command("run", manifest, tiny_config)
     assert "job a: 1 written" in result.stdout and "job b: 1 written" in result.stdout, result.stdout
+
+
+def test_plan_limit_splits_a_chain_of_three_listed_readers_first_as_the_runs_rounds_do(tmp_path, tiny_config):
+    for stem in ("x", "y"):
+        image_file(tmp_path / "img" / f"{stem}.png")
+    manifest = write(
+        tmp_path,
+        "{name: c, sources: out/b, prompts: c}",
+        "{name: b, sources: out/a, prompts: b}",
+        "{name: a, sources: img/, prompts: a}",
+    )
+    assert "total: 6 written" in command("run", manifest, tiny_config).stdout
+    for stem in ("p", "q"):
+        image_file(tmp_path / "img" / f"{stem}.png")
+    # a run takes job a's 2 new items, then job b's first from their results, then (no limit left) none of c's
+    plan = command("plan", manifest, tiny_config, "--limit", "3")
+    assert "--limit 3: 3 of 6 pending item(s) would run" in plan.stdout, plan.stdout
+    estimates = [line for line in plan.stdout.splitlines() if line.startswith("  estimate:")]
+    assert "none of its 2 pending item(s) would run with --limit 3" in estimates[0], plan.stdout  # job c
+    assert "the first 1 of 2 pending, which --limit 3 would run" in estimates[1], plan.stdout  # job b
+    assert "the first 2 of 2 pending, which --limit 3 would run" in estimates[2], plan.stdout  # job a
+    result = command("run", manifest, tiny_config, "--limit", "3")
+    assert "job c: 0 written" in result.stdout and "job b: 1 written" in result.stdout, result.stdout
+    assert "job a: 2 written" in result.stdout, result.stdout
