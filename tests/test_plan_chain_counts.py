@@ -86,3 +86,20 @@ def test_plan_limit_splits_a_chain_of_three_listed_readers_first_as_the_runs_rou
     result = command("run", manifest, tiny_config, "--limit", "3")
     assert "job c: 0 written" in result.stdout and "job b: 1 written" in result.stdout, result.stdout
     assert "job a: 2 written" in result.stdout, result.stdout
+
+
+def test_plan_refuses_a_csv_row_naming_a_job_folder_not_made_yet_as_the_run_would_once_it_is(tmp_path, tiny_config):
+    image_file(tmp_path / "img" / "x.png")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "job,source,prompt,width,height,num_inference_steps,strength\n"
+        "a,img/x.png,a,16,16,2,0.5\nb,out/a,b,16,16,2,0.5\n"
+    )
+    plan = batch_edit("plan", str(manifest), "--pipeline", str(tiny_config), "--output-root", "out", cwd=tmp_path)
+    assert plan.returncode == 2, plan.stdout + plan.stderr
+    assert "row 2: field 'source': source " in plan.stderr and "is job a's folder; a CSV row names one" in (
+        plan.stderr
+    ), plan.stderr
+    assert "job a:" not in plan.stdout  # refused before any job is reported
+    result = batch_edit("run", str(manifest), "--pipeline", str(tiny_config), "--output-root", "out", cwd=tmp_path)
+    assert "field 'source': source 'out/a' is a folder; a CSV row names one" in result.stderr, result.stderr
