@@ -9,7 +9,6 @@ import os
 import sys
 
 from .cli import EXIT_ITEMS_FAILED, EXIT_OK
-from .errors import ManifestError
 from .pipeline_config import DEFAULT_TASK
 from .plan import grid_axes
 from .planning import prepare
@@ -26,8 +25,6 @@ def report(args) -> int:
     read: dict = {}
     config, output_root, plans, jobs = prepare(args, for_run=False, read=read)
     folders = job_folders([plan.name for plan in plans], output_root)
-    if problems := _csv_job_folders(jobs, folders):
-        raise ManifestError(problems)
     task = f", task {config.task}" if config.task != DEFAULT_TASK else ""
     settings = f"{config.quantization.describe()}, {config.dtype}, {config.device}{task}"
     print(f"pipeline: {escaped(config.model)} ({settings})")
@@ -120,22 +117,6 @@ def report(args) -> int:
     if missing_total or unmasked_total:
         return EXIT_ITEMS_FAILED
     return EXIT_OK
-
-
-def _csv_job_folders(jobs, folders: dict[str, str]) -> list[str]:
-    """CSV rows whose source is the folder of a job of the run not made yet: a CSV row names one file, so the run
-    would refuse the row once that job made its folder; said now, as that refusal says it."""
-    from .job_chains import folder_of_job
-
-    return [
-        f"{job.origin}, row {grid.row}: field 'source': source {escaped(ref.key)} is job {other}'s folder; a CSV row "
-        "names one image file or URL (folders and globs go in a YAML manifest's 'sources:')"
-        for job in jobs
-        for grid in job.grids
-        if grid.row is not None
-        for ref in grid.sources
-        if not ref.is_url and (other := folder_of_job(ref.key, folders)) is not None
-    ]
 
 
 def _shown(paths: list[str]) -> str:

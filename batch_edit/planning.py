@@ -37,6 +37,7 @@ def prepare(
     manifests = load_manifests(args.manifests, output_root=output_root, task=config.task)
     jobs = [job for manifest in manifests for job in manifest.jobs]
     _refuse_unfilled_job_folders(jobs, output_root)
+    _refuse_csv_rows_naming_job_folders(jobs, output_root)
     config = (resolve or resolve_device_choices)(_with_job_loras(config, jobs), for_run)
     jobs = identify_sources(jobs, _recorded_hashes(output_root, jobs, {} if read is None else read))
     plans = plan_jobs(jobs, config.identity())
@@ -64,6 +65,25 @@ def _refuse_unfilled_job_folders(jobs: list[JobSpec], output_root: Path) -> None
         "this run makes them: run that job first, or add it to this run"
         for job in jobs
         for folder in unfilled_job_folders(job, jobs, output_root)
+    ]
+    if problems:
+        raise ManifestError(problems)
+
+
+def _refuse_csv_rows_naming_job_folders(jobs: list[JobSpec], output_root: Path) -> None:
+    """CSV rows whose source is the folder of a job of the run not made yet: a CSV row names one file, so the run
+    would refuse the row once that job made its folder; said now, as that refusal says it."""
+    from .job_chains import folder_of_job, job_folders
+
+    folders = job_folders([job.name for job in jobs], output_root)
+    problems = [
+        f"{job.origin}, row {grid.row}: field 'source': source {escaped(ref.key)} is job {other}'s folder; a CSV row "
+        "names one image file or URL (folders and globs go in a YAML manifest's 'sources:')"
+        for job in jobs
+        for grid in job.grids
+        if grid.row is not None
+        for ref in grid.sources
+        if not ref.is_url and (other := folder_of_job(ref.key, folders)) is not None
     ]
     if problems:
         raise ManifestError(problems)

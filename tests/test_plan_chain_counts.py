@@ -88,7 +88,7 @@ def test_plan_limit_splits_a_chain_of_three_listed_readers_first_as_the_runs_rou
     assert "job a: 2 written" in result.stdout, result.stdout
 
 
-def test_plan_refuses_a_csv_row_naming_a_job_folder_not_made_yet_as_the_run_would_once_it_is(tmp_path, tiny_config):
+def test_plan_and_run_refuse_a_csv_row_naming_a_job_folder_of_the_run_before_any_job_runs(tmp_path, tiny_config):
     image_file(tmp_path / "img" / "x.png")
     manifest = tmp_path / "m.csv"
     manifest.write_text(
@@ -102,4 +102,6 @@ def test_plan_refuses_a_csv_row_naming_a_job_folder_not_made_yet_as_the_run_woul
     ), plan.stderr
     assert "job a:" not in plan.stdout  # refused before any job is reported
     result = batch_edit("run", str(manifest), "--pipeline", str(tiny_config), "--output-root", "out", cwd=tmp_path)
-    assert "field 'source': source 'out/a' is a folder; a CSV row names one" in result.stderr, result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "is job a's folder; a CSV row names one" in result.stderr, result.stderr  # before job a runs
+    assert not (tmp_path / "out" / "a").exists()
