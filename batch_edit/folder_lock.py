@@ -4,7 +4,9 @@ A run removes a folder it created and wrote no item to (it was refused, its mode
 holds that folder's lock, and unlinks the lock file last: a folder another run holds is never removed. A run
 trying the lock meanwhile may open the lock file just before it goes and lock it just after, so a lock counts
 only while its file is still the one at its path (same device and inode); the caller then makes the folder
-again and tries once more.
+again and tries once more. What is removed is opened without following a link and only while it is still the
+folder the run made (same device and inode): a folder swapped for a link, or for another folder, meanwhile is
+left as it is, and so is what the link points to.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import errno
 import fcntl
 import os
 import shutil
+import stat
 from contextlib import suppress
 from pathlib import Path
 
@@ -23,6 +26,9 @@ LOCK_NAME = "lock"
 OWNER_NAME = "owner"  # the pid of the run holding the lock, for what a refusal says
 _HELD_ELSEWHERE = {errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK}
 _TRIES = 10  # take(): the folders made again this often, each time another run removed them first
+_OPEN_FOLDER = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+Made = dict[Path, tuple[int, int]]  # the folders a run made, each with its device and inode when made
 
 
 class FolderLock:
@@ -31,7 +37,7 @@ class FolderLock:
     def __init__(self, folder: Path, state: Path):
         self.folder, self.state = folder, state
         self._descriptor: int | None = None  # the lock file's, while this run holds the folder
-        self._created: list[Path] = []
+        self._created: Made = {}
 
     @property
     def held(self) -> bool:
@@ -41,30 +47,39 @@ class FolderLock:
         """Make the folders where absent and lock; OutputBusyError while another run holds the folder. `by`:
         the command taking it, for what a refusal advises."""
         for _ in range(_TRIES):  # a run removing a folder it made may take it from under this one
-            self._make_folders()
-            if self.try_take(by):
+            if self._make_folders() and self.try_take(by):
                 return
         raise OutputError(f"cannot lock {self.folder}: other runs keep removing it; run again")
 
-    def _make_folders(self) -> None:
-        """The output root, the job folder and its state folder; each noted (for discard_unused) only where
-        this call made it: one that appears meanwhile is another run's."""
-        for folder in (self.folder.parent, self.folder, self.state):
+    def _make_folders(self) -> bool:
+        """The folders above the job folder that are absent (the output root, its parents), the job folder and
+        its state folder; each noted (for discard_unused) only where this call made it: one that appears
+        meanwhile is another run's. False where one went meanwhile (the run that made it removed it)."""
+        for folder in (*_absent_above(self.folder), self.folder, self.state):
             try:
-                folder.mkdir(parents=folder == self.folder.parent)
+                folder.mkdir()
             except FileExistsError:
                 continue
-            if folder not in self._created:
-                self._created.append(folder)
+            except FileNotFoundError:
+                if job_files.lstat(folder.parent) is not None:
+                    raise  # a link to nowhere, say: not a folder that went
+                return False
+            found = job_files.lstat(folder)
+            if found is not None and stat.S_ISDIR(found.st_mode):
+                self._created[folder] = (found.st_dev, found.st_ino)
         job_files.refuse_unsafe(self.state, folder=True)  # checked again: it may have appeared meanwhile
+        return True
 
     def try_take(self, by: str = "run", write_owner: bool = True) -> bool:
         """True once this run holds the lock; False where the lock file went with its folder. OutputBusyError
-        while another run holds it."""
+        while another run holds it; OutputError where it cannot be locked (a read-only folder, no descriptor
+        left, a file system without locks)."""
         try:
             self._descriptor = try_lock(self.state / LOCK_NAME)
         except LockFileGone:
             return False
+        except OSError as exc:
+            raise cannot_lock(self.folder, exc) from exc
         if self._descriptor is None:
             try:
                 owner = job_files.read_bytes(self.state / OWNER_NAME).decode("utf-8", "replace").strip()[:20]
@@ -92,17 +107,42 @@ class FolderLock:
             if not self._created:
                 return
             if not (self.held or self.try_take(write_owner=False)):
-                self._created = []  # the lock file went: what this run made is gone already, or another run's
+                # the lock file went: the job folder is gone already, or another run's; the folders above it
+                # this run made go where empty (the output root, once an earlier call removed the job folder)
+                own = (self.folder, self.state)
+                self._created = remove_empty(
+                    {path: made_as for path, made_as in self._created.items() if path not in own}
+                )
                 return
             found = job_files.lstat(records)
             if found is None or not found.st_size:
                 self._created = remove_made(self._created, self.folder, self.state)
             else:  # another run wrote items here meanwhile: its folder now
-                self._created = []
+                self._created = {}
         except (OutputBusyError, OutputError, OSError):  # another run holds it, or no descriptor is left
             pass
         finally:
             self.release()
+
+
+def _absent_above(folder: Path) -> list[Path]:
+    """The folders above `folder` not there yet, the highest first (a link counts as there)."""
+    absent = []
+    for above in folder.parents:
+        if job_files.lstat(above) is not None:
+            break
+        absent.append(above)
+    return absent[::-1]
+
+
+def cannot_lock(folder: Path, exc: OSError) -> OutputError:
+    """What a job folder that cannot be locked or made says: its path and the system's reason."""
+    if exc.errno == errno.EMFILE:  # a run holds one lock per job folder until it ends
+        return OutputError(
+            f"too many open files at {folder}: a run holds one open file per job, and this one has more jobs "
+            "than the open-file limit allows; raise it (ulimit -Hn) or run the jobs in parts"
+        )
+    return OutputError(f"cannot lock the output folder {folder}: {exc.strerror or exc}")
 
 
 class LockFileGone(Exception):
@@ -137,37 +177,86 @@ def unlock(descriptor: int) -> None:
         os.close(descriptor)
 
 
-def remove_made(created: list[Path], folder: Path, state: Path) -> list[Path]:
-    """Remove the folders of `created` (the output root, the job folder, its `.batch-edit/`: those a run made),
-    with what is in them, the lock file last; the caller holds the lock. A folder something appears in
-    meanwhile (another run's new lock file) stays, with the folders above it. Returns those still there."""
-    emptied = _empty(folder, keep=state.name) if folder in created else True
-    if emptied and (folder in created or state in created) and _empty(state, keep=LOCK_NAME):
-        job_files.remove_file(state / LOCK_NAME)
-    for made in sorted(created, key=lambda path: len(path.parts), reverse=True):  # the deepest first
+def remove_made(created: Made, folder: Path, state: Path) -> Made:
+    """Remove the folders of `created` (the output root and those above it, the job folder, its `.batch-edit/`:
+    those a run made), with what is in them, the lock file last; the caller holds the lock. A folder something
+    appears in meanwhile (another run's new lock file) stays, with the folders above it; so does one no longer
+    the folder made. Returns those still there."""
+    if folder in created or state in created:
+        _empty_made(created, folder, state)
+    return remove_empty(created)
+
+
+def remove_empty(created: Made) -> Made:
+    """Remove the folders of `created` that are empty and still the ones made (device and inode), the deepest
+    first; those still there are returned. Checked, then removed by path: rmdir removes only an empty folder
+    and never follows a link, so a swap in between costs at most an empty folder."""
+    for made in sorted(created, key=lambda path: len(path.parts), reverse=True):
+        if not _same(job_files.lstat(made), created[made]):
+            continue  # gone, or another folder (or a link) in its place: not this run's to remove
         try:
             made.rmdir()
         except FileNotFoundError:
             continue
         except OSError:
             break
-    return [made for made in created if job_files.lstat(made) is not None]
+    return {made: made_as for made, made_as in created.items() if _same(job_files.lstat(made), made_as)}
 
 
-def _empty(folder: Path, keep: str) -> bool:
-    """Remove what `folder` holds but `keep` (a link is removed, never followed); False where it could not be
-    listed (out of descriptors, say)."""
+def _empty_made(created: Made, folder: Path, state: Path) -> None:
+    """Empty the job folder where this run made it (all but `.batch-edit/`), then `.batch-edit/` (all but the
+    lock file), then remove the lock file. Each folder is opened without following a link and emptied only
+    while it is the folder made; its entries are removed through that descriptor, so a folder or link swapped
+    in meanwhile is never entered. Stops at the first that cannot be opened or listed (out of descriptors)."""
     try:
-        with os.scandir(folder) as entries:  # listed first: a removal may need descriptors of its own
-            found = [(entry.path, entry.is_dir(follow_symlinks=False)) for entry in entries if entry.name != keep]
-    except FileNotFoundError:
-        return True
+        outer = _open_made(folder, created.get(folder))
+    except OSError:  # gone, a link, or no descriptor left
+        return
+    try:
+        if outer is None or (folder in created and not _empty_at(outer, keep=state.name)):
+            return
+        inner = _open_made(state.name, created.get(state), parent=outer)
+        if inner is None:
+            return
+        try:
+            if _empty_at(inner, keep=LOCK_NAME):
+                os.unlink(LOCK_NAME, dir_fd=inner)
+        finally:
+            os.close(inner)
+    except OSError:
+        return
+    finally:
+        if outer is not None:
+            os.close(outer)
+
+
+def _open_made(path: Path | str, made_as: tuple[int, int] | None, parent: int | None = None) -> int | None:
+    """A descriptor of the folder at `path` (relative to the folder `parent` where given), never through a link
+    at its last component; None where it is not the folder made (`made_as`: its device and inode, None where
+    this run did not make it). Raises OSError where it cannot be opened."""
+    descriptor = os.open(path, _OPEN_FOLDER, dir_fd=parent)
+    if made_as is None or _same(os.fstat(descriptor), made_as):
+        return descriptor
+    os.close(descriptor)
+    return None
+
+
+def _same(found: os.stat_result | None, made_as: tuple[int, int]) -> bool:
+    return found is not None and stat.S_ISDIR(found.st_mode) and (found.st_dev, found.st_ino) == made_as
+
+
+def _empty_at(descriptor: int, keep: str) -> bool:
+    """Remove what the folder open at `descriptor` holds but `keep`, through that descriptor (a link is removed,
+    never followed); False where it could not be listed (out of descriptors, say)."""
+    try:
+        with os.scandir(descriptor) as entries:  # listed first: a removal may need descriptors of its own
+            found = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries if entry.name != keep]
     except OSError:
         return False
-    for path, is_folder in found:
+    for name, is_folder in found:
         if is_folder:
-            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(name, ignore_errors=True, dir_fd=descriptor)
         else:
             with suppress(OSError):
-                os.unlink(path)
+                os.unlink(name, dir_fd=descriptor)
     return True

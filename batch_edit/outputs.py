@@ -23,7 +23,7 @@ from PIL import Image
 from . import job_files
 from .errors import OutputError
 from .finish_pass import UNCOPIED, finish_files
-from .folder_lock import LOCK_NAME, OWNER_NAME, FolderLock, LockFileGone, try_lock, unlock
+from .folder_lock import LOCK_NAME, OWNER_NAME, FolderLock, LockFileGone, cannot_lock, try_lock, unlock
 from .formats import caption_name
 from .job_listing import JobListing
 from .metadata_edits import WRITTEN_DIGESTS
@@ -82,10 +82,7 @@ class JobOutput(JobListing):
         except OSError as exc:
             self.close()
             if exc.errno == errno.EMFILE:  # a run holds one lock per job folder until it ends
-                raise OutputError(
-                    f"too many open files at {self.folder}: a run holds one open file per job, and this one has "
-                    "more jobs than the open-file limit allows; raise it (ulimit -Hn) or run the jobs in parts"
-                ) from exc
+                raise cannot_lock(self.folder, exc) from exc
             raise OutputError(f"cannot write to the output folder {self.folder}: {exc.strerror or exc}") from exc
         except BaseException:
             self.close()

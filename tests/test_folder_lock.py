@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -169,3 +170,73 @@ def test_a_lock_file_removed_between_its_open_and_its_lock_is_not_taken(tmp_path
 def test_a_lock_file_gone_with_its_folder_is_said_so(tmp_path):
     with pytest.raises(folder_lock.LockFileGone):
         folder_lock.try_lock(tmp_path / "gone" / "lock")
+
+
+def _photos(tmp_path: Path) -> Path:
+    photos = tmp_path / "photos"
+    (photos / "album").mkdir(parents=True)
+    (photos / "holiday.jpg").write_bytes(b"precious")
+    (photos / "album" / "p.jpg").write_bytes(b"precious too")
+    (photos / ".batch-edit").mkdir()  # what is kept in the folder emptied first must not be spared either
+    (photos / ".batch-edit" / "notes.txt").write_bytes(b"mine")
+    return photos
+
+
+def _listed(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("swapped", ["folder", "state", "root"])
+@pytest.mark.parametrize("swap", ["link", "another folder"])
+def test_a_folder_swapped_while_the_model_loads_is_not_emptied(tmp_path, swapped, swap):
+    """A folder this run made, replaced (moved away, a link or another folder in its place) before the refused
+    run removes it: neither what the link points to nor the folder now there loses anything."""
+    photos = _photos(tmp_path)
+    before = _listed(photos)
+    output = JobOutput(tmp_path / "out", "a")
+    output.lock()
+    path = {"folder": output.folder, "state": output.state, "root": output.folder.parent}[swapped]
+    moved = tmp_path / "moved"
+    os.rename(path, moved)
+    if swap == "link":
+        path.symlink_to(photos if swapped != "root" else tmp_path)  # out -> a folder holding a/ (the photos)
+        if swapped == "root":
+            os.rename(photos, tmp_path / "a")
+            photos = tmp_path / "a"
+    else:
+        shutil.copytree(photos, path if swapped != "root" else path / "a", symlinks=True)
+        photos = path if swapped != "root" else path / "a"
+    output.discard_if_unused()
+    assert _listed(photos) == before
+    assert (photos / "holiday.jpg").read_bytes() == b"precious"
+    assert not output._lock.held
+
+
+def test_the_output_root_made_goes_once_the_last_folder_in_it_has(tmp_path):
+    """A run refused at the open-file limit removes its folders in two passes: at the second, the first job's
+    folder (and its lock file) went at the first, and the output root it made (with the folders above it) goes
+    now that the other jobs' folders have."""
+    top = tmp_path / "new"
+    first, second = JobOutput(top / "out", "a"), JobOutput(top / "out", "b")
+    first.lock()
+    second.lock()
+    first.discard_if_unused()
+    assert not first.folder.exists() and second.folder.is_dir()  # the root stays: b is still in it
+    second.discard_if_unused()
+    assert (top / "out").is_dir() and not any((top / "out").iterdir())
+    first.discard_if_unused()
+    assert not (top / "out").exists()
+    assert not top.exists() and tmp_path.is_dir()  # the folder above the root, made by the run, goes too
+
+
+def test_an_output_root_that_another_run_fills_meanwhile_stays(tmp_path):
+    first, other = JobOutput(tmp_path / "out", "a"), JobOutput(tmp_path / "out", "b")
+    first.lock()
+    first.discard_if_unused()
+    assert not (tmp_path / "out").exists()
+    first.lock()
+    other.lock()  # another run's job, in the root `first` made again
+    first.discard_if_unused()
+    first.discard_if_unused()
+    assert other.state.is_dir() and (other.state / "lock").is_file()
+    other.close()

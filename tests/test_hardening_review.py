@@ -149,13 +149,14 @@ def test_a_run_over_the_open_file_limit_is_refused_saying_so_and_leaves_no_folde
     def low_limits():  # the hard limit too: the run cannot raise the soft one past it
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
 
-    command, env = _command(("run", "many.yaml", "--pipeline", str(tiny_config), "--output-root", "out"))
+    command, env = _command(("run", "many.yaml", "--pipeline", str(tiny_config), "--output-root", "new/out"))
     result = subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, preexec_fn=low_limits
     )
     _one_line_refusal(result)
     assert "open-file limit" in result.stderr, result.stderr
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert not (tmp_path / "new" / "out").exists()  # the output root it made goes, once its job folders have
+    assert not (tmp_path / "new").exists()  # and the folder it made above it
 
 
 def test_an_output_root_that_is_a_file_is_named_as_such(tmp_path, tiny_config):

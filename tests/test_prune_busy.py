@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import shutil
 
+import pytest
 from filelock import FileLock
 
 from .conftest import PHOTOS, batch_edit
@@ -33,3 +36,30 @@ def test_prune_refuses_before_any_job_where_a_later_jobs_folder_is_held(tmp_path
             assert _files(tmp_path / "out") == before  # nothing moved in the free job either
     pruned = batch_edit("prune", "m.yaml", *command, cwd=tmp_path)
     assert pruned.returncode == 0 and "job free: moved 1" in pruned.stdout and "job held: moved 1" in pruned.stdout
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EROFS])
+def test_prune_stops_cleanly_where_a_jobs_folder_cannot_be_locked(tmp_path, tiny_config, monkeypatch, code):
+    """A file system without locks (ENOLCK) or mounted read-only: each prune stops at the first job, naming the
+    folder and the reason, nothing changed; no traceback."""
+    shutil.copy(PHOTOS / "cat.jpg", tmp_path / "a.jpg")
+    command = ("--pipeline", str(tiny_config), "--output-root", "out")
+    (tmp_path / "m.yaml").write_text(f"jobs: [{JOB % ('a', '[0.5, 0.6]')}]\n")
+    assert batch_edit("run", "m.yaml", *command, cwd=tmp_path).returncode == 0
+    (tmp_path / "m.yaml").write_text(f"jobs: [{JOB % ('a', 0.5)}]\n")  # one result to move out
+    before = _files(tmp_path / "out")
+
+    def refused(descriptor, operation):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(fcntl, "flock", refused)
+    for flags in (("--dry-run",), ()):
+        result = batch_edit("prune", "m.yaml", *command, *flags, cwd=tmp_path)
+        assert result.returncode == 3, result.stdout + result.stderr
+        assert f"cannot lock the output folder {tmp_path / 'out' / 'a'}: {os.strerror(code)}" in result.stderr
+        assert "prune stopped at job a: nothing changed" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and result.stdout == ""
+        assert _files(tmp_path / "out") == before
+    monkeypatch.undo()
+    pruned = batch_edit("prune", "m.yaml", *command, cwd=tmp_path)
+    assert pruned.returncode == 0 and "job a: moved 1" in pruned.stdout, pruned.stdout + pruned.stderr
