@@ -24,6 +24,7 @@ from .formats import caption_name
 from .kept_sources import FittedCopies, lacks_copies, whole_copies
 from .plan import WorkItem
 from .records import SOURCES_DIR, STATE_DIR
+from .result_files import now
 from .source_decoding import SourceError
 
 if TYPE_CHECKING:
@@ -35,35 +36,45 @@ UNCOPIED = "uncopied.json"  # .batch-edit/uncopied.json: finished items that can
 
 
 def finish_files(output: JobOutput, plan: tuple[WorkItem, ...], copies: bool) -> None:
-    """Captions, then (`copies`) kept copies, then the CSVs, from one read of the records."""
+    """Captions, then (`copies`) kept copies, then the CSVs, from one read of the records; last, the records of
+    results found unchanged under a new modification time, wherever the pass (or the run before it) read them."""
     records = output.read_records()
     finished = output.finished_records(plan, records)
-    appended = record_again(output, records, finished)
+    appended = record_restored(output, records, finished)
+    # the time each result has now, also on the records of the copies written below
+    finished.update({item_id: output.restamped(record) for item_id, record in finished.items()})
     done = [(item, finished[item.item_id]) for item in plan if item.item_id in finished]
     write_missing_captions(output, done)
     appended += write_missing_copies(output, done) if copies else 0
     # A record appended since the read is the item's latest line now, which decides the CSV rows of records that
-    # supersede each other: read again then (only where copies were written or a result recorded again).
+    # supersede each other: read again then (only where copies were written or a result restored).
     output.rebuild_csvs(read=None if appended else (records, finished))
+    record_verified(output, records, finished)
 
 
-def record_again(output: JobOutput, records: dict[str, dict], finished: dict[str, dict]) -> int:
-    """Finished items whose result's record is appended again, as their latest (`finished` then holds it): an
-    image put back by hand from `.batch-edit/pruned/` though the item's latest record prunes or rejects it
-    ("restored", as `prune` appends it), so deleting it later is a deletion like any other (rejected by `prune
-    --rejected`), also where no prune ran in between; and a result read and found unchanged under another
-    modification time ("verified": copied, touched), with the one it has now, so later runs compare that instead
-    of reading the file again. Returns how many."""
-    again = {}
-    for item_id, record in finished.items():
-        put_back = records[item_id]["status"] != "ok"
-        if put_back or output.restamped(record) is not record:
-            again[item_id] = "restored" if put_back else "verified"
-    if again:
+def record_restored(output: JobOutput, records: dict[str, dict], finished: dict[str, dict]) -> int:
+    """Finished items whose result's record is appended again, as their latest: an image put back by hand from
+    `.batch-edit/pruned/` though the item's latest record prunes or rejects it ("restored", as `prune` appends
+    it), so deleting it later is a deletion like any other (rejected by `prune --rejected`), also where no prune
+    ran in between; with the modification time it has now. Returns how many."""
+    put_back = [item_id for item_id in finished if records[item_id]["status"] != "ok"]
+    if put_back:
+        stamp = now()
         with output.appending():
-            for item_id, why in again.items():
-                output.restore(finished[item_id], why)
-                finished[item_id] = output.restamped(finished[item_id])
+            output.append_all([{**output.restamped(finished[i]), "restored_at": stamp} for i in put_back])
+    return len(put_back)
+
+
+def record_verified(output: JobOutput, records: dict[str, dict], finished: dict[str, dict]) -> int:
+    """The results read and found unchanged under another modification time ("verified": copied, touched,
+    synced without times), planned or not, or behind a failure, recorded again with the one they have now
+    (`JobRecords.stamped_again`), all in one append: later runs compare that instead of reading them again.
+    After the CSVs: what they list does not change. Returns how many."""
+    again = output.stamped_again(records, finished)
+    if again:
+        stamp = now()
+        with output.appending():
+            output.append_all([{**record, "verified_at": stamp} for record in again])
     return len(again)
 
 

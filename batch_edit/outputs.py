@@ -285,12 +285,17 @@ class JobOutput(JobListing):
         self._append({"status": "failed", **row, "error": failure.error, "failed_at": _now()})
 
     def _append(self, record: dict) -> None:
+        self.append_all([record])
+
+    def append_all(self, records: list[dict]) -> None:
+        """Records appended in one write and one fsync (a crash leaves whole lines, the last perhaps cut short)."""
         if self._records is None:
             raise OutputError(f"{self.folder} was not opened for writing")
-        line = memoryview((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
         with self._append_lock:
-            self._write_line(line)
-            self.note(record)
+            self._write_line(memoryview(lines.encode("utf-8")))
+            for record in records:
+                self.note(record)
 
     def _write_line(self, line: memoryview) -> None:
         try:

@@ -31,6 +31,10 @@ _KEY_FIELDS = ("job", *SUPERSEDE_FIELDS)
 # A result file as written (records of older versions lack both: their size alone says a file is theirs): its
 # sha256, and its modification time then, the stamp compared first so that an untouched result is never read
 RESULT_SHA256, RESULT_MTIME = "file_sha256", "file_mtime_ns"
+# On a failure appended again: the result the failure came after (`results_behind_failures`), found unchanged under
+# a new modification time (its name, sha256 and that time): the failure stays the item's outcome, its result is not
+# read again
+VERIFIED_RESULT = "verified_result"
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 
 
@@ -134,6 +138,8 @@ class JobRecords:
             self._lines[record["item_id"]] = number
             if record["status"] == "ok":
                 self._named[record["file_name"]] = record
+            elif record["status"] == "failed":
+                self._stamp_earlier(record)
 
     def note(self, record: dict) -> None:
         """A record just appended, taken as read_records() would take it into whose result each file is."""
@@ -142,6 +148,11 @@ class JobRecords:
         status = record["status"]
         if status == "ok":
             self._named[record["file_name"]] = record
+            found = self._verified.get(record["file_name"])
+            if found is not None and found[0] != record.get(RESULT_MTIME):
+                del self._verified[record["file_name"]]  # a file written since: what was found is not what is there
+        elif status == "failed":
+            self._stamp_earlier(record)
         kept = record.get("kept") if status == "pruned" else None  # prune moved another format's file only
         self._results[record["item_id"]] = record["file_name"] if status == "ok" else kept
 
@@ -188,6 +199,22 @@ class JobRecords:
         if record["status"] != "pruned" or not is_bare_name(kept):
             return None
         return self._earlier.get(record["item_id"], {}).get(kept)
+
+    def _stamp_earlier(self, failure: dict) -> None:
+        """The new modification time a failure appended again carries (`VERIFIED_RESULT`) for the result the item
+        had before it, where that result's record has the sha256 it found: taken as if recorded so."""
+        stamp, item_id = failure.get(VERIFIED_RESULT), failure["item_id"]
+        if not isinstance(stamp, dict) or not isinstance(stamp.get("file_name"), str):
+            return
+        name = stamp["file_name"]
+        earlier = self._earlier.get(item_id, {}).get(name)
+        if earlier is None or type(stamp.get(RESULT_MTIME)) is not int or earlier.get(RESULT_SHA256) is None:
+            return
+        if stamp.get(RESULT_SHA256) != earlier[RESULT_SHA256]:
+            return
+        stamped = self._earlier[item_id][name] = {**earlier, RESULT_MTIME: stamp[RESULT_MTIME]}
+        if self._named.get(name) is earlier:
+            self._named[name] = stamped
 
     def _valid_records(self, handle):
         for number, line in enumerate(handle):
@@ -330,6 +357,28 @@ class JobRecords:
                 return None
             self._hashed[key] = digest.hexdigest()
         return self._hashed[key]
+
+    def stamped_again(self, records: dict[str, dict], finished: dict[str, dict]) -> list[dict]:
+        """What to append so that no result found unchanged under a new modification time (`_holds`: copied,
+        touched, synced without times) is read again, wherever it was checked (a planned item's, one no longer
+        planned, one a failure came after): the success record naming it, with the time it has now, where it is
+        still the item's result or its plan's (`finished`: a format changed back makes it that again); where a
+        failure came after it, that failure again, carrying the new time (`VERIFIED_RESULT`), so it stays the
+        item's outcome. One per file: appended (`note`), they say what is found now. `records`, `finished` as
+        read_records() and finished_records() gave them."""
+        again = []
+        for name, (mtime, digest) in self._verified.items():
+            record = self._named.get(name)
+            if record is None or record.get(RESULT_SHA256) != digest or record.get(RESULT_MTIME) == mtime:
+                continue
+            item_id = record["item_id"]
+            latest = records.get(item_id, {})
+            if self._results.get(item_id) == name or finished.get(item_id, {}).get("file_name") == name:
+                again.append({**record, RESULT_MTIME: mtime})
+            elif latest.get("status") == "failed" and self._earlier.get(item_id, {}).get(name) is record:
+                stamp = {"file_name": name, RESULT_SHA256: digest, RESULT_MTIME: mtime}
+                again.append({**latest, VERIFIED_RESULT: stamp})
+        return again
 
     def restamped(self, record: dict) -> dict:
         """`record` with the modification time its result has now, where its bytes were found to be the ones

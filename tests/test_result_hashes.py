@@ -18,6 +18,8 @@ import pytest
 
 from batch_edit.formats import OutputOptions
 from batch_edit.outputs import JobOutput
+from batch_edit.records import JobRecords
+from batch_edit.result_files import encode_result
 
 from .conftest import batch_edit, image_file
 from .test_outputs import EXTRA, JOB, PIPELINE_YAML, make, picture
@@ -32,9 +34,9 @@ def _manifest(tmp_path: Path, sources: str = "[photo1.png, photo2.png]") -> None
     )
 
 
-def _run(tmp_path: Path, config, *args: str) -> str:
+def _run(tmp_path: Path, config, *args: str, code: int = 0) -> str:
     result = batch_edit(*args, "m.yaml", "--pipeline", str(config), "--output-root", "out", cwd=tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == code, result.stdout + result.stderr
     return result.stdout
 
 
@@ -240,3 +242,114 @@ def test_a_caption_of_a_run_killed_while_writing_is_never_taken_for_a_hand_edit(
     assert caption.read_text() == prompt  # the prompt of the result beside it, whatever the kill left
     assert "photo_edit.txt" not in [name for name, _ in output.moved_aside]  # never taken for the user's
     assert output.finished_ids([item]) == {item.item_id}
+
+
+# ---------------------------------------------------------------- results found unchanged, recorded again once
+
+
+def _hashed(monkeypatch) -> Counter:
+    """File names -> how often their result is hashed (a file's state read once per process is counted once)."""
+    hashed: Counter = Counter()
+    real = JobRecords._sha256
+
+    def counting(self, name, found):
+        key = (name, found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
+        hashed[name] += key not in self._hashed
+        return real(self, name, found)
+
+    monkeypatch.setattr(JobRecords, "_sha256", counting)
+    return hashed
+
+
+def _three_ways(tmp_path: Path, config) -> Path:
+    """photo1's result planned and finished, photo2's no longer planned, photo3's behind a failure (its source
+    deleted, then an --overwrite that fails): each touched since."""
+    for number in (1, 2, 3):
+        image_file(tmp_path / f"photo{number}.png", size=(64, 64), color=(70 * number, 90, 200))
+    _manifest(tmp_path, "[photo1.png, photo2.png, photo3.png]")
+    _run(tmp_path, config, "run")
+    _manifest(tmp_path, "[photo1.png, photo3.png]")
+    (tmp_path / "photo3.png").unlink()
+    _run(tmp_path, config, "run", "--overwrite", code=1)
+    folder = tmp_path / "out" / "ds"
+    assert [Path(r["source"]).name for r in _records(folder) if r["status"] == "failed"] == ["photo3.png"]
+    for number in (1, 2, 3):
+        _later_mtime(folder / f"photo{number}_edit.png")
+    return folder
+
+
+def _listed(folder: Path, name: str) -> list[str]:
+    return [line.split(",")[0] for line in (folder / name).read_text().splitlines()[1:]]
+
+
+def test_results_unplanned_or_behind_a_failure_are_recorded_again_once_and_never_read_again(
+    tmp_path, tiny_config, monkeypatch
+):
+    folder = _three_ways(tmp_path, tiny_config)
+    results = [f"photo{number}_edit.png" for number in (1, 2, 3)]
+    metadata, failures = _listed(folder, "metadata.csv"), _listed(folder, "failures.csv")
+    lines = len(_records(folder))
+    hashed = _hashed(monkeypatch)
+    writes = []  # the records of each append: each its own fsync
+    real = JobOutput._write_line
+    monkeypatch.setattr(JobOutput, "_write_line", lambda self, line: writes.append(bytes(line)) or real(self, line))
+    output = _run(tmp_path, tiny_config, "run", code=1)
+    assert "1 already done" in output and "1 failed" in output and "moved" not in output, output
+    assert all(hashed[name] == 1 for name in results), hashed
+    assert [write.count(b"verified_at") for write in writes if b"verified_at" in write] == [3]  # one append
+    again = _records(folder)[lines:]  # photo3's item failed again (its source is gone): one failure more
+    retried = [r for r in again if r["status"] == "failed" and "verified_at" not in r]
+    verified = [r for r in again if "verified_at" in r]
+    assert len(retried) == 1 and len(again) == 1 + len(results), again
+    stamps = {r.get("file_name") or r["verified_result"]["file_name"]: r for r in verified}
+    assert sorted(stamps) == results
+    for name, record in stamps.items():
+        stamp = record.get("verified_result", record)
+        assert stamp["file_mtime_ns"] == os.stat(folder / name).st_mtime_ns
+    assert stamps["photo3_edit.png"]["status"] == "failed"  # the failure stays the item's outcome
+
+    hashed.clear()
+    lines = len(_records(folder))
+    for _ in range(2):
+        output = _run(tmp_path, tiny_config, "run", code=1)
+        assert "1 already done" in output and "1 failed" in output, output
+        assert not hashed, hashed
+    assert len(_records(folder)) == lines + 2  # the two retries' failures only
+    assert not [r for r in _records(folder)[lines:] if "verified_at" in r]
+    # listed as before: the unplanned result last, the failure with the result it came after
+    assert _listed(folder, "metadata.csv") == metadata and _listed(folder, "failures.csv") == failures
+    assert metadata == ["photo1_edit.png", "photo3_edit.png", "photo2_edit.png"] and len(failures) == 1
+
+
+def test_plan_reads_only_the_planned_results_it_counts_and_prune_records_what_it_read(
+    tmp_path, tiny_config, monkeypatch
+):
+    folder = _three_ways(tmp_path, tiny_config)
+    lines = len(_records(folder))
+    hashed = _hashed(monkeypatch)
+    assert "1 already done" in _run(tmp_path, tiny_config, "plan", code=1)  # photo3.png is missing
+    assert dict(hashed) == {"photo1_edit.png": 1} and len(_records(folder)) == lines  # nothing written
+
+    hashed.clear()
+    assert "moved 1," in _run(tmp_path, tiny_config, "prune")  # photo2's result, no longer planned
+    assert hashed["photo1_edit.png"] == 1 and hashed["photo3_edit.png"] == 1, hashed
+    hashed.clear()
+    output = _run(tmp_path, tiny_config, "run", code=1)
+    assert "1 already done" in output and "1 failed" in output, output
+    assert not hashed, hashed
+
+
+def test_a_result_written_again_after_it_was_read_is_recorded_with_the_time_it_has_now(tmp_path):
+    item = make()
+    output = JobOutput(tmp_path / "out", JOB)
+    output.open(PIPELINE_YAML)
+    output.follow_plan((item,))
+    result = encode_result(item, picture(), EXTRA)
+    output.write_result(item, result)
+    path = output.folder / item.output_name
+    _later_mtime(path)
+    assert output.done_ids() == {item.item_id}  # read: the same bytes under another time
+    output.write_result(item, result)  # the same bytes written again (--overwrite), with a time of their own
+    output.finish_files()
+    output.close()
+    assert _records(output.folder)[-1]["file_mtime_ns"] == os.stat(path).st_mtime_ns
