@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import string
 from collections import OrderedDict
 from pathlib import Path
 
@@ -19,9 +18,9 @@ import numpy as np
 from PIL import Image, ImageChops, ImageFilter
 
 from .fetch import FetchOptions
-from .file_names import placeholder_as_written
 from .parameters import named, needing
 from .pipeline_config import MASKED_TASKS
+from .prompts import placeholders
 from .source_decoding import SourceError, to_rgb
 from .sources import SourceRef, SourceSpecError, expand_source, fit_geometry, load_image, source_ref
 from .validation import printable
@@ -79,22 +78,10 @@ def _one_suffix(spec: str) -> str | None:
 def _check_template(template: str) -> None:
     """A mask template fills in {stem} as it is: no other placeholder, format spec or conversion (a spec would pad
     or cut the stem, so the mask looked for is not the file of that name)."""
-    shown = f"mask template '{printable(template)}'"
     try:
-        parsed = list(string.Formatter().parse(template))
+        placeholders(template, ("stem",), "a mask template")
     except ValueError as exc:
-        raise SourceSpecError(f"{shown}: malformed placeholder ({exc}); write '{{{{' for a literal brace") from None
-    for _, field, spec, conversion in parsed:
-        if field is None:
-            continue
-        if field != "stem":  # {x}, {0}, {stem.x}, {stem[x]}
-            raise SourceSpecError(
-                f"{shown}: unknown placeholder {{{printable(field)}}}: only the placeholder {{stem}} is allowed"
-            )
-        if spec or conversion:
-            written = printable(placeholder_as_written(field, spec, conversion))
-            what = f"conversion '!{printable(conversion)}'" if conversion else f"format spec ':{printable(spec)}'"
-            raise SourceSpecError(f"{shown}: {written}: a {what} is not supported in a mask template; write {{stem}}")
+        raise SourceSpecError(f"mask template '{printable(template)}': {exc}") from None
 
 
 def _template_mask(rendered: str, base: Path) -> SourceRef:

@@ -18,6 +18,12 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 def template_fields(template: str) -> set[str]:
     """Placeholders a prompt uses: only {caption} and {stem}, without format specs or conversions ('{{' is a
     literal brace)."""
+    return placeholders(template, TEMPLATE_FIELDS, "a prompt")
+
+
+def placeholders(template: str, allowed: tuple[str, ...], used_in: str) -> set[str]:
+    """The placeholders `template` uses, each one of `allowed`, filled in as it is: no format spec or conversion
+    (the text goes in as it is: nothing there has a use for padding or repr()). ValueError saying why not."""
     fields = set()
     try:
         parsed = list(string.Formatter().parse(template))
@@ -26,12 +32,14 @@ def template_fields(template: str) -> set[str]:
     for _, field, spec, conversion in parsed:
         if field is None:
             continue
-        if field not in TEMPLATE_FIELDS:
-            raise ValueError(f"unknown placeholder {{{printable(field)}}}: allowed are {{caption}} and {{stem}}")
-        if spec or conversion:  # the text goes in as it is: a prompt has no use for padding or repr()
+        if field not in allowed:  # {x}, {0}, {stem.x}, {stem[x]}
+            names = " and ".join(f"{{{name}}}" for name in allowed)
+            rule = f"allowed are {names}" if len(allowed) > 1 else f"only the placeholder {names} is allowed"
+            raise ValueError(f"unknown placeholder {{{printable(field)}}}: {rule}")
+        if spec or conversion:
             written = printable(placeholder_as_written(field, spec, conversion))
             what = f"conversion '!{printable(conversion)}'" if conversion else f"format spec ':{printable(spec)}'"
-            raise ValueError(f"{written}: a {what} is not supported in a prompt; write {{{field}}}")
+            raise ValueError(f"{written}: a {what} is not supported in {used_in}; write {{{field}}}")
         fields.add(field)
     return fields
 
