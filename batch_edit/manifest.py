@@ -216,9 +216,7 @@ def _job_from_model(
         if p.file_field and not p.taken_by(task) and f"{{{p.file_field}" in model.file_name
     )
     loras = tuple(lora.resolved_against(base) for lora in model.loras or ())
-    return JobSpec(
-        model.name, where, (grid,), keep_sources=model.keep_sources, loras=loras, file_name=model.file_name
-    )
+    return JobSpec(model.name, where, (grid,), keep_sources=model.keep_sources, loras=loras, file_name=model.file_name)
 
 
 def _too_large(grid: Grid, masked: bool) -> str:
@@ -231,8 +229,6 @@ def _too_large(grid: Grid, masked: bool) -> str:
         f"the grid expands to {grid_size(grid):,} items ({counts}); the limit is {MAX_ITEMS_PER_RUN:,} items per "
         "run, every job counted: split the job's values over several manifests and run each separately"
     )
-
-
 
 
 def _as_list(value) -> list:
