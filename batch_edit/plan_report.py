@@ -66,7 +66,7 @@ def report(args) -> int:
         missing, sources = missing_sources(job)
         unmade = waiting_on[plan.name]  # explained in a warning above
         for path, other in unmade.items():
-            print(f"  waiting for job {other}'s results: {escaped(path)} holds none yet")
+            print(f"  waiting for job {other}'s results: {escaped(path)} {_unmade_state(path, folders)}")
         if waiting:
             print(f"  waiting: {len(waiting)} item(s) for results made in the run: run once those are made, with "
                   "what the job reads from them then")  # fmt: skip
@@ -117,6 +117,16 @@ def report(args) -> int:
     if missing_total or unmasked_total:
         return EXIT_ITEMS_FAILED
     return EXIT_OK
+
+
+def _unmade_state(path: str, folders: dict[str, str]) -> str:
+    """What a source waiting for a job of the run is now: a folder with no results, a result not made yet, or one
+    that job makes again (edited since, or remade)."""
+    from .job_chains import folder_of_job
+
+    if os.path.isdir(path) or folder_of_job(path, folders) is not None:
+        return "holds none yet"
+    return "is made again first" if os.path.lexists(path) else "is not made yet"
 
 
 def _shown(paths: list[str]) -> str:

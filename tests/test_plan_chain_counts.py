@@ -105,3 +105,16 @@ def test_plan_and_run_refuse_a_csv_row_naming_a_job_folder_of_the_run_before_any
     assert result.returncode == 2, result.stdout + result.stderr
     assert "is job a's folder; a CSV row names one" in result.stderr, result.stderr  # before job a runs
     assert not (tmp_path / "out" / "a").exists()
+
+
+def test_plan_says_whether_a_result_a_job_waits_for_is_not_made_yet_or_made_again(tmp_path, tiny_config):
+    image_file(tmp_path / "img" / "x.png")
+    reader = "{name: b, sources: [out/a/x.png], prompts: b}"
+    manifest = write(tmp_path, "{name: a, sources: img/, prompts: first, file_name: '{stem}'}", reader)
+    waiting = f"waiting for job a's results: {tmp_path / 'out' / 'a' / 'x.png'}"
+    assert f"{waiting} is not made yet" in command("plan", manifest, tiny_config).stdout
+    assert "job b: 1 written" in command("run", manifest, tiny_config).stdout
+    with (tmp_path / "out" / "a" / "x.png").open("ab") as result:  # edited by hand: job a makes it again
+        result.write(b"edited")
+    plan = command("plan", manifest, tiny_config)
+    assert f"{waiting} is made again first" in plan.stdout and "holds none yet" not in plan.stdout, plan.stdout
