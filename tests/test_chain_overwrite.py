@@ -139,18 +139,12 @@ def stopping_while_replanning(planned_again):
 
 
 # `batch-edit` in its own process, with a Ctrl-C sent while the readers are planned again (for Ray's run)
-STOP_WHILE_REPLANNING = """
-import os, signal, sys
+STOP_WHILE_REPLANNING = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
 from batch_edit import cli, run_command
-planned_again = run_command._replanner
-def stopping(args, config, cluster):
-    replan = planned_again(args, config, cluster)
-    def then_stop(names):
-        plans = replan(names)
-        os.kill(os.getpid(), signal.SIGINT)
-        return plans
-    return then_stop
-run_command._replanner = stopping
+from tests.test_chain_overwrite import stopping_while_replanning
+run_command._replanner = stopping_while_replanning(run_command._replanner)
 sys.exit(cli.main(sys.argv[1:]))
 """
 
