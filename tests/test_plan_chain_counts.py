@@ -1,9 +1,10 @@
 """`plan` counts the items a job reading another job's results gets from those still to make as `run` makes
 them: a manifest reached through a link, results made again over files already there, producer items whose source
-is missing, and `--limit` across a chain of three listed readers first."""
+is missing, and `--limit` across a chain of three listed readers first, or a producer running in several rounds."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .conftest import batch_edit, image_file
@@ -118,3 +119,39 @@ def test_plan_says_whether_a_result_a_job_waits_for_is_not_made_yet_or_made_agai
         result.write(b"edited")
     plan = command("plan", manifest, tiny_config)
     assert f"{waiting} is made again first" in plan.stdout and "holds none yet" not in plan.stdout, plan.stdout
+
+
+def limited_counts(plan: str) -> dict[str, int]:
+    """Per job of `plan --limit`: how many of its pending items its estimate says would run."""
+    counts, job = {}, None
+    for line in plan.splitlines():
+        if line.startswith("job "):
+            job = line.split(":")[0][4:]
+        elif line.startswith("  estimate: none of its"):
+            counts[job] = 0
+        elif found := re.search(r"the first (\d+) of \d+ pending, which --limit", line):
+            counts[job] = int(found.group(1))
+    return counts
+
+
+def test_plan_limit_releases_a_readers_items_in_the_round_after_the_one_making_their_results(tmp_path, tiny_config):
+    image_file(tmp_path / "img" / "x.png")
+    image_file(tmp_path / "more" / "z.png")
+    manifest = write(  # job b runs in two rounds: its items from more/ at once, those from job a's results after
+        tmp_path,
+        "{name: c, sources: out/b, prompts: c}",
+        "{name: b, sources: [out/a, more/], prompts: b}",
+        "{name: a, sources: img/, prompts: a}",
+    )
+    assert "total: 5 written" in command("run", manifest, tiny_config).stdout  # every job has timed items
+    image_file(tmp_path / "img" / "p.png")
+    image_file(tmp_path / "more" / "w.png")
+    # round 1: job b's item from more/w.png and job a's from img/p.png; round 2: job c's item from job b's first
+    # result, then job b's from job a's; round 3: job c's from that one. --limit 4 ends in round 2.
+    plan = command("plan", manifest, tiny_config, "--limit", "4")
+    assert "--limit 4: 4 of 5 pending item(s) would run" in plan.stdout, plan.stdout
+    counts = limited_counts(plan.stdout)
+    assert counts == {"c": 1, "b": 2, "a": 1}, plan.stdout
+    result = command("run", manifest, tiny_config, "--limit", "4")
+    for job, count in counts.items():
+        assert f"job {job}: {count} written" in result.stdout, result.stdout + plan.stdout
