@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import sys
 
@@ -17,7 +18,7 @@ from .validation import escaped
 def run(args, fetch: FetchOptions) -> int:
     """`batch-edit run`: the jobs planned (on a Ray cluster with --ray), run, summed up; returns the exit status."""
     from .engine import Engine
-    from .run_summary import print_stops, print_summary
+    from .run_summary import left_to_come, print_stops, print_summary
     from .runner import InProcess, RunOptions, drive
     from .signals import LoadInterrupted
 
@@ -33,6 +34,8 @@ def run(args, fetch: FetchOptions) -> int:
             _note_moved_sources(plans, read, config)
             execution = cluster.execution(config, fetch) if cluster else InProcess(Engine.load, Engine.check, fetch)
             result = drive(plans, config, output_root, execution, options, _replanner(args, config, cluster))
+            again = functools.partial(_planned_again, args, config, cluster)
+            coming = left_to_come(result, plans, output_root, args.overwrite, again)
     except LoadInterrupted as stopped:  # nothing generated yet, and the job folders this run made are gone
         name = signal.Signals(stopped.signum).name
         print(f"stopped by {name} while loading the pipeline; nothing was generated", file=sys.stderr)
@@ -44,7 +47,7 @@ def run(args, fetch: FetchOptions) -> int:
         print(f"error: {escaped(exc)}", file=sys.stderr)
         return EXIT_ITEMS_FAILED
     stopped_by = signal.Signals(result.interrupted_by).name if result.interrupted_by is not None else None
-    print_summary(result, stopped_by, args.overwrite, args.limit)
+    print_summary(result, stopped_by, args.overwrite, args.limit, coming)
     if print_stops(result, stopped_by):  # exit 3 as anywhere else, even after a signal
         return EXIT_STOPPED
     if stopped_by is not None:
@@ -55,18 +58,22 @@ def run(args, fetch: FetchOptions) -> int:
 
 
 def _replanner(args, config, cluster):
-    """The named jobs planned again, for the jobs reading results the run made: their sources listed again. A
-    pipeline config changed meanwhile would give other ids: then nothing is planned again."""
+    """The named jobs planned again, for the jobs reading results the run made: their sources listed again."""
+    return lambda names: [plan for plan in _planned_again(args, config, cluster)[1] if plan.name in names]
+
+
+def _planned_again(args, config, cluster, read: dict | None = None):
+    """Every job planned again (output root, plans, specs): their sources listed again. A pipeline config changed
+    meanwhile would give other ids: then nothing is planned again."""
     from .errors import ConfigError
     from .records import config_hash
 
-    def replan(names: set[str]) -> list:
-        again, _, plans, _ = prepare(args, for_run=True, resolve=cluster and cluster.resolve, warn=False, echo=False)
-        if config_hash(again.identity()) != config_hash(config.identity()):
-            raise ConfigError("the pipeline config changed during the run")
-        return [plan for plan in plans if plan.name in names]
-
-    return replan
+    again, output_root, plans, jobs = prepare(
+        args, for_run=True, read=read, resolve=cluster and cluster.resolve, warn=False, echo=False
+    )
+    if config_hash(again.identity()) != config_hash(config.identity()):
+        raise ConfigError("the pipeline config changed during the run")
+    return output_root, plans, jobs
 
 
 def _note_moved_sources(plans, read: dict, config) -> None:

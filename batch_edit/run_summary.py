@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 
+from .chain_counts import to_come_words
+from .errors import BatchEditError
 from .progress import format_duration
 from .validation import escaped
 
@@ -16,28 +18,94 @@ FILES_UNWRITTEN = (
 )
 
 
-def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | None) -> None:
+def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | None, coming=None) -> None:
+    """`coming`: left_to_come's."""
+    coming = _coming(result, coming)
+    waits = {job.name: _waits(job, coming.get(job.name)) for job in result.jobs}
     for job in result.jobs:
         reasons = _reasons(job.errors)
         print(
             f"job {job.name}: {job.done} written, {job.already_done} already done, "
             f"{f'{job.rejected} rejected, ' if job.rejected else ''}{job.failed} failed"
-            f"{_left(job, stopped_by, overwrite, limit)}"
+            f"{_left(job, waits[job.name], stopped_by, overwrite, limit)}{_to_come(coming.get(job.name))}"
             f"{' (' + reasons + ')' if reasons else ''} in {job.seconds:.1f} s -> {escaped(job.folder)}"
         )
         if job.moved_aside:
             print(_moved_aside(job))
         if job.superseded:
             print(_superseded(job))
-    left = sum(job.held_back + job.not_run + sum(job.waiting.values()) for job in result.jobs)
+    left = sum(job.held_back + job.not_run + sum(waits[job.name].values()) for job in result.jobs)
+    counts = [count for count, makers, _ in coming.values() if makers]
+    added = sum(count or 0 for count in counts)
+    how_many = f"{added} and more" if None in counts and added else "more" if None in counts else added
+    to_come = f"{how_many} to come from results still to make" if counts else ""
     if not result.loaded_model:
         rejected = " or rejected" if any(job.rejected for job in result.jobs) else ""
-        waiting = f"; {left} left for later" if left else ""
-        print(f"nothing to do: every item is already done{rejected}{waiting}")
+        waiting = ", ".join([f"{left} left for later"] * bool(left) + [to_come] * bool(to_come))
+        print(f"nothing to do: every item is already done{rejected}{'; ' + waiting if waiting else ''}")
     else:  # the same clock and format as the progress line's last "elapsed"
         written, failed = sum(job.done for job in result.jobs), result.failed
         later = f", {left} {_left_word(overwrite)}" if left else ""
+        later += f", {to_come}" if to_come else ""
         print(f"total: {written} written, {failed} failed{later}, elapsed {format_duration(result.seconds)}")
+
+
+def left_to_come(result, plans, output_root, overwrite: bool, planned_again) -> dict[str, tuple] | None:
+    """Per job, of the jobs planned again now (`planned_again(read)`: the output root, plans and specs), as `plan`
+    counts them: the items the results a job of the run has still to make will add to it (how many, None where
+    its globs cannot tell; the jobs making them), and, where its items stood for a job's folder not filled when
+    it was planned, its items from the results that job made since, per job (the run ended before listing them:
+    a stop, or jobs reading each other's results). {} where no job reads another's results; None where they
+    could not be planned again (a manifest or the pipeline config changed meanwhile)."""
+    from .chain_counts import stand_in, to_come
+    from .job_chains import job_folders, job_of, read_jobs
+    from .runner import pending_items
+
+    folders = job_folders([plan.name for plan in plans], output_root)
+    if not any(read_jobs(plan, folders) for plan in plans):
+        return {}
+    read: dict = {}
+    try:
+        output_root, plans, jobs = planned_again(read)
+    except (BatchEditError, OSError, KeyboardInterrupt):
+        return None
+    folders = job_folders([plan.name for plan in plans], output_root)
+    pending = {plan.name: pending_items(plan, read[plan.name][0], overwrite, read[plan.name][1]) for plan in plans}
+    found, coming = to_come(plans, jobs, pending, folders), {}
+    standing = {job.name: job.standing for job in result.jobs if not job.refused}
+    for plan in plans:
+        count, _, makers, *_ = found[plan.name]
+        listed: dict[str, int] = {}
+        for item in pending[plan.name]:
+            if (maker := job_of(item.source.key, folders)) in standing.get(plan.name, {}):
+                listed[maker] = listed.get(maker, 0) + (not stand_in(item.source, folders))
+        coming[plan.name] = (count, makers, {maker: n for maker, n in listed.items() if n})
+    return coming
+
+
+def _coming(result, coming: dict | None) -> dict[str, tuple]:
+    """left_to_come's counts, but of the jobs refused once listed again (a run would refuse them too); where it
+    found none (None), the jobs whose items stood for a folder to fill get "more" to come from its job."""
+    if coming is None:
+        coming = {job.name: (None, sorted(job.standing), {}) for job in result.jobs if job.standing}
+    refused = {job.name for job in result.jobs if job.refused}
+    return {name: counts for name, counts in coming.items() if name not in refused}
+
+
+def _to_come(coming: tuple | None) -> str:
+    return "" if coming is None or not coming[1] else f", {to_come_words(*coming[:2])} (run again)"
+
+
+def _waits(job, coming: tuple | None) -> dict[str, int]:
+    """The job's items waiting for results a job of the run makes, per job: those naming a result, and those
+    from results its folder stood for that the run made but did not list again (the stand-ins themselves are
+    no items: what the results still to make give is counted as to come)."""
+    if coming is None:  # a job refused, or whose sources stood for no folder to fill
+        return dict(job.waiting)
+    waits = {other: count - job.standing.get(other, 0) for other, count in job.waiting.items()}
+    for other, count in coming[2].items():
+        waits[other] = waits.get(other, 0) + count
+    return {other: count for other, count in waits.items() if count}
 
 
 def print_stops(result, stopped_by: str | None) -> bool:
@@ -85,16 +153,16 @@ def _reasons(errors: dict[str, int]) -> str:
     return "; ".join(shown)
 
 
-def _left(job, stopped_by: str | None, overwrite: bool, limit: int | None) -> str:
-    """The ", N left for later (why)" of a job a stop or --limit left items of."""
-    waiting = sum(job.waiting.values())
+def _left(job, waits: dict[str, int], stopped_by: str | None, overwrite: bool, limit: int | None) -> str:
+    """The ", N left for later (why)" of a job a stop or --limit left items of (`waits`: _waits')."""
+    waiting = sum(waits.values())
     if not job.held_back and not job.not_run and not waiting:
         return ""
     why = [f"stopped by {stopped_by or 'an error'}"] if job.not_run else []
     if job.refused:  # planned again in this run, it was refused: running again would refuse it too
         why.append("refused once its sources were listed again: see the error above")
     else:
-        why.extend(f"waiting for job {other}'s results: run again" for other in sorted(job.waiting))
+        why.extend(f"waiting for job {other}'s results: run again" for other in sorted(waits))
     if job.held_back and overwrite:  # nothing marks an item as redone: a repeat redoes the same first N
         why.append(f"--overwrite --limit {limit} redoes the first {limit} each time")
     elif job.held_back:

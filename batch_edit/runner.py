@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .background import Prefetch, Writer
+from .chain_counts import stand_ins
 from .errors import BatchEditError, OutputError, OutputRefusedError, PipelineLoadError
 from .job_chains import chained_after, job_folders, readers, split_waiting, waiting_warnings
 from .outputs import JobOutput
@@ -44,6 +45,7 @@ class JobSummary:
     held_back: int = 0  # pending items left for a later run by --limit
     not_run: int = 0  # pending items the run stopped before (a signal)
     waiting: dict[str, int] = field(default_factory=dict)  # items whose source is a job's folder this run makes
+    standing: dict[str, int] = field(default_factory=dict)  # of those, per job: its folder standing for results
     unwritten: list[str] = field(default_factory=list)  # final CSVs or contact sheets that could not be written
     moved_aside: list[tuple[str, str]] = field(default_factory=list)  # files it did not make: (name, in pruned/)
     refused: str | None = None  # planned again once its producer's results were made, it was refused: why
@@ -132,7 +134,8 @@ def drive(
         summaries = [JobSummary(plan.name, outputs[plan.name].folder, len(plan.items)) for plan in plans]
         pending, waiting = _pending(summaries, chain, outputs, options, options.limit)
     active = [summary for summary in summaries if pending[summary.name]]
-    _warn_of_chains(waiting)
+    for warning in waiting_warnings(waiting):
+        print(f"warning: {escaped(warning)}", file=sys.stderr)
     if not active:
         _finish_idle(summaries, outputs)
         return RunResult(summaries, loaded_model=False)
@@ -245,15 +248,11 @@ def _pending(
     pending = {}
     for summary in summaries:
         items, summary.waiting = running[summary.name], waiting[summary.name]
+        summary.standing = stand_ins(found[summary.name], chain.folders)
         pending[summary.name] = items[:limit] if limit is not None else items
         limit = None if limit is None else limit - len(pending[summary.name])
         summary.held_back = len(items) - len(pending[summary.name])
     return pending, sources
-
-
-def _warn_of_chains(waiting) -> None:
-    for warning in waiting_warnings(waiting):
-        print(f"warning: {escaped(warning)}", file=sys.stderr)
 
 
 def _run_round(

@@ -49,7 +49,7 @@ def test_a_job_folder_its_failures_left_empty_makes_the_next_job_wait_again_not_
     for _ in range(2):  # the second run retries job a: its folder exists now, with no result in it
         result = run(manifest, tiny_config)
         assert result.returncode == 1, result.stdout + result.stderr  # job a's item failed
-        assert "job b: 0 written, 0 already done, 0 failed, 1 left for later (waiting for job a's results" in (
+        assert "job b: 0 written, 0 already done, 0 failed, 1 to come from job a's results still to make (run" in (
             result.stdout
         )
     image_file(tmp_path / "bad.png")  # fixed: job a makes its result, then job b edits it, in the same run
