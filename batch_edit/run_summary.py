@@ -55,14 +55,16 @@ def left_to_come(result, plans, output_root, overwrite: bool, planned_again) -> 
     counts them: the items the results a job of the run has still to make will add to it (how many, None where
     its globs cannot tell; the jobs making them), and, where its items stood for a job's folder not filled when
     it was planned, its items from the results that job made since, per job (the run ended before listing them:
-    a stop, or jobs reading each other's results). {} where no job reads another's results; None where they
-    could not be planned again (a manifest or the pipeline config changed meanwhile)."""
+    a stop, or jobs reading each other's results). {} where no job reads another's results or none has items
+    left (all made: nothing is to come); None where they could not be planned again (a manifest or the pipeline
+    config changed meanwhile)."""
     from .chain_counts import stand_in, to_come
     from .job_chains import job_folders, job_of, read_jobs
     from .runner import pending_items
 
     folders = job_folders([plan.name for plan in plans], output_root)
-    if not any(read_jobs(plan, folders) for plan in plans):
+    left = any(job.held_back or job.not_run or job.waiting or job.failed for job in result.jobs)
+    if not left or not any(read_jobs(plan, folders) for plan in plans):  # nothing can be to come
         return {}
     read: dict = {}
     try:
