@@ -25,6 +25,9 @@ from .errors import OutputBusyError, OutputError
 LOCK_NAME = "lock"
 OWNER_NAME = "owner"  # the pid of the run holding the lock, for what a refusal says
 _HELD_ELSEWHERE = {errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK}
+# flock refused by the file system itself: no lock service (ENOLCK: an NFS mount without its lock daemon, say), or
+# no locks at all (EOPNOTSUPP / ENOTSUP / ENOSYS: some network and FUSE file systems)
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 _TRIES = 10  # take(): the folders made again this often, each time another run removed them first
 _OPEN_FOLDER = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -79,7 +82,7 @@ class FolderLock:
         except LockFileGone:
             return False
         except OSError as exc:
-            raise cannot_lock(self.folder, exc) from exc
+            raise cannot_lock(self.folder, exc, by) from exc
         if self._descriptor is None:
             try:
                 owner = job_files.read_bytes(self.state / OWNER_NAME).decode("utf-8", "replace").strip()[:20]
@@ -135,8 +138,24 @@ def _absent_above(folder: Path) -> list[Path]:
     return absent[::-1]
 
 
-def cannot_lock(folder: Path, exc: OSError) -> OutputError:
-    """What a job folder that cannot be locked or made says: its path and the system's reason."""
+class LocksUnsupported(OutputError):
+    """The job folder's file system gives no file locks: no writing there is safe, whatever its permissions."""
+
+
+def cannot_lock(folder: Path, exc: OSError, by: str = "run") -> OutputError:
+    """What a job folder that cannot be locked or made says: its path and the system's reason. `by`: the command
+    that tried ("run" or "prune"), for what a file system without locks advises."""
+    if exc.errno in _NO_LOCKS:
+        fix = (
+            "give --output-root a folder on a local file system (or on a network mount with file locking enabled)"
+            if by == "run"
+            else f"{by} it on a file system with locks: copy the output root to a local file system, or enable "
+            "file locking on its network mount"
+        )
+        return LocksUnsupported(
+            f"cannot lock the output folder {folder}: its file system does not support file locks "
+            f"({exc.strerror or exc}), which batch-edit needs so that no two commands write one job folder at once; {fix}"
+        )
     if exc.errno == errno.EMFILE:  # a run holds one lock per job folder until it ends
         return OutputError(
             f"too many open files at {folder}: a run holds one open file per job, and this one has more jobs "

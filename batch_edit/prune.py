@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BatchEditError, ConfigError, OutputError
+from .folder_lock import LocksUnsupported
 from .formats import caption_name
 from .kept_sources import copies_named, kept_listing
 from .outputs import PIPELINES_DIR, JobOutput
@@ -87,10 +88,12 @@ class PruneStopped(OutputError):
             else "nothing changed in it"
         )
         later = f"; {not_reached} later job(s) not pruned" if not_reached else ""
-        return (
-            f"error: {escaped(self)}\nprune stopped at job {escaped(job)}: {changed}{later}. "
-            "Make the output folder writable and run the same prune again to finish."
+        fix = (
+            "Once its file system supports file locks, run the same prune again to finish."
+            if isinstance(self.__cause__, LocksUnsupported)
+            else "Make the output folder writable and run the same prune again to finish."
         )
+        return f"error: {escaped(self)}\nprune stopped at job {escaped(job)}: {changed}{later}. {fix}"
 
 
 class OtherConfigResults(BatchEditError):

@@ -38,10 +38,11 @@ def test_prune_refuses_before_any_job_where_a_later_jobs_folder_is_held(tmp_path
     assert pruned.returncode == 0 and "job free: moved 1" in pruned.stdout and "job held: moved 1" in pruned.stdout
 
 
-@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EROFS])
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EROFS])
 def test_prune_stops_cleanly_where_a_jobs_folder_cannot_be_locked(tmp_path, tiny_config, monkeypatch, code):
-    """A file system without locks (ENOLCK) or mounted read-only: each prune stops at the first job, naming the
-    folder and the reason, nothing changed; no traceback."""
+    """A file system without locks (ENOLCK, EOPNOTSUPP, ENOSYS: a network mount, say) or mounted read-only: each
+    prune stops at the first job, naming the folder and the reason, and advising what fixes that reason; nothing
+    changed; no traceback."""
     shutil.copy(PHOTOS / "cat.jpg", tmp_path / "a.jpg")
     command = ("--pipeline", str(tiny_config), "--output-root", "out")
     (tmp_path / "m.yaml").write_text(f"jobs: [{JOB % ('a', '[0.5, 0.6]')}]\n")
@@ -53,13 +54,45 @@ def test_prune_stops_cleanly_where_a_jobs_folder_cannot_be_locked(tmp_path, tiny
         raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(fcntl, "flock", refused)
+    folder = tmp_path / "out" / "a"
+    no_locks = code != errno.EROFS
     for flags in (("--dry-run",), ()):
         result = batch_edit("prune", "m.yaml", *command, *flags, cwd=tmp_path)
         assert result.returncode == 3, result.stdout + result.stderr
-        assert f"cannot lock the output folder {tmp_path / 'out' / 'a'}: {os.strerror(code)}" in result.stderr
+        if no_locks:
+            assert (
+                f"cannot lock the output folder {folder}: its file system does not support file locks "
+                f"({os.strerror(code)})" in result.stderr
+            ), result.stderr
+            assert "copy the output root to a local file system, or enable file locking" in result.stderr
+            assert "run the same prune again to finish" in result.stderr and "writable" not in result.stderr
+        else:
+            assert f"cannot lock the output folder {folder}: {os.strerror(code)}" in result.stderr, result.stderr
+            assert "Make the output folder writable and run the same prune again" in result.stderr
         assert "prune stopped at job a: nothing changed" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr and result.stdout == ""
         assert _files(tmp_path / "out") == before
     monkeypatch.undo()
     pruned = batch_edit("prune", "m.yaml", *command, cwd=tmp_path)
     assert pruned.returncode == 0 and "job a: moved 1" in pruned.stdout, pruned.stdout + pruned.stderr
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP])
+def test_a_run_where_the_file_system_has_no_locks_says_so_and_what_to_do(tmp_path, tiny_config, monkeypatch, code):
+    """The same lock refused to a run: refused before anything runs, saying why and where to write instead."""
+    shutil.copy(PHOTOS / "cat.jpg", tmp_path / "a.jpg")
+    (tmp_path / "m.yaml").write_text(f"jobs: [{JOB % ('a', 0.5)}]\n")
+
+    def refused(descriptor, operation):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(fcntl, "flock", refused)
+    result = batch_edit("run", "m.yaml", "--pipeline", str(tiny_config), "--output-root", "out", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert (
+        f"cannot lock the output folder {tmp_path / 'out' / 'a'}: its file system does not support file locks "
+        f"({os.strerror(code)})" in result.stderr
+    ), result.stderr
+    assert "give --output-root a folder on a local file system" in result.stderr and "Traceback" not in result.stderr
+    # nothing written but the folders and the lock file: without a lock they cannot safely be removed again
+    assert _files(tmp_path / "out") == ["a", "a/.batch-edit"]
