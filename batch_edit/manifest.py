@@ -192,13 +192,15 @@ def _job_from_model(
             sources.extend(expand_source(spec, base, recursive=model.recursive, exclude=exclude, job_folder=own))
         except SourceSpecError as exc:
             problems.append(f"{where}: field 'sources[{index}]': {exc}")
+    unique = tuple(dict.fromkeys(sources))
     grid = Grid(
-        sources=tuple(dict.fromkeys(sources)),
+        sources=unique,
         prompts=tuple(_as_list(model.prompts)),
         **{name: tuple(_as_list(param(model, name, task))) for name in axis_names()},
         output=output_options(model, where, problems, task),
         variations=param(model, "variations", task),
         specs=tuple((str(base), spec) for spec in _as_list(model.sources)),
+        repeated_sources=len(sources) - len(unique),
     )
     if grid_size(grid) > MAX_ITEMS_PER_RUN:  # before the checks below, which walk the grid's axes
         problems.append(f"{where}: {_too_large(grid, model.masks is not None)}")

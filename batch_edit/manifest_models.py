@@ -105,6 +105,9 @@ Grid = make_dataclass(
         ("masks", tuple[SourceRef, ...], field(default=())),  # each source's mask, in order; () without masks
         # (folder, spec) of each YAML source as written: which results made in the run a folder or glob will add
         ("specs", tuple[tuple[str, str], ...], field(default=(), compare=False)),
+        # YAML sources listed again (by name, or by a folder and a glob both), left out of `sources`: the items each
+        # would give are the first listing's, so `plan` counts them with the duplicates merged
+        ("repeated_sources", int, field(default=0, compare=False)),
     ],
     frozen=True,
     namespace={"__module__": __name__, "__doc__": "A cartesian grid: sources x prompts x every swept parameter. "

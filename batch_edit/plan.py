@@ -64,7 +64,7 @@ WorkItem = make_dataclass(
 class JobPlan:
     name: str
     items: tuple[WorkItem, ...]
-    duplicates: int  # identical items in the manifest, run once
+    duplicates: int  # identical items in the manifest (a source listed twice gives some), run once
     keep_sources: bool = False
     # (first row, its variation, later row) of CSV rows giving the same item: the later row's seed may be the
     # first's seed plus a variation
@@ -126,6 +126,8 @@ def _plan_job(job: JobSpec, pipeline_key: str) -> JobPlan:
             head, tail = ",".join(texts[:seed_at] + [""]), ",".join([""] + texts[seed_at + 1 :])
             points.append((values["seed"], tuple(values.values()), head, tail, off_default(values)))
         variations = range(grid.variations)
+        # a source listed again gives the first listing's items: duplicates, counted as those found below are
+        total += grid.repeated_sources * len(grid.prompts) * len(points) * grid.variations
         masks = dict(zip(grid.sources, grid.masks))
         for ref, template in itertools.product(grid.sources, grid.prompts):
             prompt = render_prompt(template, ref)

@@ -137,3 +137,29 @@ def test_plan_builds_exactly_the_items_make_item_defines():
     assert planned.items[0].__hash__() == make_item("job", CAT, render_prompt(grids[0].prompts[0], CAT),
                                                     dict(zip(axis_names(), [getattr(grids[0], n)[0] for n in axis_names()])),
                                                     pipeline_key).__hash__()  # fmt: skip
+
+
+def test_a_source_listed_twice_is_counted_with_the_duplicates_merged(tmp_path, tiny_config):
+    """A file named twice, or by a folder and a glob both, runs once; `plan` counts its repeated items as it counts
+    a repeated prompt's."""
+    from batch_edit.manifest import load_manifests
+
+    from .conftest import PHOTOS, batch_edit
+
+    (tmp_path / "photos").mkdir()
+    for name in ("cat.jpg", "rocket.jpg"):
+        (tmp_path / "photos" / name).write_bytes((PHOTOS / name).read_bytes())
+    common = "strength: [0.5, 0.6], seed: 1, width: 64, height: 64, num_inference_steps: 2"
+    (tmp_path / "m.yaml").write_text(
+        f"jobs: [{{name: twice, sources: [photos/cat.jpg, photos/cat.jpg], prompts: [x, y], {common}}},\n"
+        f"       {{name: both, sources: [photos, 'photos/*.jpg'], prompts: x, {common}}},\n"
+        f"       {{name: prompt, sources: photos/cat.jpg, prompts: [x, x], {common}}}]\n"
+    )
+    twice, both, prompt = plan_jobs(list(load_manifests([tmp_path / "m.yaml"])[0].jobs), PIPELINE)
+    assert (len(twice.items), twice.duplicates) == (4, 4)  # the second cat.jpg: 2 prompts x 2 strengths
+    assert (len(both.items), both.duplicates) == (4, 4)  # the glob's two files: both the folder's already
+    assert (len(prompt.items), prompt.duplicates) == (2, 2)
+    result = batch_edit("plan", "m.yaml", "--pipeline", str(tiny_config), "--output-root", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name, items, merged in (("twice", 4, 4), ("both", 4, 4), ("prompt", 2, 2)):
+        assert f"job {name}: {items} item(s), 0 already done, {merged} duplicate(s) merged" in result.stdout
