@@ -10,6 +10,11 @@ it is set to refuse exactly what ours refuses, and its refusals are given our me
 A file that starts like an image but ends before its header does is a truncated image, not "not an image".
 Pillow's own warnings about what it skipped while decoding (a corrupt EXIF block, a malformed MPO) are silenced:
 the image still decodes, and on a terminal they would print two traceback-like lines in the middle of a run.
+libtiff's warnings (a text tag without its closing NUL, say) never print: Pillow's libtiff decoder sets no warning
+handler before each file it opens. Its errors, for a compressed TIFF that fails to decode, do go to stderr (Pillow
+offers no way to stop them), beside that item's one-line failure. They are not silenced by pointing file
+descriptor 2 elsewhere around the decode: that is process-wide, and the prefetch thread decodes while the main
+thread writes the progress line and the log, which would be lost meanwhile.
 """
 
 from __future__ import annotations
