@@ -290,36 +290,65 @@ def _reproduce(args) -> int:
 
 
 def _prune(args) -> int:
-    from .job_chains import job_folders, producers_first, without_moved_sources
-    from .prune import PruneStopped, prune_job, refuse_busy, refuse_other_configs
+    from contextlib import ExitStack
 
-    read: dict = {}
-    config, output_root, plans, _ = prepare(args, for_run=True, read=read, warn=False)  # the same ids as `run`
-    if not args.config_changed:
-        refuse_other_configs(plans, read, config)
-    refuse_busy(plans, output_root)
-    folders = job_folders([plan.name for plan in plans], output_root)
-    plans, moved = producers_first(plans, folders), {}  # a job's results moved out before those edited from them
-    for number, plan in enumerate(plans):
+    from .job_chains import job_folders, producers_first, without_moved_sources
+    from .prune import PruneStopped, prune_job, refuse_other_configs
+
+    with ExitStack() as held_folders:  # every job folder's lock, held from before the plans are made to the end
         try:
-            plan = without_moved_sources(plan, folders, moved)
-            result = prune_job(plan, output_root, dry_run=args.dry_run, reject_missing=args.rejected)
-            moved[plan.name] = result.moved
-        except PruneStopped as stopped:
-            print(stopped.explained(plan.name, not_reached=len(plans) - number - 1), file=sys.stderr)
+            config, output_root, plans, read, held = _plan_held(args, held_folders)
+        except PruneStopped as stopped:  # a job folder it cannot lock: before any job is pruned or listed
+            print(stopped.explained(stopped.locking, not_reached=0), file=sys.stderr)
             return EXIT_STOPPED
-        verb = "would move" if args.dry_run else "moved"
-        deleted = f", {result.deleted} deleted (the next run makes them again; --rejected marks them unwanted)"
-        pruned = "would be pruned" if args.dry_run else "pruned"
-        replaced = f", {len(result.replaced)} {pruned} without moving (their files hold planned results now)"
-        print(
-            f"job {plan.name}: {verb} {len(result.moved)}, {'would reject' if args.dry_run else 'rejected'} "
-            f"{len(result.rejected)}, kept {result.kept}{deleted if result.deleted else ''}"
-            f"{replaced if result.replaced else ''} -> {escaped(result.folder)}"
-        )
-        for line in result.listing:  # under their job's line, as `plan` lists a job's details
-            print(f"  {escaped(line)}")
+        if not args.config_changed:
+            refuse_other_configs(plans, read, config)
+        folders = job_folders([plan.name for plan in plans], output_root)
+        plans, moved = producers_first(plans, folders), {}  # a job's results moved out before those edited from them
+        for number, plan in enumerate(plans):
+            try:
+                plan = without_moved_sources(plan, folders, moved)
+                result = prune_job(plan, output_root, plan.name in held, args.dry_run, args.rejected)
+                moved[plan.name] = result.moved
+            except PruneStopped as stopped:
+                print(stopped.explained(plan.name, not_reached=len(plans) - number - 1), file=sys.stderr)
+                return EXIT_STOPPED
+            _print_pruned(plan.name, result, args.dry_run)
     return EXIT_OK
+
+
+def _plan_held(args, held_folders) -> tuple:
+    """The plans, made while every job folder there is locked (`held_folders` holds the locks): planned once for
+    the jobs' names, their folders locked, then planned again (a run that ended in between changed what a job
+    reading another's results plans), and again while the manifests name jobs not locked yet (edited meanwhile).
+    Returns the config, the output root, the plans, each job's (JobOutput, records) as read, the jobs held."""
+    from .prune import hold_job_folders
+
+    locked: set[tuple[Path, str]] = set()  # (output root, job): each folder tried, and those held
+    held: set[tuple[Path, str]] = set()
+    while True:
+        read: dict = {}  # the same ids as `run`; what a manifest merges is said once
+        config, output_root, plans, _ = prepare(args, for_run=True, read=read, warn=False, echo=not locked)
+        root = Path(output_root)
+        jobs = [plan.name for plan in plans if (root, plan.name) not in locked]
+        if not jobs:
+            return config, output_root, plans, read, {job for held_root, job in held if held_root == root}
+        held.update((root, job) for job in hold_job_folders(jobs, output_root, held_folders, args.dry_run))
+        locked.update((root, job) for job in jobs)
+
+
+def _print_pruned(job: str, result, dry_run: bool) -> None:
+    verb = "would move" if dry_run else "moved"
+    deleted = f", {result.deleted} deleted (the next run makes them again; --rejected marks them unwanted)"
+    pruned = "would be pruned" if dry_run else "pruned"
+    replaced = f", {len(result.replaced)} {pruned} without moving (their files hold planned results now)"
+    print(
+        f"job {job}: {verb} {len(result.moved)}, {'would reject' if dry_run else 'rejected'} "
+        f"{len(result.rejected)}, kept {result.kept}{deleted if result.deleted else ''}"
+        f"{replaced if result.replaced else ''} -> {escaped(result.folder)}"
+    )
+    for line in result.listing:  # under their job's line, as `plan` lists a job's details
+        print(f"  {escaped(line)}")
 
 
 def _make_tiny_model(args) -> int:

@@ -6,7 +6,8 @@ trying the lock meanwhile may open the lock file just before it goes and lock it
 only while its file is still the one at its path (same device and inode); the caller then makes the folder
 again and tries once more. What is removed is opened without following a link and only while it is still the
 folder the run made (same device and inode): a folder swapped for a link, or for another folder, meanwhile is
-left as it is, and so is what the link points to.
+left as it is, and so is what the link points to. `prune` locks only a folder that is there (`take_existing`):
+it makes nothing, so it never brings back the folders such a run removes.
 """
 
 from __future__ import annotations
@@ -73,12 +74,22 @@ class FolderLock:
         job_files.refuse_unsafe(self.state, folder=True)  # checked again: it may have appeared meanwhile
         return True
 
-    def try_take(self, by: str = "run", write_owner: bool = True) -> bool:
-        """True once this run holds the lock; False where the lock file went with its folder. OutputBusyError
-        while another run holds it; OutputError where it cannot be locked (a read-only folder, no descriptor
-        left, a file system without locks)."""
+    def take_existing(self, by: str = "prune", write_owner: bool = True) -> bool:
+        """Lock the folder where it is there, making nothing: no folder, and no lock file in a state folder a run
+        is removing. False where the folder is not there, or went meanwhile (the run that made it removed it,
+        refused): it holds nothing. OutputBusyError and OutputError as try_take."""
+        if self.try_take(by, write_owner, create=False):
+            return True
+        # No lock file: a run removing the folders it made empties the state folder first and unlinks the lock
+        # file last, so a state folder holding anything lost its lock file otherwise (by hand), and gets one.
+        return _holds_anything(self.state) and self.try_take(by, write_owner)
+
+    def try_take(self, by: str = "run", write_owner: bool = True, create: bool = True) -> bool:
+        """True once this run holds the lock; False where the lock file went with its folder (or, without
+        `create`, is not there). OutputBusyError while another run holds it; OutputError where it cannot be
+        locked (a read-only folder, no descriptor left, a file system without locks)."""
         try:
-            self._descriptor = try_lock(self.state / LOCK_NAME)
+            self._descriptor = try_lock(self.state / LOCK_NAME, create)
         except LockFileGone:
             return False
         except OSError as exc:
@@ -128,6 +139,18 @@ class FolderLock:
             self.release()
 
 
+def _holds_anything(folder: Path) -> bool:
+    """Whether `folder` is a folder (not a link) with something in it."""
+    found = job_files.lstat(folder)
+    if found is None or not stat.S_ISDIR(found.st_mode):
+        return False
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is not None
+    except (FileNotFoundError, NotADirectoryError):  # removed meanwhile
+        return False
+
+
 def _absent_above(folder: Path) -> list[Path]:
     """The folders above `folder` not there yet, the highest first (a link counts as there)."""
     absent = []
@@ -168,11 +191,12 @@ class LockFileGone(Exception):
     """The lock file (or its folder) went before it could be locked: a run removed the folder it had made."""
 
 
-def try_lock(path: Path) -> int | None:
-    """A descriptor holding the lock at `path` (the file created if absent), None while another holds it.
-    Raises LockFileGone where the file was removed (or replaced) before the lock was taken."""
+def try_lock(path: Path, create: bool = True) -> int | None:
+    """A descriptor holding the lock at `path` (the file created if absent, where `create`), None while another
+    holds it. Raises LockFileGone where the file is not there (without `create`), or was removed (or replaced)
+    before the lock was taken."""
     try:
-        descriptor = job_files.open_file(path, os.O_RDWR | os.O_CREAT)
+        descriptor = job_files.open_file(path, os.O_RDWR | (os.O_CREAT if create else 0))
     except FileNotFoundError:
         raise LockFileGone(path) from None
     try:

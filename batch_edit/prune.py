@@ -13,7 +13,8 @@ again, so a later deletion is one like any other. A planned item's finished resu
 it replaced is recorded as pruned, nothing moved. A job folder whose every result would move, none made with the
 pipeline config planned with (a forgotten --pipeline), is refused unless the config changed on purpose. Kept copies
 (`sources/`) that no item staying names move to `pruned/sources/` with them; a finished item's missing caption
-file and kept copies are written again, as at the end of a run.
+file and kept copies are written again, as at the end of a run. Every job folder is locked before anything is
+planned and held until the last job is pruned (`hold_job_folders`): no run changes one underneath.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import job_files
 from .errors import BatchEditError, ConfigError, OutputError
-from .folder_lock import LocksUnsupported
+from .folder_lock import FolderLock, LocksUnsupported
 from .formats import caption_name
 from .kept_sources import copies_named, kept_listing
 from .outputs import PIPELINES_DIR, JobOutput
@@ -77,6 +79,7 @@ class PruneStopped(OutputError):
     def __init__(self, message: str, result: PruneResult):
         super().__init__(message)
         self.result = result
+        self.locking: str | None = None  # the job whose folder could not be locked, before any was pruned or listed
 
     def explained(self, job: str, not_reached: int) -> str:
         """The error and what the prune did before it: the jobs before `job` are pruned, `job` in part."""
@@ -85,6 +88,8 @@ class PruneStopped(OutputError):
             f"{len(done.moved)} file(s) moved to .batch-edit/pruned/ and {len(done.rejected)} item(s) recorded as "
             "rejected before it (nothing was deleted)"
             if done.moved or done.rejected
+            else "nothing changed in any job"
+            if self.locking is not None
             else "nothing changed in it"
         )
         later = f"; {not_reached} later job(s) not pruned" if not_reached else ""
@@ -132,22 +137,37 @@ def _model_of(output: JobOutput, name: str, results: list[dict]) -> str:
         return next((str(r["model"]) for r in results if r.get("pipeline_config") == name and "model" in r), "?")
 
 
-def refuse_busy(plans: list[JobPlan], output_root: Path) -> None:
-    """Refuse (OutputBusyError) while a run holds any of the jobs' folders, before anything moves or a dry run
-    lists any job: a prune then does all its jobs or none. Each job's prune takes its lock again."""
-    for plan in plans:
-        output = JobOutput(output_root, plan.name)
-        if not output.state.is_dir():  # never run here: nothing to prune, and no run holds it (prune_job)
-            continue
-        with contextlib.suppress(OutputError):  # a folder it cannot lock: that job's prune stops there, saying so
-            output.refuse_if_busy()
+def hold_job_folders(jobs: list[str], output_root: Path, stack: contextlib.ExitStack, dry_run: bool) -> set[str]:
+    """Lock each job's folder that is there and hold it until `stack` closes, before anything is planned: a prune
+    then plans and changes its folders while no run can write to any of them, and does all its jobs or none (a
+    dry run lists them so, writing no owner file). Nothing is made: a folder not there (never run, or removed
+    meanwhile by the refused run that made it) holds nothing to prune. Returns the jobs whose folders are held.
+    OutputBusyError while a run holds any (also one loading its model, with no record yet); PruneStopped
+    (`locking` that job) where one cannot be locked. Either before any job is pruned or listed."""
+    held = set()
+    for job in jobs:
+        output = JobOutput(output_root, job)
+        lock = FolderLock(output.folder, output.state)
+        stack.callback(lock.release)  # also where writing the owner file fails once it is held
+        try:
+            output.check()
+            if lock.take_existing(by="prune", write_owner=not dry_run):
+                held.add(job)
+        except OutputError as exc:  # a folder it cannot lock (read-only, no locks there): before any job changes
+            stopped = PruneStopped(str(exc), PruneResult(output.folder))
+            stopped.locking = job
+            raise stopped from exc
+    return held
 
 
-def prune_job(plan: JobPlan, output_root: Path, dry_run: bool = False, reject_missing: bool = False) -> PruneResult:
+def prune_job(
+    plan: JobPlan, output_root: Path, held: bool, dry_run: bool = False, reject_missing: bool = False
+) -> PruneResult:
+    """Prune (or, `dry_run`, list) one job's folder, `held` by hold_job_folders: one not held was not there."""
     output = JobOutput(output_root, plan.name)
     result = PruneResult(output.folder)
-    if not output.state.is_dir():
-        return result  # never run here, and no run holds it (a run makes .batch-edit/ before it locks): nothing made
+    if not held:
+        return result  # never run here, or removed by the run that made it: nothing made, nothing to prune
     try:
         return _prune(output, plan, dry_run, reject_missing, result)
     except OutputError as exc:  # a read-only or full disk: what moved before stays moved, each move recorded
@@ -155,16 +175,17 @@ def prune_job(plan: JobPlan, output_root: Path, dry_run: bool = False, reject_mi
 
 
 def _prune(output: JobOutput, plan: JobPlan, dry_run: bool, reject_missing: bool, result: PruneResult) -> PruneResult:
-    # The lock, also where nothing is recorded yet: a run loading its model holds a folder it has no record in.
+    # Under the folder's lock, held since before the plan was made: nothing changes underneath.
+    if not output.records_path.exists():
+        return result  # nothing recorded (a run stopped while loading its model): nothing to prune, no record made
     if dry_run:
-        output.refuse_if_busy()  # refused like a prune, without writing the owner file
-        if not output.records_path.exists():
-            return result  # nothing recorded (a run stopped while loading its model): nothing to prune
         return _describe(output, _decide(output, plan, reject_missing), result)
-    output.lock(by="prune")  # refused while a run (or another prune) writes here
     try:
-        if not output.records_path.exists():
-            return result  # nothing recorded: nothing to prune (and no record file is made)
+        for folder in (output.folder, output.folder / SOURCES_DIR):  # what a crash left, as a run's lock sweeps
+            job_files.sweep_temporaries(folder)
+    except OSError as exc:
+        raise OutputError(f"cannot write to the output folder {output.folder}: {exc.strerror or exc}") from exc
+    try:
         output.start(None, "")  # no pipeline config to keep: pruning renders nothing
         changes = _decide(output, plan, reject_missing)  # under the lock: nothing changes underneath
         _apply(output, changes, result)
@@ -173,7 +194,7 @@ def _prune(output: JobOutput, plan: JobPlan, dry_run: bool, reject_missing: bool
         output.finish_files()
         output.write_sheets()
     finally:
-        output.close()
+        output.close()  # the record closed; the folder's lock stays held until every job is pruned
     return result
 
 
