@@ -8,6 +8,9 @@ again and tries once more. What is removed is opened without following a link an
 folder the run made (same device and inode): a folder swapped for a link, or for another folder, meanwhile is
 left as it is, and so is what the link points to. `prune` locks only a folder that is there (`take_existing`):
 it makes nothing, so it never brings back the folders such a run removes.
+
+A holder that writes (a run, a prune, a run finishing an idle job) names itself in `owner` (pid and command)
+while it holds the lock, and removes it before releasing: a refusal names only a holder whose process runs.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from . import job_files
 from .errors import OutputBusyError, OutputError
 
 LOCK_NAME = "lock"
-OWNER_NAME = "owner"  # the pid of the run holding the lock, for what a refusal says
+OWNER_NAME = "owner"  # "PID COMMAND" of the run or prune holding the lock, for what a refusal says
 _HELD_ELSEWHERE = {errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK}
 # flock refused by the file system itself: no lock service (ENOLCK: an NFS mount without its lock daemon, say), or
 # no locks at all (EOPNOTSUPP / ENOTSUP / ENOSYS: some network and FUSE file systems)
@@ -41,6 +44,7 @@ class FolderLock:
     def __init__(self, folder: Path, state: Path):
         self.folder, self.state = folder, state
         self._descriptor: int | None = None  # the lock file's, while this run holds the folder
+        self._owner_written = False  # the owner file names this process: removed again as the lock is released
         self._created: Made = {}
 
     @property
@@ -95,22 +99,20 @@ class FolderLock:
         except OSError as exc:
             raise cannot_lock(self.folder, exc, by) from exc
         if self._descriptor is None:
-            try:
-                owner = job_files.read_bytes(self.state / OWNER_NAME).decode("utf-8", "replace").strip()[:20]
-            except OSError:
-                owner = "?"
             raise OutputBusyError(
-                f"another batch-edit run (pid {owner}) is writing to {self.folder}; wait for it to finish"
+                f"{holder(self.state)} is writing to {self.folder}; wait for it to finish"
                 + (", or give this run another --output-root" if by == "run" else f", then {by} again")
             )
         if write_owner:
-            job_files.write_whole(self.state / OWNER_NAME, str(os.getpid()).encode())
+            write_owner_file(self.state, by)
+            self._owner_written = True
         return True
 
     def release(self) -> None:
         if self._descriptor is not None:
             descriptor, self._descriptor = self._descriptor, None
-            unlock(descriptor)
+            written, self._owner_written = self._owner_written, False
+            unlock(descriptor, self.state if written else None)
 
     def discard_unused(self, records: Path) -> None:
         """Remove the folders taking the lock made, where `records` is still empty or absent (no item written),
@@ -212,12 +214,58 @@ def try_lock(path: Path, create: bool = True) -> int | None:
     return descriptor
 
 
-def unlock(descriptor: int) -> None:
-    """Release the lock (for every copy of the descriptor: a forked child's too), then close it."""
+def unlock(descriptor: int, state: Path | None = None) -> None:
+    """Release the lock (for every copy of the descriptor: a forked child's too), then close it. `state`: the
+    folder of the owner file this holder wrote, removed first (while the lock file at its path is still the one
+    held: once that went, the owner file may be another run's)."""
     try:
+        if state is not None and _same_file(job_files.lstat(state / LOCK_NAME), descriptor):
+            with suppress(OSError):
+                job_files.remove_file(state / OWNER_NAME)
         fcntl.flock(descriptor, fcntl.LOCK_UN)
     finally:
         os.close(descriptor)
+
+
+def _same_file(found: os.stat_result | None, descriptor: int) -> bool:
+    try:
+        return found is not None and os.path.samestat(found, os.fstat(descriptor))
+    except OSError:
+        return False
+
+
+def write_owner_file(state: Path, by: str) -> None:
+    """Name this process (its pid and `by`, the command: "run" or "prune") as the lock's holder, for what a
+    command refused meanwhile says; written by every holder but a dry run, removed as the lock is released."""
+    job_files.write_whole(state / OWNER_NAME, f"{os.getpid()} {by}\n".encode())
+
+
+def holder(state: Path) -> str:
+    """Who holds the lock, as the owner file says: "another batch-edit run (pid N)" while that process is
+    running here; "another batch-edit process" where no owner file names one (a dry run, or a run removing the
+    folder it made, writes none; a killed one leaves its pid behind, which may be reused)."""
+    try:
+        words = job_files.read_bytes(state / OWNER_NAME)[:64].decode("ascii").split()
+    except (OSError, UnicodeDecodeError):
+        words = []
+    pid = int(words[0]) if words and words[0].isdigit() and len(words[0]) < 10 else 0
+    if not _running(pid):
+        return "another batch-edit process"
+    command = words[1] if len(words) > 1 and words[1] in ("run", "prune") else "process"
+    return f"another batch-edit {command} (pid {pid})"
+
+
+def _running(pid: int) -> bool:
+    """A process `pid` runs on this machine (perhaps another user's)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except (OSError, OverflowError):
+        return False
+    return True
 
 
 def remove_made(created: Made, folder: Path, state: Path) -> Made:

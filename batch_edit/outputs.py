@@ -20,7 +20,7 @@ from typing import BinaryIO, Callable
 
 from PIL import Image
 
-from . import job_files
+from . import folder_lock, job_files
 from .errors import OutputError
 from .finish_pass import UNCOPIED, finish_files
 from .folder_lock import LOCK_NAME, OWNER_NAME, FolderLock, LockFileGone, cannot_lock, try_lock, unlock
@@ -305,11 +305,12 @@ class JobOutput(JobListing):
         except OSError as exc:
             raise OutputError(f"cannot append to {self.records_path}: {exc.strerror or exc}") from exc
 
-    def refresh(self) -> None:
+    def refresh(self, by: str = "run") -> None:
         """Finish what an earlier run left (CSVs that differ from what the records and the current plan give,
         contact sheets older than the CSVs, a temporary file), unless another run holds the folder. The CSVs
         are rebuilt even when no record is newer: a source back to earlier content lists another row, though
-        nothing runs. Nothing here loads a model."""
+        nothing runs. Nothing here loads a model. Under the lock, whose owner file names this process (`by`: its
+        command), as it may take a while."""
         if job_files.lstat(self.records_path) is None:
             return
         self.check()  # before the lock: its file must not be a link either
@@ -319,14 +320,17 @@ class JobOutput(JobListing):
             return
         if descriptor is None:  # another run holds it
             return
+        written = False
         try:
+            folder_lock.write_owner_file(self.state, by)
+            written = True
             job_files.sweep_temporaries(self.folder)
             self.finish_files()  # a CSV is replaced only where it changes, which leaves the sheets' stamp newer
             self.write_sheets_if_stale()
         except OSError as exc:
             raise OutputError(f"cannot write to the output folder {self.folder}: {exc.strerror or exc}") from exc
         finally:
-            unlock(descriptor)
+            unlock(descriptor, self.state if written else None)
 
     def sheets_current(self) -> bool:
         """The contact sheets were all written from metadata.csv as it is (the stamp is not older) and are all

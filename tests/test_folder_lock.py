@@ -33,7 +33,7 @@ original, paused = getattr(job_files, hook), []
 
 def owned(folder):
     try:
-        return (folder / ".batch-edit" / "owner").read_text() == str(os.getpid())
+        return (folder / ".batch-edit" / "owner").read_text() == f"{os.getpid()} run\\n"
     except OSError:
         return False
 
@@ -112,7 +112,7 @@ def test_a_refused_lock_removes_nothing_the_run_holding_it_needs(tmp_path, monke
         refused.lock()
     monkeypatch.undo()
     refused.discard_if_unused()
-    assert (holder.state / "lock").is_file() and (holder.state / "owner").read_text() == str(os.getpid())
+    assert (holder.state / "lock").is_file() and (holder.state / "owner").read_text() == f"{os.getpid()} run\n"
     holder.start("model: m\n", "abc")  # the holder writes into its folder as if nothing happened
     holder.finish()
     assert (holder.state / "records.jsonl").is_file()

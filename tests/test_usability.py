@@ -340,9 +340,9 @@ def test_a_job_held_by_another_run_refuses_the_whole_run_and_leaves_no_folder(ph
     write(photos / "m.yaml", "jobs: [{name: a, sources: photos/cat.jpg, prompts: a}, {name: b, sources: photos/cat.jpg, prompts: b}]")  # fmt: skip
     state = photos / "out" / "b" / ".batch-edit"
     state.mkdir(parents=True)
-    with FileLock(state / "lock"):
+    with FileLock(state / "lock"):  # held by a process that names itself in no owner file
         result = run(photos, "run", "m.yaml", "--pipeline", str(tiny_config))
-    assert result.returncode == 2 and "another batch-edit run" in result.stderr
+    assert result.returncode == 2 and "another batch-edit process is writing" in result.stderr
     assert str(photos / "out" / "b") in result.stderr
     assert "loading" not in result.stderr
     assert sorted(path.name for path in (photos / "out").iterdir()) == ["b"]
