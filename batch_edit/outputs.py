@@ -32,6 +32,7 @@ from .records import RESULT_MTIME, RESULT_SHA256, SOURCES_DIR, STATE_DIR, is_bar
 from .result_files import EncodedResult, Failure, encode_result, item_fields
 from .result_files import now as _now
 from .sheets import write_contact_sheets
+from .signals import deferred
 from .source_folders import SHEET_PREFIX
 
 PRUNED_DIR = f"{STATE_DIR}/pruned"
@@ -358,6 +359,17 @@ class JobOutput(JobListing):
             job_files.write_whole(self.state / SHEETS_STAMP, "".join(f"{p.name}\n" for p in written).encode("utf-8"))
         except OSError as exc:
             raise OutputError(f"cannot write {self.state / SHEETS_STAMP}: {exc.strerror or exc}") from exc
+
+
+def discard_unused(outputs: list[JobOutput]) -> None:
+    """Each folder a run made but wrote no item to removed under its own lock, then the lock released: never one
+    another run locked meanwhile. The last first, so the first can remove an output root it made; then again, for
+    those that found no descriptor free (a run refused at the open-file limit) while the others were held. A
+    SIGINT or SIGTERM meanwhile takes effect once every folder is done."""
+    with deferred():
+        for _ in range(2):
+            for output in reversed(outputs):
+                output.discard_if_unused()
 
 
 def _unused_name(folder: Path, file_name: str) -> Path:

@@ -16,7 +16,7 @@ from .background import Prefetch, Writer
 from .chain_counts import stand_ins
 from .errors import BatchEditError, OutputError, OutputRefusedError, PipelineLoadError
 from .job_chains import chained_after, job_folders, readers, split_waiting, waiting_warnings
-from .outputs import JobOutput
+from .outputs import JobOutput, discard_unused
 from .pipeline_config import PipelineConfig
 from .plan import JobPlan, WorkItem
 from .progress import Progress
@@ -180,7 +180,7 @@ def drive(
                     break
                 progress.grow(sum(len(pending[s.name]) for s in active))
         except (PipelineLoadError, LoadInterrupted):  # Ray's workers load as they start: a load that fails or
-            _discard_unused([outputs[s.name] for s in involved])  # is stopped there leaves nothing, as above
+            discard_unused([outputs[s.name] for s in involved])  # is stopped there leaves nothing, as above
             raise
     _discard_untouched(involved, outputs, chain)
     return RunResult(summaries, True, interrupted_by=stop.signal, error=error, seconds=progress.elapsed)
@@ -205,17 +205,8 @@ def _lock_and_load(stack: ExitStack, outputs: list[JobOutput], recount, config: 
                 recount()
             return load(config)
         except BaseException:  # a refusal, a load error or a signal: no config, no new folder, no .batch-edit/
-            _discard_unused(locked)
+            discard_unused(locked)
             raise
-
-
-def _discard_unused(outputs: list[JobOutput]) -> None:
-    """Each folder this run made is removed under its own lock, then the lock released: never one another run
-    locked meanwhile. The last first, so the first can remove an output root it made; then again, for those
-    that found no descriptor free (a run refused at the open-file limit) while the others were held."""
-    for _ in range(2):
-        for output in reversed(outputs):
-            output.discard_if_unused()
 
 
 def pending_items(plan: JobPlan, output: JobOutput, overwrite: bool, records: dict | None = None) -> list[WorkItem]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
+from contextlib import contextmanager
 
 log = logging.getLogger("batch_edit.runner")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -58,3 +60,21 @@ class StopOnSignal(_SignalScope):
             os._exit(128 + signum)
         self.signal = signum
         log.warning("%s received: %s (send it again to stop at once)", signal.Signals(signum).name, self.doing)
+
+
+@contextmanager
+def deferred():
+    """Clean-up that must run to its end (removing the folders a refused run made): a SIGINT or SIGTERM arriving
+    within is held, then handed to the handlers in place before, in order, once the block is done."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+    for signum in held:
+        signal.raise_signal(signum)

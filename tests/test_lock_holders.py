@@ -1,8 +1,10 @@
-"""What a refused command says about the lock's holder."""
+"""What a refused command says about the lock's holder, and the clean-up of a refused run finishing before a signal
+takes effect."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -10,7 +12,14 @@ import pytest
 
 from batch_edit import folder_lock
 from batch_edit.errors import OutputBusyError
+from batch_edit.manifest import load_manifests
 from batch_edit.outputs import JobOutput
+from batch_edit.pipeline_config import PipelineConfig
+from batch_edit.plan import plan_jobs
+from batch_edit.runner import RunOptions, run
+from batch_edit.signals import LoadInterrupted
+
+from .conftest import image_file
 
 
 def _refusal(root, job: str = "j") -> str:
@@ -86,3 +95,36 @@ def test_a_run_finishing_an_idle_job_names_itself_while_it_holds_the_folder(tmp_
     idle.refresh()
     assert meanwhile and meanwhile[0].startswith(f"another batch-edit run (pid {os.getpid()}) is writing"), meanwhile
     assert not (idle.state / "owner").exists()  # released: nothing names it any more
+
+
+# --------------------------------------------------------------------------- a signal during the clean-up
+
+
+def test_a_signal_while_a_refused_run_removes_its_folders_stops_it_once_all_are_removed(tmp_path, monkeypatch):
+    for name in "abc":
+        image_file(tmp_path / f"{name}.png")
+    (tmp_path / "m.yaml").write_text(
+        "jobs:\n" + "".join(f"  - {{name: {n}, sources: {n}.png, prompts: p, width: 32, height: 32}}\n" for n in "abc")
+    )
+    (manifest,) = load_manifests([tmp_path / "m.yaml"])
+    plans = plan_jobs(list(manifest.jobs), {"model": "fake"})
+    root = tmp_path / "out"
+    other = JobOutput(root, "c")  # another run holds job c: this one is refused, and removes a and b it made
+    other.lock()
+    remove, removing = folder_lock.remove_made, []
+
+    def interrupted(*args):  # the first Ctrl-C arrives as job b's folder is removed
+        if not removing:
+            signal.raise_signal(signal.SIGINT)
+        removing.append(args[1].name)
+        return remove(*args)
+
+    monkeypatch.setattr(folder_lock, "remove_made", interrupted)
+    config = PipelineConfig(model="fake", device="cpu", batch_size=2)
+    try:
+        with pytest.raises(LoadInterrupted):
+            run(plans, config, root, lambda _: pytest.fail("a refused run loads nothing"), RunOptions())
+    finally:
+        other.close()
+    assert removing == ["b", "a"]
+    assert sorted(os.listdir(root)) == ["c"]
