@@ -8,6 +8,7 @@ The config's task picks the diffusers class and what each call passes it (`task_
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import sys
@@ -20,6 +21,7 @@ from PIL import Image
 from .backends import check_machine, offload_text_encoders, prepare_pipeline, restore_text_encoders
 from .checkpoints import check_single_file, load_single_file_pipeline
 from .errors import OutOfMemory, PipelineLoadError, first_line
+from .folder_lock import too_many_open_files
 from .pipeline_config import MASKED_TASKS, PipelineConfig
 from .plan import WorkItem
 from .prompt_tokens import LongPrompts
@@ -52,17 +54,27 @@ class Engine:
     @classmethod
     def load(cls, config: PipelineConfig, announce: bool = True) -> "Engine":
         if not announce:  # a Ray worker: the driver has said what every worker loads
-            return cls._load(config)
+            return cls._loaded(config)
         # One line, on a terminal and in a log alike: loading a full model takes minutes and says nothing else.
         print(f"batch-edit: loading {described(config)} ...", end=" ", file=sys.stderr, flush=True)
         started = time.monotonic()
         try:
-            engine = cls._load(config)
+            engine = cls._loaded(config)
         except BaseException:
             print("not loaded", file=sys.stderr, flush=True)  # the reason follows on its own line
             raise
         print(f"loaded in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
         return engine
+
+    @classmethod
+    def _loaded(cls, config: PipelineConfig) -> "Engine":
+        """The load, where it runs out of open files (the imports, the weight files), refused saying so."""
+        try:
+            return cls._load(config)
+        except Exception as exc:
+            if _out_of_open_files(exc):
+                raise PipelineLoadError(too_many_open_files(" while loading the pipeline")) from exc
+            raise
 
     @classmethod
     def _load(cls, config: PipelineConfig) -> "Engine":
@@ -304,6 +316,17 @@ def _explain_load_failure(config: PipelineConfig, exc: Exception) -> str:
     if any(isinstance(e, LocalEntryNotFoundError) for e in chain) or "offline" in text.lower():
         return f"{model} is not in the local cache and could not be downloaded (no network, or local_files_only)"
     return f"could not load {model}: {first_line(exc, None)}"
+
+
+def _out_of_open_files(exc: BaseException | None) -> bool:
+    """An EMFILE among the exception and those it was raised from (a library may wrap the OSError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno == errno.EMFILE:
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def quiet_libraries(verbose: bool) -> None:

@@ -10,7 +10,8 @@ left as it is, and so is what the link points to. `prune` locks only a folder th
 it makes nothing, so it never brings back the folders such a run removes.
 
 A holder that writes (a run, a prune, a run finishing an idle job) names itself in `owner` (pid and command)
-while it holds the lock, and removes it before releasing: a refusal names only a holder whose process runs.
+while it holds the lock, and removes it before releasing: a refusal names only a holder whose process runs. A run
+checks before it locks any folder that its locks leave OPEN_FILES_RESERVE open files of the limit free.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ _HELD_ELSEWHERE = {errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK}
 # no locks at all (EOPNOTSUPP / ENOTSUP / ENOSYS: some network and FUSE file systems)
 _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 _TRIES = 10  # take(): the folders made again this often, each time another run removed them first
+# Open files a run keeps free beside its locks (one per job folder, held from start to end), checked before it locks
+# any: loading the model (the libraries' imports, weight files, a GPU's device files, a compile's worker pipes),
+# reading sources and writing results, Ray's connections. Loading the tiny model and running on a CPU needs about 10.
+OPEN_FILES_RESERVE = 256
 _OPEN_FOLDER = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 Made = dict[Path, tuple[int, int]]  # the folders a run made, each with its device and inode when made
@@ -182,11 +187,44 @@ def cannot_lock(folder: Path, exc: OSError, by: str = "run") -> OutputError:
             f"({exc.strerror or exc}), which batch-edit needs so that no two commands write one job folder at once; {fix}"
         )
     if exc.errno == errno.EMFILE:  # a run holds one lock per job folder until it ends
-        return OutputError(
-            f"too many open files at {folder}: a run holds one open file per job, and this one has more jobs "
-            "than the open-file limit allows; raise it (ulimit -Hn) or run the jobs in parts"
-        )
+        return OutputError(too_many_open_files(f" at {folder}"))
     return OutputError(f"cannot lock the output folder {folder}: {exc.strerror or exc}")
+
+
+def too_many_open_files(where: str = "") -> str:
+    """What a run that runs out of open files says (`where`: " at PATH", " while loading the pipeline")."""
+    limit = open_file_limit()
+    return (
+        f"too many open files{where}: a run holds one open file per job until it ends and needs "
+        f"{OPEN_FILES_RESERVE} more to load the model and write, and this one has more jobs than the open-file "
+        f"limit{f' ({limit})' if limit is not None else ''} allows; raise it (ulimit -Hn) or run the jobs in parts"
+    )
+
+
+def check_open_files(folders: int) -> None:
+    """Refuse (OutputError) a run whose locks on `folders` job folders, with the files open already, would leave
+    fewer than OPEN_FILES_RESERVE open files of the limit free: before it locks any, not half-way through its load."""
+    limit = open_file_limit()
+    if limit is not None and _open_now() + folders + OPEN_FILES_RESERVE > limit:
+        raise OutputError(too_many_open_files())
+
+
+def open_file_limit() -> int | None:
+    """This process's (soft) open-file limit; None where it has none or it cannot be read."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _open_now() -> int:
+    """The files this process has open, where the system lists them (0 where it does not)."""
+    for listing in ("/proc/self/fd", "/dev/fd"):
+        with suppress(OSError):
+            return len(os.listdir(listing)) - 1  # the listing's own descriptor aside
+    return 0
 
 
 class LockFileGone(Exception):

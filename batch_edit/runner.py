@@ -15,6 +15,7 @@ from typing import Protocol
 from .background import Prefetch, Writer
 from .chain_counts import stand_ins
 from .errors import BatchEditError, OutputError, OutputRefusedError, PipelineLoadError
+from .folder_lock import check_open_files
 from .job_chains import chained_after, job_folders, readers, split_waiting, waiting_warnings
 from .outputs import JobOutput, discard_unused
 from .pipeline_config import PipelineConfig
@@ -198,6 +199,7 @@ def _lock_and_load(stack: ExitStack, outputs: list[JobOutput], recount, config: 
     with InterruptibleLoad():
         try:
             with _refused_before_running():
+                check_open_files(len(outputs))  # one lock each, and what the load needs besides
                 for output in outputs:
                     stack.callback(output.close)
                     locked.append(output)  # before lock(): what a failed lock made goes, once it can lock it

@@ -1,16 +1,18 @@
-"""What a refused command says about the lock's holder, and the clean-up of a refused run finishing before a signal
-takes effect."""
+"""What a refused command says about the lock's holder, a run that would run out of open files, and the clean-up of
+a refused run finishing before a signal takes effect."""
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
 import signal
 import subprocess
 import sys
 
 import pytest
 
-from batch_edit import folder_lock
+from batch_edit import engine, folder_lock
 from batch_edit.errors import OutputBusyError
 from batch_edit.manifest import load_manifests
 from batch_edit.outputs import JobOutput
@@ -19,7 +21,7 @@ from batch_edit.plan import plan_jobs
 from batch_edit.runner import RunOptions, run
 from batch_edit.signals import LoadInterrupted
 
-from .conftest import image_file
+from .conftest import PHOTOS, _command, batch_edit, image_file
 
 
 def _refusal(root, job: str = "j") -> str:
@@ -95,6 +97,46 @@ def test_a_run_finishing_an_idle_job_names_itself_while_it_holds_the_folder(tmp_
     idle.refresh()
     assert meanwhile and meanwhile[0].startswith(f"another batch-edit run (pid {os.getpid()}) is writing"), meanwhile
     assert not (idle.state / "owner").exists()  # released: nothing names it any more
+
+
+# --------------------------------------------------------------------------- the open-file limit
+
+
+def _many_jobs(folder, count: int) -> str:
+    jobs = "".join(
+        f"  - {{name: j{n:03d}, sources: {PHOTOS / 'cat.jpg'}, prompts: p, width: 16, height: 16, strength: 1.0, "
+        f"num_inference_steps: 1, seed: {n}}}\n"
+        for n in range(count)
+    )
+    (folder / "many.yaml").write_text("jobs:\n" + jobs)
+    return "many.yaml"
+
+
+def test_a_run_whose_locks_fit_the_open_file_limit_but_its_load_would_not_is_refused_up_front(tmp_path, tiny_config):
+    manifest = _many_jobs(tmp_path, 57)  # every lock fits in 64 open files; loading the model then did not
+
+    def limit_of_64():  # the hard limit too: the run cannot raise the soft one past it
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    command, env = _command(("run", manifest, "--pipeline", str(tiny_config), "--output-root", "new/out"))
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, preexec_fn=limit_of_64
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "too many open files" in result.stderr and "open-file limit (64)" in result.stderr, result.stderr
+    assert "loading" not in result.stderr  # refused before any folder was locked
+    assert not (tmp_path / "new").exists()
+
+
+def test_running_out_of_open_files_while_the_model_loads_is_refused_saying_so(tmp_path, tiny_config, monkeypatch):
+    def out_of_files(verbose):  # where the first run out of open files failed: importing transformers
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), "site-packages/transformers/models")
+
+    monkeypatch.setattr(engine, "quiet_libraries", out_of_files)
+    result = batch_edit("run", _many_jobs(tmp_path, 3), "--pipeline", str(tiny_config), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "error: too many open files while loading the pipeline" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()  # the folders the run made are gone
 
 
 # --------------------------------------------------------------------------- a signal during the clean-up
