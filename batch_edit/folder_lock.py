@@ -36,8 +36,9 @@ _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 _TRIES = 10  # take(): the folders made again this often, each time another run removed them first
 # Open files a run keeps free beside its locks (one per job folder, held from start to end), checked before it locks
 # any: loading the model (the libraries' imports, weight files, a GPU's device files, a compile's worker pipes),
-# reading sources and writing results, Ray's connections. Loading the tiny model and running on a CPU needs about 10.
-OPEN_FILES_RESERVE = 256
+# reading sources and writing results, Ray's connections. Loading the tiny model and running on a CPU needs about 10;
+# 128 leaves room for a GPU and a compile while a default soft limit of 256 (macOS) still allows 100 jobs.
+OPEN_FILES_RESERVE = 128
 _OPEN_FOLDER = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 Made = dict[Path, tuple[int, int]]  # the folders a run made, each with its device and inode when made

@@ -108,12 +108,6 @@ class JobOutput(JobListing):
         if not config.exists():
             job_files.write_whole(config, pipeline_yaml.encode("utf-8"))
 
-    def refuse_if_busy(self) -> None:
-        """Refuse (OutputBusyError) while a run holds the folder, writing nothing: for a dry run."""
-        self.check()
-        self._lock.try_take(by="prune", write_owner=False)
-        self.close()
-
     def finish(self) -> None:
         """Close the record (the lock stays until close())."""
         if self._records is not None:
