@@ -300,9 +300,21 @@ class JobOutput(JobListing):
         except OSError as exc:
             raise OutputError(f"cannot append to {self.records_path}: {exc.strerror or exc}") from exc
 
+    def refuse_if_held(self, by: str = "run") -> None:
+        """OutputBusyError, naming the holder, while another process holds this folder's lock: a run checks the
+        folders of its jobs with nothing to do so before it writes anything. Makes, writes and keeps nothing (no
+        folder, lock file or owner file; the lock, where its file is there, is released at once). A folder that
+        cannot be locked (read-only, a file system without locks) is left to `refresh` and `lock`."""
+        try:
+            if self._lock.try_take(by, write_owner=False, create=False):
+                self._lock.release()
+        except OutputError:
+            pass
+
     def refresh(self, by: str = "run") -> None:
         """Finish what an earlier run left (CSVs that differ from what the records and the current plan give,
-        contact sheets older than the CSVs, a temporary file), unless another run holds the folder. The CSVs
+        contact sheets older than the CSVs, a temporary file), unless another run holds the folder (one that took
+        it since the run checked it with `refuse_if_held`: a run holds no idle job's folder but here). The CSVs
         are rebuilt even when no record is newer: a source back to earlier content lists another row, though
         nothing runs. Nothing here loads a model. Under the lock, whose owner file names this process (`by`: its
         command), as it may take a while."""

@@ -135,23 +135,26 @@ def drive(
         summaries = [JobSummary(plan.name, outputs[plan.name].folder, len(plan.items)) for plan in plans]
         pending, waiting = _pending(summaries, chain, outputs, options, options.limit)
     active = [summary for summary in summaries if pending[summary.name]]
+    later = chain.readers_of({s.name for s in active}, closure=True) if replan and active else set()
+    involved = [summary for summary in summaries if summary in active or summary.name in later]
+    idle = [summary for summary in summaries if summary not in involved]
     for warning in waiting_warnings(waiting):
         print(f"warning: {escaped(warning)}", file=sys.stderr)
+    for summary in idle:  # another run holding one (remaking what it counts as done, say) refuses the whole run
+        outputs[summary.name].refuse_if_held()  # too, before anything is written: no folder made or locked
     if not active:
         _finish_idle(summaries, outputs)
         return RunResult(summaries, loaded_model=False)
     _check_sources_exist([item for plan in plans for item in plan.items])
     execution.check(config)  # refusals that need no weights come before anything is written
     left = [summary for summary in summaries if summary in active or summary.waiting or summary.held_back]
-    later = chain.readers_of({s.name for s in active}, closure=True) if replan else set()
-    involved = [summary for summary in summaries if summary in active or summary.name in later]
-    _finish_idle([summary for summary in summaries if summary not in involved], outputs)
     with ExitStack() as stack:
         # 2. Lock every job folder this run may write (the readers of its results too), then load the pipeline(s)
         #    for the whole run. A job another run holds refuses the whole run, and the folders this one created go.
         def recount() -> None:  # under the locks: a run that held a folder a moment ago may have finished items
             # (of every job that had items left, waiting ones too: it makes results others wait for)
             pending.update(_pending(left, chain, outputs, options, options.limit)[0])
+            _finish_idle(idle, outputs)  # once no folder of the run is held elsewhere: a refused run wrote nothing
 
         def load(config: PipelineConfig) -> PipelineConfig:  # after the recount: the prompts of what is left
             return execution.load(config, [item.prompt for s in active for item in pending[s.name]])
