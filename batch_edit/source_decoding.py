@@ -39,6 +39,17 @@ _SIGNATURES = {"PNG": (b"\x89PNG\r\n\x1a\n",), "JPEG": (b"\xff\xd8\xff",), "GIF"
                "WEBP": (b"RIFF????WEBPVP8?",), "TIFF": (b"II*\x00", b"MM\x00*")}  # fmt: skip
 _PILLOW_BOMB = re.compile(r"Image size \((\d+) pixels\)")
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+# Pillow's libtiff decoder reports a failure as its status code alone ("decoder error -2"): what each code means
+# (Pillow's own names: buffer overrun, broken data stream, unrecognized data stream contents, codec configuration
+# error, out of memory).
+_DECODER_CODE = re.compile(r"decoder error (-?\d+)")
+_DECODER_CODES = {
+    -1: "the file's image data does not fit the image's size",
+    -2: "the file's compressed data cannot be decoded",
+    -3: "the file's image data is in a form the decoder does not recognise",
+    -8: "the decoder cannot be set up for the file's compression or layout",
+    -9: "not enough memory to decode the file's image data",
+}
 # Once for the process, not catch_warnings around each decode: that swaps the global filter list, which is not
 # thread-safe, and the prefetch thread decodes while the main thread runs. Only the plain UserWarnings Pillow's
 # decoders and EXIF reader give (a DecompressionBombWarning is a RuntimeWarning, its deprecations are not this).
@@ -172,12 +183,16 @@ def _megapixels(pixels: int) -> str:
 
 
 def _decode_error(exc: Exception, head: bytes, size: int) -> SourceError:
-    """One line: 'truncated image' where the file ends too early, else 'corrupt image: <the decoder's words>'.
+    """One line: 'truncated image' where the file ends too early, else 'corrupt image: <the decoder's words>' (a
+    bare status code said in words, the code after them).
     Pillow says a file ended early in several ways: "Truncated File Read" (a header cut short), "image file is
     truncated" (pixel data), "truncated PNG file", "Truncated IHDR chunk", or an EOFError."""
     if "truncated" in str(exc).lower() or isinstance(exc, EOFError) or _riff_cut_short(head, size):
         return SourceError("truncated image")
     words = " ".join(str(exc).split()) or type(exc).__name__
+    if code := _DECODER_CODE.fullmatch(words):  # a bare status code (libtiff's), in words with the code after
+        meaning = _DECODER_CODES.get(int(code.group(1)), "the decoder failed on the file's image data")
+        return SourceError(f"corrupt image: {meaning} (Pillow: {words})", "corrupt image")
     return SourceError(f"corrupt image: {words}", "corrupt image")
 
 

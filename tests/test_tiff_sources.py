@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from batch_edit.source_decoding import SourceError, decode_image
+from batch_edit.source_decoding import SourceError, _decode_error, decode_image
 
 SOFTWARE = b"batch-edit-test"
 
@@ -81,4 +81,14 @@ def test_a_compressed_tiff_libtiff_cannot_decode_is_the_items_failure():
     data[start + 4 : start + 104] = b"\xff" * 100
     with pytest.raises(SourceError, match=r"^corrupt image: ") as refused:
         decode_image(bytes(data))
-    assert refused.value.reason == "corrupt image"
+    assert refused.value.reason == "corrupt image"  # what the summary counts it by
+    # libtiff's failure comes as a bare status code: said in words, the code after them
+    assert (
+        str(refused.value) == "corrupt image: the file's compressed data cannot be decoded (Pillow: decoder error -2)"
+    )
+
+
+def test_a_decoder_status_code_without_a_meaning_known_here_is_still_said_in_words():
+    error = _decode_error(OSError("decoder error -7"), b"II*\x00", 1000)
+    assert str(error) == "corrupt image: the decoder failed on the file's image data (Pillow: decoder error -7)"
+    assert error.reason == "corrupt image"
