@@ -26,6 +26,7 @@ from .plan import WorkItem
 from .records import SOURCES_DIR, STATE_DIR
 from .result_files import now
 from .source_decoding import SourceError
+from .source_identity import seen_again
 
 if TYPE_CHECKING:
     from .outputs import JobOutput
@@ -44,6 +45,10 @@ def finish_files(output: JobOutput, plan: tuple[WorkItem, ...], copies: bool) ->
     # the time each result has now, also on the records of the copies written below
     finished.update({item_id: output.restamped(record) for item_id, record in finished.items()})
     done = [(item, finished[item.item_id]) for item in plan if item.item_id in finished]
+    if seen := seen_again(output.in_written_order(records), done):  # sources back to content recorded before
+        with output.appending():
+            output.append_all(seen)
+        appended += len(seen)
     write_missing_captions(output, done)
     appended += write_missing_copies(output, done) if copies else 0
     # A record appended since the read is the item's latest line now, which decides the CSV rows of records that

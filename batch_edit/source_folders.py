@@ -20,6 +20,7 @@ GLOB_CHARS = frozenset("*?[")
 # A job folder's own files: the contact sheets' prefix (sheets.py names them with it) and records.py's folders
 # (records imports this package's parameters, which import sources: those two are spelled here, not imported).
 JOB_STATE_DIR, JOB_SOURCES_DIR, SHEET_PREFIX = ".batch-edit", "sources", "contact-sheet-"
+RECORDS_FILE = "records.jsonl"  # in JOB_STATE_DIR: a job that has made or tried items
 
 
 class OwnResults(ValueError):
@@ -45,6 +46,32 @@ def glob_images(spec: str, base_dir: Path, recursive: bool, output_root: Path | 
         matches = glob.glob(pattern, root_dir=root)
     paths = [Path(os.path.abspath(root / m)) for m in matches]  # an absolute m replaces root in the join
     return walk.results([p for p in paths if is_image_name(p) and p.is_file()])
+
+
+def case_insensitive_matches(spec: str, base_dir: Path, most: int = 4) -> list[Path]:
+    """Up to `most` image files a glob that matched none would match ignoring case (`*.jpg` and IMG_0001.JPG):
+    for the message only; a glob matches as written."""
+    root = Path(os.path.abspath(Path(base_dir).expanduser()))
+    try:
+        matches = glob.iglob(_either_case(os.path.expanduser(spec)), root_dir=root)
+        found = (Path(os.path.abspath(root / m)) for m in matches)
+        return sorted(itertools.islice((p for p in found if is_image_name(p) and p.is_file()), most))
+    except (OSError, ValueError):
+        return []
+
+
+def _either_case(pattern: str) -> str:
+    """A glob pattern whose letters outside brackets match either case."""
+    out, in_class = [], False
+    for char in pattern:
+        if in_class:
+            in_class = char != "]" or out[-1] == "["
+        elif char == "[":
+            in_class = True
+        elif char.lower() != char.upper():
+            char = f"[{char.lower()}{char.upper()}]"
+        out.append(char)
+    return "".join(out)
 
 
 def is_job_folder(folder: Path) -> bool:

@@ -5,8 +5,10 @@ the cheap `stat` (size and mtime) seen when it was hashed: a source whose path a
 that hash, and anything else is read and hashed again. `touch` on an unchanged file thus costs one read and
 changes no id; changed content always gets new ids. An id hashes the source's path as well: moved sources make
 new items (`moved_sources_note` says so where the records show it). A source that is gone (deleted or archived
-once its items were done) keeps the content last recorded at its path, so its finished items keep their ids: done,
-listed and kept by `prune`, not failed again as new items. So does a mask that is gone: a mask file named as such
+once its items were done) keeps the content it held when last seen at its path, so its finished items keep their
+ids: done, listed and kept by `prune`, not failed again as new items (one a folder or glob found: gone_sources).
+"Last seen" is the newest of the recorded mtimes, or of the times a file was seen again holding content recorded
+before (`seen_again`: one record appended by the run that sees it so, none once the records agree). So does a mask that is gone: a mask file named as such
 keeps its path; one a folder or glob paired by stem (and now finds none for its source, the folder emptied or removed
 too) becomes again the mask recorded last with that source under that folder with that stem, its file gone too. A
 job left with no mask for any source is refused: each of its items would fail. A path is hashed as written
@@ -21,30 +23,38 @@ import hashlib
 import itertools
 import os
 import stat
+import time
 from dataclasses import replace
 from pathlib import PurePosixPath
 
 from .errors import ManifestError
+from .gone_sources import MADE_FROM, with_gone_sources
 from .manifest import JobSpec
 from .masks import searched_folder, unpaired_mask
 from .parameters import axes
-from .sources import SourceRef
+from .sources import FILE_NOT_FOUND, SourceRef
 
 # The parameters a record holds as asked (the seed aside, and those of masks: a moved source keeps its mask)
 _COMPARED = tuple(p for p in axes() if p.name != "seed" and p.needs is None)
 # (source path, MASKED_WITH + mask path) -> sha256: a mask recorded with a source (no stat starts so)
 MASKED_WITH = "mask "
+# A record's field (source_seen_ns, mask_seen_ns): when its source (mask) was seen again holding the content the
+# record names, after other content was recorded at that path; orders it after every content recorded before
+SEEN_AGAIN = "seen_ns"
 
 
 def recorded_hashes(records) -> dict[tuple[str, str], str]:
     """(source path, stat) -> sha256, from the records of earlier runs (`records` in the order they were written:
     JobRecords.in_written_order); and (source path, "") -> the sha256 of the content last seen there (the newest
-    mtime recorded; a record made while it was gone, with no stat, last), for a source that is gone now. Masks
-    alike, and (source path, MASKED_WITH + mask path) for each mask recorded with a source, the one recorded last
-    last."""
+    mtime recorded, or time seen again (SEEN_AGAIN); a record made while it was gone, with no stat, last), for a
+    source that is gone now. Masks alike, and (source path, MASKED_WITH + mask path) for each mask recorded with a
+    source, the one recorded last last; and (source path, MADE_FROM) for each source a result was made from (or
+    an item failed as not found, planned from its content recorded)."""
     known, newest, masked = {}, {}, {}
     for record in records:
         source, mask, sha = record.get("source"), record.get("mask"), record.get("mask_sha256")
+        if isinstance(source, str) and (record.get("status") == "ok" or _failed_gone(record)):
+            known[(source, MADE_FROM)] = ""
         if isinstance(source, str) and isinstance(mask, str) and isinstance(sha, str):
             masked.pop((source, MASKED_WITH + mask), None)
             masked[(source, MASKED_WITH + mask)] = sha
@@ -56,9 +66,44 @@ def recorded_hashes(records) -> dict[tuple[str, str], str]:
             known[(key, seen)] = sha
         mtime = seen.rpartition("-")[2]
         mtime = int(mtime) if mtime.isdigit() else -1
+        again = record.get(f"{kind}_{SEEN_AGAIN}")  # seen with this content then: later than any mtime before
+        mtime = max(mtime, again) if type(again) is int else mtime
         if mtime >= newest.get(key, (-1, ""))[0]:
             newest[key] = (mtime, sha)
     return {**known, **{(key, ""): sha for key, (_, sha) in newest.items()}, **masked}
+
+
+def _failed_gone(record: dict) -> bool:
+    """A failure of an item planned from the content recorded for its source, not found then (gone, and given
+    back as it was: made again with --overwrite, or newly planned): the source is still one the job keeps."""
+    error, sha = record.get("error"), record.get("source_sha256")
+    failed = record.get("status") == "failed" and isinstance(error, str) and error.startswith(f"{FILE_NOT_FOUND}:")
+    return failed and isinstance(sha, str) and len(sha) == 64
+
+
+def seen_again(records, done) -> list[dict]:
+    """What to append so that a source (or mask) found holding content other than the one recorded last at its
+    path (put back as it was before a change: copied back, restored from a backup, with its old time or a new
+    one) keeps that content once it is gone: for each such file, the record of one finished item made from what it
+    holds now, with its stat now and the time it was seen so (`SEEN_AGAIN`). `records`: the job's, in written
+    order; `done`: (item, its finished record) of the plan. Nothing where the records already agree (a rerun of an
+    unchanged tree writes nothing), and nothing is read: the plan's items carry what planning found."""
+    last = {key: sha for (key, seen), sha in recorded_hashes(records).items() if not seen}
+    handled, again = set(), []
+    for item, record in done:
+        fields = {}
+        for kind, ref in (("source", item.source), ("mask", item.mask)):
+            if ref is None or ref.is_url or not ref.stat or len(ref.fingerprint) != 64 or ref.key in handled:
+                continue
+            if (
+                last.get(ref.key, ref.fingerprint) != ref.fingerprint
+                and record.get(f"{kind}_sha256") == ref.fingerprint
+            ):
+                fields.update({f"{kind}_stat": ref.stat, f"{kind}_{SEEN_AGAIN}": time.time_ns()})
+                handled.add(ref.key)
+        if fields:
+            again.append({**record, **fields})
+    return again
 
 
 def identify_sources(jobs: list[JobSpec], known: dict[tuple[str, str], str]) -> list[JobSpec]:
@@ -87,14 +132,20 @@ def identify_sources(jobs: list[JobSpec], known: dict[tuple[str, str], str]) -> 
             mask = _gone_mask(mask, masks_recorded().get(source.key, []))
         return identify(mask)
 
-    def identified_grid(grid):
+    problems = []
+
+    def identified_grid(grid, origin):
+        grid, gone = with_gone_sources(grid, known, masks_recorded)
+        problems.extend(f"{origin}: {problem}" for problem in gone)
         sources = tuple(map(spelled, grid.sources))
         masks = _in_removed_folder(grid, sources, known, masks_recorded) if grid.masks else ()
         masks = tuple(identify_mask(source, mask) for source, mask in zip(sources, masks))
         return replace(grid, sources=tuple(map(identify, sources)), masks=masks)
 
-    identified_jobs = [replace(job, grids=tuple(map(identified_grid, job.grids))) for job in jobs]
-    if problems := [problem for job in identified_jobs for problem in _maskless(job)]:
+    identified_jobs = [
+        replace(job, grids=tuple(identified_grid(grid, job.origin) for grid in job.grids)) for job in jobs
+    ]
+    if problems := problems or [problem for job in identified_jobs for problem in _maskless(job)]:
         raise ManifestError(problems)
     return identified_jobs
 

@@ -23,7 +23,10 @@ from .source_decoding import SourceError, decode_image, to_rgb
 from .source_folders import (
     GLOB_CHARS,
     IMAGE_SUFFIXES,
+    JOB_STATE_DIR,
+    RECORDS_FILE,
     OwnResults,
+    case_insensitive_matches,
     folder_images,
     glob_images,
     glob_root,
@@ -33,6 +36,7 @@ from .source_folders import (
 RESIZE_MODES = ("center-crop", "pad", "stretch", "fit")
 MIN_SIDE, MAX_SIDE, SIDE_STEP = 16, 4096, 16
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+FILE_NOT_FOUND = "file not found"  # a local source's load error where its file is not there
 
 
 class SourceSpecError(ValueError):
@@ -51,6 +55,9 @@ class SourceRef:
     # a folder or glob naming a job's folder that held no results when listed: it stands for the results that job
     # will make (planning: a job of the run, whose readers wait; else refused); not part of any id
     job_folder: bool = False
+    # a folder or glob that matched no image when listed: why it is refused, unless the job's records show images
+    # it gave before, gone since, whose finished items it stands for then (source_identity); not part of any id
+    unmatched: str = ""
 
 
 # ---------------------------------------------------------------- specs -> refs
@@ -72,14 +79,14 @@ def expand_source(
             images = folder_images(path, recursive, exclude, job_folder)
             if not images and is_job_folder(path):  # its job may make results in this very run (planning judges)
                 return [_job_folder_ref(path)]
-            return _refs_or_error(spec, images)
+            return _refs_or_unmatched(spec, path, images, job_folder)
         # A literal name like "shot [1].jpg" that exists wins over reading it as a glob.
         if GLOB_CHARS & set(spec) and not path.exists():
             images = glob_images(spec, base_dir, recursive, exclude, job_folder)
             root = glob_root(spec, base_dir)
             if not images and _unfilled_job_folder(root, exclude, job_folder):
                 return [_job_folder_ref(root)]  # as a folder above; a glob matching none of its results is refused
-            return _refs_or_error(spec, images)
+            return _refs_or_unmatched(spec, path, images, job_folder, base_dir)
     except OwnResults as exc:
         raise SourceSpecError(f"source {spec!r} {exc}") from None
     # A missing file is kept: loading it later records "file not found" against that one item.
@@ -162,11 +169,29 @@ def _job_folder_ref(folder: Path) -> SourceRef:
     return replace(_file_ref(folder), job_folder=True)
 
 
-def _refs_or_error(spec: str, paths: list[Path]) -> list[SourceRef]:
-    if not paths:
-        looked_for = ", ".join(sorted(IMAGE_SUFFIXES))
-        raise SourceSpecError(f"source {spec!r} matches no image (looked for {looked_for})")
-    return [_file_ref(p) for p in sorted(paths, key=lambda p: p.as_posix())]
+def _refs_or_unmatched(
+    spec: str, path: Path, paths: list[Path], job_folder: Path | None, glob_base: Path | None = None
+) -> list[SourceRef]:
+    """The images found, sorted by path. None found: SourceSpecError, but for a job with records (`job_folder`
+    holds them), one `unmatched` ref saying why, which planning refuses unless the records show images this
+    folder or glob gave before, gone since (gone_sources)."""
+    if paths:
+        return [_file_ref(p) for p in sorted(paths, key=lambda p: p.as_posix())]
+    looked_for = ", ".join(sorted(IMAGE_SUFFIXES))
+    problem = f"source {spec!r} matches no image (looked for {looked_for})"
+    if glob_base is not None and (other_case := case_insensitive_matches(spec, glob_base)):
+        shown = ", ".join(p.name for p in other_case[:3]) + (
+            f" and {len(other_case) - 3} more" if len(other_case) > 3 else ""
+        )
+        problem += (
+            f"; globs are case-sensitive, and it would match {shown} ignoring case: write the glob as the files are "
+            "named (or a character class such as [jJ][pP][gG]), or name their folder"
+        )
+    if job_folder is None or not os.path.isfile(job_folder / JOB_STATE_DIR / RECORDS_FILE):
+        raise SourceSpecError(problem)
+    return [
+        SourceRef(key=path.as_posix(), is_url=False, stem=path.stem, fingerprint="", caption=None, unmatched=problem)
+    ]
 
 
 # ---------------------------------------------------------------- loading
@@ -196,7 +221,7 @@ def _read_file(path: Path, max_bytes: int) -> bytes:
     try:
         data = read_capped(path, max_bytes)
     except FileNotFoundError:
-        raise SourceError(f"file not found: {path.as_posix()}", "file not found") from None
+        raise SourceError(f"{FILE_NOT_FOUND}: {path.as_posix()}", FILE_NOT_FOUND) from None
     except NotRegularFile as exc:
         raise SourceError("is a folder" if exc.kind == "folder" else str(exc)) from None
     except TooLarge:

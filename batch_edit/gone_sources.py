@@ -1,0 +1,122 @@
+"""Sources a folder or glob gave before and no longer finds: a file the job's records show made a result, listed
+by a folder or glob of the job and gone since (deleted or archived once its items were done), is planned again as
+a file that is gone, as a source listed by name is: its finished items keep their ids, so they stay done, listed
+and kept by `prune`. A folder or glob left with no image (emptied, or removed) stands for those files alone; one
+whose records show none is refused, as one that never matched anything. A file of that name there again is the
+file found, not the one gone. Another job's folder is left to that job: the results it moved out are no longer
+sources."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import replace
+from fnmatch import fnmatchcase
+from pathlib import Path, PurePosixPath
+
+from .masks import unpaired_mask
+from .source_folders import GLOB_CHARS, glob_root, is_image_name, is_job_folder
+from .sources import SourceRef, source_ref
+
+# (source path, MADE_FROM): a source an item's result was made from (its latest record a success)
+MADE_FROM = "made from"
+
+
+def with_gone_sources(grid, known: dict, masks_recorded) -> tuple[object, list[str]]:
+    """A YAML grid with the files its folders and globs gave before and no longer find put back, each where the
+    folder or glob lists it (by path), with the mask recorded last with it; and the problems of a folder or glob
+    that matches no image and gave none of those (`field 'sources[i]': why`)."""
+    if grid.row is not None or not grid.specs:
+        return grid, []
+    sources, masks = list(grid.sources), list(grid.masks)
+    present, problems = {ref.key for ref in sources}, []
+    made = None
+    for index, (base, spec) in enumerate(grid.specs):
+        if "://" in spec:
+            continue
+        matches = _matcher(base, spec, sources, known)
+        if matches is not None and made is None:
+            made = [key for key, seen in known if seen == MADE_FROM]
+        gone = sorted(p for p in made if p not in present and matches(p) and not os.path.lexists(p)) if matches else []
+        # the folder or glob itself: one that matched no image, or a folder removed (listed as a file not there)
+        itself = [n for n, ref in enumerate(sources) if ref.key == _spec_path(base, spec) and not ref.stat]
+        if any(sources[n].unmatched for n in itself) and not gone:
+            problems.append(f"field 'sources[{index}]': {next(sources[n].unmatched for n in itself)}")
+            continue
+        for n in reversed(itself if gone else ()):  # it stands for its files gone
+            del sources[n]
+            del masks[n : n + 1]
+        for path in gone:
+            ref = source_ref(path, Path("/"))
+            at = _position(sources, ref.key, matches)
+            sources.insert(at, ref)
+            if grid.masks:
+                masks.insert(at, _mask_of(ref, masks_recorded().get(path, [])))
+            present.add(path)
+    if len(sources) == len(grid.sources) and not any(ref.unmatched for ref in grid.sources):
+        return grid, problems
+    return replace(grid, sources=tuple(sources), masks=tuple(masks)), problems
+
+
+def _spec_path(base: str, spec: str) -> str:
+    return os.path.abspath(Path(base).expanduser() / Path(spec).expanduser())
+
+
+def _matcher(base: str, spec: str, sources: list[SourceRef], known: dict):
+    """Whether a path is one this folder or glob spec would list (an image file under it, not hidden); None for a
+    spec naming one file, or another job's folder."""
+    path = _spec_path(base, spec)
+    folder = os.path.isdir(path) or any(
+        ref.key == path and (ref.unmatched or (not ref.stat and (path, "") not in known)) for ref in sources
+    )
+    if GLOB_CHARS & set(spec) and not os.path.lexists(path):
+        root = str(glob_root(spec, Path(base)))
+        parts = Path(os.path.expanduser(spec)).parts
+        literal = len(list(itertools.takewhile(lambda part: not GLOB_CHARS & set(part), parts[:-1])))
+        pattern = parts[literal:]
+    elif folder:
+        root, pattern = path, None
+    else:
+        return None
+    if is_job_folder(Path(root)):
+        return None
+
+    def matches(key: str) -> bool:
+        if not key.startswith(f"{root.rstrip('/')}/") or not is_image_name(Path(key)):
+            return False
+        rel = PurePosixPath(key).relative_to(root).parts
+        if pattern is None:
+            return not any(part.startswith(".") for part in rel)
+        return _glob_parts(rel, pattern)
+
+    return matches
+
+
+def _glob_parts(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    """As `glob` matches path parts on Linux: `**` any number of folders (hidden ones not), a dot-name only by a
+    pattern spelling the dot."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return _glob_parts(parts, pattern[1:]) or (
+            bool(parts) and not parts[0].startswith(".") and _glob_parts(parts[1:], pattern)
+        )
+    if not parts or (parts[0].startswith(".") and not pattern[0].startswith(".")):
+        return False
+    return fnmatchcase(parts[0], pattern[0]) and _glob_parts(parts[1:], pattern[1:])
+
+
+def _position(sources: list[SourceRef], key: str, matches) -> int:
+    """Where a file gone goes: before the first file of the same folder or glob listed after it by path, else
+    after the last of them, else last."""
+    same = [n for n, ref in enumerate(sources) if not ref.is_url and matches(ref.key)]
+    after = [n for n in same if sources[n].key > key]
+    return after[0] if after else (same[-1] + 1 if same else len(sources))
+
+
+def _mask_of(source: SourceRef, recorded: list[str]) -> SourceRef:
+    """The mask recorded last with a source gone (given back with the content recorded there where it is gone
+    too); a mask not found where none was."""
+    if not recorded:
+        return unpaired_mask(str(PurePosixPath(source.key).parent), source.stem)
+    return source_ref(recorded[-1], Path("/"))
