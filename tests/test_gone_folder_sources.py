@@ -141,3 +141,23 @@ def test_a_glob_missing_files_by_case_says_globs_are_case_sensitive(tmp_path, ti
     (tmp_path / "m.yaml").write_text(YAML.format(sources="'cam/*.jpg'"))
     out = _run(tmp_path, tiny_config, "plan", code=2)
     assert "matches no image" in out and "globs are case-sensitive" in out and "IMG_0001.JPG" in out, out
+
+
+def test_a_masked_source_moved_out_of_its_folder_keeps_its_items_with_its_mask(tmp_path, tiny_task_config):
+    config = tiny_task_config("inpaint")
+    for seed, stem in enumerate(("cat", "dog")):
+        _image(tmp_path / "img7" / f"{stem}.png", seed)
+        mask = np.zeros((64, 64), dtype=np.uint8)
+        mask[8:40, 8:40] = 255
+        (tmp_path / "masks").mkdir(exist_ok=True)
+        Image.fromarray(mask).save(tmp_path / "masks" / f"{stem}.png")
+    (tmp_path / "m.yaml").write_text(
+        YAML.format(sources="img7").replace("strength: 0.5}", "strength: 0.5, masks: masks}")
+    )
+    _run(tmp_path, config, "run")
+    made = _listed(tmp_path)
+    shutil.move(tmp_path / "img7" / "dog.png", tmp_path / "dog.archived.png")
+    assert "2 item(s), 2 already done" in _run(tmp_path, config, "plan")
+    assert "not in the plan" not in _run(tmp_path, config, "prune", "--dry-run")
+    assert "nothing to do" in _run(tmp_path, config, "run")
+    assert _listed(tmp_path) == made
