@@ -43,16 +43,15 @@ def with_gone_sources(grid, known: dict, masks_recorded) -> tuple[object, list[s
         if any(sources[n].unmatched for n in itself) and not gone:
             problems.append(f"field 'sources[{index}]': {next(sources[n].unmatched for n in itself)}")
             continue
-        for n in reversed(itself if gone else ()):  # it stands for its files gone
+        if not gone:
+            continue
+        for n in reversed(itself):  # it stands for its files gone
             del sources[n]
             del masks[n : n + 1]
-        for path in gone:
-            ref = source_ref(path, Path("/"))
-            at = _position(sources, ref.key, matches)
-            sources.insert(at, ref)
-            if grid.masks:
-                masks.insert(at, _mask_of(ref, masks_recorded().get(path, [])))
-            present.add(path)
+        refs = [source_ref(path, Path("/")) for path in gone]
+        pairs = [(ref, _mask_of(ref, masks_recorded().get(ref.key, [])) if grid.masks else None) for ref in refs]
+        sources, masks = _merged(sources, masks, pairs, matches, itself[0] if itself else len(sources))
+        present.update(gone)
     if len(sources) == len(grid.sources) and not any(ref.unmatched for ref in grid.sources):
         return grid, problems
     return replace(grid, sources=tuple(sources), masks=tuple(masks)), problems
@@ -106,12 +105,21 @@ def _glob_parts(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
     return fnmatchcase(parts[0], pattern[0]) and _glob_parts(parts[1:], pattern[1:])
 
 
-def _position(sources: list[SourceRef], key: str, matches) -> int:
-    """Where a file gone goes: before the first file of the same folder or glob listed after it by path, else
-    after the last of them, else last."""
-    same = [n for n, ref in enumerate(sources) if not ref.is_url and matches(ref.key)]
-    after = [n for n in same if sources[n].key > key]
-    return after[0] if after else (same[-1] + 1 if same else len(sources))
+def _merged(sources: list, masks: list, gone: list[tuple], matches, at: int) -> tuple[list, list]:
+    """`sources` (and their `masks`, where the grid has them) with the files `gone` (sorted by path, each with its
+    mask) put where their folder or glob lists them: among its files found, by path; none found: at `at`."""
+    same = {n for n, ref in enumerate(sources) if not ref.is_url and matches(ref.key)}
+    last = max(same, default=at - 1)
+    merged, left = [], iter(gone)
+    pending = next(left, None)
+    for n in range(len(sources) + 1):
+        while pending is not None and (n == last + 1 or (n in same and pending[0].key < sources[n].key)):
+            merged.append(pending)
+            pending = next(left, None)
+        if n < len(sources):
+            merged.append((sources[n], masks[n] if masks else None))
+    merged.extend([pending, *left] if pending is not None else [])
+    return [ref for ref, _ in merged], [mask for _, mask in merged if mask is not None] if masks or gone[0][1] else []
 
 
 def _mask_of(source: SourceRef, recorded: list[str]) -> SourceRef:

@@ -156,8 +156,8 @@ def test_a_masked_source_moved_out_of_its_folder_keeps_its_items_with_its_mask(t
     )
     _run(tmp_path, config, "run")
     made = _listed(tmp_path)
-    shutil.move(tmp_path / "img7" / "dog.png", tmp_path / "dog.archived.png")
+    shutil.move(tmp_path / "img7" / "cat.png", tmp_path / "cat.archived.png")  # first by path: listed first still
     assert "2 item(s), 2 already done" in _run(tmp_path, config, "plan")
     assert "not in the plan" not in _run(tmp_path, config, "prune", "--dry-run")
     assert "nothing to do" in _run(tmp_path, config, "run")
-    assert _listed(tmp_path) == made
+    assert _listed(tmp_path) == made  # in the same order
