@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     again.add_argument("metadata", type=Path, metavar="METADATA_CSV", help="a job's metadata.csv")
     again.add_argument("--item", required=True, metavar="ITEM_ID", help="the item_id of the row to re-render")
     again.add_argument(
-        "--pipeline", type=Path, metavar="CONFIG", help="pipeline config (default: the one the run recorded)"
+        "--pipeline", type=_user_path, metavar="CONFIG", help="pipeline config (default: the one the run recorded)"
     )
     _add_fetch_arguments(again)  # a URL source or mask is fetched again, as the run fetched it
     again.set_defaults(handler=_reproduce)
@@ -162,6 +162,11 @@ def _parser() -> argparse.ArgumentParser:
     tiny.add_argument("--force", action="store_true", help="write into DIR even if it is not empty")
     tiny.set_defaults(handler=_make_tiny_model)
     return parser
+
+
+def _user_path(text: str) -> Path:
+    """A path option's value with `~` expanded: the shell leaves `--output-root=~/x` as it is."""
+    return Path(os.path.expanduser(text))
 
 
 def _positive(text: str) -> float:
@@ -203,13 +208,13 @@ def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST", help="YAML or CSV manifest(s)")
     parser.add_argument(
         "--pipeline",
-        type=Path,
+        type=_user_path,
         metavar="CONFIG",
         help="pipeline config YAML (default: the manifest's 'pipeline:', else FLUX.1-dev with the quanto recipe on CUDA)",
     )
     parser.add_argument(
         "--output-root",
-        type=Path,
+        type=_user_path,
         metavar="DIR",
         help="where job folders go (default: the manifest's 'output_root:', else ./outputs)",
     )

@@ -8,6 +8,7 @@ checks both share live in `grid_checks`.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -115,8 +116,14 @@ def _path_settings(paths: list[Path], key: str) -> set[Path]:
         except ManifestError:
             continue
         if isinstance(data, dict) and isinstance(data.get(key), str) and data[key]:
-            named.add((path.parent / data[key]).resolve())
+            named.add(setting_path(path.parent, data[key]))
     return named
+
+
+def setting_path(base: Path, value: str) -> Path:
+    """A path a manifest's setting names (`output_root:`, `pipeline:`), `~` expanded as for sources, relative
+    to the manifest's folder."""
+    return (base / os.path.expanduser(value)).resolve()
 
 
 def _load_yaml(
@@ -130,7 +137,7 @@ def _load_yaml(
     given = without_listed_options(without_untaken(top.defaults, task, where, problems), where, problems)
     defaults = _validated(JobDefaults, given, where, problems)
     base = path.parent
-    own_root = (base / top.output_root).resolve() if top.output_root else None
+    own_root = setting_path(base, top.output_root) if top.output_root else None
     exclude = output_root or own_root or DEFAULT_OUTPUT_ROOT  # the run's output root, as the CLI picks it
     jobs, named = [], {}  # named: job name -> where it was first given, checked before a job's own problems
     for index, raw in enumerate(top.jobs):
@@ -155,7 +162,7 @@ def _load_yaml(
         path=path,
         jobs=tuple(jobs),
         output_root=own_root,
-        pipeline=(base / top.pipeline).resolve() if top.pipeline else None,
+        pipeline=setting_path(base, top.pipeline) if top.pipeline else None,
     )
 
 
