@@ -16,6 +16,23 @@ FILES_UNWRITTEN = (
     "The run could not write the file(s) above; every finished item is recorded. Fix the problem and "
     "re-run the same command: it writes them without redoing any item."
 )
+# --overwrite marks no item as redone: the same command starts over, and a run without it keeps what is there
+OVERWRITE_RERUN = (
+    "running the same command again with --overwrite redoes every item again (those this run redid too); "
+    "without --overwrite, it makes only what is not done, and the items this run did not redo keep their earlier "
+    "results"
+)
+RUN_STOPPED_OVERWRITE = f"The run stopped; every finished item is recorded. Fix the problem; then {OVERWRITE_RERUN}."
+FILES_UNWRITTEN_OVERWRITE = (
+    "The run could not write the file(s) above; every finished item is recorded. Fix the problem and re-run the "
+    "same command without --overwrite: it writes them without redoing any item (with --overwrite it redoes every "
+    "item again)."
+)
+
+
+def resume_hint(overwrite: bool) -> str:
+    """What a rerun does after a stop: resumes, or, after `run --overwrite`, what it does with and without it."""
+    return OVERWRITE_RERUN if overwrite else "run the same command again to resume"
 
 
 def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | None, coming=None) -> None:
@@ -110,19 +127,20 @@ def _waits(job, coming: tuple | None) -> dict[str, int]:
     return {other: count for other, count in waits.items() if count}
 
 
-def print_stops(result, stopped_by: str | None) -> bool:
+def print_stops(result, stopped_by: str | None, overwrite: bool = False) -> bool:
     """What stopped the run, on stderr after the summary: a signal, then an output folder that could not be
-    written or the job files left unwritten. True where the latter make the run's exit 3."""
+    written or the job files left unwritten. True where the latter make the run's exit 3. `overwrite`: the run's
+    --overwrite, which a rerun would repeat from the first item."""
     if stopped_by is not None:
-        print(
-            f"stopped by {stopped_by}: every finished item is recorded; run the same command again to resume",
-            file=sys.stderr,
-        )
+        print(f"stopped by {stopped_by}: every finished item is recorded; {resume_hint(overwrite)}", file=sys.stderr)
     if result.error is None and not result.unwritten:
         return False
     for problem in [result.error] * (result.error is not None) + result.unwritten:
         print(f"error: {escaped(problem)}", file=sys.stderr)
-    print(RUN_STOPPED if result.error is not None else FILES_UNWRITTEN, file=sys.stderr)
+    if overwrite:
+        print(RUN_STOPPED_OVERWRITE if result.error is not None else FILES_UNWRITTEN_OVERWRITE, file=sys.stderr)
+    else:
+        print(RUN_STOPPED if result.error is not None else FILES_UNWRITTEN, file=sys.stderr)
     return True
 
 
