@@ -74,8 +74,7 @@ def decode_csv(data: bytes) -> str:
 
 def read_csv_table(text: str, max_field: int) -> CsvTable:
     """Parse all of `text`. `max_field` bounds one cell (the caller's file-size cap, so no real cell trips it)."""
-    delimiter, text = _declared_delimiter(text)
-    delimiter = delimiter or sniff_delimiter(text)
+    delimiter, text = delimiter_of(text)
     with _field_size_limit(max_field):  # parsing happens while iterating: keep it all inside
         records = list(_records(text, delimiter))
     filled = [record for record in records if any(cell.strip() for cell in record.cells)]
@@ -84,6 +83,13 @@ def read_csv_table(text: str, max_field: int) -> CsvTable:
     header, *rows = filled
     names = tuple(name.strip().lower() for name in header.cells)
     return CsvTable(delimiter, names, tuple(rows))
+
+
+def delimiter_of(text: str) -> tuple[str, str]:
+    """The delimiter (Excel's `sep=` line, else the header line's) and the text with a `sep=` line left empty.
+    CsvTableError: a `sep=` line declaring a delimiter not read."""
+    declared, text = _declared_delimiter(text)
+    return declared or sniff_delimiter(text), text
 
 
 def _declared_delimiter(text: str) -> tuple[str | None, str]:

@@ -14,7 +14,9 @@ import re
 from pathlib import Path
 
 from . import job_files
+from .csv_table import CsvTableError, delimiter_of
 from .errors import OutputError
+from .validation import printable
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,7 @@ WRITTEN_DIGESTS = "metadata-written"  # under .batch-edit/: the digests of the l
 EDITED_METADATA = "metadata-edited"  # metadata-edited.csv: not a name the datasets loaders read as metadata
 # pandas writes its index under an empty name, and reads an empty name back as "Unnamed: 0"
 _UNNAMED = re.compile(r"\s*(Unnamed: \d+)?\s*")
+_HEADER_BYTES = 64 * 1024  # where a header is looked for: a `sep=` line and the header line
 
 
 def content_digest(data: bytes) -> str:
@@ -30,11 +33,20 @@ def content_digest(data: bytes) -> str:
     otherwise or writes a number another way (pandas reads a column with blanks as floats: 0 -> 0.0) changes
     no cell, so it is not an edit. Hashed row by row (a job of 100k rows is tens of megabytes), the same digest
     as the JSON of the list of rows that folders written before recorded."""
-    text = data.decode("utf-8-sig", "replace").replace("\r\n", "\n")
+    delimiter, text = _delimited(data.decode("utf-8-sig", "replace").replace("\r\n", "\n"))
     try:
-        return _rows_digest(csv.reader(io.StringIO(text, newline="")))
+        return _rows_digest(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
     except csv.Error:  # a cell past the csv module's size limit: the text itself then
         return _rows_digest([[text]])
+
+
+def _delimited(text: str) -> tuple[str, str]:
+    """The delimiter, and the text without a `sep=` line, as CSV manifests are read (a spreadsheet set for a
+    language writing decimal commas saves with semicolons); a `sep=` line naming another: commas, the text as is."""
+    try:
+        return delimiter_of(text)
+    except CsvTableError:
+        return ",", text
 
 
 def _rows_digest(rows) -> str:
@@ -113,7 +125,7 @@ def keep_if_edited(path: Path, written: WrittenMetadata, written_columns: set[st
         data = job_files.read_bytes(path)
     except OSError as exc:
         raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    header = next(csv.reader([data.decode("utf-8-sig", "replace").partition("\n")[0].rstrip("\r")]), [])
+    header = _header(data)
     added = [column for column in header if column.strip() not in written_columns]
     if not added and not written.edited(data):
         return
@@ -126,9 +138,18 @@ def keep_if_edited(path: Path, written: WrittenMetadata, written_columns: set[st
     log.warning("%s %s: kept as %s; metadata.csv is rebuilt from the records", path, found, kept.name)
 
 
+def _header(data: bytes) -> list[str]:
+    """The header's column names, its delimiter found as CSV manifests' is (only the first lines decoded)."""
+    delimiter, text = _delimited(data[:_HEADER_BYTES].decode("utf-8-sig", "replace").replace("\r\n", "\n"))
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    return next(csv.reader([first], delimiter=delimiter), [])
+
+
 def _describe(columns: list[str]) -> str:
     named = [column for column in columns if not _UNNAMED.fullmatch(column)]
-    shown = ", ".join(named[:3]) + (f" and {len(named) - 3} more" if len(named) > 3 else "")
+    shown = ", ".join(printable(column) for column in named[:3]) + (
+        f" and {len(named) - 3} more" if len(named) > 3 else ""
+    )
     unnamed = len(columns) - len(named)
     if unnamed:
         what = "an unnamed column" if unnamed == 1 else f"{unnamed} unnamed columns"

@@ -15,7 +15,8 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BeforeValidator, Field, ValidationError, create_model
 
 from . import job_files
-from .csv_table import CsvTableError, decode_csv
+from .csv_manifest import DECIMAL_COMMA
+from .csv_table import CsvTableError, decode_csv, delimiter_of
 from .errors import BatchEditError, PipelineLoadError, ReproduceError, UnsafeOutputError
 from .formats import as_stored
 from .local_files import open_regular
@@ -240,13 +241,21 @@ def _failure_rows(folder: Path, item_id: str) -> list[dict]:
 
 
 def read_listing(path: Path) -> tuple[list[str], list[dict]]:
-    """A job's metadata.csv or failures.csv: its columns and rows. Its text is read as manifests are (a
-    spreadsheet's re-save may add a byte-order mark, or save UTF-16 with one: no change to its cells); a regular
-    file only, so a FIFO or /dev/zero given as the CSV cannot hang or fill memory. CsvTableError: not text."""
+    """A job's metadata.csv or failures.csv: its columns and rows. Its text is read as CSV manifests are (a
+    spreadsheet's re-save may add a byte-order mark, save UTF-16 with one, or use semicolons or tabs with decimal
+    commas: no change to its cells); a regular file only, so a FIFO or /dev/zero given as the CSV cannot hang or
+    fill memory. CsvTableError: not text."""
     with open(open_regular(path), "rb") as handle:
-        text = decode_csv(handle.read())
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    return list(reader.fieldnames or ()), list(reader)
+        delimiter, text = delimiter_of(decode_csv(handle.read()))
+    # the header after a `sep=` line (left empty) or blank lines: DictReader would take an empty line as the header
+    reader = csv.DictReader(io.StringIO(text.lstrip("\n"), newline=""), delimiter=delimiter)
+    rows = list(reader)
+    if delimiter != ",":  # a spreadsheet saving with ';' or tabs writes decimal commas too, as in CSV manifests
+        for row in rows:
+            for column in (p.column for p in axes() if p.decimal_comma):
+                if DECIMAL_COMMA.fullmatch(row.get(column) or ""):
+                    row[column] = row[column].replace(",", ".")
+    return list(reader.fieldnames or ()), rows
 
 
 def _failure_text(failure: dict) -> str:
