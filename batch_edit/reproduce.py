@@ -32,6 +32,11 @@ from .validation import describe_validation_error
 
 CONFIG_HASH = re.compile(r"[0-9a-f]{16}")
 NO_IMAGE = ", so there is no image to compare"
+# a difference of at most 1/255 where the records show no input changed
+ROUNDING_NOTE = (
+    "differences this small usually come from float rounding (a torch thread count, batch size, device or library "
+    "version other than the run's), not from different inputs"
+)
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,8 @@ def reproduce(
     result = compare(composited(item, image, source.fitted, mask.image), stored, item_id)
     notes = tuple(note for note in (source.note, mask.note) if note)
     if not result.identical:
-        notes += changed_since_the_run(record, row, source, mask.as_given, config if not config_path else None)
+        changed = changed_since_the_run(record, row, source, mask.as_given, config if not config_path else None)
+        notes += changed or ((ROUNDING_NOTE,) if result.size_matches and result.max_difference <= 1 else ())
     return replace(result, kept_source=source.kept, kept_because=source.because, notes=notes)
 
 
