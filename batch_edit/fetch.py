@@ -107,7 +107,7 @@ class PrivateAddressRefused(Exception):
     """Raised inside urllib3 at connect time; deliberately not an OSError, so nothing on the way retries it."""
 
     def __init__(self, address: str):
-        super().__init__(address)
+        super().__init__(f"private address {address} refused (--allow-private-urls allows it)")
         self.address = address
 
 
@@ -273,7 +273,7 @@ def _attempt(session: requests.Session, url: str, download: _Download) -> bytes:
     try:
         return _follow(session, url, download)
     except PrivateAddressRefused as exc:
-        raise FetchError(f"private address {exc.address} refused", "private address refused") from exc
+        raise FetchError(str(exc), "private address refused") from exc
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         raise _classify(exc, download) from exc
 

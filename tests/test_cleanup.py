@@ -86,7 +86,7 @@ def test_a_failure_keeps_the_whole_first_line_and_bounds_its_reason():
 def test_a_refused_private_address_is_one_reason_whatever_the_address(loopback_server):  # noqa: F811
     with pytest.raises(SourceError) as info:
         load_image(source_ref(loopback_server.url("/ok.png"), Path(".")), FetchOptions())
-    assert str(info.value) == "private address 127.0.0.1 refused"
+    assert str(info.value) == "private address 127.0.0.1 refused (--allow-private-urls allows it)"
     assert Failure.of("load", info.value).reason == "private address refused"
 
 

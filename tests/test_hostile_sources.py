@@ -118,6 +118,6 @@ def test_loopback_urls_are_refused_by_default(tmp_path, tiny_config, server):
     result = batch_edit("run", "local.csv", "--pipeline", str(tiny_config), "--output-root", "out", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     failures = pd.read_csv(tmp_path / "out" / "local" / "failures.csv")
-    assert list(failures["error"]) == ["private address 127.0.0.1 refused"]
+    assert list(failures["error"]) == ["private address 127.0.0.1 refused (--allow-private-urls allows it)"]
     assert server.hits["/ok.png"] == 0, "the request must not be sent once the connection's address is known"
     assert len(pd.read_csv(tmp_path / "out" / "local" / "metadata.csv")) == 1

@@ -92,5 +92,5 @@ def test_a_url_mask_at_a_private_address_is_refused_by_default_as_a_source_is(tm
                             cwd=tmp_path)  # fmt: skip
     assert result.returncode == 1, result.stderr
     failures = pd.read_csv(tmp_path / "out" / "rows" / "failures.csv")
-    assert list(failures["error"]) == ["mask: private address 127.0.0.1 refused"]
+    assert list(failures["error"]) == ["mask: private address 127.0.0.1 refused (--allow-private-urls allows it)"]
     assert server.hits["/ok.png"] == 0

@@ -660,11 +660,13 @@ def test_redirect_from_another_server(server):
 
 # ---- private addresses
 
+LOOPBACK_REFUSED = "private address 127.0.0.1 refused (--allow-private-urls allows it)"
+
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_defaults_refuse_loopback(server, host):
     message, elapsed = timed_error(server.url("/ok.png").replace("127.0.0.1", host))
-    assert message == "private address 127.0.0.1 refused"
+    assert message == LOOPBACK_REFUSED
     assert server.hits["/ok.png"] == 0 and elapsed < 0.4  # refused at connect: no request sent, no retry
 
 
@@ -677,7 +679,7 @@ def test_public_name_resolving_to_loopback_refused(server, monkeypatch):
 
     monkeypatch.setattr(socket, "getaddrinfo", fake_dns)
     url = server.url("/ok.png").replace("127.0.0.1", "images.example.com")
-    assert fetch_error(url) == "private address 127.0.0.1 refused"
+    assert fetch_error(url) == LOOPBACK_REFUSED
     assert server.hits["/ok.png"] == 0
     assert px(fetch(url, **LOCAL)) == (0, 128, 255)  # the fake DNS really led there
 
@@ -691,7 +693,7 @@ def test_every_redirect_hop_is_checked(server, monkeypatch):
         return len(seen) == 1
 
     monkeypatch.setattr(fetch_module, "is_public_address", first_one_public)
-    assert fetch_error(server.url("/redirect-ok")) == "private address 127.0.0.1 refused"
+    assert fetch_error(server.url("/redirect-ok")) == LOOPBACK_REFUSED
     assert seen == ["127.0.0.1", "127.0.0.1"]
     assert (server.hits["/redirect-ok"], server.hits["/ok.png"]) == (1, 0)
 
@@ -719,7 +721,7 @@ def test_proxies_refused(server):
 def test_https_is_checked_before_the_tls_handshake(server):
     # An https URL to the plain-http server: refused at connect, before TLS could fail.
     https = server.url("/ok.png").replace("http://", "https://")
-    assert fetch_error(https) == "private address 127.0.0.1 refused"
+    assert fetch_error(https) == LOOPBACK_REFUSED
     assert fetch_error(https, **LOCAL).startswith("could not connect: ")  # allowed: on to TLS, which fails
 
 
@@ -730,7 +732,7 @@ def test_https_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert[0]))
     with LoopbackServer(tls=cert) as server:
         assert px(fetch(server.url("/redirect-ok"), **LOCAL)) == (0, 128, 255)
-        assert fetch_error(server.url("/ok.png")) == "private address 127.0.0.1 refused"
+        assert fetch_error(server.url("/ok.png")) == LOOPBACK_REFUSED
         assert server.hits["/ok.png"] == 1  # only the allowed download reached the server
 
 
