@@ -57,13 +57,13 @@ def load_csv(path: Path, task: str = DEFAULT_TASK, valid: list[JobSpec] | None =
     grids: dict[str, list[Grid]] = {}
     valid_rows: dict[str, list[Grid]] = {}  # the task's checks need no more than valid fields
     origins: dict[str, str] = {}
-    named: set[str] = set()  # jobs a row's `job` cell names (the others are named after the file)
+    named: dict[str, list[tuple[int, int]]] = {}  # jobs a row's `job` cell names: those rows' numbers and lines
     for number, record in enumerate(table.rows, start=1):
         where, before = f"{path}: row {number} (line {record.line})", len(problems)
         row = _csv_values(table, record, where, problems)
         grid, job = _grid_from_row(row, path, where, problems, task) if row is not None else (None, "")
         if row is not None and row.get("job", "").strip():
-            named.add(job)
+            named.setdefault(job, []).append((number, record.line))
         if grid is not None:
             grid = replace(grid, row=number)
             grids.setdefault(job, []).append(grid)
@@ -77,13 +77,19 @@ def load_csv(path: Path, task: str = DEFAULT_TASK, valid: list[JobSpec] | None =
             fix = ": add a 'job' column naming the job, or rename the file"
             check_job_name(job, origins[job], problems, "the job is named after the CSV file", fix)
         else:
-            check_job_name(job, origins[job], problems, "column 'job'")
+            check_job_name(job, _rows_naming(path, named[job]), problems, "column 'job'")
     if valid is not None:
         valid.extend(JobSpec(name, origins[name], tuple(rows)) for name, rows in valid_rows.items())
     if problems:
         raise ManifestError(problems)
     jobs = tuple(JobSpec(name=name, origin=origins[name], grids=tuple(rows)) for name, rows in grids.items())
     return Manifest(path=path, jobs=jobs)
+
+
+def _rows_naming(path: Path, rows: list[tuple[int, int]]) -> str:
+    """Where a job's name is given: its first row (and how many more name it)."""
+    (number, line), more = rows[0], len(rows) - 1
+    return f"{path}: row {number} (line {line})" + (f" and {more} more row{'s' * (more > 1)}" if more else "")
 
 
 def _check_csv_header(path: Path, header: tuple[str, ...]) -> list[str]:

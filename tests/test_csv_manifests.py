@@ -169,6 +169,12 @@ def test_a_job_name_refused_says_whether_the_job_column_or_the_file_name_gave_it
     with pytest.raises(ManifestError) as refused:
         load_manifest(folder / "jobs.csv")
     assert refused.value.problems == [
-        f"{folder / 'jobs.csv'}: job 'bad job': column 'job': 'bad job' is not allowed: it names the output folder, "
+        f"{folder / 'jobs.csv'}: row 1 (line 2): column 'job': 'bad job' is not allowed: it names the output folder, "
         "so use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit, with no '..'"
     ]
+    # the first row naming it, and how many more do
+    (folder / "jobs.csv").write_text("job,source,prompt\nok,cat.jpg,x\n\nbad job,cat.jpg,y\nbad job,cat.jpg,z\n")
+    with pytest.raises(ManifestError) as refused:
+        load_manifest(folder / "jobs.csv")
+    (problem,) = refused.value.problems
+    assert problem.startswith(f"{folder / 'jobs.csv'}: row 2 (line 4) and 1 more row: column 'job': 'bad job' is ")
