@@ -168,6 +168,8 @@ def _load_yaml(
 
 def _top_level(data: dict, path: Path) -> tuple[ManifestModel, list[str]]:
     """The manifest's top-level keys. Unknown ones are reported with the jobs' problems, not instead of them."""
+    if "jobs" in data and data["jobs"] in (None, []):  # `jobs: []` or `jobs:` with nothing under it
+        raise ManifestError([f"{shown_path(path)}: the manifest lists no jobs: 'jobs:' needs at least one job"])
     try:
         return ManifestModel.model_validate(data, strict=True), []
     except ValidationError as exc:

@@ -28,7 +28,8 @@ def placeholders(template: str, allowed: tuple[str, ...], used_in: str) -> set[s
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise ValueError(f"malformed placeholder ({exc}); write '{{{{' for a literal brace") from None
+        literal = "'}}' for a literal '}'" if str(exc).startswith("Single '}'") else "'{{' for a literal '{'"
+        raise ValueError(f"malformed placeholder ({exc}); write {literal}") from None
     for _, field, spec, conversion in parsed:
         if field is None:
             continue

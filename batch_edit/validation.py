@@ -273,12 +273,20 @@ def describe_validation_error(exc: ValidationError, where: str, model: type[Base
         if err["type"] in NUMBER_TYPES and (spelling := number_spelling(got)):
             lines.append(f"{where}: field '{field}': {spelling}")
             continue
-        shown = f" (got {printable(repr(got))})" if not isinstance(got, (dict, list)) else ""
+        shown = f" (got {_shown_input(got)})" if not isinstance(got, (dict, list)) else ""
         if not field and err["type"] == "value_error":  # a check across fields: its message names the keys
             lines.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
             continue
         lines.append(f"{where}: field '{field}': {_message(err)}{shown}")
     return lines
+
+
+def _shown_input(got: object) -> str:
+    """A refused value as written (quoted); a long text's start, with its own length (not its quoted form's)."""
+    if isinstance(got, str) and len(got) > ECHO_CHARS:
+        start = repr(got[:ECHO_CHARS])
+        return f"{printable(start, limit=len(start))}… ({len(got):,} characters)"
+    return printable(repr(got))
 
 
 def _one_branch_per_field(errors: list[dict]) -> list[dict]:

@@ -148,7 +148,7 @@ def test_csv_rows_are_items_and_jobs(tmp_path, photos):
         ("jobs: [{name: a, sources: photos/cat.jpg, prompts: 'x {style}'}]", ["unknown placeholder {style}"]),
         ("jobs: [{name: a, sources: photos/cat.jpg, prompts: 'x {stem.__class__}'}]", ["unknown placeholder"]),
         ("jobs: [{name: a, prompts: x}]", ["field 'sources'", "field required"]),
-        ("jobs: []", ["field 'jobs'", "at least 1"]),
+        ("jobs: []", ["the manifest lists no jobs", "at least one job"]),
         ("jobz: []", ["unknown key 'jobz'", "did you mean 'jobs'"]),
         ("jobs: [{name: a, sources: photos/cat.jpg, prompts: x]", ["not valid YAML", ":1"]),
         ("- just a list", ["must be a mapping"]),
