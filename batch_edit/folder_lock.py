@@ -11,7 +11,7 @@ it makes nothing, so it never brings back the folders such a run removes.
 
 A holder that writes (a run, a prune, a run finishing an idle job) names itself in `owner` (pid and command)
 while it holds the lock, and removes it before releasing: a refusal names only a holder whose process runs. A run
-checks before it locks any folder that its locks leave OPEN_FILES_RESERVE open files of the limit free.
+checks before it locks any folder that its locks leave OPEN_FILES_RESERVE open files free (a prune PRUNE_RESERVE).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ _TRIES = 10  # take(): the folders made again this often, each time another run 
 # reading sources and writing results, Ray's connections. Loading the tiny model and running on a CPU needs about 10;
 # 128 leaves room for a GPU and a compile while a default soft limit of 256 (macOS) still allows 100 jobs.
 OPEN_FILES_RESERVE = 128
+PRUNE_RESERVE = 32  # a prune loads no model: reading records and writing CSVs and contact sheets needs a few
 _OPEN_FOLDER = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 Made = dict[Path, tuple[int, int]]  # the folders a run made, each with its device and inode when made
@@ -110,7 +111,11 @@ class FolderLock:
                 + (", or give this run another --output-root" if by == "run" else f", then {by} again")
             )
         if write_owner:
-            write_owner_file(self.state, by)
+            try:
+                write_owner_file(self.state, by)
+            except OSError as exc:  # a read-only `.batch-edit/`, no descriptor left: not held after all
+                self.release()
+                raise cannot_lock(self.folder, exc, by, verb="write to") from exc
             self._owner_written = True
         return True
 
@@ -173,9 +178,9 @@ class LocksUnsupported(OutputError):
     """The job folder's file system gives no file locks: no writing there is safe, whatever its permissions."""
 
 
-def cannot_lock(folder: Path, exc: OSError, by: str = "run") -> OutputError:
-    """What a job folder that cannot be locked or made says: its path and the system's reason. `by`: the command
-    that tried ("run" or "prune"), for what a file system without locks advises."""
+def cannot_lock(folder: Path, exc: OSError, by: str = "run", verb: str = "lock") -> OutputError:
+    """What a job folder that cannot be locked (`verb`: or written to) or made says: its path and the system's
+    reason. `by`: the command that tried ("run" or "prune"), for what a file system without locks advises."""
     if exc.errno in _NO_LOCKS:
         fix = (
             "give --output-root a folder on a local file system (or on a network mount with file locking enabled)"
@@ -187,27 +192,29 @@ def cannot_lock(folder: Path, exc: OSError, by: str = "run") -> OutputError:
             f"cannot lock the output folder {folder}: its file system does not support file locks "
             f"({exc.strerror or exc}), which batch-edit needs so that no two commands write one job folder at once; {fix}"
         )
-    if exc.errno == errno.EMFILE:  # a run holds one lock per job folder until it ends
-        return OutputError(too_many_open_files(f" at {folder}"))
-    return OutputError(f"cannot lock the output folder {folder}: {exc.strerror or exc}")
+    if exc.errno == errno.EMFILE:  # a run (or prune) holds one lock per job folder until it ends
+        return OutputError(too_many_open_files(f" at {folder}", by))
+    return OutputError(f"cannot {verb} the output folder {folder}: {exc.strerror or exc}")
 
 
-def too_many_open_files(where: str = "") -> str:
-    """What a run that runs out of open files says (`where`: " at PATH", " while loading the pipeline")."""
+def too_many_open_files(where: str = "", by: str = "run") -> str:
+    """What a run or prune (`by`) out of open files says (`where`: " at PATH", " while loading the pipeline")."""
     limit = open_file_limit()
+    needs = f"{OPEN_FILES_RESERVE} more to load the model and write" if by == "run" else f"{PRUNE_RESERVE} more"
     return (
-        f"too many open files{where}: a run holds one open file per job until it ends and needs "
-        f"{OPEN_FILES_RESERVE} more to load the model and write, and this one has more jobs than the open-file "
-        f"limit{f' ({limit})' if limit is not None else ''} allows; raise it (ulimit -Hn) or run the jobs in parts"
+        f"too many open files{where}: a {by} holds one open file per job until it ends and needs {needs}, and this "
+        f"one has more jobs than the open-file limit{f' ({limit})' if limit is not None else ''} allows; raise it "
+        f"(ulimit -Hn) or {by} the jobs in parts"
     )
 
 
-def check_open_files(folders: int) -> None:
+def check_open_files(folders: int, by: str = "run") -> None:
     """Refuse (OutputError) a run whose locks on `folders` job folders, with the files open already, would leave
-    fewer than OPEN_FILES_RESERVE open files of the limit free: before it locks any, not half-way through its load."""
+    fewer than OPEN_FILES_RESERVE open files of the limit free (a prune, `by`, PRUNE_RESERVE): before it locks any."""
     limit = open_file_limit()
-    if limit is not None and _open_now() + folders + OPEN_FILES_RESERVE > limit:
-        raise OutputError(too_many_open_files())
+    reserve = OPEN_FILES_RESERVE if by == "run" else PRUNE_RESERVE
+    if limit is not None and _open_now() + folders + reserve > limit:
+        raise OutputError(too_many_open_files(by=by))
 
 
 def open_file_limit() -> int | None:

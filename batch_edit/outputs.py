@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -329,8 +329,9 @@ class JobOutput(JobListing):
             return
         written = False
         try:
-            folder_lock.write_owner_file(self.state, by)
-            written = True
+            with suppress(OSError):  # only for what a refusal meanwhile says: a folder it cannot name itself in
+                folder_lock.write_owner_file(self.state, by)  # (`.batch-edit/` read-only) is finished all the same
+                written = True
             job_files.sweep_temporaries(self.folder)
             self.finish_files()  # a CSV is replaced only where it changes, which leaves the sheets' stamp newer
             self.write_sheets_if_stale()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from . import job_files
 from .errors import BatchEditError, ConfigError, OutputError
-from .folder_lock import FolderLock, LocksUnsupported
+from .folder_lock import FolderLock, LocksUnsupported, cannot_lock, check_open_files
 from .formats import caption_name
 from .kept_sources import copies_named, kept_listing
 from .outputs import PIPELINES_DIR, JobOutput
@@ -96,9 +96,12 @@ class PruneStopped(OutputError):
         fix = (
             "Once its file system supports file locks, run the same prune again to finish."
             if isinstance(self.__cause__, LocksUnsupported)
+            else "Then run the same prune again."
+            if "too many open files" in str(self)
             else "Make the output folder writable and run the same prune again to finish."
         )
-        return f"error: {escaped(self)}\nprune stopped at job {escaped(job)}: {changed}{later}. {fix}"
+        where = f"at job {escaped(job)}" if job else "before locking any job folder"
+        return f"error: {escaped(self)}\nprune stopped {where}: {changed}{later}. {fix}"
 
 
 class OtherConfigResults(BatchEditError):
@@ -143,20 +146,24 @@ def hold_job_folders(jobs: list[str], output_root: Path, stack: contextlib.ExitS
     dry run lists them so, writing no owner file). Nothing is made: a folder not there (never run, or removed
     meanwhile by the refused run that made it) holds nothing to prune. Returns the jobs whose folders are held.
     OutputBusyError while a run holds any (also one loading its model, with no record yet); PruneStopped
-    (`locking` that job) where one cannot be locked. Either before any job is pruned or listed."""
-    held = set()
-    for job in jobs:
-        output = JobOutput(output_root, job)
-        lock = FolderLock(output.folder, output.state)
-        stack.callback(lock.release)  # also where writing the owner file fails once it is held
-        try:
+    (`locking` that job) where one cannot be locked, or too few open files are left to hold them all. Either
+    before any job is pruned or listed."""
+    held, job, folder = set(), "", Path(output_root)
+    try:
+        check_open_files(len(jobs), by="prune")  # one open file per job folder held, before any is locked
+        for job in jobs:
+            output = JobOutput(output_root, job)
+            lock, folder = FolderLock(output.folder, output.state), output.folder
+            stack.callback(lock.release)
             output.check()
             if lock.take_existing(by="prune", write_owner=not dry_run):
                 held.add(job)
-        except OutputError as exc:  # a folder it cannot lock (read-only, no locks there): before any job changes
-            stopped = PruneStopped(str(exc), PruneResult(output.folder))
-            stopped.locking = job
-            raise stopped from exc
+    except (OutputError, OSError) as exc:  # a folder it cannot lock, list or write to: before any job changes
+        if not isinstance(exc, OutputError):
+            exc = cannot_lock(folder, exc, "prune", verb="read")
+        stopped = PruneStopped(str(exc), PruneResult(folder))
+        stopped.locking = job
+        raise stopped from exc
     return held
 
 
