@@ -72,16 +72,20 @@ def left_to_come(result, plans, output_root, overwrite: bool, planned_again) -> 
     counts them: the items the results a job of the run has still to make will add to it (how many, None where
     its globs cannot tell; the jobs making them), and, where its items stood for a job's folder not filled when
     it was planned, its items from the results that job made since, per job (the run ended before listing them:
-    a stop, or jobs reading each other's results). {} where no job reads another's results or none has items
-    left (all made: nothing is to come); None where they could not be planned again (a manifest or the pipeline
-    config changed meanwhile)."""
+    a stop, or jobs reading each other's results: a run of as many rounds as jobs ends with the last round's
+    results unread, and counts every job's items from results made in it). {} where no job reads another's results,
+    or none has items left and none reads back a job that reads it (all made: nothing is to come); None where they
+    could not be planned again (a manifest or the pipeline config changed meanwhile)."""
     from .chain_counts import stand_in, to_come
     from .job_chains import job_folders, job_of, read_jobs
     from .runner import pending_items
 
     folders = job_folders([plan.name for plan in plans], output_root)
     left = any(job.held_back or job.not_run or job.waiting or job.failed for job in result.jobs)
-    if not left or not any(read_jobs(plan, folders) for plan in plans):  # nothing can be to come
+    reads = {plan.name: read_jobs(plan, folders) for plan in plans}
+    wrote = {job.name for job in result.jobs if job.done and not job.refused}
+    around = wrote & _read_around(reads)  # jobs whose results this run made may be left unread by its last round
+    if not (left or around) or not any(reads.values()):  # nothing can be to come
         return {}
     read: dict = {}
     try:
@@ -91,15 +95,34 @@ def left_to_come(result, plans, output_root, overwrite: bool, planned_again) -> 
     folders = job_folders([plan.name for plan in plans], output_root)
     pending = {plan.name: pending_items(plan, read[plan.name][0], overwrite, read[plan.name][1]) for plan in plans}
     found, coming = to_come(plans, jobs, pending, folders), {}
-    standing = {job.name: job.standing for job in result.jobs if not job.refused}
+    standing = {job.name: set(job.standing) | around for job in result.jobs if not job.refused}
     for plan in plans:
         count, _, makers, *_ = found[plan.name]
         listed: dict[str, int] = {}
+        records = read[plan.name][1]
         for item in pending[plan.name]:
-            if (maker := job_of(item.source.key, folders)) in standing.get(plan.name, {}):
-                listed[maker] = listed.get(maker, 0) + (not stand_in(item.source, folders))
+            if (maker := job_of(item.source.key, folders)) not in standing.get(plan.name, ()) or maker == plan.name:
+                continue
+            tried = maker in around and records.get(item.item_id, {}).get("status") == "failed"  # counted failed
+            listed[maker] = listed.get(maker, 0) + (not stand_in(item.source, folders) and not tried)
         coming[plan.name] = (count, makers, {maker: n for maker, n in listed.items() if n})
     return coming
+
+
+def _read_around(reads: dict[str, set[str]]) -> set[str]:
+    """The jobs that read, through other jobs' results or directly, a job reading theirs (`reads`: per job, the
+    jobs whose results it reads)."""
+    around = set()
+    for start in reads:
+        seen, todo = set(), list(reads[start])
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo.extend(reads.get(name, ()))
+        if start in seen:
+            around.add(start)
+    return around
 
 
 def _coming(result, coming: dict | None) -> dict[str, tuple]:
