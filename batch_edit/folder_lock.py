@@ -295,13 +295,13 @@ def holder(state: Path) -> str:
     except (OSError, UnicodeDecodeError):
         words = []
     pid = int(words[0]) if words and words[0].isdigit() and len(words[0]) < 10 else 0
-    if not _running(pid):
+    if not running(pid):
         return "another batch-edit process"
     command = words[1] if len(words) > 1 and words[1] in ("run", "prune") else "process"
     return f"another batch-edit {command} (pid {pid})"
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
     """A process `pid` runs on this machine (perhaps another user's)."""
     if pid <= 0:
         return False

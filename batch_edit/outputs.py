@@ -21,7 +21,8 @@ from typing import BinaryIO, Callable
 from PIL import Image
 
 from . import folder_lock, job_files
-from .errors import OutputError
+from .brief_holders import IDLE, wait_for_brief_holder
+from .errors import OutputBusyError, OutputError
 from .finish_pass import UNCOPIED, finish_files
 from .folder_lock import LOCK_NAME, OWNER_NAME, FolderLock, LockFileGone, cannot_lock, try_lock, unlock
 from .formats import caption_name
@@ -304,12 +305,22 @@ class JobOutput(JobListing):
         """OutputBusyError, naming the holder, while another process holds this folder's lock: a run checks the
         folders of its jobs with nothing to do so before it writes anything. Makes, writes and keeps nothing (no
         folder, lock file or owner file; the lock, where its file is there, is released at once). A folder that
-        cannot be locked (read-only, a file system without locks) is left to `refresh` and `lock`."""
+        cannot be locked (read-only, a file system without locks) is left to `refresh` and `lock`. A holder only
+        finishing the job, or checking it, is waited for a moment (`brief_holders`)."""
+        busy = self._busy(by)
+        if busy is not None and not wait_for_brief_holder(self.state, lambda: self._busy(by) is None):
+            raise busy
+
+    def _busy(self, by: str) -> OutputBusyError | None:
+        """One try at the lock, released at once: the refusal while another process holds it."""
         try:
             if self._lock.try_take(by, write_owner=False, create=False):
                 self._lock.release()
+        except OutputBusyError as exc:
+            return exc
         except OutputError:
             pass
+        return None
 
     def refresh(self, by: str = "run") -> None:
         """Finish what an earlier run left (CSVs that differ from what the records and the current plan give,
@@ -330,7 +341,7 @@ class JobOutput(JobListing):
         written = False
         try:
             with suppress(OSError):  # only for what a refusal meanwhile says: a folder it cannot name itself in
-                folder_lock.write_owner_file(self.state, by)  # (`.batch-edit/` read-only) is finished all the same
+                folder_lock.write_owner_file(self.state, f"{by} {IDLE}")  # (read-only) is finished all the same
                 written = True
             job_files.sweep_temporaries(self.folder)
             self.finish_files()  # a CSV is replaced only where it changes, which leaves the sheets' stamp newer
