@@ -113,8 +113,8 @@ def _read_around(reads: dict[str, set[str]]) -> set[str]:
     """The jobs that read, through other jobs' results or directly, a job reading theirs (`reads`: per job, the
     jobs whose results it reads)."""
     around = set()
-    for start in reads:
-        seen, todo = set(), list(reads[start])
+    for start, read in reads.items():
+        seen, todo = set(), list(read)
         while todo:
             name = todo.pop()
             if name not in seen:

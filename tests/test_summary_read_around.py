@@ -18,7 +18,7 @@ def _planned(stdout: str) -> dict[str, tuple[int, int]]:
     """Per job, as `plan` counts it: (items pending now, items to come from results still to make)."""
     counts = {}
     for name, items, to_come, done in re.findall(
-        r"^job (\w+): (\d+) item\(s\)(?: and (\d+) to come[^,]*)?, (\d+) already done", stdout, re.M
+        r"^job (\w+): (\d+) item\(s\)(?: and (\d+) to come[^,]*)?, (\d+) already done", stdout, re.MULTILINE
     ):
         counts[name] = (int(items) - int(done), int(to_come or 0))
     return counts
@@ -27,7 +27,7 @@ def _planned(stdout: str) -> dict[str, tuple[int, int]]:
 def _summed_up(stdout: str) -> dict[str, tuple[int, int]]:
     """Per job, as the run's summary counts it: (items left for later, items to come)."""
     counts = {}
-    for line in re.findall(r"^job \w+: \d+ written.*$", stdout, re.M):
+    for line in re.findall(r"^job \w+: \d+ written.*$", stdout, re.MULTILINE):
         name = line.split(":")[0].split()[1]
         left = re.search(r"(\d+) left for later", line)
         to_come = re.search(r"(\d+) to come", line)
@@ -49,4 +49,4 @@ def test_a_run_ending_at_its_last_round_counts_what_plan_finds_left(tmp_path, ti
     assert _summed_up(ran.stdout) == expected, ran.stdout + planned.stdout
     left, to_come = (sum(counts[i] for counts in expected.values()) for i in (0, 1))
     total = f"left for later, {to_come} to come" if to_come else "left for later,"
-    assert re.search(rf"^total: \d+ written, 0 failed, {left} {total}", ran.stdout, re.M), ran.stdout
+    assert re.search(rf"^total: \d+ written, 0 failed, {left} {total}", ran.stdout, re.MULTILINE), ran.stdout
