@@ -50,7 +50,7 @@ def report(args) -> int:
         plan.name: _waiting(pending[plan.name], running[plan.name], folders) + coming[plan.name][1] for plan in plans
     }
     runs = limited(plans, {plan.name: coming[plan.name][4] for plan in plans}, args.limit)
-    missing_total, unmasked_total = 0, 0
+    missing_total, unmasked_total, known_total = 0, 0, 0
     for plan, job in zip(plans, jobs):
         output, records = read[plan.name]
         done, rejected = skipped[plan.name]
@@ -60,6 +60,7 @@ def report(args) -> int:
         extra += f", {output.invalid_lines} invalid record line(s) ignored" if output.invalid_lines else ""
         remade = coming[plan.name][3]  # done from results made again: counted as to come
         known = sum(_known(item, folders, remade) for item in plan.items)  # nor those for a folder to fill
+        known_total += known
         done_now = len(done - remade)
         print(f"job {plan.name}: {known} item(s){_more(coming[plan.name])}, {done_now} already done{extra} -> "
               f"{escaped(output.folder)}")  # fmt: skip
@@ -100,12 +101,11 @@ def report(args) -> int:
         timed = output.timed_records(config.recorded_fields(), records)
         unknown = coming[plan.name][0] is None
         _print_estimate(config.task, timed, first[plan.name] + later[plan.name], runs[plan.name], args.limit, unknown)
-    known = sum(_known(item, folders, coming[plan.name][3]) for plan in plans for item in plan.items)
     counts = [count for count, *_ in coming.values()]
     added = sum(count or 0 for count in counts)
     more = f", {added} of them to come from results made in the run" if added else ""
     more += (", and more" if added else ", and more to come from results made in the run") if None in counts else ""
-    print(f"total: {known + added} item(s) in {len(plans)} job(s){more}")
+    print(f"total: {known_total + added} item(s) in {len(plans)} job(s){more}")
     if args.limit is not None:
         pending_total = sum(len(first[plan.name]) + len(later[plan.name]) for plan in plans)
         would_run = sum(map(len, runs.values()))
