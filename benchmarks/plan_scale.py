@@ -79,10 +79,13 @@ def plan_in_process(manifest: Path):
     from batch_edit.manifest import load_manifests
     from batch_edit.pipeline_config import load_pipeline_config
     from batch_edit.plan import plan_jobs
+    from batch_edit.source_identity import identify_sources
 
     manifests = load_manifests([manifest])
     config = load_pipeline_config(None)
-    return config, plan_jobs([job for m in manifests for job in m.jobs], config.identity())
+    # each source identified by its content, as `batch-edit plan` does: the item ids depend on it
+    jobs = identify_sources([job for m in manifests for job in m.jobs], {})
+    return config, plan_jobs(jobs, config.identity())
 
 
 def write_done_records(root: Path, manifest: Path, done: int) -> int:
@@ -140,6 +143,7 @@ def time_pieces(manifest: Path, root: Path, repeats: int) -> tuple[list[tuple[st
     from batch_edit.outputs import JobOutput
     from batch_edit.pipeline_config import load_pipeline_config
     from batch_edit.plan import plan_jobs
+    from batch_edit.source_identity import identify_sources
 
     samples: dict[str, list[float]] = {}
 
@@ -152,7 +156,9 @@ def time_pieces(manifest: Path, root: Path, repeats: int) -> tuple[list[tuple[st
     for _ in range(repeats):
         manifests = step("load_manifests (YAML, validation, folder listing)", load_manifests, [manifest])
         config = step("load_pipeline_config", load_pipeline_config, None)
-        jobs = [job for m in manifests for job in m.jobs]
+        jobs = step(
+            "identify_sources (each source's sha256)", identify_sources, [j for m in manifests for j in m.jobs], {}
+        )
         plans = step("plan_jobs (100,000 WorkItems, sha256 ids)", plan_jobs, jobs, config.identity())
         output = JobOutput(root, JOB)
         records = step("JobOutput.read_records (JSON lines)", output.read_records)
@@ -261,7 +267,8 @@ def main() -> int:
         "The rest of a subprocess's time is the interpreter's start-up and exit.",
         "",
         f"Other load: processes outside this benchmark used at most {max(FOREIGN_LOAD):.2f} cores during a timed "
-        "run " + ("(an idle machine)." if max(FOREIGN_LOAD) < 0.25 else "- the machine was NOT idle; figures disturbed."),
+        "run "
+        + ("(an idle machine)." if max(FOREIGN_LOAD) < 0.25 else "- the machine was NOT idle; figures disturbed."),
         "",
         "cProfile of one in-process `batch-edit plan` with the finished items (`cli.main`, top 15 by own time; "
         "profiling inflates the total):",
