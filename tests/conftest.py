@@ -166,3 +166,12 @@ def image_file(path: Path, size=(64, 48), mode="RGB", color=0, box=None, fill=25
     path.parent.mkdir(parents=True, exist_ok=True)
     picture.save(path)
     return path
+
+
+def file_stamps(root) -> dict[str, tuple[int, int]]:
+    """Every file under `root` (a job folder lock's own files aside) with its size and modification time."""
+    return {
+        str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.name not in ("lock", "owner")
+    }

@@ -11,18 +11,9 @@ import pytest
 
 from batch_edit.outputs import JobOutput
 
-from .conftest import PHOTOS, batch_edit
+from .conftest import PHOTOS, batch_edit, file_stamps
 
 JOB = "{name: %s, sources: a.jpg, prompts: %s, seed: 1, num_inference_steps: 2, width: 64, height: 64}"
-
-
-def _snapshot(root) -> dict[str, tuple[int, int]]:
-    """Every file under `root` (the lock's own files aside) with its size and modification time."""
-    return {
-        str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns)
-        for path in sorted(root.rglob("*"))
-        if path.is_file() and path.name not in ("lock", "owner")
-    }
 
 
 @pytest.fixture
@@ -58,27 +49,27 @@ def _assert_refused_for_long(result, root, before) -> None:
     assert expected in result.stderr, result.stderr
     assert "loading" not in result.stderr and "nothing to do" not in result.stdout, result.stdout + result.stderr
     assert sorted(os.listdir(root)) == ["done", "long"]  # no folder for the new job
-    assert _snapshot(root) == before  # nothing written to any job folder: job done's metadata.csv not rebuilt
+    assert file_stamps(root) == before  # nothing written to any job folder: job done's metadata.csv not rebuilt
     assert not (root / "done" / "metadata.csv").exists()
 
 
 def test_a_held_folder_of_a_job_with_nothing_to_do_refuses_a_run_with_other_jobs_to_run(done_jobs, long_held):
     root, run = done_jobs
-    before = _snapshot(root)
+    before = file_stamps(root)
     result = run(JOB % ("brandnew", "z"), JOB % ("long", "y"), JOB % ("done", "x"))
     _assert_refused_for_long(result, root, before)
 
 
 def test_a_held_folder_refuses_a_run_whose_every_job_has_nothing_to_do(done_jobs, long_held):
     root, run = done_jobs
-    before = _snapshot(root)
+    before = file_stamps(root)
     result = run(JOB % ("done", "x"), JOB % ("long", "y"))
     _assert_refused_for_long(result, root, before)
 
 
 def test_a_held_folder_of_a_job_with_items_to_run_refuses_before_an_idle_job_is_finished(done_jobs, long_held):
     root, run = done_jobs
-    before = _snapshot(root)
+    before = file_stamps(root)
     result = run(JOB % ("done", "x"), JOB % ("long", "[y, v]"))  # a prompt added: job long has an item to run
     _assert_refused_for_long(result, root, before)
 
@@ -94,8 +85,8 @@ def test_a_run_with_no_folder_held_finishes_idle_jobs_and_makes_no_folder_for_on
 
 def test_plan_is_not_refused_by_a_held_folder_and_writes_nothing(done_jobs, long_held, tiny_config):
     root, _ = done_jobs
-    before = _snapshot(root)
+    before = file_stamps(root)
     (root.parent / "two.yaml").write_text(f"jobs: [{JOB % ('done', 'x')}, {JOB % ('long', 'y')}]\n")
     result = batch_edit("plan", "two.yaml", "--pipeline", str(tiny_config), "--output-root", "out", cwd=root.parent)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert _snapshot(root) == before
+    assert file_stamps(root) == before

@@ -11,17 +11,9 @@ import pytest
 
 from batch_edit import folder_lock, job_files, prune
 
-from .conftest import PHOTOS, batch_edit
+from .conftest import PHOTOS, batch_edit, file_stamps
 
 JOB = "{name: %s, sources: a.jpg, prompts: x, strength: %s, seed: 1, num_inference_steps: 2, width: 64, height: 64}"
-
-
-def _snapshot(root) -> dict[str, tuple[int, int]]:
-    return {
-        str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns)
-        for path in sorted(root.rglob("*"))
-        if path.is_file() and path.name not in ("lock", "owner")
-    }
 
 
 @pytest.fixture
@@ -52,7 +44,7 @@ def _failing_for(folder_name: str, error: int, monkeypatch) -> None:
 def test_prune_stops_cleanly_where_a_job_folder_cannot_name_its_holder(three_jobs, monkeypatch, dry_run):
     tmp_path, command = three_jobs
     root = tmp_path / "out"
-    before = _snapshot(root)
+    before = file_stamps(root)
     _failing_for("c", errno.EPERM, monkeypatch)
     result = batch_edit("prune", "m.yaml", *command, *(("--dry-run",) if dry_run else ()), cwd=tmp_path)
     if dry_run:  # a dry run writes no owner file: it lists the changes
@@ -62,7 +54,7 @@ def test_prune_stops_cleanly_where_a_job_folder_cannot_name_its_holder(three_job
     assert result.returncode == 3, result.stdout + result.stderr
     assert f"error: cannot write to the output folder {root / 'c'}: Operation not permitted" in result.stderr
     assert "prune stopped at job c: nothing changed in any job" in result.stderr, result.stderr
-    assert _snapshot(root) == before
+    assert file_stamps(root) == before
     assert not any((root / job / ".batch-edit" / "owner").exists() for job in "abc")  # every lock let go
 
 
@@ -71,7 +63,7 @@ def test_prune_out_of_open_files_while_locking_stops_cleanly(three_jobs, monkeyp
     """Out of descriptors while writing the owner file (a prune), or while checking the folder (a dry run)."""
     tmp_path, command = three_jobs
     root = tmp_path / "out"
-    before = _snapshot(root)
+    before = file_stamps(root)
     _failing_for("b", errno.EMFILE, monkeypatch)
     checked, holding, locking = job_files.refuse_unsafe, prune.hold_job_folders, []
 
@@ -91,13 +83,13 @@ def test_prune_out_of_open_files_while_locking_stops_cleanly(three_jobs, monkeyp
     assert result.returncode == 3, result.stdout + result.stderr
     assert f"error: too many open files at {root / 'b'}: a prune holds one open file per job" in result.stderr
     assert "prune stopped at job b: nothing changed in any job" in result.stderr, result.stderr
-    assert _snapshot(root) == before
+    assert file_stamps(root) == before
 
 
 def test_prune_refuses_before_locking_where_the_open_file_limit_cannot_hold_every_job(three_jobs, monkeypatch):
     tmp_path, command = three_jobs
     root = tmp_path / "out"
-    before = _snapshot(root)
+    before = file_stamps(root)
     # one open file short of a lock for each of the three jobs and the files a prune needs besides
     monkeypatch.setattr(
         folder_lock, "open_file_limit", lambda: folder_lock._open_now() + 3 + folder_lock.PRUNE_RESERVE - 1
@@ -110,7 +102,7 @@ def test_prune_refuses_before_locking_where_the_open_file_limit_cannot_hold_ever
     assert "prune stopped before locking any job folder: nothing changed in any job" in result.stderr
     assert "prune the jobs in parts" in result.stderr
     assert not took  # refused before any folder was locked
-    assert _snapshot(root) == before
+    assert file_stamps(root) == before
 
 
 def test_a_rerun_with_nothing_to_do_finishes_a_job_whose_state_folder_is_read_only(three_jobs, monkeypatch):
