@@ -249,6 +249,8 @@ class RayExecution:
             if kind == "end":
                 return received
             if kind == "error":
+                if stop.signal is not None:  # the workers died of the same signal (sent to the process group)
+                    break
                 raise value
             record(value)
             received += 1
