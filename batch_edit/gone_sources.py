@@ -8,14 +8,13 @@ sources."""
 
 from __future__ import annotations
 
-import itertools
 import os
 from dataclasses import replace
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 
 from .masks import unpaired_mask
-from .source_folders import GLOB_CHARS, glob_root, is_image_name, is_job_folder
+from .source_folders import GLOB_CHARS, glob_split, is_image_name, is_job_folder
 from .sources import SourceRef, source_ref
 
 # (source path, MADE_FROM): a source an item's result was made from (its latest record a success)
@@ -69,10 +68,8 @@ def _matcher(base: str, spec: str, sources: list[SourceRef], known: dict):
         ref.key == path and (ref.unmatched or (not ref.stat and (path, "") not in known)) for ref in sources
     )
     if GLOB_CHARS & set(spec) and not os.path.lexists(path):
-        root = str(glob_root(spec, Path(base)))
-        parts = Path(os.path.expanduser(spec)).parts
-        literal = len(list(itertools.takewhile(lambda part: not GLOB_CHARS & set(part), parts[:-1])))
-        pattern = parts[literal:]
+        start, pattern = glob_split(spec, Path(base))
+        root = str(start)
     elif folder:
         root, pattern = path, None
     else:

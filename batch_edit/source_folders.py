@@ -85,9 +85,14 @@ def is_image_name(path: Path) -> bool:
 
 def glob_root(spec: str, base_dir: Path) -> Path:
     """The folder a glob starts from: its literal leading folders."""
+    return glob_split(spec, base_dir)[0]
+
+
+def glob_split(spec: str, base_dir: Path) -> tuple[Path, tuple[str, ...]]:
+    """The folder a glob starts from (its literal leading folders) and the pattern's parts after it."""
     parts = Path(os.path.expanduser(spec)).parts
-    literal = list(itertools.takewhile(lambda part: not GLOB_CHARS & set(part), parts[:-1]))
-    return Path(os.path.abspath(Path(base_dir).expanduser().joinpath(*literal)))
+    literal = len(list(itertools.takewhile(lambda part: not GLOB_CHARS & set(part), parts[:-1])))
+    return Path(os.path.abspath(Path(base_dir).expanduser().joinpath(*parts[:literal]))), parts[literal:]
 
 
 class _Walk:
