@@ -52,7 +52,7 @@ def one_line(text: str) -> str:
 
 def _a1111_quote(text: str) -> str:
     """As the WebUI writes infotext: values with ',', ':' or a line break become JSON strings."""
-    if not any(c in text for c in ",:\"") and one_line(text) == text:
+    if not any(c in text for c in ',:"') and one_line(text) == text:
         return text
     # json.dumps escapes the ASCII line breaks but leaves these three raw; they would split the settings line
     return re.sub("[\x85\u2028\u2029]", lambda m: f"\\u{ord(m.group()):04x}", json.dumps(text, ensure_ascii=False))

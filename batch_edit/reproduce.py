@@ -187,7 +187,8 @@ _RowValues = create_model(
     "_RowValues",
     **{
         # blank: a parameter the task does not take (strength for kontext); a mask parameter's column is optional
-        p.column: (Annotated[p.value | None, BeforeValidator(_blank_is_none)], ...) if p.needs is None
+        p.column: (Annotated[p.value | None, BeforeValidator(_blank_is_none)], ...)
+        if p.needs is None
         else (p.value, p.default_for())
         for p in axes()
     },  # fmt: skip

@@ -44,7 +44,9 @@ class SheetLayout:
     _top = property(lambda self: self._margin + 2 * self.label_h + self.pad)
     _grid_x = property(lambda self: self._margin + self.thumb + self._gap)
     panel_w = property(lambda self: self.row_label_w + self.cols * (self.thumb + self.pad) - self.pad)
-    panel_h = property(lambda self: self.title_h + self._head_h + self.rows * self._pitch - self.pad - self.cell_label_h)
+    panel_h = property(
+        lambda self: self.title_h + self._head_h + self.rows * self._pitch - self.pad - self.cell_label_h
+    )
 
     @property
     def size(self) -> tuple[int, int]:

@@ -51,7 +51,7 @@ BATCH_EDIT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "bat
 
 # The per-item loop a tutorial would write. Nothing here sets a thread count: torch's default applies, as for
 # batch-edit. The progress bar is switched off so the baseline does not pay for terminal output either.
-BASELINE = r'''
+BASELINE = r"""
 import json, sys, time
 t0 = time.monotonic()
 import torch
@@ -88,7 +88,7 @@ for item in items:
     result.save(f"{out_dir}/{item['name']}.png")
 t2 = time.monotonic()
 print(json.dumps({"threads": torch.get_num_threads(), "startup_s": t1 - t0, "loop_s": t2 - t1}))
-'''
+"""
 
 
 def items() -> list[dict]:
@@ -185,7 +185,9 @@ def compare_images(ours_folder: Path, baseline_folder: Path) -> tuple[int, float
     pairs, means, worst = 0, [], 0.0
     with (ours_folder / "metadata.csv").open(encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
-            name = f"{Path(row['source']).stem}-p{prompt_index[row['prompt']]}-s{float(row['strength'])}-seed{row['seed']}"
+            name = (
+                f"{Path(row['source']).stem}-p{prompt_index[row['prompt']]}-s{float(row['strength'])}-seed{row['seed']}"
+            )
             a = np.asarray(Image.open(ours_folder / row["file_name"]), dtype=np.float64)
             b = np.asarray(Image.open(baseline_folder / f"{name}.png"), dtype=np.float64)
             diff = np.abs(a - b)
@@ -252,7 +254,9 @@ def main() -> int:
         scratch = Path(scratch)
         model, manifest, config, items_file = write_inputs(scratch)
         # One untimed import of the heavy libraries, so neither side pays alone for a cold page cache.
-        subprocess.run([sys.executable, "-c", "import torch, diffusers, optimum.quanto"], check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-c", "import torch, diffusers, optimum.quanto"], check=True, capture_output=True
+        )
         last: dict[str, Path] = {}
         discarded = 0
         for rep in range(args.repeats):
@@ -277,8 +281,15 @@ def main() -> int:
 
         # A re-run of the finished job: everything is skipped, the model is never loaded.
         rerun_seconds, rerun = timed(
-            [*BATCH_EDIT, "run", str(manifest), "--pipeline", str(config),
-             "--output-root", str(last["ours"].parent)],  # fmt: skip
+            [
+                *BATCH_EDIT,
+                "run",
+                str(manifest),
+                "--pipeline",
+                str(config),
+                "--output-root",
+                str(last["ours"].parent),
+            ],  # fmt: skip
             scratch / "rerun.log",
         )
         rerun_skipped = "nothing to do" in rerun.stdout

@@ -86,32 +86,55 @@ def measure(mode: str, pipe, config, prompts: list[str]) -> dict:
             kept = [tensor for pair in engine._prompts.values() for tensor in pair]
         else:
             with torch.enable_grad():
-                encoded = [pipe.encode_prompt(prompt=[prompt], prompt_2=None, device=device,
-                                              max_sequence_length=config.max_sequence_length) for prompt in prompts]
+                encoded = [
+                    pipe.encode_prompt(
+                        prompt=[prompt], prompt_2=None, device=device, max_sequence_length=config.max_sequence_length
+                    )
+                    for prompt in prompts
+                ]
             kept = [tensor for embeds, pooled, _ in encoded for tensor in (embeds, pooled)]
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     for tensor in kept:
         counter.add(tensor)
-    row = dict(mode=mode, prompts=len(prompts), held=counter.gib(weights=False), weights=counter.gib(weights=True),
-               graph=any(t.grad_fn is not None for t in kept), seconds=seconds)
+    row = dict(
+        mode=mode,
+        prompts=len(prompts),
+        held=counter.gib(weights=False),
+        weights=counter.gib(weights=True),
+        graph=any(t.grad_fn is not None for t in kept),
+        seconds=seconds,
+    )
     if cuda:
-        row.update(allocated=(torch.cuda.memory_allocated() - before) / GIB,
-                   peak=(torch.cuda.max_memory_allocated() - before) / GIB)
+        row.update(
+            allocated=(torch.cuda.memory_allocated() - before) / GIB,
+            peak=(torch.cuda.max_memory_allocated() - before) / GIB,
+        )
     del kept
     return row
 
 
 def table(rows: list[dict], cuda: bool) -> list[str]:
-    head = ["encoded by", "prompts kept", "held GiB (activations, embeddings)", "encoder weights referenced GiB",
-            "autograd graph kept", "encode s"]
+    head = [
+        "encoded by",
+        "prompts kept",
+        "held GiB (activations, embeddings)",
+        "encoder weights referenced GiB",
+        "autograd graph kept",
+        "encode s",
+    ]
     head += ["CUDA allocated GiB (kept)", "CUDA peak GiB (above start)"] if cuda else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        cells = [row["mode"], str(row["prompts"]), f"{row['held']:.3f}", f"{row['weights']:.3f}",
-                 "yes" if row["graph"] else "no",
-                 f"{row['seconds']:.1f}"]
+        cells = [
+            row["mode"],
+            str(row["prompts"]),
+            f"{row['held']:.3f}",
+            f"{row['weights']:.3f}",
+            "yes" if row["graph"] else "no",
+            f"{row['seconds']:.1f}",
+        ]
         cells += [f"{row['allocated']:.3f}", f"{row['peak']:.3f}"] if cuda else []
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -132,8 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--prompts", type=int, default=len(PROMPTS), choices=range(1, len(PROMPTS) + 1))
     parser.add_argument("--out", type=Path, help="write the table here as markdown (printed either way)")
-    parser.add_argument("--model", type=Path, help="a local FLUX.1 model folder instead of the full-size random "
-                        "architecture (the tests use the tiny one)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="a local FLUX.1 model folder instead of the full-size random architecture (the tests use the tiny one)",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -158,10 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *table(rows, args.device.startswith("cuda")),
         "",
-        "\"autograd on\": the diffusers encoding call made with autograd enabled, as the engine made it before it",
+        '"autograd on": the diffusers encoding call made with autograd enabled, as the engine made it before it',
         "encoded under `no_grad`. Each such embedding kept its graph while it stayed in the prompt cache: the",
         "activations column, per prompt, and a reference to every encoder weight the graph saved, which moving the",
-        "encoders off the GPU (`offload_text_encoders`) could then not free. \"engine\": `Engine.encode_prompts`.",
+        'encoders off the GPU (`offload_text_encoders`) could then not free. "engine": `Engine.encode_prompts`.',
     ]
     print("\n".join(lines))
     if args.out:

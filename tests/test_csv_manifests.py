@@ -56,7 +56,7 @@ EXPECTED = [("cat.jpg", "a tiger, watercolor", 0.75, 2.5, 1), ("coffee.jpg", "te
         "source\tprompt\tstrength\tguidance_scale\tseed\nphotos/cat.jpg\ta tiger, watercolor\t0.75\t2.5\t1\n"
         "photos/coffee.jpg\ttea; green\t\t\t\n",
         '"source","prompt","strength","guidance_scale","seed"\nphotos/cat.jpg,"a tiger, watercolor",0.75,2.5,1\n'
-        'photos/coffee.jpg,tea; green,,,\n',
+        "photos/coffee.jpg,tea; green,,,\n",
     ],
     ids=["semicolon", "tab", "comma-quoted-header"],
 )
@@ -66,14 +66,7 @@ def test_delimiters_and_header_names_as_spreadsheets_write_them(folder, text):
 
 def test_fully_empty_rows_are_skipped_and_lines_still_counted(folder):
     text = (
-        "\n"
-        "source;prompt;strength;;\n"
-        ";;;;\n"
-        "photos/cat.jpg;a tiger;0,5;;\n"
-        "  ; ;\t;;\n"
-        "\n"
-        "photos/coffee.jpg;tea;;;\n"
-        ";;;;\n"
+        "\nsource;prompt;strength;;\n;;;;\nphotos/cat.jpg;a tiger;0,5;;\n  ; ;\t;;\n\nphotos/coffee.jpg;tea;;;\n;;;;\n"
     )
     assert [(name, prompt) for name, prompt, *_ in items(write(folder, text))] == [
         ("cat.jpg", "a tiger"),
@@ -105,7 +98,10 @@ def test_unnamed_columns_may_only_be_blank(folder):
         ("source,prompt,strenght\nphotos/cat.jpg,x,0.5\n", "unknown column 'strenght' (did you mean 'strength'?)"),
         ("source|prompt\nphotos/cat.jpg|x\n", "lacks the required column 'source' (header read: source|prompt)"),
         ("", "line 1: the file is empty: expected a header line"),
-        ("source,prompt\nphotos/cat.jpg,x,extra\n", "row 1 (line 2): more cells than header columns: expected at most 2"),
+        (
+            "source,prompt\nphotos/cat.jpg,x,extra\n",
+            "row 1 (line 2): more cells than header columns: expected at most 2",
+        ),
         ("source;prompt\nphotos/cat.jpg;strength 0,5\n", None),  # a decimal comma only in number columns
     ],
 )

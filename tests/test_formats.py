@@ -98,7 +98,6 @@ def test_bad_format_or_quality_is_refused_naming_the_job_and_field(tmp_path, key
     assert "m.yaml: jobs[0] ('a')" in result.stderr and expected in result.stderr
 
 
-
 def test_jpeg_job_end_to_end_with_captions_a_sheet_and_reproduce(tmp_path, tiny_config):
     (tmp_path / "m.yaml").write_text(sweep_manifest(format="jpeg"))
     result = batch_edit("run", "m.yaml", "--pipeline", str(tiny_config), "--output-root", "out", cwd=tmp_path)

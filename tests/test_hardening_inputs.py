@@ -273,7 +273,9 @@ def test_a_long_csv_caption_is_refused_naming_the_row(tmp_path):
 )
 def test_control_characters_in_a_prompt_are_refused_with_their_position(tmp_path, prompt, shown, at):
     image(tmp_path / "cat.png")
-    problems = manifest_problems(write_yaml(tmp_path / "m.yaml", f"  - {{name: a, sources: cat.png, prompts: {prompt}}}\n"))
+    problems = manifest_problems(
+        write_yaml(tmp_path / "m.yaml", f"  - {{name: a, sources: cat.png, prompts: {prompt}}}\n")
+    )
     assert f"contains the control character {shown} at character {at}" in problems
     assert "\x1b" not in problems and "\0" not in problems
 
@@ -281,7 +283,9 @@ def test_control_characters_in_a_prompt_are_refused_with_their_position(tmp_path
 def test_control_characters_from_a_caption_are_refused_and_tab_newline_allowed(tmp_path):
     image(tmp_path / "cat.png")
     (tmp_path / "cat.txt").write_text("a\tb\nc\x07d")
-    problems = manifest_problems(write_yaml(tmp_path / "m.yaml", "  - {name: a, sources: cat.png, prompts: '{caption}'}\n"))
+    problems = manifest_problems(
+        write_yaml(tmp_path / "m.yaml", "  - {name: a, sources: cat.png, prompts: '{caption}'}\n")
+    )
     assert r"contains the control character \x07 at character 6" in problems
     (tmp_path / "cat.txt").write_text("a\tb\nc")
     assert load_manifests([tmp_path / "m.yaml"])[0].jobs[0].grids[0].sources[0].caption == "a\tb\nc"
@@ -315,10 +319,10 @@ def test_deeply_nested_yaml_is_refused_in_one_line(tmp_path, text):
 
 def test_a_duplicate_key_is_refused_naming_it_and_its_line(tmp_path):
     image(tmp_path / "cat.png")
-    manifest = write_yaml(tmp_path / "m.yaml", "  - name: a\n    sources: cat.png\n    prompts: x\n    strength: 0.5\n    strength: 0.7\n")
-    assert manifest_problems(manifest) == (
-        f"{manifest}:6: not valid YAML: duplicate key 'strength' (first on line 5)"
+    manifest = write_yaml(
+        tmp_path / "m.yaml", "  - name: a\n    sources: cat.png\n    prompts: x\n    strength: 0.5\n    strength: 0.7\n"
     )
+    assert manifest_problems(manifest) == (f"{manifest}:6: not valid YAML: duplicate key 'strength' (first on line 5)")
 
 
 def test_merge_keys_still_override_and_tags_stay_refused(tmp_path):

@@ -339,6 +339,7 @@ def test_a_run_refused_at_model_load_writes_nothing(tmp_path):
     (state / "pipeline.yaml").write_text("model: earlier\n")
     (state / "pipelines" / "0123456789abcdef.yaml").write_text("model: earlier\n")
     (state / "records.jsonl").write_text("")
+
     def contents() -> dict:  # the lock's own files aside
         files = [p for p in folder.rglob("*") if p.is_file() and p.name not in ("owner", "lock")]
         return {p.relative_to(folder): p.read_bytes() for p in files}

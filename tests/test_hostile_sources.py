@@ -49,7 +49,9 @@ def broken_files(folder: Path) -> dict[str, str]:
         str(folder / "empty.jpg"): "empty file",
         str(folder / "notes.jpg"): "not an image",
         str(folder / "truncated.jpg"): "truncated image",
-        str(folder / "bomb.png"): "too many pixels: 40000x40000 is 1600 megapixels, over the 256-megapixel limit for a source",
+        str(
+            folder / "bomb.png"
+        ): "too many pixels: 40000x40000 is 1600 megapixels, over the 256-megapixel limit for a source",
     }
 
 
@@ -90,8 +92,17 @@ def test_22_sources_7_edited_15_explained(tmp_path, tiny_config, server):
 
     started = time.monotonic()
     result = batch_edit(
-        "run", "hostile.csv", "--pipeline", str(tiny_config), "--output-root", "out",
-        "--allow-private-urls", "--fetch-timeout", "2", "--max-download-mb", "0.018",
+        "run",
+        "hostile.csv",
+        "--pipeline",
+        str(tiny_config),
+        "--output-root",
+        "out",
+        "--allow-private-urls",
+        "--fetch-timeout",
+        "2",
+        "--max-download-mb",
+        "0.018",
         cwd=tmp_path,
     )  # fmt: skip  (0.018 MB: above the local files, which the cap covers too, below /big's 20,000 bytes)
     elapsed = time.monotonic() - started

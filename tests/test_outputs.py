@@ -308,7 +308,8 @@ def test_open_removes_stale_temp_files_and_keeps_images(tmp_path):
     assert all(path.read_text() == "mine" for path in keep)
     assert (folder / item.output_name).read_bytes() == before
     assert sorted(p.read_text(encoding="utf-8") for p in (folder / STATE_DIR / "pipelines").iterdir()) == [
-        "model: other\n", PIPELINE_YAML
+        "model: other\n",
+        PIPELINE_YAML,
     ]  # each config kept under its own hash, none overwritten
     assert resumed.done_ids() == {item.item_id}  # earlier records kept: the file is appended to
 

@@ -125,7 +125,9 @@ def test_run_warns_once_per_prompt_that_t5_reads_only_in_part(folder, tiny_model
     _, warnings = long_prompt_run(folder, tiny_model, "run")
     assert len(warnings) == 2  # each long prompt once, though two items (seeds) use it; the short one not at all
     for warning, prompt in zip(warnings, (LONG_A, LONG_B)):
-        assert warning.startswith(f"WARNING job long: prompt '{prompt[:30]} … {prompt[-20:]} ({len(prompt)} characters)' has ")
+        assert warning.startswith(
+            f"WARNING job long: prompt '{prompt[:30]} … {prompt[-20:]} ({len(prompt)} characters)' has "
+        )
         assert tokens_in(warning) > 16
         assert (
             "the pipeline reads the first 16 (max_sequence_length; CLIP reads 77): the rest of the prompt is "
@@ -135,7 +137,9 @@ def test_run_warns_once_per_prompt_that_t5_reads_only_in_part(folder, tiny_model
 
 def test_plan_counts_the_same_tokens_with_the_models_tokenizer_and_no_weights(folder, tiny_model):
     _, warnings = long_prompt_run(folder, tiny_model, "plan")
-    assert [line.split("'")[1] for line in warnings] == [f"{p[:30]} … {p[-20:]} ({len(p)} characters)" for p in (LONG_A, LONG_B)]
+    assert [line.split("'")[1] for line in warnings] == [
+        f"{p[:30]} … {p[-20:]} ({len(p)} characters)" for p in (LONG_A, LONG_B)
+    ]
     assert all(line.startswith("warning: job long: prompt ") for line in warnings)
     _, ran = long_prompt_run(folder, tiny_model, "run")
     assert list(map(tokens_in, warnings)) == list(map(tokens_in, ran))  # the run's pipeline counts the same

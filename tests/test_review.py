@@ -8,16 +8,22 @@ import shutil
 from .conftest import PHOTOS, batch_edit
 
 
-def test_a_manifest_without_output_root_is_judged_against_the_root_another_manifest_gives_the_run(tmp_path, tiny_config):
+def test_a_manifest_without_output_root_is_judged_against_the_root_another_manifest_gives_the_run(
+    tmp_path, tiny_config
+):
     (tmp_path / "ws" / "photos").mkdir(parents=True)
     shutil.copy(PHOTOS / "cat.jpg", tmp_path / "ws" / "photos" / "cat.jpg")
     shutil.copy(PHOTOS / "cat.jpg", tmp_path / "photo.jpg")
-    (tmp_path / "a.yaml").write_text("output_root: ws\njobs:\n  - {name: first, sources: photo.jpg, prompts: a tiger}\n")
+    (tmp_path / "a.yaml").write_text(
+        "output_root: ws\njobs:\n  - {name: first, sources: photo.jpg, prompts: a tiger}\n"
+    )
     # no output_root of its own: its job folder is ws/photos all the same, since the run writes into ws
     (tmp_path / "b.yaml").write_text("jobs:\n  - {name: photos, sources: ws/photos/, prompts: a tiger}\n")
     result = batch_edit("plan", "a.yaml", "b.yaml", "--pipeline", str(tiny_config), cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "b.yaml: jobs[0] ('photos'): field 'sources[0]': source 'ws/photos/' is this job's own output" in result.stderr
+    assert (
+        "b.yaml: jobs[0] ('photos'): field 'sources[0]': source 'ws/photos/' is this job's own output" in result.stderr
+    )
 
 
 def test_a_failed_item_no_longer_planned_is_not_said_to_be_in_failures_csv(tmp_path, tiny_config):

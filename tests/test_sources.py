@@ -503,7 +503,10 @@ def test_html_is_not_an_image(server, path):
 
 
 def test_url_bomb(server):
-    assert fetch_error(server.url("/bomb"), **LOCAL) == "too many pixels: 40000x40000 is 1600 megapixels, over the 256-megapixel limit for a source"
+    assert (
+        fetch_error(server.url("/bomb"), **LOCAL)
+        == "too many pixels: 40000x40000 is 1600 megapixels, over the 256-megapixel limit for a source"
+    )
 
 
 def test_url_empty_body(server):

@@ -94,12 +94,15 @@ def test_variations_give_distinct_derived_seeds_and_count_up_from_an_explicit_se
 
 
 def test_csv_variations_column_and_repeated_seedless_rows_are_not_merged_silently(photos, tiny_config):
-    write(photos / "rows.csv", """\
+    write(
+        photos / "rows.csv",
+        """\
         source,prompt,seed,variations
         photos/cat.jpg,a,,2
         photos/coffee.jpg,b,5,2
         photos/cat.jpg,a,,
-    """)
+    """,
+    )
     (job,) = plan_jobs(list(load_manifests([photos / "rows.csv"])[0].jobs), PIPELINE)
     assert [(item.row, item.variation) for item in job.items] == [(1, 0), (1, 1), (2, 0), (2, 1)]
     assert [item.seed for item in job.items[2:]] == [5, 6] and job.merged_rows == ((1, 0, 3),)
@@ -123,12 +126,15 @@ def test_seed_minus_one_is_explained_in_yaml_and_csv(photos):
 
 def test_plan_lists_missing_sources_says_where_paths_resolve_and_exits_1(photos, tiny_config):
     (photos / "jobs").mkdir()
-    write(photos / "jobs" / "m.yaml", """
+    write(
+        photos / "jobs" / "m.yaml",
+        """
         jobs:
           - name: a
             sources: [../photos/cat.jpg, photos/cat.jpg, ../photos/gone.jpg]
             prompts: a
-    """)
+    """,
+    )
     result = batch_edit("plan", "jobs/m.yaml", "--pipeline", str(tiny_config), cwd=photos)
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"relative paths resolve against {photos / 'jobs'}" in result.stdout
@@ -147,9 +153,7 @@ def test_run_with_every_source_missing_refuses_before_loading(photos, tiny_confi
     assert not (photos / "out").exists()
 
 
-def test_plan_warns_about_a_device_this_machine_lacks_and_jobs_that_start_from_noise(
-    photos, tiny_model, monkeypatch
-):
+def test_plan_warns_about_a_device_this_machine_lacks_and_jobs_that_start_from_noise(photos, tiny_model, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     cuda = write_pipeline_config(photos / "cuda.yaml", tiny_model, device="cuda")
     write(photos / "m.yaml", """
@@ -168,12 +172,15 @@ def test_plan_warns_about_a_device_this_machine_lacks_and_jobs_that_start_from_n
 
 
 def test_limit_runs_the_first_pending_items_across_jobs_and_plan_agrees(photos, tiny_config):
-    write(photos / "m.yaml", f"""
+    write(
+        photos / "m.yaml",
+        f"""
         defaults: {{sources: photos/cat.jpg, {SMALL}}}
         jobs:
           - {{name: a, prompts: [a, b]}}
           - {{name: b, prompts: [c, d]}}
-    """)
+    """,
+    )
     common = ["m.yaml", "--pipeline", str(tiny_config), "--limit", "3"]
     assert "--limit 3: 3 of 4 pending item(s) would run" in run(photos, "plan", *common).stdout
     result = run(photos, "run", *common)
@@ -205,13 +212,16 @@ def test_loading_prints_one_line_and_verbose_works_after_the_command(photos, tin
 
 def test_metadata_keeps_manifest_order_and_csv_rows_join_back(photos, tiny_config):
     # Rows alternate steps, so the runner (which groups equal steps into one call) writes them out of order.
-    write(photos / "rows.csv", """\
+    write(
+        photos / "rows.csv",
+        """\
         source,prompt,num_inference_steps,strength,width,height,seed
         photos/cat.jpg,a,2,0.5,32,32,1
         photos/coffee.jpg,b,3,0.7,32,32,2
         photos/rocket.jpg,c,2,0.5,32,32,3
         photos/astronaut.jpg,d,3,0.7,32,32,4
-    """)
+    """,
+    )
     write(photos / "grid.yaml", f"jobs: [{{name: grid, sources: photos/cat.jpg, prompts: [z, y], seed: [2, 1], {SMALL}}}]")  # fmt: skip
     result = run(photos, "run", "rows.csv", "grid.yaml", "--pipeline", str(tiny_config))
     assert result.returncode == 0, result.stderr
@@ -281,7 +291,9 @@ def test_size_and_resize_placeholders_name_a_size_sweep(photos, tiny_config):
 
 
 def test_a_changed_template_renders_into_the_new_names(photos, tiny_config):
-    manifest = write(photos / "m.yaml", f"""
+    manifest = write(
+        photos / "m.yaml",
+        f"""
         jobs:
           - name: a
             sources: photos/cat.jpg
@@ -289,7 +301,8 @@ def test_a_changed_template_renders_into_the_new_names(photos, tiny_config):
             seed: [1, 2]
             file_name: "first-{{seed}}"
         defaults: {{{SMALL}}}
-    """)
+    """,
+    )
     assert run(photos, "run", "m.yaml", "--pipeline", str(tiny_config)).returncode == 0
     manifest.write_text(manifest.read_text().replace("first-", "second-"))
     plan = run(photos, "plan", "m.yaml", "--pipeline", str(tiny_config))
