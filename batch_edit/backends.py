@@ -29,7 +29,7 @@ def prepare_pipeline(pipe, config: PipelineConfig) -> PipelineConfig:
     if config.loras:
         fuse_loras(pipe, config.loras, config.local_files_only, config.lora_field)
     if config.fuse_qkv:  # on the plain weights: quantized ones cannot be concatenated
-        pipe.transformer.fuse_qkv_projections()
+        fuse_qkv(pipe.transformer)
     quant = config.quantization
     if quant.backend == "quanto":
         check_exclude(pipe, quant, config._origin)
@@ -61,6 +61,24 @@ def place_pipeline(pipe, config: PipelineConfig) -> None:
         pipe.vae.enable_tiling()
     if config.vae_slicing:
         pipe.vae.enable_slicing()
+
+
+UNFUSED_PROJECTIONS = ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj")
+
+
+def fuse_qkv(transformer) -> None:
+    """Q, K and V (and the text stream's) as one projection each, the separate ones dropped: diffusers keeps them
+    for `unfuse_qkv_projections`, which nothing here calls, so they would be quantized and moved to the device
+    for nothing (about 2 B parameters of FLUX.1-dev), and an `exclude` naming them would match modules that
+    never run instead of being refused."""
+    from torch import nn
+
+    transformer.fuse_qkv_projections()
+    for module in list(transformer.modules()):
+        if getattr(module, "fused_projections", False):
+            for name in UNFUSED_PROJECTIONS:
+                if isinstance(getattr(module, name, None), nn.Module):
+                    delattr(module, name)
 
 
 def check_machine(config: PipelineConfig) -> None:
@@ -189,10 +207,19 @@ def check_exclude(pipe, quant: QuantizationConfig, origin: str) -> None:
         if not any(fnmatch(name, pattern) for name in names):
             tops = [name for name, _ in getattr(pipe, quantized[0]).named_children()]
             shown = ", ".join(tops[:8]) + (", ..." if len(tops) > 8 else "")
+            fused = any(name in pattern for name in UNFUSED_PROJECTIONS) and any(
+                getattr(module, "fused_projections", False) for module in pipe.transformer.modules()
+            )
+            hint = (
+                "; with fuse_qkv: true, to_q, to_k and to_v are one module, to_qkv, and add_q_proj, add_k_proj "
+                "and add_v_proj one, to_added_qkv"
+                if fused
+                else ""
+            )
             raise PipelineLoadError(
                 f"{origin}: field 'quantization.exclude': '{pattern}' matches no module of the "
                 f"{' or '.join(quantized)} (full module names, * and ? as wildcards; the {quantized[0]}'s "
-                f"top-level modules: {shown})"
+                f"top-level modules: {shown}{hint})"
             )
 
 
