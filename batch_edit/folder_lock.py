@@ -6,7 +6,9 @@ trying the lock meanwhile may open the lock file just before it goes and lock it
 only while its file is still the one at its path (same device and inode); the caller then makes the folder
 again and tries once more. What is removed is opened without following a link and only while it is still the
 folder the run made (same device and inode): a folder swapped for a link, or for another folder, meanwhile is
-left as it is, and so is what the link points to. `prune` locks only a folder that is there (`take_existing`):
+left as it is, and so is what the link points to. On a file system without locks no run can lock (nor write
+to) a folder, so a run refused there removes what it made without one: only an empty lock file, alone in a
+`.batch-edit/` it made, and the folders it made that are empty then. `prune` locks only a folder that is there (`take_existing`):
 it makes nothing, so it never brings back the folders such a run removes.
 
 A holder that writes (a run, a prune, a run finishing an idle job) names itself in `owner` (pid and command)
@@ -128,12 +130,18 @@ class FolderLock:
     def discard_unused(self, records: Path) -> None:
         """Remove the folders taking the lock made, where `records` is still empty or absent (no item written),
         then release the lock. Only under the lock (taken again where it was released; a folder another run
-        holds stays), so a folder is never removed from under a run that locked it. Folders it could not
-        remove (out of descriptors) are tried again at the next call."""
+        holds stays), so a folder is never removed from under a run that locked it; on a file system without
+        locks, only what no run there can have written (`remove_made_unlocked`). Folders it could not remove (out
+        of descriptors) are tried again at the next call."""
         try:
             if not self._created:
                 return
-            if not (self.held or self.try_take(write_owner=False)):
+            try:
+                held = self.held or self.try_take(write_owner=False)
+            except LocksUnsupported:  # no run can lock here, so none wrote to a folder this one made
+                self._created = remove_made_unlocked(self._created, self.folder, self.state)
+                return
+            if not held:
                 # the lock file went: the job folder is gone already, or another run's; the folders above it
                 # this run made go where empty (the output root, once an earlier call removed the job folder)
                 own = (self.folder, self.state)
@@ -322,6 +330,40 @@ def remove_made(created: Made, folder: Path, state: Path) -> Made:
     if folder in created or state in created:
         _empty_made(created, folder, state)
     return remove_empty(created)
+
+
+def remove_made_unlocked(created: Made, folder: Path, state: Path) -> Made:
+    """Remove the folders of `created` on a file system without locks, where none can be taken: a run there is
+    refused at its first lock, before it writes anything but the folders and the (empty) lock file, so nothing
+    but those can be a run's. The lock file goes only where `.batch-edit/` is a folder this run made (device and
+    inode, opened without following a link) and holds nothing else, and it is an empty regular file; then the
+    folders that are empty and still the ones made (`remove_empty`). Anything else in them (a file put there by
+    hand, another tool's) keeps them, with the folders above. Returns those still there."""
+    if state in created:
+        with suppress(OSError):  # gone, a link, or no descriptor left: left as it is
+            _unlink_bare_lock(folder, state, created)
+    return remove_empty(created)
+
+
+def _unlink_bare_lock(folder: Path, state: Path, created: Made) -> None:
+    """Unlink `.batch-edit/lock` where `.batch-edit/` is the folder made and holds only that empty regular file."""
+    outer = _open_made(folder, created.get(folder))
+    if outer is None:
+        return
+    try:
+        inner = _open_made(state.name, created[state], parent=outer)
+        if inner is None:
+            return
+        try:
+            with os.scandir(inner) as entries:
+                names = [entry.name for entry in entries]
+            found = os.stat(LOCK_NAME, dir_fd=inner, follow_symlinks=False) if names == [LOCK_NAME] else None
+            if found is not None and stat.S_ISREG(found.st_mode) and not found.st_size:
+                os.unlink(LOCK_NAME, dir_fd=inner)
+        finally:
+            os.close(inner)
+    finally:
+        os.close(outer)
 
 
 def remove_empty(created: Made) -> Made:
