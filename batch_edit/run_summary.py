@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import sys
 
-from .chain_counts import to_come_words
+from .chain_counts import stand_in, to_come_words
 from .errors import BatchEditError
+from .job_chains import job_of
 from .progress import format_duration
 from .validation import escaped
 
@@ -52,7 +53,7 @@ def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | 
         if job.superseded:
             print(_superseded(job))
     left = sum(job.held_back + job.not_run + sum(waits[job.name].values()) for job in result.jobs)
-    counts = [count for count, makers, _ in coming.values() if makers]
+    counts = [count for count, makers, *_ in coming.values() if makers]
     added = sum(count or 0 for count in counts)
     how_many = f"{added} and more" if None in counts and added else "more" if None in counts else added
     to_come = f"{how_many} to come from results still to make" if counts else ""
@@ -70,14 +71,16 @@ def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | 
 def left_to_come(result, plans, output_root, overwrite: bool, planned_again) -> dict[str, tuple] | None:
     """Per job, of the jobs planned again now (`planned_again(read)`: the output root, plans and specs), as `plan`
     counts them: the items the results a job of the run has still to make will add to it (how many, None where
-    its globs cannot tell; the jobs making them), and, where its items stood for a job's folder not filled when
-    it was planned, its items from the results that job made since, per job (the run ended before listing them:
-    a stop, or jobs reading each other's results: a run of as many rounds as jobs ends with the last round's
-    results unread, and counts every job's items from results made in it). {} where no job reads another's results,
+    its globs cannot tell; the jobs making them), its items waiting for another job's results, per job, each
+    once (`_listed`: those the run left waiting and, where its items stood for a job's folder not filled when it
+    was planned, its items from the results that job made since: the run ended before listing them, a stop, or
+    jobs reading each other's results: a run of as many rounds as jobs ends with the last round's results unread,
+    and counts every job's items from results made in it), and True (listed again). Not the items this run made:
+    with --overwrite every item is pending, those it redid too. {} where no job reads another's results,
     or none has items left and none reads back a job that reads it (all made: nothing is to come); None where they
     could not be planned again (a manifest or the pipeline config changed meanwhile)."""
-    from .chain_counts import stand_in, to_come
-    from .job_chains import job_folders, job_of, read_jobs
+    from .chain_counts import to_come
+    from .job_chains import job_folders, read_jobs
     from .runner import pending_items
 
     folders = job_folders([plan.name for plan in plans], output_root)
@@ -93,20 +96,54 @@ def left_to_come(result, plans, output_root, overwrite: bool, planned_again) -> 
     except (BatchEditError, OSError, KeyboardInterrupt):
         return None
     folders = job_folders([plan.name for plan in plans], output_root)
-    pending = {plan.name: pending_items(plan, read[plan.name][0], overwrite, read[plan.name][1]) for plan in plans}
+    pending = {  # with --overwrite every item is pending: not those this run made (they are done, not left)
+        plan.name: _not_made(result, plan.name, pending_items(plan, read[plan.name][0], overwrite, read[plan.name][1]),
+                             read[plan.name][1])
+        for plan in plans
+    }  # fmt: skip
     found, coming = to_come(plans, jobs, pending, folders), {}
     standing = {job.name: set(job.standing) | around for job in result.jobs if not job.refused}
+    jobs_run = {job.name: job for job in result.jobs if not job.refused}
     for plan in plans:
         count, _, makers, *_ = found[plan.name]
-        listed: dict[str, int] = {}
-        records = read[plan.name][1]
-        for item in pending[plan.name]:
-            if (maker := job_of(item.source.key, folders)) not in standing.get(plan.name, ()) or maker == plan.name:
-                continue
-            tried = maker in around and records.get(item.item_id, {}).get("status") == "failed"  # counted failed
-            listed[maker] = listed.get(maker, 0) + (not stand_in(item.source, folders) and not tried)
-        coming[plan.name] = (count, makers, {maker: n for maker, n in listed.items() if n})
+        if plan.name not in jobs_run:
+            coming[plan.name] = (count, makers, {}, False)
+            continue
+        listed = _listed(
+            jobs_run[plan.name], pending[plan.name], read[plan.name][1], folders, standing[plan.name], around
+        )
+        coming[plan.name] = (count, makers, listed, True)
     return coming
+
+
+def _listed(job, pending: list, records: dict, folders: dict, standing: set[str], around: set[str]) -> dict:
+    """The job's items waiting for another job's results, per job, as it is listed again now (`pending`): each
+    item once, by its id: one the run left waiting, or one from the results of a job its folder stood for or
+    that reads it back (`standing`), which the run made but did not list again. A waiting item gone from the
+    list (its source made again with new bytes, or moved out) counts only where none of that job's is listed
+    in its place."""
+    listed: dict[str, int] = {}
+    ids = {item.item_id for item in pending}
+    for item in pending:
+        maker = job_of(item.source.key, folders)
+        if maker is None or maker == job.name or stand_in(item.source, folders):
+            continue
+        if item.item_id not in job.waiting_for and maker not in standing:
+            continue
+        tried = maker in around and records.get(item.item_id, {}).get("status") == "failed"  # counted failed
+        listed[maker] = listed.get(maker, 0) + (not tried)
+    for item_id, maker in job.waiting_for.items():
+        if item_id not in ids and maker not in standing:
+            listed[maker] = listed.get(maker, 0) + 1
+    return {maker: n for maker, n in listed.items() if n}
+
+
+def _not_made(result, name: str, items: list, records: dict) -> list:
+    """The job's pending `items` but those this run made (its last record a success): a run with --overwrite
+    lists every item as pending, those it redid too, which would count them again as left or as making results
+    still to come. A failed one stays: a later run tries it again."""
+    tried = result.tried.get(name, set())
+    return [item for item in items if item.item_id not in tried or records.get(item.item_id, {}).get("status") != "ok"]
 
 
 def _read_around(reads: dict[str, set[str]]) -> set[str]:
@@ -129,7 +166,7 @@ def _coming(result, coming: dict | None) -> dict[str, tuple]:
     """left_to_come's counts, but of the jobs refused once listed again (a run would refuse them too); where it
     found none (None), the jobs whose items stood for a folder to fill get "more" to come from its job."""
     if coming is None:
-        coming = {job.name: (None, sorted(job.standing), {}) for job in result.jobs if job.standing}
+        coming = {job.name: (None, sorted(job.standing), {}, False) for job in result.jobs if job.standing}
     refused = {job.name for job in result.jobs if job.refused}
     return {name: counts for name, counts in coming.items() if name not in refused}
 
@@ -144,6 +181,8 @@ def _waits(job, coming: tuple | None) -> dict[str, int]:
     no items: what the results still to make give is counted as to come)."""
     if coming is None:  # a job refused, or whose sources stood for no folder to fill
         return dict(job.waiting)
+    if coming[3]:  # listed again now: each item once
+        return dict(coming[2])
     waits = {other: count - job.standing.get(other, 0) for other, count in job.waiting.items()}
     for other, count in coming[2].items():
         waits[other] = waits.get(other, 0) + count

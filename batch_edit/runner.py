@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Protocol
 
 from .background import Prefetch, Writer
-from .chain_counts import stand_ins
+from .chain_counts import stand_in, stand_ins
 from .errors import BatchEditError, OutputError, OutputRefusedError, PipelineLoadError
 from .folder_lock import check_open_files
-from .job_chains import chained_after, job_folders, readers, split_waiting, waiting_warnings
+from .job_chains import chained_after, job_folders, job_of, readers, split_waiting, waiting_warnings
 from .outputs import JobOutput, discard_unused
 from .pipeline_config import PipelineConfig
 from .plan import JobPlan, WorkItem
@@ -47,6 +47,7 @@ class JobSummary:
     not_run: int = 0  # pending items the run stopped before (a signal)
     waiting: dict[str, int] = field(default_factory=dict)  # items whose source is a job's folder this run makes
     standing: dict[str, int] = field(default_factory=dict)  # of those, per job: its folder standing for results
+    waiting_for: dict[str, str] = field(default_factory=dict)  # of those not standing: item id -> the job
     unwritten: list[str] = field(default_factory=list)  # final CSVs or contact sheets that could not be written
     moved_aside: list[tuple[str, str]] = field(default_factory=list)  # files it did not make: (name, in pruned/)
     refused: str | None = None  # planned again once its producer's results were made, it was refused: why
@@ -60,6 +61,7 @@ class RunResult:
     interrupted_by: int | None = None  # the signal that stopped the run early
     error: str | None = None  # the output folder could not be written: the run stopped with what came back recorded
     seconds: float = 0.0  # the progress line's elapsed time: from the first batch to the end of the last job
+    tried: dict[str, set[str]] = field(default_factory=dict)  # per job, the ids of the items this run ran
 
     @property
     def failed(self) -> int:
@@ -187,7 +189,9 @@ def drive(
             discard_unused([outputs[s.name] for s in involved])  # is stopped there leaves nothing, as above
             raise
     _discard_untouched(involved, outputs, chain)
-    return RunResult(summaries, True, interrupted_by=stop.signal, error=error, seconds=progress.elapsed)
+    return RunResult(
+        summaries, True, interrupted_by=stop.signal, error=error, seconds=progress.elapsed, tried=chain.made
+    )
 
 
 def _finish_idle(summaries: list[JobSummary], outputs: dict) -> None:
@@ -245,6 +249,12 @@ def _pending(
     for summary in summaries:
         items, summary.waiting = running[summary.name], waiting[summary.name]
         summary.standing = stand_ins(found[summary.name], chain.folders)
+        now = {item.item_id for item in items}
+        summary.waiting_for = {
+            item.item_id: job_of(item.source.key, chain.folders)
+            for item in found[summary.name]
+            if item.item_id not in now and not stand_in(item.source, chain.folders)
+        }
         pending[summary.name] = items[:limit] if limit is not None else items
         limit = None if limit is None else limit - len(pending[summary.name])
         summary.held_back = len(items) - len(pending[summary.name])
