@@ -41,14 +41,16 @@ def run(args, fetch: FetchOptions) -> int:
         print(f"stopped by {name} while loading the pipeline; nothing was generated", file=sys.stderr)
         return 128 + stopped.signum
     except KeyboardInterrupt:  # outside the load and the batches (their own handlers): records are intact
-        print(f"interrupted: every finished item is recorded; {resume_hint(args.overwrite)}", file=sys.stderr)
+        print(
+            f"interrupted: every finished item is recorded; {resume_hint(args.overwrite, args.limit)}", file=sys.stderr
+        )
         return 128 + signal.SIGINT
     except WorkersLost as exc:  # the run ended early: what finished is recorded, the rest runs next time
         print(f"error: {escaped(exc)}", file=sys.stderr)
         return EXIT_ITEMS_FAILED
     stopped_by = signal.Signals(result.interrupted_by).name if result.interrupted_by is not None else None
     print_summary(result, stopped_by, args.overwrite, args.limit, coming)
-    if print_stops(result, stopped_by, args.overwrite):  # exit 3 as anywhere else, even after a signal
+    if print_stops(result, stopped_by, args.overwrite, args.limit):  # exit 3 as anywhere else, even after a signal
         return EXIT_STOPPED
     if stopped_by is not None:
         return 128 + result.interrupted_by

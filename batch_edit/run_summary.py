@@ -23,17 +23,22 @@ OVERWRITE_RERUN = (
     "without --overwrite, it makes only what is not done, and the items this run did not redo keep their earlier "
     "results"
 )
-RUN_STOPPED_OVERWRITE = f"The run stopped; every finished item is recorded. Fix the problem; then {OVERWRITE_RERUN}."
-FILES_UNWRITTEN_OVERWRITE = (
-    "The run could not write the file(s) above; every finished item is recorded. Fix the problem and re-run the "
-    "same command without --overwrite: it writes them without redoing any item (with --overwrite it redoes every "
-    "item again)."
-)
 
 
-def resume_hint(overwrite: bool) -> str:
+def overwrite_rerun(limit: int | None = None) -> str:
+    """What the same command does again after `run --overwrite` (`limit`: its --limit), and one without it."""
+    if limit is None:
+        return OVERWRITE_RERUN
+    return (
+        f"running the same command again (--overwrite --limit {limit}) redoes the same first {limit} item(s) again, "
+        "never the rest; without --limit, it redoes every item; without --overwrite, it makes only what is not done, "
+        "and the items this run did not redo keep their earlier results"
+    )
+
+
+def resume_hint(overwrite: bool, limit: int | None = None) -> str:
     """What a rerun does after a stop: resumes, or, after `run --overwrite`, what it does with and without it."""
-    return OVERWRITE_RERUN if overwrite else "run the same command again to resume"
+    return overwrite_rerun(limit) if overwrite else "run the same command again to resume"
 
 
 def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | None, coming=None) -> None:
@@ -42,10 +47,11 @@ def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | 
     waits = {job.name: _waits(job, coming.get(job.name)) for job in result.jobs}
     for job in result.jobs:
         reasons = _reasons(job.errors)
+        left = _left(job, waits[job.name], stopped_by, overwrite, limit)
         print(
             f"job {job.name}: {job.done} written, {job.already_done} already done, "
             f"{f'{job.rejected} rejected, ' if job.rejected else ''}{job.failed} failed"
-            f"{_left(job, waits[job.name], stopped_by, overwrite, limit)}{_to_come(coming.get(job.name))}"
+            f"{left}{_to_come(coming.get(job.name), overwrite, limit, said=bool(left))}"
             f"{' (' + reasons + ')' if reasons else ''} in {job.seconds:.1f} s -> {escaped(job.folder)}"
         )
         if job.moved_aside:
@@ -66,6 +72,8 @@ def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | 
         later = f", {left} {_left_word(overwrite)}" if left else ""
         later += f", {to_come}" if to_come else ""
         print(f"total: {written} written, {failed} failed{later}, elapsed {format_duration(result.seconds)}")
+        if overwrite and (left or to_come) and stopped_by is None and result.error is None:  # a stop says it
+            print(f"note: nothing marks an item as redone: {overwrite_rerun(limit)}", file=sys.stderr)
 
 
 def left_to_come(result, plans, output_root, overwrite: bool, planned_again) -> dict[str, tuple] | None:
@@ -171,8 +179,13 @@ def _coming(result, coming: dict | None) -> dict[str, tuple]:
     return {name: counts for name, counts in coming.items() if name not in refused}
 
 
-def _to_come(coming: tuple | None) -> str:
-    return "" if coming is None or not coming[1] else f", {to_come_words(*coming[:2])} (run again)"
+def _to_come(coming: tuple | None, overwrite: bool = False, limit: int | None = None, said: bool = False) -> str:
+    """ ", N to come from job X's results still to make (run again)"; after --overwrite, what a run again does is
+    said once after the summary, and with --limit on the job's line (where `_left` did not say it, `said`)."""
+    if coming is None or not coming[1]:
+        return ""
+    again = "run again" if not overwrite else "" if limit is None or said else _OVERWRITE_LIMIT.format(limit=limit)
+    return f", {to_come_words(*coming[:2])}{f' ({again})' if again else ''}"
 
 
 def _waits(job, coming: tuple | None) -> dict[str, int]:
@@ -189,18 +202,28 @@ def _waits(job, coming: tuple | None) -> dict[str, int]:
     return {other: count for other, count in waits.items() if count}
 
 
-def print_stops(result, stopped_by: str | None, overwrite: bool = False) -> bool:
+def print_stops(result, stopped_by: str | None, overwrite: bool = False, limit: int | None = None) -> bool:
     """What stopped the run, on stderr after the summary: a signal, then an output folder that could not be
     written or the job files left unwritten. True where the latter make the run's exit 3. `overwrite`: the run's
-    --overwrite, which a rerun would repeat from the first item."""
+    --overwrite, which a rerun would repeat from the first item (`limit`: up to its --limit)."""
     if stopped_by is not None:
-        print(f"stopped by {stopped_by}: every finished item is recorded; {resume_hint(overwrite)}", file=sys.stderr)
+        hint = resume_hint(overwrite, limit)
+        print(f"stopped by {stopped_by}: every finished item is recorded; {hint}", file=sys.stderr)
     if result.error is None and not result.unwritten:
         return False
     for problem in [result.error] * (result.error is not None) + result.unwritten:
         print(f"error: {escaped(problem)}", file=sys.stderr)
-    if overwrite:
-        print(RUN_STOPPED_OVERWRITE if result.error is not None else FILES_UNWRITTEN_OVERWRITE, file=sys.stderr)
+    if overwrite and result.error is not None:
+        print(f"The run stopped; every finished item is recorded. Fix the problem; then {overwrite_rerun(limit)}.",
+              file=sys.stderr)  # fmt: skip
+    elif overwrite:
+        again = "every item" if limit is None else f"the first {limit} item(s)"
+        print(
+            "The run could not write the file(s) above; every finished item is recorded. Fix the problem and re-run "
+            f"the same command without --overwrite: it writes them without redoing any item (with --overwrite it "
+            f"redoes {again} again).",
+            file=sys.stderr,
+        )
     else:
         print(RUN_STOPPED if result.error is not None else FILES_UNWRITTEN, file=sys.stderr)
     return True
@@ -243,13 +266,17 @@ def _left(job, waits: dict[str, int], stopped_by: str | None, overwrite: bool, l
     why = [f"stopped by {stopped_by or 'an error'}"] if job.not_run else []
     if job.refused:  # planned again in this run, it was refused: running again would refuse it too
         why.append("refused once its sources were listed again: see the error above")
-    else:
-        why.extend(f"waiting for job {other}'s results: run again" for other in sorted(waits))
-    if job.held_back and overwrite:  # nothing marks an item as redone: a repeat redoes the same first N
-        why.append(f"--overwrite --limit {limit} redoes the first {limit} each time")
+    else:  # after --overwrite, what a run again does is said once, after the summary
+        again = "" if overwrite else ": run again"
+        why.extend(f"waiting for job {other}'s results{again}" for other in sorted(waits))
+    if overwrite and limit is not None:  # nothing marks an item as redone: a repeat redoes the same first N, so
+        why.append(_OVERWRITE_LIMIT.format(limit=limit))  # neither what it held back nor what waits is reached
     elif job.held_back:
         why.append("--limit")
     return f", {job.held_back + job.not_run + waiting} {_left_word(overwrite)} ({'; '.join(why)})"
+
+
+_OVERWRITE_LIMIT = "--overwrite --limit {limit} redoes the first {limit} each time"
 
 
 def _left_word(overwrite: bool) -> str:
