@@ -21,7 +21,7 @@ from PIL import Image
 from .backends import check_machine, offload_text_encoders, prepare_pipeline, restore_text_encoders
 from .checkpoints import check_single_file, load_single_file_pipeline
 from .errors import OutOfMemory, PipelineLoadError, first_line
-from .folder_lock import too_many_open_files
+from .folder_lock import run_reserve, too_many_open_files
 from .pipeline_config import MASKED_TASKS, PipelineConfig
 from .plan import WorkItem
 from .prompt_tokens import LongPrompts
@@ -73,7 +73,8 @@ class Engine:
             return cls._load(config)
         except Exception as exc:
             if _out_of_open_files(exc):
-                raise PipelineLoadError(too_many_open_files(" while loading the pipeline")) from exc
+                reserve = run_reserve(config.device, config.compile)
+                raise PipelineLoadError(too_many_open_files(" while loading the pipeline", reserve=reserve)) from exc
             raise
 
     @classmethod

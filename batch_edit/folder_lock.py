@@ -38,9 +38,13 @@ _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 _TRIES = 10  # take(): the folders made again this often, each time another run removed them first
 # Open files a run keeps free beside its locks (one per job folder, held from start to end), checked before it locks
 # any: loading the model (the libraries' imports, weight files, a GPU's device files, a compile's worker pipes),
-# reading sources and writing results, Ray's connections. Loading the tiny model and running on a CPU needs about 10;
-# 128 leaves room for a GPU and a compile while a default soft limit of 256 (macOS) still allows 100 jobs.
+# reading sources and writing results, Ray's connections. Loading the tiny model and running on a CPU in this process
+# needs about 5 beyond those open when the run checks (10 in all with two jobs; a few short of that, quanto's
+# extension check fails with a traceback): CPU_RESERVE leaves room for a download (the hub's connections and lock
+# files) and URL sources besides. A GPU, a compile or Ray need more (not measured): OPEN_FILES_RESERVE leaves room
+# for them while a default soft limit of 256 (macOS) still allows 100 jobs.
 OPEN_FILES_RESERVE = 128
+CPU_RESERVE = 32
 PRUNE_RESERVE = 32  # a prune loads no model: reading records and writing CSVs and contact sheets needs a few
 _OPEN_FOLDER = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -205,24 +209,34 @@ def cannot_lock(folder: Path, exc: OSError, by: str = "run", verb: str = "lock")
     return OutputError(f"cannot {verb} the output folder {folder}: {exc.strerror or exc}")
 
 
-def too_many_open_files(where: str = "", by: str = "run") -> str:
-    """What a run or prune (`by`) out of open files says (`where`: " at PATH", " while loading the pipeline")."""
+def run_reserve(device: str, compiled: object, in_process: bool = True) -> int:
+    """The open files a run keeps free to load the model and write: CPU_RESERVE on a CPU, in this process and not
+    compiled; OPEN_FILES_RESERVE otherwise (a GPU, a compile, Ray)."""
+    return CPU_RESERVE if device == "cpu" and not compiled and in_process else OPEN_FILES_RESERVE
+
+
+def too_many_open_files(where: str = "", by: str = "run", reserve: int | None = None, jobs: int | None = None) -> str:
+    """What a run or prune (`by`) out of open files says (`where`: " at PATH", " while loading the pipeline";
+    `reserve`: the files it keeps free, its default where not given; `jobs`: how many, where known)."""
     limit = open_file_limit()
-    needs = f"{OPEN_FILES_RESERVE} more to load the model and write" if by == "run" else f"{PRUNE_RESERVE} more"
+    reserve = reserve if reserve is not None else OPEN_FILES_RESERVE if by == "run" else PRUNE_RESERVE
+    needs = f"{reserve} more to load the model and write" if by == "run" else f"{reserve} more"
+    these = "this one's jobs" if jobs is None else f"this one's {jobs} job(s)"
     return (
-        f"too many open files{where}: a {by} holds one open file per job until it ends and needs {needs}, and this "
-        f"one has more jobs than the open-file limit{f' ({limit})' if limit is not None else ''} allows; raise it "
+        f"too many open files{where}: a {by} holds one open file per job until it ends and needs {needs}, and the "
+        f"open-file limit{f' ({limit})' if limit is not None else ''} is too low for {these}; raise it "
         f"(ulimit -Hn) or {by} the jobs in parts"
     )
 
 
-def check_open_files(folders: int, by: str = "run") -> None:
+def check_open_files(folders: int, by: str = "run", reserve: int | None = None) -> None:
     """Refuse (OutputError) a run whose locks on `folders` job folders, with the files open already, would leave
-    fewer than OPEN_FILES_RESERVE open files of the limit free (a prune, `by`, PRUNE_RESERVE): before it locks any."""
+    fewer than `reserve` open files of the limit free (default OPEN_FILES_RESERVE; a prune, `by`, PRUNE_RESERVE):
+    before it locks any."""
     limit = open_file_limit()
-    reserve = OPEN_FILES_RESERVE if by == "run" else PRUNE_RESERVE
+    reserve = reserve if reserve is not None else OPEN_FILES_RESERVE if by == "run" else PRUNE_RESERVE
     if limit is not None and _open_now() + folders + reserve > limit:
-        raise OutputError(too_many_open_files(by=by))
+        raise OutputError(too_many_open_files(by=by, reserve=reserve, jobs=folders))
 
 
 def open_file_limit() -> int | None:

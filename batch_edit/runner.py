@@ -15,7 +15,7 @@ from typing import Protocol
 from .background import Prefetch, Writer
 from .chain_counts import stand_in, stand_ins
 from .errors import BatchEditError, OutputError, OutputRefusedError, PipelineLoadError
-from .folder_lock import check_open_files
+from .folder_lock import check_open_files, run_reserve
 from .job_chains import chained_after, job_folders, job_of, readers, split_waiting, waiting_warnings
 from .outputs import JobOutput, discard_unused
 from .pipeline_config import PipelineConfig
@@ -161,7 +161,8 @@ def drive(
         def load(config: PipelineConfig) -> PipelineConfig:  # after the recount: the prompts of what is left
             return execution.load(config, [item.prompt for s in active for item in pending[s.name]])
 
-        used = _lock_and_load(stack, [outputs[s.name] for s in involved], recount, config, load)
+        reserve = run_reserve(config.device, config.compile, isinstance(execution, InProcess))
+        used = _lock_and_load(stack, [outputs[s.name] for s in involved], recount, config, load, reserve)
         # 3. Every pending item, job after job, sorted by the batch key (strength, steps, guidance) so compatible
         #    items share a pipeline call; each result is recorded as it comes back. The first SIGINT/SIGTERM
         #    stops the run as the execution says (in process: once the batch in progress is back).
@@ -201,12 +202,12 @@ def _finish_idle(summaries: list[JobSummary], outputs: dict) -> None:
         finishing(summary, outputs[summary.name].refresh)
 
 
-def _lock_and_load(stack: ExitStack, outputs: list[JobOutput], recount, config: PipelineConfig, load):
+def _lock_and_load(stack: ExitStack, outputs: list[JobOutput], recount, config: PipelineConfig, load, reserve: int):
     locked = []
     with InterruptibleLoad():
         try:
             with _refused_before_running():
-                check_open_files(len(outputs))  # one lock each, and what the load needs besides
+                check_open_files(len(outputs), reserve=reserve)  # one lock each, and what the load needs besides
                 for output in outputs:
                     stack.callback(output.close)
                     locked.append(output)  # before lock(): what a failed lock made goes, once it can lock it
