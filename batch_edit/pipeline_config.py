@@ -301,11 +301,38 @@ def combination_problems(config: PipelineConfig) -> list[str]:
         problems.append(f"offload: {config.offload} cannot be combined with compile (offload hooks move weights "
                         "between devices under the compiled graph): set compile: false or offload: none")  # fmt: skip
     problems.extend(compile_mode_problems(config))
+    if config.first_block_cache and config.compile:
+        shown = "true" if config.compile is True else config.compile
+        problems.append(
+            f"first_block_cache cannot be combined with compile: {shown} (diffusers runs its step-caching hooks "
+            "outside compiled code, and the transformer is compiled as whole graphs): set first_block_cache: null "
+            "or compile: false"
+        )
+    problems.extend(gguf_problems(config))
     problems.extend(backend_problems(config))
     if config.offload == "sequential" and quant.backend in ("quanto", "torchao"):
         problems.append(
             f"offload: sequential cannot move {quant.backend}-quantized weights layer by layer: use "
             "quantization.backend: none, or offload: model"
+        )
+    return problems
+
+
+def gguf_problems(config: PipelineConfig) -> list[str]:
+    """What cannot be done to a .gguf model's weights: they stay quantized as the file holds them, so neither a
+    LoRA nor the Q/K/V fusion can be merged into them."""
+    if not config.is_gguf:
+        return []
+    problems = []
+    if config.loras:
+        problems.append(
+            f"loras cannot be fused into the quantized weights of a .gguf model ({config.model}): use a "
+            ".safetensors checkpoint or a model folder, or remove the loras"
+        )
+    if config.fuse_qkv:
+        problems.append(
+            f"fuse_qkv cannot join the quantized Q, K and V weights of a .gguf model ({config.model}): set "
+            "fuse_qkv: false"
         )
     return problems
 
