@@ -117,8 +117,11 @@ class Engine:
         if any(item.batch_key != first.batch_key for item in items) or any(i.size != (width, height) for i in images):
             raise ValueError("a batch must share size, steps, strength and guidance")
         check_masks(self.config.task, images, masks)
-        if _cropped(self.config.task, first) and len(items) > 1:  # diffusers crops around one mask per call
-            return [self.generate([i], [im], [m], pad)[0] for i, im, m in zip(items, images, masks)]
+        # diffusers crops around one mask per call; step caching decides from the whole batch whether a step is
+        # skipped, so in company an item's image would depend on the others: both run one item per call
+        if (_cropped(self.config.task, first) or self.config.first_block_cache) and len(items) > 1:
+            masks = masks if masks is not None else [None] * len(items)
+            return [self.generate([i], [im], None if m is None else [m], pad)[0] for i, im, m in zip(items, images, masks)]
         # A compiled transformer keeps static shapes: pad with copies (own generators, results dropped).
         padding = (
             self.batch_size - len(items) if pad and self.config.compile and not _cropped(self.config.task, first) else 0

@@ -262,7 +262,10 @@ class PipelineConfig(StrictModel):
 
     def resolved_batch_size(self, gpu_memory_gb: float | None) -> int:
         """`auto`: on the CPU, per-call overhead dominates, so batch; on a GPU, batch only where memory is ample
-        (an out-of-memory batch is split in halves anyway); with offload, memory is what is short: 1."""
+        (an out-of-memory batch is split in halves anyway); with offload, memory is what is short: 1. With step
+        caching, always 1: the cache decides for a whole batch, so an item's image would depend on its company."""
+        if self.first_block_cache:  # a larger one (refused when a config file sets it) runs one item per call
+            return 1
         if self.batch_size != "auto":
             return self.batch_size
         if gpu_memory_gb is None:
@@ -410,6 +413,12 @@ def load_pipeline_config(path: Path | None, recorded: bool = False) -> PipelineC
         local = config.base_model if config.is_single_file else config.model
         raise ConfigError(f"{path}: field 'revision': {local} is a local folder, which has no revisions (revision "
                           f"'{config.revision}' would be ignored): remove it, or name a hub id")  # fmt: skip
+    if not recorded and config.first_block_cache and config.batch_size not in ("auto", 1):
+        raise ConfigError(
+            f"{path}: field 'batch_size': {config.batch_size} cannot be combined with first_block_cache: the cache "
+            "decides for a whole batch whether a step is skipped, so an item's image would depend on the other "
+            "items of its batch; step caching runs one item per call: set batch_size: 1 or auto"
+        )
     if config.is_single_file and (problem := checkpoint_problem(Path(config.model))):
         raise ConfigError(f"{path}: field 'model': {config.model}: {problem}")
     if config.loras:

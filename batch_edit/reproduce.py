@@ -37,6 +37,11 @@ ROUNDING_NOTE = (
     "differences this small usually come from float rounding (a torch thread count, batch size, device or library "
     "version other than the run's), not from different inputs"
 )
+CACHED_IN_COMPANY_NOTE = (
+    "it was made with first_block_cache in a batch of {}, by a version that cached steps for a whole batch: "
+    "which steps it skipped depended on the other items of that batch; re-rendered alone, as step caching now "
+    "runs, it need not match"
+)
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,6 @@ class Comparison:
     @property
     def identical(self) -> bool:
         return self.size_matches and self.max_difference == 0
-
 
 def reproduce(
     metadata_csv: Path,
@@ -104,6 +108,9 @@ def reproduce(
             "such as the model's new place)"
         ) from None
     # Same batch size as the original call (`copies`): on a GPU, results repeat bitwise only at that batch size.
+    # Step caching runs one item per call; a record of a larger batch was made in company it cannot be given.
+    in_company = copies if config.first_block_cache and copies > 1 else 0
+    copies = 1 if in_company else copies
     masks = {"masks": [mask.image] * copies} if mask.image is not None else {}
     try:
         (image, *_) = engine.generate([item] * copies, [source.fitted] * copies, **masks)
@@ -113,7 +120,10 @@ def reproduce(
     notes = tuple(note for note in (source.note, mask.note) if note)
     if not result.identical:
         changed = changed_since_the_run(record, row, source, mask.as_given, config if not config_path else None)
-        notes += changed or ((ROUNDING_NOTE,) if result.size_matches and result.max_difference <= 1 else ())
+        if changed or in_company:
+            notes += changed or (CACHED_IN_COMPANY_NOTE.format(in_company),)
+        elif result.size_matches and result.max_difference <= 1:
+            notes += (ROUNDING_NOTE,)
     return replace(result, kept_source=source.kept, kept_because=source.because, notes=notes)
 
 
