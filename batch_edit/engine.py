@@ -126,13 +126,21 @@ class Engine:
         padding = (
             self.batch_size - len(items) if pad and self.config.compile and not _cropped(self.config.task, first) else 0
         )
+        padding = max(0, padding)
         try:
-            return self._call(items, images, masks, width, height, max(0, padding))
+            return self._call(items, images, masks, width, height, padding)
         except torch.OutOfMemoryError:
             pass  # freed below, outside the except block, once its traceback no longer holds the batch's tensors
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        _free_memory(torch)
+        if padding and len(items) == 1:  # no halves to retry unpadded: the item alone, as a half would run
+            log.warning("out of memory on a batch of 1 padded to %d for compile: retrying it unpadded", 1 + padding)
+            try:
+                return self._call(items, images, masks, width, height, 0)
+            except torch.OutOfMemoryError:
+                pass
+            _free_memory(torch)
+            raise OutOfMemory(f"out of memory on a batch of 1 at {width}x{height} (also padded to {self.batch_size} "
+                              "for compile)")  # fmt: skip
         padded = f" (padded to {self.batch_size} for compile)" if padding > 0 else ""
         raise OutOfMemory(f"out of memory on a batch of {len(items)}{padded} at {width}x{height}")
 
@@ -216,6 +224,12 @@ class Engine:
     def _device(self, module):
         """Where `module` computes: under offload hooks its weights rest on the CPU but run on the GPU."""
         return self.pipe._execution_device if self.config.offload != "none" else module.device
+
+
+def _free_memory(torch) -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def task_arguments(task: str, first: WorkItem, masks: list[Image.Image] | None, width: int, height: int) -> dict:
