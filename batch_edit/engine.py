@@ -322,18 +322,41 @@ def check_task_weights(pipe, config: PipelineConfig) -> None:
 
 
 def _explain_load_failure(config: PipelineConfig, exc: Exception) -> str:
-    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+    """The hub's own reasons (a gated or unknown repo, a file neither cached nor downloadable), told from the
+    exception types it raises, or the words diffusers wraps them in, never from text that holds a path (a local
+    folder named `aggregated-flux` or `offline-models/` is no gated or uncached hub model)."""
+    from huggingface_hub.errors import (
+        GatedRepoError, LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError,
+    )  # fmt: skip
 
     model = f"model '{config.model}' (revision '{config.revision}')"
-    chain = [exc, exc.__cause__, exc.__context__]
-    text = " ".join(str(e) for e in chain if e)
-    if any(isinstance(e, GatedRepoError) for e in chain) or "gated" in text.lower():
-        return f"{model} is gated: accept its license on huggingface.co, then set HF_TOKEN (or run `hf auth login`)"
-    if any(isinstance(e, RepositoryNotFoundError) for e in chain):
-        return f"{model} was not found on the Hugging Face Hub (check the name, or set HF_TOKEN for a private model)"
-    if any(isinstance(e, LocalEntryNotFoundError) for e in chain) or "offline" in text.lower():
-        return f"{model} is not in the local cache and could not be downloaded (no network, or local_files_only)"
+    chain = _chain(exc)
+    if not config.is_local_folder:  # a whole pipeline from a local folder never reaches the hub
+        if any(isinstance(e, GatedRepoError) for e in chain) or _says(chain, "Cannot access gated repo"):
+            return (f"{model} is gated: accept its license on huggingface.co, then set HF_TOKEN (or run "
+                    "`hf auth login`)")  # fmt: skip
+        if any(isinstance(e, RepositoryNotFoundError) for e in chain):
+            return (f"{model} was not found on the Hugging Face Hub (check the name, or set HF_TOKEN for a private "
+                    "model)")  # fmt: skip
+        offline = (LocalEntryNotFoundError, OfflineModeIsEnabled)
+        if any(isinstance(e, offline) for e in chain) or _says(chain, "installation#offline-mode"):
+            return (f"{model} is not in the local cache and could not be downloaded (no network, or "
+                    "local_files_only)")  # fmt: skip
     return f"could not load {model}: {first_line(exc, None)}"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and those it was raised from or during, however deep (diffusers wraps the hub's errors)."""
+    chain: list[BaseException] = []
+    while exc is not None and all(exc is not seen for seen in chain):
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
+def _says(chain: list[BaseException], words: str) -> bool:
+    """Whether the hub or diffusers said `words`: their fixed wording (a URL, a sentence), never a path's."""
+    return any(words in str(e) for e in chain)
 
 
 def _out_of_open_files(exc: BaseException | None) -> bool:
