@@ -37,7 +37,7 @@ class Engine:
         self.batch_size: int = config.batch_size
         self._prompts: OrderedDict[str, tuple] = OrderedDict()  # prompt -> (prompt_embeds, pooled_prompt_embeds)
         self._long_prompts = LongPrompts(self._t5_tokens, config.max_sequence_length)
-        self._encoders_away = False  # moved to the CPU by offload_text_encoders, once every prompt was encoded
+        self._encoders_away = False  # moved to the CPU by offload_text_encoders once the prompts were encoded
 
     @staticmethod
     def check(config: PipelineConfig) -> None:
@@ -93,12 +93,8 @@ class Engine:
         return cls(resolved, pipe)
 
     def encode_prompts(self, prompts: list[str]) -> None:
-        """Encode each prompt once; with `offload_text_encoders`, free the encoders once all are cached."""
+        """Encode each prompt once (with `offload_text_encoders`, the encoders leave the GPU once they are)."""
         self._embeddings(list(dict.fromkeys(prompts)))
-        offloading = self.config.offload_text_encoders and self.config.offload == "none"  # else hooks do it
-        if offloading and len(self._prompts) >= len(set(prompts)) and not self._encoders_away:
-            offload_text_encoders(self.pipe)
-            self._encoders_away = self.config.device != "cpu"
 
     def generate(
         self,
@@ -188,11 +184,14 @@ class Engine:
         import torch
 
         missing = [p for p in dict.fromkeys(prompts) if p not in self._prompts]
-        # Prompts that come after the encoders left the GPU (a chained job's, run after its producer's items):
-        # encoded on the GPU again, not on the CPU, then the encoders leave again.
-        returning = bool(missing) and self._encoders_away
-        if returning:
+        # With `offload_text_encoders`, the encoders leave the GPU once the prompts missing are encoded: all of
+        # the run's at once where they fit the cache (the worker encodes them up front), else each batch's.
+        # Prompts that come after the encoders left (a chained job's, or a batch's beyond the cache) are encoded
+        # on the GPU again, not on the CPU, then the encoders leave again: a move each way.
+        offloading = bool(missing) and self.config.offload_text_encoders and self.config.offload == "none"
+        if missing and self._encoders_away:
             restore_text_encoders(self.pipe, self.config.device)
+            self._encoders_away = False
         for prompt in missing:
             # One prompt per call: batched encoding rounds differently with the batch's size and company, so a
             # prompt's embedding (and every image made from it) would depend on which other prompts were missing
@@ -207,8 +206,9 @@ class Engine:
                     max_sequence_length=self.config.max_sequence_length,
                 )
             self._prompts[prompt] = (embeds, pooled)
-        if returning:
+        if offloading:  # (with `offload`, accelerate's hooks already keep them off the GPU between uses)
             offload_text_encoders(self.pipe)
+            self._encoders_away = self.config.device != "cpu"
         for prompt in prompts:
             self._prompts.move_to_end(prompt)
         chosen = [self._prompts[prompt] for prompt in prompts]

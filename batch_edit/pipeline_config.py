@@ -110,7 +110,7 @@ class PipelineConfig(StrictModel):
     compile_mode: CompileMode | None = None  # None: torch's default mode; only kernel choices change (see above)
     compile_cache_dir: str | None = None  # inductor's cache, kept between runs (default: ~/.cache/batch-edit/inductor)
     prompt_cache: int = Field(default=256, ge=0, le=100_000)  # distinct prompts whose encodings are kept
-    offload_text_encoders: bool = False  # once every prompt is encoded, move the text encoders to the CPU
+    offload_text_encoders: bool = False  # move the text encoders to the CPU once the prompts are encoded
     # accelerate moves components to the GPU on demand: "model" whole components (transformer, VAE, encoders) in
     # turn; "sequential" layer by layer (least memory, slowest). Same images as without; CUDA only.
     offload: Literal["none", "model", "sequential"] = "none"
