@@ -45,7 +45,7 @@ def _folder_problem(path: Path, suffix: str) -> str:
 
 
 def safetensors_problem(file, size: int) -> str | None:
-    """The header: its 8-byte length, its JSON, and the end of the last tensor's data within the file."""
+    """The header: its 8-byte length, its JSON, and the end of the last tensor's data at the file's end."""
     head = file.read(8)
     if not head:
         return "an empty file, not a safetensors file"
@@ -62,6 +62,9 @@ def safetensors_problem(file, size: int) -> str | None:
         return "not a safetensors file (its header is not the JSON of a tensor listing)"
     if size < 8 + length + end:
         return _truncated(size, 8 + length + end)
+    if size > 8 + length + end:  # the reader refuses it too ("file not fully covered"): two files joined, or junk
+        return (f"not a safetensors file the reader accepts: {size - 8 - length - end:,} byte(s) after the end of "
+                f"its last tensor ({size:,} bytes, the header says {8 + length + end:,})")  # fmt: skip
     return None
 
 
