@@ -273,11 +273,27 @@ def fp8_capable(device: str) -> bool:
     return torch.cuda.get_device_capability(device) >= (8, 9)
 
 
+def inductor_cache_dir(config: PipelineConfig) -> Path:
+    """Where inductor keeps compiled graphs for this config: its `compile_cache_dir`, which wins over the
+    environment; else TORCHINDUCTOR_CACHE_DIR as the environment sets it (not as an earlier engine of this
+    process set it); else ours, kept between runs."""
+    current = os.environ.get(INDUCTOR_CACHE_VARIABLE)
+    if current != _inductor_cache["set"]:  # not the value an engine set: the environment's own (or none)
+        _inductor_cache["environment"] = current
+    chosen = config.compile_cache_dir or _inductor_cache["environment"] or Path.home() / ".cache/batch-edit/inductor"
+    return Path(os.path.abspath(Path(chosen).expanduser()))  # as inductor writes it back (normalized)
+
+
+INDUCTOR_CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
+_inductor_cache: dict[str, str | None] = {"set": None, "environment": None}  # what engines set; what they found
+
+
 def _compile_transformer(pipe, config: PipelineConfig) -> None:
-    cache = Path(config.compile_cache_dir or Path.home() / ".cache" / "batch-edit" / "inductor").expanduser()
+    cache = inductor_cache_dir(config)
     cache.mkdir(parents=True, exist_ok=True)
-    # Kept between runs, so only the first run on a machine pays for compiling each shape.
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
+    # Kept between runs, so only the first run on a machine pays for compiling each shape. Set, not defaulted:
+    # each engine of a process compiles into its own config's folder.
+    os.environ[INDUCTOR_CACHE_VARIABLE] = _inductor_cache["set"] = str(cache)
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     options = {"fullgraph": True, "dynamic": False, "mode": config.compile_mode}  # mode None: torch's default
     if config.compile == "regional":

@@ -108,7 +108,9 @@ class PipelineConfig(StrictModel):
     # transformer as one graph; "regional": each repeated block once, reused by all 57 (a much shorter cold compile).
     compile: bool | Literal["regional"] = False
     compile_mode: CompileMode | None = None  # None: torch's default mode; only kernel choices change (see above)
-    compile_cache_dir: str | None = None  # inductor's cache, kept between runs (default: ~/.cache/batch-edit/inductor)
+    # inductor's cache, kept between runs; set, it wins over TORCHINDUCTOR_CACHE_DIR (default: that variable's, else
+    # ~/.cache/batch-edit/inductor)
+    compile_cache_dir: str | None = None
     prompt_cache: int = Field(default=256, ge=0, le=100_000)  # distinct prompts whose encodings are kept
     offload_text_encoders: bool = False  # move the text encoders to the CPU once the prompts are encoded
     # accelerate moves components to the GPU on demand: "model" whole components (transformer, VAE, encoders) in
