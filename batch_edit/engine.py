@@ -117,7 +117,9 @@ class Engine:
         # skipped, so in company an item's image would depend on the others: both run one item per call
         if (_cropped(self.config.task, first) or self.config.first_block_cache) and len(items) > 1:
             masks = masks if masks is not None else [None] * len(items)
-            return [self.generate([i], [im], None if m is None else [m], pad)[0] for i, im, m in zip(items, images, masks)]
+            return [
+                self.generate([i], [im], None if m is None else [m], pad)[0] for i, im, m in zip(items, images, masks)
+            ]
         # A compiled transformer keeps static shapes: pad with copies (own generators, results dropped).
         padding = (
             self.batch_size - len(items) if pad and self.config.compile and not _cropped(self.config.task, first) else 0
@@ -326,8 +328,11 @@ def _explain_load_failure(config: PipelineConfig, exc: Exception) -> str:
     exception types it raises, or the words diffusers wraps them in, never from text that holds a path (a local
     folder named `aggregated-flux` or `offline-models/` is no gated or uncached hub model)."""
     from huggingface_hub.errors import (
-        GatedRepoError, LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError,
-    )  # fmt: skip
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+    )
 
     model = f"model '{config.model}' (revision '{config.revision}')"
     chain = _chain(exc)

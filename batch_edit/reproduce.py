@@ -61,6 +61,7 @@ class Comparison:
     def identical(self) -> bool:
         return self.size_matches and self.max_difference == 0
 
+
 def reproduce(
     metadata_csv: Path,
     item_id: str,

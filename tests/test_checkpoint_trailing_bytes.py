@@ -32,4 +32,6 @@ def test_plan_refuses_a_checkpoint_with_trailing_bytes_with_exit_2(tmp_path, tin
     (tmp_path / "m.csv").write_text(f"source,prompt\n{PHOTOS / 'cat.jpg'},x\n")
     planned = batch_edit("plan", "m.csv", "--pipeline", str(config), cwd=tmp_path)
     assert planned.returncode == 2, planned.stderr
-    assert f"field 'model': {model.as_posix()}: not a safetensors file the reader accepts: 1,000 byte(s)" in planned.stderr
+    assert (
+        f"field 'model': {model.as_posix()}: not a safetensors file the reader accepts: 1,000 byte(s)" in planned.stderr
+    )

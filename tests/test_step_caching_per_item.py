@@ -81,7 +81,9 @@ def test_reproduce_of_an_item_recorded_in_a_larger_batch_re_renders_it_alone(tmp
 
     config = write_pipeline_config(tmp_path / "p.yaml", tiny_model, quantization="{backend: none}",
                                    first_block_cache=THRESHOLD)  # fmt: skip
-    (tmp_path / "m.yaml").write_text(MANIFEST.replace("seed: [1, 2]", "seed: 1").replace(SOURCES, str(PHOTOS / "cat.jpg")))
+    (tmp_path / "m.yaml").write_text(
+        MANIFEST.replace("seed: [1, 2]", "seed: 1").replace(SOURCES, str(PHOTOS / "cat.jpg"))
+    )
     assert batch_edit("run", "m.yaml", "--pipeline", str(config), "--output-root", "out", cwd=tmp_path).returncode == 0
     listing = tmp_path / "out" / "j" / "metadata.csv"
     with open(listing, newline="") as file:

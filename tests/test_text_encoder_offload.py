@@ -17,12 +17,10 @@ from .conftest import PHOTOS, write_pipeline_config
 
 
 @pytest.mark.parametrize(("cache", "offloads"), [(256, 1), (2, 2)])
-def test_text_encoders_are_offloaded_also_with_more_prompts_than_the_cache(tmp_path, tiny_model, monkeypatch,
-                                                                           cache, offloads):  # fmt: skip
-    config = load_pipeline_config(
-        write_pipeline_config(tmp_path / "p.yaml", tiny_model, quantization="{backend: none}", batch_size=2,
-                              offload_text_encoders="true", prompt_cache=cache)  # fmt: skip
-    )
+def test_text_encoders_are_offloaded_also_with_more_prompts_than_the_cache(tmp_path, tiny_model, monkeypatch, cache,
+                                                                           offloads):  # fmt: skip
+    options = dict(quantization="{backend: none}", batch_size=2, offload_text_encoders="true", prompt_cache=cache)
+    config = load_pipeline_config(write_pipeline_config(tmp_path / "p.yaml", tiny_model, **options))
     manifest = tmp_path / "m.yaml"
     manifest.write_text(f"jobs: [{{name: j, sources: {PHOTOS / 'cat.jpg'}, prompts: [a, b, c], seed: 1, "
                         "num_inference_steps: 2, width: 32, height: 32}]\n")  # fmt: skip
