@@ -33,6 +33,10 @@ AXES = tuple(
         key=lambda entry: entry[0],
     )
 )  # fmt: skip
+# Columns telling results apart that are no item parameter: rows of one job differ in them only where results of
+# another pipeline config are listed (a metadata.csv without positions, older than `index`). Swept, they are an axis
+# of their own rather than numbered as variations the job does not have; fixed, they say nothing.
+IDENTITY_AXES = (("pipeline_config", "pipeline config"),)
 MAX_EMPTY = 0.25  # the largest share of empty cells an axis layout may have
 MAX_STRIP = 12  # one axis with more values than this reads better wrapped onto a grid
 PROMPT_LINES = 2  # a cell label's lines for the prompt, under what else differs
@@ -111,19 +115,34 @@ def _tuple_key(values: tuple[str, ...]) -> list:
     return [natural_key(value) for value in values]
 
 
+def shown_rows(rows: list[dict], positioned: bool) -> tuple[list[dict], int]:
+    """The rows of a source's sheet, and how many it leaves off. Where metadata.csv gives any row of the job a
+    position (`positioned`), results of items the job no longer plans (listed last with a blank index until
+    `prune` moves them out: another pipeline config's, a prompt or row since removed) are left off, so a sheet
+    never mixes them with the current results; a metadata.csv with no position shows every row."""
+    shown = [row for row in rows if not positioned or is_positioned(row)]
+    return shown, len(rows) - len(shown)
+
+
+def is_positioned(row: dict) -> bool:
+    return bool(str(row.get("index") or "").strip())
+
+
 def find_axes(rows: list[dict]) -> tuple[list[Axis], list[Axis]]:
     """(swept, fixed) in AXES order: swept axes have more than one value among the rows."""
     axes = [Axis(c, label, tuple(sorted({axis_value(r, c) for r in rows}, key=natural_key))) for c, label in AXES]
     fixed = [a for a in axes if len(a.values) == 1 and a.values[0]]  # a column no row fills says nothing
-    return [a for a in axes if len(a.values) > 1], fixed
+    identity = [Axis(c, label, tuple(sorted({axis_value(r, c) for r in rows}))) for c, label in IDENTITY_AXES]
+    return [a for a in axes + identity if len(a.values) > 1], fixed
 
 
 def number_variations(rows: list[dict]) -> list[dict]:
     """Rows that no axis tells apart (derived seeds of several variations of one grid point) get a `variation`,
     so each keeps a cell of its own: the one metadata.csv gives, else the one its seed was derived for, numbered
     from 0 like the {variation} placeholder, else (a seed not derived by this version) their order by seed from
-    0. Rows that an axis tells apart (explicit seeds s, s+1, ...) show no variation: their seed says it."""
-    columns = [column for column, _ in AXES if column != "variation"]
+    0. Rows that an axis tells apart (explicit seeds s, s+1, ...; another pipeline config) show no variation:
+    that axis says it."""
+    columns = [column for column, _ in AXES + IDENTITY_AXES if column != "variation"]
     alike: dict[tuple, list[int]] = {}
     for index, row in enumerate(rows):
         alike.setdefault(tuple(axis_value(row, c) for c in columns), []).append(index)

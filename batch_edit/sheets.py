@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from . import job_files
 from .errors import OutputError
-from .sheet_arrangement import Arrangement, arrange, distinct_part, find_axes  # noqa: F401 - find_axes: importable beside the drawing
+from .sheet_arrangement import Arrangement, arrange, distinct_part, find_axes, is_positioned, shown_rows  # noqa: F401 - find_axes: importable beside the drawing
 from .sheet_layout import MIN_THUMB, Page, SheetLayout, plan_pages  # noqa: F401 - so are MIN_THUMB, SheetLayout
 from .source_decoding import SourceError, open_image, to_rgb
 from .source_folders import SHEET_PREFIX
@@ -207,9 +207,13 @@ def write_contact_sheets(job_folder: Path, *, thumb: int = 256, max_side: int = 
     by_source = _finished_rows(folder)
     stems = sheet_stems(list(by_source))
     written: list[Path] = []
-    for key, rows in by_source.items():
+    positioned = any(is_positioned(row) for rows in by_source.values() for row in rows)
+    for key, listed in by_source.items():
+        rows, left_off = shown_rows(listed, positioned)
+        if not rows:  # only results of items no longer planned: no sheet
+            continue
         cell = min(thumb, max(MIN_CELL, _largest_side(rows)))
-        for number, page in enumerate(_render(folder, key, rows, cell, max_side), 1):
+        for number, page in enumerate(_render(folder, key, rows, cell, max_side, left_off), 1):
             name = f"{SHEET_PREFIX}{stems[key]}{f'-p{number}' if number > 1 else ''}.png"
             written.append(_save(page, folder / name))
     for stale in set(folder.glob(f"{SHEET_PREFIX}*.png")) - set(written):
@@ -241,7 +245,9 @@ def _finished_rows(folder: Path) -> dict[str, list[dict]]:
     return by_source
 
 
-def _render(folder: Path, key: str, rows: list[dict], thumb: int, max_side: int) -> Iterator[Image.Image]:
+def _render(
+    folder: Path, key: str, rows: list[dict], thumb: int, max_side: int, left_off: int = 0
+) -> Iterator[Image.Image]:
     grid, fixed = arrange(rows)
     pages = plan_pages(
         grid.cols, grid.rows, grid.outer_cols, grid.outer_rows, row_labels=bool(grid.row_labels),
@@ -253,9 +259,12 @@ def _render(folder: Path, key: str, rows: list[dict], thumb: int, max_side: int)
     name = key if is_url else "/".join(PurePosixPath(key).parts[-2:]).lstrip("/")  # its folder tells same stems apart
     params = ", ".join(f"{a.label} {distinct_part(a, a.values[0])}" for a in fixed if a.column != "prompt")
     prompt = "".join(f"prompt: {a.values[0]}" for a in fixed if a.column == "prompt")  # last: the longest
+    # a line of its own, kept when the rest is cut short
+    results = f"{left_off} result{'s' if left_off > 1 else ''}"
+    unplanned = f"\nnot shown: {results} no longer planned (batch-edit prune moves them out)" if left_off else ""
     for number, page in enumerate(pages, 1):
         where = f"{name} (page {number} of {len(pages)})" if len(pages) > 1 else name
-        banner = " | ".join(filter(None, [where, params, prompt]))
+        banner = " | ".join(filter(None, [where, params, prompt])) + unplanned
         yield _draw_page(folder, page, grid, source, banner)
 
 
