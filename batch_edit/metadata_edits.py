@@ -16,6 +16,7 @@ from pathlib import Path
 from . import job_files
 from .csv_table import CsvTableError, delimiter_of
 from .errors import OutputError
+from .parameters import PARAMETERS
 from .validation import printable
 
 log = logging.getLogger(__name__)
@@ -26,16 +27,22 @@ EDITED_METADATA = "metadata-edited"  # metadata-edited.csv: not a name the datas
 # pandas writes its index under an empty name, and reads an empty name back as "Unnamed: 0"
 _UNNAMED = re.compile(r"\s*(Unnamed: \d+)?\s*")
 _HEADER_BYTES = 64 * 1024  # where a header is looked for: a `sep=` line and the header line
+# metadata.csv columns whose values are fractions (a spreadsheet writes "0,5" in a language with decimal commas),
+# and booleans (Excel writes True back as TRUE)
+_FRACTION_COLUMNS = frozenset({*(p.column for p in PARAMETERS if p.decimal_comma), "seconds"})
+_BOOLEAN_COLUMNS = frozenset({*(p.column for p in PARAMETERS if p.value is bool), "seed_derived"})
+_DECIMAL_COMMA = re.compile(r"\s*[0-9]+,[0-9]+\s*")
 
 
 def content_digest(data: bytes) -> str:
     """A digest of the cells: a re-save that only adds a UTF-8 BOM, turns line ends to CRLF, quotes cells
-    otherwise or writes a number another way (pandas reads a column with blanks as floats: 0 -> 0.0) changes
-    no cell, so it is not an edit. Hashed row by row (a job of 100k rows is tens of megabytes), the same digest
-    as the JSON of the list of rows that folders written before recorded."""
+    otherwise or writes a number another way (pandas reads a column with blanks as floats: 0 -> 0.0; a
+    spreadsheet writes 0,5 where semicolons delimit, TRUE for True) changes no cell, so it is not an edit.
+    Hashed row by row (a job of 100k rows is tens of megabytes), the same digest as the JSON of the list of rows
+    that folders written before recorded."""
     delimiter, text = _delimited(data.decode("utf-8-sig", "replace").replace("\r\n", "\n"))
     try:
-        return _rows_digest(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+        return _rows_digest(_as_written(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), delimiter))
     except csv.Error:  # a cell past the csv module's size limit: the text itself then
         return _rows_digest([[text]])
 
@@ -47,6 +54,28 @@ def _delimited(text: str) -> tuple[str, str]:
         return delimiter_of(text)
     except CsvTableError:
         return ",", text
+
+
+def _as_written(rows, delimiter: str):
+    """The rows with a spreadsheet's spellings of batch-edit's values spelled as batch-edit writes them: in the
+    fraction columns a decimal comma where semicolons or tabs delimit (`0,5`, as CSV manifests read it), in the
+    boolean ones any case (`TRUE`, as Excel writes True back). Other columns as they are: a prompt "1,5" or
+    "TRUE" is text."""
+    header = None
+    for row in rows:
+        if header is None:
+            header = [name.strip() for name in row] if row else None
+            yield row
+            continue
+        yield [_spelled(cell, name, delimiter) for cell, name in zip(row, header)] + row[len(header) :]
+
+
+def _spelled(cell: str, column: str, delimiter: str) -> str:
+    if column in _FRACTION_COLUMNS and delimiter != "," and _DECIMAL_COMMA.fullmatch(cell):
+        return cell.replace(",", ".")
+    if column in _BOOLEAN_COLUMNS and cell.strip().lower() in ("true", "false"):
+        return cell.strip().capitalize()
+    return cell
 
 
 def _rows_digest(rows) -> str:

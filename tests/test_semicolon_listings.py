@@ -40,8 +40,13 @@ def test_a_semicolon_resave_with_a_column_added_names_that_column(listed, caplog
     assert "has columns batch-edit does not write (rating): kept as metadata-edited.csv" in caplog.text
 
 
-def test_a_semicolon_resave_with_decimal_commas_is_an_edit_of_values_not_of_columns(listed, caplog):  # noqa: F811
-    edited = _resave(_metadata(listed), sep_line=False)
+def _new_prompt(rows: list[list[str]]) -> list[list[str]]:
+    rows[1][rows[0].index("prompt")] = "a new prompt"
+    return rows
+
+
+def test_a_semicolon_resave_with_a_value_changed_is_an_edit_of_values_not_of_columns(listed, caplog):  # noqa: F811
+    edited = _resave(_metadata(listed), _new_prompt, sep_line=False)  # decimal commas alone are no edit
     assert b";" in edited and b"," not in edited.split(b"\r\n")[0]
     with caplog.at_level(logging.WARNING):
         listed.rebuild_csvs()
