@@ -190,17 +190,40 @@ def _reserved_message(template: str, item) -> str:
 
 
 def _describe(item, other=None) -> str:
-    """The item as its contact-sheet labels would show it: "(row 2, cat, strength 0.5, seed 1, ...)"; its source
-    by file name, or path, where `other`'s has the same stem (a.png and a.jpg; x/a.png and y/a.png)."""
+    """The item as its contact-sheet labels would show it: "(row 2, cat, strength 0.5, seed 1, ...)"; beside
+    `other`, the item it clashes with, only what tells the two apart: "(cat, prompt 'a red car')", its source by
+    file name, or path, where `other`'s has the same stem (a.png and a.jpg; x/a.png and y/a.png). A derived seed
+    is left out where what it is derived from differs (source, prompt, variation)."""
     where = f"row {item.row}, " if item.row is not None else ""
     source = item.source.stem
     if other is not None and other.source.stem == source and other.source.key != item.source.key:
         name, others = PurePosixPath(item.source.key).name, PurePosixPath(other.source.key).name
         source = name if name != others else item.source.key
     shown = sorted(labels("sheet").items(), key=lambda entry: entry[1][0])
-    values = ", ".join(
-        f"{label} {'x'.join(str(getattr(item, p.name)) for p in ps)}"
+    values = [
+        (label, tuple(getattr(item, p.name) for p in ps))
         for label, (_, ps) in shown
         if all(p.needs is None or getattr(item, p.needs) is not None for p in ps)  # mask blur: only with a mask
-    )
-    return f"({where}{printable(source)}, {values})"
+    ]
+    if other is not None:
+        differing = _differing(item, other, values)
+        if differing:
+            return f"({where}{printable(source)}, {', '.join(differing)})"
+    listed = ", ".join(f"{label} {'x'.join(str(v) for v in value)}" for label, value in values)
+    return f"({where}{printable(source)}, {listed})"
+
+
+def _differing(item, other, values: list[tuple[str, tuple]]) -> list[str]:
+    """The prompt, mask, variation and sheet labels in which `item` differs from `other`, as `item` has them."""
+    found = [f"prompt '{printable(item.prompt)}'"] if item.prompt != other.prompt else []
+    if item.mask != other.mask:
+        found.append(f"mask {printable(PurePosixPath(item.mask.key).name) if item.mask else 'none'}")
+    if item.variation != other.variation:
+        found.append(f"variation {item.variation}")
+    derived_apart = item.seed_derived and other.seed_derived and (found or item.source.key != other.source.key)
+    for label, value in values:
+        if label == "seed" and derived_apart:
+            continue  # follows from what differs above
+        if value != tuple(getattr(other, p.name) for p in labels("sheet")[label][1]):
+            found.append(f"{label} {'x'.join(str(v) for v in value)}")
+    return found

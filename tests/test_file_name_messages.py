@@ -18,5 +18,5 @@ def test_a_long_clashing_name_and_its_source_are_echoed_cut(tmp_path, tiny_confi
     assert result.returncode == 2, result.stdout + result.stderr
     name = "a" + stem[:48] * 2  # {stem} in a name: the stem made safe, its first 48 characters
     assert f"gives two items the name '{name[:80]}… ({len(name)} characters)': " in result.stderr
-    assert f"({stem[:80]}… (120 characters), strength" in result.stderr
+    assert f"({stem[:80]}… (120 characters), seed 1)" in result.stderr  # what tells the two apart
     assert stem[:81] not in result.stderr
