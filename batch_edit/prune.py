@@ -20,6 +20,8 @@ planned and held until the last job is pruned (`hold_job_folders`): no run chang
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import re
 from collections.abc import Callable
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import job_files
+from .csv_table import CsvTableError, delimiter_of
 from .errors import BatchEditError, ConfigError, OutputError
 from .folder_lock import FolderLock, LocksUnsupported, cannot_lock, check_open_files
 from .formats import caption_name
@@ -346,6 +349,17 @@ def _apply(output: JobOutput, changes: _Changes, result: PruneResult) -> None:
     result.kept, result.deleted = changes.kept, changes.deleted
 
 
+def _failures_listed(folder: Path) -> set[str]:
+    """The item ids failures.csv lists now: it lists the failures of items planned at the last run or prune (one
+    no longer planned since is still there), so a failure the plan has dropped may or may not be in it."""
+    try:
+        delimiter, text = delimiter_of(job_files.read_bytes(folder / "failures.csv").decode("utf-8-sig", "replace"))
+        rows = csv.DictReader(io.StringIO(text.lstrip("\n"), newline=""), delimiter=delimiter)
+        return {str(row.get("item_id") or "") for row in rows}
+    except (OSError, CsvTableError, csv.Error):  # none there, or not one to read: it lists none
+        return set()
+
+
 def _describe(output: JobOutput, changes: _Changes, result: PruneResult) -> PruneResult:
     captions: set[str] = set()  # listed once: a caption goes with the first result moved that has it
 
@@ -363,10 +377,11 @@ def _describe(output: JobOutput, changes: _Changes, result: PruneResult) -> Prun
         result.moved.append(name)
         result.listing.append(f"would move {name}{f' and its caption {caption}' if caption else ''} ({why})")
 
+    listed_failures = _failures_listed(output.folder)
     for record, why in changes.prune:
         if record["status"] == "ok":
             would_move(record["file_name"], why)
-        else:
+        elif record["item_id"] in listed_failures:  # else only its record changes: nothing a user sees
             result.listing.append(f"would drop the failure of item {record['item_id']} from failures.csv ({why})")
     for record, holder in changes.replaced:
         result.replaced.append(record["file_name"])

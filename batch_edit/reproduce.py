@@ -245,6 +245,8 @@ def _latest_outcome(folder: Path, item_id: str, in_csv: set) -> str:
     if status == "failed":  # failures.csv lists only the items the manifests planned at the last run
         where = "failures.csv lists it" if listed else "its record says so; failures.csv lists only planned items"
         return f"failed in its latest run ({_failure_text(record)}; {where}){NO_IMAGE}"
+    if status == "pruned" and "failed_at" in record:  # a failure no longer planned: no image of it moved
+        return f"failed in its latest run ({_failure_text(record)}), then was pruned as no longer planned{NO_IMAGE}"
     if status in ("rejected", "pruned"):
         where = " into .batch-edit/pruned/" if status == "pruned" else " (its image was deleted)"
         return f"was {status}{where}{NO_IMAGE}"
