@@ -96,7 +96,24 @@ def pipeline_settings(paths: list[Path]) -> set[Path]:
     """The pipeline configs the YAML manifests name (`pipeline:`), read before the manifests are validated: the
     config's task decides their defaults and what they may set. A manifest that cannot be read names none here
     (loading it reports why)."""
-    return _path_settings(paths, "pipeline")
+    settings = _settings(paths, "pipeline")
+    if missing := [_missing_pipeline(*setting) for setting in settings if not setting[2].exists()]:
+        raise ManifestError(missing)
+    return {where for _, _, where in settings}
+
+
+def _missing_pipeline(manifest: Path, value: str, where: Path) -> str:
+    """A `pipeline:` naming no file: where its relative path led, and the path to write where the file is in the
+    working folder (the usual slip: a manifest in a subfolder naming a config beside the command)."""
+    message = (
+        f"{shown_path(manifest)}: field 'pipeline': file not found: {shown_path(where)} (relative paths resolve "
+        f"against the manifest's folder, {shown_path(manifest.parent.resolve())})"
+    )
+    here = Path(os.path.expanduser(value))
+    if not here.is_absolute() and here.resolve().is_file():
+        relative = os.path.relpath(here.resolve(), manifest.parent.resolve())
+        message += f"; for the {printable(value)} in the working folder write pipeline: {printable(relative)}"
+    return message
 
 
 def output_root_settings(paths: list[Path]) -> set[Path]:
@@ -107,7 +124,12 @@ def output_root_settings(paths: list[Path]) -> set[Path]:
 
 
 def _path_settings(paths: list[Path], key: str) -> set[Path]:
-    named = set()
+    return {where for _, _, where in _settings(paths, key)}
+
+
+def _settings(paths: list[Path], key: str) -> list[tuple[Path, str, Path]]:
+    """(manifest, the value as written, the path it names) for each YAML manifest setting `key`."""
+    named = []
     for path in paths:
         if path.suffix.lower() not in (".yaml", ".yml"):
             continue
@@ -116,7 +138,7 @@ def _path_settings(paths: list[Path], key: str) -> set[Path]:
         except ManifestError:
             continue
         if isinstance(data, dict) and isinstance(data.get(key), str) and data[key]:
-            named.add(setting_path(path.parent, data[key]))
+            named.append((path, data[key], setting_path(path.parent, data[key])))
     return named
 
 

@@ -36,7 +36,11 @@ def placeholders(template: str, allowed: tuple[str, ...], used_in: str) -> set[s
         if field not in allowed:  # {x}, {0}, {stem.x}, {stem[x]}
             names = " and ".join(f"{{{name}}}" for name in allowed)
             rule = f"allowed are {names}" if len(allowed) > 1 else f"only the placeholder {names} is allowed"
-            raise ValueError(f"unknown placeholder {{{printable(field)}}}: {rule}")
+            # text in braces meant as it is ("a {red} car", {red|blue}, JSON): braces are written doubled
+            written = printable(placeholder_as_written(field, spec, conversion))
+            raise ValueError(
+                f"unknown placeholder {written}: {rule}; for the text {written} itself write {{{written}}}"
+            )
         if spec or conversion:
             written = printable(placeholder_as_written(field, spec, conversion))
             what = f"conversion '!{printable(conversion)}'" if conversion else f"format spec ':{printable(spec)}'"

@@ -206,13 +206,29 @@ def read_yaml_file(path: Path, error: type[Exception], recorded: bool = False):
         mark = getattr(exc, "problem_mark", None)
         where = f"{shown_path(path)}:{mark.line + 1}" if mark else f"{shown_path(path)}"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise error(f"{where}: not valid YAML: {problem}") from None
+        hint = _colon_hint(text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else "")
+        raise error(f"{where}: not valid YAML: {problem}{hint if problem == _COLON_PROBLEM else ''}") from None
     nodes, depth = _measure(data)
     if nodes > MAX_YAML_NODES:
         raise error(f"{shown_path(path)}: refused: its aliases expand to more than {MAX_YAML_NODES:,} values")
     if depth > MAX_YAML_DEPTH:
         raise error(f"{shown_path(path)}: refused: its aliases nest deeper than {MAX_YAML_DEPTH} levels")
     return data
+
+
+_COLON_PROBLEM = "mapping values are not allowed here"  # a second ': ' on a line: "prompts: portrait: dark"
+_KEY_AND_VALUE = re.compile(r"\s*(?:-\s+)?([A-Za-z_][\w-]*):\s+(.+?)\s*")
+
+
+def _colon_hint(line: str) -> str:
+    """The usual cause of a second mapping on one line, a value holding ': ', and that value quoted."""
+    hint = "; a value holding ': ' (a colon and a space) must be in quotes"
+    found = _KEY_AND_VALUE.fullmatch(line)
+    if not found or found[2][0] in "'\"[{" or "#" in found[2]:
+        return hint
+    key, value = found[1], found[2]
+    quoted = f'"{value}"' if '"' not in value and "\\" not in value else "'" + value.replace("'", "''") + "'"
+    return f"{hint}: {printable(key)}: {printable(quoted)}"
 
 
 SAVE_AS_UTF8 = "save the file as UTF-8 (in the editor's Save As, choose the UTF-8 encoding)"
@@ -273,6 +289,9 @@ def describe_validation_error(exc: ValidationError, where: str, model: type[Base
         if err["type"] in NUMBER_TYPES and (spelling := number_spelling(got)):
             lines.append(f"{where}: field '{field}': {spelling}")
             continue
+        if err["type"] == "too_short" and got == []:
+            lines.append(f"{where}: field '{field}': the list is empty; give at least one value")
+            continue
         shown = f" (got {_shown_input(got)})" if not isinstance(got, (dict, list)) else ""
         if not field and err["type"] == "value_error":  # a check across fields: its message names the keys
             lines.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
@@ -297,7 +316,9 @@ def _one_branch_per_field(errors: list[dict]) -> list[dict]:
     kept = []
     for group in by_field.values():
         if len(group) > 1:
-            group = [e for e in group if e["type"] != "list_type" and not isinstance(e.get("input"), list)] or group
+            scalar = [e for e in group if e["type"] != "list_type" and not isinstance(e.get("input"), list)]
+            # a list written: its own branch's errors (`[]`: too short), not the value branch's "a valid string"
+            group = scalar or [e for e in group if any(str(p).startswith("list[") for p in e["loc"])] or group
         kept.extend(_merge_alternatives(group))
     return kept
 

@@ -36,6 +36,7 @@ def test_yaml_settings_expand_home(tmp_path, home):
     assert loaded.output_root == (home / "x").resolve()
     assert loaded.pipeline == (home / "cfg.yaml").resolve()
     assert output_root_settings([manifest]) == {(home / "x").resolve()}
+    (home / "cfg.yaml").touch()  # a pipeline setting naming no file is refused there
     assert pipeline_settings([manifest]) == {(home / "cfg.yaml").resolve()}
 
 
