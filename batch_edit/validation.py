@@ -217,7 +217,7 @@ def read_yaml_file(path: Path, error: type[Exception], recorded: bool = False):
 
 
 _COLON_PROBLEM = "mapping values are not allowed here"  # a second ': ' on a line: "prompts: portrait: dark"
-_KEY_AND_VALUE = re.compile(r"\s*(?:-\s+)?([A-Za-z_][\w-]*):\s+(.+?)\s*")
+_KEY_AND_VALUE = re.compile(r"\s*([A-Za-z_][\w-]*):\s+(.+?)\s*")  # a list item's line: which ': ' was meant?
 
 
 def _colon_hint(line: str) -> str:

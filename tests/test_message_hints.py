@@ -54,7 +54,7 @@ def test_an_unquoted_value_holding_a_colon_is_told_to_be_quoted_with_the_line_as
     hinted = line.split("must be in quotes: ", 1)[1]
     assert hinted == 'prompts: "portrait: dramatic light"'
     assert yaml.safe_load(hinted) == {"prompts": "portrait: dramatic light"}  # the line it gives is right
-    other = _plan(tmp_path, tiny_config, "    prompts:\n      - 'a': b: c\n")
+    other = _plan(tmp_path, tiny_config, "    prompts:\n      - portrait: dramatic: light\n")  # which ': '?
     assert other.stderr.strip().endswith("; a value holding ': ' (a colon and a space) must be in quotes")
 
 
