@@ -135,41 +135,45 @@ def _plan_job(job: JobSpec, pipeline_key: str) -> JobPlan:
             id_start = json.dumps([ref.key, ref.fingerprint, prompt], separators=(",", ":"))[:-1] + ",["
             derived = [derive_seed(ref.key, prompt, variation) for variation in variations]  # shared by the point
             prefix = default_name(ref, "")  # the default name: this, then the id
-            for (explicit, params, head, tail, extra), variation in itertools.product(points, variations):
-                seed = derived[variation] if explicit is None else explicit + variation
-                tail += _extra_text(extra, mask)
-                item_id = hashlib.sha256((id_start + head + str(seed) + tail + id_end).encode()).hexdigest()[:ID_CHARS]
-                total += 1
-                if item_id in items:
-                    if grid.row is not None and items[item_id].row != grid.row:
-                        merged.setdefault((items[item_id].row, grid.row), items[item_id].variation)
-                    continue
-                item = items[item_id] = _work_item(
-                    (job.name, item_id, ref, prompt, explicit is None, grid.output, mask, variation, len(items),
-                     grid.row, prefix + item_id, *params), seed)  # fmt: skip
-                if name_of is not None:
-                    _SET_NAME(item, name_of(item))
+            for explicit, params, head, tail, extra in points:
+                end = _extra_text(extra, mask) + id_end  # the same for each variation
+                for variation in variations:
+                    seed = derived[variation] if explicit is None else explicit + variation
+                    item_id = hashlib.sha256((id_start + head + str(seed) + tail + end).encode()).hexdigest()[:ID_CHARS]
+                    total += 1
+                    if item_id in items:
+                        if grid.row is not None and items[item_id].row != grid.row:
+                            merged.setdefault((items[item_id].row, grid.row), items[item_id].variation)
+                        continue
+                    item = items[item_id] = _work_item(
+                        job.name, item_id, ref, prompt, explicit is None, grid.output, mask, variation, len(items),
+                        grid.row, prefix + item_id, seed, params)  # fmt: skip
+                    if name_of is not None:
+                        _SET_NAME(item, name_of(item))
     rows = tuple((first, variation, later) for (first, later), variation in merged.items())
     return JobPlan(job.name, tuple(items.values()), total - len(items), job.keep_sources, rows)
 
 
-def _work_item(values: tuple, seed: int) -> WorkItem:
-    # WorkItem(...) without its frozen __init__'s object.__setattr__ calls: a third of planning's time at
-    # 100,000 items. There is no __post_init__ to skip; the instance is the same frozen, comparable WorkItem.
-    item = object.__new__(WorkItem)
-    for setter, value in zip(_SETTERS, values):
-        setter(item, value)
-    _SET_SEED(item, seed)
-    return item
+def _item_builder():
+    """_work_item: a WorkItem made without its frozen __init__'s object.__setattr__ calls (a third of planning's
+    time at 100,000 items), each slot set by its own setter (frozen dataclasses refuse setattr; a slotted item is a
+    third the size of one with a dict), one line each, as dataclasses writes its own __init__: a loop over the
+    setters costs as much again. There is no __post_init__ to skip; the instance is the same frozen, comparable
+    WorkItem. `params`: the axes' values in axis_names() order, the seed among them replaced by `seed`."""
+    fields = ("job", "item_id", "source", "prompt", "seed_derived", "output", "mask", "variation", "index", "row",
+              "name", "seed")  # fmt: skip
+    axes_set = [(at, name) for at, name in enumerate(axis_names()) if name != "seed"]
+    lines = [f"    set_{name}(item, {name})" for name in fields]
+    lines += [f"    set_{name}(item, params[{at}])" for at, name in axes_set]
+    source = f"def _work_item({', '.join(fields)}, params):\n    item = new(WorkItem)\n" + "\n".join(lines)
+    scope = {"new": object.__new__, "WorkItem": WorkItem}
+    scope.update((f"set_{name}", getattr(WorkItem, name).__set__) for name in [*fields, *(n for _, n in axes_set)])
+    exec(source + "\n    return item\n", scope)  # noqa: S102 - code built from the field names above only
+    return scope["_work_item"]
 
 
-# The slots' own setters (frozen dataclasses refuse setattr): a slotted item is a third the size of one with a dict.
-_SETTERS = [
-    getattr(WorkItem, name).__set__
-    for name in ("job", "item_id", "source", "prompt", "seed_derived", "output", "mask", "variation", "index", "row",
-                 "name", *axis_names())
-]  # fmt: skip
-_SET_SEED, _SET_NAME = WorkItem.seed.__set__, WorkItem.name.__set__
+_work_item = _item_builder()
+_SET_NAME = WorkItem.name.__set__
 
 
 def make_item(
