@@ -84,17 +84,23 @@ def split_waiting(pending: dict[str, list], folders: dict[str, str], ran: frozen
     already tried; what they did not make (their items failed) is waited for, for the next run to retry."""
     makers = {name for name, items in pending.items() if items} | set(ran)
     named = {name: folder for folder, name in folders.items()}
-    coming = frozenset(
-        os.path.join(named[name], item.output_name)
-        for name in makers
-        if name in named
-        for item in pending.get(name, ())
-    )
+    coming = _BuiltOnUse(
+        lambda: frozenset(
+            os.path.join(named[name], item.output_name)
+            for name in makers
+            if name in named
+            for item in pending.get(name, ())
+        )
+    )  # only a source in a job folder of the run asks: the names of 100,000 items are not worked out otherwise
     running, waiting, sources = {}, {}, {}
     for name, items in pending.items():
         running[name], waiting[name], sources[name] = [], {}, {}
+        answers: dict[int, str | None] = {}  # per source (the items of one source share its ref): asked once
         for item in items:
-            other = waits_for(item.source, name, folders, makers, coming)
+            source = item.source
+            other = answers.get(id(source), _UNASKED)  # None is an answer
+            if other is _UNASKED:
+                other = answers[id(source)] = waits_for(source, name, folders, makers, coming)
             if other is None:
                 running[name].append(item)
             else:
@@ -103,6 +109,21 @@ def split_waiting(pending: dict[str, list], folders: dict[str, str], ran: frozen
     if problems := _idle_job_folders(running, folders):
         raise ManifestError(problems)
     return running, waiting, sources
+
+
+_UNASKED = object()
+
+
+class _BuiltOnUse:
+    """A set of paths worked out when first asked about."""
+
+    def __init__(self, build):
+        self._build, self._paths = build, None
+
+    def __contains__(self, path) -> bool:
+        if self._paths is None:
+            self._paths = self._build()
+        return path in self._paths
 
 
 def _idle_job_folders(running: dict[str, list], folders: dict[str, str]) -> list[str]:

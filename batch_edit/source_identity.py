@@ -289,6 +289,8 @@ def moved_sources_note(items, records: dict[str, dict], pipeline: str | None = N
             and same_pipeline
         ):
             made.setdefault(_made_with(record), record["source"])
+    if not made:
+        return None  # nothing made at a path the plan lost: no item need be looked at
     moved = [
         made[asked]
         for item in items
