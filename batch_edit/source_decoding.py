@@ -25,7 +25,6 @@ import warnings
 from io import BytesIO
 from typing import BinaryIO
 
-import numpy as np
 from PIL import Image, ImageOps
 
 # Only decoders for the suffixes sources read: fewer parsers exposed to whatever a URL hands us.
@@ -227,11 +226,15 @@ def _deep_alpha(img: Image.Image) -> Image.Image | None:
     key = img.info.get("transparency")
     if not isinstance(key, int) or isinstance(key, bool):
         return None
+    import numpy as np  # here, as below: only deep images need it, and its import is a tenth of `plan`'s start
+
     return Image.fromarray(np.where(np.asarray(img) == key, 0, 255).astype(np.uint8))
 
 
 def _deep_to_rgb(img: Image.Image) -> Image.Image:
     # convert("L") would clip 16-bit values to 255 (a white picture); scale the range instead.
+    import numpy as np
+
     arr = np.asarray(img)
     if img.mode == "F":
         arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
