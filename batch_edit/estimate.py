@@ -90,8 +90,10 @@ def _records_work(task: str, records: list[dict]) -> list[int | None]:
     found: dict[tuple, int | None] = {}
     works = []
     for record in records:
-        values = tuple(record.get(k) for k in _WORK_FIELDS)
-        key = values + tuple(map(type, values))  # True, 1 and 1.0 are equal keys: their types tell them apart
+        get = record.get
+        steps, width, height, strength = get("num_inference_steps"), get("width"), get("height"), get("strength")
+        # True, 1 and 1.0 are equal keys: their types tell them apart
+        key = (steps, width, height, strength, type(steps), type(width), type(height), type(strength))
         try:
             if key not in found:
                 found[key] = _record_work(task, record)
@@ -99,9 +101,6 @@ def _records_work(task: str, records: list[dict]) -> list[int | None]:
         except TypeError:  # a list or an object (a record is JSON: anything may be there) is no key
             works.append(_record_work(task, record))
     return works
-
-
-_WORK_FIELDS = ("num_inference_steps", "width", "height", "strength")
 
 
 def _record_work(task: str, record: dict) -> int | None:
