@@ -59,7 +59,7 @@ def report(args) -> int:
         extra += f", {len(rejected)} rejected (skipped; --overwrite remakes them)" if rejected else ""
         extra += f", {output.invalid_lines} invalid record line(s) ignored" if output.invalid_lines else ""
         remade = coming[plan.name][3]  # done from results made again: counted as to come
-        known = sum(_known(item, folders, remade) for item in plan.items)  # nor those for a folder to fill
+        known = _known_count(plan.items, folders, remade)  # nor those for a folder to fill
         known_total += known
         done_now = len(done - remade)
         print(f"job {plan.name}: {known} item(s){_more(coming[plan.name])}, {done_now} already done{extra} -> "
@@ -168,9 +168,18 @@ def _waiting(pending: list, running: list, folders: dict[str, str]) -> list:
     return [item for item in pending if item.item_id not in now and not stand_in(item.source, folders)]
 
 
-def _known(item, folders: dict[str, str], remade: set[str]) -> bool:
-    """An item counted as one now: no stand-in for a folder to fill, nor done from a result made again."""
-    return not stand_in(item.source, folders) and item.item_id not in remade
+def _known_count(items, folders: dict[str, str], remade: set[str]) -> int:
+    """The items counted as ones now: no stand-in for a folder to fill, nor done from a result made again. Each
+    source is asked about once (the items of one source share its ref)."""
+    standing: dict[int, bool] = {}
+    count = 0
+    for item in items:
+        source = item.source
+        stands = standing.get(id(source))
+        if stands is None:
+            stands = standing[id(source)] = bool(stand_in(source, folders))
+        count += not stands and item.item_id not in remade
+    return count
 
 
 def _more(coming: tuple) -> str:
