@@ -58,15 +58,19 @@ def recorded_hashes(records) -> dict[tuple[str, str], str]:
         if isinstance(source, str) and isinstance(mask, str) and isinstance(sha, str):
             masked.pop((source, MASKED_WITH + mask), None)
             masked[(source, MASKED_WITH + mask)] = sha
-    for record, kind in itertools.product(records, ("source", "mask")):
-        key, seen, sha = record.get(kind), record.get(f"{kind}_stat"), record.get(f"{kind}_sha256")
+    kinds = [(kind, f"{kind}_stat", f"{kind}_sha256", f"{kind}_{SEEN_AGAIN}") for kind in ("source", "mask")]
+    mtimes: dict[str, int] = {}  # stat -> its mtime (the records of a source's items repeat its stat)
+    for record, (kind, stat_field, sha_field, again_field) in itertools.product(records, kinds):
+        key, seen, sha = record.get(kind), record.get(stat_field), record.get(sha_field)
         if not (isinstance(key, str) and isinstance(seen, str) and isinstance(sha, str) and len(sha) == 64):
             continue
         if seen:
             known[(key, seen)] = sha
-        mtime = seen.rpartition("-")[2]
-        mtime = int(mtime) if mtime.isdigit() else -1
-        again = record.get(f"{kind}_{SEEN_AGAIN}")  # seen with this content then: later than any mtime before
+        mtime = mtimes.get(seen)
+        if mtime is None:
+            mtime = seen.rpartition("-")[2]
+            mtime = mtimes[seen] = int(mtime) if mtime.isdigit() else -1
+        again = record.get(again_field)  # seen with this content then: later than any mtime before
         mtime = max(mtime, again) if type(again) is int else mtime
         if mtime >= newest.get(key, (-1, ""))[0]:
             newest[key] = (mtime, sha)
