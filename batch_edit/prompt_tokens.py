@@ -5,6 +5,7 @@ tokenizer: the loaded pipeline's at run time, its `tokenizer.json` read without 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -77,7 +78,11 @@ def _tokenizer_counter(config: PipelineConfig) -> Callable[[str], int] | None:
     if model.startswith(LOCAL_PREFIXES):
         file = Path(model).expanduser() / "tokenizer_2" / "tokenizer.json"
     else:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import constants  # the cache's place, without the download machinery's imports
+
+        if not os.path.isdir(os.path.join(constants.HF_HUB_CACHE, "models--" + model.replace("/", "--"))):
+            return None  # the model is not in the cache at all (try_to_load_from_cache's own first test)
+        from huggingface_hub import try_to_load_from_cache  # a tenth of `plan`'s time: only where it may find one
 
         try:
             found = try_to_load_from_cache(model, "tokenizer_2/tokenizer.json", revision=config.revision)
