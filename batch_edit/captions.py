@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .fetch import human_bytes
+from .fetch_options import human_bytes
 from .local_files import NotRegularFile, TooLarge, read_capped
 from .text_encoding import TextEncodingError, decode_text_file
 

@@ -20,7 +20,6 @@ import re
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -29,37 +28,11 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.poolmanager import PoolManager
 
+from .fetch_options import FetchError, FetchOptions, human_bytes
+
 # identity: the byte cap then counts real bytes, with no decompression in between (images are compressed).
 _HEADERS = {"Accept-Encoding": "identity"}
 _CHUNK = 64 * 1024
-
-
-class FetchError(Exception):
-    """A download failed; str() is a short reason the user can act on, `reason` the same without what varies from
-    URL to URL (an address, a count of bytes, the network's words): what a run's summary groups failures by."""
-
-    def __init__(self, message: str, reason: str | None = None):
-        super().__init__(message)
-        self.reason = reason or message
-
-
-@dataclass(frozen=True)
-class FetchOptions:
-    timeout_s: float = 30.0  # the whole download: connect, redirects, retries, backoff, body
-    max_bytes: int = 50 * 1024 * 1024
-    max_redirects: int = 5
-    retries: int = 2  # further attempts after a stalled attempt, an HTTP 5xx or a dropped connection
-    backoff_s: float = 0.5  # wait before retry n: backoff_s * 2 ** (n - 1)
-    stall_timeout_s: float = 10.0  # the longest wait for a connect or one read before the attempt counts as stalled
-    allow_private: bool = False  # loopback, private, link-local... addresses (a local test server, an intranet)
-
-    def __post_init__(self):
-        for name in ("timeout_s", "max_bytes", "stall_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"FetchOptions.{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("max_redirects", "retries", "backoff_s"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"FetchOptions.{name} must be zero or more, got {getattr(self, name)!r}")
 
 
 def fetch_url(url: str, options: FetchOptions = FetchOptions()) -> bytes:
@@ -393,8 +366,3 @@ def reason(exc: BaseException) -> str:
     text = re.sub(r"^\[Errno -?\d+\] ", "", text)
     text = re.sub(r" \(_ssl\.c:\d+\)$", "", text)
     return text[:200]
-
-
-def human_bytes(n: int) -> str:
-    mib = 1024 * 1024
-    return f"{n / mib:g} MB" if n >= mib else f"{n} bytes"

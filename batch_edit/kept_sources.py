@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .fetch import FetchOptions
+from .fetch_options import FetchOptions
 from .masks import MaskLoader
 from .plan import WorkItem
 from .records import SOURCES_DIR, is_bare_name

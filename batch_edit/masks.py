@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageChops, ImageFilter
 
-from .fetch import FetchOptions
+from .fetch_options import FetchOptions
 from .parameters import named, needing
 from .pipeline_config import MASKED_TASKS
 from .prompts import placeholders

@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 from PIL import Image
 
 from .captions import CaptionFileRefused, read_caption
-from .fetch import FetchError, FetchOptions, fetch_url, human_bytes
+from .fetch_options import FetchError, FetchOptions, human_bytes
 from .local_files import NotRegularFile, TooLarge, read_capped
 from .source_decoding import SourceError, decode_image, to_rgb
 from .source_folders import (
@@ -235,6 +235,8 @@ def _read_file(path: Path, max_bytes: int) -> bytes:
 
 def _download(url: str, fetch: FetchOptions) -> bytes:
     # fetch.py owns the network hazards (deadline, size cap, redirects, retries, private addresses).
+    from .fetch import fetch_url  # here: requests and urllib3 are imported for a URL only (plan reads none)
+
     try:
         return fetch_url(url, fetch)
     except FetchError as exc:
