@@ -21,7 +21,7 @@ from pathlib import Path
 from . import __version__
 from .errors import BatchEditError, OutputError
 from .pipeline_config import DEFAULT_TASK, TASKS
-from .planning import prepare
+from .planning import job_names, prepare
 from .run_summary import RUN_STOPPED
 from .sources import FetchOptions
 from .validation import escaped
@@ -313,7 +313,8 @@ def _prune(args) -> int:
         for number, plan in enumerate(plans):
             try:
                 plan = without_moved_sources(plan, folders, moved)
-                result = prune_job(plan, output_root, plan.name in held, args.dry_run, args.rejected)
+                held_here = plan.name in held  # its records read under its lock: pruned from what planning read
+                result = prune_job(plan, output_root, held_here, args.dry_run, args.rejected, read.get(plan.name))
                 moved[plan.name] = result.moved
             except PruneStopped as stopped:
                 print(stopped.explained(plan.name, not_reached=len(plans) - number - 1), file=sys.stderr)
@@ -323,23 +324,28 @@ def _prune(args) -> int:
 
 
 def _plan_held(args, held_folders) -> tuple:
-    """The plans, made while every job folder there is locked (`held_folders` holds the locks): planned once for
-    the jobs' names, their folders locked, then planned again (a run that ended in between changed what a job
-    reading another's results plans), and again while the manifests name jobs not locked yet (edited meanwhile).
-    Returns the config, the output root, the plans, each job's (JobOutput, records) as read, the jobs held."""
+    """The plans, made while every job folder there is locked (`held_folders` holds the locks): the jobs' names
+    read from the manifests (nothing planned, no record read), their folders locked, then planned once, and again
+    while the manifests name jobs not locked yet (edited meanwhile). A run that ended before the locks were taken
+    is planned with (a job reading another's results plans what it made). Returns the config, the output root,
+    the plans, each job's (JobOutput, records) as read, the jobs held."""
     from .prune import hold_job_folders
 
     locked: set[tuple[Path, str]] = set()  # (output root, job): each folder tried, and those held
     held: set[tuple[Path, str]] = set()
+    output_root, jobs = job_names(args)
+    echo = True  # what a manifest merges is said once
     while True:
-        read: dict = {}  # the same ids as `run`; what a manifest merges is said once
-        config, output_root, plans, _ = prepare(args, for_run=True, read=read, warn=False, echo=not locked)
+        root = Path(output_root)
+        held.update((root, job) for job in hold_job_folders(jobs, output_root, held_folders, args.dry_run))
+        locked.update((root, job) for job in jobs)
+        read: dict = {}  # the same ids as `run`
+        config, output_root, plans, _ = prepare(args, for_run=True, read=read, warn=False, echo=echo)
+        echo = False
         root = Path(output_root)
         jobs = [plan.name for plan in plans if (root, plan.name) not in locked]
         if not jobs:
             return config, output_root, plans, read, {job for held_root, job in held if held_root == root}
-        held.update((root, job) for job in hold_job_folders(jobs, output_root, held_folders, args.dry_run))
-        locked.update((root, job) for job in jobs)
 
 
 def _print_pruned(job: str, result, dry_run: bool) -> None:

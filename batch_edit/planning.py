@@ -29,13 +29,7 @@ def prepare(
     (ids, seeds, names). `read`, if given, gets each job's (JobOutput, records) as read here. `warn`: say what a
     run of these plans would leave or repeat (not for `prune`). `echo`: say which manifest rows merge (not when a
     run plans its jobs again)."""
-    # the config first: its task decides the manifests' defaults and which parameters they may set
-    config = load_pipeline_config(args.pipeline or _one_setting(pipeline_settings(args.manifests), "pipeline"))
-    # the run's output root before any source is expanded: every manifest's folders and globs are kept out of it
-    roots = output_root_settings(args.manifests)
-    output_root = args.output_root or _one_setting(roots, "output_root") or DEFAULT_OUTPUT_ROOT
-    manifests = load_manifests(args.manifests, output_root=output_root, task=config.task)
-    jobs = [job for manifest in manifests for job in manifest.jobs]
+    config, output_root, jobs = _loaded(args)
     _refuse_unfilled_job_folders(jobs, output_root)
     _refuse_csv_rows_naming_job_folders(jobs, output_root)
     config = (resolve or resolve_device_choices)(_with_job_loras(config, jobs), for_run)
@@ -56,6 +50,24 @@ def prepare(
         if duplicates := fit_duplicates(plan.name, plan.items):
             print(f"warning: {escaped(duplicates)}", file=sys.stderr)
     return config, output_root, plans, jobs
+
+
+def job_names(args) -> tuple[Path, list[str]]:
+    """The output root and the names of the jobs `prepare` would plan, from the config and the manifests alone (no
+    source identified, no record read, nothing planned): what `prune` locks before it plans."""
+    _, output_root, jobs = _loaded(args)
+    return output_root, [job.name for job in jobs]
+
+
+def _loaded(args) -> tuple[PipelineConfig, Path, list[JobSpec]]:
+    """The pipeline config, the output root and the manifests' jobs (validated, their sources listed)."""
+    # the config first: its task decides the manifests' defaults and which parameters they may set
+    config = load_pipeline_config(args.pipeline or _one_setting(pipeline_settings(args.manifests), "pipeline"))
+    # the run's output root before any source is expanded: every manifest's folders and globs are kept out of it
+    roots = output_root_settings(args.manifests)
+    output_root = args.output_root or _one_setting(roots, "output_root") or DEFAULT_OUTPUT_ROOT
+    manifests = load_manifests(args.manifests, output_root=output_root, task=config.task)
+    return config, output_root, [job for manifest in manifests for job in manifest.jobs]
 
 
 def _refuse_unfilled_job_folders(jobs: list[JobSpec], output_root: Path) -> None:

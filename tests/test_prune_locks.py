@@ -52,15 +52,15 @@ def test_a_run_finishing_while_prune_starts_is_planned_with(tmp_path, tiny_confi
     (tmp_path / "m.yaml").write_text(CHAIN % "cat.jpg")
     assert batch_edit("run", "m.yaml", *command, cwd=tmp_path).returncode == 0
     (tmp_path / "m.yaml").write_text(CHAIN % "cat.jpg, coffee.jpg")  # a source added: one more item in a, then b
-    planned, runs = cli.prepare, []
+    named, runs = cli.job_names, []
 
     def then_a_run_ends(*args, **kwargs):
-        plans = planned(*args, **kwargs)
+        names = named(*args, **kwargs)
         if not runs:  # the run of the same manifest ends in the window, before any lock is taken
             runs.append(batch_edit("run", "m.yaml", *command, cwd=tmp_path))
-        return plans
+        return names
 
-    monkeypatch.setattr(cli, "prepare", then_a_run_ends)
+    monkeypatch.setattr(cli, "job_names", then_a_run_ends)
     pruned = batch_edit("prune", "m.yaml", *command, cwd=tmp_path)
     assert runs[0].returncode == 0, runs[0].stdout + runs[0].stderr
     assert pruned.returncode == 0, pruned.stdout + pruned.stderr
@@ -208,17 +208,17 @@ def test_a_job_added_to_the_manifest_while_prune_starts_is_locked_before_it_is_p
     b is locked before it is planned and pruned, so the prune is refused whole and job a is left as it was."""
     command = _two_jobs_one_result_each_to_move(tmp_path, tiny_config)
     (tmp_path / "m.yaml").write_text(f"jobs: [{JOB % ('a', 0.5)}]\n")
-    before, planned, runs = _files(tmp_path / "out"), cli.prepare, []
+    before, named, runs = _files(tmp_path / "out"), cli.job_names, []
 
     def then_b_added(*args, **kwargs):
-        plans = planned(*args, **kwargs)
+        names = named(*args, **kwargs)
         if not runs:
             (tmp_path / "m.yaml").write_text(f"jobs: [{JOB % ('a', 0.5)}, {JOB % ('b', 0.5)}]\n")
             runs.append(JobOutput(tmp_path / "out", "b"))
             runs[0].lock()  # a run writing to b
-        return plans
+        return names
 
-    monkeypatch.setattr(cli, "prepare", then_b_added)
+    monkeypatch.setattr(cli, "job_names", then_b_added)
     try:
         result = batch_edit("prune", "m.yaml", *command, cwd=tmp_path)
     finally:
