@@ -171,25 +171,34 @@ def hold_job_folders(jobs: list[str], output_root: Path, stack: contextlib.ExitS
 
 
 def prune_job(
-    plan: JobPlan, output_root: Path, held: bool, dry_run: bool = False, reject_missing: bool = False
+    plan: JobPlan,
+    output_root: Path,
+    held: bool,
+    dry_run: bool = False,
+    reject_missing: bool = False,
+    read: tuple[JobOutput, dict[str, dict]] | None = None,
 ) -> PruneResult:
-    """Prune (or, `dry_run`, list) one job's folder, `held` by hold_job_folders: one not held was not there."""
-    output = JobOutput(output_root, plan.name)
+    """Prune (or, `dry_run`, list) one job's folder, `held` by hold_job_folders: one not held was not there.
+    `read`: the folder's (JobOutput, records) as planning read them, under the lock held since (else read here)."""
+    output, records = read if read is not None else (JobOutput(output_root, plan.name), None)
     result = PruneResult(output.folder)
     if not held:
         return result  # never run here, or removed by the run that made it: nothing made, nothing to prune
     try:
-        return _prune(output, plan, dry_run, reject_missing, result)
+        return _prune(output, plan, dry_run, reject_missing, result, records)
     except OutputError as exc:  # a read-only or full disk: what moved before stays moved, each move recorded
         raise PruneStopped(str(exc), result) from exc
 
 
-def _prune(output: JobOutput, plan: JobPlan, dry_run: bool, reject_missing: bool, result: PruneResult) -> PruneResult:
-    # Under the folder's lock, held since before the plan was made: nothing changes underneath.
+def _prune(
+    output: JobOutput, plan: JobPlan, dry_run: bool, reject_missing: bool, result: PruneResult, records=None
+) -> PruneResult:
+    # Under the folder's lock, held since before the plan was made: nothing changes underneath, so the records
+    # planning read (`records`, where given) are the folder's.
     if not output.records_path.exists():
         return result  # nothing recorded (a run stopped while loading its model): nothing to prune, no record made
     if dry_run:
-        return _describe(output, _decide(output, plan, reject_missing), result)
+        return _describe(output, _decide(output, plan, reject_missing, records), result)
     try:
         for folder in (output.folder, output.folder / SOURCES_DIR):  # what a crash left, as a run's lock sweeps
             job_files.sweep_temporaries(folder)
@@ -197,7 +206,7 @@ def _prune(output: JobOutput, plan: JobPlan, dry_run: bool, reject_missing: bool
         raise OutputError(f"cannot write to the output folder {output.folder}: {exc.strerror or exc}") from exc
     try:
         output.start(None, "")  # no pipeline config to keep: pruning renders nothing
-        changes = _decide(output, plan, reject_missing)  # under the lock: nothing changes underneath
+        changes = _decide(output, plan, reject_missing, records)  # under the lock: nothing changes underneath
         _apply(output, changes, result)
         output.follow_plan(plan.items, plan.keep_sources)
         # an image put back after an earlier prune moved its caption out; a kept copy deleted; the CSVs
@@ -237,8 +246,9 @@ def move_out(
     return [record for record, _ in picked if record["file_name"] in moved]
 
 
-def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool) -> _Changes:
-    records = output.read_records()
+def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool, records: dict | None = None) -> _Changes:
+    """`records`: as output's last read_records() gave them, with nothing appended since (else read here)."""
+    records = output.read_records() if records is None else records
     planned = {item.item_id: item for item in plan.items}
     finished = output.finished_records(plan.items, records)  # each its result, the latest record or an earlier one
     taken = {record["file_name"]: item_id for item_id, record in finished.items()}  # planned results: never moved
@@ -273,7 +283,7 @@ def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool) -> _Changes:
                 changes.keeping[item_id] = finished[item_id]["file_name"]
     results = [*records.values(), *finished.values(), *behind.values()]
     current = changes.current = {record["file_name"] for record in results if record["status"] == "ok"}
-    recorded = output.recorded_files()
+    recorded = output.named_files()  # as read above: no second read of the records
     changes.superseded = [
         (name, _older_because(name, records.get(recorded[name], {}), planned.get(recorded[name])))
         for name in sorted(recorded.keys() - current)

@@ -245,6 +245,13 @@ class JobRecords:
         with handle:
             return {r["file_name"]: r["item_id"] for _, r in self._valid_records(handle) if r["status"] == "ok"}
 
+    def named_files(self) -> dict[str, str]:
+        """recorded_files() as of the last read_records() and what was appended since (`note`), without reading the
+        records again; read here where nothing was read yet."""
+        if self._named is None:
+            return self.recorded_files()
+        return {name: record["item_id"] for name, record in self._named.items()}
+
     def done_ids(self, records: dict[str, dict] | None = None) -> set[str]:
         """Items with a success record whose image is still there, as written (`_holds`)."""
         records = self.read_records() if records is None else records
