@@ -32,7 +32,6 @@ from .plan import WorkItem
 from .records import RESULT_MTIME, RESULT_SHA256, SOURCES_DIR, STATE_DIR, is_bare_name
 from .result_files import EncodedResult, Failure, encode_result, item_fields
 from .result_files import now as _now
-from .sheets import write_contact_sheets
 from .signals import deferred
 from .source_folders import SHEET_PREFIX
 
@@ -377,6 +376,13 @@ class JobOutput(JobListing):
             job_files.write_whole(self.state / SHEETS_STAMP, "".join(f"{p.name}\n" for p in written).encode("utf-8"))
         except OSError as exc:
             raise OutputError(f"cannot write {self.state / SHEETS_STAMP}: {exc.strerror or exc}") from exc
+
+
+def write_contact_sheets(job_folder: Path) -> list[Path]:
+    """sheets.write_contact_sheets, imported here: drawing (PIL's fonts) is for a job's end, never for `plan`."""
+    from .sheets import write_contact_sheets as write
+
+    return write(job_folder)
 
 
 def discard_unused(outputs: list[JobOutput]) -> None:

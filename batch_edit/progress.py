@@ -6,8 +6,6 @@ import logging
 import sys
 import time
 
-from tqdm import tqdm
-
 log = logging.getLogger("batch_edit")
 
 
@@ -19,10 +17,11 @@ class Progress:
         self.total, self.done, self.failed, self.every_s = total, 0, 0, every_s
         self.started = self.logged_at = time.monotonic()
         self.closed_at: float | None = None
-        terminal = self.stream.isatty()
-        self.bar = (
-            tqdm(total=total, unit="img", desc="batch-edit", dynamic_ncols=True, file=self.stream) if terminal else None
-        )
+        self.bar = None
+        if self.stream.isatty():
+            from tqdm import tqdm  # here: only a run on a terminal draws the bar (`plan` imports this module too)
+
+            self.bar = tqdm(total=total, unit="img", desc="batch-edit", dynamic_ncols=True, file=self.stream)
 
     def update(self, failed: bool = False) -> None:
         self.done += 1
