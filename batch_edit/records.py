@@ -138,15 +138,17 @@ class JobRecords:
         return sorted(records.values(), key=lambda record: self._lines.get(record["item_id"], -1))
 
     def _read_lines(self, handle, latest: dict[str, dict]) -> None:
+        lines, named = self._lines, self._named  # looked up once: this runs once per line of 100,000
         for number, record in self._valid_records(handle):
-            replaced = latest.get(record["item_id"])
+            item_id, status = record["item_id"], record["status"]
+            replaced = latest.get(item_id)
             if replaced is not None and replaced["status"] == "ok":
-                self._earlier.setdefault(record["item_id"], {})[replaced["file_name"]] = replaced
-            latest[record["item_id"]] = self._kept_result(record) or record
-            self._lines[record["item_id"]] = number
-            if record["status"] == "ok":
-                self._named[record["file_name"]] = record
-            elif record["status"] == "failed":
+                self._earlier.setdefault(item_id, {})[replaced["file_name"]] = replaced
+            latest[item_id] = (self._kept_result(record) or record) if status == "pruned" else record
+            lines[item_id] = number
+            if status == "ok":
+                named[record["file_name"]] = record
+            elif status == "failed":
                 self._stamp_earlier(record)
 
     def note(self, record: dict) -> None:
