@@ -129,6 +129,12 @@ def _plan_job(job: JobSpec, pipeline_key: str) -> JobPlan:
         # a source listed again gives the first listing's items: duplicates, counted as those found below are
         total += grid.repeated_sources * len(grid.prompts) * len(points) * grid.variations
         masks = dict(zip(grid.sources, grid.masks))
+        job_name, output, row, sha256 = (
+            job.name,
+            grid.output,
+            grid.row,
+            hashlib.sha256,
+        )  # per item below: looked up once
         for ref, template in itertools.product(grid.sources, grid.prompts):
             prompt = render_prompt(template, ref)
             mask = masks.get(ref)
@@ -136,18 +142,18 @@ def _plan_job(job: JobSpec, pipeline_key: str) -> JobPlan:
             derived = [derive_seed(ref.key, prompt, variation) for variation in variations]  # shared by the point
             prefix = default_name(ref, "")  # the default name: this, then the id
             for explicit, params, head, tail, extra in points:
-                end = _extra_text(extra, mask) + id_end  # the same for each variation
+                start, end = id_start + head, tail + _extra_text(extra, mask) + id_end  # the same for each variation
                 for variation in variations:
                     seed = derived[variation] if explicit is None else explicit + variation
-                    item_id = hashlib.sha256((id_start + head + str(seed) + tail + end).encode()).hexdigest()[:ID_CHARS]
+                    item_id = sha256((start + str(seed) + end).encode()).hexdigest()[:ID_CHARS]
                     total += 1
                     if item_id in items:
-                        if grid.row is not None and items[item_id].row != grid.row:
-                            merged.setdefault((items[item_id].row, grid.row), items[item_id].variation)
+                        if row is not None and items[item_id].row != row:
+                            merged.setdefault((items[item_id].row, row), items[item_id].variation)
                         continue
                     item = items[item_id] = _work_item(
-                        job.name, item_id, ref, prompt, explicit is None, grid.output, mask, variation, len(items),
-                        grid.row, prefix + item_id, seed, params)  # fmt: skip
+                        job_name, item_id, ref, prompt, explicit is None, output, mask, variation, len(items), row,
+                        prefix + item_id, seed, params)  # fmt: skip
                     if name_of is not None:
                         _SET_NAME(item, name_of(item))
     rows = tuple((first, variation, later) for (first, later), variation in merged.items())
