@@ -129,12 +129,8 @@ def _plan_job(job: JobSpec, pipeline_key: str) -> JobPlan:
         # a source listed again gives the first listing's items: duplicates, counted as those found below are
         total += grid.repeated_sources * len(grid.prompts) * len(points) * grid.variations
         masks = dict(zip(grid.sources, grid.masks))
-        job_name, output, row, sha256 = (
-            job.name,
-            grid.output,
-            grid.row,
-            hashlib.sha256,
-        )  # per item below: looked up once
+        # what every item below needs, looked up once per grid
+        job_name, output, row, sha256 = job.name, grid.output, grid.row, hashlib.sha256
         for ref, template in itertools.product(grid.sources, grid.prompts):
             prompt = render_prompt(template, ref)
             mask = masks.get(ref)
@@ -166,15 +162,18 @@ def _item_builder():
     third the size of one with a dict), one line each, as dataclasses writes its own __init__: a loop over the
     setters costs as much again. There is no __post_init__ to skip; the instance is the same frozen, comparable
     WorkItem. `params`: the axes' values in axis_names() order, the seed among them replaced by `seed`."""
+    # the arguments, in this order, then `params`
     fields = ("job", "item_id", "source", "prompt", "seed_derived", "output", "mask", "variation", "index", "row",
               "name", "seed")  # fmt: skip
     axes_set = [(at, name) for at, name in enumerate(axis_names()) if name != "seed"]
-    lines = [f"    set_{name}(item, {name})" for name in fields]
-    lines += [f"    set_{name}(item, params[{at}])" for at, name in axes_set]
-    source = f"def _work_item({', '.join(fields)}, params):\n    item = new(WorkItem)\n" + "\n".join(lines)
-    scope = {"new": object.__new__, "WorkItem": WorkItem}
-    scope.update((f"set_{name}", getattr(WorkItem, name).__set__) for name in [*fields, *(n for _, n in axes_set)])
-    exec(source + "\n    return item\n", scope)  # noqa: S102 - code built from the field names above only
+    # numbered names (setter s<n>, argument a<n>): no field or parameter name can clash with the code's own
+    lines = [f"    s{n}(item, a{n})" for n in range(len(fields))]
+    lines += [f"    s{len(fields) + k}(item, params[{at}])" for k, (at, _) in enumerate(axes_set)]
+    arguments = ", ".join(f"a{n}" for n in range(len(fields)))
+    source = f"def _work_item({arguments}, params):\n    item = new(WorkItem)\n" + "\n".join(lines)
+    setters = [getattr(WorkItem, name).__set__ for name in [*fields, *(name for _, name in axes_set)]]
+    scope = {"new": object.__new__, "WorkItem": WorkItem, **{f"s{n}": setter for n, setter in enumerate(setters)}}
+    exec(source + "\n    return item\n", scope)  # noqa: S102 - code built from the numbered names above only
     return scope["_work_item"]
 
 
