@@ -238,7 +238,7 @@ def main() -> int:
     breakdown = [
         "| in-process step (with the finished items) | median s |",
         "|---|---|",
-        f"| import batch_edit.cli (in a fresh interpreter: pydantic, yaml, PIL, numpy...) | {import_s:.3f} |",
+        f"| import batch_edit.cli (in a fresh interpreter: pydantic, yaml, PIL...) | {import_s:.3f} |",
         *(f"| {name} | {seconds:.3f} |" for name, seconds in pieces),
         f"| sum of the steps after the import | {sum(seconds for _, seconds in pieces):.3f} |",
     ]
