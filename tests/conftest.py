@@ -4,11 +4,14 @@
 stdout and stderr: the imports and torch start-up are paid once per test run instead of once per command.
 Tests about the process itself (signals, kill -9, exit-time behaviour) use `batch_edit_subprocess` or
 `batch_edit_process`, which start the installed console script as a user would.
+In this process, a local model folder is read from disk once per content (`model_folders_read_once`): each load
+works on its own copy of what was read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io
 import os
@@ -62,6 +65,70 @@ def item_ids_read_as_text(monkeypatch):
         return read_csv(*args, **kwargs)
 
     monkeypatch.setattr(pd, "read_csv", reading_ids_as_text)
+
+
+class _LoadedFolders:
+    """`engine._from_pretrained` with what diffusers read from a local model folder kept for the session: each
+    load gets its own deep copy of the pipeline as read, and quantizing, fusing LoRAs and moving it still happen on
+    that copy, as ever. A folder whose files changed in any byte is read again; a checkpoint file, a hub id and a
+    verbose run (whose library logs a test may read) are always read."""
+
+    def __init__(self, original):
+        self.original, self.read = original, {}
+
+    def __call__(self, config, dtype):
+        import logging
+
+        from batch_edit import engine
+
+        key = self._key(config, dtype)
+        if key is None or logging.getLogger(engine.__name__).isEnabledFor(logging.INFO):
+            return self.original(config, dtype)
+        if key not in self.read:
+            pipe = self.original(config, dtype)  # checked for its task's weights there: only good ones are kept
+            self.read[key] = copy.deepcopy(pipe)
+            return pipe
+        pipe = copy.deepcopy(self.read[key])
+        engine.check_task_weights(pipe, config)
+        return pipe
+
+    @staticmethod
+    def _key(config, dtype):
+        """The folder's every file (through linked folders, as diffusers reads them) by path and content."""
+        folder = Path(config.model)
+        if config.is_single_file or not folder.is_dir():
+            return None
+        files, entered = [], set()
+        try:
+            for root, folders, names in os.walk(folder, followlinks=True):
+                if os.path.realpath(root) in entered:  # a linked folder seen already (or a loop of links)
+                    folders.clear()
+                    continue
+                entered.add(os.path.realpath(root))
+                folders.sort()
+                for name in sorted(names):
+                    path = Path(root) / name
+                    files.append((str(path.relative_to(folder)), hashlib.sha256(path.read_bytes()).hexdigest()))
+        except OSError:
+            return None
+        return (
+            config.pipeline_class,
+            str(folder.resolve()),
+            config.revision,
+            config.local_files_only,
+            str(dtype),
+            *files,
+        )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_folders_read_once():
+    """Reading the tiny model folder is a large part of a tiny run: read each folder once (see _LoadedFolders)."""
+    from batch_edit import engine
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "_from_pretrained", _LoadedFolders(engine._from_pretrained))
+        yield
 
 
 def _command(args: tuple[str, ...]) -> tuple[list[str], dict]:
