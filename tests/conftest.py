@@ -199,6 +199,25 @@ def tiny_task_config(tmp_path_factory, tiny_task_model):
     return config
 
 
+@pytest.fixture(scope="session")
+def killed_worker_run(tmp_path_factory, tiny_model):
+    """test_ray's Ray run with a worker killed (test_ray.KilledWorkerRun), started in the background."""
+    from .test_ray import KilledWorkerRun
+
+    run = KilledWorkerRun(tmp_path_factory.mktemp("ray"), tiny_model)
+    run.start()
+    yield run
+    run.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def separate_processes_started_first(request):
+    """Runs in processes of their own that the session's tests read (`killed_worker_run`) start with the session:
+    they take long mostly waiting (Ray starting, loading its workers), which the tests before theirs fill."""
+    if any("killed_worker_run" in item.fixturenames for item in request.session.items):
+        request.getfixturevalue("killed_worker_run")
+
+
 def write_pipeline_config(path: Path, model: Path, **overrides) -> Path:
     lines = {
         "model": str(model),

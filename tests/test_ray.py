@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -134,21 +135,55 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None
         time.sleep(0.05)
 
 
+class KilledWorkerRun(threading.Thread):
+    """The manifests run with `--ray --workers 2`, one of whose workers is killed (SIGKILL) once results have come
+    back. Started with the test session (conftest's `killed_worker_run`): the Ray instance starts, loads its workers
+    and runs in its own processes while the tests before this file run."""
+
+    def __init__(self, folder: Path, model: Path):
+        super().__init__(name="killed-worker-run", daemon=True)
+        self.folder = folder
+        config = write_pipeline_config(folder / "tiny.yaml", model)
+        self.command = ["run", *manifests(folder), "--pipeline", str(config)]
+        self.process: subprocess.Popen | None = None
+        self.outcome: tuple[subprocess.CompletedProcess, int] | BaseException | None = None
+
+    def run(self) -> None:
+        folder = self.folder
+        try:
+            process = self.process = batch_edit_process(
+                *self.command, "--output-root", str(folder / "ray"), "--ray", "--workers", "2"
+            )
+            wait_for(lambda: recorded(folder / "ray") >= 1 and ray_workers(process.pid, loaded=True), process)
+            killed_at, started = recorded(folder / "ray"), descendants(process.pid)
+            os.kill(ray_workers(process.pid, loaded=True)[0], signal.SIGKILL)  # the one that sent results: busy
+            stdout, stderr = process.communicate(timeout=300)
+            # the local Ray instance does not outlive its run (a worker may take a moment)
+            wait_for_exit(started, timeout=10)
+            self.outcome = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), killed_at
+        except BaseException as exc:  # handed to the tests that read the run
+            self.outcome = exc
+
+    def result(self) -> tuple[subprocess.CompletedProcess, int]:
+        self.join()
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+    def stop(self) -> None:
+        """At the session's end: a run still going (the session cut short) is killed, not waited for."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        self.join(timeout=60)
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_model):
-    """The same manifests run in this process and with `--ray --workers 2`, one of whose workers is killed
-    (SIGKILL) once results have come back."""
-    folder = tmp_path_factory.mktemp("ray")
-    config = write_pipeline_config(folder / "tiny.yaml", tiny_model)
-    command = ["run", *manifests(folder), "--pipeline", str(config)]
-    process = batch_edit_process(*command, "--output-root", str(folder / "ray"), "--ray", "--workers", "2")
-    single = batch_edit(*command, "--output-root", str(folder / "single"))  # done long before Ray's first result
-    wait_for(lambda: recorded(folder / "ray") >= 1 and ray_workers(process.pid, loaded=True), process)
-    killed_at, started = recorded(folder / "ray"), descendants(process.pid)
-    os.kill(ray_workers(process.pid, loaded=True)[0], signal.SIGKILL)  # the one that sent results: busy
-    stdout, stderr = process.communicate(timeout=300)
-    wait_for_exit(started, timeout=10)  # the local Ray instance does not outlive its run (a worker may take a moment)
-    return single, subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), folder, killed_at
+def runs(killed_worker_run):
+    """The same manifests run in this process and with `--ray --workers 2` (see KilledWorkerRun)."""
+    folder = killed_worker_run.folder
+    single = batch_edit(*killed_worker_run.command, "--output-root", str(folder / "single"))
+    ray_run, killed_at = killed_worker_run.result()
+    return single, ray_run, folder, killed_at
 
 
 def test_a_killed_worker_restarts_and_every_item_is_recorded_once(runs):
