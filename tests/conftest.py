@@ -131,9 +131,15 @@ def model_folders_read_once():
         yield
 
 
-def _command(args: tuple[str, ...]) -> tuple[list[str], dict]:
-    exe = shutil.which("batch-edit") or str(Path(sys.executable).parent / "batch-edit")
-    return [exe, *args], {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+# The environment as the session started: what processes started in the background take (`background_process`),
+# not what a test running meanwhile has set.
+SESSION_ENVIRONMENT = dict(os.environ)
+
+
+def _command(args: tuple[str, ...], environment: dict | None = None) -> tuple[list[str], dict]:
+    environment = os.environ if environment is None else environment
+    exe = shutil.which("batch-edit", path=environment.get("PATH")) or str(Path(sys.executable).parent / "batch-edit")
+    return [exe, *args], {**environment, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def batch_edit(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -242,6 +248,13 @@ def batch_edit_process(*args: str, **popen_options) -> subprocess.Popen:
     return subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_options
     )
+
+
+def background_process(*args: str, cwd: Path) -> subprocess.Popen:
+    """batch_edit_process for a thread that runs while other tests do: the session's starting environment and a
+    working folder of its own, whatever the test running meanwhile has changed."""
+    command, env = _command(args, SESSION_ENVIRONMENT)
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def image_file(path: Path, size=(64, 48), mode="RGB", color=0, box=None, fill=255) -> Path:

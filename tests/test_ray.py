@@ -16,8 +16,8 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
+from time import monotonic, sleep  # bound here: a test may replace time.sleep while KilledWorkerRun polls
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,14 @@ from batch_edit.plan import plan_jobs
 from batch_edit.ray_run import INSTALL, MAX_RESTARTS, GpuNode, resolve_for_cluster
 from batch_edit.runner import InProcess, RunOptions, drive
 
-from .conftest import PHOTOS, batch_edit, batch_edit_process, batch_edit_subprocess, write_pipeline_config
+from .conftest import (
+    PHOTOS,
+    background_process,
+    batch_edit,
+    batch_edit_process,
+    batch_edit_subprocess,
+    write_pipeline_config,
+)
 from .test_chain_overwrite import stopped_between_rounds
 
 # How an item ran, not what it is: its time, and the size of the call it was in (a retried batch may be split)
@@ -121,18 +128,18 @@ def _state(pid: int) -> bytes:
 
 
 def wait_for_exit(pids: list[int], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = monotonic() + timeout
     while alive(pids):
-        assert time.monotonic() < deadline, f"still running: {alive(pids)}"
-        time.sleep(0.1)
+        assert monotonic() < deadline, f"still running: {alive(pids)}"
+        sleep(0.1)
 
 
 def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = monotonic() + timeout
     while not condition():
         assert process.poll() is None, f"the run ended early: {process.communicate()}"
-        assert time.monotonic() < deadline, "the run made no progress"
-        time.sleep(0.05)
+        assert monotonic() < deadline, "the run made no progress"
+        sleep(0.05)
 
 
 class KilledWorkerRun(threading.Thread):
@@ -151,13 +158,13 @@ class KilledWorkerRun(threading.Thread):
     def run(self) -> None:
         folder = self.folder
         try:
-            process = self.process = batch_edit_process(
-                *self.command, "--output-root", str(folder / "ray"), "--ray", "--workers", "2"
+            process = self.process = background_process(
+                *self.command, "--output-root", str(folder / "ray"), "--ray", "--workers", "2", cwd=folder
             )
             wait_for(lambda: recorded(folder / "ray") >= 1 and ray_workers(process.pid, loaded=True), process)
             killed_at, started = recorded(folder / "ray"), descendants(process.pid)
             os.kill(ray_workers(process.pid, loaded=True)[0], signal.SIGKILL)  # the one that sent results: busy
-            stdout, stderr = process.communicate(timeout=300)
+            stdout, stderr = process.communicate()  # no timeout here (Popen's waits call time.sleep): see result()
             # the local Ray instance does not outlive its run (a worker may take a moment)
             wait_for_exit(started, timeout=10)
             self.outcome = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), killed_at
@@ -165,7 +172,10 @@ class KilledWorkerRun(threading.Thread):
             self.outcome = exc
 
     def result(self) -> tuple[subprocess.CompletedProcess, int]:
-        self.join()
+        self.join(timeout=600)
+        if self.is_alive():
+            self.stop()
+            raise AssertionError("the Ray run did not end within 10 minutes")
         if isinstance(self.outcome, BaseException):
             raise self.outcome
         return self.outcome
@@ -391,13 +401,13 @@ def test_a_driver_killed_with_sigkill_resumes_on_the_next_ray_run(spread):
 def test_workers_that_keep_dying_end_the_run_with_exit_1_and_say_so(spread):
     command, root = spread
     process = batch_edit_process(*command, "--ray", "--workers", "1")
-    kills, deadline = 0, time.monotonic() + 300
-    while process.poll() is None and time.monotonic() < deadline:
+    kills, deadline = 0, monotonic() + 300
+    while process.poll() is None and monotonic() < deadline:
         for worker in ray_workers(process.pid):  # each time the worker (re)starts: more often than it may
             os.kill(worker, signal.SIGKILL)
             kills += 1
-            time.sleep(1)
-        time.sleep(0.1)
+            sleep(1)
+        sleep(0.1)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 1, stderr
     assert stderr.strip().splitlines()[-1].startswith("error: the Ray workers stopped (")
