@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -205,23 +206,64 @@ def tiny_task_config(tmp_path_factory, tiny_task_model):
     return config
 
 
-@pytest.fixture(scope="session")
-def killed_worker_run(tmp_path_factory, tiny_model):
-    """test_ray's Ray run with a worker killed (test_ray.KilledWorkerRun), started in the background."""
-    from .test_ray import KilledWorkerRun
+class Background:
+    """Scenarios of separate processes, run one after another in a thread of this process while the session's
+    tests run: the processes' start-up (imports, Ray) and what they compute take the second CPU core and the waits
+    between steps cost no test any time. A scenario starts its processes with `start` (`background_process`), polls
+    with a sleep bound at import (a test may replace time.sleep meanwhile) and calls no in-process `batch_edit`
+    (the test running meanwhile owns this process's working folder and output); the test that reads it gets its
+    result, or what it raised, from the future `submit` returns."""
 
-    run = KilledWorkerRun(tmp_path_factory.mktemp("ray"), tiny_model)
-    run.start()
-    yield run
-    run.stop()
+    def __init__(self):
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="background")
+        self.processes: list[subprocess.Popen] = []
+
+    def submit(self, scenario, *args) -> Future:
+        return self.executor.submit(scenario, self.start, *args)
+
+    def start(self, *args: str, cwd: Path, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+        process = background_process(*args, cwd=cwd, prefix=prefix)
+        self.processes.append(process)
+        return process
+
+    def close(self) -> None:
+        """At the session's end: processes still running (the session cut short) are killed, not waited for."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="session")
+def background():
+    running = Background()
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="session")
+def killed_worker_run(background, tmp_path_factory, tiny_model):
+    """test_ray's Ray run with a worker killed, in the background: (folder, command, future)."""
+    from .test_ray import start_killed_worker_run
+
+    return start_killed_worker_run(background, tmp_path_factory.mktemp("ray"), tiny_model)
+
+
+@pytest.fixture(scope="session")
+def stopped_nights(background, tmp_path_factory, tiny_model):
+    """test_resilience's runs killed with kill -9 and stopped by a full disk, in the background."""
+    from .test_resilience import start_stopped_nights
+
+    return start_stopped_nights(background, tmp_path_factory, tiny_model)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def separate_processes_started_first(request):
-    """Runs in processes of their own that the session's tests read (`killed_worker_run`) start with the session:
-    they take long mostly waiting (Ray starting, loading its workers), which the tests before theirs fill."""
-    if any("killed_worker_run" in item.fixturenames for item in request.session.items):
-        request.getfixturevalue("killed_worker_run")
+def background_started_first(request):
+    """The background scenarios the session's tests read start with the session (see Background)."""
+    wanted = {name for item in request.session.items for name in item.fixturenames}
+    for name in ("killed_worker_run", "stopped_nights"):  # the longest first
+        if name in wanted:
+            request.getfixturevalue(name)
 
 
 def write_pipeline_config(path: Path, model: Path, **overrides) -> Path:
@@ -250,11 +292,14 @@ def batch_edit_process(*args: str, **popen_options) -> subprocess.Popen:
     )
 
 
-def background_process(*args: str, cwd: Path) -> subprocess.Popen:
-    """batch_edit_process for a thread that runs while other tests do: the session's starting environment and a
-    working folder of its own, whatever the test running meanwhile has changed."""
+def background_process(*args: str, cwd: Path, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+    """batch_edit_process for a thread that runs while other tests do (Background): the session's starting
+    environment and a working folder of its own, whatever the test running meanwhile has changed. No preexec_fn
+    (unsafe with threads): `prefix`, a command that sets up the process and execs the rest, does that part."""
     command, env = _command(args, SESSION_ENVIRONMENT)
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [*prefix, *command], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def image_file(path: Path, size=(64, 48), mode="RGB", color=0, box=None, fill=255) -> Path:

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from time import monotonic, sleep  # bound here: a test may replace time.sleep while KilledWorkerRun polls
 
@@ -34,7 +33,6 @@ from batch_edit.runner import InProcess, RunOptions, drive
 
 from .conftest import (
     PHOTOS,
-    background_process,
     batch_edit,
     batch_edit_process,
     batch_edit_subprocess,
@@ -142,57 +140,31 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None
         sleep(0.05)
 
 
-class KilledWorkerRun(threading.Thread):
+def start_killed_worker_run(background, folder: Path, model: Path):
     """The manifests run with `--ray --workers 2`, one of whose workers is killed (SIGKILL) once results have come
-    back. Started with the test session (conftest's `killed_worker_run`): the Ray instance starts, loads its workers
-    and runs in its own processes while the tests before this file run."""
+    back: started with the test session (conftest's `killed_worker_run`), so that Ray starts, loads its workers and
+    runs while the tests before this file do. (folder, command, future of (the run, records when killed))."""
+    config = write_pipeline_config(folder / "tiny.yaml", model)
+    command = ["run", *manifests(folder), "--pipeline", str(config)]
+    return folder, command, background.submit(_killed_worker_run, folder, command)
 
-    def __init__(self, folder: Path, model: Path):
-        super().__init__(name="killed-worker-run", daemon=True)
-        self.folder = folder
-        config = write_pipeline_config(folder / "tiny.yaml", model)
-        self.command = ["run", *manifests(folder), "--pipeline", str(config)]
-        self.process: subprocess.Popen | None = None
-        self.outcome: tuple[subprocess.CompletedProcess, int] | BaseException | None = None
 
-    def run(self) -> None:
-        folder = self.folder
-        try:
-            process = self.process = background_process(
-                *self.command, "--output-root", str(folder / "ray"), "--ray", "--workers", "2", cwd=folder
-            )
-            wait_for(lambda: recorded(folder / "ray") >= 1 and ray_workers(process.pid, loaded=True), process)
-            killed_at, started = recorded(folder / "ray"), descendants(process.pid)
-            os.kill(ray_workers(process.pid, loaded=True)[0], signal.SIGKILL)  # the one that sent results: busy
-            stdout, stderr = process.communicate()  # no timeout here (Popen's waits call time.sleep): see result()
-            # the local Ray instance does not outlive its run (a worker may take a moment)
-            wait_for_exit(started, timeout=10)
-            self.outcome = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), killed_at
-        except BaseException as exc:  # handed to the tests that read the run
-            self.outcome = exc
-
-    def result(self) -> tuple[subprocess.CompletedProcess, int]:
-        self.join(timeout=600)
-        if self.is_alive():
-            self.stop()
-            raise AssertionError("the Ray run did not end within 10 minutes")
-        if isinstance(self.outcome, BaseException):
-            raise self.outcome
-        return self.outcome
-
-    def stop(self) -> None:
-        """At the session's end: a run still going (the session cut short) is killed, not waited for."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-        self.join(timeout=60)
+def _killed_worker_run(start, folder: Path, command: list[str]) -> tuple[subprocess.CompletedProcess, int]:
+    process = start(*command, "--output-root", str(folder / "ray"), "--ray", "--workers", "2", cwd=folder)
+    wait_for(lambda: recorded(folder / "ray") >= 1 and ray_workers(process.pid, loaded=True), process)
+    killed_at, started = recorded(folder / "ray"), descendants(process.pid)
+    os.kill(ray_workers(process.pid, loaded=True)[0], signal.SIGKILL)  # the one that sent results: busy
+    stdout, stderr = process.communicate()  # no timeout (Popen's timed waits call time.sleep): the future has one
+    wait_for_exit(started, timeout=10)  # the local Ray instance does not outlive its run (a worker may take a moment)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), killed_at
 
 
 @pytest.fixture(scope="module")
 def runs(killed_worker_run):
-    """The same manifests run in this process and with `--ray --workers 2` (see KilledWorkerRun)."""
-    folder = killed_worker_run.folder
-    single = batch_edit(*killed_worker_run.command, "--output-root", str(folder / "single"))
-    ray_run, killed_at = killed_worker_run.result()
+    """The same manifests run in this process and with `--ray --workers 2`, one of whose workers is killed."""
+    folder, command, spread = killed_worker_run
+    single = batch_edit(*command, "--output-root", str(folder / "single"))
+    ray_run, killed_at = spread.result(timeout=600)
     return single, ray_run, folder, killed_at
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import resource
 import signal
 import subprocess
 import sys
-import time
+from concurrent.futures import Future
 from pathlib import Path
+from time import monotonic, sleep  # bound here: a test may replace time.sleep while a background run polls
 
 import pandas as pd
 import pytest
@@ -21,7 +21,7 @@ from batch_edit.pipeline_config import PipelineConfig
 from batch_edit.plan import plan_jobs
 from batch_edit.runner import RunOptions, run
 
-from .conftest import PHOTOS, batch_edit, batch_edit_process
+from .conftest import PHOTOS, batch_edit, batch_edit_process, write_pipeline_config
 
 JOB = "night"
 # 2 photos x 2 prompts x 3 strengths x 4 seeds = 48 items
@@ -38,12 +38,40 @@ jobs:
 """
 
 
+def night_in(folder: Path, config: Path) -> tuple[list[str], Path]:
+    """The night job's command, its manifest and output root in `folder`, and its job folder."""
+    manifest = folder / "night.yaml"
+    manifest.write_text(MANIFEST)
+    command = ["run", str(manifest), "--pipeline", str(config), "--output-root", str(folder / "out")]
+    return command, folder / "out" / JOB
+
+
 @pytest.fixture
 def night(tmp_path, tiny_config):
-    manifest = tmp_path / "night.yaml"
-    manifest.write_text(MANIFEST)
-    command = ["run", str(manifest), "--pipeline", str(tiny_config), "--output-root", str(tmp_path / "out")]
-    return command, tmp_path / "out" / JOB
+    return night_in(tmp_path, tiny_config)
+
+
+def start_stopped_nights(background, tmp_path_factory, model: Path) -> dict:
+    """The night runs that end in a separate process (kill -9, a full disk), started with the test session
+    (conftest's `stopped_nights`) to run while other tests do: name -> (command, job folder, future)."""
+    started = {}
+    for name, scenario in (("kill -9", _killed_three_times), ("full disk", _stopped_by_a_full_disk)):
+        folder = tmp_path_factory.mktemp("night")
+        command, job = night_in(folder, write_pipeline_config(folder / "tiny.yaml", model))
+        if scenario is _stopped_by_a_full_disk:
+            try:
+                _quanto_kernels_built()
+            except BaseException as exc:  # the test that reads this run fails with it
+                started[name] = command, job, _failed(exc)
+                continue
+        started[name] = command, job, background.submit(scenario, folder, command, job)
+    return started
+
+
+def _failed(exc: BaseException) -> Future:
+    future = Future()
+    future.set_exception(exc)
+    return future
 
 
 def recorded_names(folder: Path) -> set[str]:
@@ -61,11 +89,11 @@ def ok_records(folder: Path) -> int:
 
 
 def wait_for_records(process: subprocess.Popen, folder: Path, count: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = monotonic() + timeout
     while ok_records(folder) < count:
         assert process.poll() is None, f"the run ended early: {process.communicate()}"
-        assert time.monotonic() < deadline, "the run made no progress"
-        time.sleep(0.05)
+        assert monotonic() < deadline, "the run made no progress"
+        sleep(0.05)
 
 
 def results(folder: Path) -> list[Path]:
@@ -87,11 +115,11 @@ def assert_consistent(folder: Path) -> pd.DataFrame:
     return metadata
 
 
-def test_kill_9_at_several_points_then_resume(night):
-    command, folder = night
+def _killed_three_times(start, root: Path, command: list[str], folder: Path) -> dict[str, str]:
+    """The night run killed with kill -9 at three points, each checked: the recorded images' digests at the end."""
     before_kill: dict[str, str] = {}
     for stop_after in (3, 10, 25):
-        process = batch_edit_process(*command)
+        process = start(*command, cwd=root)
         wait_for_records(process, folder, stop_after)
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -104,6 +132,12 @@ def test_kill_9_at_several_points_then_resume(night):
         # Finished means recorded: an image renamed into place just before the kill, whose record was not yet
         # written, is legitimately made again (with its new record and timing inside).
         before_kill = {name: digests[name] for name in recorded_names(folder)}
+    return before_kill
+
+
+def test_kill_9_at_several_points_then_resume(stopped_nights):
+    command, folder, killed = stopped_nights["kill -9"]
+    before_kill = killed.result(timeout=600)
 
     result = batch_edit(*command)
     assert result.returncode == 0, result.stderr
@@ -192,18 +226,33 @@ def test_deleted_or_damaged_images_are_redone_and_overwrite_redoes_all(night):
     assert len(assert_consistent(folder)) == 48
 
 
-def test_a_full_disk_stops_the_run_with_records_intact(night):
-    command, folder = night
-    # quanto compiles its CPU kernels on first use (and again where another ninja built them last): not under the cap
+def _quanto_kernels_built() -> None:
+    """quanto compiles its CPU kernels on first use (and again where another ninja built them last): before a run
+    under a file size cap, in this process."""
     from optimum.quanto.library.extensions.cpp import ext
 
     assert ext.lib is not None
 
-    def small_files():  # every file this process writes is capped at 20 KB: records.jsonl fills up first
-        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
 
-    process = batch_edit_process(*command, preexec_fn=small_files)
-    _, stderr = process.communicate(timeout=300)
+# Every file the run writes is capped at 20 KB (records.jsonl fills up first): set, then the run's command exec'd.
+SMALL_FILES = (
+    sys.executable,
+    "-c",
+    "import os, resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000)); "
+    "os.execv(sys.argv[1], sys.argv[1:])",
+)
+
+
+def _stopped_by_a_full_disk(start, root: Path, command: list[str], folder: Path) -> subprocess.CompletedProcess:
+    process = start(*command, cwd=root, prefix=SMALL_FILES)
+    stdout, stderr = process.communicate()  # no timeout (Popen's timed waits call time.sleep): the future has one
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def test_a_full_disk_stops_the_run_with_records_intact(stopped_nights):
+    command, folder, stopped = stopped_nights["full disk"]
+    process = stopped.result(timeout=600)
+    stderr = process.stderr
     assert process.returncode == 3, stderr
     assert "File too large" in stderr and "re-run the same command to resume" in stderr
     written = ok_records(folder)
