@@ -257,11 +257,19 @@ def stopped_nights(background, tmp_path_factory, tiny_model):
     return start_stopped_nights(background, tmp_path_factory, tiny_model)
 
 
+@pytest.fixture(scope="session")
+def usability_processes(background, tmp_path_factory, tiny_model):
+    """test_usability's make-tiny-model --force and runs stopped while loading, in the background."""
+    from .test_usability import start_separate_processes
+
+    return start_separate_processes(background, tmp_path_factory, tiny_model)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def background_started_first(request):
     """The background scenarios the session's tests read start with the session (see Background)."""
     wanted = {name for item in request.session.items for name in item.fixturenames}
-    for name in ("killed_worker_run", "stopped_nights"):  # the longest first
+    for name in ("killed_worker_run", "stopped_nights", "usability_processes"):  # the longest first
         if name in wanted:
             request.getfixturevalue(name)
 

@@ -7,8 +7,10 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import textwrap
-import time
+from pathlib import Path
+from time import sleep  # bound here: a test may replace time.sleep while a background run polls
 
 import pandas as pd
 import pytest
@@ -20,7 +22,7 @@ from batch_edit.errors import ManifestError
 from batch_edit.manifest import load_manifests
 from batch_edit.plan import derive_seed, plan_jobs
 
-from .conftest import PHOTOS, batch_edit, batch_edit_process, batch_edit_subprocess, write_pipeline_config
+from .conftest import PHOTOS, batch_edit, write_pipeline_config
 
 PIPELINE = {"model": "m"}
 SMALL = "num_inference_steps: 2, width: 32, height: 32"  # the cheapest items the tiny model makes (flow style)
@@ -328,11 +330,35 @@ def test_reproduce_refuses_a_folder_and_a_foreign_csv_with_exit_2(tmp_path):
     assert foreign.returncode == 2 and "not a batch-edit metadata.csv" in foreign.stderr and "source" in foreign.stderr
 
 
-@pytest.mark.parametrize("signals, status", [((signal.SIGTERM,), 143), ((signal.SIGINT, signal.SIGINT), 130)],
-                         ids=["SIGTERM", "double-Ctrl-C"])  # fmt: skip
-def test_a_signal_while_loading_says_so_and_leaves_no_job_folder(photos, tiny_config, signals, status):
-    write(photos / "m.yaml", "jobs: [{name: a, sources: photos/cat.jpg, prompts: a}, {name: b, sources: photos/cat.jpg, prompts: b}]")  # fmt: skip
-    process = batch_edit_process("run", str(photos / "m.yaml"), "--pipeline", str(tiny_config), "--output-root", str(photos / "out"))  # fmt: skip
+SIGNALS = {"SIGTERM": (signal.SIGTERM,), "double-Ctrl-C": (signal.SIGINT, signal.SIGINT)}
+TWO_JOBS = "jobs: [{name: a, sources: photos/cat.jpg, prompts: a}, {name: b, sources: photos/cat.jpg, prompts: b}]"
+
+
+def start_separate_processes(background, tmp_path_factory, model: Path) -> dict:
+    """`make-tiny-model --force` on a folder not empty and runs stopped by signals while loading, each in a process
+    of its own: started with the test session (conftest's `usability_processes`) to run while other tests do.
+    name -> (its folder, future of its CompletedProcess)."""
+    forced = tmp_path_factory.mktemp("forced") / "full"
+    forced.mkdir()
+    (forced / "notes.txt").write_text("mine")
+    started = {"make-tiny-model --force": (forced, background.submit(_made_with_force, forced))}
+    for name, signals in SIGNALS.items():
+        photos = tmp_path_factory.mktemp("stopped-while-loading")
+        shutil.copytree(PHOTOS, photos / "photos")
+        write(photos / "m.yaml", TWO_JOBS)
+        config = write_pipeline_config(photos / "tiny.yaml", model)
+        started[name] = photos, background.submit(_stopped_while_loading, photos, config, signals)
+    return started
+
+
+def _made_with_force(start, folder: Path) -> subprocess.CompletedProcess:
+    process = start("make-tiny-model", str(folder), "--force", cwd=folder.parent)
+    stdout, stderr = process.communicate()  # no timeout (Popen's timed waits call time.sleep): the future has one
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _stopped_while_loading(start, photos: Path, config: Path, signals) -> tuple[str, subprocess.CompletedProcess]:
+    process = start("run", str(photos / "m.yaml"), "--pipeline", str(config), "--output-root", str(photos / "out"), cwd=photos)  # fmt: skip
     seen = b""
     while b"loading" not in seen:  # the loading line has no newline until the model is loaded
         char = os.read(process.stderr.fileno(), 1)  # unbuffered: communicate() gets the rest
@@ -340,11 +366,19 @@ def test_a_signal_while_loading_says_so_and_leaves_no_job_folder(photos, tiny_co
         seen += char
     for signum in signals:
         process.send_signal(signum)
-        time.sleep(0.05)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == status, seen.decode() + stderr
-    name = signal.Signals(signals[0]).name
-    assert f"stopped by {name} while loading the pipeline; nothing was generated" in stderr
+        sleep(0.05)
+    stdout, stderr = process.communicate()  # no timeout (Popen's timed waits call time.sleep): the future has one
+    return seen.decode(), subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+@pytest.mark.parametrize("name, status", [("SIGTERM", 143), ("double-Ctrl-C", 130)], ids=list(SIGNALS))
+def test_a_signal_while_loading_says_so_and_leaves_no_job_folder(usability_processes, name, status):
+    photos, stopped = usability_processes[name]
+    seen, process = stopped.result(timeout=600)
+    stderr = process.stderr
+    assert process.returncode == status, seen + stderr
+    stopped_by = signal.Signals(SIGNALS[name][0]).name
+    assert f"stopped by {stopped_by} while loading the pipeline; nothing was generated" in stderr
     assert "Traceback" not in stderr
     assert not (photos / "out").exists()
 
@@ -361,17 +395,18 @@ def test_a_job_held_by_another_run_refuses_the_whole_run_and_leaves_no_folder(ph
     assert sorted(path.name for path in (photos / "out").iterdir()) == ["b"]
 
 
-def test_make_tiny_model_refuses_a_non_empty_folder_and_prints_one_line(tmp_path):
+def test_make_tiny_model_refuses_a_non_empty_folder_and_prints_one_line(tmp_path, usability_processes):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("mine")
     refused = batch_edit("make-tiny-model", str(tmp_path / "full"))
     assert refused.returncode == 2 and "not empty" in refused.stderr and "--force" in refused.stderr
     assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
-    made = batch_edit_subprocess("make-tiny-model", str(tmp_path / "full"), "--force")
+    forced, making = usability_processes["make-tiny-model --force"]  # another folder with a notes.txt, as above
+    made = making.result(timeout=600)
     assert made.returncode == 0, made.stderr
-    assert made.stdout.strip().splitlines() == [f"wrote a tiny random FLUX img2img pipeline to {tmp_path / 'full'}"]
+    assert made.stdout.strip().splitlines() == [f"wrote a tiny random FLUX img2img pipeline to {forced}"]
     assert made.stderr == ""
-    assert (tmp_path / "full" / "model_index.json").is_file()
+    assert (forced / "model_index.json").is_file()
 
 
 def test_the_final_progress_line_and_the_summary_agree_on_elapsed_time(photos, tiny_config):
