@@ -1,6 +1,7 @@
 """What a worker does with items, the same code in one process and in each Ray worker: prepare (load and fit each
 item's source, and its mask), generate (items sharing parameters and fitted size in batches, halved on out-of-memory; a failing
-batch becomes its items' failures; a masked result composited over its source) and encode (the result file's bytes with its metadata).
+batch becomes its items' failures; a masked result composited over its source) and encode (the result file's bytes with
+its metadata; a result that cannot be encoded is that item's "encode" failure).
 
 Nothing here writes a job folder: results are small picklable `ItemResult`s that the driver (`runner.py`) records.
 """
@@ -178,7 +179,12 @@ class Worker:
         if prepared.fetched_sha256:  # so `reproduce` can tell a URL that now serves other content
             extra["source_sha256"] = prepared.fetched_sha256
         kept = (prepared.image, prepared.mask) if prepared.task.keep_source else ()
-        return ItemResult(item.job, item.item_id, encode_result(item, generated.image, extra, *kept))
+        try:
+            encoded = encode_result(item, generated.image, extra, *kept)
+        except Exception as exc:  # a result that cannot be encoded (JPEG's EXIF over 64 KB) is that item's failure
+            self.errors.error(exc, f"could not encode the result of item {item.item_id}")
+            return ItemResult(item.job, item.item_id, failure=Failure.of("encode", exc))
+        return ItemResult(item.job, item.item_id, encoded)
 
 
 class SourceCache:
