@@ -101,23 +101,38 @@ def prepare(
         yield Prepared(task, image, mask, fetched_sha256=sources.digests.get(item.source, ""))
 
 
-def in_batches(prepared: Iterable[Prepared], batch_size: int) -> Iterator[Prepared | list[Prepared]]:
-    """Full batches of items that may share a call as soon as they are full, failures as they come; what is left
-    of a job's batches when the next job's items begin (and at the end)."""
-    open_batches: dict[tuple, list[Prepared]] = {}
-    job = None
+def in_batches(
+    prepared: Iterable[Prepared], batch_size: int, hold: int | None = None
+) -> Iterator[Prepared | list[Prepared]]:
+    """Batches of items that may share a call, failures as they come. Items arrive sorted by batch key within
+    each job (the driver sorts them), so a batch is handed out as soon as it is full or its key is past (it can
+    grow no more): the same batches as holding each until the job ends, without holding the job's fitted images.
+    Within one key, fitted sizes that differ (`resize: fit` over photos of many shapes) make batches that may
+    still grow: once more than `hold` items (4 batches' worth by default) wait in them, the one that grew least
+    recently goes out as it is, so what waits here stays bounded however long the job."""
+    hold = 4 * batch_size if hold is None else hold
+    open_batches: OrderedDict[tuple, list[Prepared]] = OrderedDict()
+    waiting, key = 0, None
     for ready in prepared:
-        if ready.task.item.job != job:
+        item = ready.task.item
+        if (item.job, item.batch_key) != key:  # the key moved on: every open batch is complete
             yield from open_batches.values()
             open_batches.clear()
-            job = ready.task.item.job
+            waiting, key = 0, (item.job, item.batch_key)
         if ready.failure is not None:
             yield ready
             continue
         batch = open_batches.setdefault(ready.group, [])
+        open_batches.move_to_end(ready.group)
         batch.append(ready)
+        waiting += 1
         if len(batch) >= batch_size:
+            waiting -= len(batch)
             yield open_batches.pop(ready.group)
+        elif waiting > hold:
+            _, oldest = open_batches.popitem(last=False)
+            waiting -= len(oldest)
+            yield oldest
     yield from open_batches.values()
 
 
