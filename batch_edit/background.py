@@ -1,7 +1,9 @@
 """Work that overlaps the GPU: preparing the next batches and writing the last ones, in bounded threads.
 
 Both queues are bounded, so memory stays flat however long the run; errors raised in a background thread
-come back to the caller's thread, where they are recorded or stop the run like any other.
+come back to the caller's thread, where they are recorded or stop the run like any other. A stop is seen while
+the caller waits for the next batch, and closing the prefetch cuts the download in progress: a slow server does
+not hold the run's end.
 """
 
 from __future__ import annotations
@@ -12,26 +14,31 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterator
 
+from .fetch import Cancellation
+
 _END, _VALUE, _ERROR = "end", "value", "error"
 
 
 class Prefetch:
-    """Iterate `source` in a background thread, at most `depth` values ahead of the consumer."""
+    """Iterate `source` in a background thread, at most `depth` values ahead of the consumer. Iterating ends early
+    once `stopped()` is true (checked while waiting, every `poll_s`); `close()` cuts the thread's downloads."""
 
-    def __init__(self, source: Iterator, depth: int = 2):
+    def __init__(self, source: Iterator, depth: int = 2, stopped: Callable[[], bool] = lambda: False):
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._cancelled = threading.Event()
+        self._cancelled = Cancellation()
+        self._stopped = stopped
         self._thread = threading.Thread(target=self._fill, args=(source,), name="batch-edit-prefetch", daemon=True)
         self._thread.start()
 
     def _fill(self, source: Iterator) -> None:
-        try:
-            for value in source:
-                if not self._put((_VALUE, value)):
-                    return
-            self._put((_END, None))
-        except BaseException as exc:  # handed to the consumer, which decides what it means
-            self._put((_ERROR, exc))
+        with self._cancelled.applies():  # a download of this thread is cut by close()
+            try:
+                for value in source:
+                    if not self._put((_VALUE, value)):
+                        return
+                self._put((_END, None))
+            except BaseException as exc:  # handed to the consumer, which decides what it means
+                self._put((_ERROR, exc))
 
     def _put(self, message: tuple) -> bool:
         while not self._cancelled.is_set():
@@ -42,9 +49,16 @@ class Prefetch:
                 continue
         return False
 
+    poll_s = 0.1
+
     def __iter__(self):
         while True:
-            kind, value = self._queue.get()
+            try:
+                kind, value = self._queue.get(timeout=self.poll_s)
+            except queue.Empty:
+                if self._stopped():
+                    return
+                continue
             if kind == _END:
                 return
             if kind == _ERROR:

@@ -8,7 +8,9 @@ Hazards handled here, because a manifest may list thousands of URLs from anywher
 - retries with exponential backoff for what may pass (a stalled attempt, HTTP 5xx, a dropped connection), never
   for 4xx, never past the deadline;
 - no loopback, private, link-local... addresses unless allowed: the check runs on the address each socket is
-  actually connected to, so a public name resolving (or rebinding) to 127.0.0.1 gets no further than connect().
+  actually connected to, so a public name resolving (or rebinding) to 127.0.0.1 gets no further than connect();
+- a stop: the downloads of a thread working under `Cancellation.applies()` are cut once it is set (a run stopping
+  does not wait for a slow server).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import re
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -40,6 +43,9 @@ def fetch_url(url: str, options: FetchOptions = FetchOptions()) -> bytes:
     if urlsplit(url).scheme.lower() not in ("http", "https"):
         raise FetchError("only http:// and https:// URLs can be fetched")
     download = _Download(options)
+    cancellation = getattr(_local, "cancellation", None)
+    if cancellation is not None:
+        cancellation.track(download)
     # The per-read timeouts below cannot bound a server that drips its headers or TLS handshake byte by byte:
     # at the deadline this watchdog shuts every socket of the download, which ends whatever read is blocked.
     watchdog = threading.Timer(min(options.timeout_s, threading.TIMEOUT_MAX), download.cut)
@@ -50,6 +56,51 @@ def fetch_url(url: str, options: FetchOptions = FetchOptions()) -> bytes:
     finally:
         watchdog.cancel()
         download.close()
+        if cancellation is not None:
+            cancellation.untrack(download)
+
+
+_local = threading.local()
+
+
+class Cancellation:
+    """A stop for downloads: those of a thread inside `with cancellation.applies():` are cut (their sockets shut)
+    once `set()` is called from any thread, and any started after it fails at once, with "download stopped"."""
+
+    def __init__(self):
+        self._set = threading.Event()
+        self._lock = threading.Lock()
+        self._downloads: set[_Download] = set()
+
+    def is_set(self) -> bool:
+        return self._set.is_set()
+
+    def set(self) -> None:
+        with self._lock:
+            self._set.set()
+            downloads = list(self._downloads)
+        for download in downloads:
+            download.cancel()
+
+    @contextmanager
+    def applies(self):
+        previous = getattr(_local, "cancellation", None)
+        _local.cancellation = self
+        try:
+            yield
+        finally:
+            _local.cancellation = previous
+
+    def track(self, download: _Download) -> None:
+        with self._lock:
+            self._downloads.add(download)
+            cancelled = self._set.is_set()
+        if cancelled:
+            download.cancel()
+
+    def untrack(self, download: _Download) -> None:
+        with self._lock:
+            self._downloads.discard(download)
 
 
 # ---------------------------------------------------------------- addresses
@@ -94,6 +145,7 @@ class _Download:
         self.options = options
         self.deadline = time.monotonic() + options.timeout_s
         self.last_wait_capped = False  # was the socket timeout handed out last cut short by the deadline?
+        self.cancelled = False  # cut by a stop (`Cancellation`), not by the deadline
         self._cut = threading.Event()
         self._lock = threading.Lock()
         self._dups: list[socket.socket] = []  # duplicates, so the watchdog can shut a socket TLS has wrapped
@@ -111,6 +163,8 @@ class _Download:
         return max(0.001, min(stall, remaining))
 
     def timed_out(self) -> FetchError:
+        if self.cancelled:
+            return FetchError("download stopped", "stopped")
         return FetchError(f"timed out after {self.options.timeout_s:g} s", "timed out")
 
     def admit(self, sock: socket.socket) -> None:
@@ -123,6 +177,14 @@ class _Download:
             self._dups.append(sock.dup())
             if self._cut.is_set():
                 _shut(self._dups[-1])
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.cut()
+
+    def wait(self, seconds: float) -> None:
+        """A backoff that a cut ends early."""
+        self._cut.wait(seconds)
 
     def cut(self) -> None:
         with self._lock:
@@ -239,7 +301,9 @@ def _with_retries(url: str, download: _Download) -> bytes:
             if attempt > options.retries or delay >= download.remaining():
                 plural = "s" if attempt > 1 else ""
                 raise FetchError(f"{exc} ({attempt} attempt{plural})", exc.reason) from exc
-            time.sleep(delay)
+            download.wait(delay)
+            if download.expired():
+                raise download.timed_out() from exc
 
 
 def _attempt(session: requests.Session, url: str, download: _Download) -> bytes:

@@ -385,7 +385,8 @@ class InProcess:
     def run(self, tasks: list[Task], pipeline: dict, record, stop: StopOnSignal) -> None:
         worker = Worker(self.engine, pipeline)
         stopped = lambda: stop.signal is not None
-        prepared = Prefetch(in_batches(prepare(tasks, self.fetch, worker.errors, stopped), worker.batch_size), depth=2)
+        batches = in_batches(prepare(tasks, self.fetch, worker.errors, stopped), worker.batch_size)
+        prepared = Prefetch(batches, depth=2, stopped=stopped)  # a stop ends the wait for sources at once
         writer = Writer(lambda _: None, depth=2 * worker.batch_size)
         try:
             for ready in prepared:
