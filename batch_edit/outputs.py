@@ -362,20 +362,23 @@ class JobOutput(JobListing):
             return False
         return all(is_bare_name(name) and job_files.lstat(self.folder / name) is not None for name in names)
 
-    def write_sheets_if_stale(self) -> None:
+    def write_sheets_if_stale(self, stopped: Callable[[], bool] = lambda: False) -> bool:
         """Contact sheets only where metadata.csv changed since they were drawn: a job whose run only failed
-        again, or a run with nothing to do, draws none."""
-        if not self.sheets_current():
-            self.write_sheets()
+        again, or a run with nothing to do, draws none. False when `stopped()` cut the drawing short."""
+        return self.sheets_current() or self.write_sheets(stopped)
 
-    def write_sheets(self) -> None:
+    def write_sheets(self, stopped: Callable[[], bool] = lambda: False) -> bool:
         """Contact sheets from metadata.csv, then the stamp that says they are complete (a run killed while
-        writing them leaves the stamp older than metadata.csv, so the next run writes them again)."""
-        written = write_contact_sheets(self.folder)
+        writing them, or one whose `stopped()` cut them short, leaves the stamp older than metadata.csv, so the
+        next run writes them again). False when cut short."""
+        written = write_contact_sheets(self.folder, stopped=stopped)
+        if written is None:
+            return False
         try:
             job_files.write_whole(self.state / SHEETS_STAMP, "".join(f"{p.name}\n" for p in written).encode("utf-8"))
         except OSError as exc:
             raise OutputError(f"cannot write {self.state / SHEETS_STAMP}: {exc.strerror or exc}") from exc
+        return True
 
 
 def write_contact_sheets(job_folder: Path) -> list[Path]:

@@ -44,7 +44,8 @@ class Recorder:
     """Records each result as it comes back (the first one per item: a retried worker task may send one again).
     A job's record opens with its first result; the job is finished (CSVs, contact sheets, record closed) when its
     last pending item is back, and every job still open when the run ends. After a stop by signal no contact sheet
-    is drawn (seconds per thousand results, past a container's grace period): the next run draws them."""
+    is drawn (seconds per thousand results, past a container's grace period), and one arriving while a job's sheets
+are drawn cuts them short: the next run draws them."""
 
     def __init__(self, jobs: list[tuple], pipeline, progress: Progress, stop: StopOnSignal, csv_every_s: float):
         self.pipeline, self.progress, self.stop, self.csv_every_s = pipeline, progress, stop, csv_every_s
@@ -102,9 +103,12 @@ class Recorder:
 
     def _final_files(self, output: JobOutput) -> None:
         output.finish_files(copies=self.stop.signal is None)  # kept copies load sources: a stopped run leaves them
-        if self.stop.signal is None:
-            output.write_sheets_if_stale()
-        elif not output.sheets_current():  # the stamp stays older than metadata.csv: the next run draws them
+
+        def stopped() -> bool:  # also a stop arriving while the sheets are drawn: it cuts them short
+            return self.stop.signal is not None
+
+        complete = output.sheets_current() if stopped() else output.write_sheets_if_stale(stopped)
+        if not complete:  # the stamp stays older than metadata.csv: the next run draws them
             self.sheets_left += 1
 
 

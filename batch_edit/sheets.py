@@ -14,7 +14,7 @@ import os
 import re
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
@@ -198,8 +198,11 @@ def _ellipsize(text: str, font, width: int, force: bool = False) -> str:
 # ---------------------------------------------------------------- sheets
 
 
-def write_contact_sheets(job_folder: Path, *, thumb: int = 256, max_side: int = 8192) -> list[Path]:
-    """Write one sheet per source (more pages if needed) and delete this job's sheets no longer produced.
+def write_contact_sheets(
+    job_folder: Path, *, thumb: int = 256, max_side: int = 8192, stopped: Callable[[], bool] = lambda: False
+) -> list[Path] | None:
+    """Write one sheet per source (more pages if needed) and delete this job's sheets no longer produced. Once
+    `stopped()` is true (a run stopping by signal), no further sheet is drawn and None is returned: cut short.
 
     Cells are `thumb` pixels, or smaller where the outputs are: enlarging a 64 px result to 256 shows nothing more
     and makes the sheet 16 times the pixels to draw and compress. They never go below MIN_CELL, so labels fit."""
@@ -209,6 +212,8 @@ def write_contact_sheets(job_folder: Path, *, thumb: int = 256, max_side: int = 
     written: list[Path] = []
     positioned = any(is_positioned(row) for rows in by_source.values() for row in rows)
     for key, listed in by_source.items():
+        if stopped():
+            return None
         rows, left_off = shown_rows(listed, positioned)
         if not rows:  # only results of items no longer planned: no sheet
             continue
