@@ -35,7 +35,10 @@ MAX_RESTARTS = 3  # a killed worker comes back this often (its unfinished items 
 
 
 class WorkersLost(BatchEditError):
-    """The Ray workers died more often than they may restart, or the cluster went away, during the run."""
+    """The Ray workers died more often than they may restart, or the cluster went away, during the run. `result`:
+    the run's summary up to then (what came back is recorded), set by the driver."""
+
+    result = None
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,8 @@ def run(args, fetch: FetchOptions) -> int:
         )
         return 128 + signal.SIGINT
     except WorkersLost as exc:  # the run ended early: what finished is recorded, the rest runs next time
+        if exc.result is not None:  # the summary of what came back, then the error
+            print_summary(exc.result, None, args.overwrite, args.limit)
         print(f"error: {escaped(exc)}", file=sys.stderr)
         return EXIT_ITEMS_FAILED
     stopped_by = signal.Signals(result.interrupted_by).name if result.interrupted_by is not None else None

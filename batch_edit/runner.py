@@ -21,6 +21,7 @@ from .outputs import JobOutput, discard_unused
 from .pipeline_config import PipelineConfig
 from .plan import JobPlan, WorkItem
 from .progress import Progress
+from .ray_run import WorkersLost
 from .recording import PipelineRecord, Recorder, finishing
 from .replaced_sources import ReplacedSources
 from .result_files import ItemResult
@@ -189,6 +190,9 @@ def drive(
         except (PipelineLoadError, LoadInterrupted):  # Ray's workers load as they start: a load that fails or
             discard_unused([outputs[s.name] for s in involved])  # is stopped there leaves nothing, as above
             raise
+        except WorkersLost as lost:  # the run ended early: the summary of what came back goes with the error
+            lost.result = RunResult(summaries, True, interrupted_by=stop.signal, seconds=progress.elapsed)
+            raise
     _discard_untouched(involved, outputs, chain)
     return RunResult(
         summaries, True, interrupted_by=stop.signal, error=error, seconds=progress.elapsed, tried=chain.made
@@ -275,11 +279,13 @@ def _run_round(
     ]
     returned = {summary.name: summary.done + summary.failed for summary, _, _ in jobs}
     recorder = Recorder(jobs, pipeline, progress, stop, options.csv_every_s)
-    error = None
+    error = lost = None
     try:
         execution.run(tasks, pipeline.fields, recorder.record, stop)
     except OutputError as exc:  # a full disk, a job folder removed: what came back is recorded, the summary
         error = str(exc)  # tells what is left, so the run ends as any other, with exit 3
+    except WorkersLost as exc:  # Ray's workers gone: what came back is recorded, and counted as for a stop
+        lost = exc
     except LoadInterrupted as stopped:
         if first:
             raise
@@ -296,6 +302,8 @@ def _run_round(
     for summary, _, items in jobs:
         summary.not_run += len(items) - (summary.done + summary.failed - returned[summary.name])
         chain.made.setdefault(summary.name, set()).update(item.item_id for item in items)
+    if lost is not None:
+        raise lost
     if error is None and stop.signal is None:  # results made from what this round replaced: moved out
         try:
             chain.replaced.after_round(jobs, chain.plans)
