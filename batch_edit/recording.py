@@ -44,8 +44,8 @@ class Recorder:
     """Records each result as it comes back (the first one per item: a retried worker task may send one again).
     A job's record opens with its first result; the job is finished (CSVs, contact sheets, record closed) when its
     last pending item is back, and every job still open when the run ends. After a stop by signal no contact sheet
-    is drawn (seconds per thousand results, past a container's grace period), and one arriving while a job's sheets
-are drawn cuts them short: the next run draws them."""
+    is drawn (seconds per thousand results, past a container's grace period), and one arriving while a job's
+    sheets are drawn cuts them short: the next run draws them."""
 
     def __init__(self, jobs: list[tuple], pipeline, progress: Progress, stop: StopOnSignal, csv_every_s: float):
         self.pipeline, self.progress, self.stop, self.csv_every_s = pipeline, progress, stop, csv_every_s

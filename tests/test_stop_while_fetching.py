@@ -18,7 +18,7 @@ from batch_edit.plan import plan_jobs
 from batch_edit.runner import RunOptions, run
 
 from .conftest import PHOTOS, write_pipeline_config
-from .http_fixtures import loopback_server  # noqa: F401 (a fixture)
+from .http_fixtures import loopback_server  # noqa: F401 (fixture)
 
 SLOW = FetchOptions(timeout_s=60, stall_timeout_s=60, allow_private=True)  # the deadline a stop must not wait for
 
