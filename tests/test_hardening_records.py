@@ -471,7 +471,7 @@ def test_a_failure_is_no_longer_listed_once_the_item_succeeded(tmp_path, tiny_co
 
 
 def test_a_run_killed_while_writing_contact_sheets_is_finished_by_the_next(tmp_path, tiny_config, monkeypatch):
-    def killed(folder):
+    def killed(folder, **_):  # stopped=: a stop cutting the drawing short
         (Path(folder) / ".contact-sheet-cat.png.99999.tmp").write_bytes(b"\x89PNG half")
         raise KeyboardInterrupt
 
