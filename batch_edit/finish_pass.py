@@ -62,7 +62,8 @@ def record_restored(output: JobOutput, records: dict[str, dict], finished: dict[
     `.batch-edit/pruned/` though the item's latest record prunes or rejects it ("restored", as `prune` appends
     it), so deleting it later is a deletion like any other (rejected by `prune --rejected`), also where no prune
     ran in between; with the modification time it has now. Returns how many."""
-    put_back = [item_id for item_id in finished if records[item_id]["status"] != "ok"]
+    # not an archived item done despite a failure since (`_archived_result`): its result was never away
+    put_back = [item_id for item_id in finished if records[item_id]["status"] not in ("ok", "failed")]
     if put_back:
         stamp = now()
         with output.appending():

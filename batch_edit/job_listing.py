@@ -67,7 +67,8 @@ class JobListing(JobRecords):
         # was found intact a moment ago, its file is not checked again
         intact = [r for r in ordered if r["item_id"] in finished or r["item_id"] in behind or self._intact(r)]
         done = [{**r, "loras": r.get("loras") or "none"} for r in intact]
-        failures = [latest[i] for i in current if latest[i]["status"] == "failed"]
+        # an archived item done by its result despite a failure since (`_archived_result`) is no failure
+        failures = [latest[i] for i in current if latest[i]["status"] == "failed" and i not in finished]
         failures = self._placed(sorted(failures, key=_manifest_order))
         failed = [r for r in failures if self._plan is None or r["item_id"] in planned]
         # Columns follow the job, not which of its items happen to have rows: a script reading a masked job's

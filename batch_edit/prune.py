@@ -257,7 +257,7 @@ def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool, records: dic
     for item_id, record in records.items():
         item = planned.get(item_id)
         holder = taken.get(record["file_name"], item_id) if record["status"] == "ok" else item_id
-        if item_id in finished and record["status"] != "ok":
+        if item_id in finished and record["status"] not in ("ok", "failed"):  # (failed: an archived item's)
             # an image put back by hand after a prune (or a rejection): done again, so its result is the item's
             # record again, and a later deletion is one like any other (rejected with --rejected)
             changes.restore.append(finished[item_id])

@@ -290,16 +290,28 @@ class JobRecords:
         if latest is None or (latest["status"] == "ok" and latest["file_name"] == file_name):
             return latest  # nearly always: the latest record is the result
         if latest["status"] == "failed":
-            return None  # its latest outcome (an --overwrite that failed): failures.csv lists it, a run retries it
+            # its latest outcome (an --overwrite that failed): failures.csv lists it, a run retries it; unless its
+            # source is gone (archived once done): then the result it had stays its result
+            return self._archived_result(latest, file_name)
         return self._earlier.get(item_id, {}).get(file_name)
+
+    def _archived_result(self, failure: dict, file_name: str) -> dict | None:
+        """For an item whose latest outcome is a failure: where its source file (or mask file) is gone since,
+        the success record it had under `file_name`. An archived item is done by its result alone, as it was
+        before an --overwrite failed it: no run could make it again, so retrying it would fail it every time."""
+        if not any(_gone_file(failure.get(field)) for field in ("source", "mask")):
+            return None
+        return self._earlier.get(failure["item_id"], {}).get(file_name)
 
     def results_behind_failures(self, items, records: dict[str, dict]) -> dict[str, dict]:
         """Planned items whose latest outcome is a failure (an --overwrite that failed, a source gone since) while
         the result they had under their planned name is still there, intact: that result's record. A failed
-        attempt takes no result away: metadata.csv keeps listing it, failures.csv the failure, a run retries it."""
+        attempt takes no result away: metadata.csv keeps listing it, failures.csv the failure, a run retries it.
+        Not an archived item's (its source gone): that result keeps it finished (`_archived_result`)."""
         behind = {}
         for item in items:
-            if records.get(item.item_id, {}).get("status") == "failed":
+            latest = records.get(item.item_id, {})
+            if latest.get("status") == "failed" and self._archived_result(latest, item.output_name) is None:
                 earlier = self._earlier.get(item.item_id, {}).get(item.output_name)
                 if earlier is not None and self._intact(earlier):
                     behind[item.item_id] = earlier
@@ -447,3 +459,8 @@ def _parsed(line):
         return json.loads(line.decode("utf-8") if isinstance(line, bytes) else line)
     except (ValueError, RecursionError):  # ValueError: bad UTF-8 or JSON, or an int of over 4300 digits
         return None  # cut short mid-character or mid-line by a crash, or planted: nested too deep
+
+
+def _gone_file(path) -> bool:
+    """A local file a record names (source or mask) that is not there now (a URL is never known gone)."""
+    return isinstance(path, str) and os.path.isabs(path) and not os.path.exists(path)
