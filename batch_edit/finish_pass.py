@@ -90,8 +90,10 @@ def write_missing_captions(output: JobOutput, done: list[tuple[WorkItem, dict]])
     run killed between the result's record and its caption) is written from the item's prompt. A caption file
     there is never rewritten: it may be edited by hand. Returns how many were written."""
     written = 0
-    for item, _ in done:
-        if item.output.captions and job_files.lstat(output.folder / caption_name(item.output_name)) is None:
+    for item, record in done:
+        if not item.output.captions or caption_name(item.output_name) != caption_name(record["file_name"]):
+            continue  # an archived item's result under the name the job gave it before: its caption is its own
+        if job_files.lstat(output.folder / caption_name(item.output_name)) is None:
             output.write_caption(item)
             written += 1
     return written

@@ -293,15 +293,22 @@ class JobRecords:
             # its latest outcome (an --overwrite that failed): failures.csv lists it, a run retries it; unless its
             # source is gone (archived once done): then the result it had stays its result
             return self._archived_result(latest, file_name)
-        return self._earlier.get(item_id, {}).get(file_name)
+        found = self._earlier.get(item_id, {}).get(file_name)
+        if found is None and latest["status"] == "ok" and archived(latest):
+            return latest  # the job's format or file_name changed since: it cannot be made again under the new one
+        return found
 
     def _archived_result(self, failure: dict, file_name: str) -> dict | None:
         """For an item whose latest outcome is a failure: where its source file (or mask file) is gone since,
-        the success record it had under `file_name`. An archived item is done by its result alone, as it was
-        before an --overwrite failed it: no run could make it again, so retrying it would fail it every time."""
-        if not any(_gone_file(failure.get(field)) for field in ("source", "mask")):
+        the success record it had under `file_name` (none: its latest intact one, under the name the job gave it
+        then). An archived item is done by its result alone, as it was before an --overwrite failed it: no run
+        could make it again, so retrying it would fail it every time."""
+        if not archived(failure):
             return None
-        return self._earlier.get(failure["item_id"], {}).get(file_name)
+        earlier = self._earlier.get(failure["item_id"], {})
+        if file_name in earlier:
+            return earlier[file_name]
+        return next((record for record in reversed(earlier.values()) if self._intact(record)), None)
 
     def results_behind_failures(self, items, records: dict[str, dict]) -> dict[str, dict]:
         """Planned items whose latest outcome is a failure (an --overwrite that failed, a source gone since) while
@@ -459,6 +466,12 @@ def _parsed(line):
         return json.loads(line.decode("utf-8") if isinstance(line, bytes) else line)
     except (ValueError, RecursionError):  # ValueError: bad UTF-8 or JSON, or an int of over 4300 digits
         return None  # cut short mid-character or mid-line by a crash, or planted: nested too deep
+
+
+def archived(record: dict) -> bool:
+    """Whether the source file (or mask file) a record names is gone: its item can no longer be made, so its
+    result, whatever the job now names it, is its result (README: an archived item stays done)."""
+    return any(_gone_file(record.get(field)) for field in ("source", "mask"))
 
 
 def _gone_file(path) -> bool:
