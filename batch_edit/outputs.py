@@ -51,6 +51,7 @@ class JobOutput(JobListing):
         self._lock = FolderLock(self.folder, self.state)
         self._append_lock = threading.Lock()  # the writer thread appends successes, the main thread failures
         self.moved_aside: list[tuple[str, str]] = []  # (file, its name in pruned/): files the run did not make
+        self.moved_earlier: list[tuple[str, str]] = []  # (file, its name in pruned/): other items' results (+captions)
         self._kept_checked: set[str] = set()  # kept copies found (or written) holding what this run kept there
 
     def check(self) -> None:
@@ -162,7 +163,12 @@ class JobOutput(JobListing):
         record, current = self.result_of(item.output_name)
         if record is None or record["item_id"] == item.item_id:
             return
+        caption = caption_name(item.output_name)
+        had_caption = (self.folder / caption).is_file()
         moved = self.move_to_pruned(item.output_name)
+        if moved is not None:  # said in the run's summary (name_notes.moved_earlier_line)
+            names = [item.output_name] + [caption] * had_caption
+            self.moved_earlier += [(name, Path(moved).with_suffix(Path(name).suffix).name) for name in names]
         if current:  # also where the file is gone: the record must not name this item's result as its own
             self.mark(record, "pruned", pruned_to=moved, replaced_by=item.item_id)
 

@@ -22,6 +22,7 @@ def report(args) -> int:
     from .plan_checks import gone_masks, missing_sources, plan_warnings, resolved_folders, sources_without_mask
     from .prompt_tokens import planned_long_prompts
     from .records import config_hash
+    from .name_notes import name_notes
     from .source_identity import moved_sources_note
 
     read: dict = {}
@@ -66,6 +67,8 @@ def report(args) -> int:
               f"{escaped(output.folder)}")  # fmt: skip
         if note := moved_sources_note(plan.items, records, config_hash(config.identity())):
             print(f"  note: {escaped(note)}")
+        for note in name_notes(plan.items, output, records, done, pending[plan.name]):
+            print(f"  note: {note}")
         missing, sources = missing_sources(job)
         unmade = waiting_on[plan.name]  # explained in a warning above
         for path, other in unmade.items():

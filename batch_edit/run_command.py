@@ -32,6 +32,7 @@ def run(args, fetch: FetchOptions) -> int:
             read: dict = {}
             config, output_root, plans, _ = prepare(args, for_run=True, read=read, resolve=cluster and cluster.resolve)
             _note_moved_sources(plans, read, config)
+            _note_names(plans, read, args.overwrite)
             execution = cluster.execution(config, fetch) if cluster else InProcess(Engine.load, Engine.check, fetch)
             result = drive(plans, config, output_root, execution, options, _replanner(args, config, cluster))
             again = functools.partial(_planned_again, args, config, cluster)
@@ -88,6 +89,19 @@ def _note_moved_sources(plans, read: dict, config) -> None:
     for plan in plans:
         if note := moved_sources_note(plan.items, read[plan.name][1], config_hash(config.identity())):
             print(f"note: job {plan.name}: {escaped(note)}", file=sys.stderr)
+
+
+def _note_names(plans, read: dict, overwrite: bool) -> None:
+    """Before a run: results kept or made again under other names, and results moved out to take their names."""
+    from .name_notes import name_notes
+    from .runner import pending_items
+
+    for plan in plans:
+        output, records = read[plan.name]
+        pending = pending_items(plan, output, overwrite, records)
+        done = output.finished_ids(plan.items, records)
+        for note in name_notes(plan.items, output, records, done, pending, overwrite):
+            print(f"note: job {escaped(plan.name)}: {note}", file=sys.stderr)
 
 
 def _cluster(args):

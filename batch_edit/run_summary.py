@@ -8,6 +8,7 @@ import sys
 from .chain_counts import stand_in, to_come_words
 from .errors import BatchEditError
 from .job_chains import job_of
+from .name_notes import moved_earlier_line
 from .progress import format_duration
 from .validation import escaped
 
@@ -56,6 +57,8 @@ def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | 
         )
         if job.moved_aside:
             print(_moved_aside(job))
+        if job.moved_earlier:
+            print(moved_earlier_line(job.name, job.moved_earlier))
         if job.superseded:
             print(_superseded(job))
     left = sum(job.held_back + job.not_run + sum(waits[job.name].values()) for job in result.jobs)
