@@ -35,6 +35,7 @@ def prepare(
     config = (resolve or resolve_device_choices)(_with_job_loras(config, jobs), for_run)
     jobs = identify_sources(jobs, _recorded_hashes(output_root, jobs, {} if read is None else read))
     plans = plan_jobs(jobs, config.identity())
+    _refuse_rows_differing_in_output(jobs, plans)
     for job, plan in zip(jobs, plans) if echo else ():
         for first, variation, later in plan.merged_rows[:3]:
             repeated = f"row {first}'s variation {variation}" if variation else f"row {first}"  # its seed + variation
@@ -68,6 +69,35 @@ def _loaded(args) -> tuple[PipelineConfig, Path, list[JobSpec]]:
     output_root = args.output_root or _one_setting(roots, "output_root") or DEFAULT_OUTPUT_ROOT
     manifests = load_manifests(args.manifests, output_root=output_root, task=config.task)
     return config, output_root, [job for manifest in manifests for job in manifest.jobs]
+
+
+def _refuse_rows_differing_in_output(jobs: list[JobSpec], plans: list[JobPlan]) -> None:
+    """CSV rows giving the same item (same source, prompt, parameters and seed) in another format, quality or
+    captions: one item is written once, in one way, so the later row's asking would be dropped; refused, as a YAML
+    job's list of formats is, naming both rows and what differs."""
+    problems = []
+    for job, plan in zip(jobs, plans):
+        outputs = {grid.row: grid.output for grid in job.grids if grid.row is not None}
+        for first, _, later in plan.merged_rows:
+            one, other = outputs.get(first), outputs.get(later)
+            if one is None or other is None or one == other:
+                continue
+            fields = [name for name in ("format", "quality", "captions") if getattr(one, name) != getattr(other, name)]
+            asked = "; ".join(
+                f"row {row}: " + ", ".join(f"{name} {_cell(getattr(output, name))}" for name in fields)
+                for row, output in ((first, one), (later, other))
+            )
+            problems.append(
+                f"{job.origin}: rows {first} and {later} give the same item(s) (same source, prompt, parameters and "
+                f"seed) but differ in {', '.join(fields)} ({asked}); an item is written once: give such rows a "
+                "'job' column of their own (a job per format), or make them other items"
+            )
+    if problems:
+        raise ManifestError(problems)
+
+
+def _cell(value) -> str:
+    return "(default)" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _refuse_unfilled_job_folders(jobs: list[JobSpec], output_root: Path) -> None:
