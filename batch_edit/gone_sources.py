@@ -47,7 +47,7 @@ def with_gone_sources(grid, known: dict, masks_recorded) -> tuple[object, list[s
         for n in reversed(itself):  # it stands for its files gone
             del sources[n]
             del masks[n : n + 1]
-        refs = [source_ref(path, Path("/")) for path in gone]
+        refs = [replace(source_ref(path, Path("/")), listed_gone=True) for path in gone]
         pairs = [(ref, _mask_of(ref, masks_recorded().get(ref.key, [])) if grid.masks else None) for ref in refs]
         sources, masks = _merged(sources, masks, pairs, matches, itself[0] if itself else len(sources))
         present.update(gone)

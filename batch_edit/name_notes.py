@@ -9,6 +9,7 @@ import os
 from pathlib import PurePath
 
 from .formats import caption_name
+from .source_identity import renamed_away
 from .validation import escaped
 
 SHOWN = 3
@@ -33,6 +34,14 @@ def name_notes(items, output, records: dict[str, dict], done: set[str], pending,
         notes.append(
             f"{len(kept)} archived item(s) keep their result under the name or format the job gave it before "
             f"({names}): their source is gone, so no run can make them again as the job now names them"
+        )
+    if renamed := renamed_away(items, done):
+        item_ids = {item.item_id: item for item in items}
+        first, to = next(iter(renamed.items()))
+        notes.append(
+            f"{len(renamed)} result(s) of files the job's folder or glob no longer finds duplicate results made since "
+            f"from the same image at another path (e.g. {escaped(item_ids[first].source.key)} renamed to "
+            f"{escaped(to)}): `prune` moves them out"
         )
     wanted = set() if overwrite else {item.item_id for item in pending}
     earlier = {

@@ -251,6 +251,7 @@ def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool, records: dic
     records = output.read_records() if records is None else records
     planned = {item.item_id: item for item in plan.items}
     finished = output.finished_records(plan.items, records)  # each its result, the latest record or an earlier one
+    renamed = _renamed_away(plan, finished)  # taken out of `finished`: they move
     taken = {record["file_name"]: item_id for item_id, record in finished.items()}  # planned results: never moved
     behind = output.results_behind_failures(plan.items, records)  # nor those a failed attempt left in place
     changes = _Changes(kept=len(finished) + len(behind), finished=finished)
@@ -281,6 +282,7 @@ def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool, records: dic
             changes.prune.append((record, f"the job now writes {item.output_name}"))
             if item_id in finished:  # a format changed back: the file moves, the item keeps its result
                 changes.keeping[item_id] = finished[item_id]["file_name"]
+    changes.prune += renamed
     results = [*records.values(), *finished.values(), *behind.values()]
     current = changes.current = {record["file_name"] for record in results if record["status"] == "ok"}
     recorded = output.named_files()  # as read above: no second read of the records
@@ -296,9 +298,24 @@ def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool, records: dic
     staying = current - leaving  # a failure names no file
     changes.staying_captions = {caption_name(name) for name in staying}
     changes.orphan_copies = _orphan_copies(
-        output, records, {**finished, **behind}, planned.keys() - {r["item_id"] for r in changes.reject}
+        output,
+        records,
+        {**finished, **behind},
+        planned.keys() - {r["item_id"] for r in [*changes.reject, *(r for r, _ in renamed)]},
     )
     return changes
+
+
+def _renamed_away(plan: JobPlan, finished: dict[str, dict]) -> list[tuple[dict, str]]:
+    """The results of files a folder or glob of the job gave and no longer finds, where a file it finds now (the
+    same one renamed or moved) has a result of the same content, prompt and parameters (`renamed_away`): duplicates
+    to move out, each with why. Removed from `finished`."""
+    from .source_identity import renamed_away
+
+    return [
+        (finished.pop(item_id), f"its source was renamed to {path}, whose item has a result")
+        for item_id, path in renamed_away(plan.items, finished).items()
+    ]
 
 
 def _orphan_copies(

@@ -282,7 +282,7 @@ def moved_sources_note(items, records: dict[str, dict], pipeline: str | None = N
     """Where items to run were made before from the same images, prompt and parameters (and pipeline config,
     `pipeline` being its hash, where given) at a path the plan no longer has (the sources moved, or their folder
     did): one line saying why those items run again."""
-    paths = {item.source.key for item in items}
+    paths = {item.source.key for item in items if not item.source.listed_gone}  # a folder's file gone: not had
     made: dict[tuple, str] = {}  # what a result at an unplanned path was made with -> that path
     for record in records.values():
         same_pipeline = pipeline is None or record.get("pipeline_config") == pipeline
@@ -304,9 +304,27 @@ def moved_sources_note(items, records: dict[str, dict], pipeline: str | None = N
         return None
     return (
         f"{len(moved)} item(s) to run were made before from the same images at another path (e.g. {moved[0]}): "
-        "items are identified by their source's path too, so they will run again (`prune` then moves the old "
-        "results out)"
+        "items are identified by their source's path too, so they will run again (once they are made, `prune` "
+        "moves the old results out)"
     )
+
+
+def renamed_away(items, finished) -> dict[str, str]:
+    """Finished items of a file a folder or glob of the job no longer finds (`listed_gone`: renamed or moved
+    within what the job lists) whose content, prompt and parameters a finished item of a file it finds now was
+    made from too (`finished`: their ids, or records by id): item id -> that file's path. Their results are duplicates of those: `prune` moves them out
+    (a file listed by name, or one gone with no such twin, keeps its results: archived)."""
+    twins: dict[tuple, str] = {}
+    gone = []
+    for item in items:
+        source = item.source
+        if item.item_id not in finished or source.is_url or not source.fingerprint:
+            continue
+        if source.listed_gone:
+            gone.append(item)
+        elif source.stat:  # found when planned
+            twins.setdefault(_asked(item), source.key)
+    return {item.item_id: twins[asked] for item in gone if (asked := _asked(item)) in twins}
 
 
 def _asked(item) -> tuple:

@@ -10,7 +10,7 @@ import hashlib
 import math
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
@@ -58,6 +58,9 @@ class SourceRef:
     # a folder or glob that matched no image when listed: why it is refused, unless the job's records show images
     # it gave before, gone since, whose finished items it stands for then (source_identity); not part of any id
     unmatched: str = ""
+    # a file a folder or glob of the job gave before and no longer finds (gone_sources), not one listed by name:
+    # `prune` may retire its results where the file was renamed (source_identity.renamed_away); not in any id
+    listed_gone: bool = field(default=False, compare=False)
 
 
 # ---------------------------------------------------------------- specs -> refs
