@@ -20,10 +20,12 @@ def name_notes(items, output, records: dict[str, dict], done: set[str], pending,
     `records`, `done` the ids finished_records() gives, `pending` the items a run would make (`overwrite`: all,
     so none is made again for its new name alone)."""
     notes = []
-    odd = [  # finished by a record that is not its latest success under its planned name: few, if any
+    odd = [  # archived (no file found when planned) and finished by a record under another name: few, if any
         item
         for item in items
-        if item.item_id in done
+        if not item.source.stat
+        and not item.source.is_url
+        and item.item_id in done
         and ((r := records[item.item_id])["status"] != "ok" or r["file_name"] != item.output_name)
     ]
     finished = output.finished_records(odd, records)

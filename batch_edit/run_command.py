@@ -94,12 +94,12 @@ def _note_moved_sources(plans, read: dict, config) -> None:
 def _note_names(plans, read: dict, overwrite: bool) -> None:
     """Before a run: results kept or made again under other names, and results moved out to take their names."""
     from .name_notes import name_notes
-    from .runner import pending_items
 
     for plan in plans:
         output, records = read[plan.name]
-        pending = pending_items(plan, output, overwrite, records)
         done = output.finished_ids(plan.items, records)
+        skipped = set() if overwrite else done | output.rejected_ids(plan.items, records, done)
+        pending = [item for item in plan.items if item.item_id not in skipped]  # as runner.pending_items
         for note in name_notes(plan.items, output, records, done, pending, overwrite):
             print(f"note: job {escaped(plan.name)}: {note}", file=sys.stderr)
 

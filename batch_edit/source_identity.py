@@ -314,16 +314,15 @@ def renamed_away(items, finished) -> dict[str, str]:
     within what the job lists) whose content, prompt and parameters a finished item of a file it finds now was
     made from too (`finished`: their ids, or records by id): item id -> that file's path. Their results are duplicates of those: `prune` moves them out
     (a file listed by name, or one gone with no such twin, keeps its results: archived)."""
+    gone = [item for item in items if item.source.listed_gone and item.item_id in finished and item.source.fingerprint]
+    if not gone:
+        return {}  # nearly always: no item is looked at twice
+    wanted = {item.source.fingerprint for item in gone}
     twins: dict[tuple, str] = {}
-    gone = []
     for item in items:
         source = item.source
-        if item.item_id not in finished or source.is_url or not source.fingerprint:
-            continue
-        if source.listed_gone:
-            gone.append(item)
-        elif source.stat:  # found when planned
-            twins.setdefault(_asked(item), source.key)
+        if source.fingerprint in wanted and source.stat and not source.listed_gone and item.item_id in finished:
+            twins.setdefault(_asked(item), source.key)  # found when planned, with a finished item
     return {item.item_id: twins[asked] for item in gone if (asked := _asked(item)) in twins}
 
 
