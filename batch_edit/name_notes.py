@@ -15,46 +15,75 @@ from .validation import escaped
 SHOWN = 3
 
 
-def name_notes(items, output, records: dict[str, dict], done: set[str], pending, overwrite: bool = False) -> list[str]:
+def name_notes(items, output, records: dict[str, dict], overwrite: bool = False) -> list[str]:
     """The notes for one job: `items` its plan's, `output` its JobOutput whose last read_records() gave
-    `records`, `done` the ids finished_records() gives, `pending` the items a run would make (`overwrite`: all,
-    so none is made again for its new name alone)."""
+    `records` (`overwrite`: every item runs, so none is made again for its new name alone). Only the few items
+    that may need a note are checked for being done: a rerun with nothing of the kind reads no result."""
     notes = []
-    odd = [  # archived (no file found when planned) and finished by a record under another name: few, if any
-        item
-        for item in items
-        if not item.source.stat
-        and not item.source.is_url
-        and item.item_id in done
-        and ((r := records[item.item_id])["status"] != "ok" or r["file_name"] != item.output_name)
-    ]
-    finished = output.finished_records(odd, records)
-    kept = [(r["file_name"], item.output_name) for item in odd if (r := finished.get(item.item_id)) is not None]
-    kept = [(old, new) for old, new in kept if old != new]
+    gone, moved, taking = [], [], []  # the items each note may concern
+    for item in items:
+        name, latest = item.output_name, records.get(item.item_id)
+        if latest is not None and (latest["status"] != "ok" or latest["file_name"] != name):
+            if not item.source.stat and not item.source.is_url:
+                gone.append(item)  # no file found when planned: archived, maybe
+            elif latest["status"] == "ok":
+                moved.append(item)
+        held, _ = output.result_of(name)
+        if held is not None and held["item_id"] != item.item_id:
+            taking.append(item)
+    finished = output.finished_records(gone, records)
+    kept = [r["file_name"] for item in gone if (r := finished.get(item.item_id)) and r["file_name"] != item.output_name]
     if kept:
-        names = ", ".join(escaped(old) for old, _ in kept[:SHOWN]) + (" ..." if len(kept) > SHOWN else "")
+        names = ", ".join(escaped(name) for name in kept[:SHOWN]) + (" ..." if len(kept) > SHOWN else "")
         notes.append(
             f"{len(kept)} archived item(s) keep their result under the name or format the job gave it before "
             f"({names}): their source is gone, so no run can make them again as the job now names them"
         )
-    if renamed := renamed_away(items, done):
-        item_ids = {item.item_id: item for item in items}
-        first, to = next(iter(renamed.items()))
+    if note := _renamed_note(items, output, records):
+        notes.append(note)
+    notes += [] if overwrite else _made_again_notes(moved, output, records)
+    if not overwrite:
+        done = output.finished_ids(taking, records)
+        skipped = done | output.rejected_ids(taking, records, done)
+        taking = [item for item in taking if item.item_id not in skipped]
+    if taken := names_taken(output, taking):
+        shown = ", ".join(escaped(name) for name in taken[:SHOWN]) + (" ..." if len(taken) > SHOWN else "")
         notes.append(
-            f"{len(renamed)} result(s) of files the job's folder or glob no longer finds duplicate results made since "
-            f"from the same image at another path (e.g. {escaped(item_ids[first].source.key)} renamed to "
-            f"{escaped(to)}): `prune` moves them out"
+            f"{len(taken)} earlier result(s) of other items (with any caption files) will move to "
+            f".batch-edit/pruned/ before new results are written under their names: {shown}"
         )
-    wanted = set() if overwrite else {item.item_id for item in pending}
-    earlier = {
-        item.item_id: (latest["file_name"], item.output_name)
-        for item in items
-        if item.item_id in wanted and (latest := records.get(item.item_id)) is not None
-        if latest["status"] == "ok" and latest["file_name"] != item.output_name
-    }
-    intact = output.done_ids({item_id: records[item_id] for item_id in earlier})
-    renamed = [pair for item_id, pair in earlier.items() if item_id in intact and _stem(pair[0]) != _stem(pair[1])]
-    reformatted = [pair for item_id, pair in earlier.items() if item_id in intact and pair not in renamed]
+    return notes
+
+
+def _renamed_note(items, output, records: dict[str, dict]) -> str | None:
+    """Results of files a folder or glob no longer finds that a file it finds now duplicates (`renamed_away`)."""
+    listed = [item for item in items if item.source.listed_gone]
+    if not listed:
+        return None
+    contents = {item.source.fingerprint for item in listed}
+    candidates = [item for item in items if item.source.fingerprint in contents]
+    renamed = renamed_away(candidates, output.finished_ids(candidates, records))
+    if not renamed:
+        return None
+    by_id = {item.item_id: item for item in listed}
+    first, to = next(iter(renamed.items()))
+    return (
+        f"{len(renamed)} result(s) of files the job's folder or glob no longer finds duplicate results made since "
+        f"from the same image at another path (e.g. {escaped(by_id[first].source.key)} renamed to {escaped(to)}): "
+        "`prune` moves them out"
+    )
+
+
+def _made_again_notes(moved, output, records: dict[str, dict]) -> list[str]:
+    """Items whose latest result is intact under a name the plan no longer gives them (a new `file_name` or
+    `format`), not done under the planned one: a run makes them again."""
+    done = output.finished_ids(moved, records)
+    moved = [item for item in moved if item.item_id not in done]
+    intact = output.done_ids({item.item_id: records[item.item_id] for item in moved})
+    pairs = [(records[item.item_id]["file_name"], item.output_name) for item in moved if item.item_id in intact]
+    renamed = [(old, new) for old, new in pairs if _stem(old) != _stem(new)]
+    reformatted = [(old, new) for old, new in pairs if _stem(old) == _stem(new)]
+    notes = []
     if renamed:
         notes.append(
             f"{len(renamed)} done item(s) will be made again only because the job's file_name now names them "
@@ -65,12 +94,6 @@ def name_notes(items, output, records: dict[str, dict], done: set[str], pending,
         notes.append(
             f"{len(reformatted)} done item(s) will be made again in the job's new format ({_shown(reformatted)}); "
             "`prune` then moves the results in the old format out"
-        )
-    if taken := names_taken(output, pending):
-        shown = ", ".join(escaped(name) for name in taken[:SHOWN]) + (" ..." if len(taken) > SHOWN else "")
-        notes.append(
-            f"{len(taken)} earlier result(s) of other items (with any caption files) will move to "
-            f".batch-edit/pruned/ before new results are written under their names: {shown}"
         )
     return notes
 

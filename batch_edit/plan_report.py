@@ -67,7 +67,7 @@ def report(args) -> int:
               f"{escaped(output.folder)}")  # fmt: skip
         if note := moved_sources_note(plan.items, records, config_hash(config.identity())):
             print(f"  note: {escaped(note)}")
-        for note in name_notes(plan.items, output, records, done, pending[plan.name]):
+        for note in name_notes(plan.items, output, records):
             print(f"  note: {note}")
         missing, sources = missing_sources(job)
         unmade = waiting_on[plan.name]  # explained in a warning above

@@ -97,10 +97,7 @@ def _note_names(plans, read: dict, overwrite: bool) -> None:
 
     for plan in plans:
         output, records = read[plan.name]
-        done = output.finished_ids(plan.items, records)
-        skipped = set() if overwrite else done | output.rejected_ids(plan.items, records, done)
-        pending = [item for item in plan.items if item.item_id not in skipped]  # as runner.pending_items
-        for note in name_notes(plan.items, output, records, done, pending, overwrite):
+        for note in name_notes(plan.items, output, records, overwrite):
             print(f"note: job {escaped(plan.name)}: {note}", file=sys.stderr)
 
 

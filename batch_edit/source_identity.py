@@ -304,8 +304,8 @@ def moved_sources_note(items, records: dict[str, dict], pipeline: str | None = N
         return None
     return (
         f"{len(moved)} item(s) to run were made before from the same images at another path (e.g. {moved[0]}): "
-        "items are identified by their source's path too, so they will run again (once they are made, `prune` "
-        "moves the old results out)"
+        "items are identified by their source's path too, so they will run again (`prune` then moves the old "
+        "results out)"
     )
 
 

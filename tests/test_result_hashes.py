@@ -263,13 +263,15 @@ def _hashed(monkeypatch) -> Counter:
 
 def _three_ways(tmp_path: Path, config) -> Path:
     """photo1's result planned and finished, photo2's no longer planned, photo3's behind a failure (its source
-    deleted, then an --overwrite that fails): each touched since."""
+    replaced by no image, then an --overwrite that fails; a source deleted would leave the item archived, done by
+    its result): each touched since."""
     for number in (1, 2, 3):
         image_file(tmp_path / f"photo{number}.png", size=(64, 64), color=(70 * number, 90, 200))
     _manifest(tmp_path, "[photo1.png, photo2.png, photo3.png]")
     _run(tmp_path, config, "run")
     _manifest(tmp_path, "[photo1.png, photo3.png]")
     (tmp_path / "photo3.png").unlink()
+    os.mkfifo(tmp_path / "photo3.png")  # there, but no image: its item fails, its result stays behind the failure
     _run(tmp_path, config, "run", "--overwrite", code=1)
     folder = tmp_path / "out" / "ds"
     assert [Path(r["source"]).name for r in _records(folder) if r["status"] == "failed"] == ["photo3.png"]
@@ -327,7 +329,7 @@ def test_plan_reads_only_the_planned_results_it_counts_and_prune_records_what_it
     folder = _three_ways(tmp_path, tiny_config)
     lines = len(_records(folder))
     hashed = _hashed(monkeypatch)
-    assert "1 already done" in _run(tmp_path, tiny_config, "plan", code=1)  # photo3.png is missing
+    assert "1 already done" in _run(tmp_path, tiny_config, "plan")  # photo3.png is no image: it runs again
     assert dict(hashed) == {"photo1_edit.png": 1} and len(_records(folder)) == lines  # nothing written
 
     hashed.clear()
