@@ -387,11 +387,11 @@ class JobOutput(JobListing):
         return True
 
 
-def write_contact_sheets(job_folder: Path) -> list[Path]:
+def write_contact_sheets(job_folder: Path, **options) -> list[Path] | None:
     """sheets.write_contact_sheets, imported here: drawing (PIL's fonts) is for a job's end, never for `plan`."""
     from .sheets import write_contact_sheets as write
 
-    return write(job_folder)
+    return write(job_folder, **options)
 
 
 def discard_unused(outputs: list[JobOutput]) -> None:
