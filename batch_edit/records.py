@@ -26,6 +26,7 @@ _NOT_IN_NAMES = re.compile(r"[/\\\x00]")  # a folder part (either separator) or 
 SUPERSEDE_FIELDS = (
     "source", "mask", "prompt", *(p.column for p in axes()),
     "model", "revision", "dtype", "quantization", "loras", "first_block_cache", "vae_tiling", "base_model", "task",
+    "max_sequence_length",
 )  # fmt: skip
 _KEY_FIELDS = ("job", *SUPERSEDE_FIELDS)
 # A result file as written (records of older versions lack both: their size alone says a file is theirs): its
