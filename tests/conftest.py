@@ -21,6 +21,7 @@ import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -327,3 +328,18 @@ def file_stamps(root) -> dict[str, tuple[int, int]]:
         for path in sorted(root.rglob("*"))
         if path.is_file() and path.name not in ("lock", "owner")
     }
+
+
+def noise_image(path: Path, seed: int) -> None:
+    """A 64x64 RGB image of random pixels (its content told apart by `seed`), its folders made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def run_manifest(folder: Path, config: Path, *args: str, code: int = 0) -> str:
+    """`batch-edit ARGS m.yaml` in `folder` with `config` and the output root `out`; its exit status must be
+    `code`. Returns what it printed (stdout, then stderr)."""
+    result = batch_edit(*args, "m.yaml", "--pipeline", str(config), "--output-root", "out", cwd=folder)
+    assert result.returncode == code, result.stdout + result.stderr
+    return result.stdout + result.stderr

@@ -4,12 +4,10 @@ copy and caption), and `plan`/`run` say so; the other items are made again, and 
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
-from .conftest import batch_edit
+from .conftest import noise_image as _image, run_manifest as _run
 
 YAML = """jobs:
   - name: arch
@@ -22,18 +20,6 @@ YAML = """jobs:
     keep_sources: true
     captions: true
 """
-
-
-def _image(path, seed: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
-
-
-def _run(tmp_path, config, *args: str, code: int = 0) -> str:
-    result = batch_edit(*args, "m.yaml", "--pipeline", str(config), "--output-root", "out", cwd=tmp_path)
-    assert result.returncode == code, result.stdout + result.stderr
-    return result.stdout + result.stderr
 
 
 def _listed(tmp_path) -> pd.DataFrame:

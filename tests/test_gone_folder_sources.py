@@ -13,24 +13,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from .conftest import batch_edit
+from .conftest import noise_image as _image, run_manifest as _run
 
 YAML = """jobs:
   - {{name: arch, sources: {sources}, prompts: x, seed: 5, width: 64, height: 64, num_inference_steps: 2,
      strength: 0.5}}
 """
-
-
-def _image(path, seed: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
-
-
-def _run(tmp_path, config, *args: str, code: int = 0) -> str:
-    result = batch_edit(*args, "m.yaml", "--pipeline", str(config), "--output-root", "out", cwd=tmp_path)
-    assert result.returncode == code, result.stdout + result.stderr
-    return result.stdout + result.stderr
 
 
 def _listed(tmp_path) -> list[list[str]]:

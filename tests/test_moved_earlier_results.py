@@ -4,27 +4,13 @@ ahead of time."""
 
 from __future__ import annotations
 
-import numpy as np
-from PIL import Image
 
-from .conftest import batch_edit
+from .conftest import noise_image as _image, run_manifest as _run
 
 YAML = """jobs:
   - {name: capt, sources: img/, prompts: "a photo of {stem}", file_name: "{stem}", captions: true, width: 64,
      height: 64, num_inference_steps: 2, strength: 0.5}
 """
-
-
-def _image(path, seed: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
-
-
-def _run(tmp_path, config, *args: str) -> str:
-    result = batch_edit(*args, "m.yaml", "--pipeline", str(config), "--output-root", "out", cwd=tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout + result.stderr
 
 
 def test_a_run_says_which_earlier_results_it_moved_out_to_take_their_names(tmp_path, tiny_config):
