@@ -343,3 +343,15 @@ def run_manifest(folder: Path, config: Path, *args: str, code: int = 0) -> str:
     result = batch_edit(*args, "m.yaml", "--pipeline", str(config), "--output-root", "out", cwd=folder)
     assert result.returncode == code, result.stdout + result.stderr
     return result.stdout + result.stderr
+
+
+def many_jobs(folder: Path, count: int, name: str = "m.yaml", strength: float = 1.0, steps: int = 1) -> str:
+    """A manifest `name` in `folder` of `count` one-item jobs j000, j001... (the cat at 16x16, seed n): for the
+    open-file limit, one lock per job."""
+    jobs = "".join(
+        f"  - {{name: j{n:03d}, sources: {PHOTOS / 'cat.jpg'}, prompts: p, width: 16, height: 16, "
+        f"strength: {strength}, num_inference_steps: {steps}, seed: {n}}}\n"
+        for n in range(count)
+    )
+    (folder / name).write_text("jobs:\n" + jobs)
+    return name

@@ -21,7 +21,7 @@ from batch_edit.plan import plan_jobs
 from batch_edit.runner import RunOptions, run
 from batch_edit.signals import LoadInterrupted
 
-from .conftest import PHOTOS, _command, batch_edit, image_file
+from .conftest import _command, batch_edit, image_file, many_jobs
 
 
 def _refusal(root, job: str = "j") -> str:
@@ -103,13 +103,7 @@ def test_a_run_finishing_an_idle_job_names_itself_while_it_holds_the_folder(tmp_
 
 
 def _many_jobs(folder, count: int) -> str:
-    jobs = "".join(
-        f"  - {{name: j{n:03d}, sources: {PHOTOS / 'cat.jpg'}, prompts: p, width: 16, height: 16, strength: 1.0, "
-        f"num_inference_steps: 1, seed: {n}}}\n"
-        for n in range(count)
-    )
-    (folder / "many.yaml").write_text("jobs:\n" + jobs)
-    return "many.yaml"
+    return many_jobs(folder, count, "many.yaml")
 
 
 def test_a_run_whose_locks_fit_the_open_file_limit_but_its_load_would_not_is_refused_up_front(tmp_path, tiny_config):

@@ -10,17 +10,11 @@ import subprocess
 
 from batch_edit.folder_lock import CPU_RESERVE, OPEN_FILES_RESERVE, run_reserve
 
-from .conftest import PHOTOS, _command
+from .conftest import _command, many_jobs
 
 
 def _jobs(folder, count: int) -> str:
-    jobs = "".join(
-        f"  - {{name: j{n:03d}, sources: {PHOTOS / 'cat.jpg'}, prompts: p, width: 16, height: 16, strength: 0.5, "
-        f"num_inference_steps: 2, seed: {n}}}\n"
-        for n in range(count)
-    )
-    (folder / "m.yaml").write_text("jobs:\n" + jobs)
-    return "m.yaml"
+    return many_jobs(folder, count, strength=0.5, steps=2)
 
 
 def _run_under_64(tmp_path, tiny_config, jobs: int) -> subprocess.CompletedProcess:
