@@ -39,6 +39,17 @@ class UnsafeOutputError(OutputError):
     """A link, or something other than a regular file or folder, where the job folder's own files go."""
 
 
+class ResultPathTaken(OutputError):
+    """A folder sits where an item's result file (or its caption file) goes: nothing was written for it. The
+    recorder makes it that item's failure, not the run's stop (the job's other results are written). `reason`: the
+    same without the path, which the summary counts by."""
+
+    reason = "a folder is where the result file goes"
+
+    def __init__(self, path):
+        super().__init__(f"cannot write {path}: a folder is there (move or rename it, then run again)")
+
+
 class OutputRefusedError(BatchEditError):
     """The output folder cannot be used, found before anything ran (nothing was written)."""
 

@@ -13,6 +13,7 @@ import errno
 import hashlib
 import json
 import os
+import stat
 import threading
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -22,7 +23,7 @@ from PIL import Image
 
 from . import folder_lock, job_files
 from .brief_holders import IDLE, wait_for_brief_holder
-from .errors import OutputBusyError, OutputError
+from .errors import OutputBusyError, OutputError, ResultPathTaken
 from .finish_pass import UNCOPIED, finish_files
 from .folder_lock import LOCK_NAME, OWNER_NAME, FolderLock, LockFileGone, cannot_lock, try_lock, unlock
 from .formats import caption_name
@@ -143,7 +144,13 @@ class JobOutput(JobListing):
         size, sha256 and modification time (`JobRecords._holds`), then write its caption. The caption comes last:
         a run killed before the record would otherwise leave a caption no record names, taken for a hand edit
         (never rewritten) by every later run; one killed after it leaves a finished item without its caption,
-        which the next finishing pass writes."""
+        which the next finishing pass writes. A folder at the result's name (or its caption's) is the item's
+        failure (`ResultPathTaken`), found before anything is written or moved."""
+        names = [item.output_name] + [caption_name(item.output_name)] * item.output.captions
+        for name in names:
+            found = job_files.lstat(self.folder / name)
+            if found is not None and stat.S_ISDIR(found.st_mode):
+                raise ResultPathTaken(self.folder / name)
         for name, png in result.kept:
             self._write_source(name, png)
         self._move_other_result(item)  # before the caption: the one beside another item's result goes with it

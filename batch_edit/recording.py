@@ -8,13 +8,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import OutputError
+from .errors import OutputError, ResultPathTaken
 from .outputs import JobOutput
 from .pipeline_config import PipelineConfig, dump_pipeline_config
 from .plan import WorkItem
 from .progress import Progress
 from .records import config_hash
-from .result_files import ItemResult
+from .result_files import Failure, ItemResult
 from .signals import StopOnSignal
 
 log = logging.getLogger("batch_edit.runner")
@@ -64,14 +64,18 @@ class Recorder:
             job.output.start(self.pipeline.yaml, self.pipeline.hash)  # the config kept once items come back
             job.started = self.clock
         self.recorded.add(key)
-        if result.failure is not None:
-            job.output.record_failed(item, result.failure, self.pipeline.fields)
+        failure = result.failure
+        if failure is None:
+            try:
+                job.output.write_result(item, result.encoded)
+            except ResultPathTaken as exc:  # a folder at its name: this item's failure, the others are written
+                failure = Failure("write", type(exc).__name__, str(exc), exc.reason)
+        if failure is not None:
+            job.output.record_failed(item, failure, self.pipeline.fields)
             job.summary.failed += 1
-            reason = result.failure.reason
-            job.summary.errors[reason] = job.summary.errors.get(reason, 0) + 1
+            job.summary.errors[failure.reason] = job.summary.errors.get(failure.reason, 0) + 1
             self.progress.update(failed=True)
         else:
-            job.output.write_result(item, result.encoded)
             job.summary.done += 1
             self.progress.update()
         job.left -= 1
