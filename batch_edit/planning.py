@@ -82,22 +82,39 @@ def _refuse_rows_differing_in_output(jobs: list[JobSpec], plans: list[JobPlan]) 
             one, other = outputs.get(first), outputs.get(later)
             if one is None or other is None or one == other:
                 continue
-            fields = [name for name in ("format", "quality", "captions") if getattr(one, name) != getattr(other, name)]
+            fields = _differing(one, other)
             asked = "; ".join(
                 f"row {row}: " + ", ".join(f"{name} {_cell(getattr(output, name))}" for name in fields)
                 for row, output in ((first, one), (later, other))
             )
             problems.append(
                 f"{job.origin}: rows {first} and {later} give the same item(s) (same source, prompt, parameters and "
-                f"seed) but differ in {', '.join(fields)} ({asked}); an item is written once: give such rows a "
-                "'job' column of their own (a job per format), or make them other items"
+                f"seed) but differ in {_listed(fields)} ({asked}); an item is written once: give such rows a 'job' "
+                f"column of their own (one job for each {_listed([_SETTING.get(f, f) for f in fields])}), or make "
+                "them other items"
             )
     if problems:
         raise ManifestError(problems)
 
 
+def _differing(one, other) -> list[str]:
+    """The output options two rows really give differently: a quality only where both formats take one (a png
+    row has none, so beside a jpeg row only the format differs)."""
+    fields = [name for name in ("format", "captions") if getattr(one, name) != getattr(other, name)]
+    if None not in (one.quality, other.quality) and one.quality != other.quality:
+        fields.insert(1 if "format" in fields else 0, "quality")
+    return fields
+
+
+_SETTING = {"captions": "captions setting"}
+
+
+def _listed(words: list[str]) -> str:
+    return " and ".join(words) if len(words) < 3 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
 def _cell(value) -> str:
-    return "(default)" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _refuse_unfilled_job_folders(jobs: list[JobSpec], output_root: Path) -> None:

@@ -17,8 +17,8 @@ def test_rows_asking_one_item_in_other_formats_are_refused_naming_rows_and_colum
         result = batch_edit(command, "fmt.csv", "--pipeline", str(tiny_config), "--output-root", "out", cwd=tmp_path)
         assert result.returncode == 2, result.stdout + result.stderr
         assert "rows 1 and 2 give the same item(s)" in result.stderr, result.stderr
-        assert "differ in format, quality, captions" in result.stderr
-        assert "row 2: format jpeg, quality 80, captions true" in result.stderr
+        assert "differ in format and captions" in result.stderr  # a png row takes no quality: not a difference
+        assert "row 1: format png, captions false; row 2: format jpeg, captions true" in result.stderr
         assert "rows 1 and 3" not in result.stderr  # the same output: merged, as before
     assert not (tmp_path / "out" / "fmt").exists()
 
