@@ -409,11 +409,13 @@ class JobRecords:
                 continue
             item_id = record["item_id"]
             latest = records.get(item_id, {})
-            if self._results.get(item_id) == name or finished.get(item_id, {}).get("file_name") == name:
-                again.append({**record, RESULT_MTIME: mtime})
-            elif latest.get("status") == "failed" and self._earlier.get(item_id, {}).get(name) is record:
+            if latest.get("status") == "failed" and self._earlier.get(item_id, {}).get(name) is record:
+                # also an archived item's, finished by that result: a success appended would hide the failure
+                # (its source back, a run would skip it instead of retrying it)
                 stamp = {"file_name": name, RESULT_SHA256: digest, RESULT_MTIME: mtime}
                 again.append({**latest, VERIFIED_RESULT: stamp})
+            elif self._results.get(item_id) == name or finished.get(item_id, {}).get("file_name") == name:
+                again.append({**record, RESULT_MTIME: mtime})
         return again
 
     def restamped(self, record: dict) -> dict:
