@@ -19,6 +19,7 @@ from PIL import Image, PngImagePlugin
 EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 DEFAULT_QUALITY = 95  # jpeg and webp; png is lossless and takes none
 EXIF_IFD, USER_COMMENT, IMAGE_DESCRIPTION = 0x8769, 0x9286, 0x010E
+JPEG_EXIF_MOST = 65533  # the EXIF bytes one JPEG APP1 segment holds: Pillow refuses more ("EXIF data is too long")
 UNICODE_PREFIX = b"UNICODE\0"
 
 
@@ -49,10 +50,21 @@ def save_image(handle: BinaryIO, image: Image.Image, options: OutputOptions, par
         info.add_text("batch-edit", record_json)
         image.save(handle, format="PNG", pnginfo=info)
         return
+    exif = _exif(parameters, record_json)
+    image.save(handle, format=options.format.upper(), quality=options.quality or DEFAULT_QUALITY, exif=exif)
+
+
+def _exif(parameters: str, record_json: str) -> Image.Exif:
     exif = Image.Exif()
     exif[IMAGE_DESCRIPTION] = record_json  # ASCII-only JSON: EXIF ASCII fields take nothing else
     exif.get_ifd(EXIF_IFD)[USER_COMMENT] = UNICODE_PREFIX + parameters.encode("utf-16-be")
-    image.save(handle, format=options.format.upper(), quality=options.quality or DEFAULT_QUALITY, exif=exif)
+    return exif
+
+
+def exif_length(parameters: str, record: dict) -> int:
+    """The bytes of the EXIF block a JPEG or WebP result carrying `parameters` and `record` gets, as the encoder
+    is handed it (JPEG holds at most JPEG_EXIF_MOST); nothing encoded."""
+    return len(_exif(parameters, json.dumps(record, ensure_ascii=True, sort_keys=True)).tobytes())
 
 
 def embedded_record(image: Image.Image) -> dict | None:

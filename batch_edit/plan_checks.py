@@ -1,6 +1,6 @@
 """What `batch-edit plan` checks before a long run, without loading a model: source files that are missing,
-where relative paths resolved, a pipeline config this machine cannot run (no GPU, no local model), and jobs that
-start from pure noise."""
+where relative paths resolved, a pipeline config this machine cannot run (no GPU, no local model), jobs that start
+from pure noise, and JPEG items whose metadata would be over what a JPEG holds."""
 
 from __future__ import annotations
 
@@ -94,6 +94,77 @@ def _cuda_missing(device: str) -> str | None:
     if not os.path.exists("/proc/driver/nvidia/version") and not glob.glob("/dev/nvidia[0-9]*"):
         return "no NVIDIA GPU driver was found"
     return None
+
+
+# An upper bound of the EXIF bytes one character adds: a prompt's (12 in the record's ASCII JSON, 4 in the UTF-16
+# parameters text, a "Negative prompt:" one more), a source or mask path's (12 in each); and of what the rest of two
+# items' records may differ by (numbers, file names, a URL's sha256)
+_PROMPT_CHAR, _PATH_CHAR, _REST_SLACK = 17, 26, 2048
+
+
+def jpeg_metadata_warnings(config: PipelineConfig, plans, pending: dict[str, list], folders: dict[str, str]):
+    """One warning per JPEG job with pending items whose result would carry more EXIF than a JPEG holds (a very
+    long prompt of emoji, a long path): the run fails them at stage `encode`. The EXIF is worked out as the encoder
+    is handed it (`result_files.planned_exif_length`), only for items a cheap bound cannot clear."""
+    from .chain_counts import stand_in
+    from .formats import JPEG_EXIF_MOST
+    from .result_files import pipeline_fields, planned_exif_length
+
+    pipeline, warnings, standing = None, [], {}
+    for plan in plans:
+        items = []
+        for item in pending[plan.name]:
+            if item.output.format != "jpeg":
+                continue
+            if (stands := standing.get(id(item.source))) is None:  # the items of one source share its ref
+                stands = standing[id(item.source)] = bool(stand_in(item.source, folders))
+            if not stands:  # a stand-in for a folder to fill: no result of its own
+                items.append(item)
+        if not items:
+            continue
+        pipeline = pipeline or pipeline_fields(config)
+        first = items[0]
+        rest = planned_exif_length(first, pipeline, plan.keep_sources, widest=True) - _chars(first)[0]
+        over = []  # (item, widest, narrowest)
+        for item in items:
+            prompt, paths = _chars(item)[1:]
+            if rest + _REST_SLACK + _PROMPT_CHAR * prompt + _PATH_CHAR * paths <= JPEG_EXIF_MOST:
+                continue
+            widest = planned_exif_length(item, pipeline, plan.keep_sources, widest=True)
+            if widest > JPEG_EXIF_MOST:
+                over.append((item, widest, planned_exif_length(item, pipeline, plan.keep_sources, widest=False)))
+        if over:
+            warnings.append(_too_much_exif(plan.name, over, JPEG_EXIF_MOST))
+    return warnings
+
+
+def _chars(item) -> tuple[int, int, int]:
+    """The characters of the item's prompt and paths together, of its prompt, and of its source and mask paths."""
+    prompt, paths = len(item.prompt), len(item.source.key) + (len(item.mask.key) if item.mask is not None else 0)
+    return prompt + paths, prompt, paths
+
+
+def _too_much_exif(job: str, over: list, most: int) -> str:
+    item, widest, narrowest = over[0]
+    fails = all(low > most for _, _, low in over)
+    size = f"{narrowest:,}" if narrowest == widest else f"{narrowest:,} to {widest:,}"
+    texts = [("prompt", item.prompt), ("source path", item.source.key)]
+    texts += [("mask path", item.mask.key)] if item.mask is not None else []
+    taken, field, text = max((_text_bytes(text), field, text) for field, text in texts)
+    verb = "would fail" if fails else "may fail"
+    return (
+        f"job {job}: {len(over)} item(s) {verb} at stage encode: the metadata (EXIF) a JPEG result carries "
+        f"would be over the {most:,} bytes a JPEG holds (first: item {item.item_id}, source {item.source.key}: "
+        f"{size} bytes, about {taken:,} of them for its {field} of {len(text):,} characters): write the job as "
+        f"format png or webp (no such limit), or shorten its {field}"
+    )
+
+
+def _text_bytes(text: str) -> int:
+    """About the EXIF bytes a text takes: in the record's ASCII-only JSON and as UTF-16 in the parameters text."""
+    import json
+
+    return len(json.dumps(text)) - 2 + len(text.encode("utf-16-be"))
 
 
 # What tells two items apart besides the size asked: items equal in all of these and fitted to one size are one image

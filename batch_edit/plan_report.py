@@ -19,7 +19,8 @@ from .validation import escaped, printable
 def report(args) -> int:
     from .chain_counts import limited, to_come
     from .job_chains import job_folders, split_waiting, waiting_warnings
-    from .plan_checks import gone_masks, missing_sources, plan_warnings, resolved_folders, sources_without_mask
+    from .plan_checks import gone_masks, jpeg_metadata_warnings, missing_sources, plan_warnings, resolved_folders
+    from .plan_checks import sources_without_mask
     from .prompt_tokens import planned_long_prompts
     from .records import config_hash
     from .name_notes import name_notes
@@ -42,6 +43,7 @@ def report(args) -> int:
     running, _, waiting_on = split_waiting(pending, folders)
     coming = to_come(plans, jobs, pending, folders, running)
     warnings = [*plan_warnings(config, jobs), *planned_long_prompts(config, plans), *waiting_warnings(waiting_on)]
+    warnings += jpeg_metadata_warnings(config, plans, pending, folders)
     for warning in warnings:
         print(f"warning: {escaped(warning)}", file=sys.stderr)
     # what a run runs: first what it can now, then (once made) what reads results made in it; --limit runs the

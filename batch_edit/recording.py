@@ -14,7 +14,7 @@ from .pipeline_config import PipelineConfig, dump_pipeline_config
 from .plan import WorkItem
 from .progress import Progress
 from .records import config_hash
-from .result_files import Failure, ItemResult
+from .result_files import Failure, ItemResult, pipeline_fields
 from .signals import StopOnSignal
 
 log = logging.getLogger("batch_edit.runner")
@@ -27,7 +27,7 @@ class PipelineRecord:
     def __init__(self, used: PipelineConfig):
         self.hash = config_hash(used.identity())
         self.yaml = dump_pipeline_config(used)
-        self.fields = {**used.recorded_fields(), "device": used.device, "pipeline_config": self.hash}
+        self.fields = pipeline_fields(used)
 
 
 def finishing(summary, write: Callable[[], None]) -> None:

@@ -15,12 +15,12 @@ from PIL import Image
 
 from .errors import first_line
 from .file_names import safe_stem
-from .formats import save_image
+from .formats import exif_length, save_image
 from .infotext import a1111_parameters
 from .masks import mask_fields
 from .parameters import axes, metadata_columns
 from .plan import WorkItem
-from .records import SOURCES_DIR
+from .records import SOURCES_DIR, config_hash
 from .source_decoding import SourceError
 
 # Not `source_file_name`: imagefolder would name that image column `source`, which the source path already is.
@@ -131,13 +131,50 @@ def encode_result(
 ) -> EncodedResult:
     """The result file's bytes (A1111 text and the record in its metadata), and the fitted source and mask as PNG
     for before/after pairs."""
-    row = {"file_name": item.output_name, **item_fields(item, image.size), **extra, "finished_at": now()}
-    row.update(format=item.output.format, quality=item.output.quality)
     fields, kept = kept_copies(item, source, mask)
-    row.update(fields)
+    row = result_row(item, image.size, extra, fields)
     buffer = io.BytesIO()
     save_image(buffer, image, item.output, a1111_parameters(row), row)
     return EncodedResult(row, buffer.getvalue(), kept)
+
+
+def pipeline_fields(used) -> dict:
+    """The pipeline fields every record of a run with the resolved config `used` carries (model, dtype, ... and the
+    config's hash, which names its kept copy)."""
+    return {**used.recorded_fields(), "device": used.device, "pipeline_config": config_hash(used.identity())}
+
+
+def result_row(item: WorkItem, size: tuple[int, int], extra: dict, kept: dict) -> dict:
+    """The record a result carries (and is recorded with): `size` the result's, `extra` the pipeline's fields and
+    the call's, `kept` the fields naming its kept copies."""
+    row = {"file_name": item.output_name, **item_fields(item, size), **extra, "finished_at": now()}
+    row.update(format=item.output.format, quality=item.output.quality)
+    row.update(kept)
+    return row
+
+
+# What only the run knows of a result's record, at its narrowest and widest: the call's batch size (1-64), the
+# seconds per item (rounded to ms), a `fit` result's size (each side 16-4096)
+_RUN_VALUES = {False: (1, 0.0, 16), True: (64, 99999.999, 4096)}
+
+
+def planned_exif_length(item: WorkItem, pipeline: dict, keep_source: bool, widest: bool) -> int:
+    """The EXIF bytes (formats.exif_length) the item's JPEG or WebP result will carry, from the record it will be
+    written with: what only the run knows at its narrowest or (`widest`) its widest, a URL's sha256 as 64 digits;
+    nothing loaded or encoded."""
+    batch_size, seconds, side = _RUN_VALUES[widest]
+    size = (side, side) if item.resize == "fit" else (item.width, item.height)
+    extra = {**pipeline, "batch_size": batch_size, "seconds": seconds}
+    if item.source.is_url:
+        extra["source_sha256"] = "0" * 64
+    kept = {}
+    if keep_source:
+        kept[SOURCE_IMAGE_COLUMN], kept[KEPT_DIGESTS[SOURCE_IMAGE_COLUMN]] = source_file_name(item, size), "0" * 64
+        if item.mask is not None:
+            kept[KEPT_MASK_COLUMN] = source_file_name(item, size, item.mask)
+            kept[KEPT_DIGESTS[KEPT_MASK_COLUMN]] = "0" * 64
+    row = result_row(item, size, extra, kept)
+    return exif_length(a1111_parameters(row), row)
 
 
 def kept_copies(
