@@ -24,11 +24,11 @@ from .progress import Progress
 from .ray_run import WorkersLost
 from .recording import PipelineRecord, Recorder, finishing
 from .replaced_sources import ReplacedSources
-from .result_files import ItemResult
+from .result_files import Failure, ItemResult
 from .signals import InterruptibleLoad, LoadInterrupted, StopOnSignal
 from .sources import FetchOptions
 from .validation import escaped
-from .worker import Generated, Prepared, Task, Worker, encode_upfront, in_batches, prepare
+from .worker import ErrorLog, Generated, Prepared, Task, Worker, encode_upfront, in_batches, prepare
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,10 @@ def drive(
             _finish_idle(idle, outputs)  # once no folder of the run is held elsewhere: a refused run wrote nothing
 
         def load(config: PipelineConfig) -> PipelineConfig:  # after the recount: the prompts of what is left
+            nonlocal execution
+            if not later and (failing := _failing_again(active, pending, outputs, chain, options)) is not None:
+                execution = failing  # every item left failed loading its source before, and does again: no model
+                return config
             return execution.load(config, [item.prompt for s in active for item in pending[s.name]])
 
         reserve = run_reserve(config.device, config.compile, isinstance(execution, InProcess))
@@ -198,6 +202,53 @@ def drive(
     return RunResult(
         summaries, True, interrupted_by=stop.signal, error=error, seconds=progress.elapsed, tried=chain.made
     )
+
+
+def _failing_again(active: list[JobSummary], pending: dict, outputs: dict, chain: _Chain, options: RunOptions):
+    """Where every item left is one whose latest outcome is a failure to load its source (or mask): those loaded
+    again, before the model is, as the run would load them; if every one fails again, the execution that records
+    those failures without a model (a truncated or missing file left alone would load the model at every run, only
+    to fail it again). None where an item is of another kind, or loads now: the run loads the model as ever."""
+    tasks = []
+    for summary in active:
+        records = outputs[summary.name].read_records()
+        for item in pending[summary.name]:
+            latest = records.get(item.item_id)
+            if latest is None or latest["status"] != "failed" or latest.get("stage") != "load":
+                return None
+            tasks.append(Task(item, chain.plans[summary.name].keep_sources))
+    failures = {}
+    for prepared in prepare(tasks, options.fetch, ErrorLog()):
+        if prepared.failure is None:
+            return None
+        failures[prepared.task.item.job, prepared.task.item.item_id] = prepared.failure
+    reasons: dict[str, int] = {}
+    for failure in failures.values():
+        reasons[failure.reason] = reasons.get(failure.reason, 0) + 1
+    said = "; ".join(f"{escaped(reason)}: {count}" for reason, count in sorted(reasons.items()))
+    print(
+        f"batch-edit: not loading the model: the {len(failures)} item(s) left failed to load their source in an "
+        f"earlier run, and fail again ({said})",
+        file=sys.stderr,
+    )
+    return _KnownFailures(failures)
+
+
+class _KnownFailures:
+    """The execution of a run whose every item fails before the model is needed (`_failing_again`): each task's
+    failure recorded as it was found, no model loaded."""
+
+    on_stop = "stopping"
+
+    def __init__(self, failures: dict[tuple[str, str], Failure]):
+        self.failures = failures
+
+    def run(self, tasks: list[Task], pipeline: dict, record, stop: StopOnSignal) -> None:
+        for task in tasks:
+            if stop.signal is not None:
+                return
+            item = task.item
+            record(ItemResult(item.job, item.item_id, failure=self.failures[item.job, item.item_id]))
 
 
 def _finish_idle(summaries: list[JobSummary], outputs: dict) -> None:
