@@ -226,6 +226,11 @@ def check_exclude(pipe, quant: QuantizationConfig, origin: str) -> None:
 def _quantize_with_quanto(pipe, quant: QuantizationConfig) -> None:
     from optimum import quanto
 
+    from . import quanto_moves
+
+    # qint4 weights quantized on the CPU move to the GPU next (or at each visit under `offload: model`): read back
+    # from their CPU packing in linear time, not through quanto's identity matmul (minutes for T5-XXL)
+    quanto_moves.install()
     for component in ("transformer", *TEXT_ENCODERS):
         weights = getattr(quant, component)
         if weights is None:
