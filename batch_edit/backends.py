@@ -51,6 +51,11 @@ def prepare_pipeline(pipe, config: PipelineConfig) -> PipelineConfig:
 def place_pipeline(pipe, config: PipelineConfig) -> None:
     """Move the pipeline to its device, or hand it to accelerate's offload hooks, which replace that move; then
     the VAE's memory options (tiling trades exactness for memory, slicing only time)."""
+    if config.offload != "none":
+        log.info("offload %s: accelerate's hooks move each component to %s only while it runs", config.offload,
+                 config.device)  # fmt: skip
+    else:
+        log.info("moving the pipeline to %s", config.device)
     if config.offload == "model":
         pipe.enable_model_cpu_offload(device=config.device)
     elif config.offload == "sequential":
@@ -236,9 +241,14 @@ def _quantize_with_quanto(pipe, quant: QuantizationConfig) -> None:
         if weights is None:
             continue
         module = getattr(pipe, component)
-        log.info("quantizing %s to %s with quanto", component, weights)
+        log.info("quantizing %s to %s with quanto on %s", component, weights, _where(module))
         quanto.quantize(module, weights=getattr(quanto, weights), exclude=quant.exclude or None)
         quanto.freeze(module)
+    log.info("quanto: every component quantized and frozen")
+
+
+def _where(module) -> str:
+    return str(next(module.parameters()).device)
 
 
 def _quantize_with_torchao(pipe, quant: QuantizationConfig, device: str, torch) -> QuantizationConfig:

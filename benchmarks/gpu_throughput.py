@@ -38,16 +38,19 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import os
 import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 # First: the "first image" clock starts when throughput_timing is imported (imports and loading counted).
 from throughput_timing import (  # noqa: E402, I001
     PROCESS_START,
+    StageLines,
     TimedEngine,
     UtilisationSampler,
     dump_stacks_on_signal,
@@ -154,7 +157,8 @@ def measure(settings: Settings, backend: str, batch_size: int, scratch: Path) ->
         stage(f"building random weights on {settings.device}")
         pipe = build_flux_dev_pipeline(settings.device, getattr(torch, settings.dtype), task=settings.task)
     stage("preparing the pipeline (LoRA, quantization, move or offload, compile set-up)")
-    engine = Engine.from_pipeline(config, pipe)
+    with preparation_stages():
+        engine = Engine.from_pipeline(config, pipe)
     del pipe
     if settings.memory_cap_gib is not None:
         memory_contract.apply_memory_cap(settings.memory_cap_gib, settings.device, torch)
@@ -172,7 +176,8 @@ def measure(settings: Settings, backend: str, batch_size: int, scratch: Path) ->
         row.first_image_s = time.perf_counter() - PROCESS_START
         sampler.start()
 
-    timed = TimedEngine(engine, on_first_call=first_call_done)
+    stages = StageLines().attach(engine.pipe, whole_model_compile=config.compile is True)
+    timed = TimedEngine(engine, on_first_call=first_call_done, stages=stages)
     meter = phase_memory.PhaseMeter.for_device(settings.device).attach(engine.pipe) if settings.phases else None
     try:
         with phase_memory.memory_history(settings.memory_history, settings.device):
@@ -183,6 +188,7 @@ def measure(settings: Settings, backend: str, batch_size: int, scratch: Path) ->
         sampler.stop()
         if meter:
             meter.detach()
+        stages.detach()
     if cuda:  # the meter resets the allocator's peak at each phase and keeps the run's peak itself
         row.peak_gib = (meter.run_peak() if meter else torch.cuda.max_memory_allocated(settings.device)) / 2**30
     row.phases = meter.stats if meter else None
@@ -215,14 +221,37 @@ def run_configuration(settings: Settings, backend: str, batch_size: int, scratch
 
 
 def _quiet_libraries() -> None:
-    import logging
-
     import diffusers
     import transformers
 
     logging.basicConfig(level=logging.WARNING)
     diffusers.utils.logging.set_verbosity_error()
     transformers.utils.logging.set_verbosity_error()
+
+
+class _StageHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        stage(record.getMessage())
+
+
+@contextmanager
+def preparation_stages():
+    """What the pipeline's preparation says it does (each component quantized, the move or the offload hooks) as
+    stage lines, not log records: where a step cut off while loading was. The loggers as they were afterwards."""
+    handler = _StageHandler()
+    loggers = [logging.getLogger(name) for name in ("batch_edit.backends", "batch_edit.quanto_moves")]
+    saved = [(logger.level, logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger, (level, propagate) in zip(loggers, saved):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,61 @@ def stage(message: str) -> None:
     print(f"[{time.perf_counter() - PROCESS_START:7.1f} s] {message}", file=sys.stderr, flush=True)
 
 
+ENCODERS = {"text_encoder": "text encoder (CLIP)", "text_encoder_2": "text encoder 2 (T5)"}
+
+
+class StageLines:
+    """Stage lines for every text-encoder call, VAE encode and decode, and denoising step (`transformer step N of
+    call M`), each when it begins: a step cut off at its limit shows the phase it reached (and, under offload, the
+    component being moved on: the move runs inside the call), its stack dump the code. Torch module hooks, which
+    accelerate's offload leaves alone; the VAE's methods wrapped on the instance (their offload hook runs inside).
+    No transformer hooks under whole-model compile (a print would break its graph): its steps go unlogged."""
+
+    def __init__(self, log=None):
+        self._log = log or stage
+        self._undo: list = []
+        self.calls = 0  # pipeline calls begun (set by TimedEngine); steps count within the current one
+        self.steps = 0
+
+    def attach(self, pipe, whole_model_compile: bool = False) -> StageLines:
+        for name, label in ENCODERS.items():
+            module = getattr(pipe, name, None)
+            if module is not None:
+                handle = module.register_forward_pre_hook(lambda *_, label=label: self._log(f"{label} call begins"))
+                self._undo.append(handle.remove)
+        if not whole_model_compile:
+            handle = pipe.transformer.register_forward_pre_hook(lambda *_: self._step())
+            self._undo.append(handle.remove)
+        for method, label in (("encode", "VAE encode"), ("decode", "VAE decode")):
+            self._wrap(pipe.vae, method, label)
+        return self
+
+    def begin_call(self, index: int, items: int) -> None:
+        self.calls, self.steps = index, 0
+        self._log(f"pipeline call {index} ({items} item(s)) begins")
+
+    def _step(self) -> None:
+        self.steps += 1
+        self._log(f"transformer step {self.steps} of call {self.calls} begins")
+
+    def _wrap(self, owner, method: str, label: str) -> None:
+        original = getattr(owner, method)
+        had_own = method in owner.__dict__
+
+        def logged(*args, **kwargs):
+            self._log(f"{label} begins")
+            return original(*args, **kwargs)
+
+        object.__setattr__(owner, method, logged)
+        self._undo.append(
+            lambda: object.__setattr__(owner, method, original) if had_own else owner.__dict__.pop(method, None)
+        )
+
+    def detach(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+
+
 def dump_stacks_on_signal() -> None:
     """SIGUSR1 writes every thread's stack to stderr: the suite sends it to a step it is about to kill for its
     time limit, so the log says where the step was stuck."""
@@ -41,8 +96,8 @@ class Call:
 class TimedEngine:
     """The real engine, with each generate() timed between device synchronisations; all else is delegated."""
 
-    def __init__(self, engine, on_first_call=lambda: None):
-        self.engine, self.calls, self._on_first_call = engine, [], on_first_call
+    def __init__(self, engine, on_first_call=lambda: None, stages: StageLines | None = None):
+        self.engine, self.calls, self._on_first_call, self._stages = engine, [], on_first_call, stages
         import torch
 
         cuda = engine.config.device.startswith("cuda")
@@ -53,6 +108,8 @@ class TimedEngine:
 
     def generate(self, items, images, **masks):
         self._sync()
+        if self._stages:
+            self._stages.begin_call(len(self.calls) + 1, len(items))
         start = time.perf_counter()
         try:
             results = self.engine.generate(items, images, **masks)
