@@ -10,10 +10,14 @@ fp8 with regional compile in one run (filling a kept compile cache); a second pr
 first image); bf16; fp8 with regional compile and the speed options, then with cuDNN attention, autotuned
 kernels, CUDA graphs; the Hopper config as shipped (whole-model compile at batch auto, a long cold compile) and
 torchao fp8 with whole-model compile at batch 1: last. Steps the budget leaves out run on their own later:
-`--only name,...` (a lent machine's 15 minutes hold about one full call: pass the steps still unmeasured).
+`--only name,...` runs those in the order given (a lent machine's 15 minutes hold about one full call: pass
+the steps still unmeasured, the cheapest and most informative first).
 
 A step cut off at its limit is sent SIGUSR1 first: the benchmark writes every thread's stack into the log, and
-its timestamped stage lines (weights built, pipeline prepared, each call's seconds) show where the time went.
+its timestamped stage lines (weights built, each component quantized, the move or the offload hooks, each text
+encoder call, VAE encode and decode, each denoising step, each call's seconds) show where the time went. The
+step's row in gpu_suite.md names the last stage it reached (so does any row that did not end ok), and a memory
+step cut off so gets that row in the memory table (unless it holds a measured one for that config and cap).
 
 The memory steps of the 24, 16 and 12 GB configs also measure each phase's transient (--phases).
 
@@ -28,7 +32,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import itertools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -163,13 +169,37 @@ class StepLog:
             handle.write(f"| {step.name} | {status} | {wall} | {step.what} |\n")
 
 
+STAGE_LINE = re.compile(r"^\[ *\d+\.\d s\] ")  # throughput_timing.stage's lines: "[   12.3 s] what began"
+
+
+def last_stage(output: str) -> str | None:
+    """The last stage line of a step's output: the phase it had reached when it ended or was cut off."""
+    lines = [line.strip() for line in output.splitlines() if STAGE_LINE.match(line.strip())]
+    return lines[-1] if lines else None
+
+
 def run_step(step: Step, args: tuple[str, ...], timeout_s: float, log: StepLog) -> tuple[str, float]:
+    """Runs one step; its status, with the last stage reached where it did not end ok, and its wall seconds."""
     started = time.monotonic()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}  # fmt: skip
     with log.log.open("a") as output:
         output.write(f"\n===== {step.name}: {' '.join(args)}\n")
         output.flush()
+        begins = output.tell()
+    status = _run(step, args, timeout_s, log)
+    if status != "ok":
+        with log.log.open() as output:
+            output.seek(begins)
+            reached = last_stage(output.read())
+        status += (
+            f"; last stage: {reached}" if reached else "; no stage line (it ended or was cut off before its first)"
+        )
+    return status, time.monotonic() - started
+
+
+def _run(step: Step, args: tuple[str, ...], timeout_s: float, log: StepLog) -> str:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}  # fmt: skip
+    with log.log.open("a") as output:
         process = subprocess.Popen([sys.executable, str(BENCHMARK), *args], cwd=REPO, env=env, stdout=output,
                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         try:
@@ -184,9 +214,45 @@ def run_step(step: Step, args: tuple[str, ...], timeout_s: float, log: StepLog) 
                 os.killpg(process.pid, 9)  # the benchmark and any compile workers it started
             process.wait()
             output.write(f"\n===== {step.name}: killed at its {timeout_s:.0f} s limit (stacks above)\n")
-            return f"timed out after {timeout_s:.0f} s", time.monotonic() - started
-    status = "ok" if code == 0 else f"exit {code} (a row says why)" if code == 1 else f"failed (exit {code})"
-    return status, time.monotonic() - started
+            return f"timed out after {timeout_s:.0f} s"
+    return "ok" if code == 0 else f"exit {code} (a row says why)" if code == 1 else f"failed (exit {code})"
+
+
+def record_cut_off(step: Step, args: tuple[str, ...], status: str, reduced: bool) -> None:
+    """A memory step cut off at its limit wrote no row: its config's row in the memory table says so and where it
+    was (the stage reached), unless the table holds a measured row (ok or out of memory) for it already."""
+    import memory_contract  # beside this script
+
+    values = {}
+    overrides = []
+    for flag, value in itertools.pairwise(args):
+        if flag == "--set":
+            overrides.append(value)
+        elif flag in ("--config", "--memory-cap-gib", "--out"):
+            values[flag] = value
+    if "--config" not in values or "--out" not in values or not status.startswith("timed out"):
+        return
+    out = Path(values["--out"])
+    config = memory_contract.label(Path(values["--config"]), tuple(overrides))
+    cap = values.get("--memory-cap-gib", "none")
+    for row in memory_contract.read_rows(out):
+        if (row["config"], row["cap GiB"]) == (config, cap) and row["status"].startswith(("ok", "out-of-memory")):
+            return
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    row = {**dict.fromkeys(memory_contract.COLUMNS, "n/a"), "config": config, "cap GiB": cap,
+           "status": f"{status.replace('|', '/')} (the suite's limit for this step)",
+           "GPU": "CPU" if reduced else gpu_name(), "date": when, "commit": _commit()}  # fmt: skip
+    memory_contract.record(out, row, reduced)
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=False)  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=False)
+        return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "") or "unknown"
+    except OSError:
+        return "unknown"
 
 
 def copy_out(results: Path, since: float) -> None:
@@ -203,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reduced", action="store_true", help="tiny model on the CPU: checks the plumbing")
     parser.add_argument("--results", type=Path, help="where result files go (default benchmarks/results)")
-    parser.add_argument("--only", help="comma-separated step names, in the suite's order")
+    parser.add_argument(
+        "--only",
+        help="comma-separated step names, run in the order given (cheapest and most "
+        "informative first: a lent machine's time may end before the last)",
+    )
     parser.add_argument("--budget-s", type=float, default=470, help="time for the whole suite (default 470)")
     args = parser.parse_args(argv)
     if args.reduced and not args.results:
@@ -217,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(names) - {step.name for step in chosen})
         if unknown:
             parser.error(f"unknown step(s) {', '.join(unknown)}; steps: {', '.join(s.name for s in chosen)}")
-        chosen = [step for step in chosen if step.name in names]
+        by_name = {step.name: step for step in chosen}
+        chosen = [by_name[name] for name in dict.fromkeys(names)]
     started = time.time() - 1
     log = StepLog(results, args.reduced)
     deadline = time.monotonic() + args.budget_s
@@ -231,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu suite: {step.name} (at most {min(step.timeout_s, left):.0f} s)", file=sys.stderr, flush=True)
         status, wall = run_step(step, step_args, min(step.timeout_s, left), log)
         log.add(step, status, wall)
+        record_cut_off(step, step_args, status, args.reduced)
         statuses.append(status)
         copy_out(results, started)
     copy_out(results, started)
