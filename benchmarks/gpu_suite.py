@@ -3,7 +3,9 @@ under a time budget; every step's rows are written as soon as measured (a cut-of
 Started by gpu_suite.sh, which installs what is missing first.
 
 Steps, in order: the memory contract first (each shipped config under its card's cap): the 24 GB config under
-22 GiB, the 16 GB one under 15 and the 12 GB one under 11; the inpaint, fill and kontext 24 GB configs under 22
+22 GiB; what moving quanto's qint4 T5-XXL between the CPU and the GPU costs, with quanto's own unpacking and with
+batch_edit.quanto_moves (quanto_move_time.py: the load of every quanto config, and each encoder visit under
+`offload: model`); the 16 GB one under 15 and the 12 GB one under 11; the inpaint, fill and kontext 24 GB configs under 22
 (each task's own pipeline and items); schnell at 4 steps under 22; the 80 GB bf16 config under 78; the 24 GB
 config without VAE tiling/slicing (is tiling needed?). Then speed: the throughput reference (quanto) and torchao
 fp8 with regional compile in one run (filling a kept compile cache); a second process on that warm cache (time to
@@ -62,6 +64,7 @@ class Step:
     args: tuple[str, ...]
     timeout_s: int
     what: str
+    script: str | None = None  # beside this file; None: the throughput benchmark (BENCHMARK)
 
 
 def steps(results: Path, cache: Path) -> list[Step]:
@@ -75,6 +78,9 @@ def steps(results: Path, cache: Path) -> list[Step]:
     return [
         Step("memory-24gb", ("--config", config("flux1-dev-24gb.yaml"), "--memory-cap-gib", "22", *phases), 150,
              "the 24 GB config under a 22 GiB cap"),
+        Step("quanto-moves", ("--out", str(results / "gpu_quanto_moves.md")), 150,
+             "T5-XXL's qint4 layers moved CPU -> GPU with quanto's unpacking and with batch_edit.quanto_moves, and "
+             "back; qint8 quantization of FLUX blocks on the CPU (a real load's costs)", "quanto_move_time.py"),
         Step("memory-16gb", ("--config", config("flux1-dev-16gb.yaml"), "--memory-cap-gib", "15", *phases), 240,
              "the 16 GB config under a 15 GiB cap"),
         Step("memory-12gb", ("--config", config("flux1-dev-12gb.yaml"), "--memory-cap-gib", "11", *phases), 240,
@@ -200,7 +206,8 @@ def _run(step: Step, args: tuple[str, ...], timeout_s: float, log: StepLog) -> s
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
         filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}  # fmt: skip
     with log.log.open("a") as output:
-        process = subprocess.Popen([sys.executable, str(BENCHMARK), *args], cwd=REPO, env=env, stdout=output,
+        script = REPO / "benchmarks" / step.script if step.script else BENCHMARK
+        process = subprocess.Popen([sys.executable, str(script), *args], cwd=REPO, env=env, stdout=output,
                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         try:
             code = process.wait(timeout=timeout_s)
@@ -298,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         if left < 20:
             log.add(step, "not run: the suite's time budget was spent", None)
             continue
-        step_args = reduced_args(step.args) if args.reduced else step.args
+        step_args = step.args if not args.reduced else ("--reduced", *step.args) if step.script else reduced_args(
+            step.args)  # fmt: skip
         print(f"gpu suite: {step.name} (at most {min(step.timeout_s, left):.0f} s)", file=sys.stderr, flush=True)
         status, wall = run_step(step, step_args, min(step.timeout_s, left), log)
         log.add(step, status, wall)
