@@ -13,6 +13,12 @@ rows' values), which `install` reads back directly instead. The arrangement depe
 (torch picks the kernel at run time), so it is learned once per process from a probe that torch packs, among
 the arrangements torch is known to use; a weight whose arrangement is not known (or a probe that matches none)
 keeps quanto's own unpacking. The values are the same either way (`unpack` returns the same uint8 matrix).
+
+On the way, quanto holds the weight in its device-neutral packing (two values per byte) and unpacks it again on
+arrival. On a CUDA GPU quanto does that through its CUDA extension, which torch builds from source with nvcc the
+first time it is asked (minutes; an error where the CUDA toolkit is missing; a build killed half-way leaves a
+lock that makes every later one wait forever). `install` splits those bytes with two tensor operations instead,
+on whatever device they are, as quanto's own CPU implementation does.
 """
 
 from __future__ import annotations
@@ -63,13 +69,30 @@ def cpu_arrangement() -> tuple[int, bool] | None:
     return None
 
 
+def split_bytes(data, bits: int):
+    """quanto's device-neutral packing undone: each byte's `8 // bits` values, the lowest bits first, one block of
+    rows after another (what quanto's `unpack` op returns on any device, without its CUDA extension)."""
+    import torch
+
+    mask = (1 << bits) - 1
+    return torch.cat([(data >> (bits * i)) & mask for i in range(8 // bits)]).to(torch.uint8)
+
+
 def install() -> None:
-    """Make quanto unpack CPU-packed int4 weights by reading their arrangement (once per process; idempotent)."""
+    """Make quanto unpack CPU-packed int4 weights by reading their arrangement, and its device-neutral packing
+    without its CUDA extension (once per process; idempotent)."""
+    from optimum.quanto.tensor.packed import PackedTensor
     from optimum.quanto.tensor.weights.tinygemm.packed import TinyGemmPackedTensor
 
     original = TinyGemmPackedTensor.unpack
     if getattr(original, "_reads_cpu_arrangement", False):
         return
+
+    @functools.wraps(PackedTensor.unpack)
+    def unpack_anywhere(self):
+        return split_bytes(self._data, self._bits)[: self.shape[0]]
+
+    PackedTensor.unpack = unpack_anywhere
 
     @functools.wraps(original)
     def unpack(self):
@@ -83,3 +106,13 @@ def install() -> None:
 
     unpack._reads_cpu_arrangement = True
     TinyGemmPackedTensor.unpack = unpack
+
+
+def uninstall() -> None:
+    """quanto's own unpacking back (what `install` replaced; nothing if it did not)."""
+    from optimum.quanto.tensor.packed import PackedTensor
+    from optimum.quanto.tensor.weights.tinygemm.packed import TinyGemmPackedTensor
+
+    if getattr(TinyGemmPackedTensor.unpack, "_reads_cpu_arrangement", False):
+        TinyGemmPackedTensor.unpack = TinyGemmPackedTensor.unpack.__wrapped__
+        PackedTensor.unpack = PackedTensor.unpack.__wrapped__

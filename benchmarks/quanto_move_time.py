@@ -1,11 +1,12 @@
 """What moving quanto's qint4 text encoder between the CPU and the GPU costs, layer by layer, at T5-XXL's full
 size (bfloat16, random weights): the move a quanto config pays at load (quantized on the CPU, then moved) and,
-under `offload: model`, at each of the encoders' visits to the GPU. The first layers move with quanto's own
-unpacking (an identity matmul on the CPU), the others with batch_edit.quanto_moves (the packing read back);
-then every layer moves back to the CPU (unpacked on the GPU, packed for the CPU). Also quanto's qint8 quantization
-of one FLUX.1-dev double-stream and one single-stream block on the CPU, as a real load does it.
+under `offload: model`, at each of the encoders' visits to the GPU. Most layers move with batch_edit.quanto_moves
+(the packing read back), then the rest with quanto's own unpacking (an identity matmul on the CPU; on a GPU also
+the build of quanto's CUDA extension, minutes, where it was not built before); then every layer moves back to
+the CPU (unpacked on the GPU, packed for the CPU). Each row is written as soon as it is measured. Also quanto's
+qint8 quantization of one FLUX.1-dev double-stream and one single-stream block on the CPU, as a real load does it.
 
-    python benchmarks/quanto_move_time.py                      # CUDA: all 24 layers, 2 of them the quanto way
+    python benchmarks/quanto_move_time.py                      # CUDA: all 24 layers, one (moved last) the quanto way
     python benchmarks/quanto_move_time.py --reduced --out /tmp/q.md   # CPU, small layers moved to `meta` instead
 
 Each row is a measurement (wall seconds, and the CPU seconds of this process), per layer where it says so; the
@@ -28,6 +29,18 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this checkout's batch_edit, installed or not
 
 
+class Rows(list):
+    """The measurements so far, written out after each (a run cut off at its limit keeps what it measured)."""
+
+    def __init__(self, write=lambda rows: None):
+        super().__init__()
+        self.write = write
+
+    def append(self, row) -> None:
+        super().append(row)
+        self.write(self)
+
+
 def timed(rows: list, what: str, action, per: int = 1) -> None:
     wall, cpu = time.perf_counter(), time.process_time()
     action()
@@ -40,7 +53,7 @@ REDUCED_T5 = dict(T5_V1_1_XXL, d_model=512, d_ff=1024, num_heads=8)  # widths th
 REDUCED_FLUX = dict(FLUX_DEV_TRANSFORMER, num_attention_heads=2)  # 256 wide
 
 
-def measure(device: str, layers: int, quanto_layers: int, reduced: bool = False) -> list:
+def measure(device: str, layers: int, quanto_layers: int, reduced: bool = False, rows: list | None = None) -> list:
     import torch
     from optimum import quanto
     from transformers import T5Config
@@ -48,7 +61,7 @@ def measure(device: str, layers: int, quanto_layers: int, reduced: bool = False)
 
     from batch_edit import quanto_moves
 
-    rows: list = []
+    rows = Rows() if rows is None else rows
     config = T5Config(**(REDUCED_T5 if reduced else T5_V1_1_XXL))
     t5 = "T5 layer (reduced: 512 wide)" if reduced else "T5-XXL layer"
     with default_dtype(torch.bfloat16, torch):
@@ -57,13 +70,14 @@ def measure(device: str, layers: int, quanto_layers: int, reduced: bool = False)
           lambda: (quanto.quantize(blocks, weights=quanto.qint4), quanto.freeze(blocks)), layers)  # fmt: skip
     target = device if device.startswith("cuda") else "meta"
     sync = (lambda: torch.cuda.synchronize(device)) if target != "meta" else (lambda: None)
-    old = blocks[:quanto_layers]
-    timed(rows, f"{t5}: CPU -> {target}, quanto's unpacking (per layer, {quanto_layers} layers)",
-          lambda: (old.to(target), sync()), quanto_layers)  # fmt: skip
     quanto_moves.install()
     new = blocks[quanto_layers:]
     timed(rows, f"{t5}: CPU -> {target}, batch_edit.quanto_moves (per layer, {len(new)} layers)",
           lambda: (new.to(target), sync()), len(new))  # fmt: skip
+    quanto_moves.uninstall()  # last: on a GPU, quanto's way first builds its CUDA extension (minutes) if not built
+    old = blocks[:quanto_layers]
+    timed(rows, f"{t5}: CPU -> {target}, quanto's unpacking, its CUDA extension built if it was not "
+          f"(per layer, {quanto_layers} layers)", lambda: (old.to(target), sync()), quanto_layers)  # fmt: skip
     if target != "meta":
         timed(rows, f"{t5}: {target} -> CPU (per layer, {layers} layers)",
               lambda: (blocks.to("cpu"), sync()), layers)  # fmt: skip
@@ -107,13 +121,18 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA GPU is visible: `--reduced --out FILE` runs the CPU form", file=sys.stderr)
         return 2
     device = "cpu" if args.reduced else args.device
-    rows = measure(device, layers, args.quanto_layers, args.reduced)
     gpu = "" if args.reduced else f", {torch.cuda.get_device_name(device)}"
     kernels = torch.backends.cpu.get_cpu_capability()
     machine = f"{cpu_model()} ({torch.get_num_threads()} torch threads, CPU kernels {kernels}){gpu}"
     out = args.out or REPO / "benchmarks" / "results" / "gpu_quanto_moves.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(rows, machine, args.reduced))
+    measure(
+        device,
+        layers,
+        args.quanto_layers,
+        args.reduced,
+        Rows(lambda rows: out.write_text(render(rows, machine, args.reduced))),
+    )
     print(out.read_text())
     return 0
 

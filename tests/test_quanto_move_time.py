@@ -27,7 +27,7 @@ def test_the_reduced_form_measures_each_move_and_names_its_machine(tmp_path):
     assert "REDUCED CPU FORM" in text and "Machine: " in text
     rows = {line.split("|")[1].strip(): line.split("|")[2:4] for line in text.splitlines() if line.startswith("| ")}
     moved = [what for what in rows if "CPU -> meta" in what]
-    assert [("quanto's unpacking" in what, "quanto_moves" in what) for what in moved] == [(1, 0), (0, 1)]
+    assert [("quanto's unpacking" in what, "quanto_moves" in what) for what in moved] == [(0, 1), (1, 0)]
     measured = [what for what, cells in rows.items() if what != "what" and float(cells[0]) > 0]
     assert len(measured) == 5, rows  # quantize, two moves, two FLUX blocks
 

@@ -103,3 +103,24 @@ def test_each_vector_units_arrangement_is_learned(unit):
     result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == {"avx2": "(32, True)", "default": "(32, False)"}[unit]
+
+
+@pytest.mark.parametrize("bits, shape", [(4, (256, 128)), (4, (3, 7)), (2, (5, 64)), (2, (8, 1))])
+def test_the_device_neutral_packing_is_undone_without_quantos_op(monkeypatch, bits, shape):
+    """On a GPU quanto's op would build its CUDA extension (nvcc, minutes): the values come from tensor operations
+    alone, the ones quanto's own op returns on the CPU."""
+    from optimum.quanto.tensor.packed import PackedTensor
+
+    quanto_moves.install()
+    values = torch.randint(0, 1 << bits, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    packed = PackedTensor.pack(values, bits=bits)
+    expected = PackedTensor.unpack.__wrapped__(packed)  # quanto's own, through its op
+    assert torch.equal(expected, values)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("unpacked through quanto's op")
+
+    monkeypatch.setattr(torch.ops.quanto, "unpack", refused)
+    with pytest.raises(AssertionError):
+        PackedTensor.unpack.__wrapped__(packed)  # the refusal reaches quanto's own path (else this checks nothing)
+    assert torch.equal(packed.unpack(), values)
