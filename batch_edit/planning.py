@@ -33,7 +33,7 @@ def prepare(
     _refuse_unfilled_job_folders(jobs, output_root)
     _refuse_csv_rows_naming_job_folders(jobs, output_root)
     config = (resolve or resolve_device_choices)(_with_job_loras(config, jobs), for_run)
-    jobs = identify_sources(jobs, _recorded_hashes(output_root, jobs, {} if read is None else read))
+    jobs = identify_sources(jobs, {}, _recorded_hashes(output_root, jobs, {} if read is None else read))
     plans = plan_jobs(jobs, config.identity())
     _refuse_rows_differing_in_output(jobs, plans)
     for job, plan in zip(jobs, plans) if echo else ():
@@ -165,17 +165,18 @@ def resolve_device_choices(config: PipelineConfig, for_run: bool) -> PipelineCon
         return config
 
 
-def _recorded_hashes(output_root: Path, jobs: list[JobSpec], read: dict) -> dict:
-    """Source content hashes that earlier runs recorded in these jobs' folders (read before anything runs)."""
+def _recorded_hashes(output_root: Path, jobs: list[JobSpec], read: dict) -> dict[str, dict]:
+    """Job name -> what earlier runs recorded in that job's folder of its sources (recorded_hashes; read before
+    anything runs): each job's history stays its own (identify_sources)."""
     from .outputs import JobOutput
 
-    known: dict = {}
+    known: dict[str, dict] = {}
     try:
         for job in jobs:
             output = JobOutput(output_root, job.name)
             output.check()
             read[job.name] = (output, output.read_records())
-            known.update(recorded_hashes(output.in_written_order(read[job.name][1])))
+            known[job.name] = recorded_hashes(output.in_written_order(read[job.name][1]))
     except OutputError as exc:
         raise OutputRefusedError(str(exc)) from exc
     return known

@@ -110,22 +110,44 @@ def seen_again(records, done) -> list[dict]:
     return again
 
 
-def identify_sources(jobs: list[JobSpec], known: dict[tuple[str, str], str]) -> list[JobSpec]:
+def identify_sources(
+    jobs: list[JobSpec], known: dict[tuple[str, str], str], by_job: dict[str, dict] | None = None
+) -> list[JobSpec]:
     """The jobs with every existing local source's (and mask's) fingerprint set to its content hash. ManifestError
-    for a job none of whose sources has a mask (none there, none given back): each of its items would fail."""
+    for a job none of whose sources has a mask (none there, none given back): each of its items would fail.
+    `known`: recorded_hashes that hold for every job; `by_job`: job name -> recorded_hashes of that job's own
+    records. A job's history (the files it made results from, the content last seen at a path, the masks paired
+    with a source) is its own: another job's records never add a gone source to it nor change what it last saw.
+    Only the (path, stat) -> sha256 pairs, which say what a file holds, serve every job."""
+    by_job = by_job or {}
+    histories = [known, *by_job.values()]  # what a file holds: any job's records say it
     identified: dict[SourceRef, SourceRef] = {}
 
-    def identify(ref: SourceRef) -> SourceRef:
+    def identify(ref: SourceRef, known: dict) -> SourceRef:
         if ref.is_url:
             return ref  # a URL's content is only known once downloaded
         if not ref.stat:  # gone (archived after its items were done): their ids, so their results stay theirs
             gone = known.get((ref.key, ""))  # its items still fail when loaded, where they run at all
             return replace(ref, fingerprint=gone) if gone else ref
         if ref not in identified:
-            sha = known.get((ref.key, ref.stat))
+            pair = (ref.key, ref.stat)  # a stat is never "", MADE_FROM or MASKED_WITH...: only these pairs match
+            sha = known.get(pair) or next((h[pair] for h in histories if pair in h), None)
             seen, sha = (ref.stat, sha) if sha else file_identity(ref.key)
             identified[ref] = replace(ref, stat=seen, fingerprint=sha) if sha else ref
         return identified[ref]
+
+    problems = []
+    identified_jobs = []
+    for job in jobs:
+        history = {**known, **by_job[job.name]} if job.name in by_job else known
+        identified_jobs.append(_identified_job(job, history, identify, problems))
+    if problems := problems or [problem for job in identified_jobs for problem in _maskless(job)]:
+        raise ManifestError(problems)
+    return identified_jobs
+
+
+def _identified_job(job: JobSpec, known: dict, identify, problems: list[str]) -> JobSpec:
+    """One job's grids identified from its own history `known` (identify_sources)."""
 
     masks_recorded = functools.cache(lambda: _masks_recorded_with(known))  # once a folder or glob finds no mask
     spelled = _RecordedSpelling(known)
@@ -134,24 +156,17 @@ def identify_sources(jobs: list[JobSpec], known: dict[tuple[str, str], str]) -> 
         mask = spelled(mask)
         if searched_folder(mask) is not None:
             mask = _gone_mask(mask, masks_recorded().get(source.key, []))
-        return identify(mask)
+        return identify(mask, known)
 
-    problems = []
-
-    def identified_grid(grid, origin):
+    def identified_grid(grid):
         grid, gone = with_gone_sources(grid, known, masks_recorded)
-        problems.extend(f"{origin}: {problem}" for problem in gone)
+        problems.extend(f"{job.origin}: {problem}" for problem in gone)
         sources = tuple(map(spelled, grid.sources))
         masks = _in_removed_folder(grid, sources, known, masks_recorded) if grid.masks else ()
         masks = tuple(identify_mask(source, mask) for source, mask in zip(sources, masks))
-        return replace(grid, sources=tuple(map(identify, sources)), masks=masks)
+        return replace(grid, sources=tuple(identify(source, known) for source in sources), masks=masks)
 
-    identified_jobs = [
-        replace(job, grids=tuple(identified_grid(grid, job.origin) for grid in job.grids)) for job in jobs
-    ]
-    if problems := problems or [problem for job in identified_jobs for problem in _maskless(job)]:
-        raise ManifestError(problems)
-    return identified_jobs
+    return replace(job, grids=tuple(identified_grid(grid) for grid in job.grids))
 
 
 def _in_removed_folder(grid, sources, known: dict, masks_recorded) -> tuple[SourceRef, ...]:
