@@ -17,7 +17,7 @@ from .manifest import DEFAULT_OUTPUT_ROOT, JobSpec, load_manifests, output_root_
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import JobPlan, plan_jobs
 from .plan_checks import UNRESOLVED, fit_duplicates
-from .source_identity import identify_sources, recorded_hashes
+from .source_identity import identify_sources
 from .validation import describe_validation_error, escaped
 
 
@@ -165,9 +165,9 @@ def resolve_device_choices(config: PipelineConfig, for_run: bool) -> PipelineCon
         return config
 
 
-def _recorded_hashes(output_root: Path, jobs: list[JobSpec], read: dict) -> dict[str, dict]:
-    """Job name -> what earlier runs recorded in that job's folder of its sources (recorded_hashes; read before
-    anything runs): each job's history stays its own (identify_sources)."""
+def _recorded_hashes(output_root: Path, jobs: list[JobSpec], read: dict) -> dict[str, list[dict]]:
+    """Job name -> the records earlier runs wrote in that job's folder, in written order (read before anything
+    runs): each job's history of its sources stays its own (identify_sources)."""
     from .outputs import JobOutput
 
     known: dict[str, dict] = {}
@@ -176,7 +176,7 @@ def _recorded_hashes(output_root: Path, jobs: list[JobSpec], read: dict) -> dict
             output = JobOutput(output_root, job.name)
             output.check()
             read[job.name] = (output, output.read_records())
-            known[job.name] = recorded_hashes(output.in_written_order(read[job.name][1]))
+            known[job.name] = output.in_written_order(read[job.name][1])
     except OutputError as exc:
         raise OutputRefusedError(str(exc)) from exc
     return known

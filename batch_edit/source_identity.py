@@ -28,6 +28,7 @@ from dataclasses import replace
 from pathlib import PurePosixPath
 
 from .errors import ManifestError
+from .gone_captions import with_gone_captions
 from .gone_sources import MADE_FROM, with_gone_sources
 from .manifest import JobSpec
 from .masks import searched_folder, unpaired_mask
@@ -111,15 +112,17 @@ def seen_again(records, done) -> list[dict]:
 
 
 def identify_sources(
-    jobs: list[JobSpec], known: dict[tuple[str, str], str], by_job: dict[str, dict] | None = None
+    jobs: list[JobSpec], known: dict[tuple[str, str], str], by_job: dict[str, list[dict]] | None = None
 ) -> list[JobSpec]:
     """The jobs with every existing local source's (and mask's) fingerprint set to its content hash. ManifestError
     for a job none of whose sources has a mask (none there, none given back): each of its items would fail.
-    `known`: recorded_hashes that hold for every job; `by_job`: job name -> recorded_hashes of that job's own
-    records. A job's history (the files it made results from, the content last seen at a path, the masks paired
+    `known`: recorded_hashes that hold for every job; `by_job`: job name -> that job's own records, in written
+    order (a source gone with its caption file takes the caption its items were made with from them:
+    gone_captions). A job's history (the files it made results from, the content last seen at a path, the masks paired
     with a source) is its own: another job's records never add a gone source to it nor change what it last saw.
     Only the (path, stat) -> sha256 pairs, which say what a file holds, serve every job."""
-    by_job = by_job or {}
+    records = by_job or {}
+    by_job = {name: recorded_hashes(job_records) for name, job_records in records.items()}
     histories = [known, *by_job.values()]  # what a file holds: any job's records say it
     identified: dict[SourceRef, SourceRef] = {}
 
@@ -139,8 +142,11 @@ def identify_sources(
     problems = []
     identified_jobs = []
     for job in jobs:
-        history = {**known, **by_job[job.name]} if job.name in by_job else known
-        identified_jobs.append(_identified_job(job, history, identify, problems))
+        history = ({**known, **by_job[job.name]} if known else by_job[job.name]) if job.name in by_job else known
+        done = _identified_job(job, history, identify, problems)
+        if job.name in records:
+            done = replace(done, grids=tuple(with_gone_captions(grid, records[job.name]) for grid in done.grids))
+        identified_jobs.append(done)
     if problems := problems or [problem for job in identified_jobs for problem in _maskless(job)]:
         raise ManifestError(problems)
     return identified_jobs

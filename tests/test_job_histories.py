@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from batch_edit.manifest import load_manifest
-from batch_edit.source_identity import file_identity, identify_sources, recorded_hashes
+from batch_edit.source_identity import file_identity, identify_sources
 
 YAML = """jobs:
   - {name: A, sources: [photos/old.png], prompts: p}
@@ -36,8 +36,7 @@ def test_a_job_never_gets_another_jobs_history(tmp_path):
     }
     # B saw other content at old.png later (an item that failed: it made nothing of it)
     later = {"source": old, "source_stat": "5-9", "source_sha256": "b" * 64, "status": "failed", "error": "x"}
-    by_job = {name: recorded_hashes(job_records) for name, job_records in records.items()}
-    by_job["B"] = recorded_hashes([later])
+    by_job = {**records, "B": [later]}
     jobs = identify_sources([a, b, c], {}, by_job)
     # B lists photos/: old.png was never one of its files, so it is not planned as gone there
     assert [ref.key for ref in jobs[1].grids[0].sources] == [
