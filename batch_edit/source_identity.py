@@ -33,7 +33,7 @@ from .gone_sources import MADE_FROM, with_gone_sources
 from .manifest import JobSpec
 from .masks import searched_folder, unpaired_mask
 from .parameters import axes
-from .sources import FILE_NOT_FOUND, SourceRef
+from .sources import FILE_NOT_FOUND, SOURCE_CHANGED, SourceRef
 
 # The parameters a record holds as asked (the seed aside, and those of masks: a moved source keeps its mask)
 _COMPARED = tuple(p for p in axes() if p.name != "seed" and p.needs is None)
@@ -48,7 +48,8 @@ def recorded_hashes(records) -> dict[tuple[str, str], str]:
     """(source path, stat) -> sha256, from the records of earlier runs (`records` in the order they were written:
     JobRecords.in_written_order); and (source path, "") -> the sha256 of the content last seen there (the newest
     mtime recorded, or time seen again (SEEN_AGAIN); a record made while it was gone, with no stat, last), for a
-    source that is gone now. Masks alike, and (source path, MASKED_WITH + mask path) for each mask recorded with a
+    source that is gone now (a failure finding other bytes than planned under a stat drops that stat: read again).
+    Masks alike, and (source path, MASKED_WITH + mask path) for each mask recorded with a
     source, the one recorded last last; and (source path, MADE_FROM) for each source a result was made from (or
     an item failed as not found, planned from its content recorded)."""
     known, newest, masked = {}, {}, {}
@@ -65,6 +66,9 @@ def recorded_hashes(records) -> dict[tuple[str, str], str]:
         key, seen, sha = record.get(kind), record.get(stat_field), record.get(sha_field)
         if not (isinstance(key, str) and isinstance(seen, str) and isinstance(sha, str) and len(sha) == 64):
             continue
+        if _changed_under(record, kind):  # read as other content under this stat: not to be trusted, read again
+            known.pop((key, seen), None)
+            continue
         if seen:
             known[(key, seen)] = sha
         mtime = mtimes.get(seen)
@@ -76,6 +80,14 @@ def recorded_hashes(records) -> dict[tuple[str, str], str]:
         if mtime >= newest.get(key, (-1, ""))[0]:
             newest[key] = (mtime, sha)
     return {**known, **{(key, ""): sha for key, (_, sha) in newest.items()}, **masked}
+
+
+def _changed_under(record: dict, kind: str) -> bool:
+    """A failure of an item whose source (`kind` "source") or mask held other bytes when loaded than the ones
+    planned under the stat the record holds (changed in place with its size and mtime kept, or replaced mid-run)."""
+    error = record.get("error")
+    prefix = SOURCE_CHANGED if kind == "source" else f"mask: {SOURCE_CHANGED}"
+    return record.get("status") == "failed" and isinstance(error, str) and error.startswith(prefix)
 
 
 def _failed_gone(record: dict) -> bool:

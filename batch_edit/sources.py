@@ -37,6 +37,9 @@ RESIZE_MODES = ("center-crop", "pad", "stretch", "fit")
 MIN_SIDE, MAX_SIDE, SIDE_STEP = 16, 4096, 16
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 FILE_NOT_FOUND = "file not found"  # a local source's load error where its file is not there
+# a local source's load error where its bytes are not those planned: its failure record tells the next plan not to
+# trust the size and mtime recorded with the old content (source_identity.recorded_hashes), so it reads the file
+SOURCE_CHANGED = "source changed since the run was planned"
 
 
 class SourceSpecError(ValueError):
@@ -216,7 +219,10 @@ def _check_content(ref: SourceRef, data: bytes) -> None:
     """The bytes decoded must be those the item's id was planned from: a file replaced since is not recorded
     under the old content's id."""
     if len(ref.fingerprint) == 64 and hashlib.sha256(data).hexdigest() != ref.fingerprint:
-        raise SourceError("source changed since the run was planned: re-run to use the new content")
+        raise SourceError(
+            f"{SOURCE_CHANGED}: the next plan reads it again, so a re-run makes its items from the new content",
+            SOURCE_CHANGED,
+        )
 
 
 def _read_file(path: Path, max_bytes: int) -> bytes:

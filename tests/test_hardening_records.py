@@ -444,7 +444,10 @@ def test_a_source_changed_after_planning_fails_instead_of_hiding_under_the_old_i
     result = run(plans, config, root, Engine.load, RunOptions())
     assert (result.jobs[0].done, result.jobs[0].failed) == (0, 1)
     (failure,) = rows(root / JOB, "failures.csv").to_dict("records")
-    assert failure["error"] == "source changed since the run was planned: re-run to use the new content"
+    assert failure["error"] == (
+        "source changed since the run was planned: the next plan reads it again, so a re-run makes its items from "
+        "the new content"
+    )
     assert rows(root / JOB).empty
 
     ref = plans[0].items[0].source
