@@ -2,7 +2,7 @@
 
 Hashing every source on every plan would read a whole dataset each time, so the records keep, per source,
 the cheap `stat` (size and mtime) seen when it was hashed: a source whose path and stat match a record reuses
-that hash, and anything else is read and hashed again. `touch` on an unchanged file thus costs one read and
+that hash, and anything else is read and hashed again. `touch` on an unchanged file thus costs one read (the run that reads it records its new stat) and
 changes no id; changed content always gets new ids. An id hashes the source's path as well: moved sources make
 new items (`moved_sources_note` says so where the records show it). A source that is gone (deleted or archived
 once its items were done) keeps the content it held when last seen at its path, so its finished items keep their
@@ -103,20 +103,33 @@ def seen_again(records, done) -> list[dict]:
     path (put back as it was before a change: copied back, restored from a backup, with its old time or a new
     one) keeps that content once it is gone: for each such file, the record of one finished item made from what it
     holds now, with its stat now and the time it was seen so (`SEEN_AGAIN`). `records`: the job's, in written
-    order; `done`: (item, its finished record) of the plan. Nothing where the records already agree (a rerun of an
+    order; `done`: (item, its finished record) of the plan. Also a file planning read and found holding the
+    content recorded under another stat (touched, copied, synced): one record with its stat now, so later plans
+    reuse the hash instead of reading it again. Nothing where the records already agree (a rerun of an
     unchanged tree writes nothing), and nothing is read: the plan's items carry what planning found."""
-    last = {key: sha for (key, seen), sha in recorded_hashes(records).items() if not seen}
+    recorded = recorded_hashes(records)
+    last = {key: sha for (key, seen), sha in recorded.items() if not seen}
+    # stats under which a load found other bytes than the item's (changed in place): the next plan reads them
+    changed = {
+        (record.get(kind), record.get(f"{kind}_stat")) for record in records for kind in ("source", "mask")
+        if _changed_under(record, kind)
+    }  # fmt: skip
     handled, again = set(), []
     for item, record in done:
         fields = {}
         for kind, ref in (("source", item.source), ("mask", item.mask)):
             if ref is None or ref.is_url or not ref.stat or len(ref.fingerprint) != 64 or ref.key in handled:
                 continue
-            if (
-                last.get(ref.key, ref.fingerprint) != ref.fingerprint
-                and record.get(f"{kind}_sha256") == ref.fingerprint
-            ):
+            if record.get(f"{kind}_sha256") != ref.fingerprint:
+                continue
+            if last.get(ref.key, ref.fingerprint) != ref.fingerprint:
                 fields.update({f"{kind}_stat": ref.stat, f"{kind}_{SEEN_AGAIN}": time.time_ns()})
+                handled.add(ref.key)
+            elif (ref.key, ref.stat) not in recorded and (
+                ref.key,
+                ref.stat,
+            ) not in changed:  # read and found unchanged under a new stat (touched, copied)
+                fields[f"{kind}_stat"] = ref.stat  # recorded once: later plans do not read it again
                 handled.add(ref.key)
         if fields:
             again.append({**record, **fields})
