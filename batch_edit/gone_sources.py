@@ -33,6 +33,12 @@ def with_gone_sources(grid, known: dict, masks_recorded) -> tuple[object, list[s
     for index, (base, spec) in enumerate(grid.specs):
         if "://" in spec:
             continue
+        if _recorded_file(base, spec, known):  # a file listed by name (`shot [1].png`), gone: not a glob
+            literal = _spec_path(base, spec)
+            sources = [
+                source_ref(literal, Path("/")) if ref.key == literal and ref.unmatched else ref for ref in sources
+            ]
+            continue
         matches = _matcher(base, spec, sources, known)
         if matches is not None and made is None:
             made = [key for key, seen in known if seen == MADE_FROM]
@@ -54,6 +60,15 @@ def with_gone_sources(grid, known: dict, masks_recorded) -> tuple[object, list[s
     if len(sources) == len(grid.sources) and not any(ref.unmatched for ref in grid.sources):
         return grid, problems
     return replace(grid, sources=tuple(sources), masks=tuple(masks)), problems
+
+
+def _recorded_file(base: str, spec: str, known: dict) -> bool:
+    """A spec with glob characters whose literal path is not there but is a file the job's records name: that
+    file, gone since (a glob is read as one only where it matches something or no record names it)."""
+    if not GLOB_CHARS & set(spec):
+        return False
+    path = _spec_path(base, spec)
+    return ((path, "") in known or (path, MADE_FROM) in known) and not os.path.lexists(path)
 
 
 def _spec_path(base: str, spec: str) -> str:

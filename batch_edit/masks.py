@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,8 +66,26 @@ def pair_masks(spec: str, base: Path, sources: tuple[SourceRef, ...], recursive:
     suffix = _one_suffix(spec)
     if suffix is not None:  # `masks/*.png`: the file it would pair, as `masks/{stem}.png` names it
         template = os.path.join(os.path.dirname(os.path.expanduser(spec)), f"{{stem}}{suffix}")
-        return tuple(by_stem.get(ref.stem) or _template_mask(template.format(stem=ref.stem), base) for ref in sources)
-    return tuple(by_stem.get(ref.stem) or unpaired_mask(folder, ref.stem) for ref in sources)
+        paired = tuple(by_stem.get(ref.stem) or _template_mask(template.format(stem=ref.stem), base) for ref in sources)
+    else:
+        paired = tuple(by_stem.get(ref.stem) or unpaired_mask(folder, ref.stem) for ref in sources)
+    if refs or not _GLOB_CHARS & set(spec):
+        return paired
+    # A glob matching nothing may be a file's name (`mask [v1].png`) deleted since: planning reads it as that file
+    # where the job's records name it (`recorded_literal`), else as the glob.
+    literal = os.path.abspath(Path(base).expanduser() / os.path.expanduser(spec))
+    return tuple(replace(mask, unmatched=literal) for mask in paired)
+
+
+def recorded_literal(mask: SourceRef, known: dict) -> SourceRef:
+    """A mask of a glob that matched nothing (`unmatched` holds the glob read as a file name): the file of that
+    name, gone, where the records `known` hold content for it (its items keep their ids); else the mask the glob
+    paired."""
+    if not mask.unmatched:
+        return mask
+    if (mask.unmatched, "") in known:
+        return source_ref(mask.unmatched, Path("/"))
+    return replace(mask, unmatched="")
 
 
 def _one_suffix(spec: str) -> str | None:

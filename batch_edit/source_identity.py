@@ -31,7 +31,7 @@ from .errors import ManifestError
 from .gone_captions import with_gone_captions
 from .gone_sources import MADE_FROM, with_gone_sources
 from .manifest import JobSpec
-from .masks import searched_folder, unpaired_mask
+from .masks import recorded_literal, searched_folder, unpaired_mask
 from .parameters import axes
 from .sources import FILE_NOT_FOUND, SOURCE_CHANGED, SourceRef
 
@@ -184,7 +184,7 @@ def _identified_job(job: JobSpec, known: dict, identify, problems: list[str]) ->
     spelled = _RecordedSpelling(known)
 
     def identify_mask(source: SourceRef, mask: SourceRef) -> SourceRef:
-        mask = spelled(mask)
+        mask = spelled(recorded_literal(mask, known))
         if searched_folder(mask) is not None:
             mask = _gone_mask(mask, masks_recorded().get(source.key, []))
         return identify(mask, known)

@@ -59,7 +59,8 @@ class SourceRef:
     # will make (planning: a job of the run, whose readers wait; else refused); not part of any id
     job_folder: bool = False
     # a folder or glob that matched no image when listed: why it is refused, unless the job's records show images
-    # it gave before, gone since, whose finished items it stands for then (source_identity); not part of any id
+    # it gave before, gone since, whose finished items it stands for then (source_identity); not part of any id.
+    # A mask paired by a glob that matched nothing: the glob read as a file name (masks.recorded_literal)
     unmatched: str = ""
     # a file a folder or glob of the job gave before and no longer finds (gone_sources), not one listed by name:
     # `prune` may retire its results where the file was renamed (source_identity.renamed_away); not in any id
@@ -116,12 +117,23 @@ def row_source_ref(path_or_url: str, base_dir: Path) -> SourceRef:
     (spreadsheets keep them after a delimiter), unless a file is named with them."""
     path_or_url = _trimmed_cell(path_or_url, base_dir)
     path = None if _SCHEME.match(path_or_url) else _local_path(path_or_url, base_dir)
-    if path is not None and (path.is_dir() or (GLOB_CHARS & set(path_or_url) and not os.path.lexists(path))):
+    if path is not None and (path.is_dir() or _matching_glob(path_or_url, path, base_dir)):
         raise SourceSpecError(
             f"source {path_or_url!r} is {'a folder' if path.is_dir() else 'a glob'}; a CSV row names one image "
             "file or URL (folders and globs go in a YAML manifest's 'sources:')"
         )
     return source_ref(path_or_url, base_dir)
+
+
+def _matching_glob(cell: str, path: Path, base_dir: Path) -> bool:
+    """A cell that reads as a glob matching files (none literally of its name): a folder's worth, refused. One
+    matching nothing is a file name (`pic [2].png`, deleted: its item is archived or fails as not found)."""
+    if not GLOB_CHARS & set(cell) or os.path.lexists(path):
+        return False
+    try:
+        return bool(glob_images(cell, base_dir, False, None, None))
+    except (OSError, ValueError):
+        return False
 
 
 def _trimmed_cell(cell: str, base_dir: Path) -> str:
