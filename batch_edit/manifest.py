@@ -28,7 +28,7 @@ from .grid_checks import (
     without_untaken,
 )
 from .manifest_models import Grid, JobDefaults, JobModel, JobSpec, Manifest, ManifestModel
-from .masks import pair_masks, task_problems
+from .masks import pair_masks, task_problems, without_masks_as_sources
 from .parameters import DEFAULT_TASK, MAX_ITEMS_PER_RUN, PARAMETERS, axes, axis_names
 from .plan import name_problems
 from .sources import SourceRef, SourceSpecError, expand_source
@@ -238,7 +238,9 @@ def _job_from_model(
         return None
     if model.masks is not None:
         try:
-            grid = replace(grid, masks=pair_masks(model.masks, base, grid.sources, model.recursive))
+            grid = without_masks_as_sources(
+                replace(grid, masks=pair_masks(model.masks, base, grid.sources, model.recursive))
+            )
         except SourceSpecError as exc:
             problems.append(f"{where}: field 'masks': {exc}")
     check_grid(grid, where, problems, masks_given=model.masks is not None)

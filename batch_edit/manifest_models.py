@@ -108,6 +108,9 @@ Grid = make_dataclass(
         # YAML sources listed again (by name, or by a folder and a glob both), left out of `sources`: the items each
         # would give are the first listing's, so `plan` counts them with the duplicates merged
         ("repeated_sources", int, field(default=0, compare=False)),
+        # files a folder or glob of `sources` gave that the job's mask spec pairs with another source, left out of
+        # `sources` (masks beside their images: `cat.png`, `cat_mask.png`); `plan` counts them
+        ("masks_left_out", int, field(default=0, compare=False)),
     ],
     frozen=True,
     namespace={"__module__": __name__, "__doc__": "A cartesian grid: sources x prompts x every swept parameter. "

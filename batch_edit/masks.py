@@ -88,6 +88,31 @@ def recorded_literal(mask: SourceRef, known: dict) -> SourceRef:
     return replace(mask, unmatched="")
 
 
+def without_masks_as_sources(grid):
+    """The grid without the sources that are another source's mask (`photos/` holding `cat.png` and `cat_mask.png`,
+    masks `photos/{stem}_mask.png`), unless listed by name (asked for as sources); their number in
+    `masks_left_out`."""
+    listed = {os.path.abspath(Path(base).expanduser() / os.path.expanduser(spec)) for base, spec in grid.specs}
+    masks_of: dict[str, set[int]] = {}
+    for n, mask in enumerate(grid.masks):
+        if not mask.is_url:
+            masks_of.setdefault(mask.key, set()).add(n)
+    left_out = {
+        n
+        for n, ref in enumerate(grid.sources)
+        if not ref.is_url and ref.key not in listed and masks_of.get(ref.key, set()) - {n}
+    }
+    if not left_out:
+        return grid
+    kept = [n for n in range(len(grid.sources)) if n not in left_out]
+    return replace(
+        grid,
+        sources=tuple(grid.sources[n] for n in kept),
+        masks=tuple(grid.masks[n] for n in kept),
+        masks_left_out=len(left_out),
+    )
+
+
 def _one_suffix(spec: str) -> str | None:
     """The suffix of a glob whose only wildcard is the file name's stem (`masks/*.png`: '.png'), else None."""
     head, name = os.path.split(os.path.expanduser(spec))

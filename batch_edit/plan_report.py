@@ -94,6 +94,8 @@ def report(args) -> int:
             print(f"  without a mask: {len(unmasked)} source(s): {shown}")
         if gone := gone_masks(job, masked):  # as sources: archived once done, and their results stay
             print(f"  gone: {len(gone)} mask file(s) of items already done (their results stay): {_shown(gone)}")
+        if left_out := sum(grid.masks_left_out for grid in job.grids):
+            print(f"  note: {left_out} file(s) taken as masks left out of the sources")
         for axis, values in grid_axes(job).items():
             texts = [  # an empty seed cell of a CSV row: the item's seed is derived
                 printable(json.dumps(v, ensure_ascii=False) if axis == "prompts" else "derived" if v is None else v)
