@@ -138,6 +138,9 @@ def _settings(paths: list[Path], key: str) -> list[tuple[Path, str, Path]]:
         except ManifestError:
             continue
         if isinstance(data, dict) and isinstance(data.get(key), str) and data[key]:
+            if "\0" in data[key]:  # no path holds one (YAML's "\0" escape writes it)
+                raise ManifestError([f"{shown_path(path)}: field '{key}': {data[key]!r} holds a NUL byte (\\0), "
+                                     "which no path can"])  # fmt: skip
             named.append((path, data[key], setting_path(path.parent, data[key])))
     return named
 

@@ -47,6 +47,8 @@ def pair_masks(spec: str, base: Path, sources: tuple[SourceRef, ...], recursive:
     A folder or glob finding no mask at all is no error here: planning gives back the masks of finished items
     deleted since, and refuses a job left with none (source_identity). SourceSpecError for a spec that can
     never work."""
+    if "\0" in spec:
+        raise SourceSpecError(f"{spec!r} holds a NUL byte (\\0), which no file name can")
     if "{" in spec:
         _check_template(spec)
         return tuple(_template_mask(spec.format(stem=ref.stem), base) for ref in sources)
@@ -135,8 +137,13 @@ def _template_mask(rendered: str, base: Path) -> SourceRef:
     """The mask a template names for one source. A folder there is that source's missing mask, as a file not
     there is: its items fail at load, saying so; the job's other items run."""
     path = Path(os.path.abspath(Path(base).expanduser() / Path(rendered).expanduser()))
-    if _SCHEME.match(rendered) or not path.is_dir():
+    if _SCHEME.match(rendered):
         return source_ref(rendered, base)
+    if not os.path.isdir(path):
+        try:
+            return source_ref(rendered, base)
+        except SourceSpecError:  # a name too long for the file system: a mask not there, as any other
+            pass
     return SourceRef(key=path.as_posix(), is_url=False, stem=path.stem, fingerprint="", caption=None)
 
 

@@ -6,6 +6,7 @@ per item (`SourceError`, whose text goes straight into the item's record), so on
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
@@ -81,14 +82,15 @@ def expand_source(
     if _SCHEME.match(spec):
         return [source_ref(spec, base_dir)]
     path = _local_path(spec, base_dir)
+    refuse_impossible_path(spec, path, literal=not GLOB_CHARS & set(spec))
     try:
-        if path.is_dir():
+        if _is_dir(path):
             images = folder_images(path, recursive, exclude, job_folder)
             if not images and is_job_folder(path):  # its job may make results in this very run (planning judges)
                 return [_job_folder_ref(path)]
             return _refs_or_unmatched(spec, path, images, job_folder)
         # A literal name like "shot [1].jpg" that exists wins over reading it as a glob.
-        if GLOB_CHARS & set(spec) and not path.exists():
+        if GLOB_CHARS & set(spec) and not os.path.exists(path):
             images = glob_images(spec, base_dir, recursive, exclude, job_folder)
             root = glob_root(spec, base_dir)
             if not images and _unfilled_job_folder(root, exclude, job_folder):
@@ -106,9 +108,33 @@ def source_ref(path_or_url: str, base_dir: Path) -> SourceRef:
     if match:
         return _url_ref(path_or_url, match.group(1))
     path = _local_path(path_or_url, base_dir)
-    if path.is_dir():
+    refuse_impossible_path(path_or_url, path)
+    if _is_dir(path):
         raise SourceSpecError(f"source {path_or_url!r} is a folder; a single image file or URL is expected here")
     return _file_ref(path)
+
+
+def refuse_impossible_path(spec: str, path: Path, literal: bool = True) -> None:
+    """SourceSpecError for a path no file system takes: a NUL byte in it, or (`literal`: not a glob, whose pattern
+    may be longer than the names it matches) a name longer than the file system's limit."""
+    if "\0" in spec:
+        raise SourceSpecError(f"source {spec!r} holds a NUL byte (\\0), which no file name can")
+    try:
+        os.lstat(path)
+    except OSError as exc:
+        if literal and exc.errno == errno.ENAMETOOLONG:
+            raise SourceSpecError(
+                f"source {spec!r}: file name too long for the file system (most take 255 bytes a name)"
+            ) from None
+
+
+def _is_dir(path: Path) -> bool:
+    """A folder there; False for anything the file system will not say (a folder without permission: the file
+    fails as its item's load, saying why)."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def row_source_ref(path_or_url: str, base_dir: Path) -> SourceRef:
@@ -117,9 +143,11 @@ def row_source_ref(path_or_url: str, base_dir: Path) -> SourceRef:
     (spreadsheets keep them after a delimiter), unless a file is named with them."""
     path_or_url = _trimmed_cell(path_or_url, base_dir)
     path = None if _SCHEME.match(path_or_url) else _local_path(path_or_url, base_dir)
-    if path is not None and (path.is_dir() or _matching_glob(path_or_url, path, base_dir)):
+    if path is not None:
+        refuse_impossible_path(path_or_url, path)
+    if path is not None and (_is_dir(path) or _matching_glob(path_or_url, path, base_dir)):
         raise SourceSpecError(
-            f"source {path_or_url!r} is {'a folder' if path.is_dir() else 'a glob'}; a CSV row names one image "
+            f"source {path_or_url!r} is {'a folder' if _is_dir(path) else 'a glob'}; a CSV row names one image "
             "file or URL (folders and globs go in a YAML manifest's 'sources:')"
         )
     return source_ref(path_or_url, base_dir)
@@ -163,7 +191,7 @@ def _file_ref(path: Path) -> SourceRef:
     try:
         st = path.stat()
         file_stat = f"{st.st_size}-{st.st_mtime_ns}" if path.is_file() else ""
-    except OSError:
+    except (OSError, ValueError):
         file_stat = ""
     try:
         caption = read_caption(path)
