@@ -19,7 +19,7 @@ from .masks import MaskLoader
 from .plan import WorkItem
 from .records import SOURCES_DIR, is_bare_name
 from .result_files import KEPT_DIGESTS, KEPT_MASK_COLUMN, SOURCE_IMAGE_COLUMN, kept_copies
-from .source_decoding import SourceError, decode_image
+from .source_decoding import SourceError, applied_orientation, decode_image
 from .sources import SourceRef, fit_image, source_bytes
 
 
@@ -82,7 +82,9 @@ class FittedCopies:
             raise SourceError("a URL, not downloaded again to keep its fitted copy")
         original = self._source(item.source, record)
         fitted = fit_image(original, item.width, item.height, item.resize)
-        mask = self.masks.fitted(item, original.size)  # its content checked against the item's id, as the run's
+        mask = self.masks.fitted(
+            item, original.size, applied_orientation(original)
+        )  # its content checked against the item's id, as the run's
         fields, files = kept_copies(item, fitted, mask)
         for column, digest_field in KEPT_DIGESTS.items():
             recorded = record.get(digest_field)

@@ -22,7 +22,7 @@ from .fetch_options import FetchOptions
 from .parameters import named, needing
 from .pipeline_config import MASKED_TASKS
 from .prompts import placeholders
-from .source_decoding import SourceError, to_rgb
+from .source_decoding import TRANSPOSES, SourceError, applied_orientation, to_rgb
 from .sources import SourceRef, SourceSpecError, expand_source, fit_geometry, load_image, source_ref
 from .validation import printable
 
@@ -259,8 +259,15 @@ def to_mask(img: Image.Image) -> Image.Image:
     return to_rgb(img).convert("L")
 
 
-def fit_mask(mask: Image.Image, source_size: tuple[int, int], width: int, height: int, mode: str) -> Image.Image:
-    """The mask with the geometry its source gets: first stretched to the source's size if drawn at another."""
+def fit_mask(
+    mask: Image.Image, source_size: tuple[int, int], width: int, height: int, mode: str, orientation: int = 1
+) -> Image.Image:
+    """The mask with the geometry its source gets: drawn on the stored pixels of a source its EXIF `orientation`
+    turned by a quarter (the mask of the stored size, width and height swapped, not turned itself), turned alike;
+    then stretched to the source's size if drawn at another."""
+    stored = source_size[::-1] if orientation in (5, 6, 7, 8) else source_size
+    if stored != source_size and mask.size == stored and applied_orientation(mask) == 1:
+        mask = mask.transpose(TRANSPOSES[orientation])
     if mask.size != source_size:
         mask = mask.resize(source_size, Image.Resampling.NEAREST)
     return fit_geometry(mask, width, height, mode, Image.Resampling.NEAREST)
@@ -274,10 +281,11 @@ class MaskLoader:
         self.fetch, self.size = fetch, size
         self.masks: OrderedDict[SourceRef, Image.Image | SourceError] = OrderedDict()
 
-    def fitted(self, item, source_size: tuple[int, int]) -> Image.Image | None:
+    def fitted(self, item, source_size: tuple[int, int], orientation: int = 1) -> Image.Image | None:
+        """The item's mask fitted to its source: `source_size` as decoded, turned by its EXIF `orientation`."""
         if item.mask is None:
             return None
-        mask = fit_mask(self._loaded(item.mask), source_size, item.width, item.height, item.resize)
+        mask = fit_mask(self._loaded(item.mask), source_size, item.width, item.height, item.resize, orientation)
         repaints = repainted(mask)
         if not repaints.getbbox():
             raise SourceError("mask: its white part lies outside the fitted image (the crop leaves nothing to repaint)")

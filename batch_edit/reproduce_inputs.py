@@ -18,7 +18,7 @@ from .pipeline_config import PipelineConfig
 from .plan import WorkItem
 from .records import config_hash, is_bare_name
 from .result_files import KEPT_DIGESTS, KEPT_MASK_COLUMN, SOURCE_IMAGE_COLUMN, pixels_digest
-from .source_decoding import SourceError, decode_image
+from .source_decoding import SourceError, applied_orientation, decode_image
 from .source_identity import file_identity
 from .sources import FetchOptions, SourceRef, SourceSpecError, fit_image, source_bytes, source_ref
 
@@ -34,6 +34,7 @@ class Source:
     because: str = ""
     note: str = ""  # the kept copy is missing, so the source as given stood in for it
     changed: bool = False  # the source as given has other content than the run's (its sha256 is not recorded)
+    orientation: int = 1  # the EXIF orientation the original was turned by (its mask is fitted alike)
 
 
 def pipeline_source(folder: Path, row: dict, record: dict, item: WorkItem, fetch: FetchOptions) -> Source:
@@ -60,10 +61,11 @@ def pipeline_source(folder: Path, row: dict, record: dict, item: WorkItem, fetch
         return Source(
             fitted,
             original.size,
+            orientation=applied_orientation(original),
             note=f"the kept source copy {folder / kept} is missing: re-rendered from the source as given",
             changed=True,
         )
-    return Source(fitted, original.size, changed=changed)
+    return Source(fitted, original.size, changed=changed, orientation=applied_orientation(original))
 
 
 KEPT_SOURCE, KEPT_MASK = "the fitted source the run used", "the fitted mask the run used"
@@ -167,7 +169,7 @@ def fitted_mask(folder: Path, row: dict, record: dict, item: WorkItem, source: S
         raise ReproduceError(f"cannot fit the mask {name}: {source.because}, and {because}")
     try:
         ref = source_ref(name, Path("/"))  # a folder now stands where the mask file was: refused
-        image = MaskLoader(fetch).fitted(replace(item, mask=ref), source.original_size)
+        image = MaskLoader(fetch).fitted(replace(item, mask=ref), source.original_size, source.orientation)
     except (OSError, SourceError, SourceSpecError) as exc:
         raise ReproduceError(f"cannot load the mask {name}: {exc}{f' ({missing})' if missing else ''}") from None
     return Mask(image, ref, f"{missing}, so the mask file as given was fitted again" if missing else "")

@@ -59,6 +59,19 @@ warnings.filterwarnings(
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
+ORIENTATION_TAG = 0x0112  # EXIF Orientation: how the stored pixels are turned for display
+ORIENTATION_INFO = "batch-edit orientation"  # a decoded image's info: the EXIF orientation applied to its pixels
+# what exif_transpose does for each orientation (Pillow's table); 5 to 8 swap width and height
+TRANSPOSES = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}  # fmt: skip
+
+
+def applied_orientation(img: Image.Image) -> int:
+    """The EXIF orientation `decode_image` turned the image's stored pixels by (1: none)."""
+    return img.info.get(ORIENTATION_INFO, 1)
+
+
 class SourceError(Exception):
     """One source failed to load; str() is a short reason the user can act on, `reason` the same without what
     varies from file to file (its path, its size, the decoder's detail): what a run's summary groups failures by."""
@@ -74,7 +87,11 @@ def decode_image(data: bytes, convert=None) -> Image.Image:
     img = open_image(BytesIO(data))
     try:
         img.load()  # open_image only read the header: broken pixel data shows up here
-        return (convert or to_rgb)(ImageOps.exif_transpose(img))
+        orientation = img.getexif().get(ORIENTATION_TAG, 1)
+        decoded = (convert or to_rgb)(ImageOps.exif_transpose(img))
+        if orientation in TRANSPOSES:  # what was turned: a mask drawn on the stored pixels is turned alike (masks)
+            decoded.info[ORIENTATION_INFO] = orientation
+        return decoded
     except Image.DecompressionBombError as exc:  # a TIFF's pixels or a GIF frame past the screen: over our limit
         raise _too_many_pixels(exc) from None
     except MemoryError:

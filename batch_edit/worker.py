@@ -21,7 +21,7 @@ from .errors import OutOfMemory, OutputError
 from .masks import MaskLoader, composited
 from .plan import WorkItem
 from .result_files import Failure, ItemResult, encode_result
-from .source_decoding import SourceError, decode_image
+from .source_decoding import SourceError, applied_orientation, decode_image
 from .sources import FetchOptions, SourceRef, fit_image, source_bytes
 
 log = logging.getLogger("batch_edit.runner")
@@ -90,7 +90,7 @@ def prepare(
         try:
             original = sources.get(item.source)
             image = fit_image(original, item.width, item.height, item.resize)
-            mask = masks.fitted(item, original.size)  # None without one; fitted as the source was
+            mask = masks.fitted(item, original.size, applied_orientation(original))  # None without one
         except SourceError as exc:
             yield Prepared(task, failure=Failure.of("load", exc))
             continue
