@@ -66,6 +66,9 @@ class SourceRef:
     # a file a folder or glob of the job gave before and no longer finds (gone_sources), not one listed by name:
     # `prune` may retire its results where the file was renamed (source_identity.renamed_away); not in any id
     listed_gone: bool = field(default=False, compare=False)
+    # an http(s) URL's credentials ("user:password" before its host's '@'): kept out of `key`, so out of every id,
+    # record, result and message, and given back only to fetch it
+    userinfo: str = field(default="", compare=False, repr=False)
 
 
 # ---------------------------------------------------------------- specs -> refs
@@ -172,13 +175,31 @@ def _trimmed_cell(cell: str, base_dir: Path) -> str:
 
 
 def _url_ref(url: str, scheme: str) -> SourceRef:
+    key, userinfo = without_userinfo(url)
     if scheme.lower() not in ("http", "https"):
-        raise SourceSpecError(f"source {url!r}: scheme {scheme}:// is not supported (use http://, https:// or a path)")
-    parts = urlsplit(url)
+        raise SourceSpecError(f"source {key!r}: scheme {scheme}:// is not supported (use http://, https:// or a path)")
+    parts = urlsplit(key)
     if not parts.hostname:
-        raise SourceSpecError(f"source {url!r}: URL has no host")
+        raise SourceSpecError(f"source {key!r}: URL has no host")
     stem = PurePosixPath(unquote(parts.path.rsplit("/", 1)[-1])).stem
-    return SourceRef(key=url, is_url=True, stem=stem or "image", fingerprint="", caption=None)
+    return SourceRef(key=key, is_url=True, stem=stem or "image", fingerprint="", caption=None, userinfo=userinfo)
+
+
+def without_userinfo(url: str) -> tuple[str, str]:
+    """(the URL without the credentials before its host's '@', the credentials): a URL without them comes back
+    verbatim, so its items keep their ids."""
+    head, sep, rest = url.partition("://")
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    return (f"{head}{sep}{host}{rest[end:]}", userinfo) if at else (url, "")
+
+
+def _with_userinfo(ref: SourceRef) -> str:
+    """The URL to fetch: its key with its credentials put back."""
+    if not ref.userinfo:
+        return ref.key
+    head, sep, rest = ref.key.partition("://")
+    return f"{head}{sep}{ref.userinfo}@{rest}"
 
 
 def _local_path(spec: str, base_dir: Path) -> Path:
@@ -250,7 +271,7 @@ def load_image(ref: SourceRef, fetch: FetchOptions = FetchOptions(), convert=Non
 
 def source_bytes(ref: SourceRef, fetch: FetchOptions = FetchOptions()) -> bytes:
     """A source's bytes, read or downloaded (a URL's content is hashed from these), or SourceError."""
-    data = _download(ref.key, fetch) if ref.is_url else _read_file(Path(ref.key), fetch.max_bytes)
+    data = _download(_with_userinfo(ref), fetch) if ref.is_url else _read_file(Path(ref.key), fetch.max_bytes)
     _check_content(ref, data)
     return data
 
