@@ -41,6 +41,9 @@ class JobListing(JobRecords):
         super().__init__(root, job)
         self._plan: tuple[WorkItem, ...] | None = None  # the current plan, whose positions metadata.csv shows
         self._keep_sources = False  # the job keeps its fitted sources (and masks) under sources/
+        # file name -> the planned item whose result takes it, where another item's result has it now: from a run's
+        # first such move to the job's end, no row lists another item's result under that name (`unlist_taken`)
+        self._names_taken: dict[str, str] = {}
 
     def follow_plan(self, items: tuple[WorkItem, ...], keep_sources: bool = False) -> None:
         """List results at their position in the manifest as it is now (`index`, CSV `row`), not as recorded
@@ -66,6 +69,8 @@ class JobListing(JobRecords):
         # "none", not an empty cell: datasets would type an all-empty loras column as float64; a finished result
         # was found intact a moment ago, its file is not checked again
         intact = [r for r in ordered if r["item_id"] in finished or r["item_id"] in behind or self._intact(r)]
+        if self._names_taken:  # a run moving other items' results out to write under their names
+            intact = [r for r in intact if self._names_taken.get(r["file_name"], r["item_id"]) == r["item_id"]]
         done = [{**r, "loras": r.get("loras") or "none"} for r in intact]
         # an archived item done by its result despite a failure since (`_archived_result`) is no failure
         failures = [latest[i] for i in current if latest[i]["status"] == "failed" and i not in finished]
@@ -90,6 +95,17 @@ class JobListing(JobRecords):
         failed_masks = [*MASK_COLUMNS, "mask"] * (masked_job or any("mask" in r for r in failed))
         self._write_csv("failures.csv", FAILURE_COLUMNS + rows + failed_masks, failed)
         return len(done), len(failed)
+
+    def unlist_taken(self, items) -> None:
+        """Rewrite metadata.csv without the rows of other items' results at the names `items` (a run's plan) will
+        write, and keep them out of every rebuild until the job's end: a run killed after writing a new result
+        under such a name (or after moving the earlier one out) leaves no row describing another item's image (or
+        a missing one). Once per job, at its first such move: a run that moves nothing never pays it."""
+        for item in items:
+            record, _ = self.result_of(item.output_name)
+            if record is not None and record["item_id"] != item.item_id:
+                self._names_taken[item.output_name] = item.item_id
+        self.rebuild_csvs(during_job=True)
 
     def _placed(self, ordered: list[dict]) -> list[dict]:
         """The records of planned items in plan order with their current positions and job name (a job renamed

@@ -170,6 +170,8 @@ class JobOutput(JobListing):
         record, current = self.result_of(item.output_name)
         if record is None or record["item_id"] == item.item_id:
             return
+        if self._names_taken.get(item.output_name) != item.item_id:  # the CSV first: no row then names the file
+            self.unlist_taken((*(self._plan or ()), item))
         caption = caption_name(item.output_name)
         had_caption = (self.folder / caption).is_file()
         moved = self.move_to_pruned(item.output_name)
@@ -194,7 +196,9 @@ class JobOutput(JobListing):
 
     def finish_files(self, copies: bool = True) -> None:
         """The job's finishing pass (`finish_pass`): finished items' missing caption files and (`copies`, in a job
-        keeping its sources) kept copies, then the CSVs, all from one read of the records."""
+        keeping its sources) kept copies, then the CSVs, all from one read of the records: every result there
+        listed again, also one at a name the run (stopped) did not write after all."""
+        self._names_taken = {}
         finish_files(self, self._plan or (), copies and self._keep_sources)
 
     def write_caption(self, item: WorkItem) -> None:
