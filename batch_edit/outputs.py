@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 import stat
@@ -26,7 +27,7 @@ from .brief_holders import IDLE, wait_for_brief_holder
 from .errors import OutputBusyError, OutputError, ResultPathTaken
 from .finish_pass import UNCOPIED, finish_files
 from .folder_lock import LOCK_NAME, OWNER_NAME, FolderLock, LockFileGone, cannot_lock, try_lock, unlock
-from .formats import caption_name
+from .formats import caption_name, embedded_record
 from .job_listing import JobListing
 from .metadata_edits import WRITTEN_DIGESTS
 from .plan import WorkItem
@@ -53,6 +54,7 @@ class JobOutput(JobListing):
         self._append_lock = threading.Lock()  # the writer thread appends successes, the main thread failures
         self.moved_aside: list[tuple[str, str]] = []  # (file, its name in pruned/): files the run did not make
         self.moved_earlier: list[tuple[str, str]] = []  # (file, its name in pruned/): other items' results (+captions)
+        self.moved_unrecorded: list[tuple[str, str]] = []  # (file, its name in pruned/): its item's, record cut short
         self._kept_checked: set[str] = set()  # kept copies found (or written) holding what this run kept there
 
     def check(self) -> None:
@@ -155,7 +157,7 @@ class JobOutput(JobListing):
             self._write_source(name, png)
         self._move_other_result(item)  # before the caption: the one beside another item's result goes with it
         caption = item.prompt.encode("utf-8") if item.output.captions else None
-        hand_edited = self._move_not_made_here(item.output_name, result.data, caption)  # a caption kept as it is
+        hand_edited = self._move_not_made_here(item, result.data, caption)  # a caption kept as it is
         written = self._write_file(self.folder / item.output_name, lambda handle: handle.write(result.data))
         stamp = {RESULT_SHA256: hashlib.sha256(result.data).hexdigest(), RESULT_MTIME: written.st_mtime_ns}
         self._append({"status": "ok", "bytes": written.st_size, **stamp, **result.row})
@@ -181,18 +183,39 @@ class JobOutput(JobListing):
         if current:  # also where the file is gone: the record must not name this item's result as its own
             self.mark(record, "pruned", pruned_to=moved, replaced_by=item.item_id)
 
-    def _move_not_made_here(self, file_name: str, data: bytes, caption: bytes | None) -> bool:
+    def _move_not_made_here(self, item: WorkItem, data: bytes, caption: bytes | None) -> bool:
         """Never write over a file this job did not make (a user's own, another tool's, a result edited since):
         it moves into .batch-edit/pruned/ first (`in_the_way`), each listed in `moved_aside`, with the caption
         file of its stem where this job did not write that (a pair stays a pair). A caption edited by hand
-        beside the job's own result (or where it was) stays where it is, never rewritten: returns True then."""
+        beside the job's own result (or where it was) stays where it is, never rewritten: returns True then. A
+        file carrying this very item's record (`embedded_record`) but named by none of its records is its result,
+        whose record a crash cut short or lost: it moves out all the same (it may have been edited since), listed
+        in `moved_unrecorded` instead, as what it is."""
+        file_name = item.output_name
         image, theirs = self.in_the_way(file_name, data, caption)
         if image:
+            recorded, _ = self.result_of(file_name)  # this item's record names it: a result edited since
+            own = (recorded is None or recorded["item_id"] != item.item_id) and self._carries_item(
+                file_name, item.item_id
+            )
             moved = self.move_to_pruned(file_name, with_caption=theirs)
             names = [file_name] + [caption_name(file_name)] * theirs
-            self.moved_aside += [(name, Path(moved).with_suffix(Path(name).suffix).name) for name in names]
+            moves = [(name, Path(moved).with_suffix(Path(name).suffix).name) for name in names]
+            if own:
+                self.moved_unrecorded += moves
+            else:
+                self.moved_aside += moves
             return False
         return theirs
+
+    def _carries_item(self, file_name: str, item_id: str) -> bool:
+        """The image at `file_name` carries the record of item `item_id` (read only for a file in the way)."""
+        try:
+            with Image.open(io.BytesIO(job_files.read_bytes(self.folder / file_name))) as image:
+                record = embedded_record(image)
+        except (OSError, ValueError, SyntaxError, OutputError, Image.DecompressionBombError):  # not an image
+            return False
+        return record is not None and record.get("item_id") == item_id and record.get("file_name") == file_name
 
     def finish_files(self, copies: bool = True) -> None:
         """The job's finishing pass (`finish_pass`): finished items' missing caption files and (`copies`, in a job

@@ -101,6 +101,7 @@ class Recorder:
         job.summary.seconds += self.clock - job.started  # a job may run in several rounds
         job.summary.moved_aside = job.output.moved_aside  # the same output in every round
         job.summary.moved_earlier = job.output.moved_earlier
+        job.summary.moved_unrecorded = job.output.moved_unrecorded
         try:
             finishing(job.summary, lambda: self._final_files(job.output))
         finally:

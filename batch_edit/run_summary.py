@@ -59,6 +59,8 @@ def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | 
             print(_moved_aside(job))
         if job.moved_earlier:
             print(moved_earlier_line(job.name, job.moved_earlier))
+        if job.moved_unrecorded:
+            print(_moved_unrecorded(job))
         if job.superseded:
             print(_superseded(job))
     left = sum(job.held_back + job.not_run + sum(waits[job.name].values()) for job in result.jobs)
@@ -239,6 +241,17 @@ def _moved_aside(job, shown: int = 5) -> str:
     return (
         f"job {job.name}: moved {len(job.moved_aside)} file(s) it did not make (or changed since it made them) to "
         f".batch-edit/pruned/ before writing under their names: {', '.join(names)}{more}"
+    )
+
+
+def _moved_unrecorded(job, shown: int = 5) -> str:
+    """The job's own results a crash left without their record (cut short or lost): moved out, made again."""
+    images = [(n, to) for n, to in job.moved_unrecorded if not n.endswith(".txt")]
+    names = [escaped(n) + ("" if n == to else f" (as {escaped(to)})") for n, to in images[:shown]]
+    more = f" and {len(images) - shown} more" if len(images) > shown else ""
+    return (
+        f"job {job.name}: moved {len(images)} result(s) of its own whose record was cut short or lost (a crash as it "
+        f"was recorded) to .batch-edit/pruned/ and made them again: {', '.join(names)}{more}"
     )
 
 

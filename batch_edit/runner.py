@@ -52,6 +52,7 @@ class JobSummary:
     unwritten: list[str] = field(default_factory=list)  # final CSVs or contact sheets that could not be written
     moved_aside: list[tuple[str, str]] = field(default_factory=list)  # files it did not make: (name, in pruned/)
     moved_earlier: list[tuple[str, str]] = field(default_factory=list)  # other items' results taking their names
+    moved_unrecorded: list[tuple[str, str]] = field(default_factory=list)  # its own results, their records cut
     refused: str | None = None  # planned again once its producer's results were made, it was refused: why
     superseded: dict[str, int] = field(default_factory=dict)  # results moved out: made from what a job replaced
 
