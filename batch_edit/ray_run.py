@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from .errors import BatchEditError, ConfigError, PipelineLoadError, first_line
 from .pipeline_config import PipelineConfig
 from .result_files import ItemResult
-from .signals import LoadInterrupted, StopOnSignal
+from .signals import LoadInterrupted, StopOnSignal, held
 from .sources import FetchOptions
 from .worker import ErrorLog, Generated, Prepared, Task, Worker, in_batches, prepare
 
@@ -129,10 +129,21 @@ class RayCluster:
 
     def _start(self) -> None:
         """Ray starts (or is joined) when first needed: a manifest or config refused while planning costs no Ray
-        start-up and prints none of its lines."""
+        start-up and prints none of its lines. A SIGINT/SIGTERM while it starts is held until it is up, then stops
+        the run as a stop while loading does (nothing made, no folder left; Ray shuts down with the run)."""
         if self.started:
             return
         self.started = True
+        with held() as received:
+            try:
+                self._init()
+            except ConfigError:
+                if not received:
+                    raise
+        if received:
+            raise LoadInterrupted(received[0], during="starting Ray")
+
+    def _init(self) -> None:
         # Ray's own notices (token authentication on a local instance...) are not the user's business; its errors are
         options = {"include_dashboard": False, "logging_level": logging.ERROR}
         try:

@@ -39,7 +39,7 @@ def run(args, fetch: FetchOptions) -> int:
             coming = left_to_come(result, plans, output_root, args.overwrite, again)
     except LoadInterrupted as stopped:  # nothing generated yet, and the job folders this run made are gone
         name = signal.Signals(stopped.signum).name
-        print(f"stopped by {name} while loading the pipeline; nothing was generated", file=sys.stderr)
+        print(f"stopped by {name} while {stopped.during}; nothing was generated", file=sys.stderr)
         return 128 + stopped.signum
     except KeyboardInterrupt:  # outside the load and the batches (their own handlers): records are intact
         print(

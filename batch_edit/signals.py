@@ -14,11 +14,12 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class LoadInterrupted(BaseException):
-    """SIGINT or SIGTERM while the pipeline loaded: nothing was generated, and no job folder is left behind."""
+    """SIGINT or SIGTERM while the pipeline loaded (or Ray started: `during`): nothing was generated, and no job
+    folder is left behind."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, during: str = "loading the pipeline"):
         super().__init__(signum)
-        self.signum = signum
+        self.signum, self.during = signum, during
 
 
 class _SignalScope:
@@ -78,3 +79,21 @@ def deferred():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
     for signum in held:
         signal.raise_signal(signum)
+
+
+@contextmanager
+def held():
+    """Start-up that a signal must not cut (Ray starting its processes: a KeyboardInterrupt raised in an at-fork
+    hook is swallowed and can leave logging's lock held, hanging the run): a SIGINT or SIGTERM arriving within is
+    only noted, in the list yielded, for the caller to act on once the block is done; the handlers in place before
+    come back."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield received
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in SIGNALS}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
