@@ -11,6 +11,10 @@ from contextlib import contextmanager
 
 log = logging.getLogger("batch_edit.runner")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+AT_ONCE = (
+    "stopped at once by a second {name}: the items in progress are lost, every result recorded before is kept "
+    "(metadata.csv and failures.csv are rebuilt by the next run); run the same command again to resume"
+)
 
 
 class LoadInterrupted(BaseException):
@@ -57,7 +61,9 @@ class StopOnSignal(_SignalScope):
         self.doing = doing
 
     def _handle(self, signum: int, frame) -> None:
-        if self.signal is not None:
+        if self.signal is not None:  # one line on what is left, written straight to the file: no lock to wait on
+            name = signal.Signals(signum).name
+            os.write(2, f"{AT_ONCE.format(name=name)}\n".encode())
             os._exit(128 + signum)
         self.signal = signum
         log.warning("%s received: %s (send it again to stop at once)", signal.Signals(signum).name, self.doing)
