@@ -299,28 +299,57 @@ def _prune(args) -> int:
 
     from .job_chains import job_folders, producers_first, without_moved_sources
     from .prune import PruneStopped, prune_job, refuse_other_configs
+    from .signals import InterruptibleLoad, LoadInterrupted, StopOnSignal
 
     with ExitStack() as held_folders:  # every job folder's lock, held from before the plans are made to the end
         try:
-            config, output_root, plans, read, held = _plan_held(args, held_folders)
+            with InterruptibleLoad():  # a stop while planning: nothing has changed yet
+                config, output_root, plans, read, held = _plan_held(args, held_folders)
         except PruneStopped as stopped:  # a job folder it cannot lock: before any job is pruned or listed
             print(stopped.explained(stopped.locking, not_reached=0), file=sys.stderr)
             return EXIT_STOPPED
+        except LoadInterrupted as stopped:
+            print(f"prune stopped by {signal.Signals(stopped.signum).name}: nothing changed", file=sys.stderr)
+            return 128 + stopped.signum
         if not args.config_changed:
             refuse_other_configs(plans, read, config)
         folders = job_folders([plan.name for plan in plans], output_root)
         plans, moved = producers_first(plans, folders), {}  # a job's results moved out before those edited from them
+        # A stop finishes the file move in progress (and its record), rewrites that job's CSVs, says what is left
+        stop = held_folders.enter_context(StopOnSignal("finishing the file move in progress, then stopping"))
         for number, plan in enumerate(plans):
+            if stop.signal is not None:
+                return _prune_stopped(stop.signal, plan.name, len(plans) - number)
             try:
                 plan = without_moved_sources(plan, folders, moved)
                 held_here = plan.name in held  # its records read under its lock: pruned from what planning read
-                result = prune_job(plan, output_root, held_here, args.dry_run, args.rejected, read.get(plan.name))
+                result = prune_job(
+                    plan, output_root, held_here, args.dry_run, args.rejected, read.get(plan.name),
+                    stopped=lambda: stop.signal is not None,
+                )  # fmt: skip
                 moved[plan.name] = result.moved
             except PruneStopped as stopped:
                 print(stopped.explained(plan.name, not_reached=len(plans) - number - 1), file=sys.stderr)
                 return EXIT_STOPPED
             _print_pruned(plan.name, result, args.dry_run)
+            if result.stopped:
+                return _prune_stopped(stop.signal, plan.name, len(plans) - number - 1, result.left)
     return EXIT_OK
+
+
+def _prune_stopped(signum: int, job: str, not_reached: int, left: int | None = None) -> int:
+    """A stop between two file moves: what is done is recorded and listed in the CSVs; the rest is said."""
+    if left is None:
+        where = f"before job {escaped(job)}"
+    else:
+        where = f"in job {escaped(job)} ({left} file(s) there at most still to move; its metadata.csv lists what stays)"
+    later = f"; {not_reached} job(s) not pruned" if not_reached else ""
+    print(
+        f"prune stopped by {signal.Signals(signum).name} {where}{later}: nothing was deleted; "
+        "run the same prune again to finish",
+        file=sys.stderr,
+    )
+    return 128 + signum
 
 
 def _plan_held(args, held_folders) -> tuple:

@@ -52,6 +52,8 @@ class PruneResult:
     kept: int = 0  # the plan's finished items: the rows of metadata.csv
     deleted: int = 0  # without reject_missing: planned items whose image is gone, which the next run makes again
     listing: list[str] = field(default_factory=list)  # a dry run's one line per change
+    stopped: bool = False  # a SIGINT/SIGTERM stopped it after the move in progress: the rest is left for next time
+    left: int = 0  # once stopped: at most this many files were still to move
 
 
 @dataclass
@@ -177,21 +179,29 @@ def prune_job(
     dry_run: bool = False,
     reject_missing: bool = False,
     read: tuple[JobOutput, dict[str, dict]] | None = None,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> PruneResult:
     """Prune (or, `dry_run`, list) one job's folder, `held` by hold_job_folders: one not held was not there.
-    `read`: the folder's (JobOutput, records) as planning read them, under the lock held since (else read here)."""
+    `read`: the folder's (JobOutput, records) as planning read them, under the lock held since (else read here).
+    Once `stopped()`, no further file moves: the CSVs are rewritten for what moved, no contact sheet is drawn."""
     output, records = read if read is not None else (JobOutput(output_root, plan.name), None)
     result = PruneResult(output.folder)
     if not held:
         return result  # never run here, or removed by the run that made it: nothing made, nothing to prune
     try:
-        return _prune(output, plan, dry_run, reject_missing, result, records)
+        return _prune(output, plan, dry_run, reject_missing, result, records, stopped)
     except OutputError as exc:  # a read-only or full disk: what moved before stays moved, each move recorded
         raise PruneStopped(str(exc), result) from exc
 
 
 def _prune(
-    output: JobOutput, plan: JobPlan, dry_run: bool, reject_missing: bool, result: PruneResult, records=None
+    output: JobOutput,
+    plan: JobPlan,
+    dry_run: bool,
+    reject_missing: bool,
+    result: PruneResult,
+    records=None,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> PruneResult:
     # Under the folder's lock, held since before the plan was made: nothing changes underneath, so the records
     # planning read (`records`, where given) are the folder's.
@@ -207,11 +217,13 @@ def _prune(
     try:
         output.start(None, "")  # no pipeline config to keep: pruning renders nothing
         changes = _decide(output, plan, reject_missing, records)  # under the lock: nothing changes underneath
-        _apply(output, changes, result)
+        _apply(output, changes, result, stopped)
         output.follow_plan(plan.items, plan.keep_sources)
-        # an image put back after an earlier prune moved its caption out; a kept copy deleted; the CSVs
+        # an image put back after an earlier prune moved its caption out; a kept copy deleted; the CSVs (after a
+        # stop too: no row names a file moved out)
         output.finish_files()
-        output.write_sheets()
+        if not result.stopped:  # a stop ends quickly: the next run draws the sheets
+            output.write_sheets()
     finally:
         output.close()  # the record closed; the folder's lock stays held until every job is pruned
     return result
@@ -346,9 +358,26 @@ def _caption_moves(output: JobOutput, changes: _Changes, file_name: str) -> bool
     return caption not in changes.staying_captions and (output.folder / caption).is_file()
 
 
-def _apply(output: JobOutput, changes: _Changes, result: PruneResult) -> None:
-    # Each file moves before its record says so: a crash in between leaves an item that simply runs again.
+def _apply(output: JobOutput, changes: _Changes, result: PruneResult, stopped: Callable[[], bool]) -> None:
+    """Each file moves before its record says so: a crash in between leaves an item that simply runs again. Once
+    `stopped()`, the move in progress and its record are finished and nothing more changes (`result.stopped`)."""
+    try:
+        _changes_applied(output, changes, result, stopped)
+    except _Stop:
+        result.stopped = True
+        result.kept, result.deleted = changes.kept, changes.deleted
+        planned = sum(record["status"] == "ok" for record, _ in changes.prune)
+        result.left = max(0, planned + len(changes.superseded) + len(changes.orphan_copies) - len(result.moved))
+
+
+class _Stop(Exception):
+    pass
+
+
+def _changes_applied(output: JobOutput, changes: _Changes, result: PruneResult, stopped: Callable[[], bool]):
     def move(name: str) -> str | None:
+        if stopped():
+            raise _Stop
         return output.move_to_pruned(name, with_caption=_caption_moves(output, changes, name))
 
     for record, _ in changes.prune:
@@ -357,10 +386,14 @@ def _apply(output: JobOutput, changes: _Changes, result: PruneResult) -> None:
         output.mark(record, "pruned", pruned_to=moved_to, **({"kept": kept} if kept else {}))
         result.moved += [record["file_name"]] if moved_to else []
     for record, holder in changes.replaced:
+        if stopped():
+            raise _Stop
         kept = changes.keeping.get(record["item_id"])
         output.mark(record, "pruned", pruned_to=None, replaced_by=holder, **({"kept": kept} if kept else {}))
         result.replaced.append(record["file_name"])
     for record in changes.restore:
+        if stopped():
+            raise _Stop
         output.restore(record)
     for name, _ in changes.superseded:
         if move(name):
@@ -371,6 +404,8 @@ def _apply(output: JobOutput, changes: _Changes, result: PruneResult) -> None:
         result.rejected.append(record["item_id"])
     # after the results: a stop in between leaves a copy to move, never a result without its copy
     for name in changes.orphan_copies:
+        if stopped():
+            raise _Stop
         if output.move_to_pruned(name, with_caption=False):
             result.moved.append(name)
     result.kept, result.deleted = changes.kept, changes.deleted
