@@ -163,6 +163,8 @@ def drive(
 
         def load(config: PipelineConfig) -> PipelineConfig:  # after the recount: the prompts of what is left
             nonlocal execution
+            if not any(pending[s.name] for s in left):  # another run made them meanwhile: nothing to load
+                return config
             if not later and (failing := _failing_again(active, pending, outputs, chain, options)) is not None:
                 execution = failing  # every item left failed loading its source before, and does again: no model
                 return config
@@ -170,6 +172,11 @@ def drive(
 
         reserve = run_reserve(config.device, config.compile, isinstance(execution, InProcess))
         used = _lock_and_load(stack, [outputs[s.name] for s in involved], recount, config, load, reserve)
+        if not any(pending[s.name] for s in left):  # another run made every item while this one started (Ray's
+            discard_unused([outputs[s.name] for s in involved])  # start-up may take long): no worker, no model
+            stack.close()  # the locks released: the jobs are finished as idle ones
+            _finish_idle(summaries, outputs)
+            return RunResult(summaries, loaded_model=False)
         # 3. Every pending item, job after job, sorted by the batch key (strength, steps, guidance) so compatible
         #    items share a pipeline call; each result is recorded as it comes back. The first SIGINT/SIGTERM
         #    stops the run as the execution says (in process: once the batch in progress is back).
@@ -197,6 +204,7 @@ def drive(
             discard_unused([outputs[s.name] for s in involved])  # is stopped there leaves nothing, as above
             raise
         except WorkersLost as lost:  # the run ended early: the summary of what came back goes with the error
+            discard_unused([outputs[s.name] for s in involved])  # before any result: no empty job folder stays
             lost.result = RunResult(summaries, True, interrupted_by=stop.signal, seconds=progress.elapsed)
             raise
     _discard_untouched(involved, outputs, chain)
