@@ -64,10 +64,10 @@ def test_sigint_while_ray_starts_stops_the_run_with_exit_130_and_leaves_nothing(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
-        out, err = process.communicate(timeout=240)  # Ray starts in seconds; the unguarded start-up never ended
+        _, err = process.communicate(timeout=240)  # Ray starts in seconds; the unguarded start-up never ended
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
+        _, err = process.communicate()
         pytest.fail(f"the run hung after a SIGINT while Ray started; stderr:\n{err}")
     assert process.returncode == 130, err
     assert "stopped by SIGINT while starting Ray; nothing was generated" in err
