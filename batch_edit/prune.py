@@ -253,7 +253,7 @@ def move_out(
     )
     result = PruneResult(output.folder)
     with output.appending():
-        _apply(output, moving, result)
+        _apply(output, moving, result, stopped=lambda: False)  # a run's own stop waits for these few moves
     moved = set(result.moved)
     return [record for record, _ in picked if record["file_name"] in moved]
 

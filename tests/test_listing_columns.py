@@ -149,4 +149,10 @@ def test_a_deleted_kept_copy_comes_back_and_a_changed_source_gives_one_warning(t
         path.write_bytes(data)
     before = records(early)
     run(tmp_path, config, LATE.format(keep=", keep_sources: true"))
-    assert kept.read_bytes() == copy and records(early) == before
+    assert kept.read_bytes() == copy
+    now = records(early)
+    # the sources were rewritten (new mtimes, content recorded before): each finished item gets its record once
+    # again with the new stat, for the same result; nothing else is appended
+    assert now[: len(before)] == before
+    again = {(r["item_id"], r["file_name"], r["status"]) for r in now[len(before) :]}
+    assert again <= {(r["item_id"], r["file_name"], "ok") for r in before if r["status"] == "ok"}, again
