@@ -65,6 +65,13 @@ def plan_warnings(config: PipelineConfig, jobs: list[JobSpec]) -> list[str]:
         )
     missing = [*config.missing_paths(), *config.missing_loras()]
     warnings.extend(f"{problem}: `batch-edit run` would refuse it here" for problem in missing)
+    return warnings + noise_warnings(jobs)
+
+
+def noise_warnings(jobs: list[JobSpec]) -> list[str]:
+    """One warning per job with (steps, strength) pairs that leave no step out: diffusers then starts from pure
+    noise, the source image setting only the size (4 steps at strength 0.9: int(4 - 3.6) = 0 steps skipped)."""
+    warnings = []
     for job in jobs:
         pairs = {
             (steps, strength)

@@ -90,7 +90,8 @@ def test_plan_warns_of_a_missing_model_folder_and_run_refuses_naming_the_config_
     assert planned.returncode == 0, planned.stderr
     assert f"warning: {config}: field 'model': folder not found: {tmp_path / 'nope'}" in planned.stderr
     assert "`batch-edit run` would refuse it here" in planned.stderr
-    ran = batch_edit("run", str(manifest(tmp_path)), "--pipeline", str(config), "--output-root", str(tmp_path / "o"))
+    calm = manifest(tmp_path, f"jobs: [{{name: a, sources: {PHOTOS / 'cat.jpg'}, prompts: x, strength: 0.5, {SMALL}}}]")
+    ran = batch_edit("run", str(calm), "--pipeline", str(config), "--output-root", str(tmp_path / "o"))
     assert ran.returncode == 2
     assert ran.stderr.strip() == f"error: {config}: field 'model': folder not found: {tmp_path / 'nope'}"
     assert not (tmp_path / "o").exists()

@@ -173,6 +173,19 @@ def test_plan_warns_about_a_device_this_machine_lacks_and_jobs_that_start_from_n
     assert "device" not in quiet.stderr and "calm" not in quiet.stderr
 
 
+def test_run_warns_of_items_that_start_from_noise_as_plan_does(photos, tiny_config):
+    """A run started without `plan` first says it too (4 steps at strength 0.9: no step skipped), once."""
+    write(photos / "m.yaml", """
+        jobs:
+          - {name: noisy, sources: photos/cat.jpg, prompts: a, num_inference_steps: 2, strength: [0.5, 0.9],
+             width: 32, height: 32}
+    """)  # fmt: skip
+    result = run(photos, "run", "m.yaml", "--pipeline", str(tiny_config))
+    assert result.returncode == 0, result.stderr
+    (noise,) = [line for line in result.stderr.splitlines() if "pure noise" in line]
+    assert noise.startswith("warning: job noisy: strength 0.9 with 2 steps start(s) from pure noise"), noise
+
+
 def test_limit_runs_the_first_pending_items_across_jobs_and_plan_agrees(photos, tiny_config):
     write(
         photos / "m.yaml",
