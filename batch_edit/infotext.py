@@ -24,6 +24,9 @@ def a1111_parameters(row: dict) -> str:
     `batch-edit` chunk."""
     placed = [  # (place, label, value): the parameters' labels among the settings that are no parameters
         (1, "Sampler", "Euler"),  # FLUX's flow-matching Euler scheduler
+        # FLUX's guidance is distilled (an input of the model, one pass per step): Forge writes it so and real CFG as
+        # 1; a reader taking "CFG scale: 3.5" would run two passes per step at CFG 3.5, another image
+        (2, "CFG scale", "1"),
         (5, "Model", row.get("model", "")),
         *([(5, "Task", row["task"])] if row.get("task") else []),  # recorded where it is not img2img
         (7, "Source", row["source"]),

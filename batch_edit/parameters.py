@@ -100,7 +100,7 @@ PARAMETERS = (
               batches=True, column_at=2, parse=int, a1111=Label("Steps", 0), sheet=Label("steps", 4),
               file_field="steps"),
     Parameter("guidance_scale", Guidance, {"img2img": 3.5, "inpaint": 3.5, "fill": 30.0, "kontext": 2.5},
-              batches=True, decimal_comma=True, column_at=3, parse=float, a1111=Label("CFG scale", 2),
+              batches=True, decimal_comma=True, column_at=3, parse=float, a1111=Label("Distilled CFG Scale", 2),
               sheet=Label("guidance", 5), file_field="guidance"),
     Parameter("seed", Seed, every_task(None), columns=("", "seed_derived"), column_at=0, parse=int,
               a1111=Label("Seed", 3), sheet=Label("seed", 2), file_field="seed"),

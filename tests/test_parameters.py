@@ -99,7 +99,7 @@ def test_records_a1111_text_and_sheet_axes_are_laid_out_as_before():
     assert FAILURE_COLUMNS == [*item_columns, "stage", "error_type", "error", "failed_at"]
     assert (row["width"], row["height"], row["requested_width"], row["requested_height"]) == (512, 640, 512, 768)
     assert a1111_parameters({**row, "model": "m", "quantization": "none"}) == (
-        "a cat\nSteps: 20, Sampler: Euler, CFG scale: 4.5, Seed: 7, Size: 512x640, Model: m, Denoising strength: "
+        "a cat\nSteps: 20, Sampler: Euler, CFG scale: 1, Distilled CFG Scale: 4.5, Seed: 7, Size: 512x640, Model: m, Denoising strength: "
         f'0.75, Source: "https://e.com/cat.png", Resize: pad, Quantization: none, Item id: {row["item_id"]}, '
         f"Version: batch-edit {__version__}"
     )

@@ -40,7 +40,8 @@ def test_sd_parsers_reads_the_automatic1111_parameters(written):
     (sampler,) = info.samplers
     assert sampler.prompts[0].value == PROMPT
     assert sampler.parameters["seed"] == "100" and sampler.parameters["steps"] == "28"
-    assert sampler.parameters["cfg_scale"] == "3.5"
+    # FLUX's guidance as Forge writes it: distilled guidance 3.5, real CFG 1
+    assert sampler.parameters["cfg_scale"] == "1" and info.metadata["Distilled CFG Scale"] == "3.5"
     assert sampler.model.name == "black-forest-labs/FLUX.1-dev"
     assert info.metadata["Denoising strength"] == "0.85" and info.metadata["Size"] == "64x48"
 

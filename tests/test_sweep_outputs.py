@@ -41,7 +41,9 @@ def test_sweep_reads_back_as_automatic1111_parameters_loads_as_a_dataset_and_has
         assert int(sampler.parameters["seed"]) == row.seed
         assert int(sampler.parameters["steps"]) == row.num_inference_steps
         assert float(info.metadata["Denoising strength"]) == row.strength
-        assert float(sampler.parameters["cfg_scale"]) == row.guidance_scale
+        assert (
+            float(info.metadata["Distilled CFG Scale"]) == row.guidance_scale and sampler.parameters["cfg_scale"] == "1"
+        )
 
     dataset = datasets.load_dataset("imagefolder", data_dir=str(folder), split="train")
     assert dataset.num_rows == 8 and sorted(dataset["item_id"]) == sorted(metadata["item_id"])
