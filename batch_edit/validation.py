@@ -206,8 +206,13 @@ def read_yaml_file(path: Path, error: type[Exception], recorded: bool = False):
         mark = getattr(exc, "problem_mark", None)
         where = f"{shown_path(path)}:{mark.line + 1}" if mark else f"{shown_path(path)}"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        hint = _colon_hint(text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else "")
-        raise error(f"{where}: not valid YAML: {problem}{hint if problem == _COLON_PROBLEM else ''}") from None
+        from .yaml_layout import layout_hint
+
+        lines = text.splitlines()
+        hint = layout_hint(lines, mark.line, problem) if mark else ""
+        if not hint and problem == _COLON_PROBLEM:
+            hint = _colon_hint(lines[mark.line] if mark and mark.line < len(lines) else "")
+        raise error(f"{where}: not valid YAML: {problem}{hint}") from None
     nodes, depth = _measure(data)
     if nodes > MAX_YAML_NODES:
         raise error(f"{shown_path(path)}: refused: its aliases expand to more than {MAX_YAML_NODES:,} values")
