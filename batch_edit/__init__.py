@@ -1,3 +1,3 @@
-"""batch-edit: batch image editing with one resident FLUX.1 img2img pipeline."""
+"""batch-edit: batch image editing with one resident FLUX.1 pipeline (img2img, inpaint, fill or kontext)."""
 
 __version__ = "0.1.0"

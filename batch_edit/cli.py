@@ -83,7 +83,8 @@ def _configure_logging(verbose: bool) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="batch-edit", description="Batch image editing with one resident FLUX.1 img2img pipeline."
+        prog="batch-edit",
+        description="Batch image editing with one resident FLUX.1 pipeline (img2img, inpaint, fill or kontext).",
     )
     parser.add_argument("--version", action="version", version=f"batch-edit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details and library warnings")
@@ -155,7 +156,9 @@ def _parser() -> argparse.ArgumentParser:
     prune.set_defaults(handler=_prune)
 
     tiny = add("make-tiny-model", help="write a tiny random FLUX pipeline of a task for offline smoke tests")
-    tiny.add_argument("directory", type=Path, metavar="DIR")
+    tiny.add_argument(
+        "directory", type=Path, metavar="DIR", help="the folder to write it to (a config's model: names it)"
+    )
     tiny.add_argument(
         "--task", choices=TASKS, default=DEFAULT_TASK, help=f"the pipeline task it runs (default: {DEFAULT_TASK})"
     )

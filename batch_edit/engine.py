@@ -22,7 +22,7 @@ from .backends import check_machine, offload_text_encoders, prepare_pipeline, re
 from .checkpoints import check_single_file, load_single_file_pipeline
 from .errors import OutOfMemory, PipelineLoadError, first_line
 from .folder_lock import run_reserve, too_many_open_files
-from .pipeline_config import MASKED_TASKS, PipelineConfig
+from .pipeline_config import DEFAULT_TASK, MASKED_TASKS, PipelineConfig
 from .plan import WorkItem
 from .prompt_tokens import LongPrompts
 from .validation import shown_path
@@ -268,7 +268,8 @@ def check_masks(task: str, images: list[Image.Image], masks: list[Image.Image] |
 
 
 def described(config: PipelineConfig) -> str:
-    return f"{shown_path(config.model)} ({config.quantization.describe()})"
+    task = f", task {config.task}" if config.task != DEFAULT_TASK else ""  # as `plan` names it
+    return f"{shown_path(config.model)} ({config.quantization.describe()}{task})"
 
 
 def check_device(device: str, torch) -> None:
