@@ -129,8 +129,14 @@ def _parser() -> argparse.ArgumentParser:
     plan.set_defaults(handler=_plan)
 
     again = add("reproduce", help="re-render one recorded item and compare it with its stored image")
-    again.add_argument("metadata", type=Path, metavar="METADATA_CSV", help="a job's metadata.csv")
-    again.add_argument("--item", required=True, metavar="ITEM_ID", help="the item_id of the row to re-render")
+    again.add_argument(
+        "metadata",
+        type=Path,
+        metavar="METADATA_CSV|IMAGE",
+        help="a job's metadata.csv (with --item), or a result image in its job folder (its embedded record names "
+        "the item)",
+    )
+    again.add_argument("--item", metavar="ITEM_ID", help="the item_id of the row to re-render")
     again.add_argument(
         "--pipeline", type=_user_path, metavar="CONFIG", help="pipeline config (default: the one the run recorded)"
     )
@@ -279,7 +285,10 @@ def _reproduce(args) -> int:
     from .engine import Engine
     from .reproduce import reproduce
 
-    result = reproduce(args.metadata, args.item, args.pipeline, Engine.load, _fetch_options(args))
+    from .reproduce import named_item
+
+    metadata, item = named_item(args.metadata, args.item)
+    result = reproduce(metadata, item, args.pipeline, Engine.load, _fetch_options(args))
     # which image it started from, where the source as given could not stand in for the run's
     kept = f" (from the kept source copy {escaped(result.kept_source)})" if result.kept_source else ""
     item = f"item {result.item_id}{kept}"

@@ -18,7 +18,7 @@ from . import job_files
 from .csv_manifest import DECIMAL_COMMA
 from .csv_table import CsvTableError, decode_csv, delimiter_of
 from .errors import BatchEditError, PipelineLoadError, ReproduceError, UnsafeOutputError
-from .formats import as_stored
+from .formats import as_stored, embedded_record
 from .local_files import open_regular
 from .masks import composited
 from .outputs import PIPELINES_DIR, STATE_DIR
@@ -60,6 +60,34 @@ class Comparison:
     @property
     def identical(self) -> bool:
         return self.size_matches and self.max_difference == 0
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def named_item(path: Path, item_id: str | None) -> tuple[Path, str]:
+    """The metadata.csv and the item `reproduce` was asked for: a job's metadata.csv with `item_id`, or a result
+    image in its job folder, whose embedded record names the item (`item_id`, if also given, must agree)."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        if item_id is None:
+            raise ReproduceError(f"{path}: --item ITEM_ID is needed with a metadata.csv (or give a result image)")
+        return path, item_id
+    record = embedded_record(read_stored(path).image)
+    if not record or not isinstance(record.get("item_id"), str):
+        raise ReproduceError(
+            f"{path}: carries no batch-edit record (not a result batch-edit wrote, or its metadata was stripped): "
+            "give the job's metadata.csv and --item ITEM_ID"
+        )
+    named = record["item_id"]
+    if item_id is not None and item_id != named:
+        raise ReproduceError(f"{path}: is the result of item {named}, not of --item {item_id}")
+    metadata = path.parent / "metadata.csv"
+    if not metadata.is_file():
+        raise ReproduceError(
+            f"{path}: item {named}'s result, but no metadata.csv is beside it (a copy outside its job folder?): "
+            f"give the job's metadata.csv and --item {named}"
+        )
+    return metadata, named
 
 
 def reproduce(
