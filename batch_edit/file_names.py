@@ -7,6 +7,7 @@ import re
 import string
 import typing
 from pathlib import PurePosixPath
+from urllib.parse import unquote, urlsplit
 
 from .parameters import MAX_ITEMS_PER_RUN, MAX_VARIATIONS, axes, labels
 from .source_folders import SHEET_PREFIX
@@ -31,10 +32,10 @@ def _declared_samples(declared) -> tuple:
 
 
 _PARAMETER_FIELDS = {p.file_field: p.name for p in axes() if p.file_field}  # placeholder -> WorkItem field
-FILE_NAME_FIELDS = ("stem", "job", *_PARAMETER_FIELDS, "index", "id", "variation")
+FILE_NAME_FIELDS = ("stem", "parent", "job", *_PARAMETER_FIELDS, "index", "id", "variation")
 # The type each placeholder's value has; format specs are checked against values of it.
 _VALUE_TYPES = {
-    "stem": str, "job": str, "index": int, "id": str, "variation": int,
+    "stem": str, "parent": str, "job": str, "index": int, "id": str, "variation": int,
     **{p.file_field: _value_type(p.value) for p in axes() if p.file_field},
 }  # fmt: skip
 _KINDS = {str: "text", int: "a whole number", float: "a decimal number"}
@@ -42,7 +43,7 @@ _SAMPLES = {str: ("cat",), int: (0,), float: (0.75,)}
 # Values each placeholder may take, the smallest and largest where it has a range ('{x:c}' fails only for large
 # numbers), so that a spec refused is refused with a value the placeholder can have.
 _FIELD_SAMPLES = {
-    "stem": ("cat",), "job": ("portraits",), "id": ("3f2a9c1d0b7e",),
+    "stem": ("cat",), "parent": ("photos",), "job": ("portraits",), "id": ("3f2a9c1d0b7e",),
     "index": (0, MAX_ITEMS_PER_RUN - 1), "variation": (0, MAX_VARIATIONS - 1),
     **{p.file_field: _declared_samples(p.value) for p in axes() if p.file_field},
 }  # fmt: skip
@@ -107,6 +108,17 @@ def safe_stem(stem: str) -> str:
     return _UNSAFE.sub("_", stem).strip("._-")[:48] or "image"
 
 
+def parent_name(ref: SourceRef) -> str:
+    """`{parent}`: the name of the folder holding the source (a URL's last folder, else its host), made safe as a
+    stem is: two `cat.jpg` of `photos/a/` and `photos/b/` told apart."""
+    if ref.is_url:
+        parts = urlsplit(ref.key)
+        folder = PurePosixPath(unquote(parts.path)).parent.name or parts.hostname or ""
+    else:
+        folder = PurePosixPath(ref.key).parent.name
+    return safe_stem(folder) if folder else "root"
+
+
 def namer(job_name: str, template: str):
     """The template as a function of a work item; the default one in its fast form (planning 100,000 items)."""
     stems: dict[str, str] = {}  # per source, sanitized once
@@ -124,7 +136,8 @@ def namer(job_name: str, template: str):
 def _filled(template: str, job_name: str, stem: str, item) -> str:
     """The template filled in for the item and made safe, before the cut at MAX_NAME_CHARS."""
     fields = dict(
-        stem=stem, job=job_name, index=item.index, id=item.item_id, variation=item.variation,
+        stem=stem, parent=parent_name(item.source), job=job_name, index=item.index, id=item.item_id,
+        variation=item.variation,
         **{placeholder: getattr(item, name) for placeholder, name in _PARAMETER_FIELDS.items()},
     )  # fmt: skip
     # no path separators, no leading dot (a hidden file, or "..")
