@@ -9,6 +9,7 @@ and size) with nearest-neighbour resampling, so its edge stays where it was draw
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections import OrderedDict
@@ -35,6 +36,8 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # a URL (source_ref refuse
 # a pixel at or above 128 is repainted, any darker one kept, so a mask with none repaints nothing.
 REPAINT_LEVEL = 128
 _NOT_FOUND = ".*"  # the key of a mask no file was found for: "<folder>/<stem>.*", what was looked for
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- manifest: pairing by stem
@@ -265,12 +268,24 @@ def fit_mask(
     """The mask with the geometry its source gets: drawn on the stored pixels of a source its EXIF `orientation`
     turned by a quarter (the mask of the stored size, width and height swapped, not turned itself), turned alike;
     then stretched to the source's size if drawn at another."""
-    stored = source_size[::-1] if orientation in (5, 6, 7, 8) else source_size
-    if stored != source_size and mask.size == stored and applied_orientation(mask) == 1:
+    if _turned(mask, source_size, orientation):
         mask = mask.transpose(TRANSPOSES[orientation])
     if mask.size != source_size:
         mask = mask.resize(source_size, Image.Resampling.NEAREST)
     return fit_geometry(mask, width, height, mode, Image.Resampling.NEAREST)
+
+
+def _turned(mask: Image.Image, source_size: tuple[int, int], orientation: int) -> bool:
+    """Whether the mask was drawn on the stored pixels of a source its EXIF orientation turns by a quarter."""
+    stored = source_size[::-1] if orientation in (5, 6, 7, 8) else source_size
+    return stored != source_size and mask.size == stored and applied_orientation(mask) == 1
+
+
+def other_aspect(mask_size: tuple[int, int], source_size: tuple[int, int]) -> bool:
+    """Whether stretching a mask of `mask_size` to `source_size` changes its shape: its sides are not the
+    source's scaled alike, each to within the pixel a smaller mask's rounding allows."""
+    (mw, mh), (sw, sh) = mask_size, source_size
+    return abs(mh - mw * sh / sw) > 1 and abs(mw - mh * sw / sh) > 1
 
 
 class MaskLoader:
@@ -280,12 +295,21 @@ class MaskLoader:
     def __init__(self, fetch: FetchOptions, size: int = 16):
         self.fetch, self.size = fetch, size
         self.masks: OrderedDict[SourceRef, Image.Image | SourceError] = OrderedDict()
+        self.warned: set[tuple[SourceRef, tuple[int, int]]] = set()  # masks stretched to another aspect, said once
 
     def fitted(self, item, source_size: tuple[int, int], orientation: int = 1) -> Image.Image | None:
         """The item's mask fitted to its source: `source_size` as decoded, turned by its EXIF `orientation`."""
         if item.mask is None:
             return None
-        mask = fit_mask(self._loaded(item.mask), source_size, item.width, item.height, item.resize, orientation)
+        loaded = self._loaded(item.mask)
+        drawn = loaded.size[::-1] if _turned(loaded, source_size, orientation) else loaded.size
+        if other_aspect(drawn, source_size) and (item.mask, source_size) not in self.warned:
+            self.warned.add((item.mask, source_size))
+            log.warning(
+                "mask %s is %dx%d, its source %s is %dx%d: stretched to the source's shape (another aspect ratio: "
+                "is it the mask of another image?)", item.mask.key, *drawn, item.source.key, *source_size
+            )  # fmt: skip
+        mask = fit_mask(loaded, source_size, item.width, item.height, item.resize, orientation)
         repaints = repainted(mask)
         if not repaints.getbbox():
             raise SourceError("mask: its white part lies outside the fitted image (the crop leaves nothing to repaint)")
