@@ -283,9 +283,7 @@ def _run(args) -> int:
 
 def _reproduce(args) -> int:
     from .engine import Engine
-    from .reproduce import reproduce
-
-    from .reproduce import named_item
+    from .reproduce import named_item, reproduce
 
     metadata, item = named_item(args.metadata, args.item)
     result = reproduce(metadata, item, args.pipeline, Engine.load, _fetch_options(args))

@@ -19,11 +19,18 @@ from .validation import escaped, printable
 def report(args) -> int:
     from .chain_counts import limited, to_come
     from .job_chains import job_folders, split_waiting, waiting_warnings
-    from .plan_checks import gone_masks, jpeg_metadata_warnings, missing_sources, plan_warnings, resolved_folders
-    from .plan_checks import sources_without_mask
+    from .name_notes import name_notes
+    from .plan_checks import (
+        gone_masks,
+        jpeg_metadata_warnings,
+        missing_sources,
+        plan_warnings,
+        resolved_folders,
+        sources_without_mask,
+    )
     from .prompt_tokens import planned_long_prompts
     from .records import config_hash
-    from .name_notes import name_notes
+    from .renamed_jobs import renamed_notes
     from .source_identity import moved_sources_note
 
     read: dict = {}
@@ -54,6 +61,7 @@ def report(args) -> int:
     }
     runs = limited(plans, {plan.name: coming[plan.name][4] for plan in plans}, args.limit)
     missing_total, unmasked_total, known_total = 0, 0, 0
+    renamed = renamed_notes(plans, read)
     for plan, job in zip(plans, jobs):
         output, records = read[plan.name]
         done, rejected = skipped[plan.name]
@@ -69,7 +77,7 @@ def report(args) -> int:
               f"{escaped(output.folder)}")  # fmt: skip
         if note := moved_sources_note(plan.items, records, config_hash(config.identity())):
             print(f"  note: {escaped(note)}")
-        for note in name_notes(plan.items, output, records):
+        for note in name_notes(plan.items, output, records) + ([renamed[plan.name]] if plan.name in renamed else []):
             print(f"  note: {note}")
         missing, sources = missing_sources(job)
         unmade = waiting_on[plan.name]  # explained in a warning above

@@ -92,12 +92,17 @@ def _note_moved_sources(plans, read: dict, config) -> None:
 
 
 def _note_names(plans, read: dict, overwrite: bool) -> None:
-    """Before a run: results kept or made again under other names, and results moved out to take their names."""
+    """Before a run: results kept or made again under other names, results moved out to take their names, and
+    a new job's items made before in another folder (a job renamed)."""
     from .name_notes import name_notes
+    from .renamed_jobs import renamed_notes
 
+    renamed = renamed_notes(plans, read)
     for plan in plans:
         output, records = read[plan.name]
-        for note in name_notes(plan.items, output, records, overwrite):
+        for note in name_notes(plan.items, output, records, overwrite) + (
+            [renamed[plan.name]] if plan.name in renamed else []
+        ):
             print(f"note: job {escaped(plan.name)}: {note}", file=sys.stderr)
 
 
