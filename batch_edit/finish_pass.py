@@ -36,9 +36,10 @@ log = logging.getLogger(__name__)
 UNCOPIED = "uncopied.json"  # .batch-edit/uncopied.json: finished items that cannot get kept copies
 
 
-def finish_files(output: JobOutput, plan: tuple[WorkItem, ...], copies: bool) -> None:
+def finish_files(output: JobOutput, plan: tuple[WorkItem, ...], copies: bool) -> tuple[int, int]:
     """Captions, then (`copies`) kept copies, then the CSVs, from one read of the records; last, the records of
-    results found unchanged under a new modification time, wherever the pass (or the run before it) read them."""
+    results found unchanged under a new modification time, wherever the pass (or the run before it) read them.
+    Returns how many finished items got their missing caption file, and how many their missing kept copies."""
     records = output.read_records()
     finished = output.finished_records(plan, records)
     appended = record_restored(output, records, finished)
@@ -49,12 +50,14 @@ def finish_files(output: JobOutput, plan: tuple[WorkItem, ...], copies: bool) ->
         with output.appending():
             output.append_all(seen)
         appended += len(seen)
-    write_missing_captions(output, done)
-    appended += write_missing_copies(output, done) if copies else 0
+    captions = write_missing_captions(output, done)
+    copied, appended_copies = write_missing_copies(output, done) if copies else (0, 0)
+    appended += appended_copies
     # A record appended since the read is the item's latest line now, which decides the CSV rows of records that
     # supersede each other: read again then (only where copies were written or a result restored).
     output.rebuild_csvs(read=None if appended else (records, finished))
     record_verified(output, records, finished)
+    return captions, copied
 
 
 def record_restored(output: JobOutput, records: dict[str, dict], finished: dict[str, dict]) -> int:
@@ -99,16 +102,13 @@ def write_missing_captions(output: JobOutput, done: list[tuple[WorkItem, dict]])
     return written
 
 
-def write_missing_copies(output: JobOutput, done: list[tuple[WorkItem, dict]]) -> int:
+def write_missing_copies(output: JobOutput, done: list[tuple[WorkItem, dict]]) -> tuple[int, int]:
     """A finished item of a job keeping its sources has its fitted source (and mask) under sources/: one made
     before `keep_sources` was turned on, or whose copy was deleted or emptied, gets it without rendering again
     (`kept_sources`), and a record naming it as a new result's would (appended: the same result, now with its
-    copies). Returns how many records were appended."""
-    present = whole_copies(output.folder / SOURCES_DIR)
-    lacking = [(item, record) for item, record in done if lacks_copies(item, record, present.__contains__)]
-    uncopied = Uncopied(output.state)
-    retry = [(item, record) for item, record in lacking if not uncopied.known_as_is(item)]
-    appended = 0
+    copies). Returns how many items got their copies, and how many records were appended."""
+    retry, uncopied = copies_to_write(output, done)
+    copied = appended = 0
     if retry:
         fitted = FittedCopies()
         with output.appending():
@@ -119,9 +119,29 @@ def write_missing_copies(output: JobOutput, done: list[tuple[WorkItem, dict]]) -
                     uncopied.add(item, str(exc))
                     continue
                 appended += output.keep_copies(record, fields, files)
+                copied += 1
     uncopied.save()
     uncopied.say(output.folder.name)
-    return appended
+    return copied, appended
+
+
+def copies_to_write(output: JobOutput, done: list[tuple[WorkItem, dict]]) -> tuple[list, Uncopied]:
+    """The finished items (with their records) lacking kept copies that a pass tries to copy: not those known
+    from an earlier pass to have none to give, with the same source and mask files."""
+    present = whole_copies(output.folder / SOURCES_DIR)
+    lacking = [(item, record) for item, record in done if lacks_copies(item, record, present.__contains__)]
+    uncopied = Uncopied(output.state)
+    return [(item, record) for item, record in lacking if not uncopied.known_as_is(item)], uncopied
+
+
+def copies_lacking(output: JobOutput, plan: tuple[WorkItem, ...], records: dict[str, dict], done: set[str]) -> int:
+    """For `plan`: how many of a job's finished items (`done`, their ids) the next run gives their missing kept
+    copies."""
+    items = [item for item in plan if item.item_id in done]
+    finished = output.finished_records(items, records)
+    return len(
+        copies_to_write(output, [(item, finished[item.item_id]) for item in items if item.item_id in finished])[0]
+    )
 
 
 def inputs_stamp(item: WorkItem) -> str:

@@ -54,6 +54,7 @@ class JobOutput(JobListing):
         self._append_lock = threading.Lock()  # the writer thread appends successes, the main thread failures
         self.moved_aside: list[tuple[str, str]] = []  # (file, its name in pruned/): files the run did not make
         self.moved_earlier: list[tuple[str, str]] = []  # (file, its name in pruned/): other items' results (+captions)
+        self.filled = [0, 0]  # finished items given their missing caption file, and their missing kept copies
         self.moved_unrecorded: list[tuple[str, str]] = []  # (file, its name in pruned/): its item's, record cut short
         self._kept_checked: set[str] = set()  # kept copies found (or written) holding what this run kept there
 
@@ -222,7 +223,9 @@ class JobOutput(JobListing):
         keeping its sources) kept copies, then the CSVs, all from one read of the records: every result there
         listed again, also one at a name the run (stopped) did not write after all."""
         self._names_taken = {}
-        finish_files(self, self._plan or (), copies and self._keep_sources)
+        captions, copies = finish_files(self, self._plan or (), copies and self._keep_sources)
+        self.filled[0] += captions
+        self.filled[1] += copies
 
     def write_caption(self, item: WorkItem) -> None:
         prompt = item.prompt.encode("utf-8")

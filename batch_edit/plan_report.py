@@ -18,6 +18,7 @@ from .validation import escaped, printable
 
 def report(args) -> int:
     from .chain_counts import limited, to_come
+    from .finish_pass import copies_lacking
     from .job_chains import job_folders, split_waiting, waiting_warnings
     from .name_notes import name_notes
     from .plan_checks import (
@@ -79,6 +80,9 @@ def report(args) -> int:
             print(f"  note: {escaped(note)}")
         for note in name_notes(plan.items, output, records) + ([renamed[plan.name]] if plan.name in renamed else []):
             print(f"  note: {note}")
+        if plan.keep_sources and done and (lacking := copies_lacking(output, plan.items, records, done)):
+            print(f"  note: {lacking} finished item(s) lack their kept source copies (keep_sources): a run writes "
+                  "them from their sources, making no image again")  # fmt: skip
         missing, sources = missing_sources(job)
         unmade = waiting_on[plan.name]  # explained in a warning above
         for path, other in unmade.items():

@@ -102,6 +102,7 @@ class Recorder:
         job.summary.moved_aside = job.output.moved_aside  # the same output in every round
         job.summary.moved_earlier = job.output.moved_earlier
         job.summary.moved_unrecorded = job.output.moved_unrecorded
+        job.summary.filled = job.output.filled
         try:
             finishing(job.summary, lambda: self._final_files(job.output))
         finally:

@@ -63,6 +63,8 @@ def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | 
             print(_moved_unrecorded(job))
         if job.superseded:
             print(_superseded(job))
+        if any(job.filled):
+            print(_filled(job))
     left = sum(job.held_back + job.not_run + sum(waits[job.name].values()) for job in result.jobs)
     counts = [count for count, makers, *_ in coming.values() if makers]
     added = sum(count or 0 for count in counts)
@@ -242,6 +244,16 @@ def _moved_aside(job, shown: int = 5) -> str:
         f"job {job.name}: moved {len(job.moved_aside)} file(s) it did not make (or changed since it made them) to "
         f".batch-edit/pruned/ before writing under their names: {', '.join(names)}{more}"
     )
+
+
+def _filled(job) -> str:
+    """Files of finished items written without making any image again: caption files and kept copies missing
+    (turned on after the items were made, deleted since, or a run killed before writing them)."""
+    captions, copies = job.filled
+    parts = [f"the kept source copies of {copies}"] * bool(copies) + [f"the caption files of {captions}"] * bool(
+        captions
+    )
+    return f"job {job.name}: wrote {' and '.join(parts)} finished item(s) that lacked them (no image made again)"
 
 
 def _moved_unrecorded(job, shown: int = 5) -> str:

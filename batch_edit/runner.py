@@ -53,6 +53,8 @@ class JobSummary:
     moved_aside: list[tuple[str, str]] = field(default_factory=list)  # files it did not make: (name, in pruned/)
     moved_earlier: list[tuple[str, str]] = field(default_factory=list)  # other items' results taking their names
     moved_unrecorded: list[tuple[str, str]] = field(default_factory=list)  # its own results, their records cut
+    # finished items given their missing caption file, and their missing kept copies (the job's output's counts)
+    filled: list[int] = field(default_factory=lambda: [0, 0])
     refused: str | None = None  # planned again once its producer's results were made, it was refused: why
     superseded: dict[str, int] = field(default_factory=dict)  # results moved out: made from what a job replaced
 
@@ -264,6 +266,7 @@ def _finish_idle(summaries: list[JobSummary], outputs: dict) -> None:
     """Jobs with nothing to run: what an earlier run left of them (killed after its last item, or stopped before
     drawing their contact sheets) is finished, also while other jobs run."""
     for summary in summaries:
+        summary.filled = outputs[summary.name].filled
         finishing(summary, outputs[summary.name].refresh)
 
 
