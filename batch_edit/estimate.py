@@ -26,10 +26,11 @@ class Estimate:
     scaled: bool  # by steps and size; False: a flat mean (records without steps or size)
     far_outside: float = 0.0  # the largest pending work over the largest timed one, where above FAR_OUTSIDE
 
-    def describe(self, pending: int) -> str:
+    def describe(self, pending: int, where: str = "here") -> str:
+        """`where`: the timed items' job folder, said after them."""
         basis = "scaled by steps and size" if self.scaled else "a flat mean: their records lack steps or size"
         each = self.seconds / pending
-        return f"{pending} item(s) at {each:.2f} s each (from {self.timed} timed item(s) here, {basis})"
+        return f"{pending} item(s) at {each:.2f} s each (from {self.timed} timed item(s) {where}, {basis})"
 
     def caution(self) -> str | None:
         if not self.far_outside:

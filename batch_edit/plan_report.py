@@ -32,6 +32,7 @@ def report(args) -> int:
     from .prompt_tokens import planned_long_prompts
     from .records import config_hash
     from .renamed_jobs import renamed_notes
+    from .sibling_folders import Siblings
     from .source_identity import moved_sources_note
 
     read: dict = {}
@@ -62,7 +63,9 @@ def report(args) -> int:
     }
     runs = limited(plans, {plan.name: coming[plan.name][4] for plan in plans}, args.limit)
     missing_total, unmasked_total, known_total = 0, 0, 0
-    renamed = renamed_notes(plans, read)
+    siblings = Siblings({read[plan.name][0].folder for plan in plans})
+    renamed = renamed_notes(plans, read, siblings)
+    identity = config.recorded_fields()
     for plan, job in zip(plans, jobs):
         output, records = read[plan.name]
         done, rejected = skipped[plan.name]
@@ -117,9 +120,12 @@ def report(args) -> int:
         variations = list(dict.fromkeys(grid.variations for grid in job.grids))
         if max(variations, default=1) > 1:  # not an axis, but it multiplies the items as one does
             print(f"  variations: {_listed([str(n) for n in variations[:8]], len(variations))} per grid point")
-        timed = output.timed_records(config.recorded_fields(), records)
+        timed, where = output.timed_records(identity, records), "here"
+        if not timed and runs[plan.name]:  # none of its own: those of the run's other jobs, else of folders beside
+            timed, where = _borrowed_timings(plan, plans, read, siblings, identity)
         unknown = coming[plan.name][0] is None
-        _print_estimate(config.task, timed, first[plan.name] + later[plan.name], runs[plan.name], args.limit, unknown)
+        pending_here = first[plan.name] + later[plan.name]
+        _print_estimate(config.task, timed, pending_here, runs[plan.name], args.limit, unknown, where)
     counts = [count for count, *_ in coming.values()]
     added = sum(count or 0 for count in counts)
     more = f", {added} of them to come from results made in the run" if added else ""
@@ -158,7 +164,31 @@ def _pending(items, skipped: set[str]) -> list:
     return [item for item in items if item.item_id not in skipped]
 
 
-def _print_estimate(task: str, timed: list[dict], pending: list, running: list, limit, unknown: bool) -> None:
+def _borrowed_timings(plan, plans, read: dict, siblings, identity: dict) -> tuple[list[dict], str]:
+    """For a job with no timed result of its own: the timed results (with this pipeline config) of the run's other
+    jobs, else of the job folders beside its own; and where they are, as the estimate says it."""
+    output = read[plan.name][0]
+    timed, names = [], []
+    for other in plans:
+        if other.name != plan.name and (found := output.timed_records(identity, read[other.name][1])):
+            timed += found
+            names.append(other.name)
+    if timed:
+        return timed, f"of job(s) {_names(names)} of this run"
+    for folder, records in siblings.records(output.folder.parent):
+        if found := output.timed_records(identity, records):
+            timed += found
+            names.append(folder.name)
+    return timed, f"of job folder(s) {_names(names)} beside this one"
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(escaped(name) for name in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _print_estimate(
+    task: str, timed: list[dict], pending: list, running: list, limit, unknown: bool, where: str = "here"
+) -> None:
     """The job's estimate: of its pending items (`running`: with --limit, those the limit leaves to this job)."""
     from .estimate import estimate
     from .progress import format_duration
@@ -173,9 +203,9 @@ def _print_estimate(task: str, timed: list[dict], pending: list, running: list, 
         sample = f"; the first {len(running)} of {len(pending)} pending, which --limit {limit} would run{sample}"
     found = estimate(task, timed, running)
     if found is None:
-        print("  estimate: none yet (no earlier run with this pipeline config in this folder)")
+        print("  estimate: none yet (no earlier run with this pipeline config in this folder or beside it)")
         return
-    print(f"  estimate: {format_duration(found.seconds)} for {found.describe(len(running))}{sample}")
+    print(f"  estimate: {format_duration(found.seconds)} for {found.describe(len(running), where)}{sample}")
     if caution := found.caution():
         print(f"  caution: {caution}")
 

@@ -151,3 +151,26 @@ def test_the_csv_merge_warning_names_the_variation_a_later_row_repeats(tmp_path,
     assert result.returncode == 0, result.stderr
     assert "row 2 gives the same item(s) as row 1's variation 1 (same source" in result.stderr
     assert "row 3 gives the same item(s) as row 1 (same source" in result.stderr
+
+
+def test_a_new_job_is_estimated_from_the_runs_other_jobs_then_from_folders_beside_it(tmp_path, tiny_config):
+    job = "  - {{name: {name}, sources: {cat}, prompts: {prompt}, strength: 0.5, width: 32, height: 32}}\n"
+    manifest = tmp_path / "m.yaml"
+    cat = PHOTOS / "cat.jpg"
+    common = [str(manifest), "--pipeline", str(tiny_config), "--output-root", str(tmp_path / "out")]
+    manifest.write_text("jobs:\n" + job.format(name="a", cat=cat, prompt="x"))
+    assert batch_edit("run", *common).returncode == 0
+    manifest.write_text(
+        "jobs:\n" + job.format(name="a", cat=cat, prompt="x") + job.format(name="b", cat=cat, prompt="y")
+    )
+    planned = batch_edit("plan", *common).stdout
+    assert "(from 1 timed item(s) of job(s) a of this run, scaled by steps and size)" in planned, planned
+    manifest.write_text("jobs:\n" + job.format(name="b", cat=cat, prompt="y"))
+    planned = batch_edit("plan", *common).stdout
+    assert "(from 1 timed item(s) of job folder(s) a beside this one, scaled by steps and size)" in planned, planned
+    other = tmp_path / "other.yaml"  # another pipeline config: its timings are not this one's
+    other.write_text(tiny_config.read_text() + "quantization: {backend: none}\n")
+    planned = batch_edit("plan", str(manifest), "--pipeline", str(other), "--output-root", str(tmp_path / "out")).stdout
+    assert "estimate: none yet (no earlier run with this pipeline config in this folder or beside it)" in planned, (
+        planned
+    )
