@@ -1,14 +1,15 @@
 """What `plan` and `run` say, before anything runs, about results whose name is not the one the plan gives their
 item: archived items (their source gone) keeping their result under the name or format the job gave it before,
 done items made again only because the job's `file_name` or `format` changed, and earlier results that pending
-items (a `file_name` without {id}) will move to `.batch-edit/pruned/` to take their names."""
+items (a `file_name` without {id}) will move to `.batch-edit/pruned/` to take their names; and done items kept at
+the JPEG or WebP quality they were written at where the job now gives another."""
 
 from __future__ import annotations
 
 import os
 from pathlib import PurePath
 
-from .formats import caption_name
+from .formats import DEFAULT_QUALITY, caption_name
 from .source_identity import renamed_away
 from .validation import escaped
 
@@ -42,6 +43,8 @@ def name_notes(items, output, records: dict[str, dict], overwrite: bool = False)
     if note := _renamed_note(items, output, records):
         notes.append(note)
     notes += [] if overwrite else _made_again_notes(moved, output, records)
+    if not overwrite and (note := _quality_note(items, output, records)):
+        notes.append(note)
     if not overwrite:
         done = output.finished_ids(taking, records)
         skipped = done | output.rejected_ids(taking, records, done)
@@ -96,6 +99,37 @@ def _made_again_notes(moved, output, records: dict[str, dict]) -> list[str]:
             "`prune` then moves the results in the old format out"
         )
     return notes
+
+
+def _quality_note(items, output, records: dict[str, dict]) -> str | None:
+    """Done items whose result was encoded at another `quality` than the job now gives (JPEG, WebP): quality is
+    not part of an item, so they stay done as written; only `--overwrite` writes them again."""
+    other = [
+        item
+        for item in items
+        if (r := records.get(item.item_id)) is not None
+        and r["status"] == "ok"
+        and r["file_name"] == item.output_name
+        and _quality(item.output.format, r.get("quality")) != _quality(item.output.format, item.output.quality)
+    ]
+    if not other:
+        return None
+    done = output.finished_ids(other, records)
+    other = [item for item in other if item.item_id in done]
+    if not other:
+        return None
+    was = sorted({_quality(item.output.format, records[item.item_id].get("quality")) for item in other})
+    now = _quality(other[0].output.format, other[0].output.quality)
+    return (
+        f"{len(other)} done item(s) keep the quality their result was written at ({', '.join(map(str, was))}; the "
+        f"job now gives {now}): quality is not part of an item, so a run leaves them; `run --overwrite` makes the "
+        "job's items again at the new quality"
+    )
+
+
+def _quality(format: str, quality) -> int | None:
+    """The quality a result is encoded at: None for PNG, the default where a JPEG or WebP job gives none."""
+    return None if format == "png" else quality if isinstance(quality, int) else DEFAULT_QUALITY
 
 
 def names_taken(output, pending) -> list[str]:
