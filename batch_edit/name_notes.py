@@ -7,9 +7,11 @@ the JPEG or WebP quality they were written at where the job now gives another.""
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import PurePath
 
 from .formats import DEFAULT_QUALITY, caption_name
+from .outputs import PRUNED_DIR
 from .source_identity import renamed_away
 from .validation import escaped
 
@@ -44,6 +46,8 @@ def name_notes(items, output, records: dict[str, dict], overwrite: bool = False)
         notes.append(note)
     notes += [] if overwrite else _made_again_notes(moved, output, records)
     if not overwrite and (note := _quality_note(items, output, records)):
+        notes.append(note)
+    if not overwrite and (note := _pruned_note(items, output, records)):
         notes.append(note)
     if not overwrite:
         done = output.finished_ids(taking, records)
@@ -124,6 +128,36 @@ def _quality_note(items, output, records: dict[str, dict]) -> str | None:
         f"{len(other)} done item(s) keep the quality their result was written at ({', '.join(map(str, was))}; the "
         f"job now gives {now}): quality is not part of an item, so a run leaves them; `run --overwrite` makes the "
         "job's items again at the new quality"
+    )
+
+
+def _pruned_note(items, output, records: dict[str, dict]) -> str | None:
+    """Items planned again (a prompt put back in the manifest) whose result `prune` moved to .batch-edit/pruned/
+    when the plan no longer had them: still there, at its recorded size, and nothing at its name in the job
+    folder. Moved back by hand, it is done (JobRecords: an image restored); a run makes it again otherwise."""
+    back = []
+    for item in items:
+        record = records.get(item.item_id)
+        if record is None or record["status"] != "pruned" or record.get("file_name") != item.output_name:
+            continue
+        moved = record.get("pruned_to")
+        if not isinstance(moved, str) or not moved.startswith(PRUNED_DIR + "/") or ".." in PurePath(moved).parts:
+            continue
+        try:
+            if os.lstat(os.path.join(output.folder, moved)).st_size != record.get("bytes"):
+                continue
+        except OSError:
+            continue
+        if not os.path.lexists(os.path.join(output.folder, item.output_name)):
+            back.append((moved, item.output_name))
+    if not back:
+        return None
+    first, name = back[0]
+    move = f"mv {shlex.quote(str(output.folder / first))} {shlex.quote(str(output.folder / name))}"
+    return (
+        f"{len(back)} item(s) to make have their earlier result in .batch-edit/pruned/ (`prune` moved it out when the "
+        f"plan no longer had them): moved back under its name, each is done and not made again "
+        f"(e.g. {escaped(move)})"
     )
 
 
