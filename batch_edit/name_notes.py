@@ -2,7 +2,8 @@
 item: archived items (their source gone) keeping their result under the name or format the job gave it before,
 done items made again only because the job's `file_name` or `format` changed, and earlier results that pending
 items (a `file_name` without {id}) will move to `.batch-edit/pruned/` to take their names; and done items kept at
-the JPEG or WebP quality they were written at where the job now gives another."""
+the JPEG or WebP quality they were written at where the job now gives another; items planned again whose result
+`prune` moved to `.batch-edit/pruned/`, with the move that brings it back."""
 
 from __future__ import annotations
 
