@@ -41,6 +41,7 @@ YAML_ONLY_HINTS = {
     "sources": " (a CSV row has one 'source')",
     "prompts": " (a CSV row has one 'prompt')",
     "defaults": " (empty CSV cells take the defaults)",
+    "exclude": " (a CSV row names one file: leave out the rows of the files to skip)",
 }
 
 

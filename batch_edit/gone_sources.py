@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 
 from .masks import unpaired_mask
-from .source_folders import GLOB_CHARS, glob_split, is_image_name, is_job_folder
+from .source_folders import GLOB_CHARS, excluded_by, glob_parts_match, glob_split, is_image_name, is_job_folder
 from .sources import SourceRef, source_ref
 
 # (source path, MADE_FROM): a source an item's result was made from (its latest record a success)
@@ -39,7 +38,7 @@ def with_gone_sources(grid, known: dict, masks_recorded) -> tuple[object, list[s
                 source_ref(literal, Path("/")) if ref.key == literal and ref.unmatched else ref for ref in sources
             ]
             continue
-        matches = _matcher(base, spec, sources, known)
+        matches = _matcher(base, spec, sources, known, grid.exclude)
         if matches is not None and made is None:
             made = [key for key, seen in known if seen == MADE_FROM]
         gone = sorted(p for p in made if p not in present and matches(p) and not os.path.lexists(p)) if matches else []
@@ -75,9 +74,9 @@ def _spec_path(base: str, spec: str) -> str:
     return os.path.abspath(Path(base).expanduser() / Path(spec).expanduser())
 
 
-def _matcher(base: str, spec: str, sources: list[SourceRef], known: dict):
-    """Whether a path is one this folder or glob spec would list (an image file under it, not hidden); None for a
-    spec naming one file, or another job's folder."""
+def _matcher(base: str, spec: str, sources: list[SourceRef], known: dict, skip: tuple[str, ...] = ()):
+    """Whether a path is one this folder or glob spec would list (an image file under it, not hidden, not left
+    out by the job's `exclude`, `skip`); None for a spec naming one file, or another job's folder."""
     path = _spec_path(base, spec)
     folder = os.path.isdir(path) or any(
         ref.key == path and (ref.unmatched or (not ref.stat and (path, "") not in known)) for ref in sources
@@ -96,25 +95,13 @@ def _matcher(base: str, spec: str, sources: list[SourceRef], known: dict):
         if not key.startswith(f"{root.rstrip('/')}/") or not is_image_name(Path(key)):
             return False
         rel = PurePosixPath(key).relative_to(root).parts
+        if skip and excluded_by(Path(key), Path(root), skip) is not None:
+            return False
         if pattern is None:
             return not any(part.startswith(".") for part in rel)
-        return _glob_parts(rel, pattern)
+        return glob_parts_match(rel, pattern)
 
     return matches
-
-
-def _glob_parts(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
-    """As `glob` matches path parts on Linux: `**` any number of folders (hidden ones not), a dot-name only by a
-    pattern spelling the dot."""
-    if not pattern:
-        return not parts
-    if pattern[0] == "**":
-        return _glob_parts(parts, pattern[1:]) or (
-            bool(parts) and not parts[0].startswith(".") and _glob_parts(parts[1:], pattern)
-        )
-    if not parts or (parts[0].startswith(".") and not pattern[0].startswith(".")):
-        return False
-    return fnmatchcase(parts[0], pattern[0]) and _glob_parts(parts[1:], pattern[1:])
 
 
 def _merged(sources: list, masks: list, gone: list[tuple], matches, at: int) -> tuple[list, list]:

@@ -31,6 +31,7 @@ from .manifest_models import Grid, JobDefaults, JobModel, JobSpec, Manifest, Man
 from .masks import pair_masks, task_problems, without_masks_as_sources
 from .parameters import DEFAULT_TASK, MAX_ITEMS_PER_RUN, PARAMETERS, axes, axis_names
 from .plan import name_problems
+from .source_folders import Exclusions
 from .sources import SourceRef, SourceSpecError, expand_source
 from .validation import describe_validation_error, printable, read_yaml_file, shown_path
 
@@ -221,9 +222,10 @@ def _job_from_model(
     # The job's own results are never its sources; a name refused above names no folder.
     own = exclude / model.name if exclude is not None and len(problems) == named else None
     sources: list[SourceRef] = []
+    skip = Exclusions(tuple(_as_list(model.exclude))) if model.exclude is not None else None
     for index, spec in enumerate(_as_list(model.sources)):
         try:
-            sources.extend(expand_source(spec, base, recursive=model.recursive, exclude=exclude, job_folder=own))
+            sources.extend(expand_source(spec, base, model.recursive, exclude, own, skip=skip))
         except SourceSpecError as exc:
             problems.append(f"{where}: field 'sources[{index}]': {exc}")
     unique = tuple(dict.fromkeys(sources))
@@ -235,6 +237,9 @@ def _job_from_model(
         variations=param(model, "variations", task),
         specs=tuple((str(base), spec) for spec in _as_list(model.sources)),
         repeated_sources=len(sources) - len(unique),
+        excluded=len({path for path, _ in skip.left_out}) if skip else 0,
+        exclude=skip.patterns if skip else (),
+        exclude_unused=skip.unused() if skip else (),
     )
     if grid_size(grid) > MAX_ITEMS_PER_RUN:  # before the checks below, which walk the grid's axes
         problems.append(f"{where}: {_too_large(grid, model.masks is not None)}")

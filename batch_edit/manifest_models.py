@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError
 
 from .file_names import DEFAULT_FILE_NAME
@@ -16,6 +16,7 @@ from .lora_config import LoraList
 from .parameters import PARAMETERS, axes
 from .pipeline_config import LoraConfig
 from .prompts import MAX_PROMPT_CHARS
+from .source_folders import exclude_problem
 from .sources import SourceRef
 
 Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
@@ -34,6 +35,15 @@ def _one_mask_spec(value):
 
 
 MaskSpec = Annotated[SourceText, BeforeValidator(_one_mask_spec)]
+
+
+def _exclude_pattern(value: str) -> str:
+    if (problem := exclude_problem(value)) is not None:
+        raise PydanticCustomError("exclude_pattern", "{problem}", {"problem": problem})
+    return value
+
+
+ExcludePattern = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_exclude_pattern)]
 
 
 def _one_or_many(kind):
@@ -61,6 +71,8 @@ JobDefaults = create_model(
     sources=(_one_or_many(SourceText) | None, None),
     prompts=(_one_or_many(Prompt) | None, None),
     recursive=(bool, False),
+    # images of the folders and globs in `sources` left out: names (`*_thumb.jpg`, `rejects`) or paths from there
+    exclude=(_one_or_many(ExcludePattern) | None, None),
     keep_sources=(bool, False),  # save each fitted source (and mask) beside the results (before/after pairs)
     masks=(MaskSpec | None, None),  # each source's mask, by stem: a template (`masks/{stem}.png`), folder or glob
     loras=(LoraList | None, None),  # fused into the run's one pipeline: every job of a run must agree
@@ -111,6 +123,11 @@ Grid = make_dataclass(
         # files a folder or glob of `sources` gave that the job's mask spec pairs with another source, left out of
         # `sources` (masks beside their images: `cat.png`, `cat_mask.png`); `plan` counts them
         ("masks_left_out", int, field(default=0, compare=False)),
+        # files a folder or glob of `sources` gave that the job's `exclude` leaves out; and its patterns that left
+        # out none (`plan` and `run` warn)
+        ("excluded", int, field(default=0, compare=False)),
+        ("exclude", tuple[str, ...], field(default=(), compare=False)),
+        ("exclude_unused", tuple[str, ...], field(default=(), compare=False)),
     ],
     frozen=True,
     namespace={"__module__": __name__, "__doc__": "A cartesian grid: sources x prompts x every swept parameter. "

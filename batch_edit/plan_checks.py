@@ -65,7 +65,22 @@ def plan_warnings(config: PipelineConfig, jobs: list[JobSpec]) -> list[str]:
         )
     missing = [*config.missing_paths(), *config.missing_loras()]
     warnings.extend(f"{problem}: `batch-edit run` would refuse it here" for problem in missing)
-    return warnings + noise_warnings(jobs)
+    return warnings + noise_warnings(jobs) + exclude_warnings(jobs)
+
+
+def exclude_warnings(jobs: list[JobSpec]) -> list[str]:
+    """A job's `exclude` patterns that leave out no image of its folders and globs: a typo, or a pattern
+    relative to another folder than the one it applies in."""
+    warnings = []
+    for job in jobs:
+        unused = list(dict.fromkeys(p for grid in job.grids for p in grid.exclude_unused))
+        if unused:
+            warnings.append(
+                f"job {job.name}: exclude pattern(s) {', '.join(repr(p) for p in unused)} leave out no image of "
+                "its folders and globs (a name matches a file or folder at any depth; a path with / starts at "
+                "each folder or glob)"
+            )
+    return warnings
 
 
 def noise_warnings(jobs: list[JobSpec]) -> list[str]:

@@ -111,6 +111,8 @@ def report(args) -> int:
             print(f"  gone: {len(gone)} mask file(s) of items already done (their results stay): {_shown(gone)}")
         if left_out := sum(grid.masks_left_out for grid in job.grids):
             print(f"  note: {left_out} file(s) taken as masks left out of the sources")
+        if excluded := sum(grid.excluded for grid in job.grids):
+            print(f"  excluded: {excluded} image(s) of its folders and globs (exclude)")
         for axis, values in grid_axes(job).items():
             texts = [  # an empty seed cell of a CSV row: the item's seed is derived
                 printable(json.dumps(v, ensure_ascii=False) if axis == "prompts" else "derived" if v is None else v)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import glob
 import itertools
 import os
-from pathlib import Path
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path, PurePosixPath
 
 from .local_files import recursive_glob, walk_files
 
@@ -93,6 +95,84 @@ def glob_split(spec: str, base_dir: Path) -> tuple[Path, tuple[str, ...]]:
     parts = Path(os.path.expanduser(spec)).parts
     literal = len(list(itertools.takewhile(lambda part: not GLOB_CHARS & set(part), parts[:-1])))
     return Path(os.path.abspath(Path(base_dir).expanduser().joinpath(*parts[:literal]))), parts[literal:]
+
+
+def glob_parts_match(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    """As `glob` matches path parts on Linux: `**` any number of folders (hidden ones not), a dot-name only by a
+    pattern spelling the dot."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return glob_parts_match(parts, pattern[1:]) or (
+            bool(parts) and not parts[0].startswith(".") and glob_parts_match(parts[1:], pattern)
+        )
+    if not parts or (parts[0].startswith(".") and not pattern[0].startswith(".")):
+        return False
+    return fnmatchcase(parts[0], pattern[0]) and glob_parts_match(parts[1:], pattern[1:])
+
+
+def excluded_by(path: Path, root: Path, patterns: tuple[str, ...]) -> str | None:
+    """The first of a job's `exclude` patterns that leaves out `path`, an image a folder or glob starting at
+    `root` found; None if none does. A pattern without `/` names a file or folder at any depth (`*_thumb.jpg`,
+    `rejects`); one with `/` a path from `root`, `**` any number of folders (`old/**/*.gif`), a folder matched
+    leaving out everything below it (`2019/raw`)."""
+    try:
+        parts = PurePosixPath(path.relative_to(root).as_posix()).parts
+    except ValueError:  # a walk's link out of its root: by its name only
+        parts = (path.name,)
+    for pattern in patterns:
+        if "/" not in pattern:
+            if any(fnmatchcase(part, pattern) for part in parts):
+                return pattern
+        elif any(glob_parts_match(parts[:end], PurePosixPath(pattern).parts) for end in range(1, len(parts) + 1)):
+            return pattern
+    return None
+
+
+class ExcludesAll(ValueError):
+    """A job's `exclude` leaves out every image a folder or glob finds; str() says which."""
+
+
+@dataclass
+class Exclusions:
+    """A job's `exclude` patterns, and what they left out of its folders and globs."""
+
+    patterns: tuple[str, ...]
+    left_out: list[tuple[Path, str]] = field(default_factory=list)  # (image, the pattern leaving it out)
+    listed: bool = False  # a folder or glob of the job was listed with them
+
+    def kept(self, spec: str, images: list[Path], root: Path) -> list[Path]:
+        """The images a folder or glob starting at `root` found less those the patterns leave out; refused
+        (ExcludesAll) where they leave out every one (a pattern wider than meant)."""
+        self.listed = True
+        kept = []
+        for image in images:
+            if (pattern := excluded_by(image, root, self.patterns)) is None:
+                kept.append(image)
+            else:
+                self.left_out.append((image, pattern))
+        if images and not kept:
+            shown = ", ".join(repr(p) for p in self.patterns)
+            raise ExcludesAll(f"source {spec!r}: exclude leaves out every image it finds ({len(images)}): {shown}")
+        return kept
+
+    def unused(self) -> tuple[str, ...]:
+        """The patterns that left out nothing, where a folder or glob was listed."""
+        used = {pattern for _, pattern in self.left_out}
+        return tuple(p for p in self.patterns if p not in used) if self.listed else ()
+
+
+def exclude_problem(pattern: str) -> str | None:
+    """Why an `exclude` pattern cannot work, or None: patterns are relative to each folder or glob's start."""
+    if not pattern.strip():
+        return "is empty"
+    if "\0" in pattern:
+        return "holds a NUL byte"
+    if pattern.startswith(("/", "~")) or "\\" in pattern:
+        return "must be relative to the folder or glob it applies to, with / between folders"
+    if ".." in PurePosixPath(pattern).parts:
+        return "may not go up (..): it applies inside each folder or glob of the job's sources"
+    return None
 
 
 class _Walk:

@@ -26,6 +26,8 @@ from .source_folders import (
     IMAGE_SUFFIXES,
     JOB_STATE_DIR,
     RECORDS_FILE,
+    ExcludesAll,
+    Exclusions,
     OwnResults,
     case_insensitive_matches,
     folder_images,
@@ -75,13 +77,20 @@ class SourceRef:
 
 
 def expand_source(
-    spec: str, base_dir: Path, recursive: bool = False, exclude: Path | None = None, job_folder: Path | None = None
+    spec: str,
+    base_dir: Path,
+    recursive: bool = False,
+    exclude: Path | None = None,
+    job_folder: Path | None = None,
+    skip: Exclusions | None = None,
 ) -> list[SourceRef]:
     """A URL, a folder, a glob or one file, as refs sorted by path string.
 
     A folder or glob never walks into `exclude` (the run's output root) unless it starts there (edit earlier
     results), nor into `job_folder` (the job's own results); one that starts inside `job_folder` is refused.
-    Another job's folder gives its results only (source_folders)."""
+    Another job's folder gives its results only (source_folders). The images a folder or glob finds that the
+    job's `exclude` patterns (`skip`) name are left out (and noted there); a file named as such is never left
+    out."""
     if _SCHEME.match(spec):
         return [source_ref(spec, base_dir)]
     path = _local_path(spec, base_dir)
@@ -89,18 +98,22 @@ def expand_source(
     try:
         if _is_dir(path):
             images = folder_images(path, recursive, exclude, job_folder)
+            images = skip.kept(spec, images, path) if skip else images
             if not images and is_job_folder(path):  # its job may make results in this very run (planning judges)
                 return [_job_folder_ref(path)]
             return _refs_or_unmatched(spec, path, images, job_folder)
         # A literal name like "shot [1].jpg" that exists wins over reading it as a glob.
         if GLOB_CHARS & set(spec) and not os.path.exists(path):
-            images = glob_images(spec, base_dir, recursive, exclude, job_folder)
             root = glob_root(spec, base_dir)
+            images = glob_images(spec, base_dir, recursive, exclude, job_folder)
+            images = skip.kept(spec, images, root) if skip else images
             if not images and _unfilled_job_folder(root, exclude, job_folder):
                 return [_job_folder_ref(root)]  # as a folder above; a glob matching none of its results is refused
             return _refs_or_unmatched(spec, path, images, job_folder, base_dir)
     except OwnResults as exc:
         raise SourceSpecError(f"source {spec!r} {exc}") from None
+    except ExcludesAll as exc:
+        raise SourceSpecError(str(exc)) from None
     # A missing file is kept: loading it later records "file not found" against that one item.
     return [source_ref(spec, base_dir)]
 
