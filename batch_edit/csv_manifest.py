@@ -15,6 +15,7 @@ from .csv_table import CsvRecord, CsvTable, CsvTableError, decode_csv, read_csv_
 from .errors import ManifestError
 from .grid_checks import check_grid, check_job_name, output_options, param, without_random_seed, without_untaken
 from .manifest_models import CsvRow, Grid, JobModel, JobSpec, Manifest, ManifestModel
+from .other_tools import other_tool_hint
 from .parameters import DEFAULT_TASK, PARAMETERS, axis_names
 from .sources import SourceSpecError, row_source_ref
 from .validation import (
@@ -111,6 +112,8 @@ def _check_csv_header(path: Path, header: tuple[str, ...]) -> list[str]:
         elif column not in allowed:
             close = [c for c in allowed if c.startswith(column[:4])]
             hint = f" (did you mean '{close[0]}'?)" if close else ""
+            if other := other_tool_hint(column, allowed):  # another tool's name: what it means here
+                hint = f": {other}"
             problems.append(f"{path}: unknown column '{column}'{hint}; allowed columns: {', '.join(allowed)}")
     return problems
 

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .local_files import NotRegularFile, TooLarge, read_capped
+from .other_tools import other_tool_hint
 from .text_encoding import decode_text_file
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
@@ -361,6 +362,8 @@ def _suggestion(key: str, model: type[BaseModel] | None, loc: tuple) -> str:
     fields = _fields_at(model, loc[:-1]) if model else []
     if not fields:
         return ""
+    if other := other_tool_hint(key, fields):  # another tool's name: what it means here, not a spelling guess
+        return f": {other}; allowed keys: {', '.join(fields)}"
     close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return f"{hint}; allowed keys: {', '.join(fields)}"
