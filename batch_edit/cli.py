@@ -105,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
         help="redo every item, replacing finished images (default: skip items already done, retry failed ones)",
     )
     _add_fetch_arguments(run)
+    run.add_argument(  # not listed in the help: only there to say what does this
+        "--dry-run", nargs=0, action=_RefuseDryRun, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     run.add_argument(
         "--ray",
         action="store_true",
@@ -171,6 +174,17 @@ def _parser() -> argparse.ArgumentParser:
     tiny.add_argument("--force", action="store_true", help="write into DIR even if it is not empty")
     tiny.set_defaults(handler=_make_tiny_model)
     return parser
+
+
+class _RefuseDryRun(argparse.Action):
+    """`run --dry-run`: `plan` is the dry run; said at once, rather than argparse's "unrecognized arguments"."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(
+            "run has no --dry-run: 'batch-edit plan' with the same manifests, --pipeline, --output-root and --limit "
+            "shows what the run would do (its items, those already done, an estimate), loading no model and writing "
+            "nothing"
+        )
 
 
 def _user_path(text: str) -> Path:
