@@ -81,6 +81,9 @@ def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | 
         print(f"total: {written} written, {failed} failed{later}, elapsed {format_duration(result.seconds)}")
         if overwrite and (left or to_come) and stopped_by is None and result.error is None:  # a stop says it
             print(f"note: nothing marks an item as redone: {overwrite_rerun(limit)}", file=sys.stderr)
+    if failed := [job for job in result.jobs if job.failed]:  # the line above counts reasons; where each item's is
+        files = ", ".join(escaped(job.folder / "failures.csv") for job in failed)
+        print(f"failed items, each with its error: {files}")
 
 
 def left_to_come(result, plans, output_root, overwrite: bool, planned_again) -> dict[str, tuple] | None:
