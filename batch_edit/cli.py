@@ -67,8 +67,14 @@ class _StderrHandler(logging.StreamHandler):
 
     stream = property(lambda self: sys.stderr, lambda self, value: None)
 
+
+class EscapingFormatter(logging.Formatter):
+    """A record's text with control characters escaped: a path or an error may hold terminal escapes. In the
+    formatter, not the handler, so the handler the progress bar puts in its place while it is drawn (tqdm's
+    `logging_redirect_tqdm`, which takes the formatter over) escapes them too."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return escaped(super().format(record))  # a path or an error may hold terminal escapes
+        return escaped(super().format(record))
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -76,7 +82,7 @@ def _configure_logging(verbose: bool) -> None:
     for handler in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
         root.removeHandler(handler)  # main() may run many times in one process
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.setFormatter(EscapingFormatter("%(levelname)s %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.INFO if verbose else logging.WARNING)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import sys
 import time
@@ -10,23 +12,38 @@ log = logging.getLogger("batch_edit")
 
 
 class Progress:
-    """A live bar on a terminal; in a log file, one plain line every `every_s` seconds instead of redraws."""
+    """A live bar on a terminal; in a log file, one plain line every `every_s` seconds instead of redraws.
+
+    The rate and ETA count only the items that spent model time: an item whose source could not be loaded (a
+    missing or unreadable file) fails in an instant, and a run starting with a hundred of those would otherwise
+    show a huge rate and an ETA of seconds. Such items still count as done."""
 
     def __init__(self, total: int, every_s: float = 60.0, stream=None):
         self.stream = stream or sys.stderr
         self.total, self.done, self.failed, self.every_s = total, 0, 0, every_s
+        self.untimed = 0  # of `done`, the items failed at loading their source: out of the rate and ETA
         self.started = self.logged_at = time.monotonic()
         self.closed_at: float | None = None
         self.bar = None
+        self._drawing = contextlib.ExitStack()
         if self.stream.isatty():
-            from tqdm import tqdm  # here: only a run on a terminal draws the bar (`plan` imports this module too)
+            # here: only a run on a terminal draws the bar (`plan` imports this module too)
+            from tqdm.contrib.logging import logging_redirect_tqdm
 
-            self.bar = tqdm(total=total, unit="img", desc="batch-edit", dynamic_ncols=True, file=self.stream)
+            bar_class = _bar_class()
+            self.bar = bar_class(total=total, unit="img", desc="batch-edit", dynamic_ncols=True, file=self.stream)
+            # While the bar is drawn, log records go through tqdm.write: the bar is cleared, the line written
+            # whole, the bar drawn again below it (a warning written past the bar would tear it). The console
+            # handler's formatter, escaping included, is kept; the handlers are put back at close.
+            self._drawing.enter_context(logging_redirect_tqdm(tqdm_class=bar_class))
 
-    def update(self, failed: bool = False) -> None:
+    def update(self, failed: bool = False, at_load: bool = False) -> None:
+        """One item finished; `at_load`: it failed loading its source (or mask), no model time spent."""
         self.done += 1
         self.failed += failed
+        self.untimed += at_load
         if self.bar is not None:
+            self.bar.untimed = self.untimed
             if failed:
                 self.bar.set_postfix(failed=self.failed, refresh=False)
             self.bar.update(1)
@@ -48,7 +65,7 @@ class Progress:
 
     def line(self) -> str:
         elapsed = self.elapsed
-        rate = self.done / elapsed if elapsed > 0 else 0.0
+        rate = (self.done - self.untimed) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
         return (
             f"batch-edit: {self.done}/{self.total} items, {self.failed} failed, {rate:.2f} img/s, "
@@ -61,6 +78,7 @@ class Progress:
         self.closed_at = time.monotonic()
         if self.bar is not None:
             self.bar.close()
+            self._drawing.close()  # the console's log handler back
         else:  # the final line, after the last job's CSVs and sheets too
             print(self.line(), file=self.stream, flush=True)
 
@@ -69,6 +87,25 @@ class Progress:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+@functools.cache
+def _bar_class():
+    """tqdm's bar, its rate and ETA over the items that spent model time (`untimed`: those that did not)."""
+    from tqdm import tqdm
+
+    class Bar(tqdm):
+        untimed = 0
+
+        @property
+        def format_dict(self):
+            shown = super().format_dict
+            # tqdm's rate without an override is (n - initial) / elapsed: the items failed at loading their source
+            # are left out as the items counted before the start are (`initial`); its smoothed rate would count them
+            shown.update(rate=None, initial=shown.get("initial", 0) + self.untimed)
+            return shown
+
+    return Bar
 
 
 def format_duration(seconds: float) -> str:

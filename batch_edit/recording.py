@@ -74,7 +74,7 @@ class Recorder:
             job.output.record_failed(item, failure, self.pipeline.fields)
             job.summary.failed += 1
             job.summary.errors[failure.reason] = job.summary.errors.get(failure.reason, 0) + 1
-            self.progress.update(failed=True)
+            self.progress.update(failed=True, at_load=failure.stage == "load")
         else:
             job.summary.done += 1
             self.progress.update()

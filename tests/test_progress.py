@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import io
+import logging
+import re
+import sys
 
-from batch_edit.cli import main
+import tqdm.std
+
+from batch_edit import progress as progress_module
+from batch_edit.cli import _configure_logging, _StderrHandler, main
 from batch_edit.progress import Progress, format_duration
 
 from .conftest import PHOTOS, batch_edit
@@ -21,6 +27,73 @@ def test_a_log_file_gets_plain_lines_not_redraws():
     (line,) = stream.getvalue().splitlines()  # ...or the run ends
     assert line.startswith("batch-edit: 4/4 items, 1 failed, ") and "img/s" in line and "ETA 0s" in line
     assert "\r" not in stream.getvalue()
+
+
+class Terminal(io.StringIO):
+    """What tqdm draws its bar on: a terminal, as far as Progress can tell."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+class Clock:
+    """time.time for tqdm and time.monotonic for Progress, moved by hand: no test waits on a real clock."""
+
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_log_line_during_the_bar_comes_out_whole_on_its_own_line_escaped(monkeypatch):
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    _configure_logging(verbose=False)  # the run's console handler, on sys.stderr
+    root = logging.getLogger()
+    try:
+        with Progress(total=3) as progress:
+            progress.update()
+            logging.getLogger("batch_edit.runner").warning("source \x1b[2Jred.png: not an image")
+            progress.update()
+            assert not any(isinstance(h, _StderrHandler) for h in root.handlers)  # tqdm's handler in its place
+        assert any(isinstance(h, _StderrHandler) for h in root.handlers)  # and back once the bar is gone
+    finally:
+        for handler in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+            root.removeHandler(handler)
+    drawn = terminal.getvalue()
+    assert "\x1b" not in drawn  # escaped, not sent to the terminal
+    pieces = re.split(r"[\r\n]", drawn)  # what a terminal shows: each piece from the start of a line
+    assert "WARNING source \\x1b[2Jred.png: not an image" in pieces, drawn
+    before, after = drawn.split("WARNING source", 1)
+    assert "0/3" in before and "batch-edit:" in after.split("\n", 1)[1]  # the bar drawn before, and again below
+
+
+def test_items_failed_loading_their_source_are_left_out_of_the_rate_and_eta(monkeypatch):
+    """A run that starts with 100 unreadable files: they count as done, not in the images per second."""
+    clock = Clock()
+    monkeypatch.setattr(progress_module, "time", clock)
+    monkeypatch.setattr(tqdm.std, "time", clock)
+    for stream in (io.StringIO(), Terminal()):
+        with Progress(total=120, every_s=3600, stream=stream) as progress:
+            for _ in range(100):  # no model time spent
+                progress.update(failed=True, at_load=True)
+            clock.now += 1
+            shown = str(progress.bar) if progress.bar is not None else progress.line()
+            if progress.bar is None:
+                assert "100/120 items, 100 failed, 0.00 img/s, elapsed 1s, ETA unknown" in shown, shown
+            else:
+                assert "100/120 [00:01<?, ?img/s, failed=100]" in shown, shown
+            for _ in range(10):  # one image a second
+                clock.now += 1
+                progress.update()
+            shown = str(progress.bar) if progress.bar is not None else progress.line()
+            if progress.bar is None:  # 10 images in 11 s: 0.91 img/s, 10 more in 11 s
+                assert "110/120 items, 100 failed, 0.91 img/s, elapsed 11s, ETA 11s" in shown, shown
+            else:
+                assert "110/120 [00:11<00:11,  1.10s/img, failed=100]" in shown, shown
 
 
 def test_durations_read_naturally():

@@ -1,4 +1,5 @@
-"""The run's summary names the failures.csv of each job with failed items: where each item's error is."""
+"""The run's summary names the failures.csv of each job with failed items: where each item's error is; and
+an item failed at loading its source counts as done but not in the progress line's rate."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ def test_the_summary_names_the_failures_csv_of_each_job_with_failures(tmp_path, 
 
     again = batch_edit("run", str(tmp_path / "m.yaml"), "--pipeline", str(tiny_config), "--output-root", str(out))
     assert "failed items" in again.stdout  # the missing file fails again
+    # at loading its source, no model time spent: not in the rate (the line's ETA once its run is over: 0s)
+    assert "batch-edit: 1/1 items, 1 failed, 0.00 img/s, " in again.stderr, again.stderr
 
     gone.write_bytes(cat.read_bytes())
     fixed = batch_edit("run", str(tmp_path / "m.yaml"), "--pipeline", str(tiny_config), "--output-root", str(out))
