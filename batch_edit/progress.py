@@ -35,7 +35,8 @@ class Progress:
             # While the bar is drawn, log records go through tqdm.write: the bar is cleared, the line written
             # whole, the bar drawn again below it (a warning written past the bar would tear it). The console
             # handler's formatter, escaping included, is kept; the handlers are put back at close.
-            self._drawing.enter_context(logging_redirect_tqdm(tqdm_class=bar_class))
+            loggers = [logging.root, *_own_console_loggers()]
+            self._drawing.enter_context(logging_redirect_tqdm(loggers, tqdm_class=bar_class))
 
     def update(self, failed: bool = False, at_load: bool = False) -> None:
         """One item finished; `at_load`: it failed loading its source (or mask), no model time spent."""
@@ -87,6 +88,21 @@ class Progress:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _own_console_loggers() -> list[logging.Logger]:
+    """The loggers writing to the console with a handler of their own, not through the root's: diffusers' and
+    transformers' (what `-v` shows of them) keep one and do not propagate."""
+    return [
+        logger
+        for logger in list(logging.Logger.manager.loggerDict.values())
+        if isinstance(logger, logging.Logger)
+        and not logger.propagate
+        and any(
+            isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.stderr)
+            for handler in logger.handlers
+        )
+    ]
 
 
 @functools.cache

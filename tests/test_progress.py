@@ -71,6 +71,24 @@ def test_a_log_line_during_the_bar_comes_out_whole_on_its_own_line_escaped(monke
     assert "0/3" in before and "batch-edit:" in after.split("\n", 1)[1]  # the bar drawn before, and again below
 
 
+def test_a_library_logging_with_a_console_handler_of_its_own_does_not_tear_the_bar(monkeypatch):
+    """diffusers and transformers keep their own stderr handler and do not propagate (what -v shows of them)."""
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    library = logging.getLogger("batch_edit_test_library")
+    library.addHandler(logging.StreamHandler(sys.stderr))
+    monkeypatch.setattr(library, "propagate", False)
+    try:
+        with Progress(total=2) as progress:
+            progress.update()
+            library.warning("the library's warning")
+            progress.update()
+        assert [type(h) for h in library.handlers] == [logging.StreamHandler]  # its own handler back
+    finally:
+        library.handlers.clear()
+    assert "the library's warning" in re.split(r"[\r\n]", terminal.getvalue()), terminal.getvalue()
+
+
 def test_items_failed_loading_their_source_are_left_out_of_the_rate_and_eta(monkeypatch):
     """A run that starts with 100 unreadable files: they count as done, not in the images per second."""
     clock = Clock()
