@@ -9,6 +9,7 @@ a plain grid instead, each cell labelled with what differs. Pure: metadata rows 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -49,7 +50,14 @@ Position = tuple[int, int, int, int]  # outer column, outer row, column, row
 class Axis:
     column: str
     label: str
-    values: tuple[str, ...]  # naturally sorted
+    values: tuple[str, ...]  # naturally sorted; prompts in the order the manifest gives them (`first_seen`)
+
+    @functools.cached_property
+    def _ranks(self) -> dict[str, int]:
+        return {value: at for at, value in enumerate(self.values)}
+
+    def rank(self, value: str) -> int:
+        return self._ranks[value]
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,7 @@ class AxisGroup:
     """Swept columns whose values change together over the rows: one axis of the sheet."""
 
     axes: tuple[Axis, ...]
-    values: tuple[tuple[str, ...], ...]  # the combinations that occur, naturally sorted
+    values: tuple[tuple[str, ...], ...]  # the combinations that occur, in their axes' order
 
     @property
     def label(self) -> str:
@@ -111,10 +119,6 @@ def natural_key(value: str) -> tuple:
     return (1, 0.0, [int(p) if i % 2 else p for i, p in enumerate(parts)], value)
 
 
-def _tuple_key(values: tuple[str, ...]) -> list:
-    return [natural_key(value) for value in values]
-
-
 def shown_rows(rows: list[dict], positioned: bool) -> tuple[list[dict], int]:
     """The rows of a source's sheet, and how many it leaves off. Where metadata.csv gives any row of the job a
     position (`positioned`), results of items the job no longer plans (listed last with a blank index until
@@ -130,10 +134,37 @@ def is_positioned(row: dict) -> bool:
 
 def find_axes(rows: list[dict]) -> tuple[list[Axis], list[Axis]]:
     """(swept, fixed) in AXES order: swept axes have more than one value among the rows."""
-    axes = [Axis(c, label, tuple(sorted({axis_value(r, c) for r in rows}, key=natural_key))) for c, label in AXES]
+    axes = [Axis(c, label, _ordered(rows, c)) for c, label in AXES]
     fixed = [a for a in axes if len(a.values) == 1 and a.values[0]]  # a column no row fills says nothing
     identity = [Axis(c, label, tuple(sorted({axis_value(r, c) for r in rows}))) for c, label in IDENTITY_AXES]
     return [a for a in axes + identity if len(a.values) > 1], fixed
+
+
+def _ordered(rows: list[dict], column: str) -> tuple[str, ...]:
+    """The column's values along an axis: prompts as the user wrote them (a caption template's renderings in
+    the order of their templates), others in natural order ("0.5" before "0.75", "img9" before "img10")."""
+    if column == "prompt":
+        return first_seen(rows, column)
+    return tuple(sorted({axis_value(row, column) for row in rows}, key=natural_key))
+
+
+def first_seen(rows: list[dict], column: str) -> tuple[str, ...]:
+    """The column's values in the order of the first position (metadata.csv's `index`, the item's place in the
+    job's plan, which follows the manifest) each is seen at; rows without one (a metadata.csv older than
+    positions) after those with one, in their order."""
+
+    def position(at: int) -> tuple:
+        index = str(rows[at].get("index", "")).strip()
+        return (0, int(index), at) if index.isdigit() else (1, 0, at)
+
+    return tuple(dict.fromkeys(axis_value(rows[at], column) for at in sorted(range(len(rows)), key=position)))
+
+
+def _in_order(axes: list[Axis]):
+    """A sort key for tuples of values of `axes` (in that order): each value by its place along its axis, the
+    prompt's first, so a seed set row by row with each prompt ("seed / prompt") keeps the prompts' order."""
+    at = sorted(range(len(axes)), key=lambda k: axes[k].column != "prompt")
+    return lambda values: tuple(axes[k].rank(values[k]) for k in at)
 
 
 def number_variations(rows: list[dict]) -> list[dict]:
@@ -194,7 +225,7 @@ def covarying_groups(rows: list[dict], swept: list[Axis]) -> list[AxisGroup]:
     for axes in by_split.values():
         axes.sort(key=lambda a: a.column == "prompt")
         combos = {tuple(axis_value(row, a.column) for a in axes) for row in rows}
-        groups.append(AxisGroup(tuple(axes), tuple(sorted(combos, key=_tuple_key))))
+        groups.append(AxisGroup(tuple(axes), tuple(sorted(combos, key=_in_order(axes)))))
     return groups
 
 
@@ -221,7 +252,8 @@ def _axis_grid(rows: list[dict], groups: list[AxisGroup]) -> Arrangement:
         return tuple(tuple(axis_value(row, a.column) for g in slot for a in g.axes) for slot in slots)
 
     # Values per slot as they occur: for the outer rows only combinations that exist, not whole empty sub-grids.
-    coords = [sorted({place(r)[k] for r in rows}, key=_tuple_key) for k in range(4)]
+    keys = [_in_order([a for g in slot for a in g.axes]) for slot in slots]
+    coords = [sorted({place(r)[k] for r in rows}, key=keys[k]) for k in range(4)]
     index = [{value: i for i, value in enumerate(values)} for values in coords]
     cells = {}
     for row in rows:

@@ -340,8 +340,8 @@ def test_axes_priority_and_derived_seeds():
     assert "seed" in [a.label for a in fixed]
     rows[0] = {**rows[0], "seed_derived": "False", "seed": 7}
     assert [a.values for a in find_axes(rows)[0] if a.label == "seed"] == [("7", "derived")]
-    prompts = [{**DEFAULTS, "prompt": p, "guidance_scale": g} for p, g in [("b", 1), ("a", 2)]]
-    assert [(a.label, a.values) for a in find_axes(prompts)[0]] == [("prompt", ("a", "b")), ("guidance", ("1", "2"))]
+    prompts = [{**DEFAULTS, "prompt": p, "guidance_scale": g} for p, g in [("b", 1), ("a", 2)]]  # as written
+    assert [(a.label, a.values) for a in find_axes(prompts)[0]] == [("prompt", ("b", "a")), ("guidance", ("1", "2"))]
 
 
 def test_long_labels_are_cut_with_an_ellipsis_and_stay_in_their_box(tmp_path):
@@ -370,5 +370,6 @@ def test_swept_prompts_are_labelled_by_what_differs(tmp_path):
     [path] = write_contact_sheets(job)
     lay = plan_pages(2, 1, row_labels=False, titled=False)[0].layout
     sheet = Image.open(path).convert("RGB")
-    assert_label(sheet, lay.header_box(0, 0, 0), "prompt …pencil sketch", lay.font_size)
-    assert_label(sheet, lay.header_box(0, 0, 1), "prompt …watercolor", lay.font_size)
+    # in the order written
+    assert_label(sheet, lay.header_box(0, 0, 0), "prompt …watercolor", lay.font_size)
+    assert_label(sheet, lay.header_box(0, 0, 1), "prompt …pencil sketch", lay.font_size)
