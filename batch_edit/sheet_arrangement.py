@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import re
 from dataclasses import dataclass
 
@@ -314,13 +313,70 @@ def grid_columns(count: int) -> int:
 
 
 def distinct_part(axis: Axis, value: str) -> str:
-    """Prompts swept over one source often share a long start (its caption): label them by what differs. Masks
-    by their file name, where no other mask of the axis has it."""
+    """Prompts swept over one source often share a long start (a caption) and end ("highly detailed"): label them
+    by what differs (`prompt_labels`). Masks by their file name, where no other mask of the axis has it."""
     if axis.column == "mask":
         names = [value.rstrip("/").rsplit("/", 1)[-1] for value in axis.values]
         name = value.rstrip("/").rsplit("/", 1)[-1]
         return name if names.count(name) == 1 else value
     if axis.column != "prompt" or len(axis.values) < 2:
         return value
-    cut = os.path.commonprefix(list(axis.values)).rfind(" ") + 1  # back to a whole word
-    return f"…{value[cut:]}" if cut > 12 else value
+    return prompt_labels(axis.values)[axis.rank(value)]
+
+
+MIN_SHARED = 12  # the fewest characters of a shared start or end worth leaving out ("a cat, " stays)
+PHRASE_TAIL = 2  # the most shared words a label keeps to end on a phrase's end ("watercolor style…")
+_PHRASE_END = (",", ";", ":", "|")  # a word ending so ends a phrase of a comma-separated prompt
+
+
+@functools.lru_cache(maxsize=64)
+def prompt_labels(prompts: tuple[str, ...]) -> tuple[str, ...]:
+    """Each prompt's label among `prompts` (distinct): without the words all of them start with, and those they
+    all end with, where that is at least MIN_SHARED characters, an ellipsis in their place. A shared end is left
+    out from a phrase's end where one is ("a cat, oil painting style, highly detailed" and "a cat, watercolor
+    style, highly detailed": "…oil painting style…" and "…watercolor style…"). A prompt that is no more than what
+    they share (the start of the others) keeps all of it. Labels are never alike: where leaving out both ends would
+    make two so, one end is kept, else the whole prompts are the labels."""
+    if len(prompts) < 2:
+        return prompts
+    spans = [[(m.start(), m.end()) for m in re.finditer(r"\S+", prompt)] for prompt in prompts]
+    words = [[prompt[a:b] for a, b in at] for prompt, at in zip(prompts, spans)]
+    # a word the same where one ends a phrase ("{caption}" and "{caption}, at night": "light" and "light,")
+    bare = [[word.rstrip("".join(_PHRASE_END)) for word in w] for w in words]
+    start = _shared_count(bare)
+    start = start if len(" ".join(words[0][:start])) >= MIN_SHARED else 0
+    end = _end_left_out(words, min(_shared_count([w[::-1] for w in bare]), min(map(len, words)) - start))
+    for cut_start, cut_end in ((start, end), (start, 0), (0, end)):
+        labels = tuple(_cut(prompt, at, cut_start, cut_end) for prompt, at in zip(prompts, spans))
+        if len(set(labels)) == len(labels):
+            return labels
+    return prompts
+
+
+def _shared_count(words: list[list[str]]) -> int:
+    """How many words every list starts with."""
+    return next((k for k, column in enumerate(zip(*words)) if len(set(column)) > 1), min(map(len, words)))
+
+
+def _end_left_out(words: list[list[str]], shared: int) -> int:
+    """How many of the `shared` last words to leave out: those after a phrase end among their first PHRASE_TAIL
+    (or just before them) where that is MIN_SHARED characters, else all of them where that is, else none."""
+    length = lambda count: len(" ".join(words[0][len(words[0]) - count :])) + 1  # and its space
+    ends = [
+        count for count in range(shared, max(0, shared - PHRASE_TAIL - 1), -1)
+        if all(w[len(w) - count - 1].endswith(_PHRASE_END) for w in words if len(w) > count)
+    ]  # fmt: skip
+    if ends and length(ends[0]) >= MIN_SHARED:
+        return ends[0]
+    return shared if shared and length(shared) >= MIN_SHARED else 0
+
+
+def _cut(prompt: str, spans: list[tuple[int, int]], start: int, end: int) -> str:
+    """The prompt without its first `start` and last `end` words, an ellipsis for each end left out (the comma
+    or colon closing the phrase dropped before it); all of it where nothing would be left."""
+    if start + end >= len(spans):
+        return prompt
+    middle = prompt[spans[start][0] : spans[len(spans) - end - 1][1]]
+    if end:
+        middle = middle.rstrip("".join(_PHRASE_END))
+    return f"{'…' * bool(start)}{middle}{'…' * bool(end)}" if middle.strip() else prompt

@@ -353,13 +353,14 @@ def test_long_labels_are_cut_with_an_ellipsis_and_stay_in_their_box(tmp_path):
     assert len(lines) == 3 and lines[-1].endswith("…") and not lines[0].endswith("…")
     assert fit_lines("short", font, 200, 3) == ["short"]
     job = tmp_path / "job"
-    make_job(job, [{"prompt": f"{i} {prompt}"} for i in range(3)])  # long, and different from the first word
+    # long, different from the first word to the last: nothing shared to leave out of the labels
+    make_job(job, [{"prompt": f"{i} {prompt}{i}"} for i in range(3)])
     [path] = write_contact_sheets(job)
     lay = plan_pages(3, 1, row_labels=False, titled=False)[0].layout
     sheet = Image.open(path).convert("RGB")
     for col in range(3):
         header = lay.header_box(0, 0, col)
-        assert_label(sheet, header, f"prompt {col} {prompt.strip()}", lay.font_size)
+        assert_label(sheet, header, f"prompt {col} {prompt}{col}", lay.font_size)
         assert blank(sheet, (header[2], header[1], header[2] + lay.pad, header[3]))  # nothing spills over
 
 
