@@ -314,14 +314,30 @@ def grid_columns(count: int) -> int:
 
 def distinct_part(axis: Axis, value: str) -> str:
     """Prompts swept over one source often share a long start (a caption) and end ("highly detailed"): label them
-    by what differs (`prompt_labels`). Masks by their file name, where no other mask of the axis has it."""
+    by what differs (`prompt_labels`). Masks by their file name, or as much of their path as tells it apart
+    (`mask_labels`)."""
     if axis.column == "mask":
-        names = [value.rstrip("/").rsplit("/", 1)[-1] for value in axis.values]
-        name = value.rstrip("/").rsplit("/", 1)[-1]
-        return name if names.count(name) == 1 else value
+        return mask_labels(axis.values)[axis.rank(value)]
     if axis.column != "prompt" or len(axis.values) < 2:
         return value
     return prompt_labels(axis.values)[axis.rank(value)]
+
+
+@functools.lru_cache(maxsize=64)
+def mask_labels(masks: tuple[str, ...]) -> tuple[str, ...]:
+    """Each mask's label among `masks` (distinct paths, or kept copies' names): its file name where no other mask
+    has it, else the fewest last parts of its path that no other mask's path ends with ("left/cat.png" and
+    "right/cat.png", not two full paths that a cell's width cuts to the same start)."""
+    parts = [mask.rstrip("/").split("/") for mask in masks]
+
+    def tail(path: list[str], count: int) -> str:
+        return "/".join(path[-count:])
+
+    def told_apart(path: list[str], count: int) -> bool:
+        return all(tail(path, count) != tail(other, count) for other in parts if other is not path)
+
+    labels = [tail(path, next((n for n in range(1, len(path)) if told_apart(path, n)), len(path))) for path in parts]
+    return tuple(labels) if len(set(labels)) == len(labels) else masks
 
 
 MIN_SHARED = 12  # the fewest characters of a shared start or end worth leaving out ("a cat, " stays)

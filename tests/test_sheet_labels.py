@@ -1,5 +1,6 @@
 """Swept prompts on a contact sheet: each labelled by what tells it apart from the others (their shared start and
-end left out), in the order the manifest gives them."""
+end left out), in the order the manifest gives them; masks that differ within a sheet by as much of their path as
+tells them apart."""
 
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ import csv
 import shutil
 
 import pytest
+from PIL import Image, ImageDraw
 
 from batch_edit.prompts import render_prompt
 from batch_edit.sheet_arrangement import arrange, find_axes, first_seen, prompt_labels
 from batch_edit.sheet_layout import plan_pages
 from batch_edit.sources import SourceRef
 
+from . import test_sheet_unplanned_rows
 from .conftest import PHOTOS, batch_edit
-from .test_sheet_unplanned_rows import drawn_labels  # noqa: F401 - the fixture
 from .test_sheets import DEFAULTS
 from .test_sheets2 import visible
 
+drawn_labels = test_sheet_unplanned_rows.drawn_labels  # the fixture: every text the sheets draw
 STYLES = ("oil painting style", "watercolor style", "charcoal sketch style")
 
 
@@ -124,7 +127,7 @@ def test_the_sheet_columns_and_a_covarying_seed_follow_the_prompts_order():
     assert grid.headers == ("seed 9 / prompt b", "seed 1 / prompt a", "seed 5 / prompt c")
 
 
-def test_a_run_labels_and_orders_caption_template_prompts_as_written(tmp_path, tiny_config, drawn_labels):  # noqa: F811
+def test_a_run_labels_and_orders_caption_template_prompts_as_written(tmp_path, tiny_config, drawn_labels):
     photos = tmp_path / "photos"
     photos.mkdir()
     shutil.copy(PHOTOS / "cat.jpg", photos / "cat.jpg")
@@ -143,3 +146,27 @@ def test_a_run_labels_and_orders_caption_template_prompts_as_written(tmp_path, t
     assert [row["index"] for row in rows] == ["0", "1", "2"]
     headers = [text for text in drawn_labels if text.startswith("prompt ")]
     assert headers == [f"prompt …{style}…" for style in STYLES]  # "oil", "watercolor", "charcoal": as written
+
+
+# --- masks -------------------------------------------------------------------------------------------------------
+
+
+def test_a_csv_inpaint_job_with_a_mask_per_row_labels_each_cell_by_its_mask(tmp_path, tiny_task_config, drawn_labels):
+    """Rows of one source with masks of one name in two folders: the mask is an axis, labelled by the folders."""
+    for side, box in (("left", (0, 0, 225, 300)), ("right", (226, 0, 451, 300))):
+        (tmp_path / side).mkdir()
+        mask = Image.new("L", (451, 300))
+        ImageDraw.Draw(mask).rectangle(box, fill=255)
+        mask.save(tmp_path / side / "cat.png")
+    cat = (PHOTOS / "cat.jpg").as_posix()
+    lines = [f"{cat},{prompt},{side}/cat.png,32,32,2" for prompt in ("a tiger", "a lion") for side in ("left", "right")]
+    (tmp_path / "rows.csv").write_text("source,prompt,mask,width,height,num_inference_steps\n" + "\n".join(lines))
+    config = str(tiny_task_config("inpaint"))
+    done = batch_edit("run", "rows.csv", "--pipeline", config, "--output-root", "out", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    with (tmp_path / "out" / "rows" / "metadata.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    grid, _ = arrange(rows)
+    assert grid.headers == ("prompt a tiger", "prompt a lion")  # the rows' order
+    assert grid.row_labels == ("mask left/cat.png", "mask right/cat.png")
+    assert {"mask left/cat.png", "mask right/cat.png", "prompt a tiger", "prompt a lion"} <= set(drawn_labels)
