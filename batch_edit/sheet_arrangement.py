@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 from .parameters import MAX_VARIATIONS, labels
@@ -333,10 +334,12 @@ def mask_labels(masks: tuple[str, ...]) -> tuple[str, ...]:
     def tail(path: list[str], count: int) -> str:
         return "/".join(path[-count:])
 
-    def told_apart(path: list[str], count: int) -> bool:
-        return all(tail(path, count) != tail(other, count) for other in parts if other is not path)
-
-    labels = [tail(path, next((n for n in range(1, len(path)) if told_apart(path, n)), len(path))) for path in parts]
+    # per count of last parts, how many masks end so (a shorter path: all of it), counted once, not per pair
+    ending = [Counter(tail(path, count) for path in parts) for count in range(1, max(map(len, parts)))]
+    labels = [
+        tail(path, next((n for n in range(1, len(path)) if ending[n - 1][tail(path, n)] == 1), len(path)))
+        for path in parts
+    ]
     return tuple(labels) if len(set(labels)) == len(labels) else masks
 
 
