@@ -41,6 +41,7 @@ from .records import SOURCES_DIR, config_hash
 from .validation import escaped, read_yaml_file
 
 _HASH = re.compile(r"[0-9a-f]{16}\Z")  # records.config_hash
+NOT_PLANNED = "not in the plan"  # why a result moves out: its item is not planned now
 
 
 @dataclass
@@ -121,19 +122,29 @@ def refuse_other_configs(plans: list[JobPlan], read: dict, config: PipelineConfi
     problems = []
     for plan in plans:
         output, records = read[plan.name]
-        results = [record for record in records.values() if record["status"] == "ok"]
-        planned = {item.item_id for item in plan.items}
-        if not results or any(r["item_id"] in planned or r.get("pipeline_config") == used for r in results):
+        if (found := other_config_results(plan, output, records, used)) is None:
             continue
-        configs = sorted({str(r.get("pipeline_config")) for r in results})
-        made_with = ", ".join(f"{name} (model {_model_of(output, name, results)})" for name in configs)
+        count, made_with = found
         problems.append(
-            f"job {plan.name}: prune would move all {len(results)} result(s) out of {output.folder}: none is "
+            f"job {plan.name}: prune would move all {count} result(s) out of {output.folder}: none is "
             f"planned, and all were made with another pipeline config ({made_with}) than this one (model "
             f"{config.model}); pass the run's --pipeline, or --config-changed to move them out all the same"
         )
     if problems:
         raise OtherConfigResults("\n".join(problems))
+
+
+def other_config_results(plan: JobPlan, output: JobOutput, records: dict, used: str) -> tuple[int, str] | None:
+    """Where a job folder's every result would move out and none was made with the pipeline config hashed `used`
+    (what prune refuses to empty): how many results, and the configs they were made with ("HASH (model M)", ...).
+    None where it has no result, or one is planned or made with that config. `records` as planning read them:
+    nothing but the records is read (the kept configs' copies only where it answers)."""
+    results = [record for record in records.values() if record["status"] == "ok"]
+    planned = {item.item_id for item in plan.items}
+    if not results or any(r["item_id"] in planned or r.get("pipeline_config") == used for r in results):
+        return None
+    configs = sorted({str(r.get("pipeline_config")) for r in results})
+    return len(results), ", ".join(f"{name} (model {_model_of(output, name, results)})" for name in configs)
 
 
 def _model_of(output: JobOutput, name: str, results: list[dict]) -> str:
@@ -258,6 +269,32 @@ def move_out(
     return [record for record, _ in picked if record["file_name"] in moved]
 
 
+@dataclass
+class WouldPrune:
+    """What `prune --rejected` would do to a job folder now, as it would decide it (nothing moved or recorded)."""
+
+    unplanned: list[str]  # the results there of items the plan no longer has, which it would move out
+    rejected: list[str]  # the file names of the planned items' deleted results, which it would record as rejected
+
+
+def would_prune(output: JobOutput, plan: JobPlan, records: dict[str, dict]) -> WouldPrune:
+    """What `prune --rejected` would move out as no longer planned, and reject, in `output`'s folder, decided as it
+    decides it but without its locks, writing nothing: for `plan` and `run` to say so. `records` as the output's
+    last read_records() gave them. A result whose file is gone is none to move."""
+    changes = _decide(output, plan, reject_missing=True, records=records)
+    planned = {item.item_id for item in plan.items}
+    unplanned = [
+        record["file_name"]
+        for record, _ in changes.prune
+        if record["status"] == "ok" and record["item_id"] not in planned
+    ]
+    unplanned += [name for name, why in changes.superseded if why == NOT_PLANNED]
+    return WouldPrune(
+        unplanned=[name for name in dict.fromkeys(unplanned) if (output.folder / name).is_file()],
+        rejected=[record["file_name"] for record in changes.reject],
+    )
+
+
 def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool, records: dict | None = None) -> _Changes:
     """`records`: as output's last read_records() gave them, with nothing appended since (else read here)."""
     records = output.read_records() if records is None else records
@@ -281,7 +318,7 @@ def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool, records: dic
             if item_id in finished:
                 changes.keeping[item_id] = finished[item_id]["file_name"]
         elif item is None and record["status"] in ("ok", "failed"):
-            changes.prune.append((record, "not in the plan"))
+            changes.prune.append((record, NOT_PLANNED))
         elif item is None:
             continue
         elif item_id not in finished and not os.path.exists(os.path.join(output.folder, record["file_name"])):
@@ -347,7 +384,7 @@ def _older_because(name: str, latest: dict, item: WorkItem | None) -> str:
     if latest.get("status") == "ok":
         return "an older result of an item that has a newer one"
     if item is None:
-        return "not in the plan"
+        return NOT_PLANNED
     if name == item.output_name:  # put back by hand, but not the file recorded (another size or content)
         return "not the image recorded for its item"
     return f"the job now writes {item.output_name}"
