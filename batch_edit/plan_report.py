@@ -10,6 +10,7 @@ import sys
 
 from .chain_counts import stand_in, to_come_words
 from .cli import EXIT_ITEMS_FAILED, EXIT_OK
+from .leftover_notes import leftover_notes
 from .pipeline_config import DEFAULT_TASK
 from .plan import grid_axes
 from .planning import prepare
@@ -43,6 +44,7 @@ def report(args) -> int:
     print(f"pipeline: {escaped(config.model)} ({settings})")
     for manifest, folder in resolved_folders(args.manifests):
         print(f"manifest {escaped(manifest)}: relative paths resolve against {escaped(folder)}")
+    used = config_hash(config.identity())  # the config the records of this run's results will name
     skipped = {}  # per job: the items done or rejected, as pending_items leaves them
     for plan in plans:
         output, records = read[plan.name]
@@ -79,6 +81,8 @@ def report(args) -> int:
         done_now = len(done - remade)
         print(f"job {plan.name}: {known} item(s){_more(coming[plan.name])}, {done_now} already done{extra} -> "
               f"{escaped(output.folder)}")  # fmt: skip
+        for note in leftover_notes(plan, output, records, used, done=done):
+            print(f"  note: {note}")
         if note := moved_sources_note(plan.items, records, config_hash(config.identity())):
             print(f"  note: {escaped(note)}")
         for note in name_notes(plan.items, output, records) + ([renamed[plan.name]] if plan.name in renamed else []):

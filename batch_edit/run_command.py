@@ -33,6 +33,7 @@ def run(args, fetch: FetchOptions) -> int:
             config, output_root, plans, _ = prepare(args, for_run=True, read=read, resolve=cluster and cluster.resolve)
             _note_moved_sources(plans, read, config)
             _note_names(plans, read, args.overwrite)
+            _note_leftovers(plans, read, config, args.overwrite)
             execution = cluster.execution(config, fetch) if cluster else InProcess(Engine.load, Engine.check, fetch)
             result = drive(plans, config, output_root, execution, options, _replanner(args, config, cluster))
             again = functools.partial(_planned_again, args, config, cluster)
@@ -103,6 +104,19 @@ def _note_names(plans, read: dict, overwrite: bool) -> None:
         for note in name_notes(plan.items, output, records, overwrite) + (
             [renamed[plan.name]] if plan.name in renamed else []
         ):
+            print(f"note: job {escaped(plan.name)}: {note}", file=sys.stderr)
+
+
+def _note_leftovers(plans, read: dict, config, overwrite: bool) -> None:
+    """Before a run: results the plan no longer has, a folder made with another pipeline config, results deleted by
+    hand (as `prune` would judge them)."""
+    from .leftover_notes import leftover_notes
+    from .records import config_hash
+
+    used = config_hash(config.identity())
+    for plan in plans:
+        output, records = read[plan.name]
+        for note in leftover_notes(plan, output, records, used, overwrite):
             print(f"note: job {escaped(plan.name)}: {note}", file=sys.stderr)
 
 

@@ -1,0 +1,67 @@
+"""What `plan` and `run` say, before anything runs, about results in a job folder that the plan no longer covers,
+judged as `prune` judges them (`prune.would_prune`, `prune.other_config_results`: its decisions, without its locks,
+nothing moved or recorded): results of items the plan no longer has, which stay until `prune` moves them out; a
+folder whose every result was made with another pipeline config, whose items are all made again beside them (and
+which `prune` refuses to empty); results deleted by hand, which a run makes again unless `prune --rejected` records
+them as unwanted. A job with none of these (new, or unchanged since its last run) costs a pass over its records and
+a stat of the recorded results not known to be done: prune's decision, which looks at every result, is asked only
+where a note may apply, and no result file is read for it that planning did not read."""
+
+from __future__ import annotations
+
+import os
+
+from .validation import escaped
+
+SHOWN = 3
+
+
+def leftover_notes(plan, output, records: dict[str, dict], used: str, overwrite: bool = False, done=None) -> list[str]:
+    """The notes for one job: `plan` its JobPlan, `output` its JobOutput whose last read_records() gave `records`,
+    `used` the hash of the pipeline config the run uses (`records.config_hash`). `done`: the plan's finished items
+    where the caller knows them (their results are not looked at again). `overwrite`: every item runs, rejected or
+    not, so results deleted by hand need no note."""
+    from .prune import other_config_results, would_prune
+
+    other = other_config_results(plan, output, records, used)
+    if other is not None:  # none of its results is planned: no other note applies
+        count, made_with = other
+        note = (
+            f"all {count} result(s) in this folder were made with another pipeline config than this one, "
+            f"{escaped(made_with)}: every item will be made again beside them (they stay; prune refuses to move "
+            "them all out without --config-changed); a separate output_root or job name keeps the two apart"
+        )
+        return [note]
+    planned = {item.item_id for item in plan.items}
+    unplanned, deleted = False, False
+    for item_id, record in records.items():
+        if item_id not in planned:
+            unplanned = unplanned or record["status"] in ("ok", "failed")  # a failure may have left a result
+        elif deleted or overwrite or record["status"] != "ok" or (done is not None and item_id in done):
+            continue
+        else:  # prune's own test: the file its latest record names is not there
+            deleted = not os.path.exists(os.path.join(output.folder, record["file_name"]))
+    if not (unplanned or deleted):
+        return []
+    found = would_prune(output, plan, records)
+    notes = []
+    # a result at the name a planned item writes: a run moves it out first, and name_notes says so
+    names = {item.output_name for item in plan.items} if found.unplanned else set()
+    if leftovers := [name for name in found.unplanned if name not in names]:
+        notes.append(
+            f"{len(leftovers)} result(s) of items the plan no longer has stay as they are ({_shown(leftovers)}; "
+            "listed last in metadata.csv, without a position, once a run rewrites it): `batch-edit prune "
+            "MANIFEST...` (with this --pipeline) moves them to .batch-edit/pruned/"
+        )
+    if found.rejected and not overwrite:
+        notes.append(
+            f"{len(found.rejected)} result(s) deleted by hand will be made again ({_shown(found.rejected)}): "
+            "`batch-edit prune --rejected MANIFEST...` records them as unwanted, so that runs skip them"
+        )
+    return notes
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(escaped(name) for name in names[:SHOWN]) + (
+        f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
+    )
