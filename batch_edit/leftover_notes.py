@@ -3,9 +3,10 @@ judged as `prune` judges them (`prune.would_prune`, `prune.other_config_results`
 nothing moved or recorded): results of items the plan no longer has, which stay until `prune` moves them out; a
 folder whose every result was made with another pipeline config, whose items are all made again beside them (and
 which `prune` refuses to empty); results deleted by hand, which a run makes again unless `prune --rejected` records
-them as unwanted. A job with none of these (new, or unchanged since its last run) costs a pass over its records and
-a stat of the recorded results not known to be done: prune's decision, which looks at every result, is asked only
-where a note may apply, and no result file is read for it that planning did not read."""
+them as unwanted. A job with none of these (new, or unchanged since its last run) costs a pass over its records (none
+where every item recorded is known done) and, for results not known to be done, one listing of its folder: prune's
+decision, which looks at every result, is asked only where a note may apply, so no result file is read for it in
+an unchanged rerun."""
 
 from __future__ import annotations
 
@@ -21,28 +22,34 @@ def leftover_notes(plan, output, records: dict[str, dict], used: str, overwrite:
     `used` the hash of the pipeline config the run uses (`records.config_hash`). `done`: the plan's finished items
     where the caller knows them (their results are not looked at again). `overwrite`: every item runs, rejected or
     not, so results deleted by hand need no note."""
-    from .prune import other_config_results, would_prune
-
-    other = other_config_results(plan, output, records, used)
-    if other is not None:  # none of its results is planned: no other note applies
-        count, made_with = other
-        note = (
-            f"all {count} result(s) in this folder were made with another pipeline config than this one, "
-            f"{escaped(made_with)}: every item will be made again beside them (they stay; prune refuses to move "
-            "them all out without --config-changed); a separate output_root or job name keeps the two apart"
-        )
-        return [note]
+    if done is not None and len(done) == len(records):
+        return []  # every item recorded is planned and done (`done` holds only recorded items): nothing to note
     planned = {item.item_id for item in plan.items}
-    unplanned, deleted = False, False
+    unplanned = results_planned = False
+    unsure = []  # the files of planned items' latest results not known to be done: deleted, maybe
     for item_id, record in records.items():
         if item_id not in planned:
             unplanned = unplanned or record["status"] in ("ok", "failed")  # a failure may have left a result
-        elif deleted or overwrite or record["status"] != "ok" or (done is not None and item_id in done):
-            continue
-        else:  # prune's own test: the file its latest record names is not there
-            deleted = not os.path.exists(os.path.join(output.folder, record["file_name"]))
-    if not (unplanned or deleted):
+        elif record["status"] == "ok":
+            results_planned = True
+            if not overwrite and (done is None or item_id not in done):
+                unsure.append(record["file_name"])
+    # every result unplanned, and none made with this config: no other note applies
+    if unplanned and not results_planned:
+        from .prune import other_config_results
+
+        if other := other_config_results(plan, output, records, used):
+            count, made_with = other
+            note = (
+                f"all {count} result(s) in this folder were made with another pipeline config than this one, "
+                f"{escaped(made_with)}: every item will be made again beside them (they stay; prune refuses to "
+                "move them all out without --config-changed); a separate output_root or job name keeps the two apart"
+            )
+            return [note]
+    if not (unplanned or _any_gone(output.folder, unsure)):
         return []
+    from .prune import would_prune
+
     found = would_prune(output, plan, records)
     notes = []
     # a result at the name a planned item writes: a run moves it out first, and name_notes says so
@@ -59,6 +66,20 @@ def leftover_notes(plan, output, records: dict[str, dict], used: str, overwrite:
             "`batch-edit prune --rejected MANIFEST...` records them as unwanted, so that runs skip them"
         )
     return notes
+
+
+def _any_gone(folder, names: list[str]) -> bool:
+    """Whether any of these files of the job folder is gone, as prune tests it (`os.path.exists`): the folder is
+    listed once (a stat per result of a rerun's thousands costs more), and only a name not listed, or a link (its
+    target may be gone), is looked at."""
+    if not names:
+        return False
+    try:
+        with os.scandir(folder) as entries:
+            present = {entry.name for entry in entries if not entry.is_symlink()}
+    except OSError:
+        present = set()
+    return any(name not in present and not os.path.exists(os.path.join(folder, name)) for name in names)
 
 
 def _shown(names: list[str]) -> str:

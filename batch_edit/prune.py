@@ -139,9 +139,12 @@ def other_config_results(plan: JobPlan, output: JobOutput, records: dict, used: 
     (what prune refuses to empty): how many results, and the configs they were made with ("HASH (model M)", ...).
     None where it has no result, or one is planned or made with that config. `records` as planning read them:
     nothing but the records is read (the kept configs' copies only where it answers)."""
+    # the cheap test first: in a folder of this config's results, the first one made with it answers
+    if any(record["status"] == "ok" and record.get("pipeline_config") == used for record in records.values()):
+        return None
     results = [record for record in records.values() if record["status"] == "ok"]
     planned = {item.item_id for item in plan.items}
-    if not results or any(r["item_id"] in planned or r.get("pipeline_config") == used for r in results):
+    if not results or any(r["item_id"] in planned for r in results):
         return None
     configs = sorted({str(r.get("pipeline_config")) for r in results})
     return len(results), ", ".join(f"{name} (model {_model_of(output, name, results)})" for name in configs)

@@ -35,7 +35,7 @@ def _notes(text: str) -> list[str]:
 def test_results_no_longer_planned_are_noted_until_prune_moves_them(tmp_path, tiny_config):
     _sweep(tmp_path, "[0.5, 0.7, 0.9]")
     assert _notes(run_manifest(tmp_path, tiny_config, "plan")) == []  # a new job
-    run_manifest(tmp_path, tiny_config, "run")
+    assert _notes(run_manifest(tmp_path, tiny_config, "run")) == []
     assert _notes(run_manifest(tmp_path, tiny_config, "plan")) == []  # nothing changed
     names = dict(zip(_rows(tmp_path).strength.astype(float), _rows(tmp_path).file_name))
     _sweep(tmp_path, "[0.5]")  # the sweep narrowed: two results no longer planned
@@ -140,3 +140,17 @@ def test_an_unchanged_rerun_asks_prune_nothing_and_reads_no_result(tmp_path, tin
     monkeypatch.setattr(JobRecords, "_sha256", refused)
     assert "2 already done" in run_manifest(tmp_path, tiny_config, "plan")
     assert "nothing to do" in run_manifest(tmp_path, tiny_config, "run")
+
+
+def test_a_result_whose_name_a_pending_item_takes_is_noted_as_moving_not_as_staying(tmp_path, tiny_config):
+    """Under `{stem}` a prompt edited gives the new item the old result's name: the run moves that result out first
+    (name_notes says so), so it is not one that stays."""
+    (tmp_path / "m.yaml").write_text(
+        f"jobs:\n  - {{name: sw, sources: {PHOTOS / 'cat.jpg'}, prompts: fox, file_name: '{{stem}}', width: 32,\n"
+        "     height: 32, num_inference_steps: 2, strength: 0.5}\n"
+    )
+    run_manifest(tmp_path, tiny_config, "run")
+    (tmp_path / "m.yaml").write_text((tmp_path / "m.yaml").read_text().replace("fox", "owl"))
+    planned = run_manifest(tmp_path, tiny_config, "plan")
+    assert "1 earlier result(s) of other items (with any caption files) will move" in planned, planned
+    assert LEFTOVER not in planned, planned
