@@ -60,9 +60,12 @@ def leftover_notes(plan, output, records: dict[str, dict], used: str, overwrite:
             "listed last in metadata.csv, without a position, once a run rewrites it): `batch-edit prune "
             "MANIFEST...` (with this --pipeline) moves them to .batch-edit/pruned/"
         )
-    if found.rejected and not overwrite:
+    # an archived item's (its source gone too) cannot be made again: `plan` lists its source as missing
+    by_id = {item.item_id: item for item in plan.items} if found.rejected and not overwrite else {}
+    here = [r for r in found.rejected if (item := by_id.get(r["item_id"])) and (item.source.stat or item.source.is_url)]
+    if deleted := [record["file_name"] for record in here]:
         notes.append(
-            f"{len(found.rejected)} result(s) deleted by hand will be made again ({_shown(found.rejected)}): "
+            f"{len(deleted)} result(s) deleted by hand will be made again ({_shown(deleted)}): "
             "`batch-edit prune --rejected MANIFEST...` records them as unwanted, so that runs skip them"
         )
     return notes

@@ -277,7 +277,7 @@ class WouldPrune:
     """What `prune --rejected` would do to a job folder now, as it would decide it (nothing moved or recorded)."""
 
     unplanned: list[str]  # the results there of items the plan no longer has, which it would move out
-    rejected: list[str]  # the file names of the planned items' deleted results, which it would record as rejected
+    rejected: list[dict]  # the latest records of planned items whose result is deleted, which it would reject
 
 
 def would_prune(output: JobOutput, plan: JobPlan, records: dict[str, dict]) -> WouldPrune:
@@ -294,7 +294,7 @@ def would_prune(output: JobOutput, plan: JobPlan, records: dict[str, dict]) -> W
     unplanned += [name for name, why in changes.superseded if why == NOT_PLANNED]
     return WouldPrune(
         unplanned=[name for name in dict.fromkeys(unplanned) if (output.folder / name).is_file()],
-        rejected=[record["file_name"] for record in changes.reject],
+        rejected=changes.reject,
     )
 
 

@@ -9,7 +9,7 @@ import shutil
 
 import pandas as pd
 
-from .conftest import PHOTOS, noise_image, run_manifest, write_pipeline_config
+from .conftest import PHOTOS, batch_edit, noise_image, run_manifest, write_pipeline_config
 
 LEFTOVER = "result(s) of items the plan no longer has stay as they are"
 OTHER_CONFIG = "result(s) in this folder were made with another pipeline config than this one"
@@ -72,6 +72,13 @@ def test_archived_items_are_no_leftovers(tmp_path, tiny_config):
     assert LEFTOVER not in planned and DELETED not in planned, planned
     assert LEFTOVER not in run_manifest(tmp_path, tiny_config, "run")
     assert "moved 0, rejected 0, kept 2" in run_manifest(tmp_path, tiny_config, "prune")
+    # its result deleted too: no run can make it again, so none "will be made again"
+    archived = pd.read_csv(tmp_path / "out" / "ar" / "metadata.csv", dtype=str)
+    (tmp_path / "out" / "ar" / archived[archived.source.str.endswith("b.png")].file_name.iloc[0]).unlink()
+    result = batch_edit("plan", "m.yaml", "--pipeline", str(tiny_config), "--output-root", "out", cwd=tmp_path)
+    planned = result.stdout + result.stderr
+    assert "missing: 1 of 2 source file(s)" in planned, planned  # said there instead
+    assert DELETED not in planned and LEFTOVER not in planned, planned
 
 
 def test_a_folder_made_with_another_pipeline_config_is_noted_once(tmp_path, tiny_config, tiny_model):
