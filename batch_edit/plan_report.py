@@ -81,11 +81,11 @@ def report(args) -> int:
         done_now = len(done - remade)
         print(f"job {plan.name}: {known} item(s){_more(coming[plan.name])}, {done_now} already done{extra} -> "
               f"{escaped(output.folder)}")  # fmt: skip
-        for note in leftover_notes(plan, output, records, used, done=done):
-            print(f"  note: {note}")
         if note := moved_sources_note(plan.items, records, config_hash(config.identity())):
             print(f"  note: {escaped(note)}")
         for note in name_notes(plan.items, output, records) + ([renamed[plan.name]] if plan.name in renamed else []):
+            print(f"  note: {note}")
+        for note in leftover_notes(plan, output, records, used, done=done):
             print(f"  note: {note}")
         if plan.keep_sources and done and (lacking := copies_lacking(output, plan.items, records, done)):
             print(f"  note: {lacking} finished item(s) lack their kept source copies (keep_sources): a run writes "

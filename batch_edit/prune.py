@@ -283,8 +283,10 @@ class WouldPrune:
 def would_prune(output: JobOutput, plan: JobPlan, records: dict[str, dict]) -> WouldPrune:
     """What `prune --rejected` would move out as no longer planned, and reject, in `output`'s folder, decided as it
     decides it but without its locks, writing nothing: for `plan` and `run` to say so. `records` as the output's
-    last read_records() gave them. A result whose file is gone is none to move."""
-    changes = _decide(output, plan, reject_missing=True, records=records)
+    last read_records() gave them. A result whose file is gone is none to move. No result file is read: one whose
+    modification time is not the one recorded is taken by its size (`judged_unread`), where prune would read it."""
+    with output.judged_unread():
+        changes = _decide(output, plan, reject_missing=True, records=records)
     planned = {item.item_id for item in plan.items}
     unplanned = [
         record["file_name"]

@@ -5,6 +5,7 @@ file at a result's name is the result recorded. Nothing here writes."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -115,6 +116,7 @@ class JobRecords:
         # the files found by it to be their recorded result though their stamp is not the recorded one
         self._hashed: dict[tuple, str] = {}
         self._verified: dict[str, tuple[int, str]] = {}  # file name -> (mtime_ns, sha256) found
+        self._unread = False  # within judged_unread(): no result file is read
 
     def read_records(self) -> dict[str, dict]:
         """The latest record per item id, in first-seen order. A line cut short by a crash, or of a shape this
@@ -364,6 +366,17 @@ class JobRecords:
             return False
         return stat.S_ISREG(found.st_mode) and self._holds(record, found)
 
+    @contextlib.contextmanager
+    def judged_unread(self):
+        """Within it, a result whose modification time is not the one recorded, and whose sha256 was not worked out
+        for the file as it is, is taken by its size alone (as a record without a sha256 is), nothing read or noted
+        as verified: what `plan` and `run` ask of prune's decisions for their notes reads no result file."""
+        self._unread = True
+        try:
+            yield
+        finally:
+            self._unread = False
+
     def _holds(self, record: dict, found: os.stat_result) -> bool:
         """Whether the file at a success record's name (`found`: its lstat) is the result recorded: its size, then
         its sha256 where it has not the modification time recorded as it was written (edited, or copied, touched,
@@ -374,6 +387,8 @@ class JobRecords:
         digest = record.get(RESULT_SHA256)
         if digest is None or found.st_mtime_ns == record.get(RESULT_MTIME):
             return True
+        if self._unread and _state(record["file_name"], found) not in self._hashed:
+            return True
         if self._sha256(record["file_name"], found) != digest:
             return False
         self._verified[record["file_name"]] = (found.st_mtime_ns, digest)
@@ -382,7 +397,7 @@ class JobRecords:
     def _sha256(self, file_name: str, found: os.stat_result) -> str | None:
         """The file's sha256 (None: unreadable, or gone or no regular file meanwhile), read once per state of the
         file (`found`: a file changed since has another modification or change time)."""
-        key = (file_name, found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
+        key = _state(file_name, found)
         if key not in self._hashed:
             digest = hashlib.sha256()
             try:
@@ -426,6 +441,11 @@ class JobRecords:
         if mtime is None or digest != record.get(RESULT_SHA256) or mtime == record.get(RESULT_MTIME):
             return record
         return {**record, RESULT_MTIME: mtime}
+
+
+def _state(file_name: str, found: os.stat_result) -> tuple:
+    """A file's state as its sha256 is kept by (`JobRecords._hashed`): a file changed since is another."""
+    return (file_name, found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
 
 
 # Reading records.jsonl: a block of whole lines at a time, decoded at once, each line parsed by the JSON module's C

@@ -202,7 +202,9 @@ def test_plan_and_run_say_that_results_of_moved_sources_run_again(tmp_path, tiny
     ran = batch_edit("run", str(moved / "m.yaml"), "--pipeline", str(tiny_config))
     assert ran.returncode == 0 and f"note: job j: {note}\n" in ran.stderr
     again = batch_edit("plan", str(moved / "m.yaml"), "--pipeline", str(tiny_config))
-    assert "2 already done" in again.stdout and "note:" not in again.stdout  # the items ran again: nothing to say
+    assert "2 already done" in again.stdout and "made before" not in again.stdout  # the items ran again
+    # what is left to say: the old path's results stay until `prune` moves them out
+    assert "note: 2 result(s) of items the plan no longer has stay as they are" in again.stdout, again.stdout
 
 
 def test_no_moved_sources_note_for_urls_or_for_the_same_content_at_two_planned_paths():
