@@ -17,11 +17,14 @@ from .validation import escaped
 SHOWN = 3
 
 
-def leftover_notes(plan, output, records: dict[str, dict], used: str, overwrite: bool = False, done=None) -> list[str]:
+def leftover_notes(
+    plan, output, records: dict[str, dict], used: str, overwrite: bool = False, finished: dict | None = None
+) -> list[str]:
     """The notes for one job: `plan` its JobPlan, `output` its JobOutput whose last read_records() gave `records`,
-    `used` the hash of the pipeline config the run uses (`records.config_hash`). `done`: the plan's finished items
-    where the caller knows them (their results are not looked at again). `overwrite`: every item runs, rejected or
-    not, so results deleted by hand need no note."""
+    `used` the hash of the pipeline config the run uses (`records.config_hash`). `finished`: the plan's finished
+    items, as output.finished_records() gave them, where the caller knows them (their results are not looked at
+    again). `overwrite`: every item runs, rejected or not, so results deleted by hand need no note."""
+    done = finished
     if done is not None and len(done) == len(records):
         return []  # every item recorded is planned and done (`done` holds only recorded items): nothing to note
     planned = {item.item_id for item in plan.items}
@@ -50,7 +53,7 @@ def leftover_notes(plan, output, records: dict[str, dict], used: str, overwrite:
         return []
     from .prune import would_prune
 
-    found = would_prune(output, plan, records)
+    found = would_prune(output, plan, records, finished)
     notes = []
     # a result at the name a planned item writes: a run moves it out first, and name_notes says so
     names = {item.output_name for item in plan.items} if found.unplanned else set()

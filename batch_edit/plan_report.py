@@ -45,10 +45,11 @@ def report(args) -> int:
     for manifest, folder in resolved_folders(args.manifests):
         print(f"manifest {escaped(manifest)}: relative paths resolve against {escaped(folder)}")
     used = config_hash(config.identity())  # the config the records of this run's results will name
-    skipped = {}  # per job: the items done or rejected, as pending_items leaves them
+    skipped, finished = {}, {}  # per job: the items done or rejected, as pending_items leaves them; done's records
     for plan in plans:
         output, records = read[plan.name]
-        done = output.finished_ids(plan.items, records)
+        finished[plan.name] = output.finished_records(plan.items, records)  # (the leftover notes take them too)
+        done = set(finished[plan.name])
         skipped[plan.name] = (done, output.rejected_ids(plan.items, records, done))
     pending = {plan.name: _pending(plan.items, set().union(*skipped[plan.name])) for plan in plans}
     running, _, waiting_on = split_waiting(pending, folders)
@@ -85,7 +86,7 @@ def report(args) -> int:
             print(f"  note: {escaped(note)}")
         for note in name_notes(plan.items, output, records) + ([renamed[plan.name]] if plan.name in renamed else []):
             print(f"  note: {note}")
-        for note in leftover_notes(plan, output, records, used, done=done):
+        for note in leftover_notes(plan, output, records, used, finished=finished[plan.name]):
             print(f"  note: {note}")
         if plan.keep_sources and done and (lacking := copies_lacking(output, plan.items, records, done)):
             print(f"  note: {lacking} finished item(s) lack their kept source copies (keep_sources): a run writes "

@@ -280,13 +280,16 @@ class WouldPrune:
     rejected: list[dict]  # the latest records of planned items whose result is deleted, which it would reject
 
 
-def would_prune(output: JobOutput, plan: JobPlan, records: dict[str, dict]) -> WouldPrune:
+def would_prune(
+    output: JobOutput, plan: JobPlan, records: dict[str, dict], finished: dict[str, dict] | None = None
+) -> WouldPrune:
     """What `prune --rejected` would move out as no longer planned, and reject, in `output`'s folder, decided as it
     decides it but without its locks, writing nothing: for `plan` and `run` to say so. `records` as the output's
-    last read_records() gave them. A result whose file is gone is none to move. No result file is read: one whose
+    last read_records() gave them, `finished` (where known) as its finished_records() gave them for the plan's
+    items. A result whose file is gone is none to move. No result file is read: one whose
     modification time is not the one recorded is taken by its size (`judged_unread`), where prune would read it."""
     with output.judged_unread():
-        changes = _decide(output, plan, reject_missing=True, records=records)
+        changes = _decide(output, plan, reject_missing=True, records=records, finished=finished, with_files=False)
     planned = {item.item_id for item in plan.items}
     unplanned = [
         record["file_name"]
@@ -300,11 +303,22 @@ def would_prune(output: JobOutput, plan: JobPlan, records: dict[str, dict]) -> W
     )
 
 
-def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool, records: dict | None = None) -> _Changes:
-    """`records`: as output's last read_records() gave them, with nothing appended since (else read here)."""
+def _decide(
+    output: JobOutput,
+    plan: JobPlan,
+    reject_missing: bool,
+    records: dict | None = None,
+    finished: dict[str, dict] | None = None,
+    with_files: bool = True,
+) -> _Changes:
+    """`records`: as output's last read_records() gave them, with nothing appended since (else read here);
+    `finished`: as finished_records() gave them for the plan's items and these records (else worked out here).
+    `with_files`: also the caption files and kept copies that go (or stay) with the results, what only moving
+    them needs."""
     records = output.read_records() if records is None else records
     planned = {item.item_id: item for item in plan.items}
-    finished = output.finished_records(plan.items, records)  # each its result, the latest record or an earlier one
+    # each its result, the latest record or an earlier one
+    finished = output.finished_records(plan.items, records) if finished is None else dict(finished)
     renamed = _renamed_away(plan, finished)  # taken out of `finished`: they move
     taken = {record["file_name"]: item_id for item_id, record in finished.items()}  # planned results: never moved
     behind = output.results_behind_failures(plan.items, records)  # nor those a failed attempt left in place
@@ -345,6 +359,8 @@ def _decide(output: JobOutput, plan: JobPlan, reject_missing: bool, records: dic
         for name in sorted(recorded.keys() - current)
         if (output.folder / name).is_file()
     ]
+    if not with_files:
+        return changes
     # A result in the format the job now writes has the same stem, so the same caption file, as the result of
     # the format it wrote before: that caption stays with the result that stays.
     # A rejected item's result is gone: its caption goes too, unless a result that stays shares it.
