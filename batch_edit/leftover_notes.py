@@ -5,8 +5,8 @@ folder whose every result was made with another pipeline config, whose items are
 which `prune` refuses to empty); results deleted by hand, which a run makes again unless `prune --rejected` records
 them as unwanted. A job with none of these (new, or unchanged since its last run) costs a pass over its records (none
 where every item recorded is known done) and, for results not known to be done, one listing of its folder: prune's
-decision, which looks at every result, is asked only where a note may apply, so no result file is read for it in
-an unchanged rerun."""
+decision, which looks at every result, is asked only where a note may apply, and reads no result file for them
+(`judged_unread`: a touched result is taken by its size)."""
 
 from __future__ import annotations
 
