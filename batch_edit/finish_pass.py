@@ -134,14 +134,11 @@ def copies_to_write(output: JobOutput, done: list[tuple[WorkItem, dict]]) -> tup
     return [(item, record) for item, record in lacking if not uncopied.known_as_is(item)], uncopied
 
 
-def copies_lacking(output: JobOutput, plan: tuple[WorkItem, ...], records: dict[str, dict], done: set[str]) -> int:
-    """For `plan`: how many of a job's finished items (`done`, their ids) the next run gives their missing kept
-    copies."""
-    items = [item for item in plan if item.item_id in done]
-    finished = output.finished_records(items, records)
-    return len(
-        copies_to_write(output, [(item, finished[item.item_id]) for item in items if item.item_id in finished])[0]
-    )
+def copies_lacking(output: JobOutput, plan: tuple[WorkItem, ...], finished: dict[str, dict]) -> int:
+    """For `plan`: how many of a job's finished items (`finished`: item id -> the record of its result) the next
+    run gives their missing kept copies."""
+    done = [(item, finished[item.item_id]) for item in plan if item.item_id in finished]
+    return len(copies_to_write(output, done)[0])
 
 
 def inputs_stamp(item: WorkItem) -> str:

@@ -88,7 +88,7 @@ def report(args) -> int:
             print(f"  note: {note}")
         for note in leftover_notes(plan, output, records, used, finished=finished[plan.name]):
             print(f"  note: {note}")
-        if plan.keep_sources and done and (lacking := copies_lacking(output, plan.items, records, done)):
+        if plan.keep_sources and done and (lacking := copies_lacking(output, plan.items, finished[plan.name])):
             print(f"  note: {lacking} finished item(s) lack their kept source copies (keep_sources): a run writes "
                   "them from their sources, making no image again")  # fmt: skip
         missing, sources = missing_sources(job)
