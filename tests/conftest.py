@@ -355,3 +355,13 @@ def many_jobs(folder: Path, count: int, name: str = "m.yaml", strength: float = 
     )
     (folder / name).write_text("jobs:\n" + jobs)
     return name
+
+
+def refusal(path: Path) -> str:
+    """What loading the manifest `path` is refused with (ManifestError), as one text."""
+    from batch_edit.errors import ManifestError
+    from batch_edit.manifest import load_manifests
+
+    with pytest.raises(ManifestError) as info:
+        load_manifests([path])
+    return str(info.value)

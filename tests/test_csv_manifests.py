@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from batch_edit.errors import ManifestError
-from batch_edit.manifest import load_manifest, load_manifests
+from batch_edit.manifest import load_manifest
 
-from .conftest import PHOTOS
+from .conftest import PHOTOS, refusal
 
 
 @pytest.fixture
@@ -27,12 +27,6 @@ def write(folder: Path, text: str, name: str = "rows.csv") -> Path:
     path = folder / name
     path.write_bytes(text.encode("utf-8"))  # bytes: the line endings are the test's
     return path
-
-
-def refusal(path: Path) -> str:
-    with pytest.raises(ManifestError) as info:
-        load_manifests([path])
-    return str(info.value)
 
 
 def items(path: Path) -> list[tuple]:

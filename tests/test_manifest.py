@@ -13,7 +13,7 @@ from batch_edit.grid_checks import denoising_steps
 from batch_edit.manifest import load_manifest, load_manifests
 from batch_edit.prompts import template_fields
 
-from .conftest import PHOTOS
+from .conftest import PHOTOS, refusal
 
 
 @pytest.fixture
@@ -29,12 +29,6 @@ def write(folder: Path, name: str, text: str) -> Path:
     path = folder / name
     path.write_text(textwrap.dedent(text))
     return path
-
-
-def refusal(path: Path) -> str:
-    with pytest.raises(ManifestError) as info:
-        load_manifests([path])
-    return str(info.value)
 
 
 def test_yaml_grid_with_defaults_and_relative_paths(tmp_path, photos):

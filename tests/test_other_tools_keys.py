@@ -8,10 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from batch_edit.errors import ManifestError
-from batch_edit.manifest import load_manifests
-
-from .conftest import PHOTOS
+from .conftest import PHOTOS, refusal
 
 # another tool's name, a value it takes there, and what the message says to write
 NAMES = [
@@ -34,12 +31,6 @@ def folder(tmp_path) -> Path:
     (tmp_path / "photos").mkdir()
     shutil.copy(PHOTOS / "cat.jpg", tmp_path / "photos" / "cat.jpg")
     return tmp_path
-
-
-def refusal(path: Path) -> str:
-    with pytest.raises(ManifestError) as info:
-        load_manifests([path])
-    return str(info.value)
 
 
 @pytest.mark.parametrize("name, value, expected", NAMES)

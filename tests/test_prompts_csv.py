@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from batch_edit.errors import ManifestError
-from batch_edit.manifest import load_manifest, load_manifests
+from batch_edit.manifest import load_manifest
 from batch_edit.pipeline_config import PipelineConfig
 from batch_edit.plan import JobPlan, plan_jobs
 from batch_edit.prompt_tokens import MOST_LISTED, LongPrompts, planned_long_prompts
 
-from .conftest import PHOTOS, batch_edit, write_pipeline_config
+from .conftest import PHOTOS, batch_edit, refusal, write_pipeline_config
 
 
 @pytest.fixture
@@ -24,12 +23,6 @@ def folder(tmp_path) -> Path:
     (tmp_path / "photos").mkdir()
     shutil.copy(PHOTOS / "cat.jpg", tmp_path / "photos" / "cat.jpg")
     return tmp_path
-
-
-def refusal(path: Path) -> str:
-    with pytest.raises(ManifestError) as info:
-        load_manifests([path])
-    return str(info.value)
 
 
 def rows(path: Path) -> list[tuple[str, str, int | None]]:
