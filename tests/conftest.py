@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -69,10 +70,53 @@ def item_ids_read_as_text(monkeypatch):
     monkeypatch.setattr(pd, "read_csv", reading_ids_as_text)
 
 
+def copied_pipeline(pipe):
+    """What copy.deepcopy(pipe) gives, in under half its time: each torch module is a new object with its own
+    attributes, parameter, buffer and submodule dicts and its own copies of the tensors (shared ones, like T5's tied
+    embeddings, stay shared); every other attribute is deep-copied. Loads in the suite are mostly this copy."""
+    import torch
+
+    copies: dict[int, object] = {}  # also copy.deepcopy's memo, so that what it copies shares what was copied here
+
+    def tensor(value):
+        if type(value) not in (torch.Tensor, torch.nn.Parameter):  # a tensor subclass: as deepcopy copies it
+            return copy.deepcopy(value, copies)
+        if id(value) not in copies:
+            data = value.detach().clone()
+            copies[id(value)] = torch.nn.Parameter(data, value.requires_grad) if type(value) is torch.nn.Parameter else data
+        return copies[id(value)]
+
+    def module(value):
+        if id(value) not in copies:
+            new = copies[id(value)] = object.__new__(type(value))
+            for key, item in value.__dict__.items():
+                if key in ("_parameters", "_buffers"):
+                    item = type(item)((name, None if each is None else tensor(each)) for name, each in item.items())
+                elif key == "_modules":
+                    item = type(item)((name, None if each is None else module(each)) for name, each in item.items())
+                else:
+                    item = other(item)
+                new.__dict__[key] = item
+        return copies[id(value)]
+
+    def other(item):
+        if isinstance(item, torch.nn.Module):
+            return module(item)
+        if isinstance(item, torch.Tensor):
+            return tensor(item)
+        if type(item) in (dict, OrderedDict, set, list) and not item:  # a module's many hook dicts, mostly empty
+            return type(item)()
+        return copy.deepcopy(item, copies)
+
+    new = object.__new__(type(pipe))
+    new.__dict__.update({key: other(item) for key, item in pipe.__dict__.items()})
+    return new
+
+
 class _LoadedFolders:
     """`engine._from_pretrained` with what diffusers read from a local model folder kept for the session: each
-    load gets its own deep copy of the pipeline as read, and quantizing, fusing LoRAs and moving it still happen on
-    that copy, as ever. A folder whose files changed in any byte is read again; a checkpoint file, a hub id and a
+    load gets its own copy of the pipeline as read (`copied_pipeline`), and quantizing, fusing LoRAs and moving it
+    still happen on that copy, as ever. A folder whose files changed in any byte is read again; a checkpoint file, a hub id and a
     verbose run (whose library logs a test may read) are always read."""
 
     def __init__(self, original):
@@ -88,9 +132,9 @@ class _LoadedFolders:
             return self.original(config, dtype)
         if key not in self.read:
             pipe = self.original(config, dtype)  # checked for its task's weights there: only good ones are kept
-            self.read[key] = copy.deepcopy(pipe)
+            self.read[key] = copied_pipeline(pipe)
             return pipe
-        pipe = copy.deepcopy(self.read[key])
+        pipe = copied_pipeline(self.read[key])
         engine.check_task_weights(pipe, config)
         return pipe
 
@@ -268,7 +312,11 @@ def usability_processes(background, tmp_path_factory, tiny_model):
 
 @pytest.fixture(scope="session", autouse=True)
 def background_started_first(request):
-    """The background scenarios the session's tests read start with the session (see Background)."""
+    """The background scenarios the session's tests read start with the session (see Background). Not in a worker
+    of `pytest -n`: each collects every test but runs only the files it is given, so a scenario starts there when
+    the first test of its file asks for it, while the other workers go on with other files."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     wanted = {name for item in request.session.items for name in item.fixturenames}
     for name in ("killed_worker_run", "stopped_nights", "usability_processes"):  # the longest first
         if name in wanted:
