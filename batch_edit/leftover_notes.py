@@ -24,9 +24,8 @@ def leftover_notes(
     `used` the hash of the pipeline config the run uses (`records.config_hash`). `finished`: the plan's finished
     items, as output.finished_records() gave them, where the caller knows them (their results are not looked at
     again). `overwrite`: every item runs, rejected or not, so results deleted by hand need no note."""
-    done = finished
-    if done is not None and len(done) == len(records):
-        return []  # every item recorded is planned and done (`done` holds only recorded items): nothing to note
+    if finished is not None and len(finished) == len(records):
+        return []  # every item recorded is planned and done (`finished` holds only recorded items): nothing to note
     planned = {item.item_id for item in plan.items}
     unplanned = results_planned = False
     unsure = []  # the files of planned items' latest results not known to be done: deleted, maybe
@@ -35,7 +34,7 @@ def leftover_notes(
             unplanned = unplanned or record["status"] in ("ok", "failed")  # a failure may have left a result
         elif record["status"] == "ok":
             results_planned = True
-            if not overwrite and (done is None or item_id not in done):
+            if not overwrite and (finished is None or item_id not in finished):
                 unsure.append(record["file_name"])
     # every result unplanned, and none made with this config: no other note applies
     if unplanned and not results_planned:
