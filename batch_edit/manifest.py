@@ -223,9 +223,10 @@ def _job_from_model(
     own = exclude / model.name if exclude is not None and len(problems) == named else None
     sources: list[SourceRef] = []
     skip = Exclusions(tuple(_as_list(model.exclude))) if model.exclude is not None else None
+    unlisted: list[tuple[Path, str]] = []
     for index, spec in enumerate(_as_list(model.sources)):
         try:
-            sources.extend(expand_source(spec, base, model.recursive, exclude, own, skip=skip))
+            sources.extend(expand_source(spec, base, model.recursive, exclude, own, skip=skip, unlisted=unlisted))
         except SourceSpecError as exc:
             problems.append(f"{where}: field 'sources[{index}]': {exc}")
     unique = tuple(dict.fromkeys(sources))
@@ -240,6 +241,7 @@ def _job_from_model(
         excluded=len({path for path, _ in skip.left_out}) if skip else 0,
         exclude=skip.patterns if skip else (),
         exclude_unused=skip.unused() if skip else (),
+        not_regular=tuple(dict.fromkeys((str(path), kind) for path, kind in unlisted)),
     )
     if grid_size(grid) > MAX_ITEMS_PER_RUN:  # before the checks below, which walk the grid's axes
         problems.append(f"{where}: {_too_large(grid, model.masks is not None)}")

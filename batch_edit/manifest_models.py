@@ -128,6 +128,9 @@ Grid = make_dataclass(
         ("excluded", int, field(default=0, compare=False)),
         ("exclude", tuple[str, ...], field(default=(), compare=False)),
         ("exclude_unused", tuple[str, ...], field(default=(), compare=False)),
+        # (path, what it is) of each name with an image's suffix that a folder or glob of `sources` found and that
+        # is no regular file (a link to nothing, a FIFO, a device): no item (`plan` and `run` warn)
+        ("not_regular", tuple[tuple[str, str], ...], field(default=(), compare=False)),
     ],
     frozen=True,
     namespace={"__module__": __name__, "__doc__": "A cartesian grid: sources x prompts x every swept parameter. "

@@ -17,6 +17,7 @@ from .masks import is_missing
 from .parameters import axis_names
 from .pipeline_config import PipelineConfig
 from .source_decoding import SourceError, open_image
+from .source_folders import shown_entries
 from .sources import fit_size
 
 
@@ -65,7 +66,27 @@ def plan_warnings(config: PipelineConfig, jobs: list[JobSpec]) -> list[str]:
         )
     missing = [*config.missing_paths(), *config.missing_loras()]
     warnings.extend(f"{problem}: `batch-edit run` would refuse it here" for problem in missing)
-    return warnings + noise_warnings(jobs) + exclude_warnings(jobs)
+    return warnings + job_warnings(jobs)
+
+
+def job_warnings(jobs: list[JobSpec]) -> list[str]:
+    """What `plan` and `run` both warn of in the jobs as written, before anything is planned."""
+    return noise_warnings(jobs) + exclude_warnings(jobs) + unlisted_warnings(jobs)
+
+
+def unlisted_warnings(jobs: list[JobSpec]) -> list[str]:
+    """A job's folders and globs holding names with an image's suffix that are no regular file (a link left
+    pointing at a deleted photo, a FIFO): no item is made of them, and the user is told which."""
+    warnings = []
+    for job in jobs:
+        odd = sorted({entry for grid in job.grids for entry in grid.not_regular})
+        if odd:
+            warnings.append(
+                f"job {job.name}: left out {len(odd)} entr{'y' if len(odd) == 1 else 'ies'} of its folders and globs "
+                f"with an image's name that {'is not a regular file' if len(odd) == 1 else 'are not regular files'}: "
+                f"{shown_entries(odd)}"
+            )
+    return warnings
 
 
 def exclude_warnings(jobs: list[JobSpec]) -> list[str]:

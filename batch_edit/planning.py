@@ -16,7 +16,7 @@ from .lora_config import names_used_twice
 from .manifest import DEFAULT_OUTPUT_ROOT, JobSpec, load_manifests, output_root_settings, pipeline_settings
 from .pipeline_config import PipelineConfig, load_pipeline_config
 from .plan import JobPlan, plan_jobs
-from .plan_checks import UNRESOLVED, exclude_warnings, fit_duplicates, noise_warnings
+from .plan_checks import UNRESOLVED, fit_duplicates, job_warnings
 from .source_identity import identify_sources
 from .validation import describe_validation_error, escaped
 
@@ -50,7 +50,7 @@ def prepare(
     for plan in plans if warn else ():
         if duplicates := fit_duplicates(plan.name, plan.items):
             print(f"warning: {escaped(duplicates)}", file=sys.stderr)
-    for noise in noise_warnings(jobs) + exclude_warnings(jobs) if warn and for_run else ():  # `plan` lists them
+    for noise in job_warnings(jobs) if warn and for_run else ():  # `plan` lists them
         print(f"warning: {escaped(noise)}", file=sys.stderr)  # among its own warnings
     return config, output_root, plans, jobs
 

@@ -8,14 +8,16 @@ its kept `sources/` or anything under `.batch-edit/` (records, pruned results).
 
 from __future__ import annotations
 
+import errno
 import glob
 import itertools
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 
-from .local_files import recursive_glob, walk_files
+from .local_files import file_kind, recursive_glob, walk_files
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 GLOB_CHARS = frozenset("*?[")
@@ -29,14 +31,24 @@ class OwnResults(ValueError):
     """A folder or glob that starts inside the job's own output folder; str() says why that cannot work."""
 
 
-def folder_images(folder: Path, recursive: bool, output_root: Path | None, job_folder: Path | None) -> list[Path]:
+def folder_images(
+    folder: Path, recursive: bool, output_root: Path | None, job_folder: Path | None, unlisted: list | None = None
+) -> list[Path]:
+    """The image files below `folder`; `unlisted` (a list) gets (path, what it is) for each entry with an image's
+    name that is no regular file (a link to nothing, a FIFO, a device): never an item, but worth a word."""
     walk = _Walk(folder, output_root, job_folder)
     # Hidden files and folders are skipped; linked folders are followed, each folder entered once.
-    found = [p for p in walk_files(folder, recursive, skip=walk.is_excluded) if is_image_name(p) and p.is_file()]
-    return walk.results(found)
+    return walk.images(walk_files(folder, recursive, skip=walk.is_excluded), unlisted)
 
 
-def glob_images(spec: str, base_dir: Path, recursive: bool, output_root: Path | None, job_folder: Path | None):
+def glob_images(
+    spec: str,
+    base_dir: Path,
+    recursive: bool,
+    output_root: Path | None,
+    job_folder: Path | None,
+    unlisted: list | None = None,
+) -> list[Path]:
     # root_dir, not base_dir/spec: brackets or stars in the manifest's own folder name must stay literal.
     # glob itself skips dot-names unless the pattern spells the dot out (then the user asked for them).
     walk = _Walk(glob_root(spec, base_dir), output_root, job_folder)
@@ -47,7 +59,7 @@ def glob_images(spec: str, base_dir: Path, recursive: bool, output_root: Path | 
     else:  # one folder level per pattern part: a link loop cannot make this unbounded
         matches = glob.glob(pattern, root_dir=root)
     paths = [Path(os.path.abspath(root / m)) for m in matches]  # an absolute m replaces root in the join
-    return walk.results([p for p in paths if is_image_name(p) and p.is_file()])
+    return walk.images(paths, unlisted)
 
 
 def case_insensitive_matches(spec: str, base_dir: Path, most: int = 4) -> list[Path]:
@@ -79,6 +91,24 @@ def _either_case(pattern: str) -> str:
 def is_job_folder(folder: Path) -> bool:
     """A batch-edit job's output folder: it holds `.batch-edit/`."""
     return os.path.isdir(folder / JOB_STATE_DIR)
+
+
+def entry_kind(path: Path) -> str | None:
+    """What `path` is, symlinks followed: "regular file", "folder", "fifo", "socket", ..., "a link to nothing",
+    "a link loop", "unreadable: why" (it cannot be looked at); None for a name gone meanwhile."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a link to nothing" if os.path.islink(path) else None
+    except OSError as exc:
+        return "a link loop" if exc.errno == errno.ELOOP else f"unreadable: {exc.strerror or exc}"
+    return file_kind(mode)
+
+
+def shown_entries(entries: list[tuple[Path | str, str]], most: int = 5) -> str:
+    """(path, what it is) entries as `path (kind), ...`, the first `most` of them and how many more."""
+    more = f" and {len(entries) - most} more" if len(entries) > most else ""
+    return ", ".join(f"{path} ({kind})" for path, kind in entries[:most]) + more
 
 
 def is_image_name(path: Path) -> bool:
@@ -140,6 +170,7 @@ class Exclusions:
     patterns: tuple[str, ...]
     left_out: list[tuple[Path, str]] = field(default_factory=list)  # (image, the pattern leaving it out)
     listed: bool = False  # a folder or glob of the job was listed with them
+    silencing: set[str] = field(default_factory=set)  # patterns leaving out entries that are no regular file
 
     def kept(self, spec: str, images: list[Path], root: Path) -> list[Path]:
         """The images a folder or glob starting at `root` found less those the patterns leave out; refused
@@ -156,9 +187,18 @@ class Exclusions:
             raise ExcludesAll(f"source {spec!r}: exclude leaves out every image it finds ({len(images)}): {shown}")
         return kept
 
+    def leaves_out(self, path: Path, root: Path) -> bool:
+        """Whether the patterns leave out `path`, an entry with an image's name that is no regular file (a link
+        to nothing) found by a folder or glob starting at `root`: not counted as an image left out, but such a
+        pattern is in use."""
+        if (pattern := excluded_by(path, root, self.patterns)) is None:
+            return False
+        self.silencing.add(pattern)
+        return True
+
     def unused(self) -> tuple[str, ...]:
         """The patterns that left out nothing, where a folder or glob was listed."""
-        used = {pattern for _, pattern in self.left_out}
+        used = {pattern for _, pattern in self.left_out} | self.silencing
         return tuple(p for p in self.patterns if p not in used) if self.listed else ()
 
 
@@ -202,6 +242,21 @@ class _Walk:
 
     def results(self, paths: list[Path]) -> list[Path]:
         return [path for path in paths if not self._in_excluded(path.parent) and not self._job_file(path)]
+
+    def images(self, paths: Iterable[Path], unlisted: list | None) -> list[Path]:
+        """`results` of the paths with an image's name that are regular files (or links to one); the others
+        with such a name (no folder), where `unlisted` is a list, appended to it as (path, what it is)."""
+        images, odd = [], []
+        for path in filter(is_image_name, paths):
+            kind = entry_kind(path)
+            if kind == "regular file":
+                images.append(path)
+            elif kind not in (None, "folder"):
+                odd.append((path, kind))
+        if unlisted is not None:
+            kept = set(self.results([path for path, _ in odd]))
+            unlisted.extend(sorted((entry for entry in odd if entry[0] in kept), key=lambda e: e[0].as_posix()))
+        return self.results(images)
 
     def _in_excluded(self, folder: Path) -> bool:
         if folder not in self._excluded_parents:

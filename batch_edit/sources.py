@@ -34,6 +34,7 @@ from .source_folders import (
     glob_images,
     glob_root,
     is_job_folder,
+    shown_entries,
 )
 
 RESIZE_MODES = ("center-crop", "pad", "stretch", "fit")
@@ -83,6 +84,7 @@ def expand_source(
     exclude: Path | None = None,
     job_folder: Path | None = None,
     skip: Exclusions | None = None,
+    unlisted: list | None = None,
 ) -> list[SourceRef]:
     """A URL, a folder, a glob or one file, as refs sorted by path string.
 
@@ -90,32 +92,43 @@ def expand_source(
     results), nor into `job_folder` (the job's own results); one that starts inside `job_folder` is refused.
     Another job's folder gives its results only (source_folders). The images a folder or glob finds that the
     job's `exclude` patterns (`skip`) name are left out (and noted there); a file named as such is never left
-    out."""
+    out. Names a folder or glob finds with an image's name that are no regular file (a link to nothing, a FIFO)
+    and that `skip` does not leave out are appended to `unlisted` (a list) as (path, what it is)."""
     if _SCHEME.match(spec):
         return [source_ref(spec, base_dir)]
     path = _local_path(spec, base_dir)
     refuse_impossible_path(spec, path, literal=not GLOB_CHARS & set(spec))
     try:
         if _is_dir(path):
-            images = folder_images(path, recursive, exclude, job_folder)
+            images = folder_images(path, recursive, exclude, job_folder, odd := [])
+            odd = _unlisted(unlisted, odd, path, skip)
             images = skip.kept(spec, images, path) if skip else images
             if not images and is_job_folder(path):  # its job may make results in this very run (planning judges)
                 return [_job_folder_ref(path)]
-            return _refs_or_unmatched(spec, path, images, job_folder)
+            return _refs_or_unmatched(spec, path, images, job_folder, odd=odd)
         # A literal name like "shot [1].jpg" that exists wins over reading it as a glob.
         if GLOB_CHARS & set(spec) and not os.path.exists(path):
             root = glob_root(spec, base_dir)
-            images = glob_images(spec, base_dir, recursive, exclude, job_folder)
+            images = glob_images(spec, base_dir, recursive, exclude, job_folder, odd := [])
+            odd = _unlisted(unlisted, odd, root, skip)
             images = skip.kept(spec, images, root) if skip else images
             if not images and _unfilled_job_folder(root, exclude, job_folder):
                 return [_job_folder_ref(root)]  # as a folder above; a glob matching none of its results is refused
-            return _refs_or_unmatched(spec, path, images, job_folder, base_dir)
+            return _refs_or_unmatched(spec, path, images, job_folder, base_dir, odd)
     except OwnResults as exc:
         raise SourceSpecError(f"source {spec!r} {exc}") from None
     except ExcludesAll as exc:
         raise SourceSpecError(str(exc)) from None
     # A missing file is kept: loading it later records "file not found" against that one item.
     return [source_ref(spec, base_dir)]
+
+
+def _unlisted(unlisted: list | None, odd: list, root: Path, skip: Exclusions | None) -> list:
+    """The entries no regular file that `skip` does not leave out, also added to `unlisted` where it is a list."""
+    odd = [entry for entry in odd if not (skip and skip.leaves_out(entry[0], root))]
+    if unlisted is not None:
+        unlisted.extend(odd)
+    return odd
 
 
 def source_ref(path_or_url: str, base_dir: Path) -> SourceRef:
@@ -250,15 +263,23 @@ def _job_folder_ref(folder: Path) -> SourceRef:
 
 
 def _refs_or_unmatched(
-    spec: str, path: Path, paths: list[Path], job_folder: Path | None, glob_base: Path | None = None
+    spec: str,
+    path: Path,
+    paths: list[Path],
+    job_folder: Path | None,
+    glob_base: Path | None = None,
+    odd: list[tuple[Path, str]] | None = None,
 ) -> list[SourceRef]:
     """The images found, sorted by path. None found: SourceSpecError, but for a job with records (`job_folder`
     holds them), one `unmatched` ref saying why, which planning refuses unless the records show images this
-    folder or glob gave before, gone since (gone_sources)."""
+    folder or glob gave before, gone since (gone_sources). The why names the entries `odd` with an image's name
+    that are no regular file (links to deleted photos)."""
     if paths:
         return [_file_ref(p) for p in sorted(paths, key=lambda p: p.as_posix())]
     looked_for = ", ".join(sorted(IMAGE_SUFFIXES))
     problem = f"source {spec!r} matches no image (looked for {looked_for})"
+    if odd:
+        problem += f"; with an image's name it finds only what is not a regular file: {shown_entries(odd)}"
     if glob_base is not None and (other_case := case_insensitive_matches(spec, glob_base)):
         shown = ", ".join(p.name for p in other_case[:3]) + (
             f" and {len(other_case) - 3} more" if len(other_case) > 3 else ""
