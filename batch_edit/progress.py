@@ -37,6 +37,8 @@ class Progress:
             # handler's formatter, escaping included, is kept; the handlers are put back at close.
             loggers = [logging.root, *_own_console_loggers()]
             self._drawing.enter_context(logging_redirect_tqdm(loggers, tqdm_class=bar_class))
+            if self.stream is sys.stderr:  # what is printed to stderr meanwhile (a warning, Python's warnings)
+                self._drawing.enter_context(_printed_above(bar_class, self.stream))  # too
 
     def update(self, failed: bool = False, at_load: bool = False) -> None:
         """One item finished; `at_load`: it failed loading its source (or mask), no model time spent."""
@@ -88,6 +90,22 @@ class Progress:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def _printed_above(bar_class, stream):
+    """sys.stderr replaced by a file writing each whole line above the bar (tqdm.write); a line left unfinished
+    at the end is written then."""
+    from tqdm.contrib import DummyTqdmFile
+
+    through_bar = DummyTqdmFile(stream)
+    try:
+        with contextlib.redirect_stderr(through_bar):
+            yield
+    finally:
+        unfinished, through_bar._buf = "".join(through_bar._buf), []
+        if unfinished:
+            stream.write(unfinished)
 
 
 def _own_console_loggers() -> list[logging.Logger]:

@@ -6,6 +6,7 @@ import io
 import logging
 import re
 import sys
+import warnings
 
 import tqdm.std
 
@@ -87,6 +88,27 @@ def test_a_library_logging_with_a_console_handler_of_its_own_does_not_tear_the_b
     finally:
         library.handlers.clear()
     assert "the library's warning" in re.split(r"[\r\n]", terminal.getvalue()), terminal.getvalue()
+
+
+def test_what_is_printed_to_stderr_during_the_bar_comes_out_above_it_whole(monkeypatch):
+    """A print to stderr (a warning printed directly, Python's warnings module) while the bar is drawn: each line
+    whole, the bar cleared before and drawn again below; a line left unfinished comes out at the end."""
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with Progress(total=3) as progress:
+        progress.update()
+        print("warning: printed ", end="", file=sys.stderr)  # a line in two writes, as `print(..., end=" ")` makes
+        print("mid-run", file=sys.stderr)
+        sys.stderr.write(warnings.formatwarning("a library's warning", UserWarning, "lib.py", 7))  # as `warn` does
+        progress.update()
+        print("unfinished", end="", file=sys.stderr)
+    assert sys.stderr is terminal  # given back once the bar is gone
+    drawn = terminal.getvalue()
+    pieces = re.split(r"[\r\n]", drawn)  # what a terminal shows: each piece from the start of a line
+    assert "warning: printed mid-run" in pieces and "lib.py:7: UserWarning: a library's warning" in pieces, drawn
+    before, after = drawn.split("warning: printed mid-run", 1)
+    assert "0/3" in before and "1/3" in after.split("\n", 1)[1]  # the bar drawn before, and again below (now)
+    assert drawn.endswith("unfinished"), drawn
 
 
 def test_items_failed_loading_their_source_are_left_out_of_the_rate_and_eta(monkeypatch):
