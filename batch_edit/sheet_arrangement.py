@@ -13,7 +13,7 @@ import functools
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .parameters import MAX_VARIATIONS, labels
 from .plan import derive_seed
@@ -92,6 +92,7 @@ class Arrangement:
     cell_labels: dict[Position, str] | None = None  # what differs, for cells laid out in order
     cell_label_lines: int = 0
     header_lines: int = 1
+    shared_prompt: str = ""  # what the swept prompts' labels leave out, "…" where they differ (for the banner)
 
     @property
     def fill(self) -> float:
@@ -238,11 +239,12 @@ def arrange(rows: list[dict]) -> tuple[Arrangement, list[Axis]]:
         grid = Arrangement(1, 1, 1, 1, {at: rows[0]}, cell_labels={at: label}, cell_label_lines=SINGLE_PROMPT_LINES)
         return grid, [axis for axis in fixed if axis.column != "prompt"]
     groups = covarying_groups(rows, swept)
+    shared = next((shared_prompt(axis.values) for axis in swept if axis.column == "prompt"), "")
     if len(groups) != 1 or len(groups[0].values) <= MAX_STRIP:
         grid = _axis_grid(rows, groups)
         if grid.fill >= 1 - MAX_EMPTY and len(grid.cells) == len(rows):  # each row its own cell
-            return grid, fixed
-    return _labelled_grid(rows, groups), fixed
+            return replace(grid, shared_prompt=shared), fixed
+    return replace(_labelled_grid(rows, groups), shared_prompt=shared), fixed
 
 
 def _axis_grid(rows: list[dict], groups: list[AxisGroup]) -> Arrangement:
@@ -356,9 +358,32 @@ def prompt_labels(prompts: tuple[str, ...]) -> tuple[str, ...]:
     style, highly detailed": "…oil painting style…" and "…watercolor style…"). A prompt that is no more than what
     they share (the start of the others) keeps all of it. Labels are never alike: where leaving out both ends would
     make two so, one end is kept, else the whole prompts are the labels."""
-    if len(prompts) < 2:
+    cut = _prompt_cut(prompts)
+    if cut is None:
         return prompts
-    spans = [[(m.start(), m.end()) for m in re.finditer(r"\S+", prompt)] for prompt in prompts]
+    return tuple(_cut(prompt, _spans(prompt), *cut) for prompt in prompts)
+
+
+def shared_prompt(prompts: tuple[str, ...]) -> str:
+    """What `prompt_labels` leaves out of every prompt, an ellipsis for the part they differ in ("a photo of a cat
+    on a sofa, … highly detailed"), for the sheet's banner; "" where they leave out nothing."""
+    cut = _prompt_cut(prompts) if len(prompts) > 1 else None
+    if cut is None or cut == (0, 0):
+        return ""
+    start, end = cut
+    prompt, spans = prompts[0], _spans(prompts[0])
+    head = prompt[: spans[start - 1][1]] if start else ""
+    tail = prompt[spans[len(spans) - end][0] :] if end else ""
+    return " ".join(filter(None, [head, "…", tail]))
+
+
+@functools.lru_cache(maxsize=64)
+def _prompt_cut(prompts: tuple[str, ...]) -> tuple[int, int] | None:
+    """(words left out at the start, at the end) of every prompt's label; None where the whole prompts are the
+    labels (fewer than two, or leaving out their shared ends would make two labels alike)."""
+    if len(prompts) < 2:
+        return None
+    spans = [_spans(prompt) for prompt in prompts]
     words = [[prompt[a:b] for a, b in at] for prompt, at in zip(prompts, spans)]
     # a word the same where one ends a phrase ("{caption}" and "{caption}, at night": "light" and "light,")
     bare = [[word.rstrip("".join(_PHRASE_END)) for word in w] for w in words]
@@ -368,8 +393,12 @@ def prompt_labels(prompts: tuple[str, ...]) -> tuple[str, ...]:
     for cut_start, cut_end in ((start, end), (start, 0), (0, end)):
         labels = tuple(_cut(prompt, at, cut_start, cut_end) for prompt, at in zip(prompts, spans))
         if len(set(labels)) == len(labels):
-            return labels
-    return prompts
+            return cut_start, cut_end
+    return None
+
+
+def _spans(prompt: str) -> list[tuple[int, int]]:
+    return [(m.start(), m.end()) for m in re.finditer(r"\S+", prompt)]
 
 
 def _shared_count(words: list[list[str]]) -> int:

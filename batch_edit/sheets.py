@@ -264,6 +264,7 @@ def _render(
     name = key if is_url else "/".join(PurePosixPath(key).parts[-2:]).lstrip("/")  # its folder tells same stems apart
     params = ", ".join(f"{a.label} {distinct_part(a, a.values[0])}" for a in fixed if a.column != "prompt")
     prompt = "".join(f"prompt: {a.values[0]}" for a in fixed if a.column == "prompt")  # last: the longest
+    prompt = prompt or (f"prompts: {grid.shared_prompt}" if grid.shared_prompt else "")  # what their labels leave out
     # a line of its own, kept when the rest is cut short
     results = f"{left_off} result{'s' if left_off > 1 else ''}"
     unplanned = f"\nnot shown: {results} no longer planned (batch-edit prune moves them out)" if left_off else ""

@@ -10,14 +10,15 @@ import shutil
 import pytest
 from PIL import Image, ImageDraw
 
+from batch_edit import sheets
 from batch_edit.prompts import render_prompt
-from batch_edit.sheet_arrangement import arrange, find_axes, first_seen, prompt_labels
+from batch_edit.sheet_arrangement import arrange, find_axes, first_seen, prompt_labels, shared_prompt
 from batch_edit.sheet_layout import plan_pages
 from batch_edit.sources import SourceRef
 
 from . import test_sheet_unplanned_rows
 from .conftest import PHOTOS, batch_edit
-from .test_sheets import DEFAULTS
+from .test_sheets import DEFAULTS, make_job
 from .test_sheets2 import visible
 
 drawn_labels = test_sheet_unplanned_rows.drawn_labels  # the fixture: every text the sheets draw
@@ -61,6 +62,34 @@ STYLES = ("oil painting style", "watercolor style", "charcoal sketch style")
 def test_prompts_are_labelled_by_what_tells_them_apart(prompts, labels):
     assert list(prompt_labels(tuple(prompts))) == labels
     assert len(set(labels)) == len(labels)
+
+
+@pytest.mark.parametrize(
+    "prompts, shared",
+    [
+        ([f"a photo of a cat sitting on a sofa, {s}, highly detailed, 4k" for s in STYLES],
+         "a photo of a cat sitting on a sofa, … highly detailed, 4k"),
+        (["a cat, oil painting style, highly detailed", "a cat, watercolor style, highly detailed"],
+         "… highly detailed"),
+        (["a photo of a tabby cat", "a photo of a tabby cat in the rain"], "a photo of a tabby cat …"),
+        (["a photo of a cat at night", "the same cat by day, in the garden"], ""),  # nothing left out
+        (["a photo of a cat, oil painting style"], ""),
+    ],
+)  # fmt: skip
+def test_the_shared_prompt_is_what_the_labels_leave_out(prompts, shared):
+    assert shared_prompt(tuple(prompts)) == shared
+
+
+def test_a_sheet_of_swept_prompts_says_what_they_share_in_its_banner(tmp_path, monkeypatch):
+    """The column headers read "…watercolor style…": the banner gives the rest of the prompt once."""
+    drawn = []
+    monkeypatch.setattr(sheets, "draw_label", lambda draw, box, text, *args, **kwargs: drawn.append(text))
+    caption = "a photo of a cat sitting on a sofa"
+    make_job(tmp_path, [{"prompt": f"{caption}, {s}, highly detailed, 4k"} for s in STYLES])
+    assert sheets.write_contact_sheets(tmp_path)
+    [banner] = [text for text in drawn if caption in text]
+    assert banner.endswith(f" | prompts: {caption}, … highly detailed, 4k"), banner
+    assert [text for text in drawn if text.startswith("prompt …")] == [f"prompt …{s}…" for s in STYLES]
 
 
 def test_caption_templates_are_labelled_by_the_template_not_the_caption():
