@@ -41,15 +41,17 @@ class JobListing(JobRecords):
         super().__init__(root, job)
         self._plan: tuple[WorkItem, ...] | None = None  # the current plan, whose positions metadata.csv shows
         self._keep_sources = False  # the job keeps its fitted sources (and masks) under sources/
+        self.contact_sheets = True  # the job has its contact sheets drawn (`contact_sheets: false`: none)
         # file name -> the planned item whose result takes it, where another item's result has it now: from a run's
         # first such move to the job's end, no row lists another item's result under that name (`unlist_taken`)
         self._names_taken: dict[str, str] = {}
 
-    def follow_plan(self, items: tuple[WorkItem, ...], keep_sources: bool = False) -> None:
+    def follow_plan(self, items: tuple[WorkItem, ...], keep_sources: bool = False, contact_sheets: bool = True) -> None:
         """List results at their position in the manifest as it is now (`index`, CSV `row`), not as recorded
         when each was made: a row inserted in a CSV renumbers the results below it. The job's own settings
-        (masks, `keep_sources`) decide the columns, whatever its items' outcomes."""
-        self._plan, self._keep_sources = items, keep_sources
+        (masks, `keep_sources`) decide the columns, whatever its items' outcomes; `contact_sheets`, whether its
+        sheets are drawn."""
+        self._plan, self._keep_sources, self.contact_sheets = items, keep_sources, contact_sheets
 
     def rebuild_csvs(self, during_job: bool = False, read: tuple[dict, dict] | None = None) -> tuple[int, int]:
         """Rewrite metadata.csv and failures.csv from the records; returns (images, failures). Records of the

@@ -261,7 +261,15 @@ def _job_from_model(
         if p.file_field and not p.taken_by(task) and f"{{{p.file_field}" in model.file_name
     )
     loras = tuple(lora.resolved_against(base) for lora in model.loras or ())
-    return JobSpec(model.name, where, (grid,), keep_sources=model.keep_sources, loras=loras, file_name=model.file_name)
+    return JobSpec(
+        model.name,
+        where,
+        (grid,),
+        keep_sources=model.keep_sources,
+        loras=loras,
+        file_name=model.file_name,
+        contact_sheets=model.contact_sheets,
+    )
 
 
 def _too_large(grid: Grid, masked: bool) -> str:

@@ -74,6 +74,7 @@ JobDefaults = create_model(
     # images of the folders and globs in `sources` left out: names (`*_thumb.jpg`, `rejects`) or paths from there
     exclude=(_one_or_many(ExcludePattern) | None, None),
     keep_sources=(bool, False),  # save each fitted source (and mask) beside the results (before/after pairs)
+    contact_sheets=(bool, True),  # a contact sheet per source in the job folder; false: none (drawn ones removed)
     masks=(MaskSpec | None, None),  # each source's mask, by stem: a template (`masks/{stem}.png`), folder or glob
     loras=(LoraList | None, None),  # fused into the run's one pipeline: every job of a run must agree
     file_name=(FileName, DEFAULT_FILE_NAME),  # the images' names, without the extension
@@ -146,6 +147,7 @@ class JobSpec:
     keep_sources: bool = False
     loras: tuple[LoraConfig, ...] = ()
     file_name: str = DEFAULT_FILE_NAME
+    contact_sheets: bool = True
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from .source_folders import SHEET_PREFIX
 PRUNED_DIR = f"{STATE_DIR}/pruned"
 PIPELINES_DIR = "pipelines"  # .batch-edit/pipelines/<hash>.yaml: each pipeline config records were made with
 SHEETS_STAMP = "sheets"  # .batch-edit/sheets: touched once every contact sheet of the current metadata.csv is written
+SHEETS_OFF = "off"  # the stamp's one line where the job draws none (`contact_sheets: false`): no sheet is so named
 
 
 class JobOutput(JobListing):
@@ -403,6 +404,8 @@ class JobOutput(JobListing):
             names = job_files.read_bytes(self.state / SHEETS_STAMP).decode("utf-8").splitlines()
         except (OSError, UnicodeDecodeError):
             return False
+        if not self.contact_sheets or names == [SHEETS_OFF]:  # the setting changed since: drawn, or removed
+            return names == [SHEETS_OFF] and not self.contact_sheets
         return all(is_bare_name(name) and job_files.lstat(self.folder / name) is not None for name in names)
 
     def write_sheets_if_stale(self, stopped: Callable[[], bool] = lambda: False) -> bool:
@@ -414,11 +417,12 @@ class JobOutput(JobListing):
         """Contact sheets from metadata.csv, then the stamp that says they are complete (a run killed while
         writing them, or one whose `stopped()` cut them short, leaves the stamp older than metadata.csv, so the
         next run writes them again). False when cut short."""
-        written = write_contact_sheets(self.folder, stopped=stopped)
+        written = write_contact_sheets(self.folder, stopped=stopped, drawn=self.contact_sheets)
         if written is None:
             return False
+        names = [p.name for p in written] if self.contact_sheets else [SHEETS_OFF]
         try:
-            job_files.write_whole(self.state / SHEETS_STAMP, "".join(f"{p.name}\n" for p in written).encode("utf-8"))
+            job_files.write_whole(self.state / SHEETS_STAMP, "".join(f"{name}\n" for name in names).encode("utf-8"))
         except OSError as exc:
             raise OutputError(f"cannot write {self.state / SHEETS_STAMP}: {exc.strerror or exc}") from exc
         return True

@@ -69,6 +69,7 @@ class JobPlan:
     # (first row, its variation, later row) of CSV rows giving the same item: the later row's seed may be the
     # first's seed plus a variation
     merged_rows: tuple[tuple[int, int, int], ...] = ()
+    contact_sheets: bool = True
 
 
 def plan_jobs(jobs: list[JobSpec], pipeline_identity: dict) -> list[JobPlan]:
@@ -153,7 +154,7 @@ def _plan_job(job: JobSpec, pipeline_key: str) -> JobPlan:
                     if name_of is not None:
                         _SET_NAME(item, name_of(item))
     rows = tuple((first, variation, later) for (first, later), variation in merged.items())
-    return JobPlan(job.name, tuple(items.values()), total - len(items), job.keep_sources, rows)
+    return JobPlan(job.name, tuple(items.values()), total - len(items), job.keep_sources, rows, job.contact_sheets)
 
 
 def _item_builder():

@@ -232,7 +232,7 @@ def _prune(
         output.start(None, "")  # no pipeline config to keep: pruning renders nothing
         changes = _decide(output, plan, reject_missing, records)  # under the lock: nothing changes underneath
         _apply(output, changes, result, stopped)
-        output.follow_plan(plan.items, plan.keep_sources)
+        output.follow_plan(plan.items, plan.keep_sources, plan.contact_sheets)
         # an image put back after an earlier prune moved its caption out; a kept copy deleted; the CSVs (after a
         # stop too: no row names a file moved out)
         output.finish_files()

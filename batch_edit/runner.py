@@ -138,7 +138,7 @@ def drive(
     with _refused_before_running():
         outputs = {plan.name: JobOutput(output_root, plan.name) for plan in plans}
         for plan in plans:
-            outputs[plan.name].follow_plan(plan.items, plan.keep_sources)
+            outputs[plan.name].follow_plan(plan.items, plan.keep_sources, plan.contact_sheets)
         summaries = [JobSummary(plan.name, outputs[plan.name].folder, len(plan.items)) for plan in plans]
         pending, waiting = _pending(summaries, chain, outputs, options, options.limit)
     active = [summary for summary in summaries if pending[summary.name]]
@@ -402,7 +402,7 @@ class _Chain:
             plans = []
         for plan in plans:
             self.plans[plan.name] = plan
-            outputs[plan.name].follow_plan(plan.items, plan.keep_sources)
+            outputs[plan.name].follow_plan(plan.items, plan.keep_sources, plan.contact_sheets)
         summaries = [summary for summary in involved if summary.name in {plan.name for plan in plans}]
         pending = _pending(summaries, self, outputs, options, limit)[0]
         return [summary for summary in summaries if pending[summary.name]], pending

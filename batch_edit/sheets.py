@@ -199,15 +199,21 @@ def _ellipsize(text: str, font, width: int, force: bool = False) -> str:
 
 
 def write_contact_sheets(
-    job_folder: Path, *, thumb: int = 256, max_side: int = 8192, stopped: Callable[[], bool] = lambda: False
+    job_folder: Path,
+    *,
+    thumb: int = 256,
+    max_side: int = 8192,
+    stopped: Callable[[], bool] = lambda: False,
+    drawn: bool = True,
 ) -> list[Path] | None:
-    """Write one sheet per source (more pages if needed) and delete this job's sheets no longer produced. Once
-    `stopped()` is true (a run stopping by signal), no further sheet is drawn and None is returned: cut short.
+    """Write one sheet per source (more pages if needed) and delete this job's sheets no longer produced (every
+    one where not `drawn`: a job with `contact_sheets: false`). Once `stopped()` is true (a run stopping by
+    signal), no further sheet is drawn and None is returned: cut short.
 
     Cells are `thumb` pixels, or smaller where the outputs are: enlarging a 64 px result to 256 shows nothing more
     and makes the sheet 16 times the pixels to draw and compress. They never go below MIN_CELL, so labels fit."""
     folder = Path(job_folder)
-    by_source = _finished_rows(folder)
+    by_source = _finished_rows(folder) if drawn else {}
     stems = sheet_stems(list(by_source))
     written: list[Path] = []
     positioned = any(is_positioned(row) for rows in by_source.values() for row in rows)
