@@ -168,11 +168,18 @@ def fit_paragraphs(paragraphs: list[str], font, width: int, max_lines: int) -> l
     return lines
 
 
+@functools.lru_cache(maxsize=65536)
+def _length(font, text: str) -> float:
+    """font.getlength, remembered: labels repeat over a job's sheets ("strength 0.5", a shared prompt), each
+    measured again while wrapping, and measuring was most of drawing a sheet."""
+    return font.getlength(text)
+
+
 def fit_lines(text: str, font, width: int, max_lines: int) -> list[str]:
     lines, current, cut = [], "", False
     for word in text.split():
         trial = f"{current} {word}" if current else word
-        if current and font.getlength(trial) > width:
+        if current and _length(font, trial) > width:
             lines.append(current)
             current = word
             if len(lines) == max_lines:
@@ -186,12 +193,12 @@ def fit_lines(text: str, font, width: int, max_lines: int) -> list[str]:
 
 
 def _ellipsize(text: str, font, width: int, force: bool = False) -> str:
-    if not force and font.getlength(text) <= width:
+    if not force and _length(font, text) <= width:
         return text
     low, high = 0, len(text)  # the longest prefix that fits with the ellipsis
     while low < high:
         mid = (low + high + 1) // 2
-        low, high = (mid, high) if font.getlength(text[:mid].rstrip() + "…") <= width else (low, mid - 1)
+        low, high = (mid, high) if _length(font, text[:mid].rstrip() + "…") <= width else (low, mid - 1)
     return text[:low].rstrip() + "…"
 
 
