@@ -186,6 +186,12 @@ class RayCluster:
         return self._gpus
 
     def execution(self, config: PipelineConfig, fetch: FetchOptions) -> RayExecution:
+        """The execution on this cluster: Ray starts (a CPU config's run may not have started it yet) once the
+        run has items to make, when the execution's `check` runs; a finished run starts no Ray."""
+        return RayExecution(self, fetch)
+
+    def shape(self, config: PipelineConfig) -> tuple[int, dict, int]:
+        """(workers, each one's Ray resources, each one's torch threads) for `config` on this cluster."""
         self._start()
         resources = self.ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), resources.get("CPU", 0)
@@ -193,13 +199,13 @@ class RayCluster:
             workers = self.workers or gpus
             if workers > gpus:
                 raise ConfigError(f"--workers {workers}: the Ray cluster has {gpus} GPU(s), one per worker")
-            return RayExecution(self.ray, fetch, workers, {"num_gpus": 1, "num_cpus": 1}, threads=1)
+            return workers, {"num_gpus": 1, "num_cpus": 1}, 1
         workers = self.workers or max(1, int(cpus))
         share = cpus / workers  # Ray takes fractions below one CPU, whole numbers above
         if share < 0.1:
             raise ConfigError(f"--workers {workers}: too many for the Ray cluster's {cpus:g} CPU(s)")
         num_cpus = math.floor(share) if share >= 1 else math.floor(share * 100) / 100
-        return RayExecution(self.ray, fetch, workers, {"num_cpus": num_cpus}, threads=max(1, math.floor(share)))
+        return workers, {"num_cpus": num_cpus}, max(1, math.floor(share))
 
 
 class RayExecution:
@@ -207,14 +213,17 @@ class RayExecution:
 
     on_stop = "recording the results already back, then stopping (batches still on the workers run again on resume)"
 
-    def __init__(self, ray, fetch: FetchOptions, workers: int, resources: dict, threads: int):
-        self.ray, self.fetch, self.workers, self.resources, self.threads = ray, fetch, workers, resources, threads
+    def __init__(self, cluster: RayCluster, fetch: FetchOptions):
+        self.cluster, self.ray, self.fetch = cluster, cluster.ray, fetch
+        self.workers, self.resources, self.threads = 0, {}, 1  # the cluster's shape, once the run needs Ray
         self.config: PipelineConfig | None = None
 
     def check(self, config: PipelineConfig) -> None:
-        """The engine's refusals (no GPU, no model folder, no LoRA file) where the workers run, not here."""
+        """The engine's refusals (no GPU, no model folder, no LoRA file) where the workers run, not here: the first
+        step of a run with items to make, where Ray starts if it has not."""
         from .engine import Engine
 
+        self.workers, self.resources, self.threads = self.cluster.shape(config)
         check = self.ray.remote(num_cpus=0, num_gpus=self.resources.get("num_gpus", 0))(Engine.check)
         try:
             self.ray.get(check.remote(config))
