@@ -404,9 +404,11 @@ class JobOutput(JobListing):
             names = job_files.read_bytes(self.state / SHEETS_STAMP).decode("utf-8").splitlines()
         except (OSError, UnicodeDecodeError):
             return False
-        if not self.contact_sheets or names == [SHEETS_OFF]:  # the setting changed since: drawn, or removed
-            return names == [SHEETS_OFF] and not self.contact_sheets
-        return all(is_bare_name(name) and job_files.lstat(self.folder / name) is not None for name in names)
+        if (names == [SHEETS_OFF]) != (not self.contact_sheets):  # `contact_sheets` changed since
+            return False
+        return not self.contact_sheets or all(
+            is_bare_name(name) and job_files.lstat(self.folder / name) is not None for name in names
+        )
 
     def write_sheets_if_stale(self, stopped: Callable[[], bool] = lambda: False) -> bool:
         """Contact sheets only where metadata.csv changed since they were drawn: a job whose run only failed

@@ -94,18 +94,31 @@ class Progress:
 
 @contextlib.contextmanager
 def _printed_above(bar_class, stream):
-    """sys.stderr replaced by a file writing each whole line above the bar (tqdm.write); a line left unfinished
-    at the end is written then."""
-    from tqdm.contrib import DummyTqdmFile
-
-    through_bar = DummyTqdmFile(stream)
+    """sys.stderr replaced by `_AboveBar` while the bar is drawn; a line left unfinished is written at the end."""
+    above = _AboveBar(bar_class, stream)
     try:
-        with contextlib.redirect_stderr(through_bar):
+        with contextlib.redirect_stderr(above):
             yield
     finally:
-        unfinished, through_bar._buf = "".join(through_bar._buf), []
-        if unfinished:
-            stream.write(unfinished)
+        if above.pending:
+            stream.write(above.pending)
+
+
+class _AboveBar:
+    """A stand-in for stderr: each whole line written above the bar (tqdm.write clears it, writes the line, draws
+    it again), the rest of a write kept until its line ends; anything else asked of it goes to `stream`."""
+
+    def __init__(self, bar_class, stream):
+        self.bar_class, self.stream, self.pending = bar_class, stream, ""
+
+    def write(self, text: str) -> int:
+        lines, newline, self.pending = (self.pending + text).rpartition("\n")
+        if newline:
+            self.bar_class.write(lines, file=self.stream)
+        return len(text)
+
+    def __getattr__(self, name):  # flush, isatty, fileno, encoding...
+        return getattr(self.stream, name)
 
 
 def _own_console_loggers() -> list[logging.Logger]:
