@@ -24,6 +24,7 @@ from .parameters import named, needing
 from .pipeline_config import MASKED_TASKS
 from .prompts import placeholders
 from .source_decoding import TRANSPOSES, SourceError, applied_orientation, to_rgb
+from .source_folders import IMAGE_SUFFIXES, entry_kind, shown_entries
 from .sources import SourceRef, SourceSpecError, expand_source, fit_geometry, load_image, source_ref
 from .validation import printable
 
@@ -173,6 +174,18 @@ def searched_folder(mask: SourceRef) -> str | None:
     it looked for); None for a mask file or URL."""
     folder = mask.key.removesuffix(f"/{mask.stem}{_NOT_FOUND}")
     return folder if folder != mask.key and not mask.is_url and not mask.stat else None
+
+
+def _not_regular_namesakes(mask: SourceRef) -> list[tuple[str, str]]:
+    """(path, what it is) of the entries in the folder an unpaired `mask` was looked for in that have its stem and
+    an image's suffix but are no regular file (a link to a deleted mask, a FIFO): why the folder gave none."""
+    folder, found = searched_folder(mask), []
+    suffixes = sorted({case for suffix in IMAGE_SUFFIXES for case in (suffix, suffix.upper())}) if folder else ()
+    for suffix in suffixes:
+        path = f"{folder}/{mask.stem}{suffix}"
+        if os.path.lexists(path) and (kind := entry_kind(Path(path))) not in (None, "regular file", "folder"):
+            found.append((path, kind))
+    return found
 
 
 def is_missing(mask: SourceRef) -> bool:
@@ -335,7 +348,9 @@ class MaskLoader:
 
 def _load(ref: SourceRef, fetch: FetchOptions) -> Image.Image | SourceError:
     if ref.key.endswith(_NOT_FOUND):
-        return SourceError(f"mask: none found for this source (looked for {ref.key})", "mask: none found")
+        odd = _not_regular_namesakes(ref)
+        also = f"; found there, not a regular file: {shown_entries(odd)}" if odd else ""
+        return SourceError(f"mask: none found for this source (looked for {ref.key}{also})", "mask: none found")
     if not ref.is_url and os.path.isdir(ref.key):  # where a template names a folder
         return SourceError(f"mask: {ref.key} is a folder, not an image file", "mask: a folder")
     try:

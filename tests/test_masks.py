@@ -245,6 +245,22 @@ def loaded(path: Path, source_size=(64, 48), **params):
     return MaskLoader(FetchOptions()).fitted(item, source_size)
 
 
+def test_a_mask_folder_holding_only_a_broken_link_or_fifo_by_the_stem_says_so(tmp_path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    (masks / "owl.png").symlink_to(tmp_path / "deleted.png")
+    os.mkfifo(masks / "owl.JPG")
+    (masks / "owl.webp").mkdir()  # a folder so named: not reported
+    image(masks / "owl_mask.png", mode="L")  # another stem
+    expected = (
+        f"mask: none found for this source (looked for {masks.as_posix()}/owl.*; found there, not a regular file: "
+        f"{masks.as_posix()}/owl.JPG (fifo), {masks.as_posix()}/owl.png (a link to nothing))"
+    )
+    with pytest.raises(SourceError) as info:
+        loaded(masks / "owl.*")
+    assert str(info.value) == expected and info.value.reason == "mask: none found"
+
+
 def test_missing_undecodable_and_all_black_masks_fail_with_their_reason(tmp_path):
     with pytest.raises(SourceError, match="^mask: file not found: .*gone.png"):
         loaded(tmp_path / "gone.png")
