@@ -114,7 +114,9 @@ class Recorder:
         def stopped() -> bool:  # also a stop arriving while the sheets are drawn: it cuts them short
             return self.stop.signal is not None
 
-        complete = output.sheets_current() if stopped() else output.write_sheets_if_stale(stopped)
+        # a stopped run draws no sheet; a job drawing none (`contact_sheets: false`) only removes them: no wait
+        drawing = stopped() and output.contact_sheets
+        complete = output.sheets_current() if drawing else output.write_sheets_if_stale(stopped)
         if not complete:  # the stamp stays older than metadata.csv: the next run draws them
             self.sheets_left += 1
 

@@ -22,13 +22,13 @@ from .conftest import image_file
 SOURCES = 6  # one sheet each
 
 
-def plans(tmp_path, config):
+def plans(tmp_path, config, settings: str = ""):
     for index in range(SOURCES):
         image_file(tmp_path / "src" / f"p{index}.png", color=30 * index)
     manifest = tmp_path / "m.yaml"
     manifest.write_text(
         f"jobs: [{{name: a, sources: {tmp_path / 'src'}, prompts: [a tiger], num_inference_steps: 2,"
-        " width: 32, height: 32}]\n"
+        f" width: 32, height: 32{settings}}}]\n"
     )
     (loaded,) = load_manifests([manifest])
     return plan_jobs(list(loaded.jobs), config.identity())
@@ -68,3 +68,21 @@ def test_a_stop_while_sheets_are_drawn_cuts_them_and_the_next_run_draws_them(tmp
     again = run(plans(tmp_path, config), config, tmp_path / "out", Engine.load, RunOptions())
     assert again.interrupted_by is None and not again.loaded_model  # nothing to generate: only finished
     assert drawn(tmp_path) == SOURCES and output.sheets_current()
+
+
+def test_a_stop_in_a_job_drawing_no_sheets_says_none_are_left(tmp_path, tiny_config, monkeypatch, caplog):
+    """`contact_sheets: false`: a SIGINT during the job leaves no sheet for the next run to draw, and says none."""
+    (tmp_path / "src").mkdir()
+    config = load_pipeline_config(tiny_config)
+    generate = Engine.generate
+
+    def stop_after_one(self, *args, **kwargs):
+        images = generate(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return images
+
+    monkeypatch.setattr(Engine, "generate", stop_after_one)
+    options = RunOptions()
+    result = run(plans(tmp_path, config, ", contact_sheets: false"), config, tmp_path / "out", Engine.load, options)
+    assert result.interrupted_by == signal.SIGINT and result.jobs[0].done > 0
+    assert drawn(tmp_path) == 0 and "contact sheets" not in caplog.text, caplog.text
