@@ -8,6 +8,7 @@ globs share `walk_files`, which never enters the same directory twice, so symlin
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import functools
 import os
@@ -39,6 +40,18 @@ class TooLarge(OSError):
 
 def file_kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "regular file")
+
+
+def entry_kind(path: Path) -> str | None:
+    """What `path` is, symlinks followed: "regular file", "folder", "fifo", "socket", ..., "a link to nothing",
+    "a link loop", "unreadable: why" (it cannot be looked at); None for a name gone meanwhile."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a link to nothing" if os.path.islink(path) else None
+    except OSError as exc:
+        return "a link loop" if exc.errno == errno.ELOOP else f"unreadable: {exc.strerror or exc}"
+    return file_kind(mode)
 
 
 def read_capped(path: Path, max_bytes: int) -> bytes:

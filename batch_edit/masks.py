@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageChops, ImageFilter
 
 from .fetch_options import FetchOptions
+from .local_files import entry_kind
 from .parameters import named, needing
 from .pipeline_config import MASKED_TASKS
 from .prompts import placeholders
 from .source_decoding import TRANSPOSES, SourceError, applied_orientation, to_rgb
-from .source_folders import IMAGE_SUFFIXES, entry_kind, shown_entries
+from .source_folders import IMAGE_SUFFIXES, shown_entries
 from .sources import SourceRef, SourceSpecError, expand_source, fit_geometry, load_image, source_ref
 from .validation import printable
 

@@ -8,7 +8,6 @@ its kept `sources/` or anything under `.batch-edit/` (records, pruned results).
 
 from __future__ import annotations
 
-import errno
 import glob
 import itertools
 import os
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 
-from .local_files import file_kind, recursive_glob, walk_files
+from .local_files import entry_kind, recursive_glob, walk_files
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 GLOB_CHARS = frozenset("*?[")
@@ -91,18 +90,6 @@ def _either_case(pattern: str) -> str:
 def is_job_folder(folder: Path) -> bool:
     """A batch-edit job's output folder: it holds `.batch-edit/`."""
     return os.path.isdir(folder / JOB_STATE_DIR)
-
-
-def entry_kind(path: Path) -> str | None:
-    """What `path` is, symlinks followed: "regular file", "folder", "fifo", "socket", ..., "a link to nothing",
-    "a link loop", "unreadable: why" (it cannot be looked at); None for a name gone meanwhile."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return "a link to nothing" if os.path.islink(path) else None
-    except OSError as exc:
-        return "a link loop" if exc.errno == errno.ELOOP else f"unreadable: {exc.strerror or exc}"
-    return file_kind(mode)
 
 
 def shown_entries(entries: list[tuple[Path | str, str]], most: int = 5) -> str:
