@@ -126,12 +126,24 @@ def _attention_problem(config: PipelineConfig, exc: Exception) -> str:
 def _choose_kernels(pipe, config: PipelineConfig, torch) -> None:
     """The attention kernel and the VAE's memory layout: the same computation, only faster where the GPU has them."""
     if config.attention_backend:
-        try:
-            pipe.transformer.set_attention_backend(config.attention_backend)
-        except (RuntimeError, ValueError, ImportError) as exc:  # a GPU without the kernel
-            raise PipelineLoadError(_attention_problem(config, exc)) from exc
+        _set_attention_backend(pipe.transformer, config)
     if config.vae_channels_last:
         pipe.vae.to(memory_format=torch.channels_last)
+
+
+def _set_attention_backend(transformer, config: PipelineConfig) -> None:
+    """The backend on each of the transformer's attention processors. diffusers also makes it the default of the
+    whole process, which every pipeline loaded after this one (another config, a reproduce, a test) would then
+    take without asking for it: that default is put back as it was."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry as registry
+
+    default = registry._active_backend
+    try:
+        transformer.set_attention_backend(config.attention_backend)
+    except (RuntimeError, ValueError, ImportError) as exc:  # a GPU without the kernel
+        raise PipelineLoadError(_attention_problem(config, exc)) from exc
+    finally:
+        registry.set_active_backend(default)
 
 
 def fuse_loras(pipe, loras: list[LoraConfig], local_files_only: bool = False, field=None) -> None:

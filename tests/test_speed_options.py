@@ -18,15 +18,24 @@ from .test_engine import items_and_images
 from .test_memory_options import render_batch, vae_engines, write_config  # noqa: F401  (a shared fixture)
 
 
-@pytest.fixture(autouse=True)
-def process_attention_backend():
-    """diffusers also makes a chosen backend the process's default (one pipeline per process, as in a run): put
-    the default back, so the other tests' pipelines keep torch's own choice."""
-    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+def attention_backends(engine: Engine) -> set:
+    return {
+        module.processor._attention_backend
+        for module in engine.pipe.transformer.modules()
+        if hasattr(getattr(module, "processor", None), "_attention_backend")
+    }
 
-    before = _AttentionBackendRegistry._active_backend
-    yield
-    _AttentionBackendRegistry.set_active_backend(before)
+
+def test_a_chosen_attention_backend_stays_with_its_own_pipeline(vae_engines):  # noqa: F811
+    """diffusers also makes a backend set on one model the default of the whole process: a pipeline loaded
+    afterwards without one (another config, a test comparing against the plain pipeline) would silently take it."""
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+
+    default = _AttentionBackendRegistry._active_backend
+    chosen = vae_engines(attention_backend="_native_math", fuse_qkv="true")
+    assert attention_backends(chosen) == {AttentionBackendName._NATIVE_MATH}  # every processor, fused ones too
+    assert _AttentionBackendRegistry._active_backend == default
+    assert attention_backends(vae_engines()) == {None}  # the process's default: torch's own choice
 
 
 def test_fused_qkv_projections_give_the_same_images(vae_engines):  # noqa: F811
