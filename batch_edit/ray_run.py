@@ -170,6 +170,15 @@ class RayCluster:
             self.ray.shutdown()  # a local instance stops; a joined cluster only loses this driver
 
     def resolve(self, config: PipelineConfig, for_run: bool = True) -> PipelineConfig:
+        """The config as item ids need it, while planning: the cluster's GPUs are probed here only for an `auto`
+        that changes images (a finished run of any other config starts no Ray). The rest (a GPU there at all, the
+        batch size) waits for the execution's `check`, the first step of a run with items to make."""
+        if config.device == "cpu" or config.has_device_choices:
+            return self.resolved(config)
+        return config.model_copy(update={"device": "cuda"})  # as resolve_for_cluster says it: each worker's own GPU
+
+    def resolved(self, config: PipelineConfig) -> PipelineConfig:
+        """The config as every worker loads it (`resolve_for_cluster`), the GPUs probed for one that needs them."""
         return resolve_for_cluster(config, [] if config.device == "cpu" else self.gpus())
 
     def gpus(self) -> list[GpuNode]:
@@ -217,12 +226,15 @@ class RayExecution:
         self.cluster, self.ray, self.fetch = cluster, cluster.ray, fetch
         self.workers, self.resources, self.threads = 0, {}, 1  # the cluster's shape, once the run needs Ray
         self.config: PipelineConfig | None = None
+        self.resolved: PipelineConfig | None = None
 
     def check(self, config: PipelineConfig) -> None:
         """The engine's refusals (no GPU, no model folder, no LoRA file) where the workers run, not here: the first
-        step of a run with items to make, where Ray starts if it has not."""
+        step of a run with items to make, where Ray starts if it has not. The config is resolved for the cluster's
+        GPUs here (a cluster without any refused), as every worker will load it."""
         from .engine import Engine
 
+        config = self.resolved = self.cluster.resolved(config)
         self.workers, self.resources, self.threads = self.cluster.shape(config)
         check = self.ray.remote(num_cpus=0, num_gpus=self.resources.get("num_gpus", 0))(Engine.check)
         try:
@@ -235,7 +247,8 @@ class RayExecution:
         """Each worker encodes the prompts of its tasks as it starts (part of its load)."""
         from .engine import described
 
-        self.config = config  # resolved for the cluster before ids were made; each worker loads it when it starts
+        # resolved for the cluster (before ids were made where that changes images); each worker loads it as it starts
+        self.config = config = self.resolved if self.resolved is not None else config
         print(f"batch-edit: {self.workers} Ray worker(s), each loading {described(config)}", file=sys.stderr)
         return config
 

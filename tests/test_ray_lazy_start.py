@@ -45,3 +45,33 @@ def test_sources_that_do_not_exist_are_refused_without_starting_ray(tmp_path, ti
     assert refused.returncode == 2
     assert "none of the 1 source file(s) exists" in refused.stderr, refused.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _on_cuda(tmp_path, tiny_config):
+    """The tiny config with `device: cuda`: the same item ids (the device is not part of them), for a GPU cluster."""
+    config = tmp_path / "cuda.yaml"
+    config.write_text(tiny_config.read_text().replace("device: cpu", "device: cuda"))
+    return config
+
+
+def test_a_finished_run_of_a_gpu_config_starts_no_ray_either(tmp_path, tiny_config, request):
+    """Its GPUs are probed while planning only for an `auto` that changes images (torchao_type): not here."""
+    _manifest(tmp_path, PHOTOS / "cat.jpg")
+    assert _run(tmp_path, tiny_config).returncode == 0
+    request.getfixturevalue("no_ray_start")
+    again = _run(tmp_path, _on_cuda(tmp_path, tiny_config), "--ray")
+    assert again.returncode == 0, again.stderr
+    assert "0 written, 1 already done" in again.stdout and "nothing to do" in again.stdout, again.stdout
+
+
+def test_a_gpu_config_on_a_cluster_without_gpus_is_refused_before_anything_is_written(
+    tmp_path, tiny_config, no_ray_start, monkeypatch
+):
+    """Checked once the run has items to make, where the cluster's GPUs are probed: this one has none (as a local
+    Ray instance on this CPU machine reports it; the probe itself needs Ray started, hence its answer given)."""
+    monkeypatch.setattr(ray_run.RayCluster, "gpus", lambda self: [])
+    _manifest(tmp_path, PHOTOS / "cat.jpg")
+    refused = _run(tmp_path, _on_cuda(tmp_path, tiny_config), "--ray")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "asks for device 'cuda' but the Ray cluster has no GPU" in refused.stderr, refused.stderr
+    assert not (tmp_path / "out").exists()
