@@ -12,12 +12,13 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from PIL import Image
 
 from .errors import OutOfMemory, OutputError
+from .kept_downloads import KeptDownloads
 from .masks import MaskLoader, composited
 from .plan import WorkItem
 from .result_files import Failure, ItemResult, encode_result
@@ -82,23 +83,30 @@ def prepare(
     tasks: Iterable[Task], fetch: FetchOptions, errors: ErrorLog, stopped: Callable[[], bool] = lambda: False
 ) -> Iterator[Prepared]:
     """Load and fit each task's source (and mask); one that cannot be used is that item's "load" failure."""
-    sources, masks = SourceCache(fetch), MaskLoader(fetch)
-    for task in tasks:
-        if stopped():
-            return
-        item = task.item
-        try:
-            original = sources.get(item.source)
-            image = fit_image(original, item.width, item.height, item.resize)
-            mask = masks.fitted(item, original.size, applied_orientation(original))  # None without one
-        except SourceError as exc:
-            yield Prepared(task, failure=Failure.of("load", exc))
-            continue
-        except Exception as exc:  # a decoder bug on one odd file is that item's failure, not the run's
-            errors.error(exc, f"could not prepare {item.source.key}")
-            yield Prepared(task, failure=Failure.of("load", exc))
-            continue
-        yield Prepared(task, image, mask, fetched_sha256=sources.digests.get(item.source, ""))
+    if isinstance(tasks, Sequence):  # the whole run's: the URLs later items load again are kept meanwhile
+        kept = KeptDownloads(task.item.source for task in tasks)
+    else:  # a stream (a Ray worker's block): nothing known of what comes later
+        kept = KeptDownloads(())
+    sources, masks = SourceCache(fetch, kept=kept), MaskLoader(fetch)
+    try:
+        for task in tasks:
+            if stopped():
+                return
+            item = task.item
+            try:
+                original = sources.get(item.source)
+                image = fit_image(original, item.width, item.height, item.resize)
+                mask = masks.fitted(item, original.size, applied_orientation(original))  # None without one
+            except SourceError as exc:
+                yield Prepared(task, failure=Failure.of("load", exc))
+                continue
+            except Exception as exc:  # a decoder bug on one odd file is that item's failure, not the run's
+                errors.error(exc, f"could not prepare {item.source.key}")
+                yield Prepared(task, failure=Failure.of("load", exc))
+                continue
+            yield Prepared(task, image, mask, fetched_sha256=sources.digests.get(item.source, ""))
+    finally:
+        kept.close()
 
 
 def in_batches(
@@ -209,8 +217,11 @@ class SourceCache:
     small outputs must not hold. The newest image always stays, however large, so a sweep over one huge
     source still decodes it once."""
 
-    def __init__(self, fetch: FetchOptions, size: int = 16, max_bytes: int = 512 * 1024 * 1024):
+    def __init__(
+        self, fetch: FetchOptions, size: int = 16, max_bytes: int = 512 * 1024 * 1024, kept: KeptDownloads | None = None
+    ):
         self.fetch, self.size, self.max_bytes = fetch, size, max_bytes
+        self.kept = kept if kept is not None else KeptDownloads(())  # URLs later items load again, on disk
         self.images: OrderedDict[SourceRef, Image.Image] = OrderedDict()
         self.errors: dict[SourceRef, SourceError] = {}
         self.digests: dict[SourceRef, str] = {}  # URLs' downloaded bytes (one hash each, however many items)
@@ -218,12 +229,14 @@ class SourceCache:
 
     def get(self, ref: SourceRef) -> Image.Image:
         if ref in self.errors:
+            self.kept.passed(ref)
             raise self.errors[ref]
         if ref in self.images:
+            self.kept.passed(ref)
             self.images.move_to_end(ref)
             return self.images[ref]
         try:
-            data = source_bytes(ref, self.fetch)
+            data = self.kept.load(ref, lambda: source_bytes(ref, self.fetch))
             image = decode_image(data)
         except SourceError as exc:
             self.errors[ref] = exc

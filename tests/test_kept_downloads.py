@@ -1,0 +1,125 @@
+"""A sweep over URL sources downloads each source once: items run grouped by strength, so each source comes back
+once per strength, after the decoded-image cache (16 images) has let it go; its bytes wait on disk meanwhile."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from batch_edit import kept_downloads
+from batch_edit.kept_downloads import KeptDownloads
+from batch_edit.sources import source_ref
+
+from .conftest import PHOTOS, run_manifest
+from .http_fixtures import LoopbackServer
+
+SOURCES = 18  # more than the decoded-image cache holds
+
+
+@pytest.fixture
+def temporary_folder(tmp_path, monkeypatch) -> Path:
+    """TMPDIR as the run's temporary files see it, for what the run leaves there."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def _sweep(folder: Path, server: LoopbackServer) -> None:
+    folder.mkdir()
+    urls = ", ".join(f"'{server.url(f'/ok.png?n={n}')}'" for n in range(SOURCES))  # a source each (hits count the path)
+    (folder / "m.yaml").write_text(
+        f"jobs:\n  - {{name: j, sources: [{urls}], prompts: p, strength: [0.5, 1.0], seed: 1, width: 16, "
+        "height: 16, num_inference_steps: 2}\n"
+    )
+
+
+def _results(folder: Path) -> dict[tuple[str, float], np.ndarray]:
+    """(the source's query, strength) -> the image: the server's port, so the URLs and ids, differ between runs."""
+    rows = pd.read_csv(folder / "out" / "j" / "metadata.csv")
+    return {
+        (row.source.partition("?")[2], row.strength): np.asarray(Image.open(folder / "out" / "j" / row.file_name))
+        for row in rows.itertuples()
+    }
+
+
+def _swept(folder: Path, config: Path, image: bytes) -> LoopbackServer:
+    with LoopbackServer(image=image) as server:
+        _sweep(folder, server)
+        printed = run_manifest(folder, config, "run", "--allow-private-urls")
+        assert f"{2 * SOURCES} written" in printed, printed
+    return server
+
+
+def test_a_sweep_over_url_sources_downloads_each_once_and_leaves_nothing_behind(
+    tmp_path, tiny_config, temporary_folder, monkeypatch
+):
+    image = (PHOTOS / "coffee.jpg").read_bytes()
+    server = _swept(tmp_path / "kept", tiny_config, image)
+    assert server.hits["/ok.png"] == SOURCES
+    assert not list(temporary_folder.iterdir()), "the kept downloads outlived the run"
+    kept = _results(tmp_path / "kept")
+    # the same sweep downloading at every visit (nothing may be kept): the same items, the same images
+    monkeypatch.setattr(kept_downloads, "KEPT_BYTES", 0)
+    server = _swept(tmp_path / "again", tiny_config, image)
+    assert server.hits["/ok.png"] == 2 * SOURCES
+    again = _results(tmp_path / "again")
+    assert len(kept) == 2 * SOURCES and kept.keys() == again.keys()
+    assert all(np.array_equal(kept[key], again[key]) for key in kept)
+    records = (tmp_path / "kept" / "out" / "j" / ".batch-edit" / "records.jsonl").read_text().splitlines()
+    assert {json.loads(line)["source_sha256"] for line in records} == {hashlib.sha256(image).hexdigest()}
+
+
+def _refs(tmp_path, *urls):
+    return [source_ref(url, tmp_path) for url in urls]
+
+
+def test_kept_bytes_go_after_the_last_visit_and_past_the_limit_nothing_is_kept(tmp_path, temporary_folder):
+    a, b, local = _refs(tmp_path, "https://example.com/a.png", "https://example.com/b.png", "local.png")
+    downloads = []
+
+    def download(data: bytes):
+        return lambda: downloads.append(data) or data
+
+    kept = KeptDownloads([a, b, a, b, local, a], max_bytes=5)
+    assert kept.load(a, download(b"aaa")) == b"aaa"
+    assert kept.load(b, download(b"bbb")) == b"bbb"  # 6 bytes: over the limit, not kept
+    assert kept.load(a, download(b"new")) == b"aaa" and kept.load(b, download(b"bbb")) == b"bbb"
+    assert kept.load(local, download(b"local")) == b"local"  # a file is read again, as ever
+    assert downloads == [b"aaa", b"bbb", b"bbb", b"local"]
+    assert len(list(temporary_folder.glob("*/*"))) == 1  # a's bytes, waiting for its last visit
+    kept.load(a, download(b"new"))
+    assert not list(temporary_folder.glob("*/*")) and downloads[-1] == b"local"
+    kept.close()
+    assert not list(temporary_folder.iterdir())
+
+
+def test_kept_bytes_deleted_under_the_run_are_downloaded_again(tmp_path, temporary_folder, caplog):
+    (a,) = _refs(tmp_path, "https://example.com/a.png")
+    kept = KeptDownloads([a, a, a])
+    kept.load(a, lambda: b"first")
+    for path in temporary_folder.glob("*/*"):
+        path.unlink()
+    with caplog.at_level(logging.WARNING):
+        assert kept.load(a, lambda: b"second") == b"second"
+    assert "kept download of https://example.com/a.png unreadable" in caplog.text
+    kept.close()
+
+
+def test_a_temporary_folder_that_cannot_be_used_downloads_again(tmp_path, monkeypatch, caplog):
+    (a,) = _refs(tmp_path, "https://example.com/a.png")
+    (tmp_path / "not-a-folder").write_text("")  # TMPDIR naming a file: as a folder that cannot be written
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "not-a-folder"))
+    kept = KeptDownloads([a, a, a])
+    with caplog.at_level(logging.WARNING):
+        assert kept.load(a, lambda: b"first") == b"first"
+    assert kept.load(a, lambda: b"second") == b"second" and kept.load(a, lambda: b"third") == b"third"
+    assert caplog.text.count("cannot keep the download of https://example.com/a.png for later items") == 1
