@@ -71,6 +71,7 @@ class Cancellation:
         self._set = threading.Event()
         self._lock = threading.Lock()
         self._downloads: set[_Download] = set()
+        self._children: list[Cancellation] = []
 
     def is_set(self) -> bool:
         return self._set.is_set()
@@ -78,9 +79,27 @@ class Cancellation:
     def set(self) -> None:
         with self._lock:
             self._set.set()
-            downloads = list(self._downloads)
+            downloads, children = list(self._downloads), list(self._children)
         for download in downloads:
             download.cancel()
+        for child in children:
+            child.set()
+
+    def child(self) -> Cancellation:
+        """A cancellation set with this one, and also on its own: for downloads other threads make on behalf of
+        one this one applies to."""
+        child = Cancellation()
+        with self._lock:
+            self._children.append(child)
+            cancelled = self._set.is_set()
+        if cancelled:
+            child.set()
+        return child
+
+    @staticmethod
+    def current() -> Cancellation | None:
+        """The one that applies to this thread's downloads, if any."""
+        return getattr(_local, "cancellation", None)
 
     @contextmanager
     def applies(self):

@@ -1,10 +1,14 @@
-"""URL sources' bytes kept on disk while later items of the run still load them.
+"""URL sources downloaded ahead of their items, several at once, and kept on disk while later items load them.
 
-A job's items run grouped by strength, steps and guidance (so that they share pipeline calls): a sweep of three
-strengths over 500 URL sources comes back to each source three times, long after the decoded-image cache has let
-it go. Without this, each visit downloads the image again, tripling the traffic to a server that may count it.
-The run knows its items in advance, so it knows which sources come back: those are written to a temporary
-folder (`TMPDIR`) after their first download, read from there at each later visit, and deleted after the last.
+The run knows its items in advance, in the order they run. Two things follow for URL sources:
+- Ahead: the next URL sources not yet downloaded are fetched by a few threads while earlier items are prepared
+  and generated. One slow or dead server (a 30 s deadline) no longer holds every item behind it, and the GPU
+  does not wait on downloads one after another.
+- Kept: a job's items run grouped by strength, steps and guidance (so that they share pipeline calls), so a sweep
+  of three strengths over 500 URL sources comes back to each source three times, long after the decoded-image
+  cache has let it go. The bytes of a source that later items load again wait in a temporary folder (`TMPDIR`)
+  until the last of them, instead of being downloaded at each visit.
+Items are still prepared one by one in their order, so batches, results and failures are as without either.
 """
 
 from __future__ import annotations
@@ -13,30 +17,49 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from .fetch import Cancellation
 
 log = logging.getLogger(__name__)
 
 # Disk, not memory: what the folder may hold at once. A source that would not fit is downloaded again instead.
 KEPT_BYTES = 2 * 1024**3
+# First downloads of URL sources running or done ahead of their items (their bytes are held until then), and how
+# many run at once (to one server, as a browser's connections would).
+AHEAD = 12
+DOWNLOADERS = 6
 
 
 class KeptDownloads:
-    """`load(ref, download)` for every item that loads a source, in the order the items run (`passed(ref)` for
-    one whose decoded image was still at hand): each URL is downloaded once while its bytes fit in `max_bytes`."""
+    """`load(ref)` for every item that loads a source, in the order the items run (`passed(ref)` for one whose
+    decoded image was still at hand): `download(ref)` gives a source's bytes; each URL is downloaded once while
+    its bytes fit in `max_bytes`. Given no items (`refs` empty: a Ray worker's stream), it only passes the
+    downloads through."""
 
-    def __init__(self, refs: Iterable, max_bytes: int | None = None):
-        self.left = Counter(ref for ref in refs if ref.is_url)  # URL -> items still to load it
+    def __init__(self, refs: Iterable, download: Callable, max_bytes: int | None = None):
+        urls = [ref for ref in refs if ref.is_url]
+        self.download = download
+        self.left = Counter(urls)  # URL -> items still to load it
+        self.firsts = deque(dict.fromkeys(urls))  # URLs not yet downloaded, in the order items first load them
+        self.ahead: dict = {}  # URL -> Future of its bytes
         self.max_bytes, self.bytes = KEPT_BYTES if max_bytes is None else max_bytes, 0
         self.kept: dict = {}  # URL -> (path, size)
         self._folder: tempfile.TemporaryDirectory | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._cancel: Cancellation | None = None
 
-    def load(self, ref, download: Callable[[], bytes]) -> bytes:
+    def load(self, ref) -> bytes:
+        if ref not in self.left:  # a file, or an item of no known order
+            return self.download(ref)
+        self._download_ahead()
         data = self._read(ref) if ref in self.kept else None
         if data is None:
-            data = download()
+            future = self.ahead.pop(ref, None)
+            data = future.result() if future is not None else self.download(ref)
             if self.left[ref] > 1:
                 self._keep(ref, data)
         self.passed(ref)
@@ -52,10 +75,31 @@ class KeptDownloads:
             self._drop(ref)
 
     def close(self) -> None:
+        """Downloads still running are cut, those not started dropped, the kept bytes deleted."""
+        if self._cancel is not None:
+            self._cancel.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self.ahead.clear()
         if self._folder is not None:
             self._folder.cleanup()
             self._folder = None
         self.kept.clear()
+
+    def _download_ahead(self) -> None:
+        while self.firsts and len(self.ahead) < AHEAD:
+            ref = self.firsts.popleft()
+            if self._pool is None:
+                # A stop of the thread preparing items (closing its prefetch) cuts these downloads too
+                current = Cancellation.current()
+                self._cancel = current.child() if current is not None else Cancellation()
+                self._pool = ThreadPoolExecutor(max_workers=DOWNLOADERS, thread_name_prefix="batch-edit-download")
+            self.ahead[ref] = self._pool.submit(self._downloaded, ref)
+
+    def _downloaded(self, ref) -> bytes:
+        with self._cancel.applies():
+            return self.download(ref)
 
     def _read(self, ref) -> bytes | None:
         path, _ = self.kept[ref]

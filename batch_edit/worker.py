@@ -83,10 +83,9 @@ def prepare(
     tasks: Iterable[Task], fetch: FetchOptions, errors: ErrorLog, stopped: Callable[[], bool] = lambda: False
 ) -> Iterator[Prepared]:
     """Load and fit each task's source (and mask); one that cannot be used is that item's "load" failure."""
-    if isinstance(tasks, Sequence):  # the whole run's: the URLs later items load again are kept meanwhile
-        kept = KeptDownloads(task.item.source for task in tasks)
-    else:  # a stream (a Ray worker's block): nothing known of what comes later
-        kept = KeptDownloads(())
+    # The whole run's items: their URL sources are downloaded ahead and kept for later items (a stream, as a Ray
+    # worker's block, tells nothing of what comes later)
+    kept = KeptDownloads([task.item.source for task in tasks] if isinstance(tasks, Sequence) else (), _loader(fetch))
     sources, masks = SourceCache(fetch, kept=kept), MaskLoader(fetch)
     try:
         for task in tasks:
@@ -221,7 +220,7 @@ class SourceCache:
         self, fetch: FetchOptions, size: int = 16, max_bytes: int = 512 * 1024 * 1024, kept: KeptDownloads | None = None
     ):
         self.fetch, self.size, self.max_bytes = fetch, size, max_bytes
-        self.kept = kept if kept is not None else KeptDownloads(())  # URLs later items load again, on disk
+        self.kept = kept if kept is not None else KeptDownloads((), _loader(fetch))  # URL sources' downloads
         self.images: OrderedDict[SourceRef, Image.Image] = OrderedDict()
         self.errors: dict[SourceRef, SourceError] = {}
         self.digests: dict[SourceRef, str] = {}  # URLs' downloaded bytes (one hash each, however many items)
@@ -236,7 +235,7 @@ class SourceCache:
             self.images.move_to_end(ref)
             return self.images[ref]
         try:
-            data = self.kept.load(ref, lambda: source_bytes(ref, self.fetch))
+            data = self.kept.load(ref)
             image = decode_image(data)
         except SourceError as exc:
             self.errors[ref] = exc
@@ -249,6 +248,10 @@ class SourceCache:
             _, oldest = self.images.popitem(last=False)
             self.bytes -= _pixel_bytes(oldest)
         return image
+
+
+def _loader(fetch: FetchOptions) -> Callable[[SourceRef], bytes]:
+    return lambda ref: source_bytes(ref, fetch)
 
 
 def _pixel_bytes(image: Image.Image) -> int:

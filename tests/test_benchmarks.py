@@ -154,3 +154,17 @@ def test_committed_gpu_table_is_real_gpu_figures():
     assert not device.startswith("Device: CPU") and "compute capability" in device, "GPU figures only"
     assert "REDUCED" not in text, "the GPU table holds GPU figures only"
     assert rows and all(row["peak GPU GiB"] != "n/a" for row in rows if row["status"] == "ok")
+
+
+@pytest.mark.slow  # two processes loading torch: `pytest -m slow`
+def test_the_url_sources_benchmark_counts_one_request_per_source(tmp_path):
+    out = tmp_path / "url_sources.md"
+    command = [sys.executable, str(REPO / "benchmarks" / "url_sources.py"), "--sources", "4", "--strengths", "2",
+               "--delay", "0.1", "--out", str(out)]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    header, rows = table_rows(out.read_text())
+    assert header == ["code", "requests", "whole command (s)", "the run's own line"]
+    assert [(row["requests"], row["the run's own line"].split(" in ")[0]) for row in rows] == [
+        ("4", "job urls: 8 written, 0 already done, 0 failed")
+    ]

@@ -7,6 +7,8 @@ import hashlib
 import json
 import logging
 import tempfile
+import threading
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +17,10 @@ import pytest
 from PIL import Image
 
 from batch_edit import kept_downloads
+from batch_edit.fetch import Cancellation
 from batch_edit.kept_downloads import KeptDownloads
-from batch_edit.sources import source_ref
+from batch_edit.source_decoding import SourceError
+from batch_edit.sources import FetchOptions, source_bytes, source_ref
 
 from .conftest import PHOTOS, run_manifest
 from .http_fixtures import LoopbackServer
@@ -78,48 +82,90 @@ def test_a_sweep_over_url_sources_downloads_each_once_and_leaves_nothing_behind(
     assert {json.loads(line)["source_sha256"] for line in records} == {hashlib.sha256(image).hexdigest()}
 
 
-def _refs(tmp_path, *urls):
-    return [source_ref(url, tmp_path) for url in urls]
+def _refs(tmp_path, *names):
+    """Sources of these names: `local.png` a file, the others URLs."""
+    return [source_ref(name if name == "local.png" else f"https://example.com/{name}", tmp_path) for name in names]
+
+
+class _Server:
+    """A download function: each source's bytes by its name, every call counted."""
+
+    def __init__(self, **bodies: bytes):
+        self.bodies, self.calls = bodies, Counter()
+
+    def __call__(self, ref) -> bytes:
+        name = ref.key.rsplit("/", 1)[-1].removesuffix(".png")
+        self.calls[name] += 1
+        return self.bodies[name]
 
 
 def test_kept_bytes_go_after_the_last_visit_and_past_the_limit_nothing_is_kept(tmp_path, temporary_folder):
-    a, b, local = _refs(tmp_path, "https://example.com/a.png", "https://example.com/b.png", "local.png")
-    downloads = []
-
-    def download(data: bytes):
-        return lambda: downloads.append(data) or data
-
-    kept = KeptDownloads([a, b, a, b, local, a], max_bytes=5)
-    assert kept.load(a, download(b"aaa")) == b"aaa"
-    assert kept.load(b, download(b"bbb")) == b"bbb"  # 6 bytes: over the limit, not kept
-    assert kept.load(a, download(b"new")) == b"aaa" and kept.load(b, download(b"bbb")) == b"bbb"
-    assert kept.load(local, download(b"local")) == b"local"  # a file is read again, as ever
-    assert downloads == [b"aaa", b"bbb", b"bbb", b"local"]
+    a, b, local = _refs(tmp_path, "a.png", "b.png", "local.png")
+    server = _Server(a=b"aaa", b=b"bbb", local=b"local")
+    kept = KeptDownloads([a, b, a, b, local, a], server, max_bytes=5)
+    assert [kept.load(ref) for ref in (a, b, a, b, local)] == [b"aaa", b"bbb", b"aaa", b"bbb", b"local"]
+    # b's 3 bytes beside a's would pass the limit: b is downloaded again; a file is read again, as ever
+    assert server.calls == {"a": 1, "b": 2, "local": 1}
     assert len(list(temporary_folder.glob("*/*"))) == 1  # a's bytes, waiting for its last visit
-    kept.load(a, download(b"new"))
-    assert not list(temporary_folder.glob("*/*")) and downloads[-1] == b"local"
+    assert kept.load(a) == b"aaa" and server.calls["a"] == 1
+    assert not list(temporary_folder.glob("*/*"))
     kept.close()
     assert not list(temporary_folder.iterdir())
 
 
+def test_the_next_url_sources_download_at_once_ahead_of_their_items(tmp_path):
+    """Each download here waits for the five others to have started: they only can if they run at once."""
+    refs = _refs(tmp_path, *(f"{n}.png" for n in range(6)))
+    together = threading.Barrier(6, timeout=30)
+
+    def download(ref) -> bytes:
+        together.wait()
+        return ref.key.encode()
+
+    kept = KeptDownloads(refs, download)
+    try:
+        assert [kept.load(ref) for ref in refs] == [ref.key.encode() for ref in refs]
+    finally:
+        kept.close()
+
+
+def test_closing_cuts_the_downloads_still_running_ahead(tmp_path):
+    """As a stop closing the run's prefetch does (its cancellation applies to the downloads made ahead for it)."""
+    with LoopbackServer() as server:
+        ok, hang = (source_ref(server.url(path), tmp_path) for path in ("/ok.png", "/hang"))
+        stop = Cancellation()
+        slow = FetchOptions(timeout_s=60, stall_timeout_s=60, allow_private=True)
+        with stop.applies():
+            kept = KeptDownloads([ok, hang], lambda ref: source_bytes(ref, slow))
+            kept.load(ok)
+            running = kept.ahead[hang]
+            stop.set()
+            with pytest.raises(SourceError, match="download stopped"):
+                running.result(timeout=10)
+            kept.close()
+
+
 def test_kept_bytes_deleted_under_the_run_are_downloaded_again(tmp_path, temporary_folder, caplog):
-    (a,) = _refs(tmp_path, "https://example.com/a.png")
-    kept = KeptDownloads([a, a, a])
-    kept.load(a, lambda: b"first")
+    (a,) = _refs(tmp_path, "a.png")
+    server = _Server(a=b"aaa")
+    kept = KeptDownloads([a, a, a], server)
+    kept.load(a)
     for path in temporary_folder.glob("*/*"):
         path.unlink()
     with caplog.at_level(logging.WARNING):
-        assert kept.load(a, lambda: b"second") == b"second"
-    assert "kept download of https://example.com/a.png unreadable" in caplog.text
+        assert kept.load(a) == b"aaa"
+    assert server.calls["a"] == 2 and "kept download of https://example.com/a.png unreadable" in caplog.text
     kept.close()
 
 
 def test_a_temporary_folder_that_cannot_be_used_downloads_again(tmp_path, monkeypatch, caplog):
-    (a,) = _refs(tmp_path, "https://example.com/a.png")
+    (a,) = _refs(tmp_path, "a.png")
     (tmp_path / "not-a-folder").write_text("")  # TMPDIR naming a file: as a folder that cannot be written
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "not-a-folder"))
-    kept = KeptDownloads([a, a, a])
+    server = _Server(a=b"aaa")
+    kept = KeptDownloads([a, a, a], server)
     with caplog.at_level(logging.WARNING):
-        assert kept.load(a, lambda: b"first") == b"first"
-    assert kept.load(a, lambda: b"second") == b"second" and kept.load(a, lambda: b"third") == b"third"
+        assert [kept.load(a) for _ in range(3)] == [b"aaa"] * 3
+    assert server.calls["a"] == 3
     assert caplog.text.count("cannot keep the download of https://example.com/a.png for later items") == 1
+    kept.close()
