@@ -2,8 +2,8 @@
 
 The run knows its items in advance, in the order they run. Two things follow for URL sources:
 - Ahead: the next URL sources not yet downloaded are fetched by a few threads while earlier items are prepared
-  and generated. One slow or dead server (a 30 s deadline) no longer holds every item behind it, and the GPU
-  does not wait on downloads one after another.
+  and generated. A slow or dead server (a 30 s deadline) no longer delays the downloads behind it, so several
+  cost about one wait, not one each, and the GPU does not wait on downloads one after another.
 - Kept: a job's items run grouped by strength, steps and guidance (so that they share pipeline calls), so a sweep
   of three strengths over 500 URL sources comes back to each source three times, long after the decoded-image
   cache has let it go. The bytes of a source that later items load again wait in a temporary folder (`TMPDIR`)
