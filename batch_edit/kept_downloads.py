@@ -56,14 +56,16 @@ class KeptDownloads:
         if ref not in self.left:  # a file, or an item of no known order
             return self.download(ref)
         self._download_ahead()
-        data = self._read(ref) if ref in self.kept else None
-        if data is None:
-            future = self.ahead.pop(ref, None)
-            data = future.result() if future is not None else self.download(ref)
-            if self.left[ref] > 1:
-                self._keep(ref, data)
-        self.passed(ref)
-        return data
+        try:
+            data = self._read(ref) if ref in self.kept else None
+            if data is None:
+                future = self.ahead.pop(ref, None)
+                data = future.result() if future is not None else self.download(ref)
+                if self.left[ref] > 1:
+                    self._keep(ref, data)
+            return data
+        finally:  # a download that failed is a visit too
+            self.passed(ref)
 
     def passed(self, ref) -> None:
         """One item's visit done: after the last, the kept bytes go."""

@@ -113,6 +113,21 @@ def test_kept_bytes_go_after_the_last_visit_and_past_the_limit_nothing_is_kept(t
     assert not list(temporary_folder.iterdir())
 
 
+def test_a_failed_download_counts_as_its_items_visit(tmp_path):
+    (a,) = _refs(tmp_path, "a.png")
+
+    def refused(ref) -> bytes:
+        raise SourceError("HTTP 404")
+
+    kept = KeptDownloads([a, a], refused)
+    with pytest.raises(SourceError):
+        kept.load(a)
+    assert kept.left == {a: 1}  # the next item finds the error remembered (SourceCache) and passes
+    kept.passed(a)
+    assert not kept.left
+    kept.close()
+
+
 def test_the_next_url_sources_download_at_once_ahead_of_their_items(tmp_path):
     """Each download here waits for the five others to have started: they only can if they run at once."""
     refs = _refs(tmp_path, *(f"{n}.png" for n in range(6)))
