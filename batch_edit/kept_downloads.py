@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 # Disk, not memory: what the folder may hold at once. A source that would not fit is downloaded again instead.
 KEPT_BYTES = 2 * 1024**3
+FOLDER_PREFIX = "batch-edit-downloads-"  # then the process id: a folder whose process is gone was abandoned
 # First downloads of URL sources running or done ahead of their items (their bytes are held until then), and how
 # many run at once (to one server, as a browser's connections would).
 AHEAD = 12
@@ -117,7 +119,8 @@ class KeptDownloads:
             return
         try:
             if self._folder is None:
-                self._folder = tempfile.TemporaryDirectory(prefix="batch-edit-downloads-")
+                remove_abandoned(Path(tempfile.gettempdir()))
+                self._folder = tempfile.TemporaryDirectory(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
             path = Path(self._folder.name) / hashlib.sha256(ref.key.encode()).hexdigest()
             path.write_bytes(data)
         except OSError as exc:  # a full or read-only temporary folder: download again, as without it
@@ -136,3 +139,25 @@ class KeptDownloads:
                 os.unlink(path)
             except OSError:
                 pass
+
+
+def remove_abandoned(folder: Path) -> None:
+    """The kept downloads of runs killed outright (kill -9, the OOM killer), found by their process id: one that
+    no longer runs. A folder of another machine sharing TMPDIR may look abandoned here; its run then downloads
+    again what it kept (a kept file that cannot be read is downloaded again)."""
+    for path in folder.glob(f"{FOLDER_PREFIX}*-*"):
+        pid = path.name[len(FOLDER_PREFIX) :].partition("-")[0]
+        if not pid.isdigit() or _running(int(pid)):
+            continue
+        log.info("removing %s, the kept downloads of a run that is gone (process %s)", path, pid)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process (EPERM), or a pid the system does not take: leave it alone
+        return True
+    return True

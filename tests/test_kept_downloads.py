@@ -6,6 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import subprocess
+import sys
 import tempfile
 import threading
 from collections import Counter
@@ -183,4 +186,22 @@ def test_a_temporary_folder_that_cannot_be_used_downloads_again(tmp_path, monkey
         assert [kept.load(a) for _ in range(3)] == [b"aaa"] * 3
     assert server.calls["a"] == 3
     assert caplog.text.count("cannot keep the download of https://example.com/a.png for later items") == 1
+    kept.close()
+
+
+def test_the_folder_of_a_run_killed_outright_goes_when_the_next_run_keeps_a_download(tmp_path, temporary_folder):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # its process id is no process now
+    abandoned = temporary_folder / f"batch-edit-downloads-{gone.pid}-x1"
+    abandoned.mkdir()
+    (abandoned / "0123").write_bytes(b"bytes kept by the killed run")
+    running = temporary_folder / f"batch-edit-downloads-{os.getpid()}-x2"  # a run still going (this process)
+    running.mkdir()
+    unknown = temporary_folder / "batch-edit-downloads-of-someone"
+    unknown.mkdir()
+    (a,) = _refs(tmp_path, "a.png")
+    kept = KeptDownloads([a, a], _Server(a=b"aaa"))
+    kept.load(a)
+    assert not abandoned.exists() and running.exists() and unknown.exists()
+    assert len(list(temporary_folder.glob(f"batch-edit-downloads-{os.getpid()}-*"))) == 2  # its own, and x2
     kept.close()
