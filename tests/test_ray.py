@@ -38,6 +38,7 @@ from .conftest import (
     batch_edit_subprocess,
     write_pipeline_config,
 )
+from .http_fixtures import LoopbackServer
 from .test_chain_overwrite import stopped_between_rounds
 
 # How an item ran, not what it is: its time, and the size of the call it was in (a retried batch may be split)
@@ -422,6 +423,32 @@ jobs:
         source = np.asarray(Image.open(folder / row["source_image_file_name"]), dtype=int)
         outside = np.asarray(Image.open(folder / row["mask_file_name"])) == 0
         assert np.abs(made - alone).max() <= 2 and (made[outside] == source[outside]).all()
+
+
+@pytest.mark.slow  # tens of seconds on 2 cores: `pytest -m slow`
+def test_url_sources_run_alike_on_ray_each_downloaded_once_per_batch(tmp_path, tiny_config):
+    """Each batch's Ray task downloads its own sources, each once; the records and failures are the run's in one
+    process, the images within 1/255."""
+    with LoopbackServer(image=(PHOTOS / "coffee.jpg").read_bytes()) as server:
+        urls = [server.url(f"/ok.png?n={n}") for n in range(6)] + [server.url("/404")]
+        sources = ", ".join(f"'{url}'" for url in urls)
+        (tmp_path / "m.yaml").write_text(
+            f"jobs:\n  - {{name: urls, sources: [{sources}], prompts: p, strength: [0.5, 0.8], seed: 1, width: 32, "
+            "height: 32, num_inference_steps: 4}\n"
+        )  # 7 sources x 2 strengths: batches of 8 (the CPU's auto), each of one strength
+        command = ["run", "m.yaml", "--pipeline", str(tiny_config), "--allow-private-urls"]
+        single = batch_edit(*command, "--output-root", "single", cwd=tmp_path)
+        assert server.hits["/ok.png"] == 6, "in one process: once each"
+        spread = batch_edit_subprocess(*command, "--output-root", "ray", "--ray", "--workers", "2", cwd=tmp_path)
+        assert single.returncode == spread.returncode == 1, spread.stderr  # the 404
+        assert server.hits["/ok.png"] == 6 + 12, "on Ray: once per batch using it (one per strength here)"
+    for table in ("metadata.csv", "failures.csv"):
+        one, other = (pd.read_csv(tmp_path / run / "urls" / table) for run in ("single", "ray"))
+        timing = [column for column in EXECUTION if column in one]
+        pd.testing.assert_frame_equal(one.drop(columns=timing), other.drop(columns=timing), obj=table)
+    for name in pd.read_csv(tmp_path / "ray" / "urls" / "metadata.csv")["file_name"]:
+        made, alone = (np.asarray(Image.open(tmp_path / run / "urls" / name), dtype=int) for run in ("ray", "single"))
+        assert np.abs(made - alone).max() <= 1
 
 
 @pytest.mark.slow  # tens of seconds on 2 cores: `pytest -m slow`
