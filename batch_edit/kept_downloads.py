@@ -39,8 +39,7 @@ DOWNLOADERS = 6
 class KeptDownloads:
     """`load(ref)` for every item that loads a source, in the order the items run (`passed(ref)` for one whose
     decoded image was still at hand): `download(ref)` gives a source's bytes; each URL is downloaded once while
-    its bytes fit in `max_bytes`. Given no items (`refs` empty: a stream of unknown items), it only passes the
-    downloads through."""
+    its bytes fit in `max_bytes`. A source not among `refs` is only passed through to `download`."""
 
     def __init__(self, refs: Iterable, download: Callable, max_bytes: int | None = None):
         urls = [ref for ref in refs if ref.is_url]

@@ -356,7 +356,6 @@ def _prepare_rows(batch: dict, fetch: FetchOptions) -> dict:
     """The CPU stage: each task's source loaded and fitted (or its "load" failure)."""
     import numpy as np
 
-    # a list: the batch's URL sources download side by side (and once each), as in a run in one process
     prepared = prepare([pickle.loads(task) for task in batch["task"]], fetch, ErrorLog())
     return {"prepared": np.array([pickle.dumps(ready) for ready in prepared], dtype=object)}
 

@@ -115,8 +115,8 @@ class Recorder:
             return self.stop.signal is not None
 
         # a stopped run draws no sheet; a job drawing none (`contact_sheets: false`) only removes them: no wait
-        drawing = stopped() and output.contact_sheets
-        complete = output.sheets_current() if drawing else output.write_sheets_if_stale(stopped)
+        left_undrawn = stopped() and output.contact_sheets
+        complete = output.sheets_current() if left_undrawn else output.write_sheets_if_stale(stopped)
         if not complete:  # the stamp stays older than metadata.csv: the next run draws them
             self.sheets_left += 1
 

@@ -80,12 +80,12 @@ class ErrorLog:
 
 
 def prepare(
-    tasks: Iterable[Task], fetch: FetchOptions, errors: ErrorLog, stopped: Callable[[], bool] = lambda: False
+    tasks: Sequence[Task], fetch: FetchOptions, errors: ErrorLog, stopped: Callable[[], bool] = lambda: False
 ) -> Iterator[Prepared]:
-    """Load and fit each task's source (and mask); one that cannot be used is that item's "load" failure."""
-    # The items given as a list (a run's, a Ray batch's): their URL sources are downloaded ahead and kept for later
-    # items (a stream tells nothing of what comes later)
-    kept = KeptDownloads([task.item.source for task in tasks] if isinstance(tasks, Sequence) else (), _loader(fetch))
+    """Load and fit each task's source (and mask); one that cannot be used is that item's "load" failure. The
+    tasks are known in advance (a run's, a Ray batch's): their URL sources are downloaded ahead, and kept for the
+    later items that load them again."""
+    kept = KeptDownloads([task.item.source for task in tasks], _loader(fetch))
     sources, masks = SourceCache(fetch, kept=kept), MaskLoader(fetch)
     try:
         for task in tasks:
