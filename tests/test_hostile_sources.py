@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import time
 from pathlib import Path
 
@@ -120,7 +121,9 @@ def test_22_sources_7_edited_15_explained(tmp_path, tiny_config, server):
     for source, reason in expected.items():
         key = source if "://" in source else Path(source).resolve().as_posix()
         assert reason in failures[key], f"{source}: {failures[key]!r} lacks {reason!r}"
-    assert "HTTP 500 (3 attempts)" in failures[server.url("/500")]
+    # a 5xx is retried while the 2 s allow the next backoff (0.5 s, then 1 s): 3 attempts, or 2 on a busy machine
+    attempts = re.fullmatch(r"HTTP 500 \((\d) attempts\)", failures[server.url("/500")])
+    assert attempts and int(attempts[1]) >= 2 and server.hits["/500"] == int(attempts[1]), failures[server.url("/500")]
     assert server.hits["/404"] == 1, "a 4xx must not be retried"
 
 
