@@ -196,10 +196,11 @@ def test_ray_gives_the_same_ids_names_metadata_and_failures(runs):
 
 def test_the_driver_says_once_what_the_workers_load_and_ray_keeps_its_notices(runs):
     _, ray_run, _, _ = runs
-    assert ray_run.stderr.count("batch-edit: 2 Ray worker(s), each loading ") == 1
-    assert "batch-edit: loading" not in ray_run.stderr  # not once per worker, interleaved
-    assert "Token authentication" not in ray_run.stderr
-    assert "core_worker.cc" not in ray_run.stderr  # nor its core's notice about restarting Ray Data's actors
+    stderr = ray_run.stderr
+    assert stderr.count("batch-edit: 2 Ray worker(s), each loading ") == 1, stderr
+    assert "batch-edit: loading" not in stderr, stderr  # not once per worker, interleaved
+    assert "Token authentication" not in stderr, stderr
+    assert "core_worker.cc" not in stderr, stderr  # nor its core's notice about restarting Ray Data's actors
 
 
 def test_ray_images_match_the_single_process_run(runs):
