@@ -29,10 +29,11 @@ def suite(monkeypatch):
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "gpu_suite", module)  # dataclasses look their module up while it loads
     spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "STACK_DUMP_S", 1)  # the stalled script writes its stacks at once
     return module
 
 
-def memory_step(suite, results: Path, name: str = "memory-16gb", timeout_s: int = 3):
+def memory_step(suite, results: Path, name: str = "memory-16gb", timeout_s: int = 2):
     config = str(REPO / "configs" / "flux1-dev-16gb.yaml")
     args = ("--config", config, "--memory-cap-gib", "15", "--out", str(results / "gpu_memory.md"), "--calls", "2")
     return suite.Step(name, args, timeout_s, "the 16 GB config under a 15 GiB cap")
@@ -45,7 +46,7 @@ def test_a_cut_off_memory_step_says_where_it_was(tmp_path, monkeypatch, suite):
     monkeypatch.setattr(suite, "BENCHMARK", stalled)
     monkeypatch.setattr(suite, "steps", lambda results, cache: [memory_step(suite, results)])
     assert suite.main(["--results", str(results)]) == 1
-    reached = "timed out after 3 s; last stage: [    2.0 s] text encoder 2 (T5) call begins"
+    reached = "timed out after 2 s; last stage: [    2.0 s] text encoder 2 (T5) call begins"
     assert f"| memory-16gb | {reached} |" in (results / "gpu_suite.md").read_text()
     log = (results / "gpu_suite.log").read_text()
     assert "time.sleep(120)" in log or "stalled.py" in log, "the step's stack is in the log"
