@@ -126,6 +126,14 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def check_writable(folder: Path) -> None:
+    """A file made and removed in `folder`: a folder that cannot take new files (read-only, another user's) is
+    found now, not at the first result. OSError where it cannot (a crash between leaves a swept temporary)."""
+    probe = temporary_name(folder / "write-check")
+    write_new(probe, b"")
+    remove_file(probe)
+
+
 def remove_file(path: Path) -> None:
     """Delete `path` if it is a regular file or a link (unlink never touches a link's target); leave a folder."""
     try:

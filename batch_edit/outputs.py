@@ -86,6 +86,7 @@ class JobOutput(JobListing):
             self._lock.take(by)
             job_files.sweep_temporaries(self.folder)
             job_files.sweep_temporaries(self.folder / SOURCES_DIR)
+            job_files.check_writable(self.folder)  # the lock and records live in .batch-edit/, the results here
         except OSError as exc:
             self.close()
             if exc.errno == errno.EMFILE:  # a run holds one lock per job folder until it ends

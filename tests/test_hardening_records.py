@@ -28,7 +28,7 @@ from batch_edit.runner import RunOptions, run
 from batch_edit.source_decoding import SourceError
 from batch_edit.sources import SourceRef, load_image
 
-from .conftest import PHOTOS, batch_edit, write_pipeline_config
+from .conftest import PHOTOS, _command, batch_edit, write_pipeline_config
 
 JOB = "job"
 
@@ -247,6 +247,38 @@ def test_an_unreadable_job_folder_is_refused_in_one_line(tmp_path, tiny_config):
             one_line_error(result)
     finally:
         folder.chmod(0o755)
+
+
+def without_write_permission(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """`batch-edit ARGS` as a user whom file modes bind: root as ever, less the capabilities that override them."""
+    if os.geteuid() != 0:
+        return batch_edit(*args, cwd=tmp_path)
+    if shutil.which("setpriv") is None:
+        pytest.skip("root writes to read-only folders, and setpriv is not here to drop that")
+    command, env = _command(args)
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    return subprocess.run([*prefix, *command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_job_folder_that_takes_no_new_file_is_refused_before_the_model_loads(tmp_path, tiny_config):
+    """Its `.batch-edit/` (the lock, the records) writable, the folder itself not: found before the load, not at
+    the first result; nothing there changes, and the same command runs once the folder is writable."""
+    folder = tmp_path / "out" / JOB
+    assert run_cli(tmp_path, manifest(tmp_path, PHOTOS / "cat.jpg"), tiny_config).returncode == 0
+    job = manifest(tmp_path, PHOTOS / "cat.jpg", prompts=("a tiger", "a lion"))
+    before = {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+    folder.chmod(0o555)
+    try:
+        args = ("run", str(job), "--pipeline", str(tiny_config), "--output-root", "out")
+        result = without_write_permission(tmp_path, *args)
+    finally:
+        folder.chmod(0o755)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == f"error: cannot write to the output folder {folder}: Permission denied"
+    assert "loading" not in result.stderr
+    assert {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()} == before
+    again = run_cli(tmp_path, job, tiny_config)
+    assert again.returncode == 0 and "1 written, 1 already done" in again.stdout, again.stdout + again.stderr
 
 
 def test_an_output_problem_after_the_model_loaded_stops_the_run_not_refuses_it(tmp_path, tiny_config):
