@@ -54,6 +54,19 @@ def entry_kind(path: Path) -> str | None:
     return file_kind(mode)
 
 
+def missing_reason(path: str) -> str | None:
+    """Why a local file cannot even be looked at: "not found" (nothing there, a link to nothing, a file where a
+    folder should be), "a link loop", or what stops the lookup ("Permission denied" on a folder above it). None
+    where it is there (reading it may still fail, as its item's failure)."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL in the name, never a file
+        return "not found"
+    except OSError as exc:
+        return "a link loop" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+    return None
+
+
 def read_capped(path: Path, max_bytes: int) -> bytes:
     """The bytes of a regular file (symlinks followed), at most max_bytes of them.
 

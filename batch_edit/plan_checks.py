@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .grid_checks import denoising_steps
-from .local_files import open_regular
+from .local_files import missing_reason, open_regular
 from .manifest import JobSpec
 from .masks import is_missing
 from .parameters import axis_names
@@ -26,10 +26,12 @@ def resolved_folders(manifests: list[Path]) -> list[tuple[Path, Path]]:
     return [(manifest, Path(os.path.abspath(manifest)).parent) for manifest in manifests]
 
 
-def missing_sources(job: JobSpec) -> tuple[list[str], int]:
-    """The local source files of a job that do not exist, and how many distinct sources the job has."""
+def missing_sources(job: JobSpec) -> tuple[dict[str, str], int]:
+    """The local source files of a job that cannot be looked at, each with why ("not found", "a link loop",
+    "Permission denied"), and how many distinct sources the job has."""
     refs = list(dict.fromkeys(ref for grid in job.grids for ref in grid.sources))
-    return [ref.key for ref in refs if not ref.is_url and not os.path.exists(ref.key)], len(refs)
+    reasons = {ref.key: missing_reason(ref.key) for ref in refs if not ref.is_url}
+    return {key: reason for key, reason in reasons.items() if reason is not None}, len(refs)
 
 
 def sources_without_mask(job: JobSpec, needed: set[tuple[str, str]] | None = None) -> list[str]:

@@ -65,7 +65,7 @@ def report(args) -> int:
         plan.name: _waiting(pending[plan.name], running[plan.name], folders) + coming[plan.name][1] for plan in plans
     }
     runs = limited(plans, {plan.name: coming[plan.name][4] for plan in plans}, args.limit)
-    missing_total, unmasked_total, known_total = 0, 0, 0
+    missing_total, unreadable_total, unmasked_total, known_total = 0, 0, 0, 0
     siblings = Siblings({read[plan.name][0].folder for plan in plans})
     renamed = renamed_notes(plans, read, siblings)
     identity = config.recorded_fields()
@@ -99,11 +99,15 @@ def report(args) -> int:
             print(f"  waiting: {len(waiting)} item(s) for results made in the run: run once those are made, with "
                   "what the job reads from them then")  # fmt: skip
         needed = {item.source.key for item in pending[plan.name]}  # a run loads only the sources of these
-        gone = [path for path in missing if path not in unmade and path not in needed]
-        missing = [path for path in missing if path not in unmade and path in needed]
-        if missing:
-            missing_total += len(missing)
-            print(f"  missing: {len(missing)} of {sources} source file(s): {_shown(missing)}")
+        gone = [path for path, why in missing.items() if path not in unmade and path not in needed]
+        missing = {path: why for path, why in missing.items() if path not in unmade and path in needed}
+        if absent := [path for path, why in missing.items() if why == "not found"]:
+            missing_total += len(absent)
+            print(f"  missing: {len(absent)} of {sources} source file(s): {_shown(absent)}")
+        if unreadable := {path: why for path, why in missing.items() if why != "not found"}:
+            unreadable_total += len(unreadable)
+            shown = _shown([f"{path} ({why})" for path, why in unreadable.items()])
+            print(f"  cannot be read: {len(unreadable)} of {sources} source file(s): {shown}")
         if gone:  # archived once done: nothing to load, and their results stay
             print(f"  gone: {len(gone)} source file(s) of items already done (their results stay): {_shown(gone)}")
         masked = {(item.source.key, item.mask.key) for item in pending[plan.name] if item.mask is not None}
@@ -148,7 +152,9 @@ def report(args) -> int:
         print(f"error: {unmasked_total} source(s) without a mask (listed above)", file=sys.stderr)
     if missing_total:
         print(f"error: {missing_total} source file(s) not found (listed above)", file=sys.stderr)
-    if missing_total or unmasked_total:
+    if unreadable_total:
+        print(f"error: {unreadable_total} source file(s) cannot be read (listed above)", file=sys.stderr)
+    if missing_total or unreadable_total or unmasked_total:
         return EXIT_ITEMS_FAILED
     return EXIT_OK
 

@@ -4,7 +4,6 @@ record every result as it comes back; it alone writes the job folders. What a wo
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
@@ -17,6 +16,7 @@ from .chain_counts import stand_in, stand_ins
 from .errors import BatchEditError, OutputError, OutputRefusedError, PipelineLoadError
 from .folder_lock import check_open_files, run_reserve
 from .job_chains import chained_after, job_folders, job_of, readers, split_waiting, waiting_warnings
+from .local_files import missing_reason
 from .outputs import JobOutput, discard_unused
 from .pipeline_config import PipelineConfig
 from .plan import JobPlan, WorkItem
@@ -422,12 +422,19 @@ def _check_sources_exist(items: list[WorkItem]) -> None:
     failure rows. A partly missing set runs: each missing file is its item's recorded failure. Of the whole plan's
     `items`: sources deleted after their items were done, or a --limit reaching only missing ones, fail items."""
     refs = list(dict.fromkeys(item.source for item in items))
-    if refs and not any(ref.is_url or os.path.exists(ref.key) for ref in refs):
-        shown = ", ".join(ref.key for ref in refs[:3]) + (f" and {len(refs) - 3} more" if len(refs) > 3 else "")
-        raise SourcesMissing(
-            f"none of the {len(refs)} source file(s) exists: {shown} (relative paths resolve against the "
-            "manifest's folder); nothing was run"
-        )
+    if not refs or any(ref.is_url for ref in refs):
+        return
+    reasons = {ref.key: missing_reason(ref.key) for ref in refs}
+    if any(reason is None for reason in reasons.values()):
+        return
+    unreadable = [f"{key} ({reason})" for key, reason in reasons.items() if reason != "not found"]
+    shown = unreadable[:3] or list(reasons)[:3]  # what is wrong beyond a wrong path first
+    shown = ", ".join(shown) + (f" and {len(refs) - len(shown)} more" if len(refs) > len(shown) else "")
+    state = "can be read" if unreadable else "exists"
+    raise SourcesMissing(
+        f"none of the {len(refs)} source file(s) {state}: {shown} (relative paths resolve against the manifest's "
+        "folder); nothing was run"
+    )
 
 
 @contextmanager

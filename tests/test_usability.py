@@ -155,6 +155,29 @@ def test_run_with_every_source_missing_refuses_before_loading(photos, tiny_confi
     assert not (photos / "out").exists()
 
 
+def test_sources_there_but_out_of_reach_are_named_with_why_not_as_missing(photos, tiny_config):
+    """A link loop (or a folder above the file that may not be entered) is no wrong path: plan and the run's
+    refusal say what stops each file, as the run's failure rows would ("could not read file: ...")."""
+    (photos / "loop-a.jpg").symlink_to("loop-b.jpg")
+    (photos / "loop-b.jpg").symlink_to("loop-a.jpg")
+    write(photos / "m.yaml", "jobs: [{name: a, sources: [loop-a.jpg, gone.jpg, photos/cat.jpg], prompts: a}]")
+    plan = batch_edit("plan", "m.yaml", "--pipeline", str(tiny_config), cwd=photos)
+    assert plan.returncode == 1, plan.stdout + plan.stderr
+    assert f"missing: 1 of 3 source file(s): {photos / 'gone.jpg'}\n" in plan.stdout
+    assert f"cannot be read: 1 of 3 source file(s): {photos / 'loop-a.jpg'} (a link loop)\n" in plan.stdout
+    assert plan.stderr.endswith(
+        "error: 1 source file(s) not found (listed above)\nerror: 1 source file(s) cannot be read (listed above)\n"
+    )
+    write(photos / "m.yaml", "jobs: [{name: a, sources: [loop-a.jpg, gone.jpg], prompts: a}]")
+    result = run(photos, "run", "m.yaml", "--pipeline", str(tiny_config))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"error: none of the 2 source file(s) can be read: {photos / 'loop-a.jpg'} (a link loop) and 1 more "
+        "(relative paths resolve against the manifest's folder); nothing was run"
+    )
+    assert "loading" not in result.stderr and not (photos / "out").exists()
+
+
 def test_plan_warns_about_a_device_this_machine_lacks_and_jobs_that_start_from_noise(photos, tiny_model, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     cuda = write_pipeline_config(photos / "cuda.yaml", tiny_model, device="cuda")
