@@ -33,7 +33,7 @@ from .parameters import DEFAULT_TASK, MAX_ITEMS_PER_RUN, PARAMETERS, axes, axis_
 from .plan import name_problems
 from .source_folders import Exclusions
 from .sources import SourceRef, SourceSpecError, expand_source
-from .validation import describe_validation_error, printable, read_yaml_file, shown_path
+from .validation import describe_errors, describe_validation_error, printable, read_yaml_file, shown_path
 
 DEFAULT_OUTPUT_ROOT = Path("outputs")
 
@@ -161,7 +161,7 @@ def _load_yaml(
     top, problems = _top_level(data, path)
     where = f"{shown_path(path)}: defaults"
     given = without_listed_options(without_untaken(top.defaults, task, where, problems), where, problems)
-    defaults = _validated(JobDefaults, given, where, problems)
+    defaults, refused = _valid_defaults(given, where, problems)
     base = path.parent
     own_root = setting_path(base, top.output_root) if top.output_root else None
     exclude = output_root or own_root or DEFAULT_OUTPUT_ROOT  # the run's output root, as the CLI picks it
@@ -176,7 +176,7 @@ def _load_yaml(
         merged = {**inherited_defaults(defaults.model_dump(exclude_unset=True) if defaults else {}, raw, task), **raw}
         merged = without_random_seed(without_untaken(merged, task, where, problems), where, problems)
         merged = without_listed_options(merged, where, problems)
-        model = _validated(JobModel, merged, where, problems)
+        model = _validated(JobModel, merged, where, problems, refused)
         job = _job_from_model(model, base, where, problems, exclude, task) if model is not None else None
         if job is not None:
             jobs.append(job)
@@ -206,11 +206,33 @@ def _top_level(data: dict, path: Path) -> tuple[ManifestModel, list[str]]:
     return ManifestModel.model_validate(known, strict=True), problems
 
 
-def _validated(model: type[BaseModel], data: dict, where: str, problems: list[str]):
+def _valid_defaults(given: dict, where: str, problems: list[str]) -> tuple[BaseModel | None, frozenset[str]]:
+    """`defaults:` validated, and the fields of it refused. Its valid keys still reach the jobs: left out with the
+    refused ones, every job taking `sources` or `prompts` from there would be told they are missing."""
+    try:
+        return JobDefaults.model_validate(given, strict=True), frozenset()
+    except ValidationError as exc:
+        problems.extend(describe_validation_error(exc, where, JobDefaults))
+        errors = exc.errors()
+    keys = {err["loc"][0] for err in errors if err["loc"]}
+    refused = keys if all(err["loc"] for err in errors) else set(given)  # a check across fields: none kept
+    try:
+        defaults = JobDefaults.model_validate({k: v for k, v in given.items() if k not in refused}, strict=True)
+    except ValidationError:  # the keys kept fail together: keep none (their problems are reported above)
+        defaults, refused = None, set(given)
+    return defaults, frozenset(refused).intersection(JobDefaults.model_fields)
+
+
+def _validated(
+    model: type[BaseModel], data: dict, where: str, problems: list[str], refused: frozenset[str] = frozenset()
+):
+    """`refused`: fields `defaults:` gave but were refused there; a job that would take one is not told it is
+    missing (the problem is the default's, reported once)."""
     try:
         return model.model_validate(data, strict=True)
     except ValidationError as exc:
-        problems.extend(describe_validation_error(exc, where, model))
+        errors = [e for e in exc.errors() if not (e["type"] == "missing" and e["loc"] and e["loc"][0] in refused)]
+        problems.extend(describe_errors(errors, where, model))
         return None
 
 

@@ -283,8 +283,13 @@ NUMBER_TYPES = ("int_type", "float_type")  # a strict number field given text
 
 def describe_validation_error(exc: ValidationError, where: str, model: type[BaseModel] | None = None) -> list[str]:
     """One line per problem: where, which field, what is wrong, and what is allowed."""
+    return describe_errors(exc.errors(), where, model)
+
+
+def describe_errors(errors: list[dict], where: str, model: type[BaseModel] | None = None) -> list[str]:
+    """describe_validation_error for some of a ValidationError's errors (`exc.errors()`, a few left out)."""
     lines = []
-    for err in _one_branch_per_field(exc.errors()):
+    for err in _one_branch_per_field(errors):
         loc = [str(part) for part in err["loc"]]
         field = _field_path(err["loc"])
         if err["type"] == "extra_forbidden":

@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 
+from batch_edit.manifest_models import JobDefaults
 from batch_edit.parameters import SEED_MAX
 from batch_edit.plan import derive_seed
 from batch_edit.sheet_arrangement import arrange
@@ -169,3 +170,43 @@ def test_an_unknown_top_level_key_is_reported_with_the_jobs_problems(tmp_path, t
     assert result.returncode == 2
     assert "unknown key 'foo'" in result.stderr and "jobs[0] ('a'): field 'strength'" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def error_lines(result) -> list[str]:
+    """Every problem of a manifest refused before anything ran, the first without its 'error: '."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("error: "), result.stderr
+    return result.stderr.removeprefix("error: ").splitlines()
+
+
+def test_an_unknown_key_in_defaults_leaves_the_jobs_their_other_defaults(tmp_path, tiny_config):
+    result = plan(tmp_path, tiny_config, f"""
+        defaults:
+          sources: {CAT}
+          strenght: 0.5
+        jobs:
+          - {{name: a, prompts: p}}
+          - {{name: b, prompts: q}}
+    """)  # fmt: skip
+    allowed = ", ".join(JobDefaults.model_fields)
+    assert error_lines(result) == [
+        f"{tmp_path / 'm.yaml'}: defaults: unknown key 'strenght' (did you mean 'strength'?); allowed keys: {allowed}"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_refused_default_is_reported_once_not_as_missing_in_each_job_taking_it(tmp_path, tiny_config):
+    result = plan(tmp_path, tiny_config, f"""
+        defaults:
+          sources: 5
+          prompts: p
+        jobs:
+          - {{name: a}}
+          - {{name: b, sources: {CAT}}}
+          - {{name: c, sources: {CAT}, strength: 5}}
+    """)  # fmt: skip
+    manifest = tmp_path / "m.yaml"
+    assert error_lines(result) == [
+        f"{manifest}: defaults: field 'sources': input should be a valid string (got 5)",
+        f"{manifest}: jobs[2] ('c'): field 'strength': input should be less than or equal to 1 (got 5)",
+    ]
