@@ -19,22 +19,24 @@ FILES_UNWRITTEN = (
     "re-run the same command: it writes them without redoing any item."
 )
 # --overwrite marks no item as redone: the same command starts over, and a run without it keeps what is there
+KEPT = ", and the items this run did not redo keep their earlier results"
 OVERWRITE_RERUN = (
     "running the same command again with --overwrite redoes every item again (those this run redid too); "
-    "without --overwrite, it makes only what is not done, and the items this run did not redo keep their earlier "
-    "results"
+    "without --overwrite, it makes only what is not done" + KEPT
 )
 
 
-def overwrite_rerun(limit: int | None = None) -> str:
-    """What the same command does again after `run --overwrite` (`limit`: its --limit), and one without it."""
-    if limit is None:
-        return OVERWRITE_RERUN
-    return (
-        f"running the same command again (--overwrite --limit {limit}) redoes the same first {limit} item(s) again, "
-        "never the rest; without --limit, it redoes every item; without --overwrite, it makes only what is not done, "
-        "and the items this run did not redo keep their earlier results"
-    )
+def overwrite_rerun(limit: int | None = None, kept: bool = True) -> str:
+    """What the same command does again after `run --overwrite` (`limit`: its --limit), and one without it;
+    `kept`: whether items it did not redo keep earlier results (not where all it left were never made)."""
+    said = OVERWRITE_RERUN.removesuffix(KEPT)
+    if limit is not None:
+        said = (
+            f"running the same command again (--overwrite --limit {limit}) redoes the same first {limit} item(s) "
+            "again, never the rest; without --limit, it redoes every item; without --overwrite, it makes only what "
+            "is not done"
+        )
+    return said + KEPT if kept else said
 
 
 def resume_hint(overwrite: bool, limit: int | None = None) -> str:
@@ -66,6 +68,7 @@ def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | 
         if any(job.filled):
             print(_filled(job))
     left = sum(job.held_back + job.not_run + sum(waits[job.name].values()) for job in result.jobs)
+    kept = sum(_not_redone(job, waits[job.name], overwrite) for job in result.jobs)
     counts = [count for count, makers, *_ in coming.values() if makers]
     added = sum(count or 0 for count in counts)
     how_many = f"{added} and more" if None in counts and added else "more" if None in counts else added
@@ -76,11 +79,11 @@ def print_summary(result, stopped_by: str | None, overwrite: bool, limit: int | 
         print(f"nothing to do: every item is already done{rejected}{'; ' + waiting if waiting else ''}")
     else:  # the same clock and format as the progress line's last "elapsed"
         written, failed = sum(job.done for job in result.jobs), result.failed
-        later = f", {left} {_left_word(overwrite)}" if left else ""
+        later = f", {_left_words(left, kept)}" if left else ""
         later += f", {to_come}" if to_come else ""
         print(f"total: {written} written, {failed} failed{later}, elapsed {format_duration(result.seconds)}")
         if overwrite and (left or to_come) and stopped_by is None and result.error is None:  # a stop says it
-            print(f"note: nothing marks an item as redone: {overwrite_rerun(limit)}", file=sys.stderr)
+            print(f"note: nothing marks an item as redone: {overwrite_rerun(limit, bool(kept))}", file=sys.stderr)
     if failed := [job for job in result.jobs if job.failed]:  # the line above counts reasons; where each item's is
         files = ", ".join(escaped(job.folder / "failures.csv") for job in failed)
         print(f"failed items, each with its error: {files}")
@@ -304,11 +307,21 @@ def _left(job, waits: dict[str, int], stopped_by: str | None, overwrite: bool, l
         why.append(_OVERWRITE_LIMIT.format(limit=limit))  # neither what it held back nor what waits is reached
     elif job.held_back:
         why.append("--limit")
-    return f", {job.held_back + job.not_run + waiting} {_left_word(overwrite)} ({'; '.join(why)})"
+    left = job.held_back + job.not_run + waiting
+    return f", {_left_words(left, _not_redone(job, waits, overwrite))} ({'; '.join(why)})"
 
 
 _OVERWRITE_LIMIT = "--overwrite --limit {limit} redoes the first {limit} each time"
 
 
-def _left_word(overwrite: bool) -> str:
-    return "not redone" if overwrite else "left for later"
+def _not_redone(job, waits: dict[str, int], overwrite: bool) -> int:
+    """Of the items a run with --overwrite left of the job, those it did not redo: the ones --limit held back
+    that were done before (they keep their earlier results), and those a stop left or waiting for results. The
+    others --limit held back were never made: left for later, as without --overwrite."""
+    return job.not_redone + job.not_run + sum(waits.values()) if overwrite else 0
+
+
+def _left_words(left: int, not_redone: int) -> str:
+    """ "N not redone, M left for later", either left out where it is 0."""
+    parts = ((not_redone, "not redone"), (left - not_redone, "left for later"))
+    return ", ".join(f"{count} {words}" for count, words in parts if count)

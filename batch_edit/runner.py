@@ -45,6 +45,7 @@ class JobSummary:
     seconds: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
     held_back: int = 0  # pending items left for a later run by --limit
+    not_redone: int = 0  # with --overwrite, of those: the ones done before (they keep their earlier results)
     not_run: int = 0  # pending items the run stopped before (a signal)
     waiting: dict[str, int] = field(default_factory=dict)  # items whose source is a job's folder this run makes
     standing: dict[str, int] = field(default_factory=dict)  # of those, per job: its folder standing for results
@@ -303,10 +304,10 @@ def _pending(
 ) -> tuple[dict[str, list], dict]:
     """Each job's pending items (not those this run tried already), the first `limit` of them across jobs; counts
     what is done and held back."""
-    found = {}
+    found, read = {}, {}
     for summary in summaries:
         plan, output, tried = chain.plans[summary.name], outputs[summary.name], chain.made.get(summary.name, set())
-        records = output.read_records()
+        records = read[summary.name] = output.read_records()
         items = pending_items(plan, output, options.overwrite, records)
         found[summary.name] = [item for item in items if item.item_id not in tried]
         summary.total = len(plan.items)
@@ -326,7 +327,12 @@ def _pending(
         }
         pending[summary.name] = items[:limit] if limit is not None else items
         limit = None if limit is None else limit - len(pending[summary.name])
-        summary.held_back = len(items) - len(pending[summary.name])
+        held = items[len(pending[summary.name]) :]
+        summary.held_back = len(held)
+        # with --overwrite every item is pending: of those held back, only the ones done (a record and an intact
+        # image) are not redone; the others were never made, and are left for later as without --overwrite
+        done = outputs[summary.name].finished_ids(held, read[summary.name]) if options.overwrite and held else ()
+        summary.not_redone = len(done)
     return pending, sources
 
 

@@ -1,6 +1,8 @@
 """What `run --overwrite --limit N` says is left: nothing marks an item as redone, so the same command redoes the
 same first N each time and never reaches the rest (a reader waiting for results, those to come from them): no
-"run again" on any job's line, and what a rerun does said once, with --limit (a stop's hint too)."""
+"run again" on any job's line, and what a rerun does said once, with --limit (a stop's hint too). Only items done
+before are "not redone" (they keep their earlier results): those the limit leaves that were never made are left
+for later."""
 
 from __future__ import annotations
 
@@ -51,6 +53,37 @@ def test_a_reader_left_by_overwrite_and_limit_is_not_told_to_run_again(tmp_path,
         assert f"note: nothing marks an item as redone: {SAME_FIRST}" in result.stderr, result.stderr
     plain = _run(manifest, tiny_config)  # no note where nothing is left
     assert "note: nothing marks" not in plain.stderr and "not redone" not in plain.stdout, plain.stdout + plain.stderr
+
+
+def test_items_overwrite_and_limit_leave_that_were_never_made_are_left_for_later(tmp_path, tiny_config):
+    image_file(tmp_path / "img" / "x.png")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "output_root: out\n" + SMALL + "jobs:\n  - {name: l1, sources: img/, prompts: [a, b]}\n"
+        "  - {name: l2, sources: img/, prompts: [c, d, e, f]}\n"
+    )
+    # on new folders: nothing the limit leaves was made before, so nothing keeps an earlier result
+    result = _run(manifest, tiny_config, "--overwrite", "--limit", "4")
+    assert _line(result.stdout, "l2").startswith("job l2: 2 written, 0 already done, 0 failed, 2 left for later ("), (
+        result.stdout
+    )
+    assert "not redone" not in result.stdout and "total: 4 written, 0 failed, 2 left for later," in result.stdout, (
+        result.stdout
+    )
+    assert "redoes the same first 4 item(s) again" in result.stderr, result.stderr
+    assert "keep their earlier results" not in result.stderr, result.stderr
+    # job l2's first 2 items are done, its last 2 never made: only the former keep earlier results
+    result = _run(manifest, tiny_config, "--overwrite", "--limit", "1")
+    assert _line(result.stdout, "l1").startswith("job l1: 1 written, 0 already done, 0 failed, 1 not redone ("), (
+        result.stdout
+    )
+    l2 = _line(result.stdout, "l2")
+    assert l2.startswith("job l2: 0 written, 0 already done, 0 failed, 2 not redone, 2 left for later ("), l2
+    assert "--overwrite --limit 1 redoes the first 1 each time" in l2 and "run again" not in l2, l2
+    assert "total: 1 written, 0 failed, 3 not redone, 2 left for later," in result.stdout, result.stdout
+    assert f"{SAME_FIRST}; " in result.stderr and "did not redo keep their earlier results" in result.stderr, (
+        result.stderr
+    )
 
 
 def test_overwrite_without_limit_leaves_the_note_out_where_nothing_is_left(tmp_path, tiny_config):
