@@ -68,6 +68,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 def named_item(path: Path, item_id: str | None) -> tuple[Path, str]:
     """The metadata.csv and the item `reproduce` was asked for: a job's metadata.csv with `item_id`, or a result
     image in its job folder, whose embedded record names the item (`item_id`, if also given, must agree)."""
+    refuse_folder(path)  # a job folder given for its metadata.csv: said before asking for --item
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         if item_id is None:
             raise ReproduceError(f"{path}: --item ITEM_ID is needed with a metadata.csv (or give a result image)")
@@ -235,10 +236,14 @@ _RowValues = create_model(
 )
 
 
+def refuse_folder(path: Path) -> None:
+    if path.is_dir():
+        hint = " (pass its metadata.csv)" if (path / "metadata.csv").is_file() else ""
+        raise ReproduceError(f"{path} is a folder; reproduce reads a job's metadata.csv{hint}")
+
+
 def find_row(metadata_csv: Path, item_id: str) -> dict:
-    if metadata_csv.is_dir():
-        hint = " (pass its metadata.csv)" if (metadata_csv / "metadata.csv").is_file() else ""
-        raise ReproduceError(f"{metadata_csv} is a folder; reproduce reads a job's metadata.csv{hint}")
+    refuse_folder(metadata_csv)
     try:
         columns, rows = read_listing(metadata_csv)
     except FileNotFoundError:

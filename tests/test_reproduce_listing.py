@@ -82,3 +82,15 @@ def test_an_item_whose_row_a_changed_source_took_is_said_superseded(tmp_path, ti
     assert "of the same source, prompt and parameters (they differ in the source's content)" in message
     assert f"its image {old.file_name} is still in the job folder" in message
     assert "no item" not in message
+
+
+@pytest.mark.parametrize("item", [(), ("--item", "a1")])
+def test_a_job_folder_given_is_named_as_a_folder_with_or_without_an_item(tmp_path, item):
+    """Not first asked for --item, then told the path is a folder."""
+    folder = tmp_path / "out" / "j"
+    folder.mkdir(parents=True)
+    (folder / "metadata.csv").write_text("item_id\n")
+    result = batch_edit("reproduce", str(folder), *item)
+    assert result.returncode == 2
+    expected = f"error: {folder} is a folder; reproduce reads a job's metadata.csv (pass its metadata.csv)"
+    assert result.stderr.strip() == expected
