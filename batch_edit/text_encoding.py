@@ -1,10 +1,11 @@
 """Text files as editors and spreadsheets save them -> str with universal newlines.
 
 UTF-8 (a byte-order mark dropped), or UTF-16 or UTF-32 where a byte-order mark says so (Notepad's "Unicode",
-Excel's "Unicode Text"; UTF-32 from a few editors and scripts). Anything else is refused where it stops being UTF-8, at its line and column with the byte: a
-file saved in the computer's code page (Windows-1252 in Western Europe) cannot be told apart from other code
-pages for sure, so it is never guessed at. Manifests (YAML and CSV), pipeline configs and caption files read
-their text here.
+Excel's "Unicode Text"; UTF-32 from a few editors and scripts). Anything else is refused where it stops being
+UTF-8, at its line and column with the byte: a file saved in the computer's code page (Windows-1252 in Western
+Europe) cannot be told apart from other code pages for sure, so it is never guessed at. A file of a well-known
+binary format (an image, a weights file) is named as such. Manifests (YAML and CSV), pipeline configs and caption
+files read their text here.
 """
 
 from __future__ import annotations
@@ -16,9 +17,37 @@ class TextEncodingError(ValueError):
     """Bytes that are not text in an encoding read here; the message says where and what to do (`advice`)."""
 
 
+# Files given where text was meant (an image as the manifest, a weights file as the pipeline config): said so,
+# not refused at their first byte with advice on saving text as UTF-8
+BINARY_STARTS = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"%PDF-", "a PDF document"),
+    (b"PK\x03\x04", "a zip archive (or an Office document)"),
+)
+
+
+def binary_kind(data: bytes) -> str | None:
+    """What a file of a well-known binary format is ("a PNG image", "a safetensors weights file"), else None."""
+    for start, kind in BINARY_STARTS:
+        if data.startswith(start):
+            return kind
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "a WebP image"
+    if data[:4] == b"GGUF" and data[5:8] == b"\0\0\0":  # a small version number, little-endian
+        return "a GGUF model file"
+    if data[8:10] == b'{"' and 0 < int.from_bytes(data[:8], "little") <= len(data) - 8:  # a JSON header's length
+        return "a safetensors weights file"
+    return None
+
+
 def decode_text_file(data: bytes, advice: str, code_page_note: str = "") -> str:
     """The text of `data`, or TextEncodingError ending with `advice` (how to save the file as UTF-8).
     `code_page_note` follows the Windows-1252 reading of a refused byte (which program saves in that code page)."""
+    if kind := binary_kind(data):
+        raise TextEncodingError(f"{kind}, not a text file")
     encoding = _bom_encoding(data)
     if encoding == "utf-8-sig" and (unicode := _unmarked_unicode(data)):
         # read as UTF-8 or Windows-1252 it would be refused at a byte and a position that mean nothing to the user

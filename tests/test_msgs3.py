@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from batch_edit.csv_table import CsvTableError, decode_csv
 from batch_edit.prompt_tokens import truncation_warning
@@ -113,3 +114,26 @@ def test_run_says_so_too_and_reads_the_results_once_made(tmp_path, tiny_config):
     assert "total: 2 written, 0 failed, elapsed" in first.stdout
     second = batch_edit("run", str(manifest), "--pipeline", str(tiny_config))
     assert "job a's folder" not in second.stderr and "nothing to do" in second.stdout
+
+
+@pytest.mark.parametrize(
+    ("suffix", "kind"),
+    [
+        (".png", "a PNG image"),
+        (".jpg", "a JPEG image"),
+        (".webp", "a WebP image"),
+        (".safetensors", "a safetensors weights file"),
+    ],
+)
+def test_a_binary_file_given_as_the_pipeline_config_is_named_for_what_it_is(tmp_path, suffix, kind):
+    """An image or a weights file passed to --pipeline: said so, not refused at its first byte as text to re-save."""
+    path = tmp_path / f"config{suffix}"
+    if suffix == ".safetensors":
+        header = b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+        path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(4))
+    else:
+        Image.new("RGB", (8, 8)).save(path)
+    (tmp_path / "m.yaml").write_text("jobs: [{name: a, sources: x.png, prompts: a}]\n")
+    result = batch_edit("plan", str(tmp_path / "m.yaml"), "--pipeline", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {path}: {kind}, not a text file"
