@@ -19,24 +19,21 @@ FILES_UNWRITTEN = (
     "re-run the same command: it writes them without redoing any item."
 )
 # --overwrite marks no item as redone: the same command starts over, and a run without it keeps what is there
-KEPT = ", and the items this run did not redo keep their earlier results"
 OVERWRITE_RERUN = (
     "running the same command again with --overwrite redoes every item again (those this run redid too); "
-    "without --overwrite, it makes only what is not done" + KEPT
+    "without --overwrite, it makes only what is not done"
+)
+LIMITED_OVERWRITE_RERUN = (
+    "running the same command again (--overwrite --limit {limit}) redoes the same first {limit} item(s) again, "
+    "never the rest; without --limit, it redoes every item; without --overwrite, it makes only what is not done"
 )
 
 
 def overwrite_rerun(limit: int | None = None, kept: bool = True) -> str:
     """What the same command does again after `run --overwrite` (`limit`: its --limit), and one without it;
     `kept`: whether items it did not redo keep earlier results (not where all it left were never made)."""
-    said = OVERWRITE_RERUN.removesuffix(KEPT)
-    if limit is not None:
-        said = (
-            f"running the same command again (--overwrite --limit {limit}) redoes the same first {limit} item(s) "
-            "again, never the rest; without --limit, it redoes every item; without --overwrite, it makes only what "
-            "is not done"
-        )
-    return said + KEPT if kept else said
+    said = OVERWRITE_RERUN if limit is None else LIMITED_OVERWRITE_RERUN.format(limit=limit)
+    return said + ", and the items this run did not redo keep their earlier results" if kept else said
 
 
 def resume_hint(overwrite: bool, limit: int | None = None) -> str:
