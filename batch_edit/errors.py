@@ -5,9 +5,13 @@ from __future__ import annotations
 
 def first_line(exc: BaseException | str, limit: int | None = 300) -> str:
     """An exception's (or a text's) first line, cut to `limit` characters (None: whole): what follows is often
-    advice about arguments this tool sets. An exception without words gives its type's name."""
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else "" if isinstance(exc, str) else type(exc).__name__
+    advice about arguments this tool sets. A first line ending in a colon only announces the next, which it takes
+    (torch: "Error(s) in loading state_dict for Linear:", then the size mismatch). An exception without words gives
+    its type's name."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    line = lines[0] if lines else "" if isinstance(exc, str) else type(exc).__name__
+    if line.endswith(":") and len(lines) > 1:
+        line = f"{line} {lines[1]}"
     return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."
 
 

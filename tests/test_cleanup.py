@@ -110,6 +110,11 @@ def test_first_line():
     assert first_line("") == ""
     assert first_line(ValueError("x" * 400)) == "x" * 297 + "..."  # 300 by default
     assert first_line(ValueError("x" * 400), None) == "x" * 400
+    loading = "Error(s) in loading state_dict for Linear:\n\tsize mismatch for weight: shape [4, 64], not [4, 32].\n"
+    assert first_line(RuntimeError(loading)) == (
+        "Error(s) in loading state_dict for Linear: size mismatch for weight: shape [4, 64], not [4, 32]."
+    )
+    assert first_line(ValueError("a:")) == "a:"
 
 
 # ---------------------------------------------------------------- YAML text encodings
