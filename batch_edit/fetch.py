@@ -31,7 +31,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.poolmanager import PoolManager
 
-from .fetch_options import FetchError, FetchOptions, human_bytes
+from .fetch_options import PRIVATE_ADDRESS, FetchError, FetchOptions, human_bytes
 
 # identity: the byte cap then counts real bytes, with no decompression in between (images are compressed).
 _HEADERS = {"Accept-Encoding": "identity"}
@@ -138,6 +138,25 @@ def is_public_address(address: str) -> bool:
             return is_public_address(str(embedded))
     odd = ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
     return ip.is_global and not odd  # is_global alone lets global-scope multicast and some reserved ranges through
+
+
+def refused_unfetched(url: str, options: FetchOptions) -> str | None:
+    """Why `url` is refused whenever it is fetched, known without a request ("a private address": its host is one
+    written out, or localhost, and private URLs are not allowed). None otherwise (a name may resolve anywhere)."""
+    if options.allow_private:
+        return None
+    host = (urlsplit(url).hostname or "").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost") or _literal_private(host):
+        return PRIVATE_ADDRESS
+    return None
+
+
+def _literal_private(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return not is_public_address(host)
 
 
 def _nat64_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+PRIVATE_ADDRESS = "a private address"  # a URL refused before any request (see fetch.refused_unfetched)
+
 
 class FetchError(Exception):
     """A download failed; str() is a short reason the user can act on, `reason` the same without what varies from

@@ -14,6 +14,7 @@ from typing import Protocol
 from .background import Prefetch, Writer
 from .chain_counts import stand_in, stand_ins
 from .errors import BatchEditError, OutputError, OutputRefusedError, PipelineLoadError
+from .fetch_options import PRIVATE_ADDRESS
 from .folder_lock import check_open_files, run_reserve
 from .job_chains import chained_after, job_folders, job_of, readers, split_waiting, waiting_warnings
 from .local_files import missing_reason
@@ -153,7 +154,7 @@ def drive(
     if not active:
         _finish_idle(summaries, outputs)
         return RunResult(summaries, loaded_model=False)
-    _check_sources_exist([item for plan in plans for item in plan.items])
+    _check_sources_exist([item for plan in plans for item in plan.items], options.fetch)
     execution.check(config)  # refusals that need no weights come before anything is written
     left = [summary for summary in summaries if summary in active or summary.waiting or summary.held_back]
     with ExitStack() as stack:
@@ -423,24 +424,37 @@ def _discard_untouched(involved: list[JobSummary], outputs: dict, chain: _Chain)
     _finish_idle(untouched, outputs)
 
 
-def _check_sources_exist(items: list[WorkItem]) -> None:
-    """A run with nothing it could load is a mistake in the manifest (paths, a moved folder), not a night of
-    failure rows. A partly missing set runs: each missing file is its item's recorded failure. Of the whole plan's
-    `items`: sources deleted after their items were done, or a --limit reaching only missing ones, fail items."""
+def _check_sources_exist(items: list[WorkItem], fetch: FetchOptions) -> None:
+    """A run with nothing it could load is a mistake in the manifest (paths, a moved folder, private URLs without
+    --allow-private-urls), not a night of failure rows. A partly missing set runs: each missing file is its item's
+    recorded failure. Of the whole plan's `items`: sources deleted after their items were done, or a --limit
+    reaching only missing ones, fail items."""
     refs = list(dict.fromkeys(item.source for item in items))
-    if not refs or any(ref.is_url for ref in refs):
+    if not refs:
         return
-    reasons = {ref.key: missing_reason(ref.key) for ref in refs}
+    reasons = {ref.key: _unloadable(ref, fetch) for ref in refs}
     if any(reason is None for reason in reasons.values()):
         return
-    unreadable = [f"{key} ({reason})" for key, reason in reasons.items() if reason != "not found"]
-    shown = unreadable[:3] or list(reasons)[:3]  # what is wrong beyond a wrong path first
+    other = [f"{key} ({reason})" for key, reason in reasons.items() if reason != "not found"]
+    shown = other[:3] or list(reasons)[:3]  # what is wrong beyond a wrong path first
     shown = ", ".join(shown) + (f" and {len(refs) - len(shown)} more" if len(refs) > len(shown) else "")
-    state = "can be read" if unreadable else "exists"
-    raise SourcesMissing(
-        f"none of the {len(refs)} source file(s) {state}: {shown} (relative paths resolve against the manifest's "
-        "folder); nothing was run"
-    )
+    if any(ref.is_url for ref in refs):
+        message = f"none of the {len(refs)} source(s) can be loaded: {shown}"
+    else:
+        message = f"none of the {len(refs)} source file(s) {'can be read' if other else 'exists'}: {shown}"
+    if "not found" in reasons.values():
+        message += " (relative paths resolve against the manifest's folder)"
+    if PRIVATE_ADDRESS in reasons.values():
+        message += " (--allow-private-urls allows private addresses)"
+    raise SourcesMissing(f"{message}; nothing was run")
+
+
+def _unloadable(ref, fetch: FetchOptions) -> str | None:
+    if not ref.is_url:
+        return missing_reason(ref.key)
+    from .fetch import refused_unfetched  # requests is imported only for a run with URLs
+
+    return refused_unfetched(ref.key, fetch)
 
 
 @contextmanager

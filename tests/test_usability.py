@@ -178,6 +178,23 @@ def test_sources_there_but_out_of_reach_are_named_with_why_not_as_missing(photos
     assert "loading" not in result.stderr and not (photos / "out").exists()
 
 
+def test_a_run_whose_every_source_is_a_url_at_a_private_address_refuses_before_loading(photos, tiny_config):
+    """Refused whenever fetched without --allow-private-urls: known from the URLs alone, not after the model loads;
+    a host name is not judged (it may resolve anywhere), and with the flag the run goes ahead."""
+    sources = ["http://127.0.0.1:9/a.png", "http://localhost:9/b.png", "http://[::1]:9/c.png"]
+    write(photos / "u.csv", "source,prompt\n" + "".join(f"{url},a\n" for url in sources))
+    result = run(photos, "run", "u.csv", "--pipeline", str(tiny_config))
+    assert result.returncode == 2, result.stderr
+    shown = ", ".join(f"{url} (a private address)" for url in sources)
+    assert result.stderr.splitlines()[-1] == (
+        f"error: none of the 3 source(s) can be loaded: {shown} (--allow-private-urls allows private addresses); "
+        "nothing was run"
+    )
+    assert "loading" not in result.stderr and not (photos / "out").exists()
+    allowed = run(photos, "run", "u.csv", "--pipeline", str(tiny_config), "--allow-private-urls")
+    assert allowed.returncode == 1 and "3 failed (could not connect: 3)" in allowed.stdout, allowed.stdout
+
+
 def test_plan_warns_about_a_device_this_machine_lacks_and_jobs_that_start_from_noise(photos, tiny_model, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     cuda = write_pipeline_config(photos / "cuda.yaml", tiny_model, device="cuda")
