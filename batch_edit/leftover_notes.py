@@ -59,7 +59,8 @@ def leftover_notes(
     if leftovers := [name for name in found.unplanned if name not in names]:
         notes.append(
             f"{len(leftovers)} result(s) of items the plan no longer has stay as they are ({_shown(leftovers)}; "
-            "listed last in metadata.csv, without a position, once a run rewrites it): `batch-edit prune "
+            "listed last in metadata.csv, without a position, until an item of the same source, prompt and "
+            "parameters is made, which takes their row): `batch-edit prune "
             "MANIFEST...` (with this --pipeline) moves them to .batch-edit/pruned/"
         )
     # an archived item's (its source gone too) cannot be made again: `plan` lists its source as missing

@@ -41,7 +41,7 @@ def test_results_no_longer_planned_are_noted_until_prune_moves_them(tmp_path, ti
     _sweep(tmp_path, "[0.5]")  # the sweep narrowed: two results no longer planned
 
     planned = run_manifest(tmp_path, tiny_config, "plan")
-    note = f"  note: 2 {LEFTOVER} ({names[0.7]}, {names[0.9]}; listed last in metadata.csv, without a position, once"
+    note = f"  note: 2 {LEFTOVER} ({names[0.7]}, {names[0.9]}; listed last in metadata.csv, without a position, until"
     assert note in planned, planned
     assert "`batch-edit prune MANIFEST...` (with this --pipeline) moves them to .batch-edit/pruned/" in planned
     assert DELETED not in planned and OTHER_CONFIG not in planned, planned
