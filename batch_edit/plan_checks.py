@@ -1,6 +1,7 @@
 """What `batch-edit plan` checks before a long run, without loading a model: source files that are missing,
 where relative paths resolved, a pipeline config this machine cannot run (no GPU, no local model), jobs that start
-from pure noise, and JPEG items whose metadata would be over what a JPEG holds."""
+from pure noise or sweep strengths that run the same steps, and JPEG items whose metadata would be over what a JPEG
+holds."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def plan_warnings(config: PipelineConfig, jobs: list[JobSpec]) -> list[str]:
 
 def job_warnings(jobs: list[JobSpec]) -> list[str]:
     """What `plan` and `run` both warn of in the jobs as written, before anything is planned."""
-    return noise_warnings(jobs) + exclude_warnings(jobs) + unlisted_warnings(jobs)
+    return noise_warnings(jobs) + same_start_warnings(jobs) + exclude_warnings(jobs) + unlisted_warnings(jobs)
 
 
 def unlisted_warnings(jobs: list[JobSpec]) -> list[str]:
@@ -124,6 +125,36 @@ def noise_warnings(jobs: list[JobSpec]) -> list[str]:
             warnings.append(
                 f"job {job.name}: {shown}{more} start(s) from pure noise (every step runs, so the source image "
                 "only sets the size): use a smaller strength or more steps to keep its content"
+            )
+    return warnings
+
+
+def same_start_warnings(jobs: list[JobSpec]) -> list[str]:
+    """One warning per job, steps and step count where a grid sweeps strengths that run the same denoising steps
+    (4 steps at 0.3 and 0.5: both run the last 2): items differing only in those strengths are one image. Strengths
+    running every step are left to `noise_warnings`, which names them (they too are one image: pure noise)."""
+    warnings = []
+    for job in jobs:
+        same: dict[tuple[int, int], set[float]] = {}  # (steps, steps run) -> strengths of one grid sharing them
+        for grid in job.grids:
+            strengths = {strength for strength in grid.strength if strength is not None}  # fill, kontext: none
+            for steps in set(grid.num_inference_steps):
+                runs: dict[int, set[float]] = {}
+                for strength in strengths:
+                    runs.setdefault(denoising_steps(steps, strength), set()).add(strength)
+                for ran, shared in runs.items():
+                    if len(shared) > 1 and 0 < ran < steps:
+                        same.setdefault((steps, ran), set()).update(shared)
+        for (steps, ran), shared in sorted(same.items()):
+            listed = sorted(shared)
+            more = [f"{len(listed) - 4} more"] if len(listed) > 4 else []
+            shown = [str(strength) for strength in listed[:4]] + more
+            last = "the last step" if ran == 1 else f"the last {ran} steps"
+            warnings.append(
+                f"job {job.name}: strengths {', '.join(shown[:-1])} and {shown[-1]} at {steps} steps "
+                f"{'both' if len(listed) == 2 else 'all'} run {last} (the pipeline starts at step "
+                f"int(steps - steps * strength)), so items differing only in them make the same image: use more "
+                "steps to tell them apart, or keep one of them"
             )
     return warnings
 

@@ -226,6 +226,47 @@ def test_run_warns_of_items_that_start_from_noise_as_plan_does(photos, tiny_conf
     assert noise.startswith("warning: job noisy: strength 0.9 with 2 steps start(s) from pure noise"), noise
 
 
+def test_plan_warns_of_strengths_that_run_the_same_steps_once_per_job_and_steps(photos, tiny_config):
+    """4 steps at 0.3 and 0.5 both run the last 2 (int(4 - 1.2) = int(4 - 2.0) = 2 skipped): one image twice.
+    0.8 and 1.0 run all 4, the same pure noise: the noise warning names them, this one leaves them out."""
+    write(photos / "m.yaml", """
+        jobs:
+          - {name: sweep, sources: photos/cat.jpg, prompts: a, num_inference_steps: [4, 10],
+             strength: [0.3, 0.5, 0.6, 0.8, 1.0]}
+          - {name: fine, sources: photos/cat.jpg, prompts: a, num_inference_steps: 10,
+             strength: [0.31, 0.32, 0.33, 0.34, 0.35, 0.36, 0.6]}
+          - {name: apart, sources: photos/cat.jpg, prompts: a, num_inference_steps: 4, strength: [0.25, 0.5, 0.75]}
+    """)  # fmt: skip
+    result = batch_edit("plan", "m.yaml", "--pipeline", str(tiny_config), cwd=photos)
+    assert result.returncode == 0, result.stderr
+    same = [line for line in result.stderr.splitlines() if "the same image" in line]
+    assert same == [
+        "warning: job sweep: strengths 0.3 and 0.5 at 4 steps both run the last 2 steps (the pipeline starts at step "
+        "int(steps - steps * strength)), so items differing only in them make the same image: use more steps to tell "
+        "them apart, or keep one of them",
+        "warning: job fine: strengths 0.31, 0.32, 0.33, 0.34 and 2 more at 10 steps all run the last 4 steps (the "
+        "pipeline starts at step int(steps - steps * strength)), so items differing only in them make the same "
+        "image: use more steps to tell them apart, or keep one of them",
+    ]
+    (noise,) = [line for line in result.stderr.splitlines() if "pure noise" in line]
+    assert "job sweep: strength 0.8 with 4 steps, strength 1.0 with 4 steps, strength 1.0 with 10 steps" in noise
+
+
+def test_run_warns_of_strengths_that_run_the_same_steps_and_their_images_are_one(photos, tiny_config):
+    write(photos / "m.yaml", """
+        jobs:
+          - {name: sweep, sources: photos/cat.jpg, prompts: a, num_inference_steps: 4, strength: [0.3, 0.5],
+             seed: 7, width: 32, height: 32}
+    """)  # fmt: skip
+    result = run(photos, "run", "m.yaml", "--pipeline", str(tiny_config))
+    assert result.returncode == 0, result.stderr
+    (same,) = [line for line in result.stderr.splitlines() if "the same image" in line]
+    assert same.startswith("warning: job sweep: strengths 0.3 and 0.5 at 4 steps both run the last 2 steps"), same
+    files = pd.read_csv(photos / "out" / "sweep" / "metadata.csv").sort_values("strength")["file_name"]
+    first, second = (Image.open(photos / "out" / "sweep" / name).tobytes() for name in files)
+    assert first == second
+
+
 def test_limit_runs_the_first_pending_items_across_jobs_and_plan_agrees(photos, tiny_config):
     write(
         photos / "m.yaml",
