@@ -432,9 +432,11 @@ def _check_sources_exist(items: list[WorkItem], fetch: FetchOptions) -> None:
     refs = list(dict.fromkeys(item.source for item in items))
     if not refs:
         return
-    reasons = {ref.key: _unloadable(ref, fetch) for ref in refs}
-    if any(reason is None for reason in reasons.values()):
-        return
+    reasons = {}
+    for ref in refs:  # the first source that may load ends the check: a stat for most runs, not one per source
+        if (reason := _unloadable(ref, fetch)) is None:
+            return
+        reasons[ref.key] = reason
     other = [f"{key} ({reason})" for key, reason in reasons.items() if reason != "not found"]
     shown = other[:3] or list(reasons)[:3]  # what is wrong beyond a wrong path first
     shown = ", ".join(shown) + (f" and {len(refs) - len(shown)} more" if len(refs) > len(shown) else "")
